@@ -1,0 +1,86 @@
+//! The processor's state and limits, shared by the control plane (`control.rs`) and
+//! the data path (`ingest.rs`). Neither knows about NATS: they take bytes and return
+//! replies, so they are unit-tested without a broker, and `processor.rs` only wires
+//! them to subscriptions.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::id::SessionId;
+use crate::metrics::Metrics;
+use crate::sessions::{Sessions, Snapshot, format_time};
+use crate::subjects::Event;
+
+/// Limits the operator sets (see `paddock serve --help`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request or frame accepted, in bytes. Kept below the broker's
+    /// max_payload so paddock, not the broker, answers with a clear 413.
+    pub max_payload: usize,
+    /// Most live sessions; past it, creation answers 503.
+    pub max_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload: 64 * 1024,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// Everything a handler needs. Shared as `Arc<App>`.
+#[derive(Debug)]
+pub struct App {
+    pub sessions: Sessions,
+    pub metrics: Metrics,
+    pub limits: Limits,
+}
+
+impl App {
+    pub fn new(limits: Limits) -> Self {
+        App {
+            sessions: Sessions::new(limits.max_sessions),
+            metrics: Metrics::default(),
+            limits,
+        }
+    }
+}
+
+/// Something the processor announces after a change: published on the session's own
+/// prefix and on the service-wide lifecycle feed.
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub session_id: SessionId,
+    pub event: Event,
+    pub body: Bytes,
+}
+
+impl Announcement {
+    /// `via` says what caused it: `request` (sessions.create / delete) or `data` (a
+    /// frame for a well-formed unknown id created the session on demand).
+    pub fn new(
+        session_id: SessionId,
+        event: Event,
+        at: DateTime<Utc>,
+        via: &str,
+        session: Option<&Snapshot>,
+    ) -> Self {
+        let mut body = json!({
+            "event": event.as_str(),
+            "session_id": session_id,
+            "at": format_time(&at),
+            "via": via,
+        });
+        if let Some(s) = session {
+            body["session"] = s.to_value();
+        }
+        Announcement {
+            session_id,
+            event,
+            body: serde_json::to_vec(&body).expect("serializes").into(),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The control plane: what each `sessions.*` endpoint does with a request body.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::{Announcement, App};
+use crate::error::ServiceError;
+use crate::id::SessionId;
+use crate::payload::validate_object;
+use crate::sessions::format_time;
+use crate::subjects::{self, Event};
+
+/// A successful reply, and what to announce once it is sent.
+#[derive(Debug)]
+pub struct Reply {
+    pub body: Bytes,
+    pub announce: Option<Announcement>,
+}
+
+impl Reply {
+    fn json(value: &impl serde::Serialize) -> Self {
+        Reply {
+            body: serde_json::to_vec(value).expect("replies serialize").into(),
+            announce: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct IdRequest<'a> {
+    #[serde(borrow)]
+    session_id: Cow<'a, str>,
+}
+
+impl App {
+    /// Dispatches a request for the endpoint named `endpoint` (see `subjects`).
+    pub fn handle_control(&self, endpoint: &str, body: &[u8]) -> Result<Reply, ServiceError> {
+        match endpoint {
+            subjects::CREATE => self.create(body),
+            subjects::GET => self.get(body),
+            subjects::LIST => self.list(body),
+            subjects::DELETE => self.delete(body),
+            subjects::STATS => self.stats(body),
+            other => Err(ServiceError::BadRequest(format!(
+                "no endpoint named {other:?}"
+            ))),
+        }
+    }
+
+    /// `sessions.create`: `{}` or an empty body → the new session document.
+    fn create(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        self.optional_object(body)?;
+        let snapshot = self.sessions.create()?;
+        self.metrics
+            .sessions_created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(session_id = %snapshot.session_id, via = "request", "session created");
+        Ok(Reply {
+            body: snapshot.to_json().into(),
+            announce: Some(Announcement::new(
+                snapshot.session_id,
+                Event::Created,
+                snapshot.created_at,
+                "request",
+                None,
+            )),
+        })
+    }
+
+    /// `sessions.get`: `{"session_id": …}` → the session document.
+    fn get(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let id = self.session_id(body)?;
+        Ok(Reply {
+            body: self.sessions.get(id)?.to_json().into(),
+            announce: None,
+        })
+    }
+
+    /// `sessions.list`: `{}` → `{"sessions": [summary, …]}`, oldest first.
+    fn list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        self.optional_object(body)?;
+        let sessions = self.sessions.list();
+        Ok(Reply::json(
+            &json!({ "count": sessions.len(), "sessions": sessions }),
+        ))
+    }
+
+    /// `sessions.delete`: `{"session_id": …}` → `{"deleted": true, …}` with the final
+    /// document; later data for the id is refused.
+    fn delete(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let id = self.session_id(body)?;
+        let last = self.sessions.delete(id)?;
+        let now = Utc::now();
+        self.metrics
+            .sessions_deleted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(session_id = %id, "session deleted");
+        let reply = Reply::json(&json!({
+            "deleted": true,
+            "session_id": id,
+            "deleted_at": format_time(&now),
+            "session": last.to_value(),
+        }));
+        Ok(Reply {
+            announce: Some(Announcement::new(
+                id,
+                Event::Deleted,
+                now,
+                "request",
+                Some(&last),
+            )),
+            ..reply
+        })
+    }
+
+    /// `sessions.stats`: service-wide counters.
+    fn stats(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        self.optional_object(body)?;
+        Ok(Reply::json(&self.metrics.snapshot(self.sessions.len())))
+    }
+
+    /// Bodies of create/list/stats: nothing, or a JSON object (whose content is not used).
+    fn optional_object(&self, body: &[u8]) -> Result<(), ServiceError> {
+        if body.trim_ascii().is_empty() && body.len() <= self.limits.max_payload {
+            return Ok(());
+        }
+        Ok(validate_object(body, self.limits.max_payload)?)
+    }
+
+    /// The session id of a get/delete request: `{"session_id": "<uuid>"}`. A bare id
+    /// as the whole body is accepted too, so `nats req sessions.get <uuid>` works.
+    fn session_id(&self, body: &[u8]) -> Result<SessionId, ServiceError> {
+        let trimmed = body.trim_ascii();
+        if trimmed.is_empty() && body.len() <= self.limits.max_payload {
+            return Err(ServiceError::BadRequest(
+                r#"missing session_id: send {"session_id": "<uuid>"}"#.into(),
+            ));
+        }
+        let bare_id = std::str::from_utf8(trimmed)
+            .ok()
+            .and_then(|s| SessionId::parse(s).ok());
+        if let Some(id) = bare_id {
+            return Ok(id);
+        }
+        validate_object(body, self.limits.max_payload)?;
+        let request: IdRequest<'_> = serde_json::from_slice(body).map_err(|e| {
+            ServiceError::BadRequest(format!(r#"{e}: send {{"session_id": "<uuid>"}}"#))
+        })?;
+        Ok(SessionId::parse(&request.session_id)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::Limits;
+    use serde_json::Value;
+
+    fn app() -> App {
+        App::new(Limits {
+            max_payload: 1024,
+            max_sessions: 3,
+        })
+    }
+
+    fn ok(app: &App, endpoint: &str, body: &str) -> Value {
+        let reply = app.handle_control(endpoint, body.as_bytes()).unwrap();
+        serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    fn code(app: &App, endpoint: &str, body: &[u8]) -> u16 {
+        app.handle_control(endpoint, body).unwrap_err().code()
+    }
+
+    #[test]
+    fn create_accepts_empty_and_object_bodies_only() {
+        let app = app();
+        ok(&app, "create", "");
+        ok(&app, "create", "{}");
+        assert_eq!(code(&app, "create", b"[]"), 400);
+        assert_eq!(code(&app, "create", b"{"), 400);
+        assert_eq!(code(&app, "create", &[b' '; 2000]), 413);
+        ok(&app, "create", " {\"anything\": 1} ");
+        assert_eq!(code(&app, "create", b""), 503);
+    }
+
+    #[test]
+    fn get_takes_an_object_or_a_bare_id() {
+        let app = app();
+        let id = ok(&app, "create", "")["session_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            ok(&app, "get", &format!(r#"{{"session_id": "{id}"}}"#))["session_id"],
+            id
+        );
+        assert_eq!(ok(&app, "get", &format!(" {id}\n"))["session_id"], id);
+    }
+
+    #[test]
+    fn get_and_delete_refuse_bad_requests_with_400() {
+        let app = app();
+        for body in [
+            "",
+            "{}",
+            r#"{"session_id": 42}"#,
+            r#"{"session_id": "nope"}"#,
+            r#"{"session_id": "../../etc"}"#,
+            "not json",
+            "[1]",
+            "\"x\"",
+        ] {
+            assert_eq!(code(&app, "get", body.as_bytes()), 400, "{body:?}");
+            assert_eq!(code(&app, "delete", body.as_bytes()), 400, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_deleted_sessions_are_404() {
+        let app = app();
+        let unknown = format!(r#"{{"session_id": "{}"}}"#, SessionId::new_v4());
+        assert_eq!(code(&app, "get", unknown.as_bytes()), 404);
+        assert_eq!(code(&app, "delete", unknown.as_bytes()), 404);
+        let id = ok(&app, "create", "")["session_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let req = format!(r#"{{"session_id": "{id}"}}"#);
+        let deleted = ok(&app, "delete", &req);
+        assert_eq!(deleted["deleted"], true);
+        assert_eq!(deleted["session"]["session_id"], id);
+        assert_eq!(code(&app, "get", req.as_bytes()), 404);
+        assert_eq!(code(&app, "delete", req.as_bytes()), 404);
+    }
+
+    #[test]
+    fn create_and_delete_announce() {
+        let app = app();
+        let reply = app.handle_control("create", b"").unwrap();
+        let created = reply.announce.unwrap();
+        assert_eq!(created.event, Event::Created);
+        let req = format!(r#"{{"session_id": "{}"}}"#, created.session_id);
+        let deleted = app
+            .handle_control("delete", req.as_bytes())
+            .unwrap()
+            .announce
+            .unwrap();
+        assert_eq!(deleted.event, Event::Deleted);
+        let body: Value = serde_json::from_slice(&deleted.body).unwrap();
+        assert_eq!(body["event"], "deleted");
+        assert_eq!(
+            body["session"]["session_id"],
+            created.session_id.to_string()
+        );
+    }
+
+    #[test]
+    fn list_and_stats_count_sessions() {
+        let app = app();
+        ok(&app, "create", "");
+        ok(&app, "create", "");
+        assert_eq!(
+            ok(&app, "list", "")["sessions"].as_array().unwrap().len(),
+            2
+        );
+        let stats = ok(&app, "stats", "{}");
+        assert_eq!(stats["live_sessions"], 2);
+        assert_eq!(stats["sessions_created"], 2);
+    }
+}

@@ -1,0 +1,111 @@
+//! Session ids: UUIDs in their canonical lowercase, hyphenated form.
+//!
+//! The id is also a subject token (`session.<id>.telemetry`), and NATS subjects are
+//! case-sensitive: `ABC…` and `abc…` would be two different subject spaces, and a
+//! dashboard on one would never see frames sent to the other. So exactly one spelling
+//! is accepted everywhere — the one `sessions.create` hands out — and anything else is
+//! a malformed id (400), never a new session.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+
+/// A validated session id. 16 bytes, `Copy`, cheap to hash: the session map's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(Uuid);
+
+/// Why a string is not a session id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "malformed session id {shown:?}: expected a lowercase hyphenated UUID like 3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b"
+)]
+pub struct MalformedId {
+    /// The offending input, cut short so a hostile id cannot bloat logs or replies.
+    shown: String,
+}
+
+impl MalformedId {
+    fn new(input: &str) -> Self {
+        let shown = input.chars().take(40).collect();
+        MalformedId { shown }
+    }
+}
+
+impl SessionId {
+    /// A fresh random (version 4) id.
+    pub fn new_v4() -> Self {
+        SessionId(Uuid::new_v4())
+    }
+
+    /// Accepts only the canonical form: 36 characters, hyphenated, lowercase hex.
+    pub fn parse(input: &str) -> Result<Self, MalformedId> {
+        // Length first: it rules out the braced, URN and simple forms that
+        // `Uuid::try_parse` would otherwise accept, before any parsing work.
+        if input.len() != 36 || input.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(MalformedId::new(input));
+        }
+        Uuid::try_parse(input)
+            .map(SessionId)
+            .map_err(|_| MalformedId::new(input))
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = MalformedId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SessionId::parse(s)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `Uuid`'s Display is already the lowercase hyphenated form.
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Serialize for SessionId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ids_are_version_4_and_round_trip() {
+        let id = SessionId::new_v4();
+        assert_eq!(id.0.get_version_num(), 4);
+        assert_eq!(SessionId::parse(&id.to_string()), Ok(id));
+    }
+
+    #[test]
+    fn only_the_canonical_form_is_accepted() {
+        let id = SessionId::new_v4().to_string();
+        for bad in [
+            String::new(),
+            "not-a-uuid".to_string(),
+            id.to_uppercase(),
+            id.replace('-', ""),
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            format!("{id}x"),
+            "*".to_string(),
+            ">".to_string(),
+            "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz".to_string(),
+        ] {
+            assert!(SessionId::parse(&bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_error_shows_a_bounded_prefix_of_the_input() {
+        let long = "a".repeat(10_000);
+        let err = SessionId::parse(&long).unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
+    }
+}

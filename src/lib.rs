@@ -1,0 +1,55 @@
+//! paddock keeps live sim-racing sessions — a car's setup and its telemetry — and
+//! serves them over NATS to race engineers' dashboards and ops tooling.
+//!
+//! How the crate is laid out:
+//!
+//! - [`subjects`]: every NATS subject, in one place (the public contract).
+//! - [`id`]: session ids, accepted in one canonical spelling only.
+//! - [`payload`]: validation of frames and requests without building a DOM.
+//! - [`sessions`]: the session map, the one owner of session state.
+//! - [`metrics`]: service-wide counters and rate-limited rejection logs.
+//! - [`app`], [`control`], [`ingest`]: what each request and each frame does, with
+//!   no NATS in sight (unit-tested on bytes).
+//! - [`error`]: every error a client can cause, mapped to a micro error code.
+//! - [`processor`]: wires all of that to NATS and drains it on shutdown.
+//! - [`connect`], [`shutdown`], [`telemetry`], [`cli`], [`demo`]: the binary's plumbing.
+#![deny(unreachable_pub)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod app;
+pub mod cli;
+pub mod connect;
+pub mod control;
+pub mod demo;
+pub mod error;
+pub mod id;
+pub mod ingest;
+pub mod metrics;
+pub mod payload;
+pub mod processor;
+pub mod sessions;
+pub mod shutdown;
+pub mod subjects;
+pub mod telemetry;
+
+use std::future::Future;
+
+pub use app::Limits;
+pub use id::SessionId;
+pub use processor::Processor;
+
+/// Runs the processor against `args.nats_url` until `shutdown` completes.
+pub async fn serve(
+    args: &cli::ServeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let client = connect::connect_persistent(&args.nats_url, "paddock-processor")
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
+    let processor = Processor::start(client, args.limits())
+        .await
+        .context("cannot start the processor")?;
+    processor.run(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Service-wide counters, and rate-limited reporting of rejected input.
+//!
+//! Counters are atomics so the ingest loop bumps them without a lock. They are read by
+//! `sessions.stats` and by the micro service's `$SRV.STATS` handler.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Every reason input can be rejected for, as counted. The labels match
+/// `PayloadError::reason`, `SessionError::reason` and `ServiceError::reason`.
+pub const REJECTION_REASONS: [&str; 10] = [
+    "empty",
+    "too_large",
+    "invalid_utf8",
+    "not_object",
+    "malformed_json",
+    "malformed_id",
+    "bad_request",
+    "unknown_session",
+    "deleted_session",
+    "at_capacity",
+];
+
+/// How often at most a warning about rejected input is logged. A flood of bad frames
+/// must not turn into a flood of log lines.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub struct Metrics {
+    /// Sessions created, by request or on demand by their first frame.
+    pub sessions_created: AtomicU64,
+    /// Sessions ended by `sessions.delete`.
+    pub sessions_deleted: AtomicU64,
+    /// Telemetry frames stored.
+    pub telemetry_frames: AtomicU64,
+    /// Setups stored.
+    pub setup_frames: AtomicU64,
+    /// Rejected input by reason, indexed like [`REJECTION_REASONS`].
+    rejected: [AtomicU64; REJECTION_REASONS.len()],
+    /// Rate limiter for the rejection warning: when it was last logged, and how many
+    /// rejections went unlogged since.
+    reject_log: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            sessions_created: AtomicU64::new(0),
+            sessions_deleted: AtomicU64::new(0),
+            telemetry_frames: AtomicU64::new(0),
+            setup_frames: AtomicU64::new(0),
+            rejected: Default::default(),
+            reject_log: Mutex::new((None, 0)),
+        }
+    }
+}
+
+/// A point-in-time copy of the counters, as served by `sessions.stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsSnapshot {
+    pub live_sessions: usize,
+    pub sessions_created: u64,
+    pub sessions_deleted: u64,
+    pub telemetry_frames: u64,
+    pub setup_frames: u64,
+    pub rejected_total: u64,
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl Metrics {
+    /// Counts one rejection and logs it, at most once per interval, with the number
+    /// of rejections that were not logged in between.
+    pub fn reject(&self, reason: &'static str, subject: &str, detail: &dyn std::fmt::Display) {
+        if let Some(i) = REJECTION_REASONS.iter().position(|r| *r == reason) {
+            self.rejected[i].fetch_add(1, Relaxed);
+        }
+        let mut log = self.reject_log.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match log.0 {
+            Some(last) if now.duration_since(last) < REJECT_LOG_INTERVAL => log.1 += 1,
+            _ => {
+                let suppressed = std::mem::take(&mut log.1);
+                log.0 = Some(now);
+                drop(log);
+                // Cap what hostile input can put into one log line.
+                let subject: String = subject.chars().take(120).collect();
+                tracing::warn!(reason, %subject, %detail, suppressed, "rejected input");
+            }
+        }
+    }
+
+    pub fn snapshot(&self, live_sessions: usize) -> MetricsSnapshot {
+        let rejected: std::collections::BTreeMap<_, _> = REJECTION_REASONS
+            .iter()
+            .zip(&self.rejected)
+            .map(|(r, n)| (*r, n.load(Relaxed)))
+            .collect();
+        MetricsSnapshot {
+            live_sessions,
+            sessions_created: self.sessions_created.load(Relaxed),
+            sessions_deleted: self.sessions_deleted.load(Relaxed),
+            telemetry_frames: self.telemetry_frames.load(Relaxed),
+            setup_frames: self.setup_frames.load(Relaxed),
+            rejected_total: rejected.values().sum(),
+            rejected,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_is_counted_even_when_not_logged() {
+        let m = Metrics::default();
+        for _ in 0..1000 {
+            m.reject("malformed_json", "session.x.telemetry", &"bad");
+        }
+        m.reject("too_large", "s", &"big");
+        let s = m.snapshot(0);
+        assert_eq!(s.rejected["malformed_json"], 1000);
+        assert_eq!(s.rejected["too_large"], 1);
+        assert_eq!(s.rejected_total, 1001);
+        // One warning logged, the rest suppressed and carried to the next one.
+        assert_eq!(m.reject_log.lock().unwrap().1, 1000);
+    }
+}

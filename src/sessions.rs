@@ -1,0 +1,466 @@
+//! The session map: the one owner of every live session's state.
+//!
+//! The NATS handlers call this small API — `create`, `get`, `update_setup`,
+//! `update_telemetry`, `delete`, `list` — and never reach into the map. One
+//! `std::sync::Mutex` guards it: every operation is a few hash-map steps and refcount
+//! bumps, it is never held across an `.await`, and documents are rendered from a
+//! [`Snapshot`] after the lock is released.
+//!
+//! Frames are stored as the `Bytes` the broker delivered: storing a frame is a
+//! refcount bump, and a snapshot returns the frame exactly as the monitor sent it.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::id::SessionId;
+
+/// Why a session operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("unknown session {0}")]
+    NotFound(SessionId),
+    #[error("session {0} was deleted; ask sessions.create for a new id")]
+    Deleted(SessionId),
+    #[error("at capacity: {limit} live sessions; delete ended sessions or raise --max-sessions")]
+    AtCapacity { limit: usize },
+}
+
+impl SessionError {
+    /// A short stable label for counters and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionError::NotFound(_) => "unknown_session",
+            SessionError::Deleted(_) => "deleted_session",
+            SessionError::AtCapacity { .. } => "at_capacity",
+        }
+    }
+}
+
+/// A stored frame and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The payload exactly as the monitor sent it, already validated as a JSON object.
+    pub body: Bytes,
+    /// When the processor stored it.
+    pub at: DateTime<Utc>,
+}
+
+/// Per-session counters, reported in the session document.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionStats {
+    /// Telemetry frames accepted: tells an engineer the monitor is really sending.
+    pub telemetry_count: u64,
+    /// Setups accepted: a change of setup mid-race shows up here.
+    pub setup_count: u64,
+    /// Frames for this session that failed validation: a broken monitor shows up
+    /// here while the last good state stays intact.
+    pub rejected_count: u64,
+    /// When the first telemetry frame arrived, to tell when the car went out.
+    #[serde(serialize_with = "opt_rfc3339")]
+    pub first_frame_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug)]
+struct Session {
+    /// When the session was created (by request, or on demand by its first frame).
+    created_at: DateTime<Utc>,
+    /// The latest setup; kept apart from telemetry so neither clobbers the other.
+    setup: Option<Frame>,
+    /// The latest telemetry frame: what a late-joining dashboard sees first.
+    telemetry: Option<Frame>,
+    /// Last time setup or telemetry arrived (creation time until then).
+    last_update: DateTime<Utc>,
+    /// Counters for the session document.
+    stats: SessionStats,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Live sessions by id.
+    live: HashMap<SessionId, Session>,
+    /// Ids that ops deleted, and when. Data still arriving for them is refused, so a
+    /// monitor left running cannot silently resurrect a session ops ended.
+    deleted: HashMap<SessionId, DateTime<Utc>>,
+}
+
+/// A copy of one session's state, taken under the lock and rendered after it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub session_id: SessionId,
+    pub created_at: DateTime<Utc>,
+    pub setup: Option<Frame>,
+    pub telemetry: Option<Frame>,
+    pub last_update: DateTime<Utc>,
+    pub stats: SessionStats,
+}
+
+/// One row of `sessions.list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub session_id: SessionId,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
+    pub last_update: DateTime<Utc>,
+    pub has_setup: bool,
+    pub telemetry_count: u64,
+}
+
+/// What an accepted update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// When the update was stored (the new `last_update`).
+    pub at: DateTime<Utc>,
+    /// The update created the session on demand (its id was well-formed but unknown).
+    pub created: bool,
+}
+
+/// The session map. Share it as `Arc<Sessions>`.
+#[derive(Debug)]
+pub struct Sessions {
+    state: Mutex<State>,
+    /// Cap on live sessions: past it, creation answers 503 instead of growing memory.
+    max_sessions: usize,
+}
+
+impl Sessions {
+    pub fn new(max_sessions: usize) -> Self {
+        Sessions {
+            state: Mutex::new(State::default()),
+            max_sessions,
+        }
+    }
+
+    /// Creates a session with a fresh id.
+    pub fn create(&self) -> Result<Snapshot, SessionError> {
+        let mut state = self.lock();
+        self.check_capacity(&state)?;
+        let now = Utc::now();
+        // A v4 collision is astronomically unlikely; looping keeps "never collide"
+        // a guarantee rather than a probability.
+        let id = loop {
+            let id = SessionId::new_v4();
+            if !state.live.contains_key(&id) && !state.deleted.contains_key(&id) {
+                break id;
+            }
+        };
+        let session = Session::new(now);
+        let snapshot = session.snapshot(id);
+        state.live.insert(id, session);
+        Ok(snapshot)
+    }
+
+    /// The current state of one session.
+    pub fn get(&self, id: SessionId) -> Result<Snapshot, SessionError> {
+        let state = self.lock();
+        match state.live.get(&id) {
+            Some(session) => Ok(session.snapshot(id)),
+            None => Err(Self::missing(&state, id)),
+        }
+    }
+
+    /// Stores a new setup. A well-formed unknown id is created on demand (see
+    /// [`Sessions::update_telemetry`]).
+    pub fn update_setup(&self, id: SessionId, body: Bytes) -> Result<Applied, SessionError> {
+        self.update(id, |session, now| {
+            session.setup = Some(Frame { body, at: now });
+            session.stats.setup_count += 1;
+        })
+    }
+
+    /// Stores the latest telemetry frame.
+    ///
+    /// An id that is well-formed but unknown is created on demand: a monitor that
+    /// keeps publishing after the processor lost its state (or that started before
+    /// it) is served, never orphaned. An id that ops deleted is refused.
+    pub fn update_telemetry(&self, id: SessionId, body: Bytes) -> Result<Applied, SessionError> {
+        self.update(id, |session, now| {
+            session.stats.first_frame_at.get_or_insert(now);
+            session.telemetry = Some(Frame { body, at: now });
+            session.stats.telemetry_count += 1;
+        })
+    }
+
+    /// Counts a rejected frame against a live session; unknown ids are ignored.
+    pub fn note_rejected(&self, id: SessionId) {
+        if let Some(session) = self.lock().live.get_mut(&id) {
+            session.stats.rejected_count += 1;
+        }
+    }
+
+    /// Ends a session, returning its final state. Later data for the id is refused.
+    pub fn delete(&self, id: SessionId) -> Result<Snapshot, SessionError> {
+        let mut state = self.lock();
+        match state.live.remove(&id) {
+            Some(session) => {
+                state.deleted.insert(id, Utc::now());
+                Ok(session.snapshot(id))
+            }
+            None => Err(Self::missing(&state, id)),
+        }
+    }
+
+    /// All live sessions, oldest first.
+    pub fn list(&self) -> Vec<Summary> {
+        let mut rows: Vec<Summary> = {
+            let state = self.lock();
+            state
+                .live
+                .iter()
+                .map(|(id, s)| Summary {
+                    session_id: *id,
+                    created_at: s.created_at,
+                    last_update: s.last_update,
+                    has_setup: s.setup.is_some(),
+                    telemetry_count: s.stats.telemetry_count,
+                })
+                .collect()
+        };
+        rows.sort_by_key(|row| (row.created_at, row.session_id));
+        rows
+    }
+
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn update(
+        &self,
+        id: SessionId,
+        apply: impl FnOnce(&mut Session, DateTime<Utc>),
+    ) -> Result<Applied, SessionError> {
+        let now = Utc::now();
+        let mut state = self.lock();
+        let mut created = false;
+        if !state.live.contains_key(&id) {
+            if state.deleted.contains_key(&id) {
+                return Err(SessionError::Deleted(id));
+            }
+            self.check_capacity(&state)?;
+            state.live.insert(id, Session::new(now));
+            created = true;
+        }
+        let session = state.live.get_mut(&id).expect("inserted above");
+        apply(session, now);
+        session.last_update = now;
+        Ok(Applied { at: now, created })
+    }
+
+    fn check_capacity(&self, state: &State) -> Result<(), SessionError> {
+        if state.live.len() >= self.max_sessions {
+            return Err(SessionError::AtCapacity {
+                limit: self.max_sessions,
+            });
+        }
+        Ok(())
+    }
+
+    fn missing(state: &State, id: SessionId) -> SessionError {
+        if state.deleted.contains_key(&id) {
+            SessionError::Deleted(id)
+        } else {
+            SessionError::NotFound(id)
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map half-updated (every
+        // mutation is a single insert or field store), so a poisoned lock is still
+        // safe to use; refusing service for the rest of a race would be worse.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Session {
+    fn new(now: DateTime<Utc>) -> Self {
+        Session {
+            created_at: now,
+            setup: None,
+            telemetry: None,
+            last_update: now,
+            stats: SessionStats::default(),
+        }
+    }
+
+    fn snapshot(&self, id: SessionId) -> Snapshot {
+        Snapshot {
+            session_id: id,
+            created_at: self.created_at,
+            setup: self.setup.clone(),
+            telemetry: self.telemetry.clone(),
+            last_update: self.last_update,
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+/// The session document as served by `sessions.get` and friends.
+#[derive(Serialize)]
+struct Document<'a> {
+    session_id: SessionId,
+    #[serde(serialize_with = "rfc3339")]
+    created_at: DateTime<Utc>,
+    setup: Option<&'a RawValue>,
+    #[serde(serialize_with = "opt_rfc3339")]
+    setup_timestamp: Option<DateTime<Utc>>,
+    telemetry: Option<&'a RawValue>,
+    #[serde(serialize_with = "rfc3339")]
+    last_update: DateTime<Utc>,
+    stats: DocumentStats<'a>,
+}
+
+#[derive(Serialize)]
+struct DocumentStats<'a> {
+    #[serde(flatten)]
+    counts: &'a SessionStats,
+    #[serde(serialize_with = "opt_rfc3339")]
+    last_frame_at: Option<DateTime<Utc>>,
+}
+
+impl Snapshot {
+    /// The session document as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.document()).expect("a session document always serializes")
+    }
+
+    /// The document as a `serde_json::Value`, for embedding in other replies.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self.document()).expect("a session document always serializes")
+    }
+
+    fn document(&self) -> Document<'_> {
+        Document {
+            session_id: self.session_id,
+            created_at: self.created_at,
+            setup: self.setup.as_ref().map(|f| raw(&f.body)),
+            setup_timestamp: self.setup.as_ref().map(|f| f.at),
+            telemetry: self.telemetry.as_ref().map(|f| raw(&f.body)),
+            last_update: self.last_update,
+            stats: DocumentStats {
+                counts: &self.stats,
+                last_frame_at: self.telemetry.as_ref().map(|f| f.at),
+            },
+        }
+    }
+}
+
+/// Borrows a stored frame as raw JSON, so the document carries it verbatim.
+fn raw(body: &Bytes) -> &RawValue {
+    // Every stored frame passed `payload::validate_object`, so this cannot fail.
+    serde_json::from_slice(body).expect("stored frames are validated JSON objects")
+}
+
+/// RFC 3339 in UTC with microseconds and `Z`: precise enough to order frames, and
+/// parsed by every client we know of (JavaScript's Date, Python's fromisoformat).
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_time(t))
+}
+
+fn opt_rfc3339<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn doc(s: &Snapshot) -> Value {
+        serde_json::from_slice(&s.to_json()).unwrap()
+    }
+
+    #[test]
+    fn a_new_session_has_no_setup_or_telemetry() {
+        let sessions = Sessions::new(10);
+        let d = doc(&sessions.create().unwrap());
+        assert_eq!(d["setup"], Value::Null);
+        assert_eq!(d["setup_timestamp"], Value::Null);
+        assert_eq!(d["telemetry"], Value::Null);
+        assert_eq!(d["created_at"], d["last_update"]);
+        assert!(d["created_at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn setup_and_telemetry_never_clobber_each_other() {
+        let sessions = Sessions::new(10);
+        let id = sessions.create().unwrap().session_id;
+        sessions
+            .update_setup(id, Bytes::from_static(br#"{"wing": 5}"#))
+            .unwrap();
+        sessions
+            .update_telemetry(id, Bytes::from_static(br#"{"lap": 1}"#))
+            .unwrap();
+        sessions
+            .update_telemetry(id, Bytes::from_static(br#"{"lap": 2}"#))
+            .unwrap();
+        let d = doc(&sessions.get(id).unwrap());
+        assert_eq!(d["setup"], json!({"wing": 5}));
+        assert_eq!(d["telemetry"], json!({"lap": 2}));
+        assert_eq!(d["stats"]["telemetry_count"], 2);
+        assert_eq!(d["stats"]["setup_count"], 1);
+        assert!(d["setup_timestamp"].is_string());
+        assert!(d["last_update"].as_str() >= d["setup_timestamp"].as_str());
+    }
+
+    #[test]
+    fn unknown_ids_are_created_on_demand_but_deleted_ones_stay_deleted() {
+        let sessions = Sessions::new(10);
+        let id = SessionId::new_v4();
+        let applied = sessions
+            .update_telemetry(id, Bytes::from_static(b"{}"))
+            .unwrap();
+        assert!(applied.created);
+        sessions.delete(id).unwrap();
+        assert_eq!(
+            sessions.update_telemetry(id, Bytes::from_static(b"{}")),
+            Err(SessionError::Deleted(id))
+        );
+        assert_eq!(sessions.get(id).unwrap_err(), SessionError::Deleted(id));
+        assert_eq!(sessions.delete(id).unwrap_err(), SessionError::Deleted(id));
+    }
+
+    #[test]
+    fn capacity_is_enforced_for_creates_and_on_demand_sessions() {
+        let sessions = Sessions::new(2);
+        sessions.create().unwrap();
+        sessions.create().unwrap();
+        assert_eq!(
+            sessions.create().unwrap_err(),
+            SessionError::AtCapacity { limit: 2 }
+        );
+        let err = sessions.update_telemetry(SessionId::new_v4(), Bytes::from_static(b"{}"));
+        assert_eq!(err.unwrap_err(), SessionError::AtCapacity { limit: 2 });
+        assert_eq!(sessions.len(), 2);
+    }
+
+    #[test]
+    fn list_is_oldest_first() {
+        let sessions = Sessions::new(10);
+        let ids: Vec<_> = (0..5)
+            .map(|_| sessions.create().unwrap().session_id)
+            .collect();
+        let listed: Vec<_> = sessions.list().iter().map(|s| s.session_id).collect();
+        let mut expected = ids.clone();
+        expected.sort_by_key(|id| (sessions.get(*id).unwrap().created_at, *id));
+        assert_eq!(listed, expected);
+    }
+}

@@ -1,0 +1,139 @@
+//! Every NATS subject paddock uses, in one place.
+//!
+//! Nothing else in the crate formats subject strings by hand: when a subject changes,
+//! it changes here, and the README's contract table is checked against this file.
+//!
+//! Two namespaces that never overlap:
+//! - `session.<id>.…` carries one session's data. Monitors publish `setup` and
+//!   `telemetry`; the processor announces lifecycle events on `events.<kind>`. A
+//!   dashboard subscribes to `session.<id>.>` and sees exactly that session.
+//! - `sessions.…` is the control plane: the micro service's endpoints and the
+//!   service-wide lifecycle feed. A dashboard's `session.<id>.>` never matches it, so
+//!   no dashboard sees other clients' requests.
+
+use crate::id::SessionId;
+
+/// Name of the NATS micro service (discoverable via `$SRV.PING.sessions`).
+pub const SERVICE_NAME: &str = "sessions";
+/// First token of every control subject; the micro service's endpoint group.
+pub const CONTROL_PREFIX: &str = "sessions";
+
+/// Endpoint names inside the `sessions` group: `sessions.create` and so on.
+pub const CREATE: &str = "create";
+pub const GET: &str = "get";
+pub const LIST: &str = "list";
+pub const DELETE: &str = "delete";
+pub const STATS: &str = "stats";
+
+/// Wildcards the processor subscribes to for monitor data. Two explicit patterns
+/// rather than `session.*.>` so the processor never receives its own announcements.
+pub const ALL_SETUP: &str = "session.*.setup";
+pub const ALL_TELEMETRY: &str = "session.*.telemetry";
+
+const DATA_PREFIX: &str = "session.";
+
+/// The kind of monitor data a subject carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    Setup,
+    Telemetry,
+}
+
+impl DataKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKind::Setup => "setup",
+            DataKind::Telemetry => "telemetry",
+        }
+    }
+}
+
+/// Lifecycle events the processor announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Created,
+    Deleted,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Created => "created",
+            Event::Deleted => "deleted",
+        }
+    }
+}
+
+/// `session.<id>.setup` or `session.<id>.telemetry`.
+pub fn data(id: &SessionId, kind: DataKind) -> String {
+    format!("{DATA_PREFIX}{id}.{}", kind.as_str())
+}
+
+/// `session.<id>.>`: what a dashboard subscribes to for one session.
+pub fn session_wildcard(id: &SessionId) -> String {
+    format!("{DATA_PREFIX}{id}.>")
+}
+
+/// `session.<id>.events.<kind>`: the processor's announcement on the session's own
+/// prefix. The `events` token is never a monitor data kind, so it cannot be mistaken
+/// for setup or telemetry.
+pub fn session_event(id: &SessionId, event: Event) -> String {
+    format!("{DATA_PREFIX}{id}.events.{}", event.as_str())
+}
+
+/// `sessions.events.<kind>`: the service-wide lifecycle feed (a session list follows it).
+pub fn service_event(event: Event) -> String {
+    format!("{CONTROL_PREFIX}.events.{}", event.as_str())
+}
+
+/// `sessions.events.>`: everything on the service-wide lifecycle feed.
+pub const ALL_SERVICE_EVENTS: &str = "sessions.events.>";
+
+/// `sessions.<endpoint>`: a control endpoint's full subject.
+pub fn control(endpoint: &str) -> String {
+    format!("{CONTROL_PREFIX}.{endpoint}")
+}
+
+/// Splits `session.<id>.<kind>` into its raw id token and kind, without allocating.
+/// The id token is returned unvalidated: the caller decides how to treat a bad one.
+pub fn parse_data(subject: &str) -> Option<(&str, DataKind)> {
+    let rest = subject.strip_prefix(DATA_PREFIX)?;
+    let (id, kind) = rest.rsplit_once('.')?;
+    let kind = match kind {
+        "setup" => DataKind::Setup,
+        "telemetry" => DataKind::Telemetry,
+        _ => return None,
+    };
+    Some((id, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_subjects_round_trip() {
+        let id = SessionId::new_v4();
+        let subject = data(&id, DataKind::Telemetry);
+        assert_eq!(
+            parse_data(&subject),
+            Some((id.to_string().as_str(), DataKind::Telemetry))
+        );
+        let subject = data(&id, DataKind::Setup);
+        assert_eq!(parse_data(&subject).map(|(_, k)| k), Some(DataKind::Setup));
+    }
+
+    #[test]
+    fn announcements_are_not_data() {
+        let id = SessionId::new_v4();
+        assert_eq!(parse_data(&session_event(&id, Event::Deleted)), None);
+        assert!(session_event(&id, Event::Deleted).starts_with(&format!("session.{id}.")));
+        assert_eq!(parse_data("sessions.get"), None);
+    }
+
+    #[test]
+    fn control_subjects_never_match_a_session_prefix() {
+        assert!(!control(GET).starts_with(DATA_PREFIX));
+        assert!(!service_event(Event::Created).starts_with(DATA_PREFIX));
+    }
+}

