@@ -15,6 +15,7 @@ pub fn options(name: &str) -> ConnectOptions {
     ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(reconnect_delay)
         .event_callback(|event| async move {
             match event {
                 Event::Connected => tracing::info!("connected to NATS"),
@@ -28,10 +29,31 @@ pub fn options(name: &str) -> ConnectOptions {
                 Event::LameDuckMode => {
                     tracing::warn!("broker entering lame duck mode; will move to another")
                 }
+                // One per failed reconnect attempt: the delay callback below reports
+                // the outage at a readable rate instead.
+                Event::ClientError(e) => tracing::debug!(error = %e, "NATS client error"),
                 other => tracing::info!(event = %other, "NATS connection event"),
             }
         })
 }
+
+/// async-nats's default backoff (immediately, then doubling up to 4 s, forever), and a
+/// warning while the broker stays unreachable: at attempts 2, 4, 8, 16, 32, then about
+/// once a minute, so a long outage is visible without a line per attempt.
+fn reconnect_delay(attempts: usize) -> Duration {
+    let delay = match attempts {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(1u64 << (n - 1).min(12)).min(MAX_RECONNECT_DELAY),
+    };
+    if attempts >= 2
+        && (attempts.is_power_of_two() && attempts <= 32 || attempts.is_multiple_of(15))
+    {
+        tracing::warn!(attempt = attempts, retry_in = ?delay, "NATS broker unreachable; still retrying");
+    }
+    delay
+}
+
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(4);
 
 /// Connects for a long-running process: if the broker is not up yet, keeps trying
 /// in the background instead of failing, so the processor can start before the
@@ -44,4 +66,18 @@ pub async fn connect_persistent(url: &str, name: &str) -> Result<Client, async_n
 /// Connects once, failing fast: for commands where a person is waiting.
 pub async fn connect_once(url: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
     options(name).connect(url).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_to_four_seconds() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        assert_eq!(reconnect_delay(2), Duration::from_millis(2));
+        assert_eq!(reconnect_delay(5), Duration::from_millis(16));
+        assert_eq!(reconnect_delay(20), MAX_RECONNECT_DELAY);
+        assert_eq!(reconnect_delay(usize::MAX), MAX_RECONNECT_DELAY);
+    }
 }

@@ -30,6 +30,20 @@ impl Reply {
     }
 }
 
+/// Rows in one `sessions.list` reply when the request names no `limit`.
+pub const LIST_DEFAULT_LIMIT: usize = 1_000;
+/// Most rows in one reply: about 170 bytes each, so a page stays well inside the
+/// broker's 1 MB default max_payload.
+pub const LIST_MAX_LIMIT: usize = 5_000;
+
+#[derive(Deserialize)]
+struct ListRequest {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: usize,
+}
+
 #[derive(Deserialize)]
 struct IdRequest<'a> {
     #[serde(borrow)]
@@ -80,13 +94,38 @@ impl App {
         })
     }
 
-    /// `sessions.list`: `{}` → `{"sessions": [summary, …]}`, oldest first.
+    /// `sessions.list`: `{}`, or `{"limit": n, "offset": k}` → one page of live
+    /// sessions, oldest first, with `next_offset` (null on the last page).
     fn list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         self.optional_object(body)?;
-        let sessions = self.sessions.list();
-        Ok(Reply::json(
-            &json!({ "count": sessions.len(), "sessions": sessions }),
-        ))
+        let request = if body.trim_ascii().is_empty() {
+            ListRequest {
+                limit: None,
+                offset: 0,
+            }
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                ServiceError::BadRequest(format!(
+                    r#"{e}: send {{}} or {{"limit": <1..{LIST_MAX_LIMIT}>, "offset": <n>}}"#
+                ))
+            })?
+        };
+        let limit = request
+            .limit
+            .unwrap_or(LIST_DEFAULT_LIMIT)
+            .clamp(1, LIST_MAX_LIMIT);
+        let all = self.sessions.list();
+        let total = all.len();
+        let page: Vec<_> = all.into_iter().skip(request.offset).take(limit).collect();
+        let end = request.offset.saturating_add(page.len());
+        let next_offset = (end < total).then_some(end);
+        Ok(Reply::json(&json!({
+            "total": total,
+            "count": page.len(),
+            "offset": request.offset,
+            "next_offset": next_offset,
+            "sessions": page,
+        })))
     }
 
     /// `sessions.delete`: `{"session_id": …}` → `{"deleted": true, …}` with the final
@@ -257,6 +296,30 @@ mod tests {
             body["session"]["session_id"],
             created.session_id.to_string()
         );
+    }
+
+    #[test]
+    fn list_pages_through_every_session() {
+        let app = App::new(Limits {
+            max_payload: 1024,
+            max_sessions: 10,
+        });
+        for _ in 0..5 {
+            ok(&app, "create", "");
+        }
+        let first = ok(&app, "list", r#"{"limit": 2}"#);
+        assert_eq!(
+            (first["total"].as_u64(), first["count"].as_u64()),
+            (Some(5), Some(2))
+        );
+        assert_eq!(first["next_offset"], 2);
+        let last = ok(&app, "list", r#"{"limit": 2, "offset": 4}"#);
+        assert_eq!(last["count"], 1);
+        assert_eq!(last["next_offset"], Value::Null);
+        let everything = ok(&app, "list", "{}");
+        assert_eq!(everything["count"], 5);
+        assert_eq!(code(&app, "list", br#"{"limit": "ten"}"#), 400);
+        assert_eq!(code(&app, "list", br#"{"offset": -1}"#), 400);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `paddock demo`: a working local stack in one command.
 //!
 //! Uses the broker at `--nats-url` if one answers; otherwise starts
-//! `nats-server -c nats.conf` as a child, and stops it on exit. Then runs the
-//! processor in this process until ctrl-c.
+//! `nats-server -c nats.conf` as a child. Then runs the processor in this process
+//! until ctrl-c. The child broker runs in its own process group, so the terminal's
+//! ctrl-c reaches only paddock: the processor drains against a live broker first, and
+//! only then is the broker stopped (SIGTERM, so JetStream shuts down cleanly).
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,7 +13,6 @@ use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
 use crate::cli::DemoArgs;
-use crate::connect::connect_once;
 
 const INSTALL_HINT: &str = "nats-server was not found. Install it with one of:
   Debian/Ubuntu:  sudo apt-get install nats-server
@@ -21,13 +22,11 @@ or point NATS_SERVER_BIN at the binary, or NATS_URL at a running broker.";
 
 pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let url = &args.serve.nats_url;
-    // Held until the processor stops: dropping it stops the broker we started.
-    let _broker = match connect_once(url, "paddock-demo-probe").await {
-        Ok(_) => {
-            eprintln!("paddock demo: using the NATS broker already running at {url}");
-            None
-        }
-        Err(_) => Some(start_broker(args).await?),
+    let broker = if broker_answers(url).await {
+        eprintln!("paddock demo: using the NATS broker already running at {url}");
+        None
+    } else {
+        Some(start_broker(args).await?)
     };
     eprintln!(
         "paddock demo: the processor is starting on {url}; stop everything with ctrl-c.\n\
@@ -37,7 +36,29 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
          nats --server {url} pub session.<id>.telemetry '{{\"lap\": 1}}'\n  \
          nats --server {url} req sessions.get '{{\"session_id\": \"<id>\"}}'"
     );
-    crate::serve(&args.serve, shutdown).await
+    let served = crate::serve(&args.serve, shutdown).await;
+    if let Some(broker) = broker {
+        stop_broker(broker).await;
+    }
+    served
+}
+
+/// Stops the broker the demo started: SIGTERM, then SIGKILL if it lingers.
+async fn stop_broker(mut broker: Child) {
+    eprintln!("paddock demo: stopping the nats-server it started");
+    if let Some(pid) = broker.id() {
+        // SAFETY: kill(2) with a pid we own and a valid signal number; no memory
+        // is shared with the callee.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(Duration::from_secs(10), broker.wait())
+        .await
+        .is_err()
+    {
+        let _ = broker.kill().await;
+    }
 }
 
 async fn start_broker(args: &DemoArgs) -> anyhow::Result<Child> {
@@ -57,6 +78,9 @@ async fn start_broker(args: &DemoArgs) -> anyhow::Result<Child> {
     let mut child = Command::new(&args.nats_server_bin)
         .arg("-c")
         .arg(&args.nats_conf)
+        // Its own process group: ctrl-c in the terminal must not stop it before the
+        // processor has drained. kill_on_drop covers an early error return.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| match e.kind() {
@@ -67,7 +91,7 @@ async fn start_broker(args: &DemoArgs) -> anyhow::Result<Child> {
         if let Some(status) = child.try_wait().context("cannot watch nats-server")? {
             bail!("nats-server exited at start ({status}); its log above says why");
         }
-        if connect_once(url, "paddock-demo-probe").await.is_ok() {
+        if broker_answers(url).await {
             return Ok(child);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -77,4 +101,14 @@ async fn start_broker(args: &DemoArgs) -> anyhow::Result<Child> {
          does {} listen where --nats-url points?",
         args.nats_conf.display()
     )
+}
+
+/// Whether a broker accepts a connection at `url`. A bare client: the probe is not
+/// worth connection-event log lines.
+async fn broker_answers(url: &str) -> bool {
+    async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .is_ok()
 }

@@ -1,25 +1,32 @@
 //! The processor: wires the session map to NATS and runs until told to stop.
 //!
 //! [`Processor::start`] subscribes everything (the `sessions` micro service and the
-//! monitor data subjects) and flushes, so when it returns the processor is reachable.
+//! monitor data subjects) and makes a round trip to the broker, so when it returns
+//! the broker has every subscription and the processor is reachable.
 //! [`Processor::run`] serves until the shutdown future the caller passes in completes
 //! (ctrl-c/SIGTERM in production, a channel in tests), then drains: it stops taking
 //! new messages, handles every one already delivered, and flushes replies out.
 //!
-//! Tasks: one per control endpoint (so a large `list` never delays a `get`) and one
-//! for ingest (so frames of a session are applied in the order the broker delivered
-//! them, and the final frame is the one that stays).
+//! # Ordering
+//!
+//! One loop handles both data and control, and before it answers a control request
+//! it first applies every data message already delivered ([`CATCH_UP_LIMIT`]). The
+//! broker keeps each connection's messages in order, so a request sees every frame
+//! the broker routed before it. That is what makes the dashboard's join safe:
+//! subscribe, then `sessions.get` on the same connection. A frame routed before the
+//! subscription is in the snapshot; every frame after it arrives live. (With data
+//! and control in separate tasks the snapshot could miss such a frame, and a
+//! dashboard would show a stale setup until the next one.) The catch-up is bounded
+//! and the select is not biased, so a flood of frames cannot starve queries.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::service::endpoint::Endpoint;
 use async_nats::service::{Request, Service, ServiceExt};
 use async_nats::{Client, HeaderMap, Message, Subscriber};
-use futures::StreamExt;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
 
 use crate::app::{Announcement, App, Limits};
 use crate::subjects;
@@ -27,6 +34,12 @@ use crate::subjects;
 /// How long shutdown waits for already-delivered messages before giving up on them.
 /// Bounded so a wedged connection can never keep the process from exiting.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most data messages applied before a control request is answered: two full
+/// subscription buffers (async-nats's default capacity is 65 536 messages each), so
+/// everything delivered before the request is covered, and the wait is bounded even
+/// while a flood keeps arriving.
+const CATCH_UP_LIMIT: usize = 2 * 65_536;
 
 /// Errors that stop the processor from starting.
 #[derive(Debug, thiserror::Error)]
@@ -38,17 +51,19 @@ pub enum StartError {
         subject: &'static str,
         source: async_nats::SubscribeError,
     },
-    #[error("could not flush subscriptions to the broker: {0}")]
-    Flush(#[from] async_nats::client::FlushError),
+    #[error("the broker did not confirm the subscriptions: {0}")]
+    Confirm(async_nats::RequestError),
 }
+
+type ControlStream = BoxStream<'static, (&'static str, Request)>;
 
 /// A started processor, ready to [`run`](Processor::run).
 pub struct Processor {
     client: Client,
     app: Arc<App>,
     service: Service,
-    endpoints: Vec<(&'static str, Endpoint)>,
-    data: Vec<Subscriber>,
+    control: SelectAll<ControlStream>,
+    data: SelectAll<Subscriber>,
 }
 
 impl Processor {
@@ -79,7 +94,7 @@ impl Processor {
 
         // Endpoints join the micro default queue group: several processors share the load.
         let group = service.group(subjects::CONTROL_PREFIX);
-        let mut endpoints = Vec::new();
+        let mut control = SelectAll::new();
         for name in [
             subjects::CREATE,
             subjects::GET,
@@ -87,14 +102,12 @@ impl Processor {
             subjects::DELETE,
             subjects::STATS,
         ] {
-            endpoints.push((
-                name,
-                group.endpoint(name).await.map_err(StartError::Service)?,
-            ));
+            let endpoint = group.endpoint(name).await.map_err(StartError::Service)?;
+            control.push(endpoint.map(move |request| (name, request)).boxed());
         }
 
         // Data subscriptions take no queue group: every processor sees every frame.
-        let mut data = Vec::new();
+        let mut data = SelectAll::new();
         for subject in [subjects::ALL_SETUP, subjects::ALL_TELEMETRY] {
             let sub = client
                 .subscribe(subject)
@@ -102,7 +115,19 @@ impl Processor {
                 .map_err(|source| StartError::Subscribe { subject, source })?;
             data.push(sub);
         }
-        client.flush().await?;
+
+        // `flush` only means "written to the socket". A request to our own service's
+        // PING is answered only after the broker processed every SUB sent before it.
+        let ping = format!(
+            "$SRV.PING.{}.{}",
+            subjects::SERVICE_NAME,
+            service.info().await.id
+        );
+        client
+            .request(ping, "".into())
+            .await
+            .map_err(StartError::Confirm)?;
+
         tracing::info!(
             max_payload = app.limits.max_payload,
             max_sessions = app.limits.max_sessions,
@@ -112,7 +137,7 @@ impl Processor {
             client,
             app,
             service,
-            endpoints,
+            control,
             data,
         })
     }
@@ -128,68 +153,80 @@ impl Processor {
             client,
             app,
             service,
-            endpoints,
-            data,
+            mut control,
+            mut data,
         } = self;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        for (name, endpoint) in endpoints {
-            let (app, client, stop) = (Arc::clone(&app), client.clone(), stop_rx.clone());
-            tasks.spawn(serve_endpoint(name, endpoint, app, client, stop));
-        }
-        tasks.spawn(ingest(data, Arc::clone(&app), client.clone(), stop_rx));
-
-        shutdown.await;
-        tracing::info!("shutting down: draining subscriptions");
-        // Nobody else holds a receiver that could be dropped first, so this cannot fail.
-        let _ = stop_tx.send(true);
-        while let Some(result) = tasks.join_next().await {
-            if let Err(e) = result {
-                tracing::error!(error = %e, "a processor task failed during shutdown");
+        let shutdown = std::pin::pin!(shutdown);
+        let mut shutdown = shutdown.fuse();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(message) = data.next() => ingest(&app, &client, message).await,
+                Some((name, request)) = control.next() => {
+                    catch_up(&app, &client, &mut data).await;
+                    respond(name, &app, &client, request).await;
+                }
+                else => {
+                    tracing::error!("every subscription ended; stopping");
+                    break;
+                }
             }
         }
+
+        tracing::info!("shutting down: draining subscriptions");
+        // Stopping the service makes each endpoint unsubscribe; the broker stops
+        // sending, and requests already delivered are still read below. Data
+        // subscriptions drain: everything the broker sent before is still applied.
         if let Err(e) = service.stop().await {
             tracing::warn!(error = %e, "could not stop the micro service cleanly");
         }
-        if let Err(e) = tokio::time::timeout(DRAIN_TIMEOUT, client.flush()).await {
-            tracing::warn!(error = %e, "replies may not all have been flushed");
+        for sub in data.iter_mut() {
+            if let Err(e) = sub.drain().await {
+                tracing::warn!(error = %e, "could not drain a data subscription");
+            }
         }
-        let live = app.sessions.len();
-        tracing::info!(live_sessions = live, "shutdown complete");
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            loop {
+                tokio::select! {
+                    Some(message) = data.next() => ingest(&app, &client, message).await,
+                    Some((name, request)) = control.next() => {
+                        catch_up(&app, &client, &mut data).await;
+                        respond(name, &app, &client, request).await;
+                    }
+                    else => break,
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("gave up waiting for in-flight messages after {DRAIN_TIMEOUT:?}");
+        }
+        if tokio::time::timeout(DRAIN_TIMEOUT, client.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("replies may not all have been flushed");
+        }
+        tracing::info!(live_sessions = app.sessions.len(), "shutdown complete");
     }
 }
 
-/// Completes once shutdown was signalled. (The guard `wait_for` returns must not live
-/// across the select's other branch: it is not `Send`.)
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender is gone, which only happens at shutdown too.
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-async fn serve_endpoint(
-    name: &'static str,
-    mut endpoint: Endpoint,
-    app: Arc<App>,
-    client: Client,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            request = endpoint.next() => match request {
-                Some(request) => respond(name, &app, &client, request).await,
-                None => return,
-            },
+/// Applies the data messages already delivered, up to [`CATCH_UP_LIMIT`].
+///
+/// "Already delivered" is read as "ready without waiting". That holds only outside
+/// tokio's cooperative budget: within it, a channel answers `Pending` after 128
+/// receives in one poll even with messages queued, and the catch-up would stop early.
+/// The limit bounds the time spent outside the budget.
+async fn catch_up(app: &App, client: &Client, data: &mut SelectAll<Subscriber>) {
+    tokio::task::unconstrained(async {
+        for _ in 0..CATCH_UP_LIMIT {
+            match data.next().now_or_never() {
+                Some(Some(message)) => ingest(app, client, message).await,
+                _ => return,
+            }
         }
-    }
-    // Stop taking new requests, then answer those already delivered.
-    if let Err(e) = endpoint.stop().await {
-        tracing::warn!(endpoint = name, error = %e, "could not unsubscribe endpoint");
-    }
-    while let Ok(Some(request)) = tokio::time::timeout(DRAIN_TIMEOUT, endpoint.next()).await {
-        respond(name, &app, &client, request).await;
-    }
+    })
+    .await;
 }
 
 async fn respond(name: &'static str, app: &App, client: &Client, request: Request) {
@@ -210,35 +247,7 @@ async fn respond(name: &'static str, app: &App, client: &Client, request: Reques
     }
 }
 
-async fn ingest(
-    data: Vec<Subscriber>,
-    app: Arc<App>,
-    client: Client,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut subs = futures::stream::select_all(data);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => break,
-            message = subs.next() => match message {
-                Some(message) => ingest_one(&app, &client, message).await,
-                None => return,
-            },
-        }
-    }
-    // Drain: the broker stops sending, everything it already sent is still applied.
-    for sub in subs.iter_mut() {
-        if let Err(e) = sub.drain().await {
-            tracing::warn!(error = %e, "could not drain a data subscription");
-        }
-    }
-    while let Ok(Some(message)) = tokio::time::timeout(DRAIN_TIMEOUT, subs.next()).await {
-        ingest_one(&app, &client, message).await;
-    }
-}
-
-async fn ingest_one(app: &App, client: &Client, message: Message) {
+async fn ingest(app: &App, client: &Client, message: Message) {
     let result = app.ingest(&message.subject, &message.payload);
     // Fire-and-forget frames (no reply subject) cost nothing more; a monitor that
     // sends setup as a request is answered once the setup is stored, or refused.

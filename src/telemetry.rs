@@ -1,4 +1,5 @@
-//! Structured logging: `RUST_LOG` picks what is logged (default `info`), and
+//! Structured logging: `RUST_LOG` picks what is logged (default `info`, with the
+//! NATS client's own chatter at `warn`), and
 //! `--log-format json` gives one JSON object per line for log shippers.
 
 use clap::ValueEnum;
@@ -15,10 +16,16 @@ pub enum LogFormat {
 /// Installs the global subscriber. Logs go to stderr, keeping stdout for output a
 /// script may read.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // async-nats logs its own connection events at info; ours (connect.rs) say the
+    // same with context, so by default only its warnings and errors come through.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    // Colours only on a terminal: escape codes in a log file or the journal are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -31,12 +31,7 @@ async fn many_creates_never_collide() {
     let app = spawn_app().await;
     let mut ids = HashSet::new();
     for _ in 0..300 {
-        ids.insert(
-            app.create().await["session_id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        ids.insert(app.new_session().await);
     }
     assert_eq!(ids.len(), 300);
 }
@@ -44,14 +39,8 @@ async fn many_creates_never_collide() {
 #[tokio::test]
 async fn setup_sent_as_a_request_is_acknowledged_once_stored() {
     let app = spawn_app().await;
-    let id = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let ack = app
-        .request(&format!("session.{id}.setup"), SETUP)
-        .await
-        .ok();
+    let id = app.new_session().await;
+    let ack = app.send_setup(&id, SETUP).await.ok();
     assert_eq!(ack["ok"], true);
     assert_eq!(ack["session_id"], id.as_str());
     // Stored before the ack: no polling needed.
@@ -66,8 +55,7 @@ async fn telemetry_is_stored_exactly_as_sent_and_moves_last_update() {
     let app = spawn_app().await;
     let created = app.create().await;
     let id = created["session_id"].as_str().unwrap().to_string();
-    app.publish(format!("session.{id}.telemetry"), TELEMETRY_RICH)
-        .await;
+    app.send_telemetry(&id, TELEMETRY_RICH).await;
     let doc = app
         .get_until(&id, "telemetry stored", |d| !d["telemetry"].is_null())
         .await;
@@ -86,26 +74,17 @@ async fn telemetry_is_stored_exactly_as_sent_and_moves_last_update() {
 #[tokio::test]
 async fn setup_and_telemetry_never_clobber_each_other() {
     let app = spawn_app().await;
-    let id = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.request(&format!("session.{id}.setup"), SETUP)
-        .await
-        .ok();
-    app.publish(format!("session.{id}.telemetry"), frame(1))
-        .await;
-    app.publish(format!("session.{id}.telemetry"), frame(2))
-        .await;
+    let id = app.new_session().await;
+    app.send_setup(&id, SETUP).await.ok();
+    app.send_telemetry(&id, frame(1)).await;
+    app.send_telemetry(&id, frame(2)).await;
     let doc = app
         .get_until(&id, "two frames", |d| d["stats"]["telemetry_count"] == 2)
         .await;
     assert_eq!(doc["setup"], serde_json::from_str::<Value>(SETUP).unwrap());
     assert_eq!(doc["telemetry"]["lap"], 2);
     // A new setup leaves telemetry alone.
-    app.request(&format!("session.{id}.setup"), r#"{"wing": 9}"#)
-        .await
-        .ok();
+    app.send_setup(&id, r#"{"wing": 9}"#).await.ok();
     let doc = app.get(&id).await.ok();
     assert_eq!(doc["setup"], json!({"wing": 9}));
     assert_eq!(doc["telemetry"]["lap"], 2);
@@ -121,18 +100,9 @@ async fn get_of_an_unknown_id_is_404() {
 #[tokio::test]
 async fn list_shows_the_active_sessions() {
     let app = spawn_app().await;
-    let a = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let b = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let c = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let a = app.new_session().await;
+    let b = app.new_session().await;
+    let c = app.new_session().await;
     app.request("sessions.delete", id_body(&b)).await.ok();
     let list = app.request("sessions.list", "{}").await.ok();
     let rows = list["sessions"].as_array().unwrap();
@@ -156,10 +126,7 @@ async fn list_shows_the_active_sessions() {
 #[tokio::test]
 async fn delete_ends_the_session() {
     let app = spawn_app().await;
-    let id = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.new_session().await;
     let reply = app.request("sessions.delete", id_body(&id)).await.ok();
     assert_eq!(reply["deleted"], true);
     assert_eq!(reply["session_id"], id.as_str());
@@ -173,13 +140,9 @@ async fn delete_ends_the_session() {
 #[tokio::test]
 async fn stats_counts_sessions_and_frames() {
     let app = spawn_app().await;
-    let id = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    app.publish(format!("session.{id}.telemetry"), frame(1))
-        .await;
-    app.publish(format!("session.{id}.telemetry"), "nope").await;
+    let id = app.new_session().await;
+    app.send_telemetry(&id, frame(1)).await;
+    app.send_telemetry(&id, "nope").await;
     app.get_until(&id, "frame stored", |d| d["stats"]["telemetry_count"] == 1)
         .await;
     let stats = app.request("sessions.stats", "").await.ok();
@@ -246,19 +209,15 @@ async fn the_service_is_discoverable_through_srv_subjects() {
 #[tokio::test]
 async fn a_dashboard_sees_frames_and_lifecycle_events_under_the_session_prefix() {
     let app = spawn_app().await;
-    let id = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.new_session().await;
     let dashboard = connect(&app.server.url()).await;
     let mut live = dashboard
         .subscribe(format!("session.{id}.>"))
         .await
         .unwrap();
-    dashboard.flush().await.unwrap();
+    sync(&dashboard).await;
 
-    app.publish(format!("session.{id}.telemetry"), frame(3))
-        .await;
+    app.send_telemetry(&id, frame(3)).await;
     app.request("sessions.delete", id_body(&id)).await.ok();
 
     let first = next(&mut live).await;
@@ -278,11 +237,8 @@ async fn the_service_wide_feed_announces_creates_and_deletes() {
     let app = spawn_app().await;
     let watcher = connect(&app.server.url()).await;
     let mut feed = watcher.subscribe("sessions.events.>").await.unwrap();
-    watcher.flush().await.unwrap();
-    let id = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    sync(&watcher).await;
+    let id = app.new_session().await;
     app.request("sessions.delete", id_body(&id)).await.ok();
     let created = next(&mut feed).await;
     assert_eq!(created.subject.as_str(), "sessions.events.created");
@@ -295,20 +251,16 @@ async fn the_service_wide_feed_announces_creates_and_deletes() {
 #[tokio::test]
 async fn a_dashboard_never_sees_control_requests() {
     let app = spawn_app().await;
-    let id = app.create().await["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = app.new_session().await;
     let dashboard = connect(&app.server.url()).await;
     let mut live = dashboard
         .subscribe(format!("session.{id}.>"))
         .await
         .unwrap();
-    dashboard.flush().await.unwrap();
+    sync(&dashboard).await;
     app.get(&id).await.ok();
     app.request("sessions.list", "").await.ok();
-    app.publish(format!("session.{id}.telemetry"), frame(1))
-        .await;
+    app.send_telemetry(&id, frame(1)).await;
     // The first thing the dashboard sees is the frame, not the requests before it.
     assert_eq!(
         next(&mut live).await.subject.as_str(),
@@ -322,4 +274,54 @@ async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
         .await
         .expect("nothing arrived")
         .expect("subscription ended")
+}
+
+#[tokio::test]
+async fn list_pages_through_thousands_of_sessions_within_the_broker_limit() {
+    let app = spawn_app_with(paddock::Limits {
+        max_sessions: 7_000,
+        ..test_limits()
+    })
+    .await;
+    let mut expected = HashSet::new();
+    for _ in 0..6_000 {
+        let id = uuid::Uuid::new_v4().to_string();
+        app.send_telemetry(&id, "{}").await;
+        expected.insert(id);
+    }
+    app.flush().await;
+    // The largest page (5 000 rows) still fits in the broker's 1 MB max_payload.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let big = loop {
+        let page = app
+            .request("sessions.list", r#"{"limit": 5000}"#)
+            .await
+            .ok();
+        if page["total"] == 6_000 {
+            break page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sessions never all created: {}",
+            page["total"]
+        );
+    };
+    assert_eq!(big["count"], 5_000);
+    // The default page size, followed to the end, lists each session once.
+    let mut seen = HashSet::new();
+    let mut offset = 0u64;
+    loop {
+        let page = app
+            .request("sessions.list", format!(r#"{{"offset": {offset}}}"#))
+            .await
+            .ok();
+        for row in page["sessions"].as_array().unwrap() {
+            assert!(seen.insert(row["session_id"].as_str().unwrap().to_string()));
+        }
+        match page["next_offset"].as_u64() {
+            Some(next) => offset = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
 }

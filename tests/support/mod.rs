@@ -224,6 +224,25 @@ async fn start_processor(url: &str, limits: Limits) -> (Arc<App>, RunningProcess
     (app, RunningProcessor { stop, handle })
 }
 
+/// Waits until the broker has processed everything `client` sent so far (its
+/// subscriptions above all). `Client::flush` does not: it only means "written to the
+/// socket". A request to a subject nobody serves is answered by the broker itself
+/// ("no responders"), and only after the commands before it.
+pub async fn sync(client: &Client) {
+    match client.request("paddock.test.sync", Bytes::new()).await {
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+        other => panic!("expected the broker's no-responders reply, got {other:?}"),
+    }
+}
+
+/// A client subscribed to `subject`, with the subscription in effect at the broker.
+pub async fn subscriber(url: &str, subject: String) -> (Client, async_nats::Subscriber) {
+    let client = connect(url).await;
+    let sub = client.subscribe(subject).await.expect("subscribe failed");
+    sync(&client).await;
+    (client, sub)
+}
+
 pub async fn connect(url: &str) -> Client {
     async_nats::connect(url)
         .await
@@ -264,6 +283,24 @@ impl TestApp {
 
     pub async fn create(&self) -> Value {
         self.request("sessions.create", "{}").await.ok()
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn new_session(&self) -> String {
+        self.create().await["session_id"]
+            .as_str()
+            .expect("an id")
+            .to_string()
+    }
+
+    /// Sends a setup as a request (acknowledged once stored).
+    pub async fn send_setup(&self, id: &str, body: impl Into<Bytes>) -> Answer {
+        self.request(&format!("session.{id}.setup"), body).await
+    }
+
+    /// Publishes a telemetry frame, fire-and-forget.
+    pub async fn send_telemetry(&self, id: &str, body: impl Into<Bytes>) {
+        self.publish(format!("session.{id}.telemetry"), body).await
     }
 
     pub async fn get(&self, id: &str) -> Answer {
