@@ -39,17 +39,27 @@ pub use id::SessionId;
 pub use processor::Processor;
 
 /// Runs the processor against `args.nats_url` until `shutdown` completes.
+///
+/// Shutdown is honoured from the first moment, including while start-up waits for a
+/// broker that is not up yet.
 pub async fn serve(
     args: &cli::ServeArgs,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
+    let mut shutdown = std::pin::pin!(shutdown);
     let client = connect::connect_persistent(&args.nats_url, "paddock-processor")
         .await
         .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
-    let processor = Processor::start(client, args.limits())
-        .await
-        .context("cannot start the processor")?;
+    let processor = tokio::select! {
+        started = Processor::start(client, args.limits()) => {
+            started.context("cannot start the processor")?
+        }
+        () = &mut shutdown => {
+            tracing::info!("stopped before the broker answered");
+            return Ok(());
+        }
+    };
     processor.run(shutdown).await;
     Ok(())
 }

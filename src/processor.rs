@@ -116,17 +116,7 @@ impl Processor {
             data.push(sub);
         }
 
-        // `flush` only means "written to the socket". A request to our own service's
-        // PING is answered only after the broker processed every SUB sent before it.
-        let ping = format!(
-            "$SRV.PING.{}.{}",
-            subjects::SERVICE_NAME,
-            service.info().await.id
-        );
-        client
-            .request(ping, "".into())
-            .await
-            .map_err(StartError::Confirm)?;
+        confirm_subscriptions(&client, &service).await?;
 
         tracing::info!(
             max_payload = app.limits.max_payload,
@@ -208,6 +198,28 @@ impl Processor {
             tracing::warn!("replies may not all have been flushed");
         }
         tracing::info!(live_sessions = app.sessions.len(), "shutdown complete");
+    }
+}
+
+/// Waits until the broker has every subscription made so far. `flush` only means
+/// "written to the socket"; a request to our own service's PING is answered only
+/// after the broker processed every SUB sent before it. A processor started before
+/// its broker (systemd, compose) keeps waiting here: the client connects in the
+/// background, and each attempt times out until it does.
+async fn confirm_subscriptions(client: &Client, service: &Service) -> Result<(), StartError> {
+    let ping = format!(
+        "$SRV.PING.{}.{}",
+        subjects::SERVICE_NAME,
+        service.info().await.id
+    );
+    loop {
+        match client.request(ping.clone(), "".into()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                tracing::warn!("waiting for the NATS broker before serving");
+            }
+            Err(e) => return Err(StartError::Confirm(e)),
+        }
     }
 }
 

@@ -76,6 +76,18 @@ impl NatsServer {
         }
     }
 
+    /// A broker on a given port (e.g. one a processor is already trying to reach).
+    pub fn start_on(port: u16) -> Self {
+        let store = fresh_dir("nats");
+        let (child, port) = spawn(&store, Some(port), &[]);
+        NatsServer {
+            child,
+            port,
+            store,
+            args: Vec::new(),
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
@@ -157,6 +169,15 @@ impl Drop for NatsServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.store);
     }
+}
+
+/// A loopback port that is free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Turns on the processor's logs when `TEST_LOG` is set.
