@@ -2,6 +2,7 @@
 //! same binary is configured by a shell, a systemd unit or a compose file alike.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -23,15 +24,50 @@ pub struct Cli {
 pub enum Command {
     /// Run the session processor until SIGINT or SIGTERM.
     Serve(ServeArgs),
-    /// Run a local stack: a broker from nats.conf (unless one is reachable) and the processor.
+    /// Run a local stack: a broker from nats.conf (unless one is reachable), the
+    /// processor and a few simulated monitors.
     Demo(DemoArgs),
+    /// List, inspect and delete sessions through the broker (ops).
+    Sessions(SessionsArgs),
+    /// Simulate a monitor (or many): create a session, send a setup, stream telemetry.
+    Monitor(MonitorArgs),
+    /// Watch one session live: a race engineer's view in the terminal.
+    Watch(WatchArgs),
+}
+
+impl Command {
+    /// The log level when RUST_LOG is not set: long-running services log their
+    /// life at info; commands a person runs stay quiet unless something is wrong.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Serve(_) | Command::Demo(_) => "info",
+            Command::Sessions(_) | Command::Monitor(_) | Command::Watch(_) => "warn",
+        }
+    }
+
+    /// Whether logs may be written to the terminal. Not under the full-screen watch
+    /// view: a log line would be drawn over it (the view shows the link state itself).
+    pub fn logs_to_terminal(&self) -> bool {
+        !matches!(self, Command::Watch(args) if !args.plain)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// NATS server URL.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    pub nats_url: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Largest frame or request accepted, in bytes; larger ones are refused with 413.
     /// Keep it below the broker's max_payload (1 MiB by default).
     #[arg(long, env = "PADDOCK_MAX_PAYLOAD", default_value_t = Limits::default().max_payload)]
@@ -60,6 +96,130 @@ pub struct DemoArgs {
     /// nats-server binary used to start that broker.
     #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
     pub nats_server_bin: PathBuf,
+    /// Simulated monitors to run.
+    #[arg(long, env = "PADDOCK_DEMO_MONITORS", default_value_t = 3)]
+    pub monitors: usize,
+    /// Race time per real second for the demo's monitors (20 makes a lap about 10 s).
+    #[arg(long, env = "PADDOCK_DEMO_TIME_SCALE", default_value_t = 20.0)]
+    pub time_scale: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Print the processor's JSON instead of tables, for scripts.
+    #[arg(long, env = "PADDOCK_JSON", global = true)]
+    pub json: bool,
+    /// How long to wait for a reply (e.g. 5s, 500ms).
+    #[arg(long, env = "PADDOCK_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: SessionsCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionsCommand {
+    /// Every live session, oldest first.
+    List,
+    /// One session: setup, latest telemetry, statistics.
+    Get { session_id: String },
+    /// End a session (its monitor's later data is refused).
+    Delete { session_id: String },
+    /// Service-wide counters.
+    Stats,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MonitorArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Reuse this session id instead of asking for a new one (one monitor only).
+    #[arg(long, env = "PADDOCK_SESSION")]
+    pub session: Option<String>,
+    /// Telemetry frames per second, per session.
+    #[arg(long, env = "PADDOCK_HZ", default_value_t = 10.0)]
+    pub hz: f64,
+    /// Monitors to run in this process, each with its own session (load generation).
+    #[arg(long, env = "PADDOCK_SESSIONS", default_value_t = 1)]
+    pub sessions: usize,
+    /// Replay a JSON-lines recording (one frame per line) at its recorded pace
+    /// instead of simulating. A line {"setup": {…}} is sent as the setup.
+    #[arg(long, env = "PADDOCK_REPLAY")]
+    pub replay: Option<PathBuf>,
+    /// Race time per real second (1 is real time; 20 makes a Le Mans lap ~10 s).
+    #[arg(long, env = "PADDOCK_TIME_SCALE", default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Stop after this long (e.g. 30s, 2m); runs until ctrl-c when not given.
+    #[arg(long, env = "PADDOCK_DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// How often to report rate and totals on stderr (0 to turn off).
+    #[arg(long, env = "PADDOCK_PROGRESS", default_value = "5s", value_parser = parse_duration)]
+    pub progress: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The session to watch.
+    pub session_id: String,
+    /// One line per second instead of the full-screen view, for pipes and logs.
+    #[arg(long, env = "PADDOCK_PLAIN")]
+    pub plain: bool,
+    /// Show STALE when no frame arrived for this long.
+    #[arg(long, env = "PADDOCK_STALE_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub stale_after: Duration,
+}
+
+/// How to run this binary again, for commands printed to the user: the path of the
+/// running executable, relative to the working directory when it is below it (so
+/// after `cargo run` it reads `target/release/paddock`), else `paddock`.
+pub fn self_command() -> String {
+    let exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().ok();
+    match (exe, cwd) {
+        (Some(exe), Some(cwd)) => match exe.strip_prefix(&cwd) {
+            Ok(relative) => relative.display().to_string(),
+            Err(_) if exe.file_name().is_some_and(|n| n == "paddock") && on_path(&exe) => {
+                "paddock".into()
+            }
+            Err(_) => exe.display().to_string(),
+        },
+        _ => "paddock".into(),
+    }
+}
+
+fn on_path(exe: &std::path::Path) -> bool {
+    let Some(dir) = exe.parent() else {
+        return false;
+    };
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d == dir))
+}
+
+/// "5s", "500ms", "2m", "1h", or a plain number of seconds.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let input = input.trim();
+    let split = input
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(input.len());
+    let (number, unit) = input.split_at(split);
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {input:?} (try 5s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {input:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("not a duration: {input:?}"))
 }
 
 #[cfg(test)]
@@ -70,5 +230,16 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 }

@@ -8,31 +8,65 @@
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// The link to the broker going down or coming back, for commands that react to it
+/// (the monitor re-sends its setup, the watch view takes a fresh snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Up,
+    Down,
+}
 
 /// Options shared by every paddock connection: a client name the broker shows in
 /// its connection list, and connection events logged.
 pub fn options(name: &str) -> ConnectOptions {
+    options_observed(name, None)
+}
+
+/// Like [`options`], also forwarding link changes to `links`.
+pub fn options_observed(name: &str, links: Option<UnboundedSender<Link>>) -> ConnectOptions {
     ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(reconnect_delay)
-        .event_callback(|event| async move {
-            match event {
-                Event::Connected => tracing::info!("connected to NATS"),
-                Event::Disconnected => {
-                    tracing::warn!("disconnected from NATS; reconnecting (state is kept)")
+        .event_callback(move |event| {
+            let links = links.clone();
+            async move {
+                let link = match event {
+                    Event::Connected => {
+                        tracing::info!("connected to NATS");
+                        Some(Link::Up)
+                    }
+                    Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS; reconnecting (state is kept)");
+                        Some(Link::Down)
+                    }
+                    Event::SlowConsumer(sid) => {
+                        tracing::warn!(
+                            subscription = sid,
+                            "slow consumer: the broker dropped messages for this subscription"
+                        );
+                        None
+                    }
+                    Event::LameDuckMode => {
+                        tracing::warn!("broker entering lame duck mode; will move to another");
+                        None
+                    }
+                    // One per failed reconnect attempt: the delay callback below
+                    // reports the outage at a readable rate instead.
+                    Event::ClientError(e) => {
+                        tracing::debug!(error = %e, "NATS client error");
+                        None
+                    }
+                    other => {
+                        tracing::info!(event = %other, "NATS connection event");
+                        None
+                    }
+                };
+                if let (Some(tx), Some(link)) = (links, link) {
+                    let _ = tx.send(link);
                 }
-                Event::SlowConsumer(sid) => tracing::warn!(
-                    subscription = sid,
-                    "slow consumer: the broker dropped messages for this subscription"
-                ),
-                Event::LameDuckMode => {
-                    tracing::warn!("broker entering lame duck mode; will move to another")
-                }
-                // One per failed reconnect attempt: the delay callback below reports
-                // the outage at a readable rate instead.
-                Event::ClientError(e) => tracing::debug!(error = %e, "NATS client error"),
-                other => tracing::info!(event = %other, "NATS connection event"),
             }
         })
 }
@@ -61,6 +95,21 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(4);
 pub async fn connect_persistent(url: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
     tracing::info!(nats_url = url, "connecting to NATS");
     options(name).retry_on_initial_connect().connect(url).await
+}
+
+/// Connects a long-running command that reacts to the link (monitor, watch): keeps
+/// trying in the background like [`connect_persistent`], and returns the link
+/// changes alongside the client.
+pub async fn connect_observed(
+    url: &str,
+    name: &str,
+) -> Result<(Client, UnboundedReceiver<Link>), async_nats::ConnectError> {
+    let (links_tx, links) = tokio::sync::mpsc::unbounded_channel();
+    let client = options_observed(name, Some(links_tx))
+        .retry_on_initial_connect()
+        .connect(url)
+        .await?;
+    Ok((client, links))
 }
 
 /// Connects once, failing fast: for commands where a person is waiting.

@@ -1,18 +1,23 @@
 //! `paddock demo`: a working local stack in one command.
 //!
 //! Uses the broker at `--nats-url` if one answers; otherwise starts
-//! `nats-server -c nats.conf` as a child. Then runs the processor in this process
-//! until ctrl-c. The child broker runs in its own process group, so the terminal's
-//! ctrl-c reaches only paddock: the processor drains against a live broker first, and
-//! only then is the broker stopped (SIGTERM, so JetStream shuts down cleanly).
+//! `nats-server -c nats.conf` as a child. Then runs the processor and a few
+//! simulated monitors in this process until ctrl-c. The child broker runs in its own
+//! process group, so the terminal's ctrl-c reaches only paddock: the processor
+//! drains against a live broker first, and only then is the broker stopped
+//! (SIGTERM, so JetStream shuts down cleanly).
 
 use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
-use crate::cli::DemoArgs;
+use crate::Processor;
+use crate::cli::{DemoArgs, MonitorArgs};
+use crate::connect::connect_persistent;
+use crate::monitor;
 
 const INSTALL_HINT: &str = "nats-server was not found. Install it with one of:
   Debian/Ubuntu:  sudo apt-get install nats-server
@@ -21,26 +26,64 @@ const INSTALL_HINT: &str = "nats-server was not found. Install it with one of:
 or point NATS_SERVER_BIN at the binary, or NATS_URL at a running broker.";
 
 pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let url = &args.serve.nats_url;
+    let url = &args.serve.connect.nats_url;
     let broker = if broker_answers(url).await {
         eprintln!("paddock demo: using the NATS broker already running at {url}");
         None
     } else {
         Some(start_broker(args).await?)
     };
-    eprintln!(
-        "paddock demo: the processor is starting on {url}; stop everything with ctrl-c.\n\
-         Try it with the NATS CLI:\n  \
-         nats --server {url} micro ls\n  \
-         nats --server {url} req sessions.create ''\n  \
-         nats --server {url} pub session.<id>.telemetry '{{\"lap\": 1}}'\n  \
-         nats --server {url} req sessions.get '{{\"session_id\": \"<id>\"}}'"
-    );
-    let served = crate::serve(&args.serve, shutdown).await;
+    let served = run_stack(args, shutdown).await;
     if let Some(broker) = broker {
         stop_broker(broker).await;
     }
     served
+}
+
+/// The processor, then the simulated monitors, until `shutdown`.
+async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let url = &args.serve.connect.nats_url;
+    let client = connect_persistent(url, "paddock-processor").await?;
+    let processor = Processor::start(client, args.serve.limits())
+        .await
+        .context("cannot start the processor")?;
+    let me = crate::cli::self_command();
+    eprintln!(
+        "paddock demo: processor running on {url}; starting {} simulated monitor{}. \
+         Stop everything with ctrl-c.\n\
+         In another terminal:\n  {me} sessions list\n  {me} watch <session id>",
+        args.monitors,
+        if args.monitors == 1 { "" } else { "s" }
+    );
+    let monitor_args = MonitorArgs {
+        connect: args.serve.connect.clone(),
+        session: None,
+        hz: 10.0,
+        sessions: args.monitors,
+        replay: None,
+        time_scale: args.time_scale,
+        duration: None,
+        progress: Duration::ZERO,
+    };
+    // One shutdown for all: the monitors stop, and the processor drains.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let monitors = async {
+        if args.monitors > 0 {
+            monitor::run(&monitor_args, stopped(stop_rx.clone())).await
+        } else {
+            Ok(())
+        }
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let ((), (), monitors) =
+        tokio::join!(signal, processor.run(stopped(stop_rx.clone())), monitors);
+    monitors
 }
 
 /// Stops the broker the demo started: SIGTERM, then SIGKILL if it lingers.
@@ -62,7 +105,7 @@ async fn stop_broker(mut broker: Child) {
 }
 
 async fn start_broker(args: &DemoArgs) -> anyhow::Result<Child> {
-    let url = &args.serve.nats_url;
+    let url = &args.serve.connect.nats_url;
     if !args.nats_conf.exists() {
         bail!(
             "no NATS broker answers at {url}, and there is no {} to start one from; \

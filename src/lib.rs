@@ -12,12 +12,16 @@
 //!   no NATS in sight (unit-tested on bytes).
 //! - [`error`]: every error a client can cause, mapped to a micro error code.
 //! - [`processor`]: wires all of that to NATS and drains it on shutdown.
-//! - [`connect`], [`shutdown`], [`telemetry`], [`cli`], [`demo`]: the binary's plumbing.
+//! - [`client`]: a typed client for the `sessions` service, used by the commands.
+//! - [`ops`], [`monitor`], [`watch`], [`demo`]: the commands for ops, simulated
+//!   monitors, race engineers, and newcomers; [`sim`] is the simulated race.
+//! - [`connect`], [`shutdown`], [`telemetry`], [`cli`]: the binary's plumbing.
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod connect;
 pub mod control;
 pub mod demo;
@@ -25,12 +29,16 @@ pub mod error;
 pub mod id;
 pub mod ingest;
 pub mod metrics;
+pub mod monitor;
+pub mod ops;
 pub mod payload;
 pub mod processor;
 pub mod sessions;
 pub mod shutdown;
+pub mod sim;
 pub mod subjects;
 pub mod telemetry;
+pub mod watch;
 
 use std::future::Future;
 
@@ -38,7 +46,7 @@ pub use app::Limits;
 pub use id::SessionId;
 pub use processor::Processor;
 
-/// Runs the processor against `args.nats_url` until `shutdown` completes.
+/// Runs the processor against `args.connect.nats_url` until `shutdown` completes.
 ///
 /// Shutdown is honoured from the first moment, including while start-up waits for a
 /// broker that is not up yet.
@@ -48,9 +56,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let mut shutdown = std::pin::pin!(shutdown);
-    let client = connect::connect_persistent(&args.nats_url, "paddock-processor")
+    let client = connect::connect_persistent(&args.connect.nats_url, "paddock-processor")
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", args.nats_url))?;
+        .with_context(|| format!("cannot connect to NATS at {}", args.connect.nats_url))?;
     let processor = tokio::select! {
         started = Processor::start(client, args.limits()) => {
             started.context("cannot start the processor")?

@@ -1,12 +1,28 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 use paddock::cli::{Cli, Command};
+use paddock::shutdown;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    paddock::telemetry::init(cli.log_format);
-    match cli.command {
-        Command::Serve(args) => paddock::serve(&args, paddock::shutdown::signal()).await,
-        Command::Demo(args) => paddock::demo::run(&args, paddock::shutdown::signal()).await,
+    if cli.command.logs_to_terminal() {
+        paddock::telemetry::init(cli.log_format, cli.command.default_log_level());
+    }
+    let result = match &cli.command {
+        Command::Serve(args) => paddock::serve(args, shutdown::signal()).await,
+        Command::Demo(args) => paddock::demo::run(args, shutdown::signal()).await,
+        Command::Sessions(args) => paddock::ops::run(args).await,
+        Command::Monitor(args) => paddock::monitor::run(args, shutdown::signal()).await,
+        Command::Watch(args) => paddock::watch::run(args, shutdown::signal()).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the cause chain: "cannot …: because …".
+            eprintln!("paddock: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

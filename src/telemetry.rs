@@ -15,11 +15,11 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. Logs go to stderr, keeping stdout for output a
 /// script may read.
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat, default_level: &str) {
     // async-nats logs its own connection events at info; ours (connect.rs) say the
     // same with context, so by default only its warnings and errors come through.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},async_nats=warn")));
     // Colours only on a terminal: escape codes in a log file or the journal are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -40,7 +40,7 @@ async fn binary_exits_0_on(signal: &str) {
         "paddock-signal-{}-{signal}.log",
         std::process::id()
     ));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock"))
+    let mut child = paddock()
         .args(["serve", "--nats-url", &server.url()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -175,7 +175,7 @@ async fn a_monitor_publishing_to_its_old_id_after_a_processor_restart_is_served(
 async fn the_binary_started_before_the_broker_waits_for_it() {
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock"))
+    let mut child = paddock()
         .args(["serve", "--nats-url", &url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -205,7 +205,7 @@ async fn the_binary_started_before_the_broker_waits_for_it() {
 #[tokio::test]
 async fn sigterm_while_waiting_for_the_broker_exits_0() {
     let url = format!("nats://127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_paddock"))
+    let mut child = paddock()
         .args(["serve", "--nats-url", &url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

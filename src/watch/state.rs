@@ -1,0 +1,227 @@
+//! What a race engineer's view knows about one session, fed by the snapshot and the
+//! live frames. Pure: no NATS and no terminal, so it is tested on its own.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Laps of fuel history used for the burn-rate estimate.
+const BURN_WINDOW: usize = 5;
+
+/// The link to the broker, as the view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    Connecting,
+    Live,
+    /// Lost; reconnecting. A fresh snapshot follows when the link is back.
+    Reconnecting,
+}
+
+#[derive(Debug)]
+pub struct WatchState {
+    pub session_id: String,
+    /// The latest setup, from the snapshot or live.
+    pub setup: Option<Value>,
+    /// The latest telemetry frame.
+    pub telemetry: Option<Value>,
+    /// When the latest frame arrived here (snapshot or live), to show its age.
+    pub last_frame_at: Option<Instant>,
+    /// No frame for this long counts as stale.
+    pub stale_after: Duration,
+    pub link: Link,
+    /// Why the session cannot be shown (unknown, deleted), if so.
+    pub problem: Option<String>,
+    /// Frames received live since the view started.
+    pub frames_seen: u64,
+    /// Fuel at the first frame seen of each recent lap: (lap, litres).
+    fuel_at_lap: VecDeque<(u64, f64)>,
+    /// The oldest entry was taken mid-lap (the view joined during that lap), so
+    /// the burn from it to the next lap is only part of a lap's.
+    first_lap_partial: bool,
+}
+
+impl WatchState {
+    pub fn new(session_id: impl Into<String>, stale_after: Duration) -> Self {
+        WatchState {
+            session_id: session_id.into(),
+            setup: None,
+            telemetry: None,
+            last_frame_at: None,
+            stale_after,
+            link: Link::Connecting,
+            problem: None,
+            frames_seen: 0,
+            fuel_at_lap: VecDeque::new(),
+            first_lap_partial: true,
+        }
+    }
+
+    /// Applies a `sessions.get` document. The frame's age counts from `now`: the
+    /// document's own times are the processor's clock, not this machine's.
+    pub fn apply_snapshot(&mut self, doc: &Value, now: Instant) {
+        self.problem = None;
+        self.link = Link::Live;
+        if !doc["setup"].is_null() {
+            self.setup = Some(doc["setup"].clone());
+        }
+        if !doc["telemetry"].is_null() {
+            self.track_fuel(&doc["telemetry"]);
+            self.telemetry = Some(doc["telemetry"].clone());
+            self.last_frame_at = Some(now);
+        }
+    }
+
+    /// Applies a live message published under `session.<id>.`; `kind` is the rest of
+    /// its subject (`telemetry`, `setup`, `events.deleted`, …). Frames that do not
+    /// parse are skipped: they come straight from the broker, unvalidated.
+    pub fn apply_message(&mut self, kind: &str, payload: &[u8], now: Instant) {
+        match kind {
+            "telemetry" => {
+                let Ok(frame) = serde_json::from_slice::<Value>(payload) else {
+                    return;
+                };
+                if !frame.is_object() {
+                    return;
+                }
+                self.track_fuel(&frame);
+                self.telemetry = Some(frame);
+                self.last_frame_at = Some(now);
+                self.frames_seen += 1;
+            }
+            "setup" => {
+                if let Ok(setup @ Value::Object(_)) = serde_json::from_slice::<Value>(payload) {
+                    self.setup = Some(setup);
+                }
+            }
+            "events.deleted" => self.problem = Some("this session was deleted".into()),
+            _ => {}
+        }
+    }
+
+    /// Whether the data is stale: no frame for `stale_after`, or none at all yet.
+    pub fn is_stale(&self, now: Instant) -> bool {
+        self.last_frame_at
+            .is_none_or(|t| now.duration_since(t) >= self.stale_after)
+    }
+
+    /// How long since the latest frame arrived.
+    pub fn frame_age(&self, now: Instant) -> Option<Duration> {
+        self.last_frame_at.map(|t| now.duration_since(t))
+    }
+
+    /// Litres burned per lap over recent laps, ignoring laps with a refuel.
+    pub fn fuel_per_lap(&self) -> Option<f64> {
+        let burns: Vec<f64> = self
+            .fuel_at_lap
+            .iter()
+            .zip(self.fuel_at_lap.iter().skip(1))
+            .skip(usize::from(self.first_lap_partial))
+            .filter(|((lap_a, _), (lap_b, _))| lap_b == &(lap_a + 1))
+            .map(|((_, a), (_, b))| a - b)
+            .filter(|burn| *burn > 0.0)
+            .collect();
+        (!burns.is_empty()).then(|| burns.iter().sum::<f64>() / burns.len() as f64)
+    }
+
+    /// Laps the fuel on board lasts at the recent burn rate.
+    pub fn laps_remaining(&self) -> Option<f64> {
+        let fuel = self.telemetry.as_ref()?["fuel"].as_f64()?;
+        let per_lap = self.fuel_per_lap()?;
+        Some(fuel / per_lap)
+    }
+
+    fn track_fuel(&mut self, frame: &Value) {
+        let (Some(lap), Some(fuel)) = (frame["lap"].as_u64(), frame["fuel"].as_f64()) else {
+            return;
+        };
+        if self
+            .fuel_at_lap
+            .back()
+            .is_some_and(|(last, _)| *last == lap)
+        {
+            return;
+        }
+        if self.fuel_at_lap.back().is_some_and(|(last, _)| *last > lap) {
+            // Laps went backwards: a different stint or a replay. Start over.
+            self.fuel_at_lap.clear();
+        }
+        if self.fuel_at_lap.is_empty() {
+            self.first_lap_partial = true;
+        }
+        self.fuel_at_lap.push_back((lap, fuel));
+        while self.fuel_at_lap.len() > BURN_WINDOW + 2 {
+            self.fuel_at_lap.pop_front();
+            self.first_lap_partial = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn frame(lap: u64, fuel: f64) -> Vec<u8> {
+        json!({"lap": lap, "fuel": fuel}).to_string().into_bytes()
+    }
+
+    #[test]
+    fn fuel_estimate_uses_the_burn_per_lap_and_ignores_refuels() {
+        let now = Instant::now();
+        let mut s = WatchState::new("x", Duration::from_secs(5));
+        assert_eq!(s.laps_remaining(), None);
+        for (lap, fuel) in [
+            (1, 75.0),
+            (1, 74.0),
+            (2, 70.0),
+            (3, 65.0),
+            (4, 60.0),
+            (5, 75.0),
+            (6, 70.0),
+        ] {
+            s.apply_message("telemetry", &frame(lap, fuel), now);
+        }
+        // Burns: 5, 5, 5, (refuel skipped), 5.
+        assert_eq!(s.fuel_per_lap(), Some(5.0));
+        assert_eq!(s.laps_remaining(), Some(14.0));
+    }
+
+    #[test]
+    fn stale_after_five_seconds_without_frames() {
+        let start = Instant::now();
+        let mut s = WatchState::new("x", Duration::from_secs(5));
+        assert!(s.is_stale(start), "no frame yet");
+        s.apply_message("telemetry", &frame(1, 50.0), start);
+        assert!(!s.is_stale(start + Duration::from_secs(4)));
+        assert!(s.is_stale(start + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn unparseable_frames_are_skipped() {
+        let now = Instant::now();
+        let mut s = WatchState::new("x", Duration::from_secs(5));
+        s.apply_message("telemetry", &frame(3, 40.0), now);
+        s.apply_message("telemetry", b"{\"lap\": ", now);
+        s.apply_message("telemetry", b"[1]", now);
+        s.apply_message("setup", b"nope", now);
+        assert_eq!(s.telemetry.as_ref().unwrap()["lap"], 3);
+        assert_eq!(s.frames_seen, 1);
+        assert!(s.setup.is_none());
+    }
+
+    #[test]
+    fn a_snapshot_fills_the_view_and_a_deletion_is_shown() {
+        let now = Instant::now();
+        let mut s = WatchState::new("x", Duration::from_secs(5));
+        s.apply_snapshot(
+            &json!({"setup": {"wing": 5}, "telemetry": {"lap": 9, "fuel": 30.0}}),
+            now,
+        );
+        assert_eq!(s.link, Link::Live);
+        assert_eq!(s.setup, Some(json!({"wing": 5})));
+        assert!(!s.is_stale(now));
+        s.apply_message("events.deleted", b"{}", now);
+        assert!(s.problem.is_some());
+    }
+}
