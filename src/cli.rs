@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::Limits;
+use crate::store::{StoreConfig, StoreKind};
 use crate::telemetry::LogFormat;
 
 /// paddock: live sim-racing sessions on NATS.
@@ -75,6 +76,25 @@ pub struct ServeArgs {
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
     pub max_sessions: usize,
+    /// Where sessions are kept: JetStream key-value buckets (they survive restarts),
+    /// or memory only (lost when the processor stops).
+    #[arg(long, env = "PADDOCK_STORE", value_enum, default_value_t = StoreKind::Jetstream)]
+    pub store: StoreKind,
+    /// The JetStream bucket for live sessions; ended ones go to `<bucket>_archive`.
+    #[arg(long, env = "PADDOCK_KV_BUCKET", default_value = "paddock_sessions")]
+    pub kv_bucket: String,
+    /// Replicas for both buckets (3 on a 3-node cluster).
+    #[arg(long, env = "PADDOCK_KV_REPLICAS", default_value_t = 1)]
+    pub kv_replicas: usize,
+    /// Write-behind window: telemetry is stored at least this often, so after a
+    /// crash each session's stored frame is at most this old. Setups, creates and
+    /// deletes are stored before they are acknowledged.
+    #[arg(long, env = "PADDOCK_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub persist_interval: Duration,
+    /// How long ended (deleted) sessions are kept in the archive; their ids stay
+    /// refused that long.
+    #[arg(long, env = "PADDOCK_ARCHIVE_RETENTION", default_value = "168h", value_parser = parse_duration)]
+    pub archive_retention: Duration,
 }
 
 impl ServeArgs {
@@ -82,6 +102,16 @@ impl ServeArgs {
         Limits {
             max_payload: self.max_payload,
             max_sessions: self.max_sessions,
+        }
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            kind: self.store,
+            bucket: self.kv_bucket.clone(),
+            persist_interval: self.persist_interval,
+            archive_retention: self.archive_retention,
+            replicas: self.kv_replicas,
         }
     }
 }

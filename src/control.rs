@@ -11,20 +11,32 @@ use crate::app::{Announcement, App};
 use crate::error::ServiceError;
 use crate::id::SessionId;
 use crate::payload::validate_object;
-use crate::sessions::format_time;
+use crate::sessions::{Snapshot, format_time};
 use crate::subjects::{self, Event};
 
-/// A successful reply, and what to announce once it is sent.
+/// A successful reply, what must be stored before it is sent, and what to announce
+/// once it is.
 #[derive(Debug)]
 pub struct Reply {
     pub body: Bytes,
+    pub persist: Option<PersistAction>,
     pub announce: Option<Announcement>,
+}
+
+/// A change the reply promises is durable.
+#[derive(Debug)]
+pub enum PersistAction {
+    /// A new session.
+    Session(SessionId),
+    /// A session that ended, with its final state, for the archive.
+    End(Box<Snapshot>),
 }
 
 impl Reply {
     fn json(value: &impl serde::Serialize) -> Self {
         Reply {
             body: serde_json::to_vec(value).expect("replies serialize").into(),
+            persist: None,
             announce: None,
         }
     }
@@ -75,6 +87,7 @@ impl App {
         tracing::info!(session_id = %snapshot.session_id, via = "request", "session created");
         Ok(Reply {
             body: snapshot.to_json().into(),
+            persist: Some(PersistAction::Session(snapshot.session_id)),
             announce: Some(Announcement::new(
                 snapshot.session_id,
                 Event::Created,
@@ -90,6 +103,7 @@ impl App {
         let id = self.session_id(body)?;
         Ok(Reply {
             body: self.sessions.get(id)?.to_json().into(),
+            persist: None,
             announce: None,
         })
     }
@@ -152,6 +166,7 @@ impl App {
                 "request",
                 Some(&last),
             )),
+            persist: Some(PersistAction::End(Box::new(last))),
             ..reply
         })
     }
@@ -275,6 +290,23 @@ mod tests {
         assert_eq!(deleted["session"]["session_id"], id);
         assert_eq!(code(&app, "get", req.as_bytes()), 404);
         assert_eq!(code(&app, "delete", req.as_bytes()), 404);
+    }
+
+    #[test]
+    fn create_and_delete_ask_for_storage_before_replying() {
+        let app = app();
+        let reply = app.handle_control("create", b"").unwrap();
+        let Some(PersistAction::Session(id)) = reply.persist else {
+            panic!("create must be stored: {:?}", reply.persist)
+        };
+        let req = format!(r#"{{"session_id": "{id}"}}"#);
+        let reply = app.handle_control("delete", req.as_bytes()).unwrap();
+        let Some(PersistAction::End(last)) = reply.persist else {
+            panic!("delete must be archived: {:?}", reply.persist)
+        };
+        assert_eq!(last.session_id, id);
+        assert!(app.handle_control("get", req.as_bytes()).is_err());
+        assert!(app.handle_control("list", b"").unwrap().persist.is_none());
     }
 
     #[test]

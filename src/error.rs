@@ -25,6 +25,9 @@ pub enum ServiceError {
     Id(#[from] MalformedId),
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// Storage could not record the change, so it is not acknowledged.
+    #[error("{0}; retry shortly")]
+    Unavailable(String),
 }
 
 impl ServiceError {
@@ -36,6 +39,7 @@ impl ServiceError {
             ServiceError::Payload(_) => 400,
             ServiceError::Session(SessionError::NotFound(_) | SessionError::Deleted(_)) => 404,
             ServiceError::Session(SessionError::AtCapacity { .. }) => 503,
+            ServiceError::Unavailable(_) => 503,
         }
     }
 
@@ -46,6 +50,7 @@ impl ServiceError {
             ServiceError::Payload(e) => e.reason(),
             ServiceError::Id(_) => "malformed_id",
             ServiceError::Session(e) => e.reason(),
+            ServiceError::Unavailable(_) => "storage_unavailable",
         }
     }
 

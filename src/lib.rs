@@ -36,6 +36,7 @@ pub mod processor;
 pub mod sessions;
 pub mod shutdown;
 pub mod sim;
+pub mod store;
 pub mod subjects;
 pub mod telemetry;
 pub mod watch;
@@ -59,8 +60,9 @@ pub async fn serve(
     let client = connect::connect_persistent(&args.connect.nats_url, "paddock-processor")
         .await
         .with_context(|| format!("cannot connect to NATS at {}", args.connect.nats_url))?;
+    let store = args.store_config();
     let processor = tokio::select! {
-        started = Processor::start(client, args.limits()) => {
+        started = Processor::start(client, args.limits(), &store) => {
             started.context("cannot start the processor")?
         }
         () = &mut shutdown => {

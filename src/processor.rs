@@ -29,7 +29,11 @@ use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 
 use crate::app::{Announcement, App, Limits};
+use crate::control::PersistAction;
+use crate::error::ServiceError;
+use crate::store::{Storage, StoreConfig, StoreError};
 use crate::subjects;
+use crate::subjects::DataKind;
 
 /// How long shutdown waits for already-delivered messages before giving up on them.
 /// Bounded so a wedged connection can never keep the process from exiting.
@@ -53,22 +57,27 @@ pub enum StartError {
     },
     #[error("the broker did not confirm the subscriptions: {0}")]
     Confirm(async_nats::RequestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 type ControlStream = BoxStream<'static, (&'static str, Request)>;
 
 /// A started processor, ready to [`run`](Processor::run).
 pub struct Processor {
-    client: Client,
-    app: Arc<App>,
+    ctx: Ctx,
     service: Service,
     control: SelectAll<ControlStream>,
     data: SelectAll<Subscriber>,
 }
 
 impl Processor {
-    /// Subscribes the service and the data subjects on `client`.
-    pub async fn start(client: Client, limits: Limits) -> Result<Self, StartError> {
+    /// Recovers stored sessions, then subscribes the service and the data subjects.
+    pub async fn start(
+        client: Client,
+        limits: Limits,
+        store: &StoreConfig,
+    ) -> Result<Self, StartError> {
         let broker_max = client.server_info().max_payload;
         if broker_max > 0 && limits.max_payload >= broker_max {
             tracing::warn!(
@@ -79,6 +88,9 @@ impl Processor {
             );
         }
         let app = Arc::new(App::new(limits));
+        // Recovery comes before any subscription: no frame is applied to a
+        // half-loaded map, and requests see every recovered session.
+        let storage = Storage::open(&client, store, &app).await?;
         let stats_app = Arc::clone(&app);
         let service = client
             .service_builder()
@@ -124,8 +136,11 @@ impl Processor {
             "processor started: serving sessions.* and ingesting session.*.setup|telemetry"
         );
         Ok(Processor {
-            client,
-            app,
+            ctx: Ctx {
+                client,
+                app,
+                storage,
+            },
             service,
             control,
             data,
@@ -134,14 +149,13 @@ impl Processor {
 
     /// The shared state, for in-process inspection (tests, benchmarks).
     pub fn app(&self) -> Arc<App> {
-        Arc::clone(&self.app)
+        Arc::clone(&self.ctx.app)
     }
 
     /// Serves until `shutdown` completes, then drains and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Processor {
-            client,
-            app,
+            ctx,
             service,
             mut control,
             mut data,
@@ -151,10 +165,10 @@ impl Processor {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(message) = data.next() => ingest(&app, &client, message).await,
+                Some(message) = data.next() => ctx.ingest(message).await,
                 Some((name, request)) = control.next() => {
-                    catch_up(&app, &client, &mut data).await;
-                    respond(name, &app, &client, request).await;
+                    ctx.catch_up(&mut data).await;
+                    ctx.respond(name, request).await;
                 }
                 else => {
                     tracing::error!("every subscription ended; stopping");
@@ -178,10 +192,10 @@ impl Processor {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             loop {
                 tokio::select! {
-                    Some(message) = data.next() => ingest(&app, &client, message).await,
+                    Some(message) = data.next() => ctx.ingest(message).await,
                     Some((name, request)) = control.next() => {
-                        catch_up(&app, &client, &mut data).await;
-                        respond(name, &app, &client, request).await;
+                        ctx.catch_up(&mut data).await;
+                        ctx.respond(name, request).await;
                     }
                     else => break,
                 }
@@ -191,13 +205,19 @@ impl Processor {
         if drained.is_err() {
             tracing::warn!("gave up waiting for in-flight messages after {DRAIN_TIMEOUT:?}");
         }
-        if tokio::time::timeout(DRAIN_TIMEOUT, client.flush())
+        if tokio::time::timeout(DRAIN_TIMEOUT, ctx.client.flush())
             .await
             .is_err()
         {
             tracing::warn!("replies may not all have been flushed");
         }
-        tracing::info!(live_sessions = app.sessions.len(), "shutdown complete");
+        // The last write-behind window: every frame applied is stored before exit.
+        match tokio::time::timeout(DRAIN_TIMEOUT, ctx.storage.flush_all()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the last changes could not be stored"),
+            Err(_) => tracing::error!("gave up storing the last changes after {DRAIN_TIMEOUT:?}"),
+        }
+        tracing::info!(live_sessions = ctx.app.sessions.len(), "shutdown complete");
     }
 }
 
@@ -223,76 +243,123 @@ async fn confirm_subscriptions(client: &Client, service: &Service) -> Result<(),
     }
 }
 
-/// Applies the data messages already delivered, up to [`CATCH_UP_LIMIT`].
-///
-/// "Already delivered" is read as "ready without waiting". That holds only outside
-/// tokio's cooperative budget: within it, a channel answers `Pending` after 128
-/// receives in one poll even with messages queued, and the catch-up would stop early.
-/// The limit bounds the time spent outside the budget.
-async fn catch_up(app: &App, client: &Client, data: &mut SelectAll<Subscriber>) {
-    tokio::task::unconstrained(async {
-        for _ in 0..CATCH_UP_LIMIT {
-            match data.next().now_or_never() {
-                Some(Some(message)) => ingest(app, client, message).await,
-                _ => return,
+/// What every handler needs: the state, the connection, and storage.
+struct Ctx {
+    client: Client,
+    app: Arc<App>,
+    storage: Storage,
+}
+
+impl Ctx {
+    /// Applies the data messages already delivered, up to [`CATCH_UP_LIMIT`].
+    ///
+    /// "Already delivered" is read as "ready without waiting". That holds only outside
+    /// tokio's cooperative budget: within it, a channel answers `Pending` after 128
+    /// receives in one poll even with messages queued, and the catch-up would stop
+    /// early. The limit bounds the time spent outside the budget.
+    async fn catch_up(&self, data: &mut SelectAll<Subscriber>) {
+        tokio::task::unconstrained(async {
+            for _ in 0..CATCH_UP_LIMIT {
+                match data.next().now_or_never() {
+                    Some(Some(message)) => self.ingest(message).await,
+                    _ => return,
+                }
             }
-        }
-    })
-    .await;
-}
-
-async fn respond(name: &'static str, app: &App, client: &Client, request: Request) {
-    let (body, headers, announce) = match app.handle_control(name, &request.message.payload) {
-        Ok(reply) => (reply.body, HeaderMap::new(), reply.announce),
-        Err(e) => {
-            tracing::debug!(endpoint = name, code = e.code(), error = %e, "request refused");
-            // The micro helper sends an empty body with `Err`; the contract wants the
-            // JSON body too, so the error headers go out with an `Ok` payload.
-            (e.body(), e.headers(), None)
-        }
-    };
-    if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
-        tracing::warn!(endpoint = name, error = %e, "could not send reply");
+        })
+        .await;
     }
-    if let Some(announcement) = announce {
-        announce_event(client, announcement).await;
-    }
-}
 
-async fn ingest(app: &App, client: &Client, message: Message) {
-    let result = app.ingest(&message.subject, &message.payload);
-    // Fire-and-forget frames (no reply subject) cost nothing more; a monitor that
-    // sends setup as a request is answered once the setup is stored, or refused.
-    if let Some(reply) = message.reply {
-        let sent = match &result {
-            Ok(ingested) => client.publish(reply, ingested.ack()).await,
+    async fn respond(&self, name: &'static str, request: Request) {
+        let result = match self.app.handle_control(name, &request.message.payload) {
+            // A create or delete is answered only once storage has it.
+            Ok(reply) => match self.persist(reply.persist.as_ref()).await {
+                Ok(()) => Ok(reply),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let (body, headers, announce) = match result {
+            Ok(reply) => (reply.body, HeaderMap::new(), reply.announce),
             Err(e) => {
-                client
-                    .publish_with_headers(reply, e.headers(), e.body())
-                    .await
+                tracing::debug!(endpoint = name, code = e.code(), error = %e, "request refused");
+                // The micro helper sends an empty body with `Err`; the contract wants
+                // the JSON body too, so the error headers go out with an `Ok` payload.
+                (e.body(), e.headers(), None)
             }
         };
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "could not acknowledge a frame");
+        if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+            tracing::warn!(endpoint = name, error = %e, "could not send reply");
+        }
+        if let Some(announcement) = announce {
+            self.announce(announcement).await;
         }
     }
-    if let Some(announcement) = result.ok().and_then(|ingested| ingested.announcement()) {
-        announce_event(client, announcement).await;
-    }
-}
 
-async fn announce_event(client: &Client, announcement: Announcement) {
-    let Announcement {
-        session_id,
-        event,
-        body,
-    } = announcement;
-    for subject in [
-        subjects::session_event(&session_id, event),
-        subjects::service_event(event),
-    ] {
-        if let Err(e) = client.publish(subject, body.clone()).await {
-            tracing::warn!(%session_id, event = event.as_str(), error = %e, "could not announce");
+    async fn persist(&self, action: Option<&PersistAction>) -> Result<(), ServiceError> {
+        let result = match action {
+            None => return Ok(()),
+            Some(PersistAction::Session(id)) => self.storage.persist(*id).await,
+            // The session already ended in memory; the persister retries archiving
+            // it until it succeeds, so the delete stands either way.
+            Some(PersistAction::End(last)) => {
+                match self.storage.end((**last).clone(), "deleted").await {
+                    Err(e) => {
+                        tracing::warn!(session_id = %last.session_id, error = %e, "deletion not stored yet; retrying");
+                        Ok(())
+                    }
+                    ok => ok,
+                }
+            }
+        };
+        result.map_err(|e| ServiceError::Unavailable(e.to_string()))
+    }
+
+    async fn ingest(&self, message: Message) {
+        let mut result = self.app.ingest(&message.subject, &message.payload);
+        // A setup is written through before it is acknowledged; telemetry is
+        // written behind (see store.rs), so the hot path never waits for storage.
+        if let Ok(ingested) = &result
+            && ingested.kind == DataKind::Setup
+            && let Err(e) = self.storage.persist(ingested.session_id).await
+        {
+            tracing::warn!(session_id = %ingested.session_id, error = %e, "setup not stored yet");
+            if message.reply.is_some() {
+                result = Err(ServiceError::Unavailable(e.to_string()));
+            }
+        }
+        // Fire-and-forget frames (no reply subject) cost nothing more; a monitor that
+        // sends setup as a request is answered once the setup is stored, or refused.
+        if let Some(reply) = message.reply {
+            let sent = match &result {
+                Ok(ingested) => self.client.publish(reply, ingested.ack()).await,
+                Err(e) => {
+                    self.client
+                        .publish_with_headers(reply, e.headers(), e.body())
+                        .await
+                }
+            };
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "could not acknowledge a frame");
+            }
+        }
+        if let Some(announcement) = result.ok().and_then(|ingested| ingested.announcement()) {
+            self.announce(announcement).await;
+        }
+    }
+
+    async fn announce(&self, announcement: Announcement) {
+        let Announcement {
+            session_id,
+            event,
+            body,
+        } = announcement;
+        for subject in [
+            subjects::session_event(&session_id, event),
+            subjects::service_event(event),
+        ] {
+            if let Err(e) = self.client.publish(subject, body.clone()).await {
+                tracing::warn!(%session_id, event = event.as_str(), error = %e, "could not announce");
+            }
         }
     }
 }

@@ -77,12 +77,17 @@ struct Session {
     last_update: DateTime<Utc>,
     /// Counters for the session document.
     stats: SessionStats,
+    /// Changed since it was last persisted (see [`Sessions::take_dirty`]).
+    dirty: bool,
 }
 
 #[derive(Debug, Default)]
 struct State {
     /// Live sessions by id.
     live: HashMap<SessionId, Session>,
+    /// Ids of sessions changed since they were last persisted, each listed once:
+    /// the write-behind flush takes them all at once instead of scanning the map.
+    dirty: Vec<SessionId>,
     /// Ids that ops deleted, and when. Data still arriving for them is refused, so a
     /// monitor left running cannot silently resurrect a session ops ended.
     deleted: HashMap<SessionId, DateTime<Utc>>,
@@ -152,6 +157,7 @@ impl Sessions {
         let session = Session::new(now);
         let snapshot = session.snapshot(id);
         state.live.insert(id, session);
+        state.mark_dirty(id);
         Ok(snapshot)
     }
 
@@ -225,6 +231,53 @@ impl Sessions {
         rows
     }
 
+    /// Puts back a session recovered from storage, as it was (capacity is not
+    /// checked: these sessions existed before the restart).
+    pub fn restore(&self, snapshot: Snapshot) {
+        let session = Session {
+            created_at: snapshot.created_at,
+            setup: snapshot.setup,
+            telemetry: snapshot.telemetry,
+            last_update: snapshot.last_update,
+            stats: snapshot.stats,
+            dirty: false,
+        };
+        self.lock().live.insert(snapshot.session_id, session);
+    }
+
+    /// Records a session that ended before the restart, so its data stays refused.
+    pub fn restore_ended(&self, id: SessionId, ended_at: DateTime<Utc>) {
+        self.lock().deleted.insert(id, ended_at);
+    }
+
+    /// Snapshots of every session changed since the last call, marked clean: the
+    /// write-behind flush persists these. A write that fails is retried by
+    /// [`Sessions::mark_dirty`].
+    pub fn take_dirty(&self) -> Vec<Snapshot> {
+        let mut state = self.lock();
+        let ids = std::mem::take(&mut state.dirty);
+        ids.into_iter()
+            .filter_map(|id| {
+                let session = state.live.get_mut(&id)?;
+                session.dirty = false;
+                Some(session.snapshot(id))
+            })
+            .collect()
+    }
+
+    /// The current state of one session, marked clean: for a write-through.
+    pub fn take_for_persist(&self, id: SessionId) -> Option<Snapshot> {
+        let mut state = self.lock();
+        let session = state.live.get_mut(&id)?;
+        session.dirty = false;
+        Some(session.snapshot(id))
+    }
+
+    /// Marks a session changed again (its write failed), if it is still live.
+    pub fn mark_dirty(&self, id: SessionId) {
+        self.lock().mark_dirty(id);
+    }
+
     /// How many sessions are live.
     pub fn len(&self) -> usize {
         self.lock().live.len()
@@ -253,6 +306,7 @@ impl Sessions {
         let session = state.live.get_mut(&id).expect("inserted above");
         apply(session, now);
         session.last_update = now;
+        state.mark_dirty(id);
         Ok(Applied { at: now, created })
     }
 
@@ -283,6 +337,17 @@ impl Sessions {
     }
 }
 
+impl State {
+    fn mark_dirty(&mut self, id: SessionId) {
+        if let Some(session) = self.live.get_mut(&id)
+            && !session.dirty
+        {
+            session.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+}
+
 impl Session {
     fn new(now: DateTime<Utc>) -> Self {
         Session {
@@ -291,6 +356,7 @@ impl Session {
             telemetry: None,
             last_update: now,
             stats: SessionStats::default(),
+            dirty: false,
         }
     }
 
@@ -353,6 +419,54 @@ impl Snapshot {
                 last_frame_at: self.telemetry.as_ref().map(|f| f.at),
             },
         }
+    }
+}
+
+/// A session document as persisted (the same JSON `sessions.get` serves).
+#[derive(serde::Deserialize)]
+struct StoredDocument {
+    session_id: String,
+    created_at: DateTime<Utc>,
+    setup: Option<Box<RawValue>>,
+    setup_timestamp: Option<DateTime<Utc>>,
+    telemetry: Option<Box<RawValue>>,
+    last_update: DateTime<Utc>,
+    stats: StoredStats,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredStats {
+    telemetry_count: u64,
+    setup_count: u64,
+    rejected_count: u64,
+    first_frame_at: Option<DateTime<Utc>>,
+    last_frame_at: Option<DateTime<Utc>>,
+}
+
+impl Snapshot {
+    /// Reads back a document written by [`Snapshot::to_json`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let doc: StoredDocument = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let session_id = SessionId::parse(&doc.session_id).map_err(|e| e.to_string())?;
+        let frame = |raw: Option<Box<RawValue>>, at: Option<DateTime<Utc>>| {
+            raw.map(|r| Frame {
+                body: Bytes::from(r.get().to_owned()),
+                at: at.unwrap_or(doc.last_update),
+            })
+        };
+        Ok(Snapshot {
+            session_id,
+            created_at: doc.created_at,
+            setup: frame(doc.setup, doc.setup_timestamp),
+            telemetry: frame(doc.telemetry, doc.stats.last_frame_at),
+            last_update: doc.last_update,
+            stats: SessionStats {
+                telemetry_count: doc.stats.telemetry_count,
+                setup_count: doc.stats.setup_count,
+                rejected_count: doc.stats.rejected_count,
+                first_frame_at: doc.stats.first_frame_at,
+            },
+        })
     }
 }
 
@@ -450,6 +564,48 @@ mod tests {
         let err = sessions.update_telemetry(SessionId::new_v4(), Bytes::from_static(b"{}"));
         assert_eq!(err.unwrap_err(), SessionError::AtCapacity { limit: 2 });
         assert_eq!(sessions.len(), 2);
+    }
+
+    #[test]
+    fn a_document_reads_back_as_the_same_session() {
+        let sessions = Sessions::new(10);
+        let id = sessions.create().unwrap().session_id;
+        sessions
+            .update_setup(id, Bytes::from_static(br#"{"wing": 5}"#))
+            .unwrap();
+        sessions
+            .update_telemetry(id, Bytes::from_static(br#"{ "lap":3 }"#))
+            .unwrap();
+        let before = sessions.get(id).unwrap();
+        let after = Snapshot::from_json(&before.to_json()).unwrap();
+        assert_eq!(after.to_json(), before.to_json());
+        assert_eq!(&after.telemetry.unwrap().body[..], br#"{ "lap":3 }"#);
+    }
+
+    #[test]
+    fn changes_are_taken_once_for_persisting() {
+        let sessions = Sessions::new(10);
+        let a = sessions.create().unwrap().session_id;
+        let b = sessions.create().unwrap().session_id;
+        assert_eq!(sessions.take_dirty().len(), 2);
+        assert!(sessions.take_dirty().is_empty());
+        for lap in 0..3 {
+            sessions
+                .update_telemetry(a, Bytes::from(format!(r#"{{"lap": {lap}}}"#)))
+                .unwrap();
+        }
+        let dirty = sessions.take_dirty();
+        assert_eq!(dirty.len(), 1, "coalesced per session");
+        assert_eq!(
+            &dirty[0].telemetry.as_ref().unwrap().body[..],
+            br#"{"lap": 2}"#
+        );
+        sessions.mark_dirty(b);
+        sessions.delete(b).unwrap();
+        assert!(
+            sessions.take_dirty().is_empty(),
+            "a deleted session is not written back"
+        );
     }
 
     #[test]

@@ -140,7 +140,7 @@ async fn the_processor_rides_out_a_broker_restart() {
 }
 
 #[tokio::test]
-async fn a_monitor_publishing_to_its_old_id_after_a_processor_restart_is_served() {
+async fn with_a_memory_store_a_monitor_publishing_to_its_old_id_is_served_after_a_restart() {
     let mut app = spawn_app().await;
     let id = app.new_session().await;
     app.send_telemetry(&id, frame(1)).await;
@@ -153,8 +153,12 @@ async fn a_monitor_publishing_to_its_old_id_after_a_processor_restart_is_served(
         .await
         .unwrap();
     sync(&app.client).await;
-    // The new processor starts empty (persistence is not part of this build).
-    app.restart_processor(test_limits()).await;
+    // A processor that keeps nothing (--store memory) comes back empty.
+    let memory = paddock::store::StoreConfig {
+        kind: paddock::store::StoreKind::Memory,
+        ..test_store()
+    };
+    app.restart_processor_with(test_limits(), memory).await;
     app.get(&id).await.expect_error(404);
 
     app.send_telemetry(&id, frame(2)).await;

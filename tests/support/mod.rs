@@ -305,6 +305,15 @@ struct RunningProcessor {
     handle: JoinHandle<()>,
 }
 
+/// The production store (JetStream buckets), with a short write-behind window so
+/// tests of recovery need not wait long.
+pub fn test_store() -> paddock::store::StoreConfig {
+    paddock::store::StoreConfig {
+        persist_interval: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
 pub fn test_limits() -> Limits {
     Limits {
         max_payload: 64 * 1024,
@@ -330,11 +339,19 @@ pub async fn spawn_app_with(limits: Limits) -> TestApp {
 }
 
 async fn start_processor(url: &str, limits: Limits) -> (Arc<App>, RunningProcessor) {
+    start_processor_with(url, limits, &test_store()).await
+}
+
+async fn start_processor_with(
+    url: &str,
+    limits: Limits,
+    store: &paddock::store::StoreConfig,
+) -> (Arc<App>, RunningProcessor) {
     // The same connection options as production, reconnect logging included.
     let client = paddock::connect::connect_once(url, "paddock-test-processor")
         .await
         .expect("the processor cannot connect to the test broker");
-    let processor = Processor::start(client, limits)
+    let processor = Processor::start(client, limits, store)
         .await
         .expect("the processor did not start");
     let app = processor.app();
@@ -382,10 +399,19 @@ impl TestApp {
         }
     }
 
-    /// Starts a fresh processor (empty state) on the same broker.
+    /// Stops the processor and starts a new one on the same broker: it recovers
+    /// what the store kept (nothing, with `--store memory`).
     pub async fn restart_processor(&mut self, limits: Limits) {
+        self.restart_processor_with(limits, test_store()).await;
+    }
+
+    pub async fn restart_processor_with(
+        &mut self,
+        limits: Limits,
+        store: paddock::store::StoreConfig,
+    ) {
         self.stop_processor().await;
-        let (app, processor) = start_processor(&self.server.url(), limits).await;
+        let (app, processor) = start_processor_with(&self.server.url(), limits, &store).await;
         self.app = app;
         self.processor = Some(processor);
     }

@@ -1,0 +1,388 @@
+//! Durable state in JetStream key-value buckets: the broker teams already run, no
+//! new database.
+//!
+//! - `<bucket>` holds each live session's document under its id.
+//! - `<bucket>_archive` holds each ended session's final document; the stream's
+//!   `max_age` is the archive retention. While an id is archived its data stays
+//!   refused, across restarts too.
+//!
+//! One task, the persister, owns every write, so writes land in order, and each
+//! write renders the session as it is *at write time*: the last write is always the
+//! newest state. Telemetry is written behind: changed sessions are flushed together
+//! every `--persist-interval`, one write per session however many frames arrived.
+//! Creates, setups and deletes are written through: they are acknowledged only
+//! once stored.
+//!
+//! Buckets are created with `create_stream` and opened with `get_key_value`:
+//! async-nats's `create_key_value` asks for account details that NATS 2.9 does
+//! not send.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::App;
+use crate::id::SessionId;
+use crate::sessions::{Snapshot, format_time};
+
+/// Writes waiting for the persister beyond this make the sender wait (backpressure
+/// on creates, setups and deletes only; telemetry never queues here).
+const JOB_QUEUE: usize = 1024;
+/// Concurrent puts in one flush.
+const PUTS_IN_FLIGHT: usize = 256;
+
+/// Where session state is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// JetStream key-value buckets: sessions survive restarts.
+    Jetstream,
+    /// Memory only: every session is lost when the processor stops.
+    Memory,
+}
+
+/// How the processor persists.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Live sessions' bucket; the archive is `<bucket>_archive`.
+    pub bucket: String,
+    /// How long telemetry may wait before it is written (the write-behind window).
+    pub persist_interval: Duration,
+    /// How long ended sessions are kept in the archive.
+    pub archive_retention: Duration,
+    /// JetStream replicas for both buckets (3 on a 3-node cluster).
+    pub replicas: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Jetstream,
+            bucket: "paddock_sessions".into(),
+            persist_interval: Duration::from_secs(1),
+            archive_retention: Duration::from_secs(7 * 24 * 3600),
+            replicas: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the {bucket} bucket: {reason}")]
+    Open { bucket: String, reason: String },
+    #[error("storage unavailable: {0}")]
+    Write(String),
+    #[error("the persister has stopped")]
+    Stopped,
+}
+
+/// What the persister is asked to do, besides its periodic flush.
+enum Job {
+    /// Write this session now (create, setup).
+    Persist {
+        id: SessionId,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Archive this ended session and remove it from the live bucket.
+    End {
+        last: Box<Snapshot>,
+        ended_at: DateTime<Utc>,
+        reason: &'static str,
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Write every changed session, then answer (shutdown).
+    FlushAll {
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// The processor's handle on storage. With `--store memory` every call succeeds
+/// at once.
+#[derive(Clone)]
+pub struct Storage {
+    jobs: Option<mpsc::Sender<Job>>,
+}
+
+impl Storage {
+    pub fn memory() -> Self {
+        Storage { jobs: None }
+    }
+
+    /// Opens the buckets, loads what they hold into `app`, and starts the persister.
+    pub async fn open(
+        client: &Client,
+        config: &StoreConfig,
+        app: &Arc<App>,
+    ) -> Result<Self, StoreError> {
+        if config.kind == StoreKind::Memory {
+            tracing::warn!(
+                "--store memory: sessions live in this process only and are lost when it stops"
+            );
+            return Ok(Storage::memory());
+        }
+        let js = jetstream::new(client.clone());
+        let live = open_bucket(&js, &config.bucket, None, config.replicas).await?;
+        let archive_name = format!("{}_archive", config.bucket);
+        let archive = open_bucket(
+            &js,
+            &archive_name,
+            Some(config.archive_retention),
+            config.replicas,
+        )
+        .await?;
+
+        let started = std::time::Instant::now();
+        let mut restored = 0usize;
+        for (key, value) in load(&live, &config.bucket).await? {
+            match Snapshot::from_json(&value) {
+                Ok(snapshot) => {
+                    app.sessions.restore(snapshot);
+                    restored += 1;
+                }
+                Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored session"),
+            }
+        }
+        let mut ended = 0usize;
+        for (key, value) in load(&archive, &archive_name).await? {
+            let ended_at = serde_json::from_slice::<serde_json::Value>(&value)
+                .ok()
+                .and_then(|v| v["ended_at"].as_str().and_then(|t| t.parse().ok()))
+                .unwrap_or_else(Utc::now);
+            if let Ok(id) = SessionId::parse(&key) {
+                app.sessions.restore_ended(id, ended_at);
+                ended += 1;
+            }
+        }
+        tracing::info!(
+            restored,
+            archived = ended,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            bucket = config.bucket,
+            "recovered sessions from JetStream"
+        );
+
+        let (tx, rx) = mpsc::channel(JOB_QUEUE);
+        let persister = Persister {
+            live,
+            archive,
+            app: Arc::clone(app),
+            retry_ends: Vec::new(),
+        };
+        tokio::spawn(persister.run(rx, config.persist_interval));
+        Ok(Storage { jobs: Some(tx) })
+    }
+
+    /// Writes one session now; for acknowledgements that promise it is stored.
+    pub async fn persist(&self, id: SessionId) -> Result<(), StoreError> {
+        self.ask(|done| Job::Persist { id, done }).await
+    }
+
+    /// Archives an ended session and removes it from the live bucket.
+    pub async fn end(&self, last: Snapshot, reason: &'static str) -> Result<(), StoreError> {
+        let ended_at = Utc::now();
+        self.ask(|done| Job::End {
+            last: Box::new(last),
+            ended_at,
+            reason,
+            done,
+        })
+        .await
+    }
+
+    /// Writes every changed session (at shutdown: no write-behind window is lost).
+    pub async fn flush_all(&self) -> Result<(), StoreError> {
+        self.ask(|done| Job::FlushAll { done }).await
+    }
+
+    async fn ask(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job,
+    ) -> Result<(), StoreError> {
+        let Some(jobs) = &self.jobs else {
+            return Ok(());
+        };
+        let (done, answer) = oneshot::channel();
+        jobs.send(job(done))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// Opens a KV bucket, creating its stream first if it does not exist.
+async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Option<Duration>,
+    replicas: usize,
+) -> Result<kv::Store, StoreError> {
+    let fail = |reason: String| StoreError::Open {
+        bucket: bucket.to_string(),
+        reason,
+    };
+    let stream_name = format!("KV_{bucket}");
+    if js.get_stream(&stream_name).await.is_err() {
+        // The stream a KV bucket is made of, as async-nats's create_key_value would
+        // configure it (history 1, rollups, direct gets).
+        let config = stream::Config {
+            name: stream_name.clone(),
+            description: Some(format!("paddock sessions ({bucket})")),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: max_age.unwrap_or_default(),
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        js.create_stream(config)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        tracing::info!(bucket, "created JetStream bucket");
+    }
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// The latest value of every key, read with one watcher (a consumer replaying the
+/// last message per key) rather than one request per key.
+async fn load(store: &kv::Store, bucket: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
+    let fail = |reason: String| StoreError::Open {
+        bucket: bucket.to_string(),
+        reason,
+    };
+    let status = store.status().await.map_err(|e| fail(e.to_string()))?;
+    if status.values() == 0 {
+        return Ok(Vec::new());
+    }
+    let mut watch = store
+        .watch_with_history(">")
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut values = Vec::new();
+    while let Some(entry) = watch.next().await {
+        let entry = entry.map_err(|e| fail(e.to_string()))?;
+        let last = entry.delta == 0;
+        if entry.operation == kv::Operation::Put {
+            values.push((entry.key, entry.value));
+        }
+        if last {
+            break;
+        }
+    }
+    Ok(values)
+}
+
+struct Persister {
+    live: kv::Store,
+    archive: kv::Store,
+    app: Arc<App>,
+    /// Ended sessions whose archiving failed, retried on each tick: a deleted
+    /// session must not come back from the live bucket after a restart.
+    retry_ends: Vec<(Box<Snapshot>, DateTime<Utc>, &'static str)>,
+}
+
+impl Persister {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(Job::Persist { id, done }) => {
+                        let result = match self.app.sessions.take_for_persist(id) {
+                            Some(snapshot) => self.put(&snapshot).await,
+                            None => Ok(()),
+                        };
+                        let _ = done.send(result);
+                    }
+                    Some(Job::End { last, ended_at, reason, done }) => {
+                        let result = self.end(&last, ended_at, reason).await;
+                        if result.is_err() {
+                            self.retry_ends.push((last, ended_at, reason));
+                        }
+                        let _ = done.send(result);
+                    }
+                    Some(Job::FlushAll { done }) => {
+                        let _ = done.send(self.flush().await);
+                    }
+                    // Every Storage handle is gone: the processor has stopped.
+                    None => return,
+                },
+                _ = ticker.tick() => {
+                    if let Err(e) = self.flush().await {
+                        tracing::warn!(error = %e, "write-behind flush failed; will retry");
+                    }
+                    let pending = std::mem::take(&mut self.retry_ends);
+                    for (last, ended_at, reason) in pending {
+                        if self.end(&last, ended_at, reason).await.is_err() {
+                            self.retry_ends.push((last, ended_at, reason));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every session changed since the last flush; failed ones stay dirty.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let dirty = self.app.sessions.take_dirty();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let results: Vec<(SessionId, Result<(), StoreError>)> = futures::stream::iter(dirty)
+            .map(|snapshot| async move { (snapshot.session_id, self.put(&snapshot).await) })
+            .buffer_unordered(PUTS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut first_error = None;
+        for (id, result) in results {
+            if let Err(e) = result {
+                self.app.sessions.mark_dirty(id);
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn put(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.live
+            .put(snapshot.session_id.to_string(), snapshot.to_json().into())
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Write(e.to_string()))
+    }
+
+    async fn end(
+        &self,
+        last: &Snapshot,
+        ended_at: DateTime<Utc>,
+        reason: &'static str,
+    ) -> Result<(), StoreError> {
+        let key = last.session_id.to_string();
+        let record = serde_json::json!({
+            "session": last.to_value(),
+            "ended_at": format_time(&ended_at),
+            "reason": reason,
+        });
+        let write = |e: String| StoreError::Write(e);
+        self.archive
+            .put(&key, record.to_string().into())
+            .await
+            .map_err(|e| write(e.to_string()))?;
+        self.live
+            .purge(&key)
+            .await
+            .map_err(|e| write(e.to_string()))
+    }
+}
