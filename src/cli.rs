@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::Limits;
+use crate::processor::Lifecycle;
 use crate::store::{StoreConfig, StoreKind};
 use crate::telemetry::LogFormat;
 
@@ -95,6 +96,10 @@ pub struct ServeArgs {
     /// refused that long.
     #[arg(long, env = "PADDOCK_ARCHIVE_RETENTION", default_value = "168h", value_parser = parse_duration)]
     pub archive_retention: Duration,
+    /// End a session when no setup or telemetry arrived for this long (it is
+    /// archived and announced as expired); 0 keeps sessions forever.
+    #[arg(long, env = "PADDOCK_EXPIRE_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub expire_after: Duration,
 }
 
 impl ServeArgs {
@@ -102,6 +107,13 @@ impl ServeArgs {
         Limits {
             max_payload: self.max_payload,
             max_sessions: self.max_sessions,
+        }
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            expire_after: (!self.expire_after.is_zero()).then_some(self.expire_after),
+            archive_retention: self.archive_retention,
         }
     }
 

@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -11,7 +10,7 @@ use crate::app::{Announcement, App};
 use crate::error::ServiceError;
 use crate::id::SessionId;
 use crate::payload::validate_object;
-use crate::sessions::{Snapshot, format_time};
+use crate::sessions::{Ended, SessionError, format_time};
 use crate::subjects::{self, Event};
 
 /// A successful reply, what must be stored before it is sent, and what to announce
@@ -29,7 +28,7 @@ pub enum PersistAction {
     /// A new session.
     Session(SessionId),
     /// A session that ended, with its final state, for the archive.
-    End(Box<Snapshot>),
+    End(Box<Ended>),
 }
 
 impl Reply {
@@ -62,6 +61,24 @@ struct IdRequest<'a> {
     session_id: Cow<'a, str>,
 }
 
+/// One page of `rows`: `{"total", "count", "offset", "next_offset", "sessions"}`.
+fn page<T: serde::Serialize>(rows: Vec<T>, request: &ListRequest) -> serde_json::Value {
+    let limit = request
+        .limit
+        .unwrap_or(LIST_DEFAULT_LIMIT)
+        .clamp(1, LIST_MAX_LIMIT);
+    let total = rows.len();
+    let page: Vec<T> = rows.into_iter().skip(request.offset).take(limit).collect();
+    let end = request.offset.saturating_add(page.len());
+    json!({
+        "total": total,
+        "count": page.len(),
+        "offset": request.offset,
+        "next_offset": (end < total).then_some(end),
+        "sessions": page,
+    })
+}
+
 impl App {
     /// Dispatches a request for the endpoint named `endpoint` (see `subjects`).
     pub fn handle_control(&self, endpoint: &str, body: &[u8]) -> Result<Reply, ServiceError> {
@@ -71,6 +88,8 @@ impl App {
             subjects::LIST => self.list(body),
             subjects::DELETE => self.delete(body),
             subjects::STATS => self.stats(body),
+            subjects::ARCHIVE_LIST => self.archive_list(body),
+            subjects::ARCHIVE_GET => self.archive_get(body),
             other => Err(ServiceError::BadRequest(format!(
                 "no endpoint named {other:?}"
             ))),
@@ -111,43 +130,30 @@ impl App {
     /// `sessions.list`: `{}`, or `{"limit": n, "offset": k}` → one page of live
     /// sessions, oldest first, with `next_offset` (null on the last page).
     fn list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let request = self.list_request(body)?;
+        Ok(Reply::json(&page(self.sessions.list(), &request)))
+    }
+
+    fn list_request(&self, body: &[u8]) -> Result<ListRequest, ServiceError> {
         self.optional_object(body)?;
-        let request = if body.trim_ascii().is_empty() {
-            ListRequest {
+        if body.trim_ascii().is_empty() {
+            return Ok(ListRequest {
                 limit: None,
                 offset: 0,
-            }
-        } else {
-            serde_json::from_slice(body).map_err(|e| {
-                ServiceError::BadRequest(format!(
-                    r#"{e}: send {{}} or {{"limit": <1..{LIST_MAX_LIMIT}>, "offset": <n>}}"#
-                ))
-            })?
-        };
-        let limit = request
-            .limit
-            .unwrap_or(LIST_DEFAULT_LIMIT)
-            .clamp(1, LIST_MAX_LIMIT);
-        let all = self.sessions.list();
-        let total = all.len();
-        let page: Vec<_> = all.into_iter().skip(request.offset).take(limit).collect();
-        let end = request.offset.saturating_add(page.len());
-        let next_offset = (end < total).then_some(end);
-        Ok(Reply::json(&json!({
-            "total": total,
-            "count": page.len(),
-            "offset": request.offset,
-            "next_offset": next_offset,
-            "sessions": page,
-        })))
+            });
+        }
+        serde_json::from_slice(body).map_err(|e| {
+            ServiceError::BadRequest(format!(
+                r#"{e}: send {{}} or {{"limit": <1..{LIST_MAX_LIMIT}>, "offset": <n>}}"#
+            ))
+        })
     }
 
     /// `sessions.delete`: `{"session_id": …}` → `{"deleted": true, …}` with the final
     /// document; later data for the id is refused.
     fn delete(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         let id = self.session_id(body)?;
-        let last = self.sessions.delete(id)?;
-        let now = Utc::now();
+        let ended = self.sessions.delete(id)?;
         self.metrics
             .sessions_deleted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -155,20 +161,54 @@ impl App {
         let reply = Reply::json(&json!({
             "deleted": true,
             "session_id": id,
-            "deleted_at": format_time(&now),
-            "session": last.to_value(),
+            "deleted_at": format_time(&ended.at),
+            "session": ended.last.to_value(),
         }));
+        let announce =
+            Announcement::new(id, Event::Deleted, ended.at, "request", Some(&ended.last));
         Ok(Reply {
-            announce: Some(Announcement::new(
-                id,
-                Event::Deleted,
-                now,
-                "request",
-                Some(&last),
-            )),
-            persist: Some(PersistAction::End(Box::new(last))),
+            announce: Some(announce),
+            persist: Some(PersistAction::End(Box::new(ended))),
             ..reply
         })
+    }
+
+    /// `sessions.archive.list`: like `sessions.list`, for ended sessions, most
+    /// recently ended first.
+    fn archive_list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let request = self.list_request(body)?;
+        let rows: Vec<serde_json::Value> = self
+            .sessions
+            .list_ended()
+            .iter()
+            .map(|e| {
+                json!({
+                    "session_id": e.last.session_id,
+                    "created_at": format_time(&e.last.created_at),
+                    "last_update": format_time(&e.last.last_update),
+                    "ended_at": format_time(&e.at),
+                    "reason": e.reason,
+                    "telemetry_count": e.last.stats.telemetry_count,
+                })
+            })
+            .collect();
+        Ok(Reply::json(&page(rows, &request)))
+    }
+
+    /// `sessions.archive.get`: `{"session_id": …}` → when and why it ended, and its
+    /// final document.
+    fn archive_get(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let id = self.session_id(body)?;
+        let ended = self
+            .sessions
+            .ended(id)
+            .ok_or(SessionError::NotArchived(id))?;
+        Ok(Reply::json(&json!({
+            "session_id": id,
+            "ended_at": format_time(&ended.at),
+            "reason": ended.reason,
+            "session": ended.last.to_value(),
+        })))
     }
 
     /// `sessions.stats`: service-wide counters.
@@ -304,7 +344,7 @@ mod tests {
         let Some(PersistAction::End(last)) = reply.persist else {
             panic!("delete must be archived: {:?}", reply.persist)
         };
-        assert_eq!(last.session_id, id);
+        assert_eq!(last.last.session_id, id);
         assert!(app.handle_control("get", req.as_bytes()).is_err());
         assert!(app.handle_control("list", b"").unwrap().persist.is_none());
     }

@@ -44,9 +44,14 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
 async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let url = &args.serve.connect.nats_url;
     let client = connect_persistent(url, "paddock-processor").await?;
-    let processor = Processor::start(client, args.serve.limits(), &args.serve.store_config())
-        .await
-        .context("cannot start the processor")?;
+    let processor = Processor::start(
+        client,
+        args.serve.limits(),
+        &args.serve.store_config(),
+        args.serve.lifecycle(),
+    )
+    .await
+    .context("cannot start the processor")?;
     let me = crate::cli::self_command();
     eprintln!(
         "paddock demo: processor running on {url}; starting {} simulated monitor{}. \

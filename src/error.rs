@@ -37,7 +37,9 @@ impl ServiceError {
             ServiceError::BadRequest(_) | ServiceError::Id(_) => 400,
             ServiceError::Payload(PayloadError::TooLarge { .. }) => 413,
             ServiceError::Payload(_) => 400,
-            ServiceError::Session(SessionError::NotFound(_) | SessionError::Deleted(_)) => 404,
+            ServiceError::Session(
+                SessionError::NotFound(_) | SessionError::Ended(..) | SessionError::NotArchived(_),
+            ) => 404,
             ServiceError::Session(SessionError::AtCapacity { .. }) => 503,
             ServiceError::Unavailable(_) => 503,
         }
@@ -91,7 +93,10 @@ mod tests {
             413
         );
         assert_eq!(ServiceError::from(SessionError::NotFound(id)).code(), 404);
-        assert_eq!(ServiceError::from(SessionError::Deleted(id)).code(), 404);
+        assert_eq!(
+            ServiceError::from(SessionError::Ended(id, crate::sessions::EndReason::Expired)).code(),
+            404
+        );
         assert_eq!(
             ServiceError::from(SessionError::AtCapacity { limit: 1 }).code(),
             503

@@ -62,7 +62,7 @@ pub async fn serve(
         .with_context(|| format!("cannot connect to NATS at {}", args.connect.nats_url))?;
     let store = args.store_config();
     let processor = tokio::select! {
-        started = Processor::start(client, args.limits(), &store) => {
+        started = Processor::start(client, args.limits(), &store, args.lifecycle()) => {
             started.context("cannot start the processor")?
         }
         () = &mut shutdown => {

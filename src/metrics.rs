@@ -20,7 +20,7 @@ pub const REJECTION_REASONS: [&str; 10] = [
     "malformed_id",
     "bad_request",
     "unknown_session",
-    "deleted_session",
+    "ended_session",
     "at_capacity",
 ];
 
@@ -34,6 +34,8 @@ pub struct Metrics {
     pub sessions_created: AtomicU64,
     /// Sessions ended by `sessions.delete`.
     pub sessions_deleted: AtomicU64,
+    /// Sessions ended by inactivity.
+    pub sessions_expired: AtomicU64,
     /// Telemetry frames stored.
     pub telemetry_frames: AtomicU64,
     /// Setups stored.
@@ -50,6 +52,7 @@ impl Default for Metrics {
         Metrics {
             sessions_created: AtomicU64::new(0),
             sessions_deleted: AtomicU64::new(0),
+            sessions_expired: AtomicU64::new(0),
             telemetry_frames: AtomicU64::new(0),
             setup_frames: AtomicU64::new(0),
             rejected: Default::default(),
@@ -64,6 +67,7 @@ pub struct MetricsSnapshot {
     pub live_sessions: usize,
     pub sessions_created: u64,
     pub sessions_deleted: u64,
+    pub sessions_expired: u64,
     pub telemetry_frames: u64,
     pub setup_frames: u64,
     pub rejected_total: u64,
@@ -102,6 +106,7 @@ impl Metrics {
             live_sessions,
             sessions_created: self.sessions_created.load(Relaxed),
             sessions_deleted: self.sessions_deleted.load(Relaxed),
+            sessions_expired: self.sessions_expired.load(Relaxed),
             telemetry_frames: self.telemetry_frames.load(Relaxed),
             setup_frames: self.setup_frames.load(Relaxed),
             rejected_total: rejected.values().sum(),

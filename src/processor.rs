@@ -31,9 +31,10 @@ use futures::{FutureExt, StreamExt};
 use crate::app::{Announcement, App, Limits};
 use crate::control::PersistAction;
 use crate::error::ServiceError;
+use crate::sessions::Ended;
 use crate::store::{Storage, StoreConfig, StoreError};
 use crate::subjects;
-use crate::subjects::DataKind;
+use crate::subjects::{DataKind, Event};
 
 /// How long shutdown waits for already-delivered messages before giving up on them.
 /// Bounded so a wedged connection can never keep the process from exiting.
@@ -63,6 +64,33 @@ pub enum StartError {
 
 type ControlStream = BoxStream<'static, (&'static str, Request)>;
 
+/// When sessions end by themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    /// End a session when nothing arrived for this long; `None` keeps them all.
+    pub expire_after: Option<Duration>,
+    /// Forget archived sessions after this long.
+    pub archive_retention: Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            expire_after: Some(Duration::from_secs(3600)),
+            archive_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// How often to look for idle sessions: a tenth of the expiry window, so a
+    /// session ends at most 10% late, between 100 ms and 30 s.
+    fn sweep_every(&self) -> Duration {
+        let base = self.expire_after.unwrap_or(Duration::from_secs(30)) / 10;
+        base.clamp(Duration::from_millis(100), Duration::from_secs(30))
+    }
+}
+
 /// A started processor, ready to [`run`](Processor::run).
 pub struct Processor {
     ctx: Ctx,
@@ -77,6 +105,7 @@ impl Processor {
         client: Client,
         limits: Limits,
         store: &StoreConfig,
+        lifecycle: Lifecycle,
     ) -> Result<Self, StartError> {
         let broker_max = client.server_info().max_payload;
         if broker_max > 0 && limits.max_payload >= broker_max {
@@ -107,13 +136,7 @@ impl Processor {
         // Endpoints join the micro default queue group: several processors share the load.
         let group = service.group(subjects::CONTROL_PREFIX);
         let mut control = SelectAll::new();
-        for name in [
-            subjects::CREATE,
-            subjects::GET,
-            subjects::LIST,
-            subjects::DELETE,
-            subjects::STATS,
-        ] {
+        for name in subjects::ENDPOINTS {
             let endpoint = group.endpoint(name).await.map_err(StartError::Service)?;
             control.push(endpoint.map(move |request| (name, request)).boxed());
         }
@@ -140,6 +163,7 @@ impl Processor {
                 client,
                 app,
                 storage,
+                lifecycle,
             },
             service,
             control,
@@ -162,9 +186,14 @@ impl Processor {
         } = self;
         let shutdown = std::pin::pin!(shutdown);
         let mut shutdown = shutdown.fuse();
+        let mut sweeps = tokio::time::interval(ctx.lifecycle.sweep_every());
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                // In this loop, not a task of its own: an expiry is ordered with the
+                // frames and requests around it, like everything else.
+                _ = sweeps.tick() => ctx.sweep().await,
                 Some(message) = data.next() => ctx.ingest(message).await,
                 Some((name, request)) = control.next() => {
                     ctx.catch_up(&mut data).await;
@@ -248,6 +277,7 @@ struct Ctx {
     client: Client,
     app: Arc<App>,
     storage: Storage,
+    lifecycle: Lifecycle,
 }
 
 impl Ctx {
@@ -299,16 +329,9 @@ impl Ctx {
         let result = match action {
             None => return Ok(()),
             Some(PersistAction::Session(id)) => self.storage.persist(*id).await,
-            // The session already ended in memory; the persister retries archiving
-            // it until it succeeds, so the delete stands either way.
-            Some(PersistAction::End(last)) => {
-                match self.storage.end((**last).clone(), "deleted").await {
-                    Err(e) => {
-                        tracing::warn!(session_id = %last.session_id, error = %e, "deletion not stored yet; retrying");
-                        Ok(())
-                    }
-                    ok => ok,
-                }
+            Some(PersistAction::End(ended)) => {
+                self.archive((**ended).clone()).await;
+                Ok(())
             }
         };
         result.map_err(|e| ServiceError::Unavailable(e.to_string()))
@@ -344,6 +367,48 @@ impl Ctx {
         }
         if let Some(announcement) = result.ok().and_then(|ingested| ingested.announcement()) {
             self.announce(announcement).await;
+        }
+    }
+
+    /// Stores an ended session in the archive. The session already ended in memory;
+    /// the persister retries archiving it until it succeeds, so the end stands
+    /// either way.
+    async fn archive(&self, ended: Ended) {
+        let id = ended.last.session_id;
+        if let Err(e) = self.storage.end(ended).await {
+            tracing::warn!(session_id = %id, error = %e, "end of session not stored yet; retrying");
+        }
+    }
+
+    /// Ends the sessions idle for `--expire-after`, and drops archived ones past
+    /// their retention.
+    async fn sweep(&self) {
+        if let Some(max_idle) = self.lifecycle.expire_after {
+            for ended in self
+                .app
+                .sessions
+                .expire_idle(tokio::time::Instant::now(), max_idle)
+            {
+                let id = ended.last.session_id;
+                self.app
+                    .metrics
+                    .sessions_expired
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(session_id = %id, idle = ?max_idle, "session expired");
+                let announcement =
+                    Announcement::new(id, Event::Expired, ended.at, "expiry", Some(&ended.last));
+                self.archive(ended).await;
+                self.announce(announcement).await;
+            }
+        }
+        let retention = chrono::Duration::from_std(self.lifecycle.archive_retention)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        let pruned = self
+            .app
+            .sessions
+            .prune_ended(chrono::Utc::now() - retention);
+        if pruned > 0 {
+            tracing::info!(pruned, "archived sessions past their retention forgotten");
         }
     }
 

@@ -24,8 +24,10 @@ use crate::id::SessionId;
 pub enum SessionError {
     #[error("unknown session {0}")]
     NotFound(SessionId),
-    #[error("session {0} was deleted; ask sessions.create for a new id")]
-    Deleted(SessionId),
+    #[error("session {0} has ended ({1}); ask sessions.create for a new id")]
+    Ended(SessionId, EndReason),
+    #[error("no archived session {0}: it never ended, or its archive retention passed")]
+    NotArchived(SessionId),
     #[error("at capacity: {limit} live sessions; delete ended sessions or raise --max-sessions")]
     AtCapacity { limit: usize },
 }
@@ -35,10 +37,45 @@ impl SessionError {
     pub fn reason(&self) -> &'static str {
         match self {
             SessionError::NotFound(_) => "unknown_session",
-            SessionError::Deleted(_) => "deleted_session",
+            SessionError::Ended(..) => "ended_session",
+            SessionError::NotArchived(_) => "unknown_session",
             SessionError::AtCapacity { .. } => "at_capacity",
         }
     }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// Ops ended it with `sessions.delete`.
+    Deleted,
+    /// Nothing arrived for `--expire-after`.
+    Expired,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::Expired => "expired",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An ended session, kept for the archive retention.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub at: DateTime<Utc>,
+    pub reason: EndReason,
+    /// Its final state.
+    pub last: Snapshot,
 }
 
 /// A stored frame and when it arrived.
@@ -75,6 +112,9 @@ struct Session {
     telemetry: Option<Frame>,
     /// Last time setup or telemetry arrived (creation time until then).
     last_update: DateTime<Utc>,
+    /// The same moment on the monotonic clock, which idle expiry measures from: it
+    /// does not jump with the wall clock, and tests can pause and advance it.
+    last_activity: tokio::time::Instant,
     /// Counters for the session document.
     stats: SessionStats,
     /// Changed since it was last persisted (see [`Sessions::take_dirty`]).
@@ -88,9 +128,10 @@ struct State {
     /// Ids of sessions changed since they were last persisted, each listed once:
     /// the write-behind flush takes them all at once instead of scanning the map.
     dirty: Vec<SessionId>,
-    /// Ids that ops deleted, and when. Data still arriving for them is refused, so a
-    /// monitor left running cannot silently resurrect a session ops ended.
-    deleted: HashMap<SessionId, DateTime<Utc>>,
+    /// Sessions that ended (deleted or expired), kept for the archive retention.
+    /// Data still arriving for them is refused, so a monitor left running cannot
+    /// silently resurrect a session that ended.
+    ended: HashMap<SessionId, Ended>,
 }
 
 /// A copy of one session's state, taken under the lock and rendered after it.
@@ -150,7 +191,7 @@ impl Sessions {
         // a guarantee rather than a probability.
         let id = loop {
             let id = SessionId::new_v4();
-            if !state.live.contains_key(&id) && !state.deleted.contains_key(&id) {
+            if !state.live.contains_key(&id) && !state.ended.contains_key(&id) {
                 break id;
             }
         };
@@ -183,7 +224,7 @@ impl Sessions {
     ///
     /// An id that is well-formed but unknown is created on demand: a monitor that
     /// keeps publishing after the processor lost its state (or that started before
-    /// it) is served, never orphaned. An id that ops deleted is refused.
+    /// it) is served, never orphaned. An id whose session ended is refused.
     pub fn update_telemetry(&self, id: SessionId, body: Bytes) -> Result<Applied, SessionError> {
         self.update(id, |session, now| {
             session.stats.first_frame_at.get_or_insert(now);
@@ -200,15 +241,70 @@ impl Sessions {
     }
 
     /// Ends a session, returning its final state. Later data for the id is refused.
-    pub fn delete(&self, id: SessionId) -> Result<Snapshot, SessionError> {
+    pub fn delete(&self, id: SessionId) -> Result<Ended, SessionError> {
         let mut state = self.lock();
         match state.live.remove(&id) {
             Some(session) => {
-                state.deleted.insert(id, Utc::now());
-                Ok(session.snapshot(id))
+                let last = session.snapshot(id);
+                let ended = Ended {
+                    at: Utc::now(),
+                    reason: EndReason::Deleted,
+                    last,
+                };
+                state.ended.insert(id, ended.clone());
+                Ok(ended)
             }
             None => Err(Self::missing(&state, id)),
         }
+    }
+
+    /// Ends every session idle for `max_idle` or longer (as of `now`), returning
+    /// them. Later data for their ids is refused.
+    pub fn expire_idle(
+        &self,
+        now: tokio::time::Instant,
+        max_idle: std::time::Duration,
+    ) -> Vec<Ended> {
+        let mut state = self.lock();
+        let idle: Vec<SessionId> = state
+            .live
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_activity) >= max_idle)
+            .map(|(id, _)| *id)
+            .collect();
+        let at = Utc::now();
+        idle.into_iter()
+            .filter_map(|id| {
+                let last = state.live.remove(&id)?.snapshot(id);
+                let ended = Ended {
+                    at,
+                    reason: EndReason::Expired,
+                    last,
+                };
+                state.ended.insert(id, ended.clone());
+                Some(ended)
+            })
+            .collect()
+    }
+
+    /// Forgets ended sessions that ended before `before` (the archive retention).
+    pub fn prune_ended(&self, before: DateTime<Utc>) -> usize {
+        let mut state = self.lock();
+        let n = state.ended.len();
+        state.ended.retain(|_, e| e.at >= before);
+        n - state.ended.len()
+    }
+
+    /// One ended session from the archive.
+    pub fn ended(&self, id: SessionId) -> Option<Ended> {
+        self.lock().ended.get(&id).cloned()
+    }
+
+    /// Every ended session still kept, most recently ended first.
+    pub fn list_ended(&self) -> Vec<Ended> {
+        let mut rows: Vec<Ended> = self.lock().ended.values().cloned().collect();
+        rows.sort_by_key(|e| std::cmp::Reverse((e.at, e.last.session_id)));
+        rows
     }
 
     /// All live sessions, oldest first.
@@ -241,13 +337,17 @@ impl Sessions {
             last_update: snapshot.last_update,
             stats: snapshot.stats,
             dirty: false,
+            // Idle time counts from the restart: the processor cannot know how long
+            // the session was idle while it was down.
+            last_activity: tokio::time::Instant::now(),
         };
         self.lock().live.insert(snapshot.session_id, session);
     }
 
-    /// Records a session that ended before the restart, so its data stays refused.
-    pub fn restore_ended(&self, id: SessionId, ended_at: DateTime<Utc>) {
-        self.lock().deleted.insert(id, ended_at);
+    /// Records a session that ended before the restart: kept in the archive, and its
+    /// data stays refused.
+    pub fn restore_ended(&self, ended: Ended) {
+        self.lock().ended.insert(ended.last.session_id, ended);
     }
 
     /// Snapshots of every session changed since the last call, marked clean: the
@@ -296,8 +396,8 @@ impl Sessions {
         let mut state = self.lock();
         let mut created = false;
         if !state.live.contains_key(&id) {
-            if state.deleted.contains_key(&id) {
-                return Err(SessionError::Deleted(id));
+            if let Some(ended) = state.ended.get(&id) {
+                return Err(SessionError::Ended(id, ended.reason));
             }
             self.check_capacity(&state)?;
             state.live.insert(id, Session::new(now));
@@ -306,6 +406,7 @@ impl Sessions {
         let session = state.live.get_mut(&id).expect("inserted above");
         apply(session, now);
         session.last_update = now;
+        session.last_activity = tokio::time::Instant::now();
         state.mark_dirty(id);
         Ok(Applied { at: now, created })
     }
@@ -320,8 +421,8 @@ impl Sessions {
     }
 
     fn missing(state: &State, id: SessionId) -> SessionError {
-        if state.deleted.contains_key(&id) {
-            SessionError::Deleted(id)
+        if let Some(ended) = state.ended.get(&id) {
+            SessionError::Ended(id, ended.reason)
         } else {
             SessionError::NotFound(id)
         }
@@ -357,6 +458,7 @@ impl Session {
             last_update: now,
             stats: SessionStats::default(),
             dirty: false,
+            last_activity: tokio::time::Instant::now(),
         }
     }
 
@@ -498,6 +600,18 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
+    /// A session with a setup and one telemetry frame.
+    fn session_with(sessions: &Sessions, setup: &'static [u8], frame: &'static [u8]) -> SessionId {
+        let id = sessions.create().unwrap().session_id;
+        sessions
+            .update_setup(id, Bytes::from_static(setup))
+            .unwrap();
+        sessions
+            .update_telemetry(id, Bytes::from_static(frame))
+            .unwrap();
+        id
+    }
+
     fn doc(s: &Snapshot) -> Value {
         serde_json::from_slice(&s.to_json()).unwrap()
     }
@@ -516,13 +630,7 @@ mod tests {
     #[test]
     fn setup_and_telemetry_never_clobber_each_other() {
         let sessions = Sessions::new(10);
-        let id = sessions.create().unwrap().session_id;
-        sessions
-            .update_setup(id, Bytes::from_static(br#"{"wing": 5}"#))
-            .unwrap();
-        sessions
-            .update_telemetry(id, Bytes::from_static(br#"{"lap": 1}"#))
-            .unwrap();
+        let id = session_with(&sessions, br#"{"wing": 5}"#, br#"{"lap": 1}"#);
         sessions
             .update_telemetry(id, Bytes::from_static(br#"{"lap": 2}"#))
             .unwrap();
@@ -546,10 +654,16 @@ mod tests {
         sessions.delete(id).unwrap();
         assert_eq!(
             sessions.update_telemetry(id, Bytes::from_static(b"{}")),
-            Err(SessionError::Deleted(id))
+            Err(SessionError::Ended(id, EndReason::Deleted))
         );
-        assert_eq!(sessions.get(id).unwrap_err(), SessionError::Deleted(id));
-        assert_eq!(sessions.delete(id).unwrap_err(), SessionError::Deleted(id));
+        assert_eq!(
+            sessions.get(id).unwrap_err(),
+            SessionError::Ended(id, EndReason::Deleted)
+        );
+        assert_eq!(
+            sessions.delete(id).unwrap_err(),
+            SessionError::Ended(id, EndReason::Deleted)
+        );
     }
 
     #[test]
@@ -569,13 +683,7 @@ mod tests {
     #[test]
     fn a_document_reads_back_as_the_same_session() {
         let sessions = Sessions::new(10);
-        let id = sessions.create().unwrap().session_id;
-        sessions
-            .update_setup(id, Bytes::from_static(br#"{"wing": 5}"#))
-            .unwrap();
-        sessions
-            .update_telemetry(id, Bytes::from_static(br#"{ "lap":3 }"#))
-            .unwrap();
+        let id = session_with(&sessions, br#"{"wing": 5}"#, br#"{ "lap":3 }"#);
         let before = sessions.get(id).unwrap();
         let after = Snapshot::from_json(&before.to_json()).unwrap();
         assert_eq!(after.to_json(), before.to_json());
@@ -606,6 +714,49 @@ mod tests {
             sessions.take_dirty().is_empty(),
             "a deleted session is not written back"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_sessions_expire_and_stay_ended() {
+        use std::time::Duration;
+        let hour = Duration::from_secs(3600);
+        let sessions = Sessions::new(10);
+        let quiet = sessions.create().unwrap().session_id;
+        let busy = sessions.create().unwrap().session_id;
+        tokio::time::advance(Duration::from_secs(59 * 60)).await;
+        assert!(
+            sessions
+                .expire_idle(tokio::time::Instant::now(), hour)
+                .is_empty()
+        );
+        sessions
+            .update_telemetry(busy, Bytes::from_static(b"{}"))
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(2 * 60)).await;
+
+        let expired = sessions.expire_idle(tokio::time::Instant::now(), hour);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].last.session_id, quiet);
+        assert_eq!(expired[0].reason, EndReason::Expired);
+        assert!(sessions.get(busy).is_ok(), "activity resets the idle clock");
+        let refused = sessions.update_telemetry(quiet, Bytes::from_static(b"{}"));
+        assert_eq!(refused, Err(SessionError::Ended(quiet, EndReason::Expired)));
+        assert_eq!(sessions.ended(quiet).unwrap().reason, EndReason::Expired);
+
+        tokio::time::advance(hour).await;
+        assert_eq!(
+            sessions
+                .expire_idle(tokio::time::Instant::now(), hour)
+                .len(),
+            1
+        );
+        assert!(sessions.is_empty());
+        assert_eq!(sessions.list_ended().len(), 2);
+        assert_eq!(
+            sessions.prune_ended(Utc::now() + chrono::Duration::seconds(1)),
+            2
+        );
+        assert!(sessions.ended(quiet).is_none());
     }
 
     #[test]

@@ -2,16 +2,15 @@
 //! new database.
 //!
 //! - `<bucket>` holds each live session's document under its id.
-//! - `<bucket>_archive` holds each ended session's final document; the stream's
-//!   `max_age` is the archive retention. While an id is archived its data stays
-//!   refused, across restarts too.
+//! - `<bucket>_archive` holds each ended session (deleted or expired): its final
+//!   document, when and why it ended. The stream's `max_age` is the archive
+//!   retention. While an id is archived its data stays refused, across restarts.
 //!
 //! One task, the persister, owns every write, so writes land in order, and each
 //! write renders the session as it is *at write time*: the last write is always the
 //! newest state. Telemetry is written behind: changed sessions are flushed together
 //! every `--persist-interval`, one write per session however many frames arrived.
-//! Creates, setups and deletes are written through: they are acknowledged only
-//! once stored.
+//! Creates and setups are written through: acknowledged only once stored.
 //!
 //! Buckets are created with `create_stream` and opened with `get_key_value`:
 //! async-nats's `create_key_value` asks for account details that NATS 2.9 does
@@ -29,10 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
 use crate::id::SessionId;
-use crate::sessions::{Snapshot, format_time};
+use crate::sessions::{EndReason, Ended, Snapshot, format_time};
 
 /// Writes waiting for the persister beyond this make the sender wait (backpressure
-/// on creates, setups and deletes only; telemetry never queues here).
+/// on creates, setups and ends only; telemetry never queues here).
 const JOB_QUEUE: usize = 1024;
 /// Concurrent puts in one flush.
 const PUTS_IN_FLIGHT: usize = 256;
@@ -82,24 +81,16 @@ pub enum StoreError {
     Stopped,
 }
 
+type Done = oneshot::Sender<Result<(), StoreError>>;
+
 /// What the persister is asked to do, besides its periodic flush.
 enum Job {
     /// Write this session now (create, setup).
-    Persist {
-        id: SessionId,
-        done: oneshot::Sender<Result<(), StoreError>>,
-    },
+    Persist { id: SessionId, done: Done },
     /// Archive this ended session and remove it from the live bucket.
-    End {
-        last: Box<Snapshot>,
-        ended_at: DateTime<Utc>,
-        reason: &'static str,
-        done: oneshot::Sender<Result<(), StoreError>>,
-    },
+    End { ended: Box<Ended>, done: Done },
     /// Write every changed session, then answer (shutdown).
-    FlushAll {
-        done: oneshot::Sender<Result<(), StoreError>>,
-    },
+    FlushAll { done: Done },
 }
 
 /// The processor's handle on storage. With `--store memory` every call succeeds
@@ -148,20 +139,21 @@ impl Storage {
                 Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored session"),
             }
         }
-        let mut ended = 0usize;
+        let mut archived = 0usize;
         for (key, value) in load(&archive, &archive_name).await? {
-            let ended_at = serde_json::from_slice::<serde_json::Value>(&value)
-                .ok()
-                .and_then(|v| v["ended_at"].as_str().and_then(|t| t.parse().ok()))
-                .unwrap_or_else(Utc::now);
-            if let Ok(id) = SessionId::parse(&key) {
-                app.sessions.restore_ended(id, ended_at);
-                ended += 1;
+            match read_archived(&value) {
+                Ok(ended) => {
+                    app.sessions.restore_ended(ended);
+                    archived += 1;
+                }
+                Err(e) => {
+                    tracing::error!(key, error = %e, "skipping an unreadable archived session")
+                }
             }
         }
         tracing::info!(
             restored,
-            archived = ended,
+            archived,
             elapsed_ms = started.elapsed().as_millis() as u64,
             bucket = config.bucket,
             "recovered sessions from JetStream"
@@ -183,13 +175,11 @@ impl Storage {
         self.ask(|done| Job::Persist { id, done }).await
     }
 
-    /// Archives an ended session and removes it from the live bucket.
-    pub async fn end(&self, last: Snapshot, reason: &'static str) -> Result<(), StoreError> {
-        let ended_at = Utc::now();
+    /// Archives an ended session and removes it from the live bucket. On failure
+    /// the persister keeps retrying: an ended session must not come back.
+    pub async fn end(&self, ended: Ended) -> Result<(), StoreError> {
         self.ask(|done| Job::End {
-            last: Box::new(last),
-            ended_at,
-            reason,
+            ended: Box::new(ended),
             done,
         })
         .await
@@ -200,10 +190,7 @@ impl Storage {
         self.ask(|done| Job::FlushAll { done }).await
     }
 
-    async fn ask(
-        &self,
-        job: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Job,
-    ) -> Result<(), StoreError> {
+    async fn ask(&self, job: impl FnOnce(Done) -> Job) -> Result<(), StoreError> {
         let Some(jobs) = &self.jobs else {
             return Ok(());
         };
@@ -229,9 +216,9 @@ async fn open_bucket(
     let stream_name = format!("KV_{bucket}");
     if js.get_stream(&stream_name).await.is_err() {
         // The stream a KV bucket is made of, as async-nats's create_key_value would
-        // configure it (history 1, rollups, direct gets).
+        // configure it (history 1, rollups for purges, direct gets).
         let config = stream::Config {
-            name: stream_name.clone(),
+            name: stream_name,
             description: Some(format!("paddock sessions ({bucket})")),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
@@ -273,6 +260,7 @@ async fn load(store: &kv::Store, bucket: &str) -> Result<Vec<(String, Bytes)>, S
     while let Some(entry) = watch.next().await {
         let entry = entry.map_err(|e| fail(e.to_string()))?;
         let last = entry.delta == 0;
+        // A purged key's last message is its purge marker: nothing to restore.
         if entry.operation == kv::Operation::Put {
             values.push((entry.key, entry.value));
         }
@@ -283,13 +271,30 @@ async fn load(store: &kv::Store, bucket: &str) -> Result<Vec<(String, Bytes)>, S
     Ok(values)
 }
 
+/// Reads an archive record: `{"session": <document>, "ended_at": …, "reason": …}`.
+fn read_archived(value: &[u8]) -> Result<Ended, String> {
+    #[derive(serde::Deserialize)]
+    struct Record<'a> {
+        #[serde(borrow)]
+        session: &'a serde_json::value::RawValue,
+        ended_at: DateTime<Utc>,
+        reason: EndReason,
+    }
+    let record: Record<'_> = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    let last = Snapshot::from_json(record.session.get().as_bytes())?;
+    Ok(Ended {
+        at: record.ended_at,
+        reason: record.reason,
+        last,
+    })
+}
+
 struct Persister {
     live: kv::Store,
     archive: kv::Store,
     app: Arc<App>,
-    /// Ended sessions whose archiving failed, retried on each tick: a deleted
-    /// session must not come back from the live bucket after a restart.
-    retry_ends: Vec<(Box<Snapshot>, DateTime<Utc>, &'static str)>,
+    /// Ended sessions whose archiving failed, retried on each tick.
+    retry_ends: Vec<Ended>,
 }
 
 impl Persister {
@@ -306,10 +311,10 @@ impl Persister {
                         };
                         let _ = done.send(result);
                     }
-                    Some(Job::End { last, ended_at, reason, done }) => {
-                        let result = self.end(&last, ended_at, reason).await;
+                    Some(Job::End { ended, done }) => {
+                        let result = self.end(&ended).await;
                         if result.is_err() {
-                            self.retry_ends.push((last, ended_at, reason));
+                            self.retry_ends.push(*ended);
                         }
                         let _ = done.send(result);
                     }
@@ -323,10 +328,9 @@ impl Persister {
                     if let Err(e) = self.flush().await {
                         tracing::warn!(error = %e, "write-behind flush failed; will retry");
                     }
-                    let pending = std::mem::take(&mut self.retry_ends);
-                    for (last, ended_at, reason) in pending {
-                        if self.end(&last, ended_at, reason).await.is_err() {
-                            self.retry_ends.push((last, ended_at, reason));
+                    for ended in std::mem::take(&mut self.retry_ends) {
+                        if self.end(&ended).await.is_err() {
+                            self.retry_ends.push(ended);
                         }
                     }
                 }
@@ -363,17 +367,12 @@ impl Persister {
             .map_err(|e| StoreError::Write(e.to_string()))
     }
 
-    async fn end(
-        &self,
-        last: &Snapshot,
-        ended_at: DateTime<Utc>,
-        reason: &'static str,
-    ) -> Result<(), StoreError> {
-        let key = last.session_id.to_string();
+    async fn end(&self, ended: &Ended) -> Result<(), StoreError> {
+        let key = ended.last.session_id.to_string();
         let record = serde_json::json!({
-            "session": last.to_value(),
-            "ended_at": format_time(&ended_at),
-            "reason": reason,
+            "session": ended.last.to_value(),
+            "ended_at": format_time(&ended.at),
+            "reason": ended.reason,
         });
         let write = |e: String| StoreError::Write(e);
         self.archive

@@ -24,6 +24,11 @@ pub const GET: &str = "get";
 pub const LIST: &str = "list";
 pub const DELETE: &str = "delete";
 pub const STATS: &str = "stats";
+pub const ARCHIVE_LIST: &str = "archive.list";
+pub const ARCHIVE_GET: &str = "archive.get";
+
+/// Every endpoint, in the order `$SRV.INFO` lists them.
+pub const ENDPOINTS: [&str; 7] = [CREATE, GET, LIST, DELETE, STATS, ARCHIVE_LIST, ARCHIVE_GET];
 
 /// Wildcards the processor subscribes to for monitor data. Two explicit patterns
 /// rather than `session.*.>` so the processor never receives its own announcements.
@@ -53,6 +58,7 @@ impl DataKind {
 pub enum Event {
     Created,
     Deleted,
+    Expired,
 }
 
 impl Event {
@@ -60,6 +66,7 @@ impl Event {
         match self {
             Event::Created => "created",
             Event::Deleted => "deleted",
+            Event::Expired => "expired",
         }
     }
 }

@@ -187,7 +187,7 @@ async fn data_for_a_deleted_session_does_not_resurrect_it() {
     assert_eq!(list["sessions"], serde_json::json!([]));
     let stats = app.request("sessions.stats", "").await.ok();
     assert!(
-        stats["rejected"]["deleted_session"].as_u64().unwrap() >= 1,
+        stats["rejected"]["ended_session"].as_u64().unwrap() >= 1,
         "{stats}"
     );
 }

@@ -76,7 +76,10 @@ async fn sessions_get_delete_and_stats() {
     assert_eq!(out, format!("deleted {id} (1 telemetry frames)\n"));
     let (code, _, err) = run_paddock(&["sessions", "get", &id, "--nats-url", &url]).await;
     assert_eq!(code, 1);
-    assert!(err.contains("was deleted") && err.contains("404"), "{err}");
+    assert!(
+        err.contains("has ended (deleted)") && err.contains("404"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

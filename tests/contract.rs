@@ -178,6 +178,8 @@ async fn the_service_is_discoverable_through_srv_subjects() {
     assert_eq!(
         subjects,
         [
+            "sessions.archive.get",
+            "sessions.archive.list",
             "sessions.create",
             "sessions.delete",
             "sessions.get",

@@ -34,6 +34,12 @@ async fn ask(client: &async_nats::Client, subject: &str, body: String) -> Answer
     }
 }
 
+/// Creates a session (waiting for the processor) and returns its id.
+async fn create(client: &async_nats::Client) -> String {
+    let doc = ask(client, "sessions.create", String::new()).await.ok();
+    doc["session_id"].as_str().expect("an id").to_string()
+}
+
 fn kill_9(mut processor: Running) {
     processor.child.kill().expect("SIGKILL");
     processor.child.wait().unwrap();
@@ -101,10 +107,7 @@ async fn a_graceful_restart_keeps_the_exact_last_frame() {
     let url = server.url();
     let processor = serve(&url);
     let client = client_for(&url).await;
-    let id = ask(&client, "sessions.create", String::new()).await.ok()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create(&client).await;
     for lap in 1..=500 {
         client
             .publish(format!("session.{id}.telemetry"), frame(lap).into())
@@ -127,21 +130,15 @@ async fn a_deleted_session_stays_deleted_after_a_crash() {
     let url = server.url();
     let processor = serve(&url);
     let client = client_for(&url).await;
-    let id = ask(&client, "sessions.create", String::new()).await.ok()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let kept = ask(&client, "sessions.create", String::new()).await.ok()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create(&client).await;
+    let kept = create(&client).await;
     ask(&client, "sessions.delete", id_body(&id)).await.ok();
     kill_9(processor);
 
     let processor = serve(&url);
     let answer = ask(&client, "sessions.get", id_body(&id)).await;
     answer.expect_error(404);
-    assert!(answer.reason.unwrap().contains("was deleted"));
+    assert!(answer.reason.unwrap().contains("has ended (deleted)"));
     // Its monitor's data is still refused, and the other session is still there.
     let refused = Answer::from(
         client
@@ -160,10 +157,7 @@ async fn sessions_survive_a_broker_restart_and_a_processor_restart_together() {
     let url = server.url();
     let processor = serve(&url);
     let client = client_for(&url).await;
-    let id = ask(&client, "sessions.create", String::new()).await.ok()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = create(&client).await;
     let ack = Answer::from(
         client
             .request(format!("session.{id}.setup"), SETUP.into())

@@ -110,9 +110,9 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                         }
                         None
                     }
-                    // Both are 404; a deleted session never comes back (its reason
+                    // Both are 404; an ended session never comes back (its reason
                     // says so), an unknown one may still be created by its monitor.
-                    Err(ClientError::Service { code: 404, reason }) if reason.contains("was deleted") => {
+                    Err(ClientError::Service { code: 404, reason }) if reason.contains("has ended") => {
                         state.problem = Some(reason);
                         None
                     }

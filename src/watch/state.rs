@@ -95,6 +95,9 @@ impl WatchState {
                 }
             }
             "events.deleted" => self.problem = Some("this session was deleted".into()),
+            "events.expired" => {
+                self.problem = Some("this session expired (no data for too long)".into())
+            }
             _ => {}
         }
     }

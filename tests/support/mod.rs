@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use async_nats::{Client, Message};
 use bytes::Bytes;
 use paddock::app::App;
+use paddock::processor::Lifecycle;
 use paddock::{Limits, Processor};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -326,9 +327,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(limits: Limits) -> TestApp {
+    spawn_app_full(limits, Lifecycle::default()).await
+}
+
+/// A test app whose processor ends sessions as `lifecycle` says.
+pub async fn spawn_app_full(limits: Limits, lifecycle: Lifecycle) -> TestApp {
     init_logs();
     let server = NatsServer::start();
-    let (app, processor) = start_processor(&server.url(), limits).await;
+    let (app, processor) =
+        start_processor_with(&server.url(), limits, &test_store(), lifecycle).await;
     let client = connect(&server.url()).await;
     TestApp {
         server,
@@ -339,19 +346,20 @@ pub async fn spawn_app_with(limits: Limits) -> TestApp {
 }
 
 async fn start_processor(url: &str, limits: Limits) -> (Arc<App>, RunningProcessor) {
-    start_processor_with(url, limits, &test_store()).await
+    start_processor_with(url, limits, &test_store(), Lifecycle::default()).await
 }
 
 async fn start_processor_with(
     url: &str,
     limits: Limits,
     store: &paddock::store::StoreConfig,
+    lifecycle: Lifecycle,
 ) -> (Arc<App>, RunningProcessor) {
     // The same connection options as production, reconnect logging included.
     let client = paddock::connect::connect_once(url, "paddock-test-processor")
         .await
         .expect("the processor cannot connect to the test broker");
-    let processor = Processor::start(client, limits, store)
+    let processor = Processor::start(client, limits, store, lifecycle)
         .await
         .expect("the processor did not start");
     let app = processor.app();
@@ -411,7 +419,8 @@ impl TestApp {
         store: paddock::store::StoreConfig,
     ) {
         self.stop_processor().await;
-        let (app, processor) = start_processor_with(&self.server.url(), limits, &store).await;
+        let (app, processor) =
+            start_processor_with(&self.server.url(), limits, &store, Lifecycle::default()).await;
         self.app = app;
         self.processor = Some(processor);
     }
