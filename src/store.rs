@@ -73,7 +73,10 @@ impl Default for StoreConfig {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the {bucket} bucket: {reason}")]
+    #[error(
+        "cannot open the {bucket} bucket: {reason} (is JetStream enabled on the broker, \
+         e.g. nats-server -js? --store memory runs without it, keeping nothing)"
+    )]
     Open { bucket: String, reason: String },
     #[error("storage unavailable: {0}")]
     Write(String),

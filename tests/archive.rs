@@ -5,17 +5,9 @@ mod support;
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use paddock::processor::Lifecycle;
 use serde_json::Value;
 use support::*;
-
-async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
-    tokio::time::timeout(PATIENCE, sub.next())
-        .await
-        .expect("nothing arrived")
-        .expect("subscription ended")
-}
 
 #[tokio::test]
 async fn an_idle_session_expires_is_announced_and_archived() {

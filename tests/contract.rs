@@ -270,14 +270,6 @@ async fn a_dashboard_never_sees_control_requests() {
     );
 }
 
-async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
-    use futures::StreamExt;
-    tokio::time::timeout(PATIENCE, sub.next())
-        .await
-        .expect("nothing arrived")
-        .expect("subscription ended")
-}
-
 #[tokio::test]
 async fn list_pages_through_thousands_of_sessions_within_the_broker_limit() {
     let app = spawn_app_with(paddock::Limits {

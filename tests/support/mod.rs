@@ -389,6 +389,15 @@ pub async fn subscriber(url: &str, subject: String) -> (Client, async_nats::Subs
     (client, sub)
 }
 
+/// The next message on `sub`, failing the test if none comes within `PATIENCE`.
+pub async fn next(sub: &mut async_nats::Subscriber) -> Message {
+    use futures::StreamExt;
+    tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .expect("nothing arrived")
+        .expect("subscription ended")
+}
+
 pub async fn connect(url: &str) -> Client {
     async_nats::connect(url)
         .await
