@@ -214,7 +214,7 @@ impl App {
     /// `sessions.stats`: service-wide counters.
     fn stats(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         self.optional_object(body)?;
-        Ok(Reply::json(&self.metrics.snapshot(self.sessions.len())))
+        Ok(Reply::json(&self.metrics.snapshot(self.sessions.load())))
     }
 
     /// Bodies of create/list/stats: nothing, or a JSON object (whose content is not used).

@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(d["telemetry"], serde_json::json!({"lap": 7}));
         assert_eq!(d["stats"]["rejected_count"], 6);
         assert_eq!(d["stats"]["telemetry_count"], 1);
-        assert_eq!(app.metrics.snapshot(1).rejected_total, 6);
+        assert_eq!(app.metrics.snapshot((1, 0.0)).rejected_total, 6);
     }
 
     #[test]

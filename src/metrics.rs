@@ -65,6 +65,8 @@ impl Default for Metrics {
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricsSnapshot {
     pub live_sessions: usize,
+    /// Telemetry frames per second across live sessions, recently.
+    pub ingest_rate_hz: f32,
     pub sessions_created: u64,
     pub sessions_deleted: u64,
     pub sessions_expired: u64,
@@ -96,7 +98,8 @@ impl Metrics {
         }
     }
 
-    pub fn snapshot(&self, live_sessions: usize) -> MetricsSnapshot {
+    /// The counters, with the session map's current load (see `Sessions::load`).
+    pub fn snapshot(&self, (live_sessions, ingest_rate_hz): (usize, f32)) -> MetricsSnapshot {
         let rejected: std::collections::BTreeMap<_, _> = REJECTION_REASONS
             .iter()
             .zip(&self.rejected)
@@ -104,6 +107,7 @@ impl Metrics {
             .collect();
         MetricsSnapshot {
             live_sessions,
+            ingest_rate_hz: (ingest_rate_hz * 10.0).round() / 10.0,
             sessions_created: self.sessions_created.load(Relaxed),
             sessions_deleted: self.sessions_deleted.load(Relaxed),
             sessions_expired: self.sessions_expired.load(Relaxed),
@@ -126,7 +130,7 @@ mod tests {
             m.reject("malformed_json", "session.x.telemetry", &"bad");
         }
         m.reject("too_large", "s", &"big");
-        let s = m.snapshot(0);
+        let s = m.snapshot((0, 0.0));
         assert_eq!(s.rejected["malformed_json"], 1000);
         assert_eq!(s.rejected["too_large"], 1);
         assert_eq!(s.rejected_total, 1001);

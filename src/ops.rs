@@ -152,6 +152,10 @@ pub fn session_text(doc: &Value, now: DateTime<Utc>) -> String {
                 s["rejected_count"].as_u64().unwrap_or(0)
             ),
         ),
+        (
+            "rate",
+            format!("{} frames/s", s["rate_hz"].as_f64().unwrap_or(0.0)),
+        ),
     ];
     lines
         .iter()
@@ -166,6 +170,8 @@ pub fn stats_text(stats: &Value) -> String {
         "live_sessions",
         "sessions_created",
         "sessions_deleted",
+        "sessions_expired",
+        "ingest_rate_hz",
         "telemetry_frames",
         "setup_frames",
         "rejected_total",

@@ -126,7 +126,7 @@ impl Processor {
             .description("paddock: live sim-racing sessions (setup, telemetry, lifecycle)")
             // `$SRV.STATS` carries the service-wide counters in each endpoint's `data`.
             .stats_handler(move |_endpoint, _stats| {
-                serde_json::to_value(stats_app.metrics.snapshot(stats_app.sessions.len()))
+                serde_json::to_value(stats_app.metrics.snapshot(stats_app.sessions.load()))
                     .unwrap_or_default()
             })
             .start(subjects::SERVICE_NAME, env!("CARGO_PKG_VERSION"))

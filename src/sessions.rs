@@ -87,6 +87,52 @@ pub struct Frame {
     pub at: DateTime<Utc>,
 }
 
+/// Length of the window the current frame rate is measured over.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A session's telemetry rate: frames counted in a tumbling window. One increment
+/// per frame on the hot path; the division happens when the rate is read.
+#[derive(Debug, Clone, Copy)]
+struct RateWindow {
+    start: tokio::time::Instant,
+    count: u32,
+    /// Frames per second over the last complete window.
+    previous: f32,
+}
+
+impl RateWindow {
+    fn new(now: tokio::time::Instant) -> Self {
+        RateWindow {
+            start: now,
+            count: 0,
+            previous: 0.0,
+        }
+    }
+
+    fn record(&mut self, now: tokio::time::Instant) {
+        let elapsed = now.saturating_duration_since(self.start);
+        if elapsed >= RATE_WINDOW {
+            self.previous = self.count as f32 / elapsed.as_secs_f32();
+            self.start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+    }
+
+    /// Frames per second recently: the last complete window's rate, the current
+    /// window's once it is complete, and 0 after two windows without a frame.
+    fn current(&self, now: tokio::time::Instant) -> f32 {
+        let elapsed = now.saturating_duration_since(self.start);
+        if elapsed >= 2 * RATE_WINDOW {
+            0.0
+        } else if elapsed >= RATE_WINDOW || (self.previous == 0.0 && elapsed.as_secs_f32() >= 1.0) {
+            self.count as f32 / elapsed.as_secs_f32()
+        } else {
+            self.previous
+        }
+    }
+}
+
 /// Per-session counters, reported in the session document.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SessionStats {
@@ -119,6 +165,8 @@ struct Session {
     stats: SessionStats,
     /// Changed since it was last persisted (see [`Sessions::take_dirty`]).
     dirty: bool,
+    /// The telemetry rate, for the document's `rate_hz`.
+    rate: RateWindow,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +191,8 @@ pub struct Snapshot {
     pub telemetry: Option<Frame>,
     pub last_update: DateTime<Utc>,
     pub stats: SessionStats,
+    /// Telemetry frames per second recently (0 for a recovered or idle session).
+    pub rate_hz: f32,
 }
 
 /// One row of `sessions.list`.
@@ -227,6 +277,7 @@ impl Sessions {
     /// it) is served, never orphaned. An id whose session ended is refused.
     pub fn update_telemetry(&self, id: SessionId, body: Bytes) -> Result<Applied, SessionError> {
         self.update(id, |session, now| {
+            session.rate.record(tokio::time::Instant::now());
             session.stats.first_frame_at.get_or_insert(now);
             session.telemetry = Some(Frame { body, at: now });
             session.stats.telemetry_count += 1;
@@ -337,6 +388,7 @@ impl Sessions {
             last_update: snapshot.last_update,
             stats: snapshot.stats,
             dirty: false,
+            rate: RateWindow::new(tokio::time::Instant::now()),
             // Idle time counts from the restart: the processor cannot know how long
             // the session was idle while it was down.
             last_activity: tokio::time::Instant::now(),
@@ -376,6 +428,14 @@ impl Sessions {
     /// Marks a session changed again (its write failed), if it is still live.
     pub fn mark_dirty(&self, id: SessionId) {
         self.lock().mark_dirty(id);
+    }
+
+    /// How many sessions are live, and their telemetry rate together (frames/s).
+    pub fn load(&self) -> (usize, f32) {
+        let state = self.lock();
+        let now = tokio::time::Instant::now();
+        let rate = state.live.values().map(|s| s.rate.current(now)).sum();
+        (state.live.len(), rate)
     }
 
     /// How many sessions are live.
@@ -459,6 +519,7 @@ impl Session {
             stats: SessionStats::default(),
             dirty: false,
             last_activity: tokio::time::Instant::now(),
+            rate: RateWindow::new(tokio::time::Instant::now()),
         }
     }
 
@@ -470,6 +531,7 @@ impl Session {
             telemetry: self.telemetry.clone(),
             last_update: self.last_update,
             stats: self.stats.clone(),
+            rate_hz: self.rate.current(tokio::time::Instant::now()),
         }
     }
 }
@@ -495,6 +557,10 @@ struct DocumentStats<'a> {
     counts: &'a SessionStats,
     #[serde(serialize_with = "opt_rfc3339")]
     last_frame_at: Option<DateTime<Utc>>,
+    /// From creation to the last setup or frame, in seconds.
+    duration_s: f64,
+    /// Telemetry frames per second recently.
+    rate_hz: f32,
 }
 
 impl Snapshot {
@@ -519,6 +585,8 @@ impl Snapshot {
             stats: DocumentStats {
                 counts: &self.stats,
                 last_frame_at: self.telemetry.as_ref().map(|f| f.at),
+                duration_s: (self.last_update - self.created_at).num_milliseconds() as f64 / 1000.0,
+                rate_hz: (self.rate_hz * 10.0).round() / 10.0,
             },
         }
     }
@@ -568,6 +636,7 @@ impl Snapshot {
                 rejected_count: doc.stats.rejected_count,
                 first_frame_at: doc.stats.first_frame_at,
             },
+            rate_hz: 0.0,
         })
     }
 }
@@ -757,6 +826,30 @@ mod tests {
             2
         );
         assert!(sessions.ended(quiet).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_follows_the_frames() {
+        use std::time::Duration;
+        let sessions = Sessions::new(10);
+        let id = sessions.create().unwrap().session_id;
+        for _ in 0..60 {
+            sessions
+                .update_telemetry(id, Bytes::from_static(b"{}"))
+                .unwrap();
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        let rate = sessions.get(id).unwrap().rate_hz;
+        assert!((9.0..=11.0).contains(&rate), "10 Hz: {rate}");
+        assert!((9.0..=11.0).contains(&sessions.load().1));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(
+            sessions.get(id).unwrap().rate_hz,
+            0.0,
+            "silent for two windows"
+        );
+        let d = doc(&sessions.get(id).unwrap());
+        assert!(d["stats"]["duration_s"].as_f64().unwrap() >= 0.0);
     }
 
     #[test]

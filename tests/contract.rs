@@ -149,6 +149,13 @@ async fn stats_counts_sessions_and_frames() {
     assert_eq!(stats["live_sessions"], 1);
     assert_eq!(stats["sessions_created"], 1);
     assert_eq!(stats["telemetry_frames"], 1);
+    assert!(stats["ingest_rate_hz"].is_number(), "{stats}");
+    assert_eq!(stats["sessions_expired"], 0);
+    let doc = app.get(&id).await.ok();
+    assert!(
+        doc["stats"]["rate_hz"].is_number() && doc["stats"]["duration_s"].is_number(),
+        "{doc}"
+    );
     // The bad frame may still be in flight; wait for it to be counted.
     let deadline = std::time::Instant::now() + PATIENCE;
     while app.request("sessions.stats", "").await.ok()["rejected"]["malformed_json"] != 1 {
