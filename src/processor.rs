@@ -31,7 +31,7 @@ use futures::{FutureExt, StreamExt};
 use crate::app::{Announcement, App, Limits};
 use crate::control::PersistAction;
 use crate::error::ServiceError;
-use crate::sessions::Ended;
+use crate::sessions::{Ended, SessionError};
 use crate::store::{Storage, StoreConfig, StoreError};
 use crate::subjects;
 use crate::subjects::{DataKind, Event};
@@ -300,7 +300,16 @@ impl Ctx {
     }
 
     async fn respond(&self, name: &'static str, request: Request) {
-        let result = match self.app.handle_control(name, &request.message.payload) {
+        let mut result = self.app.handle_control(name, &request.message.payload);
+        // Read your writes across processors: a session another processor created
+        // a moment ago may not have reached this one's replica yet; storage has it.
+        if let Err(ServiceError::Session(SessionError::NotFound(id))) = &result
+            && let Some(snapshot) = self.storage.lookup(*id).await
+        {
+            self.app.sessions.adopt(snapshot);
+            result = self.app.handle_control(name, &request.message.payload);
+        }
+        let result = match result {
             // A create or delete is answered only once storage has it.
             Ok(reply) => match self.persist(reply.persist.as_ref()).await {
                 Ok(()) => Ok(reply),
@@ -373,10 +382,19 @@ impl Ctx {
     /// Stores an ended session in the archive. The session already ended in memory;
     /// the persister retries archiving it until it succeeds, so the end stands
     /// either way.
-    async fn archive(&self, ended: Ended) {
+    ///
+    /// Answers whether this processor is the one that ended it, and should announce
+    /// it: with several processors each finds the same idle session, and only the
+    /// first to archive it announces. When storage cannot tell, announce: a
+    /// duplicate announcement does less harm than a missing one.
+    async fn archive(&self, ended: Ended) -> bool {
         let id = ended.last.session_id;
-        if let Err(e) = self.storage.end(ended).await {
-            tracing::warn!(session_id = %id, error = %e, "end of session not stored yet; retrying");
+        match self.storage.end(ended).await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!(session_id = %id, error = %e, "end of session not stored yet; retrying");
+                true
+            }
         }
     }
 
@@ -397,8 +415,9 @@ impl Ctx {
                 tracing::info!(session_id = %id, idle = ?max_idle, "session expired");
                 let announcement =
                     Announcement::new(id, Event::Expired, ended.at, "expiry", Some(&ended.last));
-                self.archive(ended).await;
-                self.announce(announcement).await;
+                if self.archive(ended).await {
+                    self.announce(announcement).await;
+                }
             }
         }
         let retention = chrono::Duration::from_std(self.lifecycle.archive_retention)

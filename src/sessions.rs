@@ -381,25 +381,45 @@ impl Sessions {
     /// Puts back a session recovered from storage, as it was (capacity is not
     /// checked: these sessions existed before the restart).
     pub fn restore(&self, snapshot: Snapshot) {
-        let session = Session {
-            created_at: snapshot.created_at,
-            setup: snapshot.setup,
-            telemetry: snapshot.telemetry,
-            last_update: snapshot.last_update,
-            stats: snapshot.stats,
-            dirty: false,
-            rate: RateWindow::new(tokio::time::Instant::now()),
-            // Idle time counts from the restart: the processor cannot know how long
-            // the session was idle while it was down.
-            last_activity: tokio::time::Instant::now(),
-        };
-        self.lock().live.insert(snapshot.session_id, session);
+        let id = snapshot.session_id;
+        self.lock()
+            .live
+            .insert(id, Session::from_snapshot(snapshot));
     }
 
     /// Records a session that ended before the restart: kept in the archive, and its
-    /// data stays refused.
+    /// data stays refused. An ended session wins over a live copy of it (a peer's
+    /// write-behind may have stored one after the end).
     pub fn restore_ended(&self, ended: Ended) {
-        self.lock().ended.insert(ended.last.session_id, ended);
+        let mut state = self.lock();
+        state.live.remove(&ended.last.session_id);
+        state.ended.insert(ended.last.session_id, ended);
+    }
+
+    /// A session another processor stored: added unless this processor knows the id
+    /// already, live or ended (its own replica is at least as fresh). Returns
+    /// whether it was added.
+    pub fn adopt(&self, snapshot: Snapshot) -> bool {
+        let id = snapshot.session_id;
+        let mut state = self.lock();
+        if state.live.contains_key(&id) || state.ended.contains_key(&id) {
+            return false;
+        }
+        state.live.insert(id, Session::from_snapshot(snapshot));
+        true
+    }
+
+    /// A session another processor ended: ended here too. Returns whether it was
+    /// live here (false when this processor had ended it already).
+    pub fn adopt_end(&self, ended: Ended) -> bool {
+        let mut state = self.lock();
+        let id = ended.last.session_id;
+        if state.ended.contains_key(&id) {
+            return false;
+        }
+        let was_live = state.live.remove(&id).is_some();
+        state.ended.insert(id, ended);
+        was_live
     }
 
     /// Snapshots of every session changed since the last call, marked clean: the
@@ -510,6 +530,22 @@ impl State {
 }
 
 impl Session {
+    /// A session as stored elsewhere (a restart, another processor).
+    fn from_snapshot(snapshot: Snapshot) -> Self {
+        Session {
+            created_at: snapshot.created_at,
+            setup: snapshot.setup,
+            telemetry: snapshot.telemetry,
+            last_update: snapshot.last_update,
+            stats: snapshot.stats,
+            dirty: false,
+            rate: RateWindow::new(tokio::time::Instant::now()),
+            // Idle time counts from now: how long the session was idle before this
+            // processor had it is not known here.
+            last_activity: tokio::time::Instant::now(),
+        }
+    }
+
     fn new(now: DateTime<Utc>) -> Self {
         Session {
             created_at: now,

@@ -12,6 +12,11 @@
 //! every `--persist-interval`, one write per session however many frames arrived.
 //! Creates and setups are written through: acknowledged only once stored.
 //!
+//! Several processors share the buckets. Each watches both for the others' writes:
+//! a session a peer created is adopted (so any processor can answer for it), and a
+//! session a peer ended is ended here too. Archiving uses a KV `create`, so exactly
+//! one processor archives (and announces) each end.
+//!
 //! Buckets are created with `create_stream` and opened with `get_key_value`:
 //! async-nats's `create_key_value` asks for account details that NATS 2.9 does
 //! not send.
@@ -90,8 +95,15 @@ type Done = oneshot::Sender<Result<(), StoreError>>;
 enum Job {
     /// Write this session now (create, setup).
     Persist { id: SessionId, done: Done },
-    /// Archive this ended session and remove it from the live bucket.
-    End { ended: Box<Ended>, done: Done },
+    /// Archive this ended session and remove it from the live bucket; answers
+    /// whether this processor archived it first.
+    End {
+        ended: Box<Ended>,
+        done: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Remove a session a peer ended from the live bucket (this processor may have
+    /// written it back before it learned of the end).
+    Purge { id: SessionId },
     /// Write every changed session, then answer (shutdown).
     FlushAll { done: Done },
 }
@@ -101,11 +113,16 @@ enum Job {
 #[derive(Clone)]
 pub struct Storage {
     jobs: Option<mpsc::Sender<Job>>,
+    /// The live bucket, for reads outside the persister (see [`Storage::lookup`]).
+    live: Option<kv::Store>,
 }
 
 impl Storage {
     pub fn memory() -> Self {
-        Storage { jobs: None }
+        Storage {
+            jobs: None,
+            live: None,
+        }
     }
 
     /// Opens the buckets, loads what they hold into `app`, and starts the persister.
@@ -130,6 +147,18 @@ impl Storage {
             config.replicas,
         )
         .await?;
+
+        // Watch for other processors' writes from before the load on: whatever
+        // changes after this point arrives on the watchers, so nothing falls
+        // between the load and the watch.
+        let peers_live = live
+            .watch_all()
+            .await
+            .map_err(|e| open_error(&config.bucket, e))?;
+        let peers_archive = archive
+            .watch_all()
+            .await
+            .map_err(|e| open_error(&archive_name, e))?;
 
         let started = std::time::Instant::now();
         let mut restored = 0usize;
@@ -164,13 +193,29 @@ impl Storage {
 
         let (tx, rx) = mpsc::channel(JOB_QUEUE);
         let persister = Persister {
-            live,
+            live: live.clone(),
             archive,
             app: Arc::clone(app),
             retry_ends: Vec::new(),
         };
         tokio::spawn(persister.run(rx, config.persist_interval));
-        Ok(Storage { jobs: Some(tx) })
+        tokio::spawn(follow_peers(
+            peers_live,
+            peers_archive,
+            Arc::clone(app),
+            tx.clone(),
+        ));
+        Ok(Storage {
+            jobs: Some(tx),
+            live: Some(live),
+        })
+    }
+
+    /// A session another processor stored but this one has not heard of yet: a
+    /// `get` answered here right after a create answered there still finds it.
+    pub async fn lookup(&self, id: SessionId) -> Option<Snapshot> {
+        let value = self.live.as_ref()?.get(id.to_string()).await.ok()??;
+        Snapshot::from_json(&value).ok()
     }
 
     /// Writes one session now; for acknowledgements that promise it is stored.
@@ -178,14 +223,21 @@ impl Storage {
         self.ask(|done| Job::Persist { id, done }).await
     }
 
-    /// Archives an ended session and removes it from the live bucket. On failure
-    /// the persister keeps retrying: an ended session must not come back.
-    pub async fn end(&self, ended: Ended) -> Result<(), StoreError> {
-        self.ask(|done| Job::End {
+    /// Archives an ended session and removes it from the live bucket. Answers
+    /// whether this processor archived it first (with several processors, each may
+    /// find the same idle session). On failure the persister keeps retrying: an
+    /// ended session must not come back.
+    pub async fn end(&self, ended: Ended) -> Result<bool, StoreError> {
+        let Some(jobs) = &self.jobs else {
+            return Ok(true);
+        };
+        let (done, answer) = oneshot::channel();
+        let job = Job::End {
             ended: Box::new(ended),
             done,
-        })
-        .await
+        };
+        jobs.send(job).await.map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
     }
 
     /// Writes every changed session (at shutdown: no write-behind window is lost).
@@ -202,6 +254,62 @@ impl Storage {
             .await
             .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+fn open_error(bucket: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        bucket: bucket.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Applies other processors' writes: sessions they created are adopted, sessions
+/// they ended are ended here. This processor's own writes come back too, and are
+/// no-ops (the id is known, or already ended).
+async fn follow_peers(
+    mut live: kv::Watch,
+    mut archive: kv::Watch,
+    app: Arc<App>,
+    jobs: mpsc::Sender<Job>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        tokio::select! {
+            Some(entry) = live.next() => {
+                let Ok(entry) = entry else { continue };
+                if entry.operation != kv::Operation::Put {
+                    continue;
+                }
+                if let Ok(snapshot) = Snapshot::from_json(&entry.value) {
+                    let id = snapshot.session_id;
+                    if app.sessions.adopt(snapshot) {
+                        app.metrics.sessions_created.fetch_add(1, Relaxed);
+                        tracing::debug!(session_id = %id, "adopted a session another processor stored");
+                    }
+                }
+            }
+            Some(entry) = archive.next() => {
+                let Ok(entry) = entry else { continue };
+                if entry.operation != kv::Operation::Put {
+                    continue;
+                }
+                let Ok(ended) = read_archived(&entry.value) else { continue };
+                let (id, reason) = (ended.last.session_id, ended.reason);
+                if app.sessions.adopt_end(ended) {
+                    match reason {
+                        EndReason::Deleted => app.metrics.sessions_deleted.fetch_add(1, Relaxed),
+                        EndReason::Expired => app.metrics.sessions_expired.fetch_add(1, Relaxed),
+                    };
+                    tracing::debug!(session_id = %id, %reason, "another processor ended a session");
+                    let _ = jobs.send(Job::Purge { id }).await;
+                }
+            }
+            else => {
+                tracing::warn!("stopped following other processors' writes");
+                return;
+            }
+        }
     }
 }
 
@@ -321,6 +429,11 @@ impl Persister {
                         }
                         let _ = done.send(result);
                     }
+                    Some(Job::Purge { id }) => {
+                        if let Err(e) = self.live.purge(id.to_string()).await {
+                            tracing::warn!(session_id = %id, error = %e, "could not remove an ended session");
+                        }
+                    }
                     Some(Job::FlushAll { done }) => {
                         let _ = done.send(self.flush().await);
                     }
@@ -370,21 +483,24 @@ impl Persister {
             .map_err(|e| StoreError::Write(e.to_string()))
     }
 
-    async fn end(&self, ended: &Ended) -> Result<(), StoreError> {
+    /// Archives `ended` unless another processor did; removes it from the live
+    /// bucket either way. Answers whether this call archived it.
+    async fn end(&self, ended: &Ended) -> Result<bool, StoreError> {
         let key = ended.last.session_id.to_string();
         let record = serde_json::json!({
             "session": ended.last.to_value(),
             "ended_at": format_time(&ended.at),
             "reason": ended.reason,
         });
-        let write = |e: String| StoreError::Write(e);
-        self.archive
-            .put(&key, record.to_string().into())
-            .await
-            .map_err(|e| write(e.to_string()))?;
+        let first = match self.archive.create(&key, record.to_string().into()).await {
+            Ok(_) => true,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
+            Err(e) => return Err(StoreError::Write(e.to_string())),
+        };
         self.live
             .purge(&key)
             .await
-            .map_err(|e| write(e.to_string()))
+            .map_err(|e| StoreError::Write(e.to_string()))?;
+        Ok(first)
     }
 }

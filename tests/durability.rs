@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -15,29 +15,6 @@ fn serve(url: &str) -> Running {
 
 async fn client_for(url: &str) -> async_nats::Client {
     connect(url).await
-}
-
-/// A request that retries while no processor answers (it may be starting).
-async fn ask(client: &async_nats::Client, subject: &str, body: String) -> Answer {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(Ok(reply)) = tokio::time::timeout(
-            Duration::from_millis(500),
-            client.request(subject.to_string(), body.clone().into()),
-        )
-        .await
-        {
-            return Answer::from(reply);
-        }
-        assert!(Instant::now() < deadline, "{subject} never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Creates a session (waiting for the processor) and returns its id.
-async fn create(client: &async_nats::Client) -> String {
-    let doc = ask(client, "sessions.create", String::new()).await.ok();
-    doc["session_id"].as_str().expect("an id").to_string()
 }
 
 fn kill_9(mut processor: Running) {

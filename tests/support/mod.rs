@@ -389,6 +389,29 @@ pub async fn subscriber(url: &str, subject: String) -> (Client, async_nats::Subs
     (client, sub)
 }
 
+/// A request that retries while no processor answers (it may be starting).
+pub async fn ask(client: &async_nats::Client, subject: &str, body: String) -> Answer {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(Ok(reply)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request(subject.to_string(), body.clone().into()),
+        )
+        .await
+        {
+            return Answer::from(reply);
+        }
+        assert!(Instant::now() < deadline, "{subject} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates a session (waiting for the processor) and returns its id.
+pub async fn create(client: &async_nats::Client) -> String {
+    let doc = ask(client, "sessions.create", String::new()).await.ok();
+    doc["session_id"].as_str().expect("an id").to_string()
+}
+
 /// The next message on `sub`, failing the test if none comes within `PATIENCE`.
 pub async fn next(sub: &mut async_nats::Subscriber) -> Message {
     use futures::StreamExt;
