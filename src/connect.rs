@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// The link to the broker going down or coming back, for commands that react to it
@@ -94,7 +94,7 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(4);
 /// broker (systemd, compose) and waits for it.
 pub async fn connect_persistent(url: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
     tracing::info!(nats_url = url, "connecting to NATS");
-    options(name).retry_on_initial_connect().connect(url).await
+    connect_to(options(name).retry_on_initial_connect(), url).await
 }
 
 /// Connects a long-running command that reacts to the link (monitor, watch): keeps
@@ -105,16 +105,32 @@ pub async fn connect_observed(
     name: &str,
 ) -> Result<(Client, UnboundedReceiver<Link>), async_nats::ConnectError> {
     let (links_tx, links) = tokio::sync::mpsc::unbounded_channel();
-    let client = options_observed(name, Some(links_tx))
-        .retry_on_initial_connect()
-        .connect(url)
-        .await?;
+    let client = connect_to(
+        options_observed(name, Some(links_tx)).retry_on_initial_connect(),
+        url,
+    )
+    .await?;
     Ok((client, links))
+}
+
+/// Connects to `url`, which may list several servers separated by commas (the
+/// nodes of a cluster): the client tries them in turn, and also learns the other
+/// nodes from the server it reaches.
+async fn connect_to(
+    options: ConnectOptions,
+    url: &str,
+) -> Result<Client, async_nats::ConnectError> {
+    let servers: Result<Vec<ServerAddr>, _> = url.split(',').map(|u| u.trim().parse()).collect();
+    match servers {
+        Ok(servers) => options.connect(servers).await,
+        // Let the client report the malformed URL in its own words.
+        Err(_) => options.connect(url).await,
+    }
 }
 
 /// Connects once, failing fast: for commands where a person is waiting.
 pub async fn connect_once(url: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
-    options(name).connect(url).await
+    connect_to(options(name), url).await
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ use crate::subjects::{DataKind, Event};
 /// Bounded so a wedged connection can never keep the process from exiting.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a graceful stop keeps trying to store the last changes: long enough
+/// for a JetStream cluster to elect new leaders after losing a node. (systemd's
+/// TimeoutStopSec in deploy/ leaves room for it.)
+const FINAL_FLUSH_PATIENCE: Duration = Duration::from_secs(15);
+
 /// Most data messages applied before a control request is answered: two full
 /// subscription buffers (async-nats's default capacity is 65 536 messages each), so
 /// everything delivered before the request is covered, and the wait is bounded even
@@ -241,10 +246,25 @@ impl Processor {
             tracing::warn!("replies may not all have been flushed");
         }
         // The last write-behind window: every frame applied is stored before exit.
-        match tokio::time::timeout(DRAIN_TIMEOUT, ctx.storage.flush_all()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "the last changes could not be stored"),
-            Err(_) => tracing::error!("gave up storing the last changes after {DRAIN_TIMEOUT:?}"),
+        // Retried, because a JetStream cluster that just lost a node refuses writes
+        // until it has elected new stream leaders (a few seconds).
+        let deadline = tokio::time::Instant::now() + FINAL_FLUSH_PATIENCE;
+        loop {
+            match tokio::time::timeout(DRAIN_TIMEOUT, ctx.storage.flush_all()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "storing the last changes; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the last changes could not be stored");
+                    break;
+                }
+                Err(_) => {
+                    tracing::error!("gave up storing the last changes after {DRAIN_TIMEOUT:?}");
+                    break;
+                }
+            }
         }
         tracing::info!(live_sessions = ctx.app.sessions.len(), "shutdown complete");
     }

@@ -138,31 +138,41 @@ impl Storage {
             return Ok(Storage::memory());
         }
         let js = jetstream::new(client.clone());
-        let live = open_bucket(&js, &config.bucket, None, config.replicas).await?;
         let archive_name = format!("{}_archive", config.bucket);
-        let archive = open_bucket(
-            &js,
-            &archive_name,
-            Some(config.archive_retention),
-            config.replicas,
-        )
-        .await?;
-
-        // Watch for other processors' writes from before the load on: whatever
-        // changes after this point arrives on the watchers, so nothing falls
-        // between the load and the watch.
-        let peers_live = live
-            .watch_all()
-            .await
-            .map_err(|e| open_error(&config.bucket, e))?;
-        let peers_archive = archive
-            .watch_all()
-            .await
-            .map_err(|e| open_error(&archive_name, e))?;
-
+        let retention = Some(config.archive_retention);
         let started = std::time::Instant::now();
+        // Opening, watching and loading are retried together: a cluster that lost a
+        // node can refuse new consumers for a while (about a minute on NATS 2.9).
+        let opened = retry_while_starting(client, || async {
+            let live = open_bucket(&js, &config.bucket, None, config.replicas).await?;
+            let archive = open_bucket(&js, &archive_name, retention, config.replicas).await?;
+            // Watch for other processors' writes from before the load on: whatever
+            // changes after this point arrives on the watchers, so nothing falls
+            // between the load and the watch.
+            let peers_live = live
+                .watch_all()
+                .await
+                .map_err(|e| open_error(&config.bucket, e))?;
+            let peers_archive = archive
+                .watch_all()
+                .await
+                .map_err(|e| open_error(&archive_name, e))?;
+            let live_values = load(&live, &config.bucket).await?;
+            let archive_values = load(&archive, &archive_name).await?;
+            Ok((
+                live,
+                archive,
+                peers_live,
+                peers_archive,
+                live_values,
+                archive_values,
+            ))
+        })
+        .await?;
+        let (live, archive, peers_live, peers_archive, live_values, archive_values) = opened;
+
         let mut restored = 0usize;
-        for (key, value) in load(&live, &config.bucket).await? {
+        for (key, value) in live_values {
             match Snapshot::from_json(&value) {
                 Ok(snapshot) => {
                     app.sessions.restore(snapshot);
@@ -172,7 +182,7 @@ impl Storage {
             }
         }
         let mut archived = 0usize;
-        for (key, value) in load(&archive, &archive_name).await? {
+        for (key, value) in archive_values {
             match read_archived(&value) {
                 Ok(ended) => {
                     app.sessions.restore_ended(ended);
@@ -257,6 +267,33 @@ impl Storage {
     }
 }
 
+/// How long start-up waits for JetStream to become available (a cluster electing
+/// leaders, a broker still starting, a cluster that lost a node and refuses new
+/// consumers for about a minute) before giving up.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs `open` until it succeeds or [`STARTUP_PATIENCE`] passes. A broker that
+/// says it has no JetStream will not grow one: that fails at once.
+async fn retry_while_starting<T, F, Fut>(client: &Client, mut open: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    loop {
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        match open().await {
+            Ok(value) => return Ok(value),
+            Err(e) if connected && !client.server_info().jetstream => return Err(e),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream not ready; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn open_error(bucket: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Open {
         bucket: bucket.to_string(),
@@ -329,7 +366,7 @@ async fn open_bucket(
         // The stream a KV bucket is made of, as async-nats's create_key_value would
         // configure it (history 1, rollups for purges, direct gets).
         let config = stream::Config {
-            name: stream_name,
+            name: stream_name.clone(),
             description: Some(format!("paddock sessions ({bucket})")),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
@@ -342,15 +379,23 @@ async fn open_bucket(
             discard: stream::DiscardPolicy::New,
             ..Default::default()
         };
-        js.create_stream(config)
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        tracing::info!(bucket, "created JetStream bucket");
+        match js.create_stream(config).await {
+            Ok(_) => tracing::info!(bucket, replicas, "created JetStream bucket"),
+            // Another processor created it in the meantime: use theirs.
+            Err(e) if js.get_stream(&stream_name).await.is_ok() => {
+                tracing::debug!(bucket, error = %e, "bucket created concurrently");
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
     }
     js.get_key_value(bucket)
         .await
         .map_err(|e| fail(e.to_string()))
 }
+
+/// How long reading a bucket at start-up may make no progress before the attempt
+/// is given up (and retried).
+const LOAD_STALL: Duration = Duration::from_secs(10);
 
 /// The latest value of every key, read with one watcher (a consumer replaying the
 /// last message per key) rather than one request per key.
@@ -368,7 +413,13 @@ async fn load(store: &kv::Store, bucket: &str) -> Result<Vec<(String, Bytes)>, S
         .await
         .map_err(|e| fail(e.to_string()))?;
     let mut values = Vec::new();
-    while let Some(entry) = watch.next().await {
+    loop {
+        // A consumer that was created but delivers nothing (a cluster in trouble)
+        // must not hold start-up forever: give up on this attempt, and retry.
+        let next = tokio::time::timeout(LOAD_STALL, watch.next()).await;
+        let Some(entry) = next.map_err(|_| fail("no progress reading the bucket".into()))? else {
+            break;
+        };
         let entry = entry.map_err(|e| fail(e.to_string()))?;
         let last = entry.delta == 0;
         // A purged key's last message is its purge marker: nothing to restore.

@@ -14,32 +14,6 @@ fn serve(url: &str) -> Running {
     Running::spawn(&["serve", "--nats-url", url, "--persist-interval", "200ms"])
 }
 
-/// Waits until `n` processors answer the micro PING.
-async fn wait_for_processors(client: &async_nats::Client, n: usize) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let inbox = client.new_inbox();
-        let mut replies = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply("$SRV.PING.sessions", inbox, "".into())
-            .await
-            .unwrap();
-        let mut seen = 0;
-        while let Ok(Some(_)) =
-            tokio::time::timeout(Duration::from_millis(300), replies.next()).await
-        {
-            seen += 1;
-        }
-        if seen >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {seen} of {n} processors answer"
-        );
-    }
-}
-
 async fn request(client: &async_nats::Client, subject: &str, body: String) -> Answer {
     Answer::from(
         client

@@ -281,6 +281,78 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A JetStream cluster of `nats-server`s on loopback, each with its own store.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(size: usize) -> Self {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let nodes = (0..size)
+            .map(|i| {
+                let routes: Vec<String> = route_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+                    .collect();
+                NatsServer::start_with(&[
+                    "--server_name",
+                    &format!("n{i}"),
+                    "--cluster_name",
+                    "paddock-test",
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", route_ports[i]),
+                    "--routes",
+                    &routes.join(","),
+                ])
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's URL, comma-separated, as `--nats-url` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Waits until `n` processors answer the micro PING.
+pub async fn wait_for_processors(client: &Client, n: usize) {
+    use futures::StreamExt;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let inbox = client.new_inbox();
+        let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+        client
+            .publish_with_reply("$SRV.PING.sessions", inbox, "".into())
+            .await
+            .unwrap();
+        let mut seen = 0;
+        while let Ok(Some(reply)) =
+            tokio::time::timeout(Duration::from_millis(300), replies.next()).await
+        {
+            // With nobody subscribed the broker itself answers "no responders"
+            // (a status message, no payload): that is not a processor.
+            if reply.status.is_none() && !reply.payload.is_empty() {
+                seen += 1;
+            }
+        }
+        if seen >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {n} processors answer"
+        );
+    }
+}
+
 /// Turns on the processor's logs when `TEST_LOG` is set.
 pub fn init_logs() {
     if std::env::var_os("TEST_LOG").is_some() {
