@@ -179,47 +179,26 @@ async fn with_a_memory_store_a_monitor_publishing_to_its_old_id_is_served_after_
 async fn the_binary_started_before_the_broker_waits_for_it() {
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let mut child = paddock()
-        .args(["serve", "--nats-url", &url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the paddock binary starts");
+    // Nothing else runs in this test, so the blocking helpers of `Running` are fine.
+    let mut processor = Running::spawn(&["serve", "--nats-url", &url]);
     // Longer than async-nats's default request timeout (10 s): start-up must not
     // give up while the broker is missing, however long that is.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "paddock exited while waiting for the broker"
-    );
+    let still_running = processor.child.try_wait().unwrap().is_none();
+    assert!(still_running, "paddock exited while waiting for the broker");
     let server = NatsServer::start_on(port);
     let client = connect(&server.url()).await;
     let doc = wait_for_reply(&client, "sessions.create", String::new())
         .await
         .ok();
     assert!(is_uuid4(doc["session_id"].as_str().unwrap()));
-    send_signal(child.id(), "-TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(processor.stop("-TERM"), 0);
 }
 
 #[tokio::test]
 async fn sigterm_while_waiting_for_the_broker_exits_0() {
     let url = format!("nats://127.0.0.1:{}", free_port());
-    let mut child = paddock()
-        .args(["serve", "--nats-url", &url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the paddock binary starts");
+    let processor = Running::spawn(&["serve", "--nats-url", &url]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    send_signal(child.id(), "-TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "{status}");
+    assert_eq!(processor.stop("-TERM"), 0);
 }
