@@ -25,16 +25,6 @@ pub enum ClientError {
     Request(String),
 }
 
-impl ClientError {
-    /// The service error code, if the processor refused the request.
-    pub fn code(&self) -> Option<u16> {
-        match self {
-            ClientError::Service { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
 /// Requests to the `sessions` service over one connection.
 #[derive(Debug, Clone)]
 pub struct SessionsClient {
@@ -52,14 +42,6 @@ impl SessionsClient {
             url: url.into(),
             timeout,
         }
-    }
-
-    pub fn nats(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     /// A request on any subject, with the service's error headers turned into errors.

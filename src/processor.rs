@@ -329,14 +329,12 @@ impl Ctx {
             self.app.sessions.adopt(snapshot);
             result = self.app.handle_control(name, &request.message.payload);
         }
-        let result = match result {
-            // A create or delete is answered only once storage has it.
-            Ok(reply) => match self.persist(reply.persist.as_ref()).await {
-                Ok(()) => Ok(reply),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
+        // A create or delete is answered only once storage has it.
+        if let Ok(reply) = &result
+            && let Err(e) = self.persist(reply.persist.as_ref()).await
+        {
+            result = Err(e);
+        }
         let (body, headers, announce) = match result {
             Ok(reply) => (reply.body, HeaderMap::new(), reply.announce),
             Err(e) => {

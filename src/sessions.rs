@@ -277,7 +277,7 @@ impl Sessions {
     /// it) is served, never orphaned. An id whose session ended is refused.
     pub fn update_telemetry(&self, id: SessionId, body: Bytes) -> Result<Applied, SessionError> {
         self.update(id, |session, now| {
-            session.rate.record(tokio::time::Instant::now());
+            session.rate.record(session.last_activity);
             session.stats.first_frame_at.get_or_insert(now);
             session.telemetry = Some(Frame { body, at: now });
             session.stats.telemetry_count += 1;
@@ -484,9 +484,10 @@ impl Sessions {
             created = true;
         }
         let session = state.live.get_mut(&id).expect("inserted above");
+        // Set before `apply`, which may read it (the telemetry rate).
+        session.last_activity = tokio::time::Instant::now();
         apply(session, now);
         session.last_update = now;
-        session.last_activity = tokio::time::Instant::now();
         state.mark_dirty(id);
         Ok(Applied { at: now, created })
     }

@@ -230,7 +230,7 @@ impl Storage {
 
     /// Writes one session now; for acknowledgements that promise it is stored.
     pub async fn persist(&self, id: SessionId) -> Result<(), StoreError> {
-        self.ask(|done| Job::Persist { id, done }).await
+        self.ask((), |done| Job::Persist { id, done }).await
     }
 
     /// Archives an ended session and removes it from the live bucket. Answers
@@ -238,26 +238,27 @@ impl Storage {
     /// find the same idle session). On failure the persister keeps retrying: an
     /// ended session must not come back.
     pub async fn end(&self, ended: Ended) -> Result<bool, StoreError> {
-        let Some(jobs) = &self.jobs else {
-            return Ok(true);
-        };
-        let (done, answer) = oneshot::channel();
-        let job = Job::End {
+        self.ask(true, |done| Job::End {
             ended: Box::new(ended),
             done,
-        };
-        jobs.send(job).await.map_err(|_| StoreError::Stopped)?;
-        answer.await.map_err(|_| StoreError::Stopped)?
+        })
+        .await
     }
 
     /// Writes every changed session (at shutdown: no write-behind window is lost).
     pub async fn flush_all(&self) -> Result<(), StoreError> {
-        self.ask(|done| Job::FlushAll { done }).await
+        self.ask((), |done| Job::FlushAll { done }).await
     }
 
-    async fn ask(&self, job: impl FnOnce(Done) -> Job) -> Result<(), StoreError> {
+    /// Hands a job to the persister and waits for its answer; with `--store
+    /// memory` there is no persister and the answer is `memory`.
+    async fn ask<T>(
+        &self,
+        memory: T,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
         let Some(jobs) = &self.jobs else {
-            return Ok(());
+            return Ok(memory);
         };
         let (done, answer) = oneshot::channel();
         jobs.send(job(done))

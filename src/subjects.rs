@@ -93,9 +93,6 @@ pub fn service_event(event: Event) -> String {
     format!("{CONTROL_PREFIX}.events.{}", event.as_str())
 }
 
-/// `sessions.events.>`: everything on the service-wide lifecycle feed.
-pub const ALL_SERVICE_EVENTS: &str = "sessions.events.>";
-
 /// `sessions.<endpoint>`: a control endpoint's full subject.
 pub fn control(endpoint: &str) -> String {
     format!("{CONTROL_PREFIX}.{endpoint}")
