@@ -25,6 +25,18 @@ pub enum ClientError {
     Request(String),
 }
 
+impl ClientError {
+    /// Worth retrying as it is: no processor is up yet, or one answered 503
+    /// because its storage is briefly unavailable (a JetStream cluster electing a
+    /// new stream leader after losing a node takes a few seconds).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NoProcessor { .. } | ClientError::Service { code: 503, .. }
+        )
+    }
+}
+
 /// Requests to the `sessions` service over one connection.
 #[derive(Debug, Clone)]
 pub struct SessionsClient {
@@ -119,5 +131,27 @@ impl SessionsClient {
                 _ => return Ok(rows),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_processor_and_503_are_worth_retrying() {
+        let no_processor = ClientError::NoProcessor { url: "u".into() };
+        let unavailable = ClientError::Service {
+            code: 503,
+            reason: "storage unavailable".into(),
+        };
+        let bad = ClientError::Service {
+            code: 400,
+            reason: "bad".into(),
+        };
+        assert!(no_processor.is_transient());
+        assert!(unavailable.is_transient());
+        assert!(!bad.is_transient());
+        assert!(!ClientError::BadReply("x".into()).is_transient());
     }
 }

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::cli::MonitorArgs;
-use crate::client::{ClientError, SessionsClient};
+use crate::client::SessionsClient;
 use crate::connect::{Link, connect_observed};
 use crate::id::SessionId;
 use crate::sim::Race;
@@ -177,7 +177,8 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     Ok(())
 }
 
-/// Asks for a new session, waiting (and saying so) while no processor answers.
+/// Asks for a new session, waiting (and saying so) while no processor answers or
+/// its storage is briefly unavailable.
 async fn create_session(client: &SessionsClient) -> anyhow::Result<String> {
     let mut told = false;
     loop {
@@ -188,7 +189,7 @@ async fn create_session(client: &SessionsClient) -> anyhow::Result<String> {
                     .map(str::to_string)
                     .context("the processor sent no session id");
             }
-            Err(e @ ClientError::NoProcessor { .. }) => {
+            Err(e) if e.is_transient() => {
                 if !told {
                     eprintln!("monitor: {e}; waiting for one");
                     told = true;
@@ -213,9 +214,7 @@ async fn send_setup(client: &SessionsClient, car: &Car) -> anyhow::Result<()> {
             .await
         {
             Ok(_) => return Ok(()),
-            Err(ClientError::NoProcessor { .. }) => {
-                tokio::time::sleep(Duration::from_secs(1)).await
-            }
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_secs(1)).await,
             Err(e) => {
                 return Err(e).with_context(|| format!("the setup for {} was refused", car.id));
             }

@@ -207,6 +207,7 @@ impl Storage {
             archive,
             app: Arc::clone(app),
             retry_ends: Vec::new(),
+            outage: Outage::default(),
         };
         tokio::spawn(persister.run(rx, config.persist_interval));
         tokio::spawn(follow_peers(
@@ -315,7 +316,14 @@ async fn follow_peers(
     loop {
         tokio::select! {
             Some(entry) = live.next() => {
-                let Ok(entry) = entry else { continue };
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) if watcher_closed(&e) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "watching the live bucket");
+                        continue;
+                    }
+                };
                 if entry.operation != kv::Operation::Put {
                     continue;
                 }
@@ -328,7 +336,14 @@ async fn follow_peers(
                 }
             }
             Some(entry) = archive.next() => {
-                let Ok(entry) = entry else { continue };
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) if watcher_closed(&e) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "watching the archive bucket");
+                        continue;
+                    }
+                };
                 if entry.operation != kv::Operation::Put {
                     continue;
                 }
@@ -349,6 +364,15 @@ async fn follow_peers(
             }
         }
     }
+}
+
+/// Whether a watcher error means its client is gone (the processor is stopping).
+/// Most watcher errors are transient (a missed heartbeat: the watcher re-creates
+/// its consumer and goes on), but after this one async-nats 0.51's ordered
+/// consumer must not be polled again: it panics ("`async fn` resumed after
+/// completion", consumer/push.rs). It carries no kind of its own, hence the text.
+fn watcher_closed(e: &kv::WatcherError) -> bool {
+    e.to_string().contains("state watcher dropped")
 }
 
 /// Opens a KV bucket, creating its stream first if it does not exist.
@@ -458,6 +482,49 @@ struct Persister {
     app: Arc<App>,
     /// Ended sessions whose archiving failed, retried on each tick.
     retry_ends: Vec<Ended>,
+    outage: Outage,
+}
+
+/// How long storage has been refusing write-behind flushes. A JetStream cluster
+/// that lost a stream leader's node answers "no stream found" until it has elected
+/// a new leader (about 5 s on this machine); a broker outage lasts longer. Either
+/// way the changes stay dirty in memory and are retried on every tick, so this
+/// only decides what to log: the start, a reminder every 30 s, and the end.
+#[derive(Default)]
+struct Outage {
+    since: Option<(std::time::Instant, std::time::Instant)>,
+}
+
+impl Outage {
+    const REMIND: Duration = Duration::from_secs(30);
+
+    fn observe(&mut self, result: Result<(), StoreError>) {
+        let now = std::time::Instant::now();
+        match (result, &mut self.since) {
+            (Ok(()), None) => {}
+            (Ok(()), Some((since, _))) => {
+                tracing::info!(
+                    after_ms = since.elapsed().as_millis() as u64,
+                    "storage accepts writes again; the changes kept meanwhile are stored"
+                );
+                self.since = None;
+            }
+            (Err(e), None) => {
+                tracing::warn!(error = %e, "storage refused writes; changes are kept and retried");
+                self.since = Some((now, now));
+            }
+            (Err(e), Some((since, logged))) => {
+                if now.duration_since(*logged) >= Self::REMIND {
+                    tracing::warn!(
+                        error = %e,
+                        for_s = since.elapsed().as_secs(),
+                        "storage still refuses writes; changes are kept and retried"
+                    );
+                    *logged = now;
+                }
+            }
+        }
+    }
 }
 
 impl Persister {
@@ -493,9 +560,8 @@ impl Persister {
                     None => return,
                 },
                 _ = ticker.tick() => {
-                    if let Err(e) = self.flush().await {
-                        tracing::warn!(error = %e, "write-behind flush failed; will retry");
-                    }
+                    let result = self.flush().await;
+                    self.outage.observe(result);
                     for ended in std::mem::take(&mut self.retry_ends) {
                         if self.end(&ended).await.is_err() {
                             self.retry_ends.push(ended);
