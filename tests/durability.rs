@@ -75,6 +75,18 @@ async fn after_kill_9_every_session_is_back_with_its_setup_and_a_recent_frame() 
     }
     let stats = ask(&client, "sessions.stats", String::new()).await.ok();
     assert_eq!(stats["live_sessions"], 20);
+    // The monitors go on publishing to their old ids, and are served.
+    for id in &ids {
+        client
+            .publish(format!("session.{id}.telemetry"), frame(FRAMES + 1).into())
+            .await
+            .unwrap();
+    }
+    sync(&client).await;
+    for id in &ids {
+        let doc = ask(&client, "sessions.get", id_body(id)).await.ok();
+        assert_eq!(doc["telemetry"]["lap"], FRAMES + 1, "{id}");
+    }
     assert_eq!(processor.stop("-TERM"), 0);
 }
 
@@ -151,5 +163,12 @@ async fn sessions_survive_a_broker_restart_and_a_processor_restart_together() {
     let client = client_for(&url).await;
     let doc = ask(&client, "sessions.get", id_body(&id)).await.ok();
     assert_eq!(doc["setup"], serde_json::from_str::<Value>(SETUP).unwrap());
+    client
+        .publish(format!("session.{id}.telemetry"), frame(7).into())
+        .await
+        .unwrap();
+    sync(&client).await;
+    let doc = ask(&client, "sessions.get", id_body(&id)).await.ok();
+    assert_eq!(doc["telemetry"]["lap"], 7, "the old id is served");
     assert_eq!(processor.stop("-TERM"), 0);
 }
