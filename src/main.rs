@@ -16,6 +16,8 @@ async fn main() -> ExitCode {
         Command::Sessions(args) => paddock::ops::run(args).await,
         Command::Monitor(args) => paddock::monitor::run(args, shutdown::signal()).await,
         Command::Watch(args) => paddock::watch::run(args, shutdown::signal()).await,
+        Command::Bench(args) => paddock::bench::run(args).await,
+        Command::BenchHotpath(args) => paddock::bench::hotpath(args.frames, args.frame == "rich"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -376,7 +376,7 @@ fn watcher_closed(e: &kv::WatcherError) -> bool {
 }
 
 /// Opens a KV bucket, creating its stream first if it does not exist.
-async fn open_bucket(
+pub(crate) async fn open_bucket(
     js: &jetstream::Context,
     bucket: &str,
     max_age: Option<Duration>,

@@ -1,0 +1,72 @@
+//! Instructions per ingested frame: `App::ingest` on a fixed workload, counted by
+//! `valgrind --tool=callgrind`. Instruction counts do not move with the machine's
+//! load, so this is the figure to compare between two versions of the hot path.
+//!
+//! The workload runs twice, with a few and with many frames; the difference over
+//! the difference in frames leaves out start-up and the first frame of each session.
+
+use anyhow::{Context, bail};
+
+use super::Frame;
+use crate::app::{App, Limits};
+use crate::id::SessionId;
+use crate::subjects::{self, DataKind};
+
+const SESSIONS: usize = 100;
+const FEW: usize = 10_000;
+const MANY: usize = 60_000;
+
+/// The workload (`paddock bench-hotpath`): `frames` frames over 100 sessions,
+/// straight into `App::ingest`.
+pub fn run(frames: usize, rich: bool) -> anyhow::Result<()> {
+    let frame = if rich { Frame::rich() } else { Frame::small() };
+    let app = App::new(Limits {
+        max_payload: 64 * 1024,
+        max_sessions: 10_000,
+    });
+    let subjects: Vec<String> = (0..SESSIONS)
+        .map(|_| subjects::data(&SessionId::new_v4(), DataKind::Telemetry))
+        .collect();
+    for i in 0..frames {
+        app.ingest(&subjects[i % SESSIONS], &frame.body)
+            .context("a sample frame was refused")?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn instructions_per_frame(frame: &Frame) -> anyhow::Result<f64> {
+    let few = instructions(frame, FEW).await?;
+    let many = instructions(frame, MANY).await?;
+    Ok((many - few) as f64 / (MANY - FEW) as f64)
+}
+
+async fn instructions(frame: &Frame, frames: usize) -> anyhow::Result<u64> {
+    let size = if frame.name == Frame::rich().name {
+        "rich"
+    } else {
+        "small"
+    };
+    let output = tokio::process::Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(std::env::current_exe()?)
+        .args([
+            "bench-hotpath",
+            "--frames",
+            &frames.to_string(),
+            "--frame",
+            size,
+        ])
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .context("valgrind is not installed (Debian: apt-get install valgrind)")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("valgrind failed: {stderr}");
+    }
+    stderr
+        .lines()
+        .find_map(|l| l.split("Collected :").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .context("no instruction count in callgrind's output")
+}

@@ -1,0 +1,200 @@
+//! What a benchmark runs against: its own nats-server and its own processor, as
+//! child processes, so that nothing else on the machine is measured and the
+//! processor's memory can be read from /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_nats::Client;
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::client::SessionsClient;
+
+/// A nats-server with JetStream on a free loopback port, its store in a temporary
+/// directory; killed and cleaned up on drop.
+pub(crate) struct Broker {
+    child: Child,
+    dir: PathBuf,
+    pub(crate) url: String,
+}
+
+impl Broker {
+    pub(crate) async fn start(bin: &Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("paddock-bench-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => anyhow::anyhow!(crate::demo::INSTALL_HINT),
+                _ => anyhow::Error::new(e).context("cannot start nats-server"),
+            })?;
+        let broker = Broker {
+            child,
+            dir,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if connect(&broker.url).await.is_ok() {
+                return Ok(broker);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("nats-server at {} did not answer within 10 s", broker.url)
+    }
+
+    pub(crate) fn version(bin: &Path) -> String {
+        Command::new(bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A bare client: benchmark connections log nothing.
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
+    async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))
+}
+
+/// Returns once the broker has processed everything `client` sent before: a
+/// request nobody answers comes back "no responders" only after that.
+pub(crate) async fn sync(client: &Client) -> anyhow::Result<()> {
+    match client.request("paddock.bench.sync", Bytes::new()).await {
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+        other => bail!("expected the broker's no-responders reply, got {other:?}"),
+    }
+}
+
+/// `paddock serve` as a child process of this binary, logging warnings to a file.
+pub(crate) struct Processor {
+    child: Child,
+    pub(crate) log: PathBuf,
+}
+
+impl Processor {
+    /// Starts it and waits until it answers `sessions.stats`: start-up includes
+    /// recovering everything stored, so this is also the recovery time.
+    pub(crate) async fn start(
+        url: &str,
+        args: &[&str],
+        client: &SessionsClient,
+    ) -> anyhow::Result<(Self, Duration)> {
+        let log = std::env::temp_dir().join(format!("paddock-bench-{}.log", std::process::id()));
+        let started = Instant::now();
+        let child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--nats-url", url, "--max-sessions", "1000000"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("cannot start the processor")?;
+        let mut processor = Processor { child, log };
+        loop {
+            if client.stats().await.is_ok() {
+                return Ok((processor, started.elapsed()));
+            }
+            if let Some(status) = processor.child.try_wait()? {
+                bail!(
+                    "the processor exited at start ({status}); see {}",
+                    processor.log.display()
+                );
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("the processor did not answer within 300 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Resident memory, from /proc (Linux).
+    pub(crate) fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("cannot read the processor's memory (needs Linux /proc)")?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .context("no VmRSS in /proc/<pid>/status")?;
+        Ok(kb * 1024)
+    }
+
+    /// SIGTERM, and wait for the graceful stop (which stores the last changes).
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("the processor did not stop within 60 s after SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A counter from `sessions.stats`.
+pub(crate) async fn counter(client: &SessionsClient, name: &str) -> anyhow::Result<u64> {
+    let stats: Value = client.stats().await?;
+    stats[name]
+        .as_u64()
+        .with_context(|| format!("sessions.stats has no {name}"))
+}
+
+/// Waits until the counter `name` reaches `target`; fails when it stops moving
+/// for `stall`. Answers when it got there.
+pub(crate) async fn wait_for_counter(
+    client: &SessionsClient,
+    name: &str,
+    target: u64,
+    stall: Duration,
+) -> anyhow::Result<Instant> {
+    let mut last = (0, Instant::now());
+    loop {
+        let now = counter(client, name).await?;
+        if now >= target {
+            return Ok(Instant::now());
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > stall {
+            bail!("{name} stopped at {now} of {target}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
