@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// Keep it below the broker's max_payload (1 MiB by default).
     #[arg(long, env = "PADDOCK_MAX_PAYLOAD", default_value_t = Limits::default().max_payload)]
     pub max_payload: usize,
+    /// Frames (and requests) the processor buffers while it is busy, per
+    /// subscription: a burst beyond this is dropped by the client and logged as
+    /// "slow consumer". At worst this many frames sit in memory.
+    #[arg(long, env = "PADDOCK_INGEST_BUFFER", default_value_t = 262_144)]
+    pub ingest_buffer: usize,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
     pub max_sessions: usize,
@@ -302,8 +307,11 @@ pub struct BenchArgs {
     #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
     pub nats_server_bin: PathBuf,
     /// Frames per ingest measurement.
-    #[arg(long, env = "PADDOCK_BENCH_FRAMES", default_value_t = 500_000)]
+    #[arg(long, env = "PADDOCK_BENCH_FRAMES", default_value_t = 300_000)]
     pub frames: usize,
+    /// Turns of raw NATS and paddock per ingest measurement (medians are reported).
+    #[arg(long, env = "PADDOCK_BENCH_ROUNDS", default_value_t = 5)]
+    pub rounds: usize,
     /// Sessions the frames are spread over.
     #[arg(long, env = "PADDOCK_BENCH_SESSIONS", default_value_t = 100)]
     pub sessions: usize,

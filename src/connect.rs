@@ -5,6 +5,7 @@
 //! disconnect, reconnect and slow-consumer event into a structured log line, so a
 //! broker outage during a race is visible and its end is too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
@@ -26,12 +27,14 @@ pub fn options(name: &str) -> ConnectOptions {
 
 /// Like [`options`], also forwarding link changes to `links`.
 pub fn options_observed(name: &str, links: Option<UnboundedSender<Link>>) -> ConnectOptions {
+    let drops = Arc::new(DropLog::default());
     ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| {
             let links = links.clone();
+            let drops = Arc::clone(&drops);
             async move {
                 let link = match event {
                     Event::Connected => {
@@ -43,10 +46,7 @@ pub fn options_observed(name: &str, links: Option<UnboundedSender<Link>>) -> Con
                         Some(Link::Down)
                     }
                     Event::SlowConsumer(sid) => {
-                        tracing::warn!(
-                            subscription = sid,
-                            "slow consumer: the broker dropped messages for this subscription"
-                        );
+                        drops.note(sid);
                         None
                     }
                     Event::LameDuckMode => {
@@ -93,8 +93,16 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(4);
 /// in the background instead of failing, so the processor can start before the
 /// broker (systemd, compose) and waits for it.
 pub async fn connect_persistent(url: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
+    connect_with(options(name), url).await
+}
+
+/// [`connect_persistent`] with options of the caller's (the processor's buffer).
+pub async fn connect_with(
+    options: ConnectOptions,
+    url: &str,
+) -> Result<Client, async_nats::ConnectError> {
     tracing::info!(nats_url = url, "connecting to NATS");
-    connect_to(options(name).retry_on_initial_connect(), url).await
+    connect_to(options.retry_on_initial_connect(), url).await
 }
 
 /// Connects a long-running command that reacts to the link (monitor, watch): keeps
@@ -144,5 +152,32 @@ mod tests {
         assert_eq!(reconnect_delay(5), Duration::from_millis(16));
         assert_eq!(reconnect_delay(20), MAX_RECONNECT_DELAY);
         assert_eq!(reconnect_delay(usize::MAX), MAX_RECONNECT_DELAY);
+    }
+}
+
+/// Messages the client dropped because a subscription's buffer was full: one event
+/// per message, so at most one log line per subscription every 5 s, with the count.
+#[derive(Default)]
+struct DropLog {
+    since_logged:
+        std::sync::Mutex<std::collections::HashMap<u64, (u64, Option<std::time::Instant>)>>,
+}
+
+impl DropLog {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn note(&self, subscription: u64) {
+        let mut map = self.since_logged.lock().expect("not poisoned");
+        let (count, logged) = map.entry(subscription).or_default();
+        *count += 1;
+        if logged.is_none_or(|at| at.elapsed() >= Self::EVERY) {
+            tracing::warn!(
+                subscription,
+                dropped = *count,
+                "slow consumer: messages dropped because this subscription's buffer was full"
+            );
+            *count = 0;
+            *logged = Some(std::time::Instant::now());
+        }
     }
 }

@@ -59,7 +59,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let mut shutdown = std::pin::pin!(shutdown);
-    let client = connect::connect_persistent(&args.connect.nats_url, "paddock-processor")
+    let options = connect::options("paddock-processor").subscription_capacity(args.ingest_buffer);
+    let client = connect::connect_with(options, &args.connect.nats_url)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", args.connect.nats_url))?;
     let store = args.store_config();

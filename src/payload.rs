@@ -1,12 +1,12 @@
 //! Validation of monitor payloads (setup and telemetry frames) without building a DOM.
 //!
 //! Every frame is checked before it can replace a session's last good state: it must
-//! be non-empty, within the size limit, UTF-8, and one complete JSON object. The check
-//! walks the bytes with serde's `IgnoredAny`, which validates the syntax without
-//! allocating maps, strings or numbers; the frame itself is then stored exactly as the
-//! monitor sent it (a refcounted `Bytes`, never re-serialized).
+//! be non-empty, within the size limit, UTF-8, and one complete JSON object. The
+//! syntax check ([`syntax`]) walks the bytes and builds nothing: no maps, strings or
+//! numbers. The frame itself is then stored exactly as the monitor sent it, never
+//! re-serialized.
 
-use serde::de::IgnoredAny;
+mod syntax;
 
 /// Why a payload was rejected. Each variant is one rejection reason in the counters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,9 +50,7 @@ pub fn validate_object(payload: &[u8], limit: usize) -> Result<(), PayloadError>
     let Some(first) = text.bytes().find(|b| !b.is_ascii_whitespace()) else {
         return Err(PayloadError::Empty);
     };
-    serde_json::from_str::<IgnoredAny>(text).map_err(|e| PayloadError::Malformed {
-        reason: e.to_string(),
-    })?;
+    syntax::check(text.as_bytes()).map_err(|reason| PayloadError::Malformed { reason })?;
     if first != b'{' {
         // Well-formed but not an object: name what was sent, which helps a monitor
         // author more than a generic "invalid type".

@@ -13,8 +13,6 @@ use crate::id::SessionId;
 use crate::subjects::{self, DataKind};
 
 const SESSIONS: usize = 100;
-const FEW: usize = 10_000;
-const MANY: usize = 60_000;
 
 /// The workload (`paddock bench-hotpath`): `frames` frames over 100 sessions,
 /// straight into `App::ingest`.
@@ -34,10 +32,15 @@ pub fn run(frames: usize, rich: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn instructions_per_frame(frame: &Frame) -> anyhow::Result<f64> {
-    let few = instructions(frame, FEW).await?;
-    let many = instructions(frame, MANY).await?;
-    Ok((many - few) as f64 / (MANY - FEW) as f64)
+/// (instructions for `many` frames − for `few`) / (`many` − `few`).
+pub(crate) async fn instructions_per_frame(
+    frame: &Frame,
+    few: usize,
+    many: usize,
+) -> anyhow::Result<f64> {
+    let a = instructions(frame, few).await?;
+    let b = instructions(frame, many).await?;
+    Ok(b.saturating_sub(a) as f64 / (many - few) as f64)
 }
 
 async fn instructions(frame: &Frame, frames: usize) -> anyhow::Result<u64> {

@@ -36,15 +36,24 @@ pub(crate) struct Frame {
 
 const FINAL_LAP: u64 = 999_999;
 
+/// The raw subscriber's subjects: as long as `session`, so the broker's work per
+/// frame is the same, and outside what the processor subscribes to.
+const RAW_PREFIX: &str = "rawdata";
+
+fn median(figures: &mut [f64]) -> f64 {
+    figures.sort_by(f64::total_cmp);
+    figures[figures.len() / 2]
+}
+
 impl Frame {
     pub(crate) fn small() -> Frame {
-        Frame::new("0.5 KB", include_str!("../../tests/samples/telemetry.json"))
+        Frame::new("0.5 KB", include_str!("../../tests/data/telemetry.json"))
     }
 
     pub(crate) fn rich() -> Frame {
         Frame::new(
             "1.5 KB",
-            include_str!("../../tests/samples/telemetry-rich.json"),
+            include_str!("../../tests/data/telemetry-rich.json"),
         )
     }
 
@@ -111,6 +120,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|id| Subject::from(subjects::data(id, DataKind::Telemetry)))
             .collect();
+        let raw_subjects: Vec<Subject> = ids
+            .iter()
+            .map(|id| Subject::from(format!("{RAW_PREFIX}.{id}.telemetry")))
+            .collect();
         if wants("ingest") {
             for frame in [Frame::small(), Frame::rich()] {
                 eprintln!(
@@ -120,12 +133,49 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     frame.name,
                     frame.body.len()
                 );
-                let raw =
-                    raw_delivery(&broker.url, &client, &subjects, &frame, plan.frames).await?;
+                // Raw and paddock take turns, `rounds` times, and the medians are
+                // compared: on a shared 2-core machine one run of either can be off
+                // by 20%. The raw subscriber listens on subjects of the same length
+                // that the processor does not subscribe to, so the processor can
+                // stay up, idle, during the raw turns.
+                let (processor, _) = Processor::start(&broker.url, &[], &sessions).await?;
+                let mut raw = Vec::new();
+                let mut ingest = Vec::new();
+                for round in 1..=plan.rounds {
+                    raw.push(
+                        raw_delivery(&broker.url, &client, &raw_subjects, &frame, plan.frames)
+                            .await?,
+                    );
+                    ingest.push(
+                        paddock_ingest(&client, &sessions, &ids, &subjects, &frame, plan.frames)
+                            .await
+                            .with_context(|| format!("see {}", processor.log.display()))?,
+                    );
+                    eprintln!(
+                        "  round {round}: raw {}, paddock {} ({:.2} × raw)",
+                        rate(raw[round - 1]),
+                        rate(ingest[round - 1]),
+                        ingest[round - 1] / raw[round - 1]
+                    );
+                }
+                processor.stop().await?;
+                let (raw, ingest) = (median(&mut raw), median(&mut ingest));
                 report.add(
                     format!("raw NATS delivery, {}", frame.name),
                     rate(raw),
-                    "plain subscriber: the broker's limit here",
+                    format!(
+                        "plain subscriber, median of {}: the broker's limit here",
+                        plan.rounds
+                    ),
+                );
+                report.add(
+                    format!("paddock ingest, {}", frame.name),
+                    rate(ingest),
+                    format!(
+                        "**{:.2} × raw**, median of {}; every final frame served, none lost",
+                        ingest / raw,
+                        plan.rounds
+                    ),
                 );
                 let awaited = kv_puts(&client, &ids, &frame, plan.kv_awaited, 1).await?;
                 report.add(
@@ -139,20 +189,6 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     rate(pipelined),
                     format!("{:.3} × raw (256 in flight)", pipelined / raw),
                 );
-                let (processor, _) = Processor::start(&broker.url, &[], &sessions).await?;
-                let ingest =
-                    paddock_ingest(&client, &sessions, &ids, &subjects, &frame, plan.frames)
-                        .await
-                        .with_context(|| format!("see {}", processor.log.display()))?;
-                report.add(
-                    format!("paddock ingest, {}", frame.name),
-                    rate(ingest),
-                    format!(
-                        "**{:.2} × raw**; every final frame served, none lost",
-                        ingest / raw
-                    ),
-                );
-                processor.stop().await?;
             }
         }
         if wants("get") || wants("latency") {
@@ -245,7 +281,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if wants("callgrind") {
         eprintln!("== instructions per ingested frame (valgrind --tool=callgrind)");
         for frame in [Frame::small(), Frame::rich()] {
-            match hotpath::instructions_per_frame(&frame).await {
+            match hotpath::instructions_per_frame(&frame, plan.callgrind.0, plan.callgrind.1).await
+            {
                 Ok(per) => report.add(
                     format!("instructions per ingested frame, {}", frame.name),
                     format!("{per:.0}"),
@@ -272,12 +309,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 struct Plan {
     sessions: usize,
     frames: usize,
+    rounds: usize,
     kv_awaited: usize,
     get_rate: u64,
     get_duration: Duration,
     latency_rates: Vec<u64>,
     memory_sessions: Vec<usize>,
     recovery_sessions: usize,
+    /// Frames of the two callgrind runs.
+    callgrind: (usize, usize),
 }
 
 impl From<&BenchArgs> for Plan {
@@ -286,23 +326,27 @@ impl From<&BenchArgs> for Plan {
             return Plan {
                 sessions: args.sessions,
                 frames: 20_000,
+                rounds: 1,
                 kv_awaited: 1_000,
                 get_rate: 5_000,
                 get_duration: Duration::from_secs(1),
                 latency_rates: vec![1_000],
                 memory_sessions: vec![1_000],
                 recovery_sessions: 1_000,
+                callgrind: (1_000, 3_000),
             };
         }
         Plan {
             sessions: args.sessions,
             frames: args.frames,
+            rounds: args.rounds,
             kv_awaited: args.frames.min(20_000),
             get_rate: args.get_rate,
             get_duration: Duration::from_secs(args.get_seconds),
             latency_rates: vec![1_000, 10_000, args.get_rate],
             memory_sessions: vec![10_000, 100_000],
             recovery_sessions: args.recovery_sessions,
+            callgrind: (10_000, 60_000),
         }
     }
 }
@@ -339,7 +383,7 @@ async fn raw_delivery(
     total: usize,
 ) -> anyhow::Result<f64> {
     let sink = connect(url).await?;
-    let mut sub = sink.subscribe("session.*.telemetry").await?;
+    let mut sub = sink.subscribe(format!("{RAW_PREFIX}.*.telemetry")).await?;
     sync(&sink).await?;
     let counting = tokio::spawn(async move {
         let mut n = 0;
