@@ -87,7 +87,7 @@ pub struct ServeArgs {
     /// Frames (and requests) the processor buffers while it is busy, per
     /// subscription: a burst beyond this is dropped by the client and logged as
     /// "slow consumer". At worst this many frames sit in memory.
-    #[arg(long, env = "PADDOCK_INGEST_BUFFER", default_value_t = 262_144)]
+    #[arg(long, env = "PADDOCK_INGEST_BUFFER", default_value_t = crate::processor::DEFAULT_INGEST_BUFFER)]
     pub ingest_buffer: usize,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]

@@ -10,6 +10,7 @@
 //! refcount bump, and a snapshot returns the frame exactly as the monitor sent it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -473,22 +474,32 @@ impl Sessions {
         apply: impl FnOnce(&mut Session, DateTime<Utc>),
     ) -> Result<Applied, SessionError> {
         let now = Utc::now();
-        let mut state = self.lock();
-        let mut created = false;
-        if !state.live.contains_key(&id) {
-            if let Some(ended) = state.ended.get(&id) {
-                return Err(SessionError::Ended(id, ended.reason));
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let live = state.live.len();
+        // One hash lookup per frame (this is the hot path): the entry, then fields.
+        let (session, created) = match state.live.entry(id) {
+            Entry::Occupied(entry) => (entry.into_mut(), false),
+            Entry::Vacant(entry) => {
+                if let Some(ended) = state.ended.get(&id) {
+                    return Err(SessionError::Ended(id, ended.reason));
+                }
+                if live >= self.max_sessions {
+                    return Err(SessionError::AtCapacity {
+                        limit: self.max_sessions,
+                    });
+                }
+                (entry.insert(Session::new(now)), true)
             }
-            self.check_capacity(&state)?;
-            state.live.insert(id, Session::new(now));
-            created = true;
-        }
-        let session = state.live.get_mut(&id).expect("inserted above");
+        };
         // Set before `apply`, which may read it (the telemetry rate).
         session.last_activity = tokio::time::Instant::now();
         apply(session, now);
         session.last_update = now;
-        state.mark_dirty(id);
+        if !session.dirty {
+            session.dirty = true;
+            state.dirty.push(id);
+        }
         Ok(Applied { at: now, created })
     }
 

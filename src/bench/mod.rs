@@ -194,23 +194,46 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         if wants("get") || wants("latency") {
             let frame = Frame::rich();
             let (processor, _) = Processor::start(&broker.url, &[], &sessions).await?;
+            // Every session exists (has a frame) before it is asked for.
+            blast(&client, &subjects, &frame, subjects.len()).await?;
+            wait_for_counter(
+                &sessions,
+                "live_sessions",
+                subjects.len() as u64,
+                Duration::from_secs(10),
+            )
+            .await?;
             if wants("get") {
                 eprintln!(
                     "== sessions.get under {} frames/s of ingest ({}), {:?}",
                     plan.get_rate, frame.name, plan.get_duration
                 );
-                let (lat, achieved) =
-                    get_latency(&broker.url, &client, &ids, &subjects, &frame, &plan).await?;
-                report.add(
-                    format!("sessions.get p50 / p99 / p99.9 under {}", per_s(achieved)),
-                    format!(
-                        "{} / {} / {}",
-                        us(lat.at(0.50)),
-                        us(lat.at(0.99)),
-                        us(lat.at(0.999))
-                    ),
-                    format!("{} requests, one at a time", lat.0.len()),
-                );
+                for target in [Target::RawEcho, Target::Paddock] {
+                    let (lat, achieved) = request_latency(
+                        &broker.url,
+                        &client,
+                        &ids,
+                        &subjects,
+                        &frame,
+                        &plan,
+                        target,
+                    )
+                    .await?;
+                    let what = match target {
+                        Target::RawEcho => "raw NATS request/reply",
+                        Target::Paddock => "sessions.get",
+                    };
+                    report.add(
+                        format!("{what} p50 / p99 / p99.9 under {}", per_s(achieved)),
+                        format!(
+                            "{} / {} / {}",
+                            us(lat.at(0.50)),
+                            us(lat.at(0.99)),
+                            us(lat.at(0.999))
+                        ),
+                        format!("{} requests, one at a time", lat.0.len()),
+                    );
+                }
             }
             if wants("latency") {
                 for &hz in &plan.latency_rates {
@@ -525,16 +548,45 @@ async fn paced(
     Ok(n)
 }
 
-/// `sessions.get` round trips, one at a time, while frames arrive at `plan.get_rate`.
-async fn get_latency(
+/// What the latency under load is measured on: paddock's `sessions.get`, or a
+/// plain responder that answers a reply of the same size straight away (the
+/// broker's own round trip, for comparison).
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Paddock,
+    RawEcho,
+}
+
+/// Request round trips, one at a time, while frames arrive at `plan.get_rate`.
+async fn request_latency(
     url: &str,
     publisher: &Client,
     ids: &[SessionId],
     subjects: &[Subject],
     frame: &Frame,
     plan: &Plan,
+    target: Target,
 ) -> anyhow::Result<(Latencies, f64)> {
-    let sessions = SessionsClient::new(connect(url).await?, url, Duration::from_secs(5));
+    let requester = connect(url).await?;
+    let sessions = SessionsClient::new(requester.clone(), url, Duration::from_secs(5));
+    // The raw responder answers with a body as large as a session document.
+    let size = sessions.get(&ids[0].to_string()).await?.to_string().len();
+    let echo = match target {
+        Target::Paddock => None,
+        Target::RawEcho => {
+            let responder = connect(url).await?;
+            let mut requests = responder.subscribe(format!("{RAW_PREFIX}.echo")).await?;
+            sync(&responder).await?;
+            let body = Bytes::from(vec![b' '; size]);
+            Some(tokio::spawn(async move {
+                while let Some(request) = requests.next().await {
+                    if let Some(reply) = request.reply {
+                        let _ = responder.publish(reply, body.clone()).await;
+                    }
+                }
+            }))
+        }
+    };
     let before = counter(&sessions, "telemetry_frames").await?;
     let load = tokio::spawn(paced(
         publisher.clone(),
@@ -548,11 +600,22 @@ async fn get_latency(
     let mut samples = Vec::new();
     let mut i = 0;
     while !load.is_finished() {
-        let id = ids[i % ids.len()].to_string();
+        let (subject, body) = match target {
+            Target::Paddock => (
+                subjects::control(subjects::GET),
+                format!(r#"{{"session_id":"{}"}}"#, ids[i % ids.len()]),
+            ),
+            Target::RawEcho => (format!("{RAW_PREFIX}.echo"), String::new()),
+        };
         i += 1;
         let t = Instant::now();
-        sessions.get(&id).await?;
+        let reply = requester.request(subject, body.into()).await?;
         samples.push(t.elapsed());
+        ensure!(
+            reply.headers.is_none() && reply.payload.len() >= size / 2,
+            "unexpected reply: {:?}",
+            reply.headers
+        );
     }
     let published = load.await??;
     let achieved = published as f64 / started.elapsed().as_secs_f64();
@@ -563,6 +626,9 @@ async fn get_latency(
         Duration::from_secs(10),
     )
     .await?;
+    if let Some(echo) = echo {
+        echo.abort();
+    }
     Ok((Latencies::new(samples)?, achieved))
 }
 
