@@ -20,6 +20,8 @@ pub struct Limits {
     pub max_payload: usize,
     /// Most live sessions; past it, creation answers 503.
     pub max_sessions: usize,
+    /// Sessions one client may create per minute (0: no limit); past it, 429.
+    pub creates_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -27,6 +29,7 @@ impl Default for Limits {
         Limits {
             max_payload: 64 * 1024,
             max_sessions: 10_000,
+            creates_per_minute: 600,
         }
     }
 }

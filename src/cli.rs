@@ -74,6 +74,41 @@ pub struct ConnectArgs {
         global = true
     )]
     pub nats_url: String,
+    /// A NATS credentials file (JWT and NKey seed), for brokers using
+    /// decentralized auth; see deploy/security/.
+    #[arg(long, env = "NATS_CREDS", global = true)]
+    pub creds: Option<PathBuf>,
+    /// User name, for brokers with users and passwords in their configuration
+    /// (the shared-secret mode in deploy/security/).
+    #[arg(long, env = "NATS_USER", global = true, requires = "password")]
+    pub user: Option<String>,
+    /// Password for --user.
+    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
+    pub password: Option<String>,
+    /// CA certificate (PEM) to verify the broker with; makes TLS required.
+    #[arg(long, env = "NATS_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that verify clients (`verify: true`).
+    #[arg(long, env = "NATS_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "NATS_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ConnectArgs {
+    /// A broker at `url` with no credentials and no TLS (tests, benchmarks).
+    pub fn plain(url: &str) -> Self {
+        ConnectArgs {
+            nats_url: url.to_string(),
+            creds: None,
+            user: None,
+            password: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -89,6 +124,10 @@ pub struct ServeArgs {
     /// "slow consumer". At worst this many frames sit in memory.
     #[arg(long, env = "PADDOCK_INGEST_BUFFER", default_value_t = crate::processor::DEFAULT_INGEST_BUFFER)]
     pub ingest_buffer: usize,
+    /// Sessions one client (one connection) may create per minute; past it,
+    /// sessions.create answers 429 with how long to wait. 0: no limit.
+    #[arg(long, env = "PADDOCK_CREATE_LIMIT", default_value_t = Limits::default().creates_per_minute)]
+    pub create_limit: u32,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
     pub max_sessions: usize,
@@ -122,6 +161,7 @@ impl ServeArgs {
         Limits {
             max_payload: self.max_payload,
             max_sessions: self.max_sessions,
+            creates_per_minute: self.create_limit,
         }
     }
 

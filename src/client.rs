@@ -26,13 +26,18 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Worth retrying as it is: no processor is up yet, or one answered 503
-    /// because its storage is briefly unavailable (a JetStream cluster electing a
-    /// new stream leader after losing a node takes a few seconds).
+    /// Worth retrying as it is: no processor is up yet, one answered 503 because
+    /// its storage is briefly unavailable (a JetStream cluster electing a new
+    /// stream leader after losing a node takes a few seconds), or 429 because this
+    /// client created many sessions in the last minute.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ClientError::NoProcessor { .. } | ClientError::Service { code: 503, .. }
+            ClientError::NoProcessor { .. }
+                | ClientError::Service {
+                    code: 503 | 429,
+                    ..
+                }
         )
     }
 }

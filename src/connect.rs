@@ -8,8 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::cli::ConnectArgs;
 
 /// The link to the broker going down or coming back, for commands that react to it
 /// (the monitor re-sends its setup, the watch view takes a fresh snapshot).
@@ -53,6 +56,12 @@ pub fn options_observed(name: &str, links: Option<UnboundedSender<Link>>) -> Con
                         tracing::warn!("broker entering lame duck mode; will move to another");
                         None
                     }
+                    // A refused publish or subscribe (permissions) is only ever
+                    // reported here: the request itself just goes unanswered.
+                    Event::ServerError(e) => {
+                        tracing::warn!(error = %e, "the NATS server refused an operation");
+                        None
+                    }
                     // One per failed reconnect attempt: the delay callback below
                     // reports the outage at a readable rate instead.
                     Event::ClientError(e) => {
@@ -92,53 +101,86 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(4);
 /// Connects for a long-running process: if the broker is not up yet, keeps trying
 /// in the background instead of failing, so the processor can start before the
 /// broker (systemd, compose) and waits for it.
-pub async fn connect_persistent(url: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
-    connect_with(options(name), url).await
+pub async fn connect_persistent(args: &ConnectArgs, name: &str) -> anyhow::Result<Client> {
+    connect_with(options(name), args).await
 }
 
 /// [`connect_persistent`] with options of the caller's (the processor's buffer).
-pub async fn connect_with(
-    options: ConnectOptions,
-    url: &str,
-) -> Result<Client, async_nats::ConnectError> {
-    tracing::info!(nats_url = url, "connecting to NATS");
-    connect_to(options.retry_on_initial_connect(), url).await
+pub async fn connect_with(options: ConnectOptions, args: &ConnectArgs) -> anyhow::Result<Client> {
+    tracing::info!(nats_url = args.nats_url, "connecting to NATS");
+    connect_to(options.retry_on_initial_connect(), args).await
 }
 
 /// Connects a long-running command that reacts to the link (monitor, watch): keeps
 /// trying in the background like [`connect_persistent`], and returns the link
 /// changes alongside the client.
 pub async fn connect_observed(
-    url: &str,
+    args: &ConnectArgs,
     name: &str,
-) -> Result<(Client, UnboundedReceiver<Link>), async_nats::ConnectError> {
+) -> anyhow::Result<(Client, UnboundedReceiver<Link>)> {
     let (links_tx, links) = tokio::sync::mpsc::unbounded_channel();
     let client = connect_to(
         options_observed(name, Some(links_tx)).retry_on_initial_connect(),
-        url,
+        args,
     )
     .await?;
     Ok((client, links))
 }
 
-/// Connects to `url`, which may list several servers separated by commas (the
-/// nodes of a cluster): the client tries them in turn, and also learns the other
-/// nodes from the server it reaches.
-async fn connect_to(
-    options: ConnectOptions,
-    url: &str,
-) -> Result<Client, async_nats::ConnectError> {
+/// Connects once, failing fast: for commands where a person is waiting.
+pub async fn connect_once(args: &ConnectArgs, name: &str) -> anyhow::Result<Client> {
+    connect_to(options(name), args).await
+}
+
+/// Adds what the broker may ask of a client: credentials (a .creds file, or a user
+/// and password) and TLS (a CA to verify the broker, a client certificate).
+pub async fn secured(
+    mut options: ConnectOptions,
+    args: &ConnectArgs,
+) -> anyhow::Result<ConnectOptions> {
+    if let Some(creds) = &args.creds {
+        options = options
+            .credentials_file(creds)
+            .await
+            .with_context(|| format!("cannot read the credentials file {}", creds.display()))?;
+    }
+    if let (Some(user), Some(password)) = (&args.user, &args.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &args.tls_ca {
+        ensure_readable(ca)?;
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        ensure_readable(cert)?;
+        ensure_readable(key)?;
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    Ok(options)
+}
+
+/// A missing certificate is named at once, not as a TLS handshake failure later.
+fn ensure_readable(path: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::File::open(path)
+        .map(drop)
+        .with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Connects to `args.nats_url`, which may list several servers separated by commas
+/// (the nodes of a cluster): the client tries them in turn, and also learns the
+/// other nodes from the server it reaches.
+async fn connect_to(options: ConnectOptions, args: &ConnectArgs) -> anyhow::Result<Client> {
+    let options = secured(options, args).await?;
+    let url = args.nats_url.as_str();
     let servers: Result<Vec<ServerAddr>, _> = url.split(',').map(|u| u.trim().parse()).collect();
-    match servers {
+    let client = match servers {
         Ok(servers) => options.connect(servers).await,
         // Let the client report the malformed URL in its own words.
         Err(_) => options.connect(url).await,
-    }
-}
-
-/// Connects once, failing fast: for commands where a person is waiting.
-pub async fn connect_once(url: &str, name: &str) -> Result<Client, async_nats::ConnectError> {
-    connect_to(options(name), url).await
+    };
+    Ok(client?)
 }
 
 #[cfg(test)]

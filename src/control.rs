@@ -258,6 +258,7 @@ mod tests {
         App::new(Limits {
             max_payload: 1024,
             max_sessions: 3,
+            ..Default::default()
         })
     }
 
@@ -375,6 +376,7 @@ mod tests {
         let app = App::new(Limits {
             max_payload: 1024,
             max_sessions: 10,
+            ..Default::default()
         });
         for _ in 0..5 {
             ok(&app, "create", "");

@@ -43,7 +43,7 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
 /// The processor, then the simulated monitors, until `shutdown`.
 async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let url = &args.serve.connect.nats_url;
-    let client = connect_persistent(url, "paddock-processor").await?;
+    let client = connect_persistent(&args.serve.connect, "paddock-processor").await?;
     let processor = Processor::start(
         client,
         args.serve.limits(),

@@ -28,6 +28,12 @@ pub enum ServiceError {
     /// Storage could not record the change, so it is not acknowledged.
     #[error("{0}; retry shortly")]
     Unavailable(String),
+    /// This client asked for too much of something in the last minute.
+    #[error("too many {what} by this client; retry in {:.1} s", retry_after.as_secs_f64())]
+    RateLimited {
+        what: &'static str,
+        retry_after: std::time::Duration,
+    },
 }
 
 impl ServiceError {
@@ -42,6 +48,7 @@ impl ServiceError {
             ) => 404,
             ServiceError::Session(SessionError::AtCapacity { .. }) => 503,
             ServiceError::Unavailable(_) => 503,
+            ServiceError::RateLimited { .. } => 429,
         }
     }
 
@@ -53,6 +60,7 @@ impl ServiceError {
             ServiceError::Id(_) => "malformed_id",
             ServiceError::Session(e) => e.reason(),
             ServiceError::Unavailable(_) => "storage_unavailable",
+            ServiceError::RateLimited { .. } => "rate_limited",
         }
     }
 

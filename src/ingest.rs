@@ -108,6 +108,7 @@ mod tests {
         App::new(Limits {
             max_payload: 256,
             max_sessions: 10,
+            ..Default::default()
         })
     }
 
@@ -141,6 +142,87 @@ mod tests {
         assert_eq!(d["stats"]["rejected_count"], 6);
         assert_eq!(d["stats"]["telemetry_count"], 1);
         assert_eq!(app.metrics.snapshot((1, 0.0)).rejected_total, 6);
+    }
+
+    /// A property over random sequences: whatever mix of good and bad frames
+    /// arrives, for setup and telemetry alike, each session serves exactly its last
+    /// good frame of each kind, and every bad one is counted. The bad frames are
+    /// good ones mutated (a byte flipped to JSON punctuation, a cut, invalid UTF-8,
+    /// wrapped in an array, oversized), and any mutation that happens to stay a
+    /// valid object counts as good: the model asks the validator's reference,
+    /// serde_json, which one it is.
+    #[test]
+    fn no_sequence_of_bad_frames_changes_the_last_good_state() {
+        let app = App::new(Limits {
+            max_payload: 512,
+            max_sessions: 10,
+            ..Default::default()
+        });
+        let ids: Vec<SessionId> = (0..3).map(|_| SessionId::new_v4()).collect();
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // The model: the last good frame per (session, kind), and bad counts.
+        let mut last: std::collections::HashMap<(usize, bool), Vec<u8>> = Default::default();
+        let mut rejected = [0u64; 3];
+        for step in 0..20_000u64 {
+            let who = (next() % 3) as usize;
+            let setup = next() % 5 == 0;
+            let good = format!(
+                r#"{{"lap":{step},"s":"x{}","v":[1.5,-2e3,null,true]}}"#,
+                next() % 100
+            );
+            let mut frame = good.clone().into_bytes();
+            match next() % 6 {
+                0 => {
+                    let at = (next() as usize) % frame.len();
+                    frame[at] = b"{}[]:,\"\\"[(next() % 8) as usize];
+                }
+                1 => frame.truncate((next() as usize) % frame.len()),
+                2 => frame.insert((next() as usize) % frame.len(), 0xff),
+                3 => frame = format!("[{good}]").into_bytes(),
+                4 => frame = format!(r#"{{"pad":"{}"}}"#, "x".repeat(600)).into_bytes(),
+                _ => {}
+            }
+            let valid = frame.len() <= 512
+                && std::str::from_utf8(&frame).is_ok()
+                && serde_json::from_slice::<serde_json::Map<String, Value>>(&frame).is_ok();
+            let kind = if setup {
+                DataKind::Setup
+            } else {
+                DataKind::Telemetry
+            };
+            let result = app.ingest(
+                &subjects::data(&ids[who], kind),
+                &Bytes::from(frame.clone()),
+            );
+            assert_eq!(
+                result.is_ok(),
+                valid,
+                "{:?}",
+                String::from_utf8_lossy(&frame)
+            );
+            if valid {
+                last.insert((who, setup), frame);
+            } else if app.sessions.get(ids[who]).is_ok() {
+                rejected[who] += 1;
+            }
+            if let Ok(snapshot) = app.sessions.get(ids[who]) {
+                let served =
+                    |f: &Option<crate::sessions::Frame>| f.as_ref().map(|f| f.body.to_vec());
+                assert_eq!(served(&snapshot.setup), last.get(&(who, true)).cloned());
+                assert_eq!(
+                    served(&snapshot.telemetry),
+                    last.get(&(who, false)).cloned()
+                );
+                assert_eq!(snapshot.stats.rejected_count, rejected[who]);
+            }
+        }
+        assert!(rejected.iter().sum::<u64>() > 5_000, "{rejected:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`app`], [`control`], [`ingest`]: what each request and each frame does, with
 //!   no NATS in sight (unit-tested on bytes).
 //! - [`error`]: every error a client can cause, mapped to a micro error code.
+//! - [`ratelimit`]: what one client may make the processor do per minute.
 //! - [`processor`]: wires all of that to NATS and drains it on shutdown.
 //! - [`client`]: a typed client for the `sessions` service, used by the commands.
 //! - [`ops`], [`monitor`], [`watch`], [`demo`]: the commands for ops, simulated
@@ -35,6 +36,7 @@ pub mod monitor;
 pub mod ops;
 pub mod payload;
 pub mod processor;
+pub mod ratelimit;
 pub mod sessions;
 pub mod shutdown;
 pub mod sim;
@@ -60,7 +62,7 @@ pub async fn serve(
     use anyhow::Context;
     let mut shutdown = std::pin::pin!(shutdown);
     let options = connect::options("paddock-processor").subscription_capacity(args.ingest_buffer);
-    let client = connect::connect_with(options, &args.connect.nats_url)
+    let client = connect::connect_with(options, &args.connect)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", args.connect.nats_url))?;
     let store = args.store_config();

@@ -107,7 +107,8 @@ impl Metrics {
             .collect();
         MetricsSnapshot {
             live_sessions,
-            ingest_rate_hz: (ingest_rate_hz * 10.0).round() / 10.0,
+            // `+ 0.0` turns a -0.0 (a rounded tiny negative) into 0.0 for display.
+            ingest_rate_hz: ((ingest_rate_hz * 10.0).round() / 10.0).max(0.0) + 0.0,
             sessions_created: self.sessions_created.load(Relaxed),
             sessions_deleted: self.sessions_deleted.load(Relaxed),
             sessions_expired: self.sessions_expired.load(Relaxed),

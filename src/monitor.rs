@@ -59,7 +59,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     };
 
     let url = &args.connect.nats_url;
-    let (nats, mut links) = connect_observed(url, "paddock-monitor")
+    let (nats, mut links) = connect_observed(&args.connect, "paddock-monitor")
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
     let client = SessionsClient::new(nats.clone(), url.clone(), Duration::from_secs(5));

@@ -13,7 +13,7 @@ use crate::connect::connect_once;
 
 pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
     let url = &args.connect.nats_url;
-    let nats = connect_once(url, "paddock-ops")
+    let nats = connect_once(&args.connect, "paddock-ops")
         .await
         .with_context(|| format!("no NATS broker is reachable at {url}"))?;
     let client = SessionsClient::new(nats, url.clone(), args.timeout);

@@ -34,6 +34,7 @@ use futures::{FutureExt, StreamExt};
 use crate::app::{Announcement, App, Limits};
 use crate::control::PersistAction;
 use crate::error::ServiceError;
+use crate::ratelimit::{self, PerClient, TokenBucket};
 use crate::sessions::{Ended, SessionError};
 use crate::store::{Storage, StoreConfig, StoreError};
 use crate::subjects;
@@ -57,6 +58,10 @@ pub const DEFAULT_INGEST_BUFFER: usize = 262_144;
 /// subscription buffers at the default size, so everything delivered before the
 /// request is covered, and the wait is bounded even while a flood keeps arriving.
 const CATCH_UP_LIMIT: usize = 2 * DEFAULT_INGEST_BUFFER;
+
+/// Storage reads for unknown ids per minute, all clients together (see `Ctx`).
+/// Well above what read-your-writes across processors needs: one per create.
+const LOOKUPS_PER_MINUTE: u32 = 6_000;
 
 /// Frames applied in one go once one arrives, before the loop looks at its other
 /// sources again: the `select!` over four sources then costs once per batch, not
@@ -185,6 +190,11 @@ impl Processor {
         Ok(Processor {
             ctx: Ctx {
                 client,
+                creates: std::sync::Mutex::new(PerClient::new(app.limits.creates_per_minute)),
+                lookups: std::sync::Mutex::new(TokenBucket::new(
+                    LOOKUPS_PER_MINUTE,
+                    std::time::Instant::now(),
+                )),
                 app,
                 storage,
                 lifecycle,
@@ -321,6 +331,12 @@ struct Ctx {
     app: Arc<App>,
     storage: Storage,
     lifecycle: Lifecycle,
+    /// Creates per client ([`Limits::creates_per_minute`]).
+    creates: std::sync::Mutex<PerClient>,
+    /// Storage reads for ids this processor does not hold, for everyone together:
+    /// a flood of gets for random ids must not turn into a flood of reads, each
+    /// awaited in the ordered loop.
+    lookups: std::sync::Mutex<TokenBucket>,
 }
 
 impl Ctx {
@@ -342,11 +358,46 @@ impl Ctx {
         .await;
     }
 
+    /// Whether this request may go ahead: creates are limited per client.
+    fn admit(&self, name: &str, request: &Request) -> Result<(), ServiceError> {
+        if name != subjects::CREATE {
+            return Ok(());
+        }
+        let client = request
+            .message
+            .reply
+            .as_ref()
+            .map_or("", |reply| ratelimit::client_of(reply.as_str()));
+        self.creates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(client, std::time::Instant::now())
+            .map_err(|retry_after| {
+                tracing::info!(client, "session creation rate-limited");
+                ServiceError::RateLimited {
+                    what: "sessions created",
+                    retry_after,
+                }
+            })
+    }
+
+    fn may_look_up(&self) -> bool {
+        self.lookups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(std::time::Instant::now())
+            .is_ok()
+    }
+
     async fn respond(&self, name: &'static str, request: Request) {
-        let mut result = self.app.handle_control(name, &request.message.payload);
+        let mut result = match self.admit(name, &request) {
+            Ok(()) => self.app.handle_control(name, &request.message.payload),
+            Err(e) => Err(e),
+        };
         // Read your writes across processors: a session another processor created
         // a moment ago may not have reached this one's replica yet; storage has it.
         if let Err(ServiceError::Session(SessionError::NotFound(id))) = &result
+            && self.may_look_up()
             && let Some(snapshot) = self.storage.lookup(*id).await
         {
             self.app.sessions.adopt(snapshot);

@@ -438,6 +438,13 @@ async fn load(store: &kv::Store, bucket: &str) -> Result<Vec<(String, Bytes)>, S
         .await
         .map_err(|e| fail(e.to_string()))?;
     let mut values = Vec::new();
+    // In a cluster the watcher reads from one replica of the stream, which may be
+    // behind (a node that just came back): it would hand over older values. The
+    // status came from the stream's leader, and with one message per key the last
+    // message read must be the leader's last: otherwise this read is stale, and is
+    // retried (the replica catches up within seconds).
+    let leader_last = status.info.state.last_sequence;
+    let mut read_last = 0;
     loop {
         // A consumer that was created but delivers nothing (a cluster in trouble)
         // must not hold start-up forever: give up on this attempt, and retry.
@@ -446,6 +453,7 @@ async fn load(store: &kv::Store, bucket: &str) -> Result<Vec<(String, Bytes)>, S
             break;
         };
         let entry = entry.map_err(|e| fail(e.to_string()))?;
+        read_last = read_last.max(entry.revision);
         let last = entry.delta == 0;
         // A purged key's last message is its purge marker: nothing to restore.
         if entry.operation == kv::Operation::Put {
@@ -454,6 +462,12 @@ async fn load(store: &kv::Store, bucket: &str) -> Result<Vec<(String, Bytes)>, S
         if last {
             break;
         }
+    }
+    if read_last < leader_last {
+        return Err(fail(format!(
+            "the replica read is behind the stream's leader (message {read_last} of \
+             {leader_last})"
+        )));
     }
     Ok(values)
 }

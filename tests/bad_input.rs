@@ -192,31 +192,77 @@ async fn data_for_a_deleted_session_does_not_resurrect_it() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_malformed_frames_does_not_stop_the_service() {
     let app = spawn_app().await;
     let id = app.new_session().await;
+    let bystander = app.new_session().await;
     let flooder = connect(&app.server.url()).await;
     let subject = format!("session.{id}.telemetry");
-    for i in 0..20_000u32 {
-        let junk = if i % 2 == 0 {
-            "{\"lap\": ".to_string()
-        } else {
-            format!("[{i}]")
-        };
-        flooder.publish(subject.clone(), junk.into()).await.unwrap();
+    const FLOOD: u32 = 100_000;
+    let oversized = "x".repeat(70 * 1024);
+    let flood = tokio::spawn(async move {
+        for i in 0..FLOOD {
+            let junk: bytes::Bytes = match i % 5 {
+                0 => "{\"lap\": ".into(),
+                1 => format!("[{i}]").into(),
+                2 => vec![b'{', 0xff, b'}'].into(),
+                3 if i % 1000 == 3 => format!("{{\"pad\":\"{oversized}\"}}").into(),
+                _ => "not json at all".into(),
+            };
+            flooder.publish(subject.clone(), junk).await.unwrap();
+        }
+        flooder.publish(subject, frame(99).into()).await.unwrap();
+        flooder.flush().await.unwrap();
+    });
+    // While the flood runs, everyone else is served: every query is answered.
+    let mut answered = 0;
+    while !flood.is_finished() {
+        let doc = app.get(&bystander).await.ok();
+        assert_eq!(doc["session_id"], bystander.as_str());
+        answered += 1;
     }
-    flooder
-        .publish(subject.clone(), frame(99).into())
-        .await
-        .unwrap();
-    flooder.flush().await.unwrap();
-    // Queries are answered throughout, and the one good frame lands last.
+    flood.await.unwrap();
+    assert!(answered > 0);
+    // The one good frame lands last, and every bad one was counted.
     let doc = app
         .get_until(&id, "good frame after the flood", |d| {
             d["telemetry"]["lap"] == 99
         })
         .await;
-    assert_eq!(doc["stats"]["rejected_count"], 20_000);
+    assert_eq!(doc["stats"]["rejected_count"], FLOOD);
     assert_eq!(doc["stats"]["telemetry_count"], 1);
+    let stats = ask(&app.client, "sessions.stats", String::new()).await.ok();
+    assert_eq!(stats["rejected_total"], FLOOD);
+    assert_eq!(stats["rejected"]["too_large"], FLOOD as u64 / 1000);
+}
+
+#[tokio::test]
+async fn session_creation_is_limited_per_client() {
+    let app = spawn_app_with(Limits {
+        creates_per_minute: 3,
+        ..test_limits()
+    })
+    .await;
+    for _ in 0..3 {
+        create(&app.client).await;
+    }
+    let refused = ask(&app.client, "sessions.create", String::new()).await;
+    assert_eq!(refused.code, Some(429));
+    let body = refused.body;
+    assert_eq!(body["code"], 429);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("too many sessions created by this client; retry in"),
+        "{body}"
+    );
+    // Another client is not held back by the first one's creates.
+    let other = connect(&app.server.url()).await;
+    create(&other).await;
+    // Queries are not limited.
+    for _ in 0..20 {
+        ask(&app.client, "sessions.list", String::new()).await.ok();
+    }
 }

@@ -21,6 +21,7 @@ pub fn run(frames: usize, rich: bool) -> anyhow::Result<()> {
     let app = App::new(Limits {
         max_payload: 64 * 1024,
         max_sessions: 10_000,
+        ..Default::default()
     });
     let subjects: Vec<String> = (0..SESSIONS)
         .map(|_| subjects::data(&SessionId::new_v4(), DataKind::Telemetry))

@@ -39,7 +39,7 @@ enum Key {
 pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let id = SessionId::parse(&args.session_id)?;
     let url = &args.connect.nats_url;
-    let (nats, mut links) = connect_observed(url, "paddock-watch")
+    let (nats, mut links) = connect_observed(&args.connect, "paddock-watch")
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
     let client = SessionsClient::new(nats.clone(), url.clone(), Duration::from_secs(5));

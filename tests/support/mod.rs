@@ -391,6 +391,8 @@ pub fn test_limits() -> Limits {
     Limits {
         max_payload: 64 * 1024,
         max_sessions: 1_000,
+        // Tests create sessions faster than any team; the limit has its own test.
+        creates_per_minute: 0,
     }
 }
 
@@ -428,9 +430,12 @@ async fn start_processor_with(
     lifecycle: Lifecycle,
 ) -> (Arc<App>, RunningProcessor) {
     // The same connection options as production, reconnect logging included.
-    let client = paddock::connect::connect_once(url, "paddock-test-processor")
-        .await
-        .expect("the processor cannot connect to the test broker");
+    let client = paddock::connect::connect_once(
+        &paddock::cli::ConnectArgs::plain(url),
+        "paddock-test-processor",
+    )
+    .await
+    .expect("the processor cannot connect to the test broker");
     let processor = Processor::start(client, limits, store, lifecycle)
         .await
         .expect("the processor did not start");
