@@ -83,6 +83,15 @@ pub enum StoreError {
          e.g. nats-server -js? --store memory runs without it, keeping nothing)"
     )]
     Open { bucket: String, reason: String },
+    /// A read came from a replica that has not caught up with the stream's leader.
+    #[error(
+        "the {bucket} bucket was read from a replica behind its leader (message {read} of {leader})"
+    )]
+    Behind {
+        bucket: String,
+        read: u64,
+        leader: u64,
+    },
     #[error("storage unavailable: {0}")]
     Write(String),
     #[error("the persister has stopped")]
@@ -464,10 +473,11 @@ async fn load(store: &kv::Store, bucket: &str) -> Result<Vec<(String, Bytes)>, S
         }
     }
     if read_last < leader_last {
-        return Err(fail(format!(
-            "the replica read is behind the stream's leader (message {read_last} of \
-             {leader_last})"
-        )));
+        return Err(StoreError::Behind {
+            bucket: bucket.to_string(),
+            read: read_last,
+            leader: leader_last,
+        });
     }
     Ok(values)
 }

@@ -1,0 +1,55 @@
+//! Any bytes as a setup or telemetry frame: the processor never panics, accepts
+//! exactly the JSON objects within the size limit (serde_json is the reference),
+//! and a refused frame never replaces the session's last good one.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use paddock::app::App;
+use paddock::subjects::{self, DataKind};
+use paddock::{Limits, SessionId};
+
+const LIMIT: usize = 4096;
+
+fuzz_target!(|data: &[u8]| {
+    let app = App::new(Limits {
+        max_payload: LIMIT,
+        max_sessions: 4,
+        ..Default::default()
+    });
+    let id = SessionId::parse("0b6f3b8e-2c1a-4d5e-9f60-7a8b9c0d1e2f").unwrap();
+    let kind = if data.first().is_some_and(|b| b & 1 == 1) {
+        DataKind::Setup
+    } else {
+        DataKind::Telemetry
+    };
+    let subject = subjects::data(&id, kind);
+    app.ingest(&subject, &Bytes::from_static(br#"{"lap":1}"#))
+        .expect("the first frame is good");
+    let frame = data.get(1..).unwrap_or_default();
+    let accepted = app.ingest(&subject, &Bytes::copy_from_slice(frame)).is_ok();
+    let reference = frame.len() <= LIMIT
+        && std::str::from_utf8(frame).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(frame).is_ok()
+        && frame.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    // The one intended difference: nesting deeper than 128 levels is refused.
+    if accepted != reference {
+        let depth = frame.iter().filter(|&&b| b == b'{' || b == b'[').count();
+        assert!(
+            reference && !accepted && depth > 128,
+            "{:?}",
+            String::from_utf8_lossy(frame)
+        );
+    }
+    let snapshot = app.sessions.get(id).unwrap();
+    let stored = match kind {
+        DataKind::Setup => snapshot.setup,
+        DataKind::Telemetry => snapshot.telemetry,
+    }
+    .unwrap();
+    if accepted {
+        assert_eq!(&stored.body[..], frame);
+    } else {
+        assert_eq!(&stored.body[..], br#"{"lap":1}"#);
+    }
+});
