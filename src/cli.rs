@@ -94,6 +94,16 @@ pub struct ConnectArgs {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "NATS_TLS_KEY", global = true, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Where this client receives replies: `<prefix>.<connection>.<n>`. With the
+    /// roles in deploy/security/, each role may only read its own prefix
+    /// (`_INBOX_monitor`, `_INBOX_dashboard`, `_INBOX_ops`).
+    #[arg(
+        long,
+        env = "NATS_INBOX_PREFIX",
+        global = true,
+        default_value = "_INBOX"
+    )]
+    pub inbox_prefix: String,
 }
 
 impl ConnectArgs {
@@ -107,6 +117,7 @@ impl ConnectArgs {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
+            inbox_prefix: "_INBOX".into(),
         }
     }
 }

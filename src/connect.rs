@@ -144,6 +144,7 @@ pub async fn secured(
             .await
             .with_context(|| format!("cannot read the credentials file {}", creds.display()))?;
     }
+    options = options.custom_inbox_prefix(&args.inbox_prefix);
     if let (Some(user), Some(password)) = (&args.user, &args.password) {
         options = options.user_and_password(user.clone(), password.clone());
     }

@@ -52,6 +52,7 @@ async fn client_as(url: &str, user: &str) -> (Client, UnboundedReceiver<String>)
     let (tx, errors) = unbounded_channel();
     let client = ConnectOptions::new()
         .user_and_password(user.into(), password(user).into())
+        .custom_inbox_prefix(format!("_INBOX_{user}"))
         .event_callback(move |event| {
             let tx = tx.clone();
             async move {
@@ -162,6 +163,11 @@ async fn each_role_can_do_its_job_and_is_refused_the_rest() {
     // Nobody but the processor may answer the service.
     let _fake = dashboard.subscribe("sessions.get").await.unwrap();
     refused(&mut dashboard_errors, "subscription", "sessions.get").await;
+    // Nor read another role's replies.
+    for inbox in ["_INBOX.>", "_INBOX_ops.>"] {
+        let _snoop = dashboard.subscribe(inbox).await.unwrap();
+        refused(&mut dashboard_errors, "subscription", inbox).await;
+    }
 
     // Ops: deletes; does not publish data or answer the service.
     for subject in [format!("session.{id}.telemetry")] {
@@ -190,6 +196,8 @@ async fn each_role_can_do_its_job_and_is_refused_the_rest() {
         "ops",
         "--password",
         password("ops"),
+        "--inbox-prefix",
+        "_INBOX_ops",
     ])
     .await;
     assert_eq!(code, 0, "{stderr}");
