@@ -26,9 +26,6 @@ use std::time::Duration;
 use async_nats::service::{Request, Service, ServiceExt};
 use async_nats::{Client, HeaderMap, Message, Subscriber};
 use futures::stream::{BoxStream, SelectAll};
-
-/// Setup and telemetry frames, as they arrive.
-type DataStream = futures::stream::Select<Subscriber, Subscriber>;
 use futures::{FutureExt, StreamExt};
 
 use crate::app::{Announcement, App, Limits};
@@ -48,6 +45,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// for a JetStream cluster to elect new leaders after losing a node. (systemd's
 /// TimeoutStopSec in deploy/ leaves room for it.)
 const FINAL_FLUSH_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Setup and telemetry frames, as they arrive.
+type DataStream = futures::stream::Select<Subscriber, Subscriber>;
 
 /// How many frames the processor's client buffers per subscription by default
 /// (`--ingest-buffer`): about a second of the most this machine ingests, so a

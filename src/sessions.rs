@@ -6,8 +6,9 @@
 //! bumps, it is never held across an `.await`, and documents are rendered from a
 //! [`Snapshot`] after the lock is released.
 //!
-//! Frames are stored as the `Bytes` the broker delivered: storing a frame is a
-//! refcount bump, and a snapshot returns the frame exactly as the monitor sent it.
+//! Frames are stored as `Bytes` holding exactly the bytes the monitor sent (the
+//! data path copies them out of the client's read buffer once): a snapshot is a
+//! refcount bump per frame, and returns each frame byte for byte.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -511,7 +511,7 @@ struct Persister {
 
 /// How long storage has been refusing write-behind flushes. A JetStream cluster
 /// that lost a stream leader's node answers "no stream found" until it has elected
-/// a new leader (about 5 s on this machine); a broker outage lasts longer. Either
+/// a new leader (5–9 s in tests/cluster.rs); a broker outage lasts longer. Either
 /// way the changes stay dirty in memory and are retried on every tick, so this
 /// only decides what to log: the start, a reminder every 30 s, and the end.
 #[derive(Default)]
