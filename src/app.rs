@@ -40,6 +40,10 @@ pub struct App {
     pub sessions: Sessions,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// Issues each new session's credentials, when the broker runs in operator
+    /// mode and the processor was given a signing key (`--issuer-*`). Set once,
+    /// before the processor serves.
+    pub issuer: std::sync::OnceLock<crate::credentials::Issuer>,
 }
 
 impl App {
@@ -48,6 +52,7 @@ impl App {
             sessions: Sessions::new(limits.max_sessions),
             metrics: Metrics::default(),
             limits,
+            issuer: std::sync::OnceLock::new(),
         }
     }
 }

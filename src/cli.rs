@@ -139,6 +139,13 @@ pub struct ServeArgs {
     /// sessions.create answers 429 with how long to wait. 0: no limit.
     #[arg(long, env = "PADDOCK_CREATE_LIMIT", default_value_t = Limits::default().creates_per_minute)]
     pub create_limit: u32,
+    /// Issue per-session credentials at sessions.create (broker in operator mode,
+    /// docs/SECURITY.md): the public key (A…) of paddock's account ...
+    #[arg(long, env = "PADDOCK_ISSUER_ACCOUNT", requires = "issuer_signing_seed")]
+    pub issuer_account: Option<String>,
+    /// ... and a file holding the seed (SA…) of one of that account's signing keys.
+    #[arg(long, env = "PADDOCK_ISSUER_SIGNING_SEED", requires = "issuer_account")]
+    pub issuer_signing_seed: Option<PathBuf>,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
     pub max_sessions: usize,
@@ -174,6 +181,18 @@ impl ServeArgs {
             max_sessions: self.max_sessions,
             creates_per_minute: self.create_limit,
         }
+    }
+
+    /// The credentials issuer, when `--issuer-account` and `--issuer-signing-seed`
+    /// are given.
+    pub fn issuer(&self) -> anyhow::Result<Option<crate::credentials::Issuer>> {
+        use anyhow::Context;
+        let (Some(account), Some(seed)) = (&self.issuer_account, &self.issuer_signing_seed) else {
+            return Ok(None);
+        };
+        let seed = std::fs::read_to_string(seed)
+            .with_context(|| format!("cannot read the signing seed {}", seed.display()))?;
+        crate::credentials::Issuer::new(account, &seed).map(Some)
     }
 
     pub fn lifecycle(&self) -> Lifecycle {

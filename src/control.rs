@@ -13,6 +13,9 @@ use crate::payload::validate_object;
 use crate::sessions::{Ended, SessionError, format_time};
 use crate::subjects::{self, Event};
 
+/// How long issued session credentials are good for.
+const CREDENTIALS_TTL_S: i64 = 48 * 3600;
+
 /// A successful reply, what must be stored before it is sent, and what to announce
 /// once it is.
 #[derive(Debug)]
@@ -96,7 +99,8 @@ impl App {
         }
     }
 
-    /// `sessions.create`: `{}` or an empty body → the new session document.
+    /// `sessions.create`: `{}` or an empty body → the new session document, with
+    /// its credentials when this processor issues them.
     fn create(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         self.optional_object(body)?;
         let snapshot = self.sessions.create()?;
@@ -104,8 +108,24 @@ impl App {
             .sessions_created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(session_id = %snapshot.session_id, via = "request", "session created");
+        let body = match self.issuer.get() {
+            None => snapshot.to_json().into(),
+            Some(issuer) => {
+                // Good for two days: past any race, and a leaked one goes stale.
+                let expires = snapshot.created_at.timestamp() + CREDENTIALS_TTL_S;
+                let credentials = issuer
+                    .for_session(&snapshot.session_id, Some(expires))
+                    .map_err(|e| {
+                        ServiceError::Unavailable(format!("cannot issue credentials: {e}"))
+                    })?;
+                let mut doc: serde_json::Value = serde_json::from_slice(&snapshot.to_json())
+                    .expect("a session document is JSON");
+                doc["credentials"] = serde_json::json!(credentials);
+                doc.to_string().into()
+            }
+        };
         Ok(Reply {
-            body: snapshot.to_json().into(),
+            body,
             persist: Some(PersistAction::Session(snapshot.session_id)),
             announce: Some(Announcement::new(
                 snapshot.session_id,

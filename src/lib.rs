@@ -27,6 +27,7 @@ pub mod cli;
 pub mod client;
 pub mod connect;
 pub mod control;
+pub mod credentials;
 pub mod demo;
 pub mod error;
 pub mod id;
@@ -66,6 +67,9 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot connect to NATS at {}", args.connect.nats_url))?;
     let store = args.store_config();
+    let issuer = args
+        .issuer()
+        .context("--issuer-account/--issuer-signing-seed")?;
     let processor = tokio::select! {
         started = Processor::start(client, args.limits(), &store, args.lifecycle()) => {
             started.context("cannot start the processor")?
@@ -75,6 +79,13 @@ pub async fn serve(
             return Ok(());
         }
     };
+    if let Some(issuer) = issuer {
+        tracing::info!(
+            ?issuer,
+            "issuing per-session credentials at sessions.create"
+        );
+        let _ = processor.app().issuer.set(issuer);
+    }
     // The loop runs as a task on a runtime worker, not on this (the main) thread:
     // the client's connection task also runs on the workers, and handing frames
     // between two workers, which tokio keeps busy, is cheaper than waking the

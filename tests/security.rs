@@ -6,9 +6,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions};
 use support::*;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const ROLES: [(&str, &str); 4] = [
     ("processor", "processor-secret"),
@@ -49,36 +49,16 @@ fn roles_config() -> PathBuf {
 /// A client of `user`, and the errors the server reports to it (a refused
 /// publish or subscribe arrives only this way).
 async fn client_as(url: &str, user: &str) -> (Client, UnboundedReceiver<String>) {
-    let (tx, errors) = unbounded_channel();
-    let client = ConnectOptions::new()
-        .user_and_password(user.into(), password(user).into())
-        .custom_inbox_prefix(format!("_INBOX_{user}"))
-        .event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                if let Event::ServerError(e) = event {
-                    let _ = tx.send(e.to_string().to_lowercase());
-                }
-            }
-        })
+    let (options, errors) = reporting_errors(
+        ConnectOptions::new()
+            .user_and_password(user.into(), password(user).into())
+            .custom_inbox_prefix(format!("_INBOX_{user}")),
+    );
+    let client = options
         .connect(url)
         .await
         .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"));
     (client, errors)
-}
-
-/// The next server error names a permissions violation for `what` on `subject`.
-async fn refused(errors: &mut UnboundedReceiver<String>, what: &str, subject: &str) {
-    let error = tokio::time::timeout(Duration::from_secs(5), errors.recv())
-        .await
-        .unwrap_or_else(|_| panic!("{what} to {subject} was not refused"))
-        .unwrap();
-    assert!(
-        error.contains("permissions violation")
-            && error.contains(what)
-            && error.contains(&subject.to_lowercase()),
-        "{error}"
-    );
 }
 
 fn serve_as_processor(url: &str) -> Running {

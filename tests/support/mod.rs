@@ -677,3 +677,42 @@ pub fn is_rfc3339_utc(v: &Value) -> bool {
         chrono::DateTime::parse_from_rfc3339(s).is_ok_and(|t| t.offset().local_minus_utc() == 0)
     })
 }
+
+/// Connection options that pass on the errors the server reports to the client
+/// (a refused publish or subscribe arrives only this way), lower-cased.
+pub fn reporting_errors(
+    options: async_nats::ConnectOptions,
+) -> (
+    async_nats::ConnectOptions,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, errors) = tokio::sync::mpsc::unbounded_channel();
+    let options = options.event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = event {
+                let _ = tx.send(e.to_string().to_lowercase());
+            }
+        }
+    });
+    (options, errors)
+}
+
+/// The next server error names a permissions violation for `what` ("publish" or
+/// "subscription") on `subject`.
+pub async fn refused(
+    errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    what: &str,
+    subject: &str,
+) {
+    let error = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what} to {subject} was not refused"))
+        .unwrap();
+    assert!(
+        error.contains("permissions violation")
+            && error.contains(what)
+            && error.contains(&subject.to_lowercase()),
+        "{error}"
+    );
+}
