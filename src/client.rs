@@ -105,9 +105,17 @@ impl SessionsClient {
         self.request(subjects::CREATE, Value::Null).await
     }
 
+    /// A session's document, asked on `sessions.get.<id>` (what per-session
+    /// credentials allow); an id that is not one goes in a body, for the server's
+    /// 400.
     pub async fn get(&self, id: &str) -> Result<Value, ClientError> {
-        self.request(subjects::GET, serde_json::json!({ "session_id": id }))
-            .await
+        match crate::id::SessionId::parse(id) {
+            Ok(id) => self.request_raw(subjects::get_one(&id), Bytes::new()).await,
+            Err(_) => {
+                self.request(subjects::GET, serde_json::json!({ "session_id": id }))
+                    .await
+            }
+        }
     }
 
     pub async fn delete(&self, id: &str) -> Result<Value, ClientError> {

@@ -85,7 +85,7 @@ impl Issuer {
         let dashboard = self.user(
             &format!("dashboard {id}"),
             json!({
-                "pub": { "allow": [subjects::control(subjects::GET)] },
+                "pub": { "allow": [subjects::get_one(id)] },
                 "sub": { "allow": [subjects::session_wildcard(id), inbox] },
             }),
             expires,
@@ -193,6 +193,10 @@ mod tests {
             ])
         );
         let dashboard = claims_of(&creds.dashboard);
+        assert_eq!(
+            dashboard["nats"]["pub"]["allow"],
+            json!([format!("sessions.get.{id}")])
+        );
         assert_eq!(
             dashboard["nats"]["sub"]["allow"],
             json!([format!("session.{id}.>"), format!("_INBOX_{id}.>")])

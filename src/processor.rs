@@ -162,6 +162,13 @@ impl Processor {
             let endpoint = group.endpoint(name).await.map_err(StartError::Service)?;
             control.push(endpoint.map(move |request| (name, request)).boxed());
         }
+        let get_one = group
+            .endpoint_builder()
+            .name("get-one")
+            .add(subjects::GET_ONE)
+            .await
+            .map_err(StartError::Service)?;
+        control.push(get_one.map(|request| (subjects::GET_ONE, request)).boxed());
 
         // Data subscriptions take no queue group: every processor sees every frame.
         let subscribe = |subject: &'static str| {
@@ -390,8 +397,16 @@ impl Ctx {
     }
 
     async fn respond(&self, name: &'static str, request: Request) {
+        // `sessions.get.<id>` is `sessions.get` with the id as the body.
+        let (name, body): (&str, &[u8]) = if name == subjects::GET_ONE {
+            let subject = request.message.subject.as_str();
+            let id = subject.rsplit_once('.').map_or("", |(_, id)| id);
+            (subjects::GET, id.as_bytes())
+        } else {
+            (name, &request.message.payload)
+        };
         let mut result = match self.admit(name, &request) {
-            Ok(()) => self.app.handle_control(name, &request.message.payload),
+            Ok(()) => self.app.handle_control(name, body),
             Err(e) => Err(e),
         };
         // Read your writes across processors: a session another processor created
@@ -401,7 +416,7 @@ impl Ctx {
             && let Some(snapshot) = self.storage.lookup(*id).await
         {
             self.app.sessions.adopt(snapshot);
-            result = self.app.handle_control(name, &request.message.payload);
+            result = self.app.handle_control(name, body);
         }
         // A create or delete is answered only once storage has it.
         if let Ok(reply) = &result

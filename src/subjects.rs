@@ -27,6 +27,15 @@ pub const STATS: &str = "stats";
 pub const ARCHIVE_LIST: &str = "archive.list";
 pub const ARCHIVE_GET: &str = "archive.get";
 
+/// `sessions.get.<id>`: the same as `sessions.get`, with the id in the subject, so
+/// that broker permissions can allow one session's snapshot and no other.
+pub const GET_ONE: &str = "get.*";
+
+/// `sessions.get.<id>`.
+pub fn get_one(id: &SessionId) -> String {
+    format!("{CONTROL_PREFIX}.{GET}.{id}")
+}
+
 /// Every endpoint, in the order `$SRV.INFO` lists them.
 pub const ENDPOINTS: [&str; 7] = [CREATE, GET, LIST, DELETE, STATS, ARCHIVE_LIST, ARCHIVE_GET];
 

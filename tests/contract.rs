@@ -190,6 +190,7 @@ async fn the_service_is_discoverable_through_srv_subjects() {
             "sessions.create",
             "sessions.delete",
             "sessions.get",
+            "sessions.get.*",
             "sessions.list",
             "sessions.stats"
         ]
@@ -325,4 +326,18 @@ async fn list_pages_through_thousands_of_sessions_within_the_broker_limit() {
         }
     }
     assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn a_snapshot_can_be_asked_with_the_id_in_the_subject() {
+    let app = spawn_app().await;
+    let id = app.new_session().await;
+    let doc = app.request(&format!("sessions.get.{id}"), "").await.ok();
+    assert_eq!(doc["session_id"], id.as_str());
+    let unknown = app
+        .request(&format!("sessions.get.{}", uuid::Uuid::new_v4()), "")
+        .await;
+    assert_eq!(unknown.code, Some(404));
+    let malformed = app.request("sessions.get.not-an-id", "").await;
+    assert_eq!(malformed.code, Some(400));
 }

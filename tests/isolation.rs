@@ -216,7 +216,7 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
         .unwrap();
     let doc: Value = serde_json::from_slice(
         &dashboard
-            .request("sessions.get", id_body(mine).into())
+            .request(format!("sessions.get.{mine}"), "".into())
             .await
             .unwrap()
             .payload,
@@ -232,9 +232,18 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
         message.subject.as_str(),
         format!("session.{mine}.telemetry")
     );
-    for subject in ["sessions.list", "sessions.delete"] {
-        dashboard.publish(subject, "{}".into()).await.unwrap();
-        refused(&mut dashboard_errors, "publish", subject).await;
+    // Snapshots of its own session only: by subject, which the broker can check.
+    for subject in [
+        format!("sessions.get.{theirs}"),
+        "sessions.get".to_string(),
+        "sessions.list".to_string(),
+        "sessions.delete".to_string(),
+    ] {
+        dashboard
+            .publish(subject.clone(), id_body(theirs).into())
+            .await
+            .unwrap();
+        refused(&mut dashboard_errors, "publish", &subject).await;
     }
     let _snoop = dashboard.subscribe("_INBOX.>").await.unwrap();
     refused(&mut dashboard_errors, "subscription", "_INBOX.>").await;
