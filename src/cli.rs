@@ -38,6 +38,9 @@ pub enum Command {
     /// Measure paddock beside raw NATS and a JetStream KV bucket, in one run,
     /// against a broker and a processor it starts itself (docs/BENCHMARKS.md).
     Bench(BenchArgs),
+    /// Set up per-session access (docs/SECURITY.md): `paddock auth init --out DIR`
+    /// writes a broker configuration in operator mode and paddock's credentials.
+    Auth(AuthArgs),
     /// The fixed workload `bench` counts instructions of, under callgrind.
     #[command(hide = true)]
     BenchHotpath(HotpathArgs),
@@ -53,6 +56,7 @@ impl Command {
             | Command::Monitor(_)
             | Command::Watch(_)
             | Command::Bench(_)
+            | Command::Auth(_)
             | Command::BenchHotpath(_) => "warn",
         }
     }
@@ -247,6 +251,13 @@ pub struct SessionsArgs {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum SessionsCommand {
+    /// A new session; prints its id. When the processor issues per-session
+    /// credentials, they are written into --credentials-dir as
+    /// <id>-monitor.creds and <id>-dashboard.creds.
+    Create {
+        #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
+        credentials_dir: PathBuf,
+    },
     /// Every live session, oldest first.
     List,
     /// One session: setup, latest telemetry, statistics.
@@ -413,4 +424,23 @@ pub struct HotpathArgs {
     /// small (0.5 KB) or rich (1.5 KB).
     #[arg(long, default_value = "small")]
     pub frame: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    #[command(subcommand)]
+    pub command: AuthCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AuthCommand {
+    /// Make a new operator, system account and paddock account, and write into
+    /// DIR: nats-operator.conf (include it from the broker's configuration),
+    /// issuer.account and issuer.seed (the processor's --issuer-account and
+    /// --issuer-signing-seed), processor.creds, ops.creds and creator.creds.
+    Init {
+        /// Where to write; created if missing. Keep it private: it holds seeds.
+        #[arg(long, env = "PADDOCK_AUTH_DIR")]
+        out: PathBuf,
+    },
 }

@@ -135,6 +135,200 @@ impl Issuer {
     }
 }
 
+/// A new operator-mode setup for one paddock deployment: an operator, a system
+/// account, and paddock's account (JetStream enabled) with a signing key for the
+/// processor to issue session credentials with; and the users paddock needs.
+/// `paddock auth init` writes it out (see [`OperatorSetup::write`]).
+pub struct OperatorSetup {
+    operator: KeyPair,
+    system: KeyPair,
+    pub account: KeyPair,
+    pub signing: KeyPair,
+}
+
+impl Default for OperatorSetup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OperatorSetup {
+    pub fn new() -> Self {
+        OperatorSetup {
+            operator: KeyPair::new_operator(),
+            system: KeyPair::new_account(),
+            account: KeyPair::new_account(),
+            signing: KeyPair::new_account(),
+        }
+    }
+
+    pub fn issuer(&self) -> anyhow::Result<Issuer> {
+        let seed = self
+            .signing
+            .seed()
+            .map_err(|e| anyhow::anyhow!("cannot encode a seed: {e}"))?;
+        Issuer::new(&self.account.public_key(), &seed)
+    }
+
+    /// The nats-server configuration that trusts this operator and preloads both
+    /// accounts (a memory resolver: accounts change only with this file).
+    pub fn server_config(&self) -> anyhow::Result<String> {
+        let unlimited = json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+        });
+        let mut with_jetstream = unlimited.clone();
+        for key in ["mem_storage", "disk_storage", "streams", "consumer"] {
+            with_jetstream[key] = (-1).into();
+        }
+        let operator = encode(
+            &self.claims(
+                &self.operator,
+                "paddock operator",
+                json!({"type": "operator", "version": 2,
+                       "system_account": self.system.public_key()}),
+            ),
+            &self.operator,
+        )?;
+        let system = encode(
+            &self.claims(
+                &self.system,
+                "SYS",
+                json!({"limits": unlimited, "type": "account", "version": 2}),
+            ),
+            &self.operator,
+        )?;
+        let account = encode(
+            &self.claims(
+                &self.account,
+                "paddock",
+                json!({
+                    "limits": with_jetstream,
+                    "signing_keys": [self.signing.public_key()],
+                    "default_permissions": {"pub": {}, "sub": {}},
+                    "type": "account",
+                    "version": 2,
+                }),
+            ),
+            &self.operator,
+        )?;
+        Ok(format!(
+            "# Written by `paddock auth init`: trust paddock's operator, preload its\n\
+             # accounts. Include it from the server's configuration.\n\
+             operator: \"{operator}\"\n\
+             system_account: {sys}\n\
+             resolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: \"{system}\"\n  {acc}: \"{account}\"\n}}\n",
+            sys = self.system.public_key(),
+            acc = self.account.public_key(),
+        ))
+    }
+
+    fn claims(&self, subject: &KeyPair, name: &str, nats: Value) -> Value {
+        json!({
+            "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+            "iat": chrono::Utc::now().timestamp(),
+            "iss": self.operator.public_key(),
+            "name": name,
+            "sub": subject.public_key(),
+            "nats": nats,
+        })
+    }
+
+    /// Writes into `dir`: `nats-operator.conf` (for the broker), `issuer.account`
+    /// and `issuer.seed` (for the processor's `--issuer-*`), and one `.creds` per
+    /// standing user: `processor` (unrestricted in the account), `ops` (the ops
+    /// role), `creator` (may only create sessions: what a team's tool holds to get
+    /// each session's credentials). Seeds are written readable by the owner only.
+    pub fn write(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let issuer = self.issuer()?;
+        let files = [
+            ("nats-operator.conf", self.server_config()?),
+            ("issuer.account", format!("{}\n", self.account.public_key())),
+            (
+                "issuer.seed",
+                self.signing
+                    .seed()
+                    .map_err(|e| anyhow::anyhow!("cannot encode a seed: {e}"))?,
+            ),
+            (
+                "processor.creds",
+                issuer.user("processor", json!({}), None)?,
+            ),
+            ("ops.creds", issuer.user("ops", ops_permissions(), None)?),
+            (
+                "creator.creds",
+                issuer.user("creator", creator_permissions(), None)?,
+            ),
+        ];
+        for (name, content) in files {
+            let path = dir.join(name);
+            // The broker's configuration and the account's public key hold no
+            // secret (JWTs are public), and the broker may run as another user.
+            let written = if name.ends_with(".conf") || name.ends_with(".account") {
+                std::fs::write(&path, &content)
+            } else {
+                write_private(&path, &content)
+            };
+            written.with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The ops role of deploy/security/roles.conf, as JWT permissions.
+fn ops_permissions() -> Value {
+    json!({
+        "pub": { "allow": ["sessions.get", "sessions.get.*", "sessions.list", "sessions.stats",
+                           "sessions.archive.>", "sessions.delete", "$SRV.>"] },
+        "sub": { "allow": ["session.*.>", "sessions.events.>", "_INBOX_ops.>"] },
+    })
+}
+
+/// Create sessions (and so receive their credentials), nothing else.
+fn creator_permissions() -> Value {
+    json!({
+        "pub": { "allow": [subjects::control(subjects::CREATE)] },
+        "sub": { "allow": ["_INBOX_creator.>"] },
+    })
+}
+
+/// Writes a file only its owner may read (seeds, credentials).
+pub fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())
+}
+
+/// `paddock auth …`.
+pub fn run(args: &crate::cli::AuthArgs) -> anyhow::Result<()> {
+    match &args.command {
+        crate::cli::AuthCommand::Init { out } => {
+            let setup = OperatorSetup::new();
+            setup.write(out)?;
+            println!(
+                "wrote {dir}/: nats-operator.conf, issuer.account, issuer.seed, \
+                 processor.creds, ops.creds, creator.creds\n\
+                 broker:    include {dir}/nats-operator.conf from its configuration (JetStream on)\n\
+                 processor: paddock serve --creds {dir}/processor.creds \\\n           \
+                 --issuer-account {account} --issuer-signing-seed {dir}/issuer.seed\n\
+                 ops:       paddock sessions list --creds {dir}/ops.creds --inbox-prefix _INBOX_ops",
+                dir = out.display(),
+                account = setup.account.public_key(),
+            );
+            Ok(())
+        }
+    }
+}
+
 /// The inbox prefix of one session's credentials.
 pub fn inbox_prefix(id: &SessionId) -> String {
     format!("_INBOX_{id}")

@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
         Command::Monitor(args) => paddock::monitor::run(args, shutdown::signal()).await,
         Command::Watch(args) => paddock::watch::run(args, shutdown::signal()).await,
         Command::Bench(args) => paddock::bench::run(args).await,
+        Command::Auth(args) => paddock::credentials::run(args),
         Command::BenchHotpath(args) => paddock::bench::hotpath(args.frames, args.frame == "rich"),
     };
     match result {

@@ -18,6 +18,14 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
         .with_context(|| format!("no NATS broker is reachable at {url}"))?;
     let client = SessionsClient::new(nats, url.clone(), args.timeout);
     let out = match &args.command {
+        SessionsCommand::Create { credentials_dir } => {
+            let doc = client.create().await?;
+            if args.json {
+                pretty(&doc)
+            } else {
+                created_text(&doc, credentials_dir)?
+            }
+        }
         SessionsCommand::List => {
             let rows = client.list_all().await?;
             if args.json {
@@ -202,6 +210,34 @@ fn time_and_age(v: &Value, now: DateTime<Utc>) -> String {
         t.format("%Y-%m-%d %H:%M:%S"),
         crate::watch::ui::format_age(age)
     )
+}
+
+/// The new session's id, and where its credentials went, if it has any.
+fn created_text(doc: &Value, dir: &std::path::Path) -> anyhow::Result<String> {
+    let id = doc["session_id"]
+        .as_str()
+        .context("the processor sent no session id")?;
+    let mut out = format!("{id}\n");
+    let creds = &doc["credentials"];
+    if creds.is_object() {
+        let inbox = creds["inbox_prefix"].as_str().unwrap_or("_INBOX");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for role in ["monitor", "dashboard"] {
+            let path = dir.join(format!("{id}-{role}.creds"));
+            let text = creds[role].as_str().context("incomplete credentials")?;
+            crate::credentials::write_private(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            let command = match role {
+                "monitor" => format!("paddock monitor --session {id}"),
+                _ => format!("paddock watch {id}"),
+            };
+            out.push_str(&format!(
+                "{role}: {command} --creds {} --inbox-prefix {inbox}\n",
+                path.display()
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Left-aligned columns separated by two spaces.

@@ -36,6 +36,19 @@ async fn sessions_list_prints_a_table_and_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_create_prints_the_new_id() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let (code, out, err) = run_paddock(&["sessions", "create", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    // Without per-session credentials, the id alone (scripts read one line).
+    let id = out.trim();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let doc = app.get(id).await.ok();
+    assert_eq!(doc["session_id"], id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_get_delete_and_stats() {
     let app = spawn_app().await;
     let id = app.new_session().await;

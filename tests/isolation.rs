@@ -4,122 +4,12 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions};
-use nkeys::KeyPair;
-use paddock::credentials::{Issuer, encode};
 use serde_json::{Value, json};
 use support::*;
 use tokio::sync::mpsc::UnboundedReceiver;
-
-/// An operator, a system account and paddock's account (with a signing key the
-/// processor issues users with), preloaded into a broker configuration.
-struct Operator {
-    dir: PathBuf,
-    account: KeyPair,
-    signing: KeyPair,
-}
-
-impl Operator {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "paddock-operator-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let operator = KeyPair::new_operator();
-        let system = KeyPair::new_account();
-        let account = KeyPair::new_account();
-        let signing = KeyPair::new_account();
-        let claims = |iss: &KeyPair, sub: &KeyPair, name: &str, nats: Value| {
-            json!({
-                "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
-                "iat": chrono::Utc::now().timestamp(),
-                "iss": iss.public_key(),
-                "name": name,
-                "sub": sub.public_key(),
-                "nats": nats,
-            })
-        };
-        let unlimited = json!({
-            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
-            "wildcards": true, "conn": -1, "leaf": -1,
-        });
-        let mut with_jetstream = unlimited.clone();
-        for key in ["mem_storage", "disk_storage", "streams", "consumer"] {
-            with_jetstream[key] = (-1).into();
-        }
-        let operator_jwt = encode(
-            &claims(
-                &operator,
-                &operator,
-                "paddock-test",
-                json!({"type": "operator", "version": 2, "system_account": system.public_key()}),
-            ),
-            &operator,
-        )
-        .unwrap();
-        let system_jwt = encode(
-            &claims(
-                &operator,
-                &system,
-                "SYS",
-                json!({"limits": unlimited, "type": "account", "version": 2}),
-            ),
-            &operator,
-        )
-        .unwrap();
-        let account_jwt = encode(
-            &claims(
-                &operator,
-                &account,
-                "paddock",
-                json!({
-                    "limits": with_jetstream,
-                    "signing_keys": [signing.public_key()],
-                    "default_permissions": {"pub": {}, "sub": {}},
-                    "type": "account",
-                    "version": 2,
-                }),
-            ),
-            &operator,
-        )
-        .unwrap();
-        let config = format!(
-            "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
-             resolver_preload: {{\n  {sys}: \"{system_jwt}\"\n  {acc}: \"{account_jwt}\"\n}}\n",
-            sys = system.public_key(),
-            acc = account.public_key(),
-        );
-        std::fs::write(dir.join("server.conf"), config).unwrap();
-        std::fs::write(dir.join("signing.seed"), signing.seed().unwrap()).unwrap();
-        Operator {
-            dir,
-            account,
-            signing,
-        }
-    }
-
-    fn config(&self) -> String {
-        self.dir.join("server.conf").to_str().unwrap().to_string()
-    }
-
-    fn issuer(&self) -> Issuer {
-        Issuer::new(&self.account.public_key(), &self.signing.seed().unwrap()).unwrap()
-    }
-
-    /// A user of paddock's account with no restriction (the processor, ops), as a
-    /// .creds file.
-    fn admin_creds(&self, name: &str) -> String {
-        let creds = self.issuer().user(name, json!({}), None).unwrap();
-        let path = self.dir.join(format!("{name}.creds"));
-        std::fs::write(&path, creds).unwrap();
-        path.to_str().unwrap().to_string()
-    }
-}
 
 /// A client with `creds` (a .creds document) reading replies under `inbox`, and
 /// the errors the server reports to it.
@@ -138,37 +28,89 @@ async fn client_with(url: &str, creds: &str, inbox: &str) -> (Client, UnboundedR
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
-    let operator = Operator::new();
-    let server = NatsServer::start_with(&["-c", &operator.config()]);
+    // The production setup, as docs/SECURITY.md says to make it.
+    let dir = std::env::temp_dir().join(format!(
+        "paddock-auth-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let out = dir.to_str().unwrap().to_string();
+    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(dir.join("server.conf"), "include ./nats-operator.conf\n").unwrap();
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let server = NatsServer::start_with(&["-c", &path("server.conf")]);
     let url = server.url();
+    let account = std::fs::read_to_string(dir.join("issuer.account")).unwrap();
     let processor = Running::spawn(&[
         "serve",
         "--nats-url",
         &url,
         "--creds",
-        &operator.admin_creds("processor"),
+        &path("processor.creds"),
         "--issuer-account",
-        &operator.account.public_key(),
+        account.trim(),
         "--issuer-signing-seed",
-        operator.dir.join("signing.seed").to_str().unwrap(),
+        &path("issuer.seed"),
     ]);
-    let admin = ConnectOptions::with_credentials_file(operator.admin_creds("ops"))
-        .await
-        .unwrap()
-        .connect(&url)
-        .await
-        .unwrap();
-    wait_for_processors(&admin, 1).await;
+    let (ops, _) = client_with(
+        &url,
+        &std::fs::read_to_string(dir.join("ops.creds")).unwrap(),
+        "_INBOX_ops",
+    )
+    .await;
+    wait_for_processors(&ops, 1).await;
 
-    // Two sessions; the create reply carries each one's credentials.
+    // Two sessions, created with the creator's credentials; the command saves
+    // each one's credentials and says how to use them.
     let mut sessions = Vec::new();
     for _ in 0..2 {
-        let doc = ask(&admin, "sessions.create", String::new()).await.ok();
-        let id = doc["session_id"].as_str().unwrap().to_string();
-        let creds = &doc["credentials"];
-        assert_eq!(creds["inbox_prefix"], format!("_INBOX_{id}"));
-        sessions.push((id, creds.clone()));
+        let (code, stdout, stderr) = run_paddock(&[
+            "sessions",
+            "create",
+            "--nats-url",
+            &url,
+            "--creds",
+            &path("creator.creds"),
+            "--inbox-prefix",
+            "_INBOX_creator",
+            "--credentials-dir",
+            &out,
+        ])
+        .await;
+        assert_eq!(code, 0, "{stderr}");
+        let id = stdout.lines().next().unwrap().to_string();
+        assert!(
+            stdout.contains(&format!("--inbox-prefix _INBOX_{id}")),
+            "{stdout}"
+        );
+        let creds = json!({
+            "monitor": std::fs::read_to_string(dir.join(format!("{id}-monitor.creds"))).unwrap(),
+            "dashboard": std::fs::read_to_string(dir.join(format!("{id}-dashboard.creds"))).unwrap(),
+            "inbox_prefix": format!("_INBOX_{id}"),
+        });
+        sessions.push((id, creds));
     }
+    // The creator creates, and that is all.
+    let (creator, mut creator_errors) = client_with(
+        &url,
+        &std::fs::read_to_string(dir.join("creator.creds")).unwrap(),
+        "_INBOX_creator",
+    )
+    .await;
+    creator
+        .publish(
+            format!("session.{}.telemetry", sessions[0].0),
+            frame(1).into(),
+        )
+        .await
+        .unwrap();
+    refused(
+        &mut creator_errors,
+        "publish",
+        &format!("session.{}.telemetry", sessions[0].0),
+    )
+    .await;
     let (mine, creds) = &sessions[0];
     let (theirs, _) = &sessions[1];
     let inbox = creds["inbox_prefix"].as_str().unwrap();
@@ -250,12 +192,10 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
 
     // The commands work with the issued credentials alone: a monitor streaming
     // into its session, and the race engineer's view of it.
-    let file = |role: &str| {
-        let path = operator.dir.join(format!("{mine}-{role}.creds"));
-        std::fs::write(&path, creds[role].as_str().unwrap()).unwrap();
-        path.to_str().unwrap().to_string()
-    };
-    let (monitor_creds, dashboard_creds) = (file("monitor"), file("dashboard"));
+    let (monitor_creds, dashboard_creds) = (
+        path(&format!("{mine}-monitor.creds")),
+        path(&format!("{mine}-dashboard.creds")),
+    );
     let watch = Running::spawn(&[
         "watch",
         mine,
