@@ -116,22 +116,12 @@ impl Issuer {
         if let (Some(nats), Some(permissions)) = (nats.as_object_mut(), permissions.as_object()) {
             nats.extend(permissions.clone());
         }
-        let mut claims = json!({
-            "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
-            "iat": chrono::Utc::now().timestamp(),
-            "iss": self.signing.public_key(),
-            "name": name,
-            "sub": user.public_key(),
-            "nats": nats,
-        });
+        let mut claims = claims(&self.signing, &user, name, nats);
         if let Some(exp) = expires {
             claims["exp"] = exp.into();
         }
         let jwt = encode(&claims, &self.signing)?;
-        let seed = user
-            .seed()
-            .map_err(|e| anyhow::anyhow!("cannot encode a user seed: {e}"))?;
-        Ok(creds(&jwt, &seed))
+        Ok(creds(&jwt, &seed_of(&user)?))
     }
 }
 
@@ -163,11 +153,7 @@ impl OperatorSetup {
     }
 
     pub fn issuer(&self) -> anyhow::Result<Issuer> {
-        let seed = self
-            .signing
-            .seed()
-            .map_err(|e| anyhow::anyhow!("cannot encode a seed: {e}"))?;
-        Issuer::new(&self.account.public_key(), &seed)
+        Issuer::new(&self.account.public_key(), &seed_of(&self.signing)?)
     }
 
     /// The nats-server configuration that trusts this operator and preloads both
@@ -181,36 +167,30 @@ impl OperatorSetup {
         for key in ["mem_storage", "disk_storage", "streams", "consumer"] {
             with_jetstream[key] = (-1).into();
         }
-        let operator = encode(
-            &self.claims(
-                &self.operator,
-                "paddock operator",
-                json!({"type": "operator", "version": 2,
-                       "system_account": self.system.public_key()}),
-            ),
+        // The operator signs itself and both accounts.
+        let sign = |subject: &KeyPair, name: &str, nats: Value| {
+            encode(&claims(&self.operator, subject, name, nats), &self.operator)
+        };
+        let operator = sign(
             &self.operator,
+            "paddock operator",
+            json!({"type": "operator", "version": 2, "system_account": self.system.public_key()}),
         )?;
-        let system = encode(
-            &self.claims(
-                &self.system,
-                "SYS",
-                json!({"limits": unlimited, "type": "account", "version": 2}),
-            ),
-            &self.operator,
+        let system = sign(
+            &self.system,
+            "SYS",
+            json!({"limits": unlimited, "type": "account", "version": 2}),
         )?;
-        let account = encode(
-            &self.claims(
-                &self.account,
-                "paddock",
-                json!({
-                    "limits": with_jetstream,
-                    "signing_keys": [self.signing.public_key()],
-                    "default_permissions": {"pub": {}, "sub": {}},
-                    "type": "account",
-                    "version": 2,
-                }),
-            ),
-            &self.operator,
+        let account = sign(
+            &self.account,
+            "paddock",
+            json!({
+                "limits": with_jetstream,
+                "signing_keys": [self.signing.public_key()],
+                "default_permissions": {"pub": {}, "sub": {}},
+                "type": "account",
+                "version": 2,
+            }),
         )?;
         Ok(format!(
             "# Written by `paddock auth init`: trust paddock's operator, preload its\n\
@@ -222,17 +202,6 @@ impl OperatorSetup {
             sys = self.system.public_key(),
             acc = self.account.public_key(),
         ))
-    }
-
-    fn claims(&self, subject: &KeyPair, name: &str, nats: Value) -> Value {
-        json!({
-            "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
-            "iat": chrono::Utc::now().timestamp(),
-            "iss": self.operator.public_key(),
-            "name": name,
-            "sub": subject.public_key(),
-            "nats": nats,
-        })
     }
 
     /// Writes into `dir`: `nats-operator.conf` (for the broker), `issuer.account`
@@ -247,12 +216,7 @@ impl OperatorSetup {
         let files = [
             ("nats-operator.conf", self.server_config()?),
             ("issuer.account", format!("{}\n", self.account.public_key())),
-            (
-                "issuer.seed",
-                self.signing
-                    .seed()
-                    .map_err(|e| anyhow::anyhow!("cannot encode a seed: {e}"))?,
-            ),
+            ("issuer.seed", seed_of(&self.signing)?),
             (
                 "processor.creds",
                 issuer.user("processor", json!({}), None)?,
@@ -332,6 +296,24 @@ pub fn run(args: &crate::cli::AuthArgs) -> anyhow::Result<()> {
 /// The inbox prefix of one session's credentials.
 pub fn inbox_prefix(id: &SessionId) -> String {
     format!("_INBOX_{id}")
+}
+
+/// The claims every NATS JWT carries: issued now by `issuer`, about `subject`,
+/// with the type-specific `nats` part.
+fn claims(issuer: &KeyPair, subject: &KeyPair, name: &str, nats: Value) -> Value {
+    json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": chrono::Utc::now().timestamp(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject.public_key(),
+        "nats": nats,
+    })
+}
+
+fn seed_of(key: &KeyPair) -> anyhow::Result<String> {
+    key.seed()
+        .map_err(|e| anyhow::anyhow!("cannot encode a seed: {e}"))
 }
 
 /// Signs `claims` as a NATS JWT with `key`.

@@ -325,17 +325,11 @@ async fn follow_peers(
     loop {
         tokio::select! {
             Some(entry) = live.next() => {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(e) if watcher_closed(&e) => return,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "watching the live bucket");
-                        continue;
-                    }
+                let entry = match put(entry) {
+                    Watched::Put(entry) => entry,
+                    Watched::Skip => continue,
+                    Watched::Closed => return,
                 };
-                if entry.operation != kv::Operation::Put {
-                    continue;
-                }
                 if let Ok(snapshot) = Snapshot::from_json(&entry.value) {
                     let id = snapshot.session_id;
                     if app.sessions.adopt(snapshot) {
@@ -345,17 +339,11 @@ async fn follow_peers(
                 }
             }
             Some(entry) = archive.next() => {
-                let entry = match entry {
-                    Ok(entry) => entry,
-                    Err(e) if watcher_closed(&e) => return,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "watching the archive bucket");
-                        continue;
-                    }
+                let entry = match put(entry) {
+                    Watched::Put(entry) => entry,
+                    Watched::Skip => continue,
+                    Watched::Closed => return,
                 };
-                if entry.operation != kv::Operation::Put {
-                    continue;
-                }
                 let Ok(ended) = read_archived(&entry.value) else { continue };
                 let (id, reason) = (ended.last.session_id, ended.reason);
                 if app.sessions.adopt_end(ended) {
@@ -371,6 +359,28 @@ async fn follow_peers(
                 tracing::warn!("stopped following other processors' writes");
                 return;
             }
+        }
+    }
+}
+
+/// What a watcher handed over, for [`follow_peers`].
+enum Watched {
+    /// A value written: the only operation a peer's session changes arrive as.
+    Put(kv::Entry),
+    /// A delete or purge marker, or a transient error: nothing to do.
+    Skip,
+    /// The client is gone: stop watching.
+    Closed,
+}
+
+fn put(entry: Result<kv::Entry, kv::WatcherError>) -> Watched {
+    match entry {
+        Ok(entry) if entry.operation == kv::Operation::Put => Watched::Put(entry),
+        Ok(_) => Watched::Skip,
+        Err(e) if watcher_closed(&e) => Watched::Closed,
+        Err(e) => {
+            tracing::debug!(error = %e, "a bucket watcher erred; it goes on");
+            Watched::Skip
         }
     }
 }

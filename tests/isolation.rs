@@ -29,11 +29,7 @@ async fn client_with(url: &str, creds: &str, inbox: &str) -> (Client, UnboundedR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
     // The production setup, as docs/SECURITY.md says to make it.
-    let dir = std::env::temp_dir().join(format!(
-        "paddock-auth-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
+    let dir = fresh_dir("auth");
     let out = dir.to_str().unwrap().to_string();
     let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
     assert_eq!(code, 0, "{stderr}");

@@ -25,12 +25,7 @@ fn password(user: &str) -> &'static str {
 /// (the server would read them from its environment) and a configuration that
 /// includes it, as deploy/README.md says to.
 fn roles_config() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "paddock-roles-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("roles");
     let mut roles = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/security/roles.conf"
@@ -265,12 +260,7 @@ fn certificates(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates() {
-    let dir = std::env::temp_dir().join(format!(
-        "paddock-tls-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("tls");
     certificates(&dir);
     let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
     let server = NatsServer::start_with(&[

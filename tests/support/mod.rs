@@ -46,7 +46,8 @@ fn nats_server_bin() -> String {
     std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_string())
 }
 
-fn fresh_dir(tag: &str) -> PathBuf {
+/// A new, empty directory under the system's temporary directory.
+pub fn fresh_dir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "paddock-{tag}-{}-{}",
