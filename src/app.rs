@@ -22,6 +22,10 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Sessions one client may create per minute (0: no limit); past it, 429.
     pub creates_per_minute: u32,
+    /// The telemetry field whose change completes a lap (`None`: no lap history).
+    pub lap_field: Option<crate::payload::Pointer>,
+    /// Completed laps kept per session.
+    pub max_laps: usize,
 }
 
 impl Default for Limits {
@@ -30,6 +34,8 @@ impl Default for Limits {
             max_payload: 64 * 1024,
             max_sessions: 10_000,
             creates_per_minute: 600,
+            lap_field: Some(crate::payload::Pointer::parse("/lap").expect("a valid pointer")),
+            max_laps: crate::laps::DEFAULT_MAX_LAPS,
         }
     }
 }
@@ -49,7 +55,7 @@ pub struct App {
 impl App {
     pub fn new(limits: Limits) -> Self {
         App {
-            sessions: Sessions::new(limits.max_sessions),
+            sessions: Sessions::with_max_laps(limits.max_sessions, limits.max_laps),
             metrics: Metrics::default(),
             limits,
             issuer: std::sync::OnceLock::new(),

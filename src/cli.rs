@@ -131,6 +131,17 @@ impl ConnectArgs {
     }
 }
 
+/// `--lap-field`: a pointer, or `None` for "none".
+#[derive(Debug, Clone)]
+pub struct LapField(pub Option<crate::payload::Pointer>);
+
+fn parse_lap_field(text: &str) -> Result<LapField, String> {
+    if text == "none" {
+        return Ok(LapField(None));
+    }
+    crate::payload::Pointer::parse(text).map(|p| LapField(Some(p)))
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -158,11 +169,20 @@ pub struct ServeArgs {
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
     pub max_sessions: usize,
+    /// The telemetry field (a JSON pointer, RFC 6901) whose change completes a lap
+    /// and records it in the session's lap history; "none" turns lap history off.
+    #[arg(long, env = "PADDOCK_LAP_FIELD", default_value = "/lap", value_parser = parse_lap_field)]
+    pub lap_field: LapField,
+    /// Completed laps kept per session (the oldest are dropped first); the default
+    /// covers a 24-hour race at 1.5-minute laps.
+    #[arg(long, env = "PADDOCK_MAX_LAPS", default_value_t = crate::laps::DEFAULT_MAX_LAPS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_laps: u64,
     /// Where sessions are kept: JetStream key-value buckets (they survive restarts),
     /// or memory only (lost when the processor stops).
     #[arg(long, env = "PADDOCK_STORE", value_enum, default_value_t = StoreKind::Jetstream)]
     pub store: StoreKind,
-    /// The JetStream bucket for live sessions; ended ones go to `<bucket>_archive`.
+    /// The JetStream bucket for live sessions; ended ones go to `<bucket>_archive`,
+    /// completed laps to `<bucket>_laps`.
     #[arg(long, env = "PADDOCK_KV_BUCKET", default_value = "paddock_sessions")]
     pub kv_bucket: String,
     /// Replicas for both buckets (3 on a 3-node cluster).
@@ -189,6 +209,8 @@ impl ServeArgs {
             max_payload: self.max_payload,
             max_sessions: self.max_sessions,
             creates_per_minute: self.create_limit,
+            lap_field: self.lap_field.0.clone(),
+            max_laps: usize::try_from(self.max_laps).unwrap_or(usize::MAX),
         }
     }
 
@@ -270,6 +292,16 @@ pub enum SessionsCommand {
     Get { session_id: String },
     /// End a session (its monitor's later data is refused).
     Delete { session_id: String },
+    /// A session's completed laps, oldest first: lap, lap time, frames, fuel.
+    Laps {
+        session_id: String,
+        /// Only laps numbered at least this.
+        #[arg(long)]
+        from_lap: Option<f64>,
+        /// From the archive (a deleted or expired session).
+        #[arg(long)]
+        archived: bool,
+    },
     /// Service-wide counters.
     Stats,
 }
@@ -431,6 +463,9 @@ pub struct HotpathArgs {
     /// small (0.5 KB) or rich (1.5 KB).
     #[arg(long, default_value = "small")]
     pub frame: String,
+    /// As `serve --lap-field` ("none": lap history off, to measure its cost).
+    #[arg(long, default_value = "/lap", value_parser = parse_lap_field)]
+    pub lap_field: LapField,
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -127,6 +127,42 @@ impl SessionsClient {
         self.request(subjects::STATS, Value::Null).await
     }
 
+    /// A session's completed laps from lap number `from_lap` on (all with `None`),
+    /// following `sessions.laps.<id>` pages to the end; from the archive with
+    /// `archived`.
+    pub async fn laps(
+        &self,
+        id: &crate::id::SessionId,
+        from_lap: Option<f64>,
+        archived: bool,
+    ) -> Result<Vec<Value>, ClientError> {
+        let subject = if archived {
+            subjects::archive_laps_one(id)
+        } else {
+            subjects::laps_one(id)
+        };
+        let mut laps = Vec::new();
+        let mut from = from_lap.map(Value::from);
+        loop {
+            let body = match &from {
+                Some(from) => serde_json::json!({ "from_lap": from, "limit": 1000 }),
+                None => serde_json::json!({ "limit": 1000 }),
+            };
+            let page = self
+                .request_raw(subject.clone(), Bytes::from(body.to_string()))
+                .await?;
+            let records = page["laps"]
+                .as_array()
+                .ok_or_else(|| ClientError::BadReply(page.to_string()))?;
+            laps.extend(records.iter().cloned());
+            match &page["next_from_lap"] {
+                Value::Null => return Ok(laps),
+                next if Some(next) == from.as_ref() => return Ok(laps),
+                next => from = Some(next.clone()),
+            }
+        }
+    }
+
     /// Every live session, following `sessions.list` pages to the end.
     pub async fn list_all(&self) -> Result<Vec<Value>, ClientError> {
         let mut rows = Vec::new();

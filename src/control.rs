@@ -85,9 +85,34 @@ fn page<T: serde::Serialize>(rows: Vec<T>, request: &ListRequest) -> serde_json:
 impl App {
     /// Dispatches a request for the endpoint named `endpoint` (see `subjects`).
     pub fn handle_control(&self, endpoint: &str, body: &[u8]) -> Result<Reply, ServiceError> {
+        self.handle_control_for(endpoint, None, body)
+    }
+
+    /// Same, for a request whose subject named the session (`sessions.get.<id>`
+    /// and the others of `subjects::ONE_SESSION_ENDPOINTS`): `subject_id` is that
+    /// last token, untrusted.
+    pub fn handle_control_for(
+        &self,
+        endpoint: &str,
+        subject_id: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, ServiceError> {
+        if let Some(raw) = subject_id {
+            let id = SessionId::parse(raw)?;
+            return match endpoint {
+                subjects::GET => self.get(id.to_string().as_bytes()),
+                subjects::LAPS => self.laps(Some(id), body, false),
+                subjects::ARCHIVE_LAPS => self.laps(Some(id), body, true),
+                other => Err(ServiceError::BadRequest(format!(
+                    "no endpoint named {other:?} with a session id"
+                ))),
+            };
+        }
         match endpoint {
             subjects::CREATE => self.create(body),
             subjects::GET => self.get(body),
+            subjects::LAPS => self.laps(None, body, false),
+            subjects::ARCHIVE_LAPS => self.laps(None, body, true),
             subjects::LIST => self.list(body),
             subjects::DELETE => self.delete(body),
             subjects::STATS => self.stats(body),
@@ -229,6 +254,61 @@ impl App {
             "reason": ended.reason,
             "session": ended.last.to_value(),
         })))
+    }
+
+    /// `sessions.laps[.<id>]` and `sessions.archive.laps[.<id>]`: `{}` or
+    /// `{"from_lap": n, "limit": k}` (plus `"session_id"` without an id in the
+    /// subject) → one page of the session's completed laps, oldest first.
+    fn laps(
+        &self,
+        id: Option<SessionId>,
+        body: &[u8],
+        archived: bool,
+    ) -> Result<Reply, ServiceError> {
+        let id = match id {
+            Some(id) => id,
+            None => self.session_id(body)?,
+        };
+        let request = self.lap_request(body)?;
+        let records = if archived {
+            self.sessions
+                .ended(id)
+                .ok_or(SessionError::NotArchived(id))?
+                .laps
+        } else {
+            self.sessions.laps(id)?
+        };
+        Ok(Reply {
+            body: crate::laps::page(id, &records, &request).into(),
+            persist: None,
+            announce: None,
+        })
+    }
+
+    fn lap_request(&self, body: &[u8]) -> Result<crate::laps::PageRequest, ServiceError> {
+        let trimmed = body.trim_ascii();
+        // Empty, or a bare id (`nats req sessions.laps <uuid>`): the first page.
+        if (trimmed.is_empty() && body.len() <= self.limits.max_payload)
+            || std::str::from_utf8(trimmed).is_ok_and(|s| SessionId::parse(s).is_ok())
+        {
+            return Ok(crate::laps::PageRequest::default());
+        }
+        validate_object(body, self.limits.max_payload)?;
+        let hint = || {
+            format!(
+                r#"send {{}} or {{"from_lap": <lap number>, "limit": <1..{}>}}"#,
+                crate::laps::PAGE_MAX_LIMIT
+            )
+        };
+        let request: crate::laps::PageRequest = serde_json::from_slice(body)
+            .map_err(|e| ServiceError::BadRequest(format!("{e}: {}", hint())))?;
+        if request.limit == Some(0) || request.limit > Some(crate::laps::PAGE_MAX_LIMIT) {
+            return Err(ServiceError::BadRequest(format!(
+                "limit out of range: {}",
+                hint()
+            )));
+        }
+        Ok(request)
     }
 
     /// `sessions.stats`: service-wide counters.

@@ -85,7 +85,7 @@ impl Issuer {
         let dashboard = self.user(
             &format!("dashboard {id}"),
             json!({
-                "pub": { "allow": [subjects::get_one(id)] },
+                "pub": { "allow": [subjects::get_one(id), subjects::laps_one(id)] },
                 "sub": { "allow": [subjects::session_wildcard(id), inbox] },
             }),
             expires,
@@ -245,7 +245,8 @@ impl OperatorSetup {
 /// The ops role of deploy/security/roles.conf, as JWT permissions.
 fn ops_permissions() -> Value {
     json!({
-        "pub": { "allow": ["sessions.get", "sessions.get.*", "sessions.list", "sessions.stats",
+        "pub": { "allow": ["sessions.get", "sessions.get.*", "sessions.laps", "sessions.laps.*",
+                           "sessions.list", "sessions.stats",
                            "sessions.archive.>", "sessions.delete", "$SRV.>"] },
         "sub": { "allow": ["session.*.>", "sessions.events.>", "_INBOX_ops.>"] },
     })
@@ -371,7 +372,7 @@ mod tests {
         let dashboard = claims_of(&creds.dashboard);
         assert_eq!(
             dashboard["nats"]["pub"]["allow"],
-            json!([format!("sessions.get.{id}")])
+            json!([format!("sessions.get.{id}"), format!("sessions.laps.{id}")])
         );
         assert_eq!(
             dashboard["nats"]["sub"]["allow"],

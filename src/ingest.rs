@@ -82,7 +82,17 @@ impl App {
         let body = Bytes::copy_from_slice(payload);
         let applied = match kind {
             DataKind::Setup => self.sessions.update_setup(session_id, body)?,
-            DataKind::Telemetry => self.sessions.update_telemetry(session_id, body)?,
+            DataKind::Telemetry => {
+                // The lap field's bytes, found without a DOM (payload/pointer.rs);
+                // a slice of the stored copy, so nothing more is allocated.
+                let lap = self
+                    .limits
+                    .lap_field
+                    .as_ref()
+                    .and_then(|field| field.find(&body))
+                    .map(|range| body.slice(range));
+                self.sessions.update_telemetry(session_id, body, lap)?
+            }
         };
         match kind {
             DataKind::Setup => self.metrics.setup_frames.fetch_add(1, Relaxed),
@@ -91,6 +101,10 @@ impl App {
         if applied.created {
             self.metrics.sessions_created.fetch_add(1, Relaxed);
             tracing::info!(%session_id, via = "data", "session created on demand");
+        }
+        if let Some(lap) = &applied.lap {
+            self.metrics.laps_completed.fetch_add(1, Relaxed);
+            tracing::debug!(%session_id, n = lap.n, frames = lap.frames, "lap completed");
         }
         Ok(Ingested {
             session_id,
@@ -143,7 +157,7 @@ mod tests {
         assert_eq!(d["telemetry"], serde_json::json!({"lap": 7}));
         assert_eq!(d["stats"]["rejected_count"], 6);
         assert_eq!(d["stats"]["telemetry_count"], 1);
-        assert_eq!(app.metrics.snapshot((1, 0.0)).rejected_total, 6);
+        assert_eq!(app.metrics.snapshot((1, 0.0, 0)).rejected_total, 6);
     }
 
     /// A property over random sequences: whatever mix of good and bad frames

@@ -6,7 +6,8 @@
 //! - [`subjects`]: every NATS subject, in one place (the public contract).
 //! - [`id`]: session ids, accepted in one canonical spelling only.
 //! - [`payload`]: validation of frames and requests without building a DOM.
-//! - [`sessions`]: the session map, the one owner of session state.
+//! - [`sessions`]: the session map, the one owner of session state; [`laps`]: each
+//!   session's lap history.
 //! - [`metrics`]: service-wide counters and rate-limited rejection logs.
 //! - [`app`], [`control`], [`ingest`]: what each request and each frame does, with
 //!   no NATS in sight (unit-tested on bytes).
@@ -35,6 +36,7 @@ pub mod demo;
 pub mod error;
 pub mod id;
 pub mod ingest;
+pub mod laps;
 pub mod metrics;
 pub mod monitor;
 pub mod ops;

@@ -19,7 +19,9 @@ async fn main() -> ExitCode {
         Command::Bench(args) => paddock::bench::run(args).await,
         Command::Auth(args) => paddock::credentials::run(args),
         Command::Broker(command) => paddock::broker::run(command),
-        Command::BenchHotpath(args) => paddock::bench::hotpath(args.frames, args.frame == "rich"),
+        Command::BenchHotpath(args) => {
+            paddock::bench::hotpath(args.frames, args.frame == "rich", args.lap_field.0.clone())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

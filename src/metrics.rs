@@ -40,6 +40,8 @@ pub struct Metrics {
     pub telemetry_frames: AtomicU64,
     /// Setups stored.
     pub setup_frames: AtomicU64,
+    /// Laps completed (seen by this processor; each is stored once across them).
+    pub laps_completed: AtomicU64,
     /// Rejected input by reason, indexed like [`REJECTION_REASONS`].
     rejected: [AtomicU64; REJECTION_REASONS.len()],
     /// Rate limiter for the rejection warning: when it was last logged, and how many
@@ -55,6 +57,7 @@ impl Default for Metrics {
             sessions_expired: AtomicU64::new(0),
             telemetry_frames: AtomicU64::new(0),
             setup_frames: AtomicU64::new(0),
+            laps_completed: AtomicU64::new(0),
             rejected: Default::default(),
             reject_log: Mutex::new((None, 0)),
         }
@@ -72,6 +75,10 @@ pub struct MetricsSnapshot {
     pub sessions_expired: u64,
     pub telemetry_frames: u64,
     pub setup_frames: u64,
+    /// Laps completed since this processor started.
+    pub laps_completed: u64,
+    /// Lap records the live sessions keep (`sessions.laps`).
+    pub lap_records: usize,
     pub rejected_total: u64,
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -99,7 +106,10 @@ impl Metrics {
     }
 
     /// The counters, with the session map's current load (see `Sessions::load`).
-    pub fn snapshot(&self, (live_sessions, ingest_rate_hz): (usize, f32)) -> MetricsSnapshot {
+    pub fn snapshot(
+        &self,
+        (live_sessions, ingest_rate_hz, lap_records): (usize, f32, usize),
+    ) -> MetricsSnapshot {
         let rejected: std::collections::BTreeMap<_, _> = REJECTION_REASONS
             .iter()
             .zip(&self.rejected)
@@ -114,6 +124,8 @@ impl Metrics {
             sessions_expired: self.sessions_expired.load(Relaxed),
             telemetry_frames: self.telemetry_frames.load(Relaxed),
             setup_frames: self.setup_frames.load(Relaxed),
+            laps_completed: self.laps_completed.load(Relaxed),
+            lap_records,
             rejected_total: rejected.values().sum(),
             rejected,
         }
@@ -131,7 +143,7 @@ mod tests {
             m.reject("malformed_json", "session.x.telemetry", &"bad");
         }
         m.reject("too_large", "s", &"big");
-        let s = m.snapshot((0, 0.0));
+        let s = m.snapshot((0, 0.0, 0));
         assert_eq!(s.rejected["malformed_json"], 1000);
         assert_eq!(s.rejected["too_large"], 1);
         assert_eq!(s.rejected_total, 1001);

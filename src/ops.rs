@@ -53,6 +53,19 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 format!("deleted {session_id} ({frames} telemetry frames)\n")
             }
         }
+        SessionsCommand::Laps {
+            session_id,
+            from_lap,
+            archived,
+        } => {
+            let id = crate::id::SessionId::parse(session_id)?;
+            let laps = client.laps(&id, *from_lap, *archived).await?;
+            if args.json {
+                pretty(&json!({ "session_id": id, "count": laps.len(), "laps": laps }))
+            } else {
+                laps_table(&laps)
+            }
+        }
         SessionsCommand::Stats => {
             let stats = client.stats().await?;
             if args.json {
@@ -240,6 +253,47 @@ fn created_text(doc: &Value, dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Lap records as a table. The lap time is the sim's own (`last_lap_time` in the
+/// next lap's first frame) when it sends one, else the time between the lap's
+/// first frame and the next lap's.
+pub fn laps_table(laps: &[Value]) -> String {
+    if laps.is_empty() {
+        return "no completed laps\n".into();
+    }
+    let mut rows = vec![vec![
+        "LAP".to_string(),
+        "LAP TIME".into(),
+        "FRAMES".into(),
+        "FUEL AFTER".into(),
+        "ENDED".into(),
+    ]];
+    for lap in laps {
+        let elapsed = || -> Option<f64> {
+            let start = DateTime::parse_from_rfc3339(lap["started_at"].as_str()?).ok()?;
+            let end = DateTime::parse_from_rfc3339(lap["ended_at"].as_str()?).ok()?;
+            Some((end - start).num_milliseconds() as f64 / 1000.0)
+        };
+        let time = lap["next_frame"]["last_lap_time"].as_f64().or_else(elapsed);
+        rows.push(vec![
+            match &lap["lap"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+            time.map_or("—".into(), |s| {
+                format!("{}:{:06.3}", (s / 60.0).floor() as u64, s % 60.0)
+            }),
+            lap["frames"].to_string(),
+            lap["next_frame"]["fuel"]
+                .as_f64()
+                .map_or("—".into(), |f| format!("{f:.1} L")),
+            lap["ended_at"].as_str().unwrap_or("—").to_string(),
+        ]);
+    }
+    let mut out = columns(&rows);
+    out.push_str(&format!("{} laps\n", laps.len()));
+    out
+}
+
 /// Left-aligned columns separated by two spaces.
 fn columns(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
@@ -260,6 +314,26 @@ fn columns(rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn laps_read_as_a_table_with_the_sims_lap_time() {
+        let laps = [
+            json!({"lap": 1, "started_at": "2026-11-24T10:00:00Z", "ended_at": "2026-11-24T10:03:30.5Z",
+                   "frames": 2100, "last_frame": {}, "next_frame": {"fuel": 70.25}}),
+            json!({"lap": 2, "started_at": "2026-11-24T10:03:30.5Z", "ended_at": "2026-11-24T10:07:00Z",
+                   "frames": 2090, "last_frame": {}, "next_frame": {"last_lap_time": 209.125}}),
+        ];
+        let table = laps_table(&laps);
+        assert!(table.starts_with("LAP  LAP TIME"), "{table}");
+        assert!(table.contains("3:30.500"), "{table}");
+        assert!(table.contains("3:29.125"), "{table}");
+        assert!(
+            table.contains("70.2 L") || table.contains("70.3 L"),
+            "{table}"
+        );
+        assert!(table.ends_with("2 laps\n"), "{table}");
+        assert_eq!(laps_table(&[]), "no completed laps\n");
+    }
 
     #[test]
     fn the_list_is_a_table_with_a_count() {

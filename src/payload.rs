@@ -6,7 +6,10 @@
 //! numbers. The frame itself is then stored exactly as the monitor sent it, never
 //! re-serialized.
 
+mod pointer;
 mod syntax;
+
+pub use pointer::Pointer;
 
 /// Why a payload was rejected. Each variant is one rejection reason in the counters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -162,13 +162,15 @@ impl Processor {
             let endpoint = group.endpoint(name).await.map_err(StartError::Service)?;
             control.push(endpoint.map(move |request| (name, request)).boxed());
         }
-        let get_one = group
-            .endpoint_builder()
-            .name("get-one")
-            .add(subjects::GET_ONE)
-            .await
-            .map_err(StartError::Service)?;
-        control.push(get_one.map(|request| (subjects::GET_ONE, request)).boxed());
+        for (name, pattern, _) in subjects::ONE_SESSION_ENDPOINTS {
+            let endpoint = group
+                .endpoint_builder()
+                .name(name)
+                .add(pattern)
+                .await
+                .map_err(StartError::Service)?;
+            control.push(endpoint.map(move |request| (pattern, request)).boxed());
+        }
 
         // Data subscriptions take no queue group: every processor sees every frame.
         let subscribe = |subject: &'static str| {
@@ -397,16 +399,24 @@ impl Ctx {
     }
 
     async fn respond(&self, name: &'static str, request: Request) {
-        // `sessions.get.<id>` is `sessions.get` with the id as the body.
-        let (name, body): (&str, &[u8]) = if name == subjects::GET_ONE {
-            let subject = request.message.subject.as_str();
-            let id = subject.rsplit_once('.').map_or("", |(_, id)| id);
-            (subjects::GET, id.as_bytes())
-        } else {
-            (name, &request.message.payload)
+        // `sessions.get.<id>` and friends: the endpoint they stand for, with the
+        // id from the subject.
+        let (name, subject_id) = match subjects::ONE_SESSION_ENDPOINTS
+            .iter()
+            .find(|(_, pattern, _)| *pattern == name)
+        {
+            Some((_, _, endpoint)) => {
+                let subject = request.message.subject.as_str();
+                (
+                    *endpoint,
+                    Some(subject.rsplit_once('.').map_or("", |(_, id)| id)),
+                )
+            }
+            None => (name, None),
         };
+        let body: &[u8] = &request.message.payload;
         let mut result = match self.admit(name, &request) {
-            Ok(()) => self.app.handle_control(name, body),
+            Ok(()) => self.app.handle_control_for(name, subject_id, body),
             Err(e) => Err(e),
         };
         // Read your writes across processors: a session another processor created
@@ -416,7 +426,7 @@ impl Ctx {
             && let Some(snapshot) = self.storage.lookup(*id).await
         {
             self.app.sessions.adopt(snapshot);
-            result = self.app.handle_control(name, body);
+            result = self.app.handle_control_for(name, subject_id, body);
         }
         // A create or delete is answered only once storage has it.
         if let Ok(reply) = &result
@@ -481,7 +491,17 @@ impl Ctx {
                 tracing::warn!(error = %e, "could not acknowledge a frame");
             }
         }
-        if let Some(announcement) = result.ok().and_then(|ingested| ingested.announcement()) {
+        let Ok(ingested) = result else { return };
+        // A completed lap is stored before it is announced (by the persister).
+        if let Some(lap) = ingested.applied.lap.clone()
+            && !self.storage.lap(lap.clone())
+        {
+            let subject = subjects::session_lap(&lap.session_id);
+            if let Err(e) = self.client.publish(subject, lap.to_json().into()).await {
+                tracing::warn!(session_id = %lap.session_id, error = %e, "could not announce a lap");
+            }
+        }
+        if let Some(announcement) = ingested.announcement() {
             self.announce(announcement).await;
         }
     }

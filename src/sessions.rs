@@ -20,6 +20,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::id::SessionId;
+use crate::laps::{self, LapRecord};
 
 /// Why a session operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +79,8 @@ pub struct Ended {
     pub reason: EndReason,
     /// Its final state.
     pub last: Snapshot,
+    /// Its lap history, archived with it.
+    pub laps: Vec<std::sync::Arc<LapRecord>>,
 }
 
 /// A stored frame and when it arrived.
@@ -169,6 +172,10 @@ struct Session {
     dirty: bool,
     /// The telemetry rate, for the document's `rate_hz`.
     rate: RateWindow,
+    /// The lap running now (persisted with the document, so a restart goes on).
+    lap: laps::Running,
+    /// Completed laps, oldest first, at most `max_laps`.
+    laps: laps::History,
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +202,10 @@ pub struct Snapshot {
     pub stats: SessionStats,
     /// Telemetry frames per second recently (0 for a recovered or idle session).
     pub rate_hz: f32,
+    /// The lap running now.
+    pub lap: laps::Running,
+    /// How many completed laps the session keeps.
+    pub laps: usize,
 }
 
 /// One row of `sessions.list`.
@@ -210,12 +221,14 @@ pub struct Summary {
 }
 
 /// What an accepted update did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     /// When the update was stored (the new `last_update`).
     pub at: DateTime<Utc>,
     /// The update created the session on demand (its id was well-formed but unknown).
     pub created: bool,
+    /// The lap this frame completed, if it did.
+    pub lap: Option<std::sync::Arc<LapRecord>>,
 }
 
 /// The session map. Share it as `Arc<Sessions>`.
@@ -224,13 +237,20 @@ pub struct Sessions {
     state: Mutex<State>,
     /// Cap on live sessions: past it, creation answers 503 instead of growing memory.
     max_sessions: usize,
+    /// Completed laps kept per session; the oldest go first.
+    max_laps: usize,
 }
 
 impl Sessions {
     pub fn new(max_sessions: usize) -> Self {
+        Self::with_max_laps(max_sessions, laps::DEFAULT_MAX_LAPS)
+    }
+
+    pub fn with_max_laps(max_sessions: usize, max_laps: usize) -> Self {
         Sessions {
             state: Mutex::new(State::default()),
             max_sessions,
+            max_laps: max_laps.max(1),
         }
     }
 
@@ -269,21 +289,73 @@ impl Sessions {
         self.update(id, |session, now| {
             session.setup = Some(Frame { body, at: now });
             session.stats.setup_count += 1;
+            None
         })
     }
 
-    /// Stores the latest telemetry frame.
+    /// Stores the latest telemetry frame. `lap` is the frame's value at the lap
+    /// field (`--lap-field`), if it has one: a change completes the running lap,
+    /// which is kept and returned in [`Applied::lap`].
     ///
     /// An id that is well-formed but unknown is created on demand: a monitor that
     /// keeps publishing after the processor lost its state (or that started before
     /// it) is served, never orphaned. An id whose session ended is refused.
-    pub fn update_telemetry(&self, id: SessionId, body: Bytes) -> Result<Applied, SessionError> {
+    pub fn update_telemetry(
+        &self,
+        id: SessionId,
+        body: Bytes,
+        lap: Option<Bytes>,
+    ) -> Result<Applied, SessionError> {
+        let max_laps = self.max_laps;
         self.update(id, |session, now| {
             session.rate.record(session.last_activity);
             session.stats.first_frame_at.get_or_insert(now);
+            let previous = session.telemetry.as_ref().map(|f| &f.body);
+            let completed = session.lap.advance(id, lap, &body, previous, now);
             session.telemetry = Some(Frame { body, at: now });
             session.stats.telemetry_count += 1;
+            completed.map(|record| {
+                let record = std::sync::Arc::new(record);
+                session.laps.insert(record.clone(), max_laps);
+                record
+            })
         })
+    }
+
+    /// A session's completed laps, oldest first.
+    pub fn laps(&self, id: SessionId) -> Result<Vec<std::sync::Arc<LapRecord>>, SessionError> {
+        let state = self.lock();
+        match state.live.get(&id) {
+            Some(session) => Ok(session.laps.records()),
+            None => Err(Self::missing(&state, id)),
+        }
+    }
+
+    /// Puts back a lap record from storage (a restart, or another processor's
+    /// write) into its live or archived session. A record with the same number is
+    /// replaced: storage holds the one copy every processor serves. Returns whether
+    /// the lap was new here; a record for a session not known here is dropped.
+    pub fn restore_lap(&self, record: LapRecord) -> bool {
+        let mut state = self.lock();
+        let id = record.session_id;
+        let record = std::sync::Arc::new(record);
+        if let Some(session) = state.live.get_mut(&id) {
+            if record.n > session.lap.completed {
+                // Completed elsewhere while this processor missed the frames.
+                session.lap.completed = record.n;
+            }
+            return session.laps.insert(record, self.max_laps);
+        }
+        if let Some(ended) = state.ended.get_mut(&id) {
+            let mut history = laps::History::default();
+            for r in ended.laps.drain(..) {
+                history.insert(r, usize::MAX);
+            }
+            let new = history.insert(record, self.max_laps);
+            ended.laps = history.records();
+            return new;
+        }
+        false
     }
 
     /// Counts a rejected frame against a live session; unknown ids are ignored.
@@ -303,6 +375,7 @@ impl Sessions {
                     at: Utc::now(),
                     reason: EndReason::Deleted,
                     last,
+                    laps: session.laps.records(),
                 };
                 state.ended.insert(id, ended.clone());
                 Ok(ended)
@@ -328,11 +401,12 @@ impl Sessions {
         let at = Utc::now();
         idle.into_iter()
             .filter_map(|id| {
-                let last = state.live.remove(&id)?.snapshot(id);
+                let session = state.live.remove(&id)?;
                 let ended = Ended {
                     at,
                     reason: EndReason::Expired,
-                    last,
+                    last: session.snapshot(id),
+                    laps: session.laps.records(),
                 };
                 state.ended.insert(id, ended.clone());
                 Some(ended)
@@ -452,12 +526,14 @@ impl Sessions {
         self.lock().mark_dirty(id);
     }
 
-    /// How many sessions are live, and their telemetry rate together (frames/s).
-    pub fn load(&self) -> (usize, f32) {
+    /// How many sessions are live, their telemetry rate together (frames/s), and
+    /// how many lap records they keep.
+    pub fn load(&self) -> (usize, f32, usize) {
         let state = self.lock();
         let now = tokio::time::Instant::now();
         let rate = state.live.values().map(|s| s.rate.current(now)).sum();
-        (state.live.len(), rate)
+        let laps = state.live.values().map(|s| s.laps.len()).sum();
+        (state.live.len(), rate, laps)
     }
 
     /// How many sessions are live.
@@ -472,7 +548,7 @@ impl Sessions {
     fn update(
         &self,
         id: SessionId,
-        apply: impl FnOnce(&mut Session, DateTime<Utc>),
+        apply: impl FnOnce(&mut Session, DateTime<Utc>) -> Option<std::sync::Arc<LapRecord>>,
     ) -> Result<Applied, SessionError> {
         let now = Utc::now();
         let mut guard = self.lock();
@@ -495,13 +571,17 @@ impl Sessions {
         };
         // Set before `apply`, which may read it (the telemetry rate).
         session.last_activity = tokio::time::Instant::now();
-        apply(session, now);
+        let lap = apply(session, now);
         session.last_update = now;
         if !session.dirty {
             session.dirty = true;
             state.dirty.push(id);
         }
-        Ok(Applied { at: now, created })
+        Ok(Applied {
+            at: now,
+            created,
+            lap,
+        })
     }
 
     fn check_capacity(&self, state: &State) -> Result<(), SessionError> {
@@ -556,6 +636,9 @@ impl Session {
             // Idle time counts from now: how long the session was idle before this
             // processor had it is not known here.
             last_activity: tokio::time::Instant::now(),
+            lap: snapshot.lap,
+            // The records themselves come from their own bucket (restore_lap).
+            laps: laps::History::default(),
         }
     }
 
@@ -569,6 +652,8 @@ impl Session {
             dirty: false,
             last_activity: tokio::time::Instant::now(),
             rate: RateWindow::new(tokio::time::Instant::now()),
+            lap: laps::Running::default(),
+            laps: laps::History::default(),
         }
     }
 
@@ -581,6 +666,8 @@ impl Session {
             last_update: self.last_update,
             stats: self.stats.clone(),
             rate_hz: self.rate.current(tokio::time::Instant::now()),
+            lap: self.lap.clone(),
+            laps: self.laps.len(),
         }
     }
 }
@@ -610,6 +697,15 @@ struct DocumentStats<'a> {
     duration_s: f64,
     /// Telemetry frames per second recently.
     rate_hz: f32,
+    /// Completed laps kept (`sessions.laps`).
+    laps: usize,
+    /// Laps completed in all (more than `laps` once the oldest were dropped).
+    laps_completed: u64,
+    /// The running lap's value at the lap field, and since when, over how many frames.
+    current_lap: Option<&'a RawValue>,
+    #[serde(serialize_with = "opt_rfc3339")]
+    current_lap_started_at: Option<DateTime<Utc>>,
+    current_lap_frames: u64,
 }
 
 impl Snapshot {
@@ -636,6 +732,11 @@ impl Snapshot {
                 last_frame_at: self.telemetry.as_ref().map(|f| f.at),
                 duration_s: (self.last_update - self.created_at).num_milliseconds() as f64 / 1000.0,
                 rate_hz: (self.rate_hz * 10.0).round() / 10.0,
+                laps: self.laps,
+                laps_completed: self.lap.completed,
+                current_lap: self.lap.value.as_ref().map(raw),
+                current_lap_started_at: self.lap.started_at,
+                current_lap_frames: self.lap.frames,
             },
         }
     }
@@ -660,6 +761,17 @@ struct StoredStats {
     rejected_count: u64,
     first_frame_at: Option<DateTime<Utc>>,
     last_frame_at: Option<DateTime<Utc>>,
+    // Lap tracking; absent in documents stored before lap history.
+    #[serde(default)]
+    laps: usize,
+    #[serde(default)]
+    laps_completed: u64,
+    #[serde(default)]
+    current_lap: Option<Box<RawValue>>,
+    #[serde(default)]
+    current_lap_started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    current_lap_frames: u64,
 }
 
 impl Snapshot {
@@ -686,6 +798,16 @@ impl Snapshot {
                 first_frame_at: doc.stats.first_frame_at,
             },
             rate_hz: 0.0,
+            lap: laps::Running {
+                value: doc
+                    .stats
+                    .current_lap
+                    .map(|r| Bytes::from(r.get().to_owned())),
+                started_at: doc.stats.current_lap_started_at,
+                frames: doc.stats.current_lap_frames,
+                completed: doc.stats.laps_completed,
+            },
+            laps: doc.stats.laps,
         })
     }
 }
@@ -725,7 +847,7 @@ mod tests {
             .update_setup(id, Bytes::from_static(setup))
             .unwrap();
         sessions
-            .update_telemetry(id, Bytes::from_static(frame))
+            .update_telemetry(id, Bytes::from_static(frame), None)
             .unwrap();
         id
     }
@@ -750,7 +872,7 @@ mod tests {
         let sessions = Sessions::new(10);
         let id = session_with(&sessions, br#"{"wing": 5}"#, br#"{"lap": 1}"#);
         sessions
-            .update_telemetry(id, Bytes::from_static(br#"{"lap": 2}"#))
+            .update_telemetry(id, Bytes::from_static(br#"{"lap": 2}"#), None)
             .unwrap();
         let d = doc(&sessions.get(id).unwrap());
         assert_eq!(d["setup"], json!({"wing": 5}));
@@ -766,12 +888,12 @@ mod tests {
         let sessions = Sessions::new(10);
         let id = SessionId::new_v4();
         let applied = sessions
-            .update_telemetry(id, Bytes::from_static(b"{}"))
+            .update_telemetry(id, Bytes::from_static(b"{}"), None)
             .unwrap();
         assert!(applied.created);
         sessions.delete(id).unwrap();
         assert_eq!(
-            sessions.update_telemetry(id, Bytes::from_static(b"{}")),
+            sessions.update_telemetry(id, Bytes::from_static(b"{}"), None),
             Err(SessionError::Ended(id, EndReason::Deleted))
         );
         assert_eq!(
@@ -793,7 +915,7 @@ mod tests {
             sessions.create().unwrap_err(),
             SessionError::AtCapacity { limit: 2 }
         );
-        let err = sessions.update_telemetry(SessionId::new_v4(), Bytes::from_static(b"{}"));
+        let err = sessions.update_telemetry(SessionId::new_v4(), Bytes::from_static(b"{}"), None);
         assert_eq!(err.unwrap_err(), SessionError::AtCapacity { limit: 2 });
         assert_eq!(sessions.len(), 2);
     }
@@ -817,7 +939,7 @@ mod tests {
         assert!(sessions.take_dirty().is_empty());
         for lap in 0..3 {
             sessions
-                .update_telemetry(a, Bytes::from(format!(r#"{{"lap": {lap}}}"#)))
+                .update_telemetry(a, Bytes::from(format!(r#"{{"lap": {lap}}}"#)), None)
                 .unwrap();
         }
         let dirty = sessions.take_dirty();
@@ -848,7 +970,7 @@ mod tests {
                 .is_empty()
         );
         sessions
-            .update_telemetry(busy, Bytes::from_static(b"{}"))
+            .update_telemetry(busy, Bytes::from_static(b"{}"), None)
             .unwrap();
         tokio::time::advance(Duration::from_secs(2 * 60)).await;
 
@@ -857,7 +979,7 @@ mod tests {
         assert_eq!(expired[0].last.session_id, quiet);
         assert_eq!(expired[0].reason, EndReason::Expired);
         assert!(sessions.get(busy).is_ok(), "activity resets the idle clock");
-        let refused = sessions.update_telemetry(quiet, Bytes::from_static(b"{}"));
+        let refused = sessions.update_telemetry(quiet, Bytes::from_static(b"{}"), None);
         assert_eq!(refused, Err(SessionError::Ended(quiet, EndReason::Expired)));
         assert_eq!(sessions.ended(quiet).unwrap().reason, EndReason::Expired);
 
@@ -884,7 +1006,7 @@ mod tests {
         let id = sessions.create().unwrap().session_id;
         for _ in 0..60 {
             sessions
-                .update_telemetry(id, Bytes::from_static(b"{}"))
+                .update_telemetry(id, Bytes::from_static(b"{}"), None)
                 .unwrap();
             tokio::time::advance(Duration::from_millis(100)).await;
         }

@@ -5,6 +5,12 @@
 //! - `<bucket>_archive` holds each ended session (deleted or expired): its final
 //!   document, when and why it ended. The stream's `max_age` is the archive
 //!   retention. While an id is archived its data stays refused, across restarts.
+//! - `<bucket>_laps` holds each completed lap under `<id>.<n>` (laps.rs). A lap is
+//!   written through with a KV `create` before it is announced: with several
+//!   processors the first stores it and announces it, the others take the stored
+//!   copy. The bucket's `max_age` is the archive retention too, so an ended
+//!   session's laps leave with it (and a session live for longer than that keeps
+//!   older laps in memory only). The oldest beyond `--max-laps` are removed.
 //!
 //! One task, the persister, owns every write, so writes land in order, and each
 //! write renders the session as it is *at write time*: the last write is always the
@@ -33,7 +39,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
 use crate::id::SessionId;
+use crate::laps::{self, LapRecord};
 use crate::sessions::{EndReason, Ended, Snapshot, format_time};
+use crate::subjects;
 
 /// Writes waiting for the persister beyond this make the sender wait (backpressure
 /// on creates, setups and ends only; telemetry never queues here).
@@ -122,6 +130,8 @@ enum Job {
 #[derive(Clone)]
 pub struct Storage {
     jobs: Option<mpsc::Sender<Job>>,
+    /// Completed laps for the lap writer.
+    laps: Option<LapQueue>,
     /// The live bucket, for reads outside the persister (see [`Storage::lookup`]).
     live: Option<kv::Store>,
 }
@@ -130,6 +140,7 @@ impl Storage {
     pub fn memory() -> Self {
         Storage {
             jobs: None,
+            laps: None,
             live: None,
         }
     }
@@ -148,6 +159,7 @@ impl Storage {
         }
         let js = jetstream::new(client.clone());
         let archive_name = format!("{}_archive", config.bucket);
+        let laps_name = format!("{}_laps", config.bucket);
         let retention = Some(config.archive_retention);
         let started = std::time::Instant::now();
         // Opening, watching and loading are retried together: a cluster that lost a
@@ -155,6 +167,7 @@ impl Storage {
         let opened = retry_while_starting(client, || async {
             let live = open_bucket(&js, &config.bucket, None, config.replicas).await?;
             let archive = open_bucket(&js, &archive_name, retention, config.replicas).await?;
+            let laps = open_bucket(&js, &laps_name, retention, config.replicas).await?;
             // Watch for other processors' writes from before the load on: whatever
             // changes after this point arrives on the watchers, so nothing falls
             // between the load and the watch.
@@ -166,19 +179,25 @@ impl Storage {
                 .watch_all()
                 .await
                 .map_err(|e| open_error(&archive_name, e))?;
+            let peers_laps = laps
+                .watch_all()
+                .await
+                .map_err(|e| open_error(&laps_name, e))?;
             let live_values = load(&live, &config.bucket).await?;
             let archive_values = load(&archive, &archive_name).await?;
+            let lap_values = load(&laps, &laps_name).await?;
             Ok((
-                live,
-                archive,
-                peers_live,
-                peers_archive,
-                live_values,
-                archive_values,
+                (live, archive, laps),
+                Peers {
+                    live: peers_live,
+                    archive: peers_archive,
+                    laps: peers_laps,
+                },
+                (live_values, archive_values, lap_values),
             ))
         })
         .await?;
-        let (live, archive, peers_live, peers_archive, live_values, archive_values) = opened;
+        let ((live, archive, laps), peers, (live_values, archive_values, lap_values)) = opened;
 
         let mut restored = 0usize;
         for (key, value) in live_values {
@@ -202,9 +221,21 @@ impl Storage {
                 }
             }
         }
+        // After the sessions: each lap goes to its live or archived session.
+        let mut lap_records = 0usize;
+        for (key, value) in lap_values {
+            match LapRecord::from_stored(&value) {
+                Ok(record) => {
+                    app.sessions.restore_lap(record);
+                    lap_records += 1;
+                }
+                Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored lap"),
+            }
+        }
         tracing::info!(
             restored,
             archived,
+            lap_records,
             elapsed_ms = started.elapsed().as_millis() as u64,
             bucket = config.bucket,
             "recovered sessions from JetStream"
@@ -219,14 +250,18 @@ impl Storage {
             outage: Outage::default(),
         };
         tokio::spawn(persister.run(rx, config.persist_interval));
-        tokio::spawn(follow_peers(
-            peers_live,
-            peers_archive,
-            Arc::clone(app),
-            tx.clone(),
-        ));
+        let lap_queue = LapQueue::default();
+        let writer = LapWriter {
+            bucket: laps,
+            client: client.clone(),
+            app: Arc::clone(app),
+            queue: lap_queue.clone(),
+        };
+        tokio::spawn(writer.run(config.persist_interval));
+        tokio::spawn(follow_peers(peers, Arc::clone(app), tx.clone()));
         Ok(Storage {
             jobs: Some(tx),
+            laps: Some(lap_queue),
             live: Some(live),
         })
     }
@@ -253,6 +288,21 @@ impl Storage {
             done,
         })
         .await
+    }
+
+    /// Hands a completed lap to the lap writer, which stores it and then
+    /// announces it on `session.<id>.lap` (with several processors, only the one
+    /// that stored it first announces it). Never waits: the ingest loop must not
+    /// stall on storage, whatever the lap rate. Answers false with `--store
+    /// memory`: then nothing is stored, and the caller announces.
+    pub fn lap(&self, record: Arc<LapRecord>) -> bool {
+        match &self.laps {
+            Some(queue) => {
+                queue.push(record);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Writes every changed session (at shutdown: no write-behind window is lost).
@@ -312,18 +362,36 @@ fn open_error(bucket: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// Watchers on the three buckets, for [`follow_peers`].
+struct Peers {
+    live: kv::Watch,
+    archive: kv::Watch,
+    laps: kv::Watch,
+}
+
 /// Applies other processors' writes: sessions they created are adopted, sessions
-/// they ended are ended here. This processor's own writes come back too, and are
-/// no-ops (the id is known, or already ended).
-async fn follow_peers(
-    mut live: kv::Watch,
-    mut archive: kv::Watch,
-    app: Arc<App>,
-    jobs: mpsc::Sender<Job>,
-) {
+/// they ended are ended here, laps they stored are kept here (their copy wins).
+/// This processor's own writes come back too, and are no-ops (the id is known, or
+/// already ended; the lap is the same).
+async fn follow_peers(peers: Peers, app: Arc<App>, jobs: mpsc::Sender<Job>) {
     use std::sync::atomic::Ordering::Relaxed;
+    let Peers {
+        mut live,
+        mut archive,
+        mut laps,
+    } = peers;
     loop {
         tokio::select! {
+            Some(entry) = laps.next() => {
+                let entry = match put(entry) {
+                    Watched::Put(entry) => entry,
+                    Watched::Skip => continue,
+                    Watched::Closed => return,
+                };
+                if let Ok(record) = LapRecord::from_stored(&entry.value) {
+                    app.sessions.restore_lap(record);
+                }
+            }
             Some(entry) = live.next() => {
                 let entry = match put(entry) {
                     Watched::Put(entry) => entry,
@@ -507,6 +575,8 @@ fn read_archived(value: &[u8]) -> Result<Ended, String> {
         at: record.ended_at,
         reason: record.reason,
         last,
+        // The laps come from their own bucket (restore_lap).
+        laps: Vec::new(),
     })
 }
 
@@ -517,6 +587,147 @@ struct Persister {
     /// Ended sessions whose archiving failed, retried on each tick.
     retry_ends: Vec<Ended>,
     outage: Outage,
+}
+
+/// Laps waiting to be stored: filled by the ingest loop without waiting, drained
+/// by the [`LapWriter`].
+#[derive(Clone, Default)]
+struct LapQueue {
+    pending: Arc<std::sync::Mutex<std::collections::VecDeque<Arc<LapRecord>>>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Laps queued beyond this (storage down for long, or a monitor that changes its
+/// lap value in every frame) are dropped oldest first, counted and logged: memory
+/// stays bounded, and the laps stay in memory for `sessions.laps` meanwhile.
+const LAP_QUEUE_MAX: usize = 100_000;
+/// Laps stored at once.
+const LAPS_IN_FLIGHT: usize = 64;
+
+impl LapQueue {
+    fn push(&self, record: Arc<LapRecord>) {
+        let dropped = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.push_back(record);
+            (pending.len() > LAP_QUEUE_MAX).then(|| pending.pop_front())
+        };
+        if let Some(Some(lost)) = dropped {
+            tracing::warn!(session_id = %lost.session_id, n = lost.n, "lap queue full: an unstored lap is dropped from it");
+        }
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<Arc<LapRecord>> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.drain(..).collect()
+    }
+
+    /// Puts back laps whose write failed, ahead of newer ones.
+    fn retry(&self, failed: Vec<Arc<LapRecord>>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for record in failed.into_iter().rev() {
+            pending.push_front(record);
+        }
+    }
+}
+
+/// Stores completed laps (a KV `create` each, several at once) and announces the
+/// ones this processor stored first. A task of its own, beside the persister, so
+/// neither creates, setups and ends nor the ingest loop wait behind laps.
+struct LapWriter {
+    bucket: kv::Store,
+    client: Client,
+    app: Arc<App>,
+    queue: LapQueue,
+}
+
+impl LapWriter {
+    async fn run(self, retry_every: Duration) {
+        let mut outage = Outage::default();
+        loop {
+            // Woken by a new lap; retries failed ones on the clock.
+            let _ = tokio::time::timeout(retry_every, self.queue.wake.notified()).await;
+            let batch = self.queue.take();
+            if batch.is_empty() {
+                continue;
+            }
+            // Each session's laps in order (so they are announced in order), the
+            // sessions side by side.
+            let mut by_session: Vec<Vec<Arc<LapRecord>>> = Vec::new();
+            let mut index: std::collections::HashMap<SessionId, usize> = Default::default();
+            for record in batch {
+                let i = *index.entry(record.session_id).or_insert_with(|| {
+                    by_session.push(Vec::new());
+                    by_session.len() - 1
+                });
+                by_session[i].push(record);
+            }
+            let this = &self;
+            let failed: Vec<Arc<LapRecord>> = futures::stream::iter(by_session)
+                .map(|laps| async move {
+                    let mut laps = laps.into_iter();
+                    while let Some(record) = laps.next() {
+                        if let Err(e) = this.store(&record).await {
+                            tracing::debug!(session_id = %record.session_id, n = record.n, error = %e, "lap not stored yet");
+                            // The rest wait too: laps are stored and announced in order.
+                            return std::iter::once(record).chain(laps).collect();
+                        }
+                    }
+                    Vec::new()
+                })
+                .buffer_unordered(LAPS_IN_FLIGHT)
+                .flat_map(futures::stream::iter)
+                .collect()
+                .await;
+            let result = if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(StoreError::Write(format!(
+                    "{} laps not stored yet",
+                    failed.len()
+                )))
+            };
+            let failing = !failed.is_empty();
+            self.queue.retry(failed);
+            outage.observe(result);
+            if failing {
+                // Wait for the clock before trying again, not for the next lap.
+                tokio::time::sleep(retry_every).await;
+            }
+        }
+    }
+
+    /// Stores a lap unless another processor did, and announces it if this one
+    /// stored it; otherwise keeps the stored copy. Drops the lap `--max-laps`
+    /// before it from the bucket.
+    async fn store(&self, record: &LapRecord) -> Result<(), StoreError> {
+        let key = record.key();
+        match self.bucket.create(&key, record.to_stored().into()).await {
+            Ok(_) => {
+                let subject = subjects::session_lap(&record.session_id);
+                if let Err(e) = self.client.publish(subject, record.to_json().into()).await {
+                    tracing::warn!(session_id = %record.session_id, error = %e, "could not announce a lap");
+                }
+                let max = self.app.limits.max_laps as u64;
+                if record.n > max {
+                    let old = laps::key(&record.session_id, record.n - max);
+                    if let Err(e) = self.bucket.purge(&old).await {
+                        tracing::debug!(key = old, error = %e, "could not drop an old lap");
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                if let Ok(Some(stored)) = self.bucket.get(&key).await
+                    && let Ok(stored) = LapRecord::from_stored(&stored)
+                {
+                    self.app.sessions.restore_lap(stored);
+                }
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Write(e.to_string())),
+        }
+    }
 }
 
 /// How long storage has been refusing write-behind flushes. A JetStream cluster
@@ -601,6 +812,7 @@ impl Persister {
                             self.retry_ends.push(ended);
                         }
                     }
+
                 }
             }
         }

@@ -26,6 +26,8 @@ pub const DELETE: &str = "delete";
 pub const STATS: &str = "stats";
 pub const ARCHIVE_LIST: &str = "archive.list";
 pub const ARCHIVE_GET: &str = "archive.get";
+pub const LAPS: &str = "laps";
+pub const ARCHIVE_LAPS: &str = "archive.laps";
 
 /// `sessions.get.<id>`: the same as `sessions.get`, with the id in the subject, so
 /// that broker permissions can allow one session's snapshot and no other.
@@ -36,8 +38,41 @@ pub fn get_one(id: &SessionId) -> String {
     format!("{CONTROL_PREFIX}.{GET}.{id}")
 }
 
+/// `sessions.laps.<id>` and `sessions.archive.laps.<id>`: lap history with the id
+/// in the subject (the body pages), for the same reason as [`GET_ONE`].
+pub const LAPS_ONE: &str = "laps.*";
+pub const ARCHIVE_LAPS_ONE: &str = "archive.laps.*";
+
+/// `sessions.laps.<id>`.
+pub fn laps_one(id: &SessionId) -> String {
+    format!("{CONTROL_PREFIX}.{LAPS}.{id}")
+}
+
+/// `sessions.archive.laps.<id>`.
+pub fn archive_laps_one(id: &SessionId) -> String {
+    format!("{CONTROL_PREFIX}.{ARCHIVE_LAPS}.{id}")
+}
+
+/// Endpoints with the session id as the subject's last token: (micro endpoint
+/// name, subject pattern in the group, the endpoint it stands for).
+pub const ONE_SESSION_ENDPOINTS: [(&str, &str, &str); 3] = [
+    ("get-one", GET_ONE, GET),
+    ("laps-one", LAPS_ONE, LAPS),
+    ("archive-laps-one", ARCHIVE_LAPS_ONE, ARCHIVE_LAPS),
+];
+
 /// Every endpoint, in the order `$SRV.INFO` lists them.
-pub const ENDPOINTS: [&str; 7] = [CREATE, GET, LIST, DELETE, STATS, ARCHIVE_LIST, ARCHIVE_GET];
+pub const ENDPOINTS: [&str; 9] = [
+    CREATE,
+    GET,
+    LIST,
+    DELETE,
+    STATS,
+    ARCHIVE_LIST,
+    ARCHIVE_GET,
+    LAPS,
+    ARCHIVE_LAPS,
+];
 
 /// Wildcards the processor subscribes to for monitor data. Two explicit patterns
 /// rather than `session.*.>` so the processor never receives its own announcements.
@@ -97,6 +132,13 @@ pub fn session_event(id: &SessionId, event: Event) -> String {
     format!("{DATA_PREFIX}{id}.events.{}", event.as_str())
 }
 
+/// `session.<id>.lap`: each completed lap of the session, announced once stored.
+/// Under the session's prefix, so a dashboard subscribed to `session.<id>.>` gets
+/// it; never a monitor data kind.
+pub fn session_lap(id: &SessionId) -> String {
+    format!("{DATA_PREFIX}{id}.lap")
+}
+
 /// `sessions.events.<kind>`: the service-wide lifecycle feed (a session list follows it).
 pub fn service_event(event: Event) -> String {
     format!("{CONTROL_PREFIX}.events.{}", event.as_str())
@@ -142,6 +184,8 @@ mod tests {
         assert_eq!(parse_data(&session_event(&id, Event::Deleted)), None);
         assert!(session_event(&id, Event::Deleted).starts_with(&format!("session.{id}.")));
         assert_eq!(parse_data("sessions.get"), None);
+        assert_eq!(parse_data(&session_lap(&id)), None);
+        assert!(session_lap(&id).starts_with(&format!("session.{id}.")));
     }
 
     #[test]

@@ -186,11 +186,15 @@ async fn the_service_is_discoverable_through_srv_subjects() {
         subjects,
         [
             "sessions.archive.get",
+            "sessions.archive.laps",
+            "sessions.archive.laps.*",
             "sessions.archive.list",
             "sessions.create",
             "sessions.delete",
             "sessions.get",
             "sessions.get.*",
+            "sessions.laps",
+            "sessions.laps.*",
             "sessions.list",
             "sessions.stats"
         ]

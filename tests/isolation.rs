@@ -170,9 +170,35 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
         message.subject.as_str(),
         format!("session.{mine}.telemetry")
     );
-    // Snapshots of its own session only: by subject, which the broker can check.
+    // A new lap completes lap 2: announced live on the session's prefix, and
+    // served by request on the session's own laps subject.
+    monitor
+        .publish(format!("session.{mine}.telemetry"), frame(3).into())
+        .await
+        .unwrap();
+    loop {
+        if next(&mut live).await.subject.as_str() == format!("session.{mine}.lap") {
+            break;
+        }
+    }
+    let laps: Value = serde_json::from_slice(
+        &dashboard
+            .request(format!("sessions.laps.{mine}"), "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(
+        (laps["count"].as_u64(), &laps["laps"][0]["lap"]),
+        (Some(1), &json!(2))
+    );
+    // Snapshots and laps of its own session only: by subject, which the broker
+    // can check.
     for subject in [
         format!("sessions.get.{theirs}"),
+        format!("sessions.laps.{theirs}"),
+        "sessions.laps".to_string(),
         "sessions.get".to_string(),
         "sessions.list".to_string(),
         "sessions.delete".to_string(),

@@ -1,6 +1,7 @@
 //! Any bytes as a setup or telemetry frame: the processor never panics, accepts
 //! exactly the JSON objects within the size limit (serde_json is the reference),
-//! and a refused frame never replaces the session's last good one.
+//! a refused frame never replaces the session's last good one, and the lap field
+//! is found where serde_json's pointer finds it.
 #![no_main]
 
 use bytes::Bytes;
@@ -49,6 +50,19 @@ fuzz_target!(|data: &[u8]| {
     .unwrap();
     if accepted {
         assert_eq!(&stored.body[..], frame);
+        // The lap field, found without a DOM, is what serde_json's pointer finds;
+        // and a lap closes exactly when that value is not lap 1.
+        let value: serde_json::Value = serde_json::from_slice(frame).unwrap();
+        let pointer = paddock::payload::Pointer::parse("/lap").unwrap();
+        let ours = pointer
+            .find(frame)
+            .map(|r| serde_json::from_slice::<serde_json::Value>(&frame[r]).unwrap());
+        assert_eq!(ours.as_ref(), value.pointer("/lap"), "{value}");
+        if kind == DataKind::Telemetry {
+            let closed = snapshot.laps == 1;
+            let differs = ours.is_some_and(|lap| lap.as_f64() != Some(1.0));
+            assert_eq!(closed, differs, "{value}");
+        }
     } else {
         assert_eq!(&stored.body[..], br#"{"lap":1}"#);
     }

@@ -16,11 +16,16 @@ const SESSIONS: usize = 100;
 
 /// The workload (`paddock bench-hotpath`): `frames` frames over 100 sessions,
 /// straight into `App::ingest`.
-pub fn run(frames: usize, rich: bool) -> anyhow::Result<()> {
+pub fn run(
+    frames: usize,
+    rich: bool,
+    lap_field: Option<crate::payload::Pointer>,
+) -> anyhow::Result<()> {
     let frame = if rich { Frame::rich() } else { Frame::small() };
     let app = App::new(Limits {
         max_payload: 64 * 1024,
         max_sessions: 10_000,
+        lap_field,
         ..Default::default()
     });
     let subjects: Vec<String> = (0..SESSIONS)
@@ -34,17 +39,20 @@ pub fn run(frames: usize, rich: bool) -> anyhow::Result<()> {
 }
 
 /// (instructions for `many` frames − for `few`) / (`many` − `few`).
+/// `lap_field`: as `serve --lap-field` ("none" measures the hot path without lap
+/// history).
 pub(crate) async fn instructions_per_frame(
     frame: &Frame,
     few: usize,
     many: usize,
+    lap_field: &str,
 ) -> anyhow::Result<f64> {
-    let a = instructions(frame, few).await?;
-    let b = instructions(frame, many).await?;
+    let a = instructions(frame, few, lap_field).await?;
+    let b = instructions(frame, many, lap_field).await?;
     Ok(b.saturating_sub(a) as f64 / (many - few) as f64)
 }
 
-async fn instructions(frame: &Frame, frames: usize) -> anyhow::Result<u64> {
+async fn instructions(frame: &Frame, frames: usize, lap_field: &str) -> anyhow::Result<u64> {
     let size = if frame.name == Frame::rich().name {
         "rich"
     } else {
@@ -59,6 +67,8 @@ async fn instructions(frame: &Frame, frames: usize) -> anyhow::Result<u64> {
             &frames.to_string(),
             "--frame",
             size,
+            "--lap-field",
+            lap_field,
         ])
         .env("RUST_LOG", "off")
         .output()

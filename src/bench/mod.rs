@@ -300,18 +300,33 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     if wants("callgrind") {
         eprintln!("== instructions per ingested frame (valgrind --tool=callgrind)");
-        for frame in [Frame::small(), Frame::rich()] {
-            match hotpath::instructions_per_frame(&frame, plan.callgrind.0, plan.callgrind.1).await
+        // With lap history (the default, `--lap-field /lap`) and without, so the
+        // cost of reading the lap field is a figure of its own.
+        let runs = [
+            (Frame::small(), "/lap", ""),
+            (Frame::rich(), "/lap", ""),
+            (Frame::small(), "none", ", lap history off"),
+            (Frame::rich(), "none", ", lap history off"),
+        ];
+        for (frame, lap_field, label) in runs {
+            let what = format!("instructions per ingested frame, {}{label}", frame.name);
+            match hotpath::instructions_per_frame(
+                &frame,
+                plan.callgrind.0,
+                plan.callgrind.1,
+                lap_field,
+            )
+            .await
             {
                 Ok(per) => report.add(
-                    format!("instructions per ingested frame, {}", frame.name),
+                    what,
                     format!("{per:.0}"),
                     "App::ingest alone: parse, validate, store (no NATS)",
                 ),
                 // Not a failure of the run (valgrind is optional), but never a
                 // silent gap: the table says what was not measured, and why.
                 Err(e) => report.add(
-                    format!("instructions per ingested frame, {}", frame.name),
+                    what,
                     "not measured",
                     format!("{e:#}")
                         .lines()

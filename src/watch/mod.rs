@@ -105,6 +105,16 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                 snapshot_due = match client.get(&args.session_id).await {
                     Ok(doc) => {
                         state.apply_snapshot(&doc, Instant::now());
+                        // The recent laps, for the table and the chart (live ones
+                        // arrive on the subscription). A processor without lap
+                        // history, or credentials without it, leave the view as is.
+                        let from = doc["stats"]["current_lap"]
+                            .as_f64()
+                            .map(|lap| lap - state::LAPS_KEPT as f64);
+                        match client.laps(&id, from, false).await {
+                            Ok(records) => state.apply_laps(&records),
+                            Err(e) => tracing::debug!(error = %e, "no lap history"),
+                        }
                         if screen.is_none() {
                             println!("{}", ui::plain_line(&state, Instant::now()));
                         }

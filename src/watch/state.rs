@@ -9,6 +9,29 @@ use serde_json::Value;
 /// Laps of fuel history used for the burn-rate estimate.
 const BURN_WINDOW: usize = 5;
 
+/// Completed laps the view keeps (the table shows the last that fit).
+pub const LAPS_KEPT: usize = 60;
+
+/// One completed lap as the view shows it, from a lap record (`sessions.laps`,
+/// `session.<id>.lap`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LapRow {
+    /// The lap's value at the lap field, as text.
+    pub lap: String,
+    /// Seconds: the sim's `last_lap_time` in the next lap's first frame, else the
+    /// `lap_time` of its last frame, else the time between its first and last frame.
+    pub time: Option<f64>,
+    /// Litres from the start of this lap to the start of the next; `None` for the
+    /// first lap seen or across a refuel.
+    pub fuel_used: Option<f64>,
+    /// The car was in the pits during the lap (or was refuelled).
+    pub pit: bool,
+    /// Fuel at the start of the next lap: the next row's start.
+    fuel_at_end: Option<f64>,
+    /// Identifies the record, so a lap from the snapshot and live is kept once.
+    ended_at: String,
+}
+
 /// The link to the broker, as the view shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Link {
@@ -39,6 +62,8 @@ pub struct WatchState {
     /// The oldest entry was taken mid-lap (the view joined during that lap), so
     /// the burn from it to the next lap is only part of a lap's.
     first_lap_partial: bool,
+    /// Completed laps, oldest first, at most [`LAPS_KEPT`].
+    pub laps: Vec<LapRow>,
 }
 
 impl WatchState {
@@ -54,6 +79,62 @@ impl WatchState {
             frames_seen: 0,
             fuel_at_lap: VecDeque::new(),
             first_lap_partial: true,
+            laps: Vec::new(),
+        }
+    }
+
+    /// Applies lap records (`sessions.laps`), oldest first: they replace what the
+    /// view had, as after a reconnect.
+    pub fn apply_laps(&mut self, records: &[Value]) {
+        self.laps.clear();
+        for record in records {
+            self.push_lap(record);
+        }
+    }
+
+    /// The best lap time among the laps kept.
+    pub fn best_lap(&self) -> Option<f64> {
+        self.laps
+            .iter()
+            .filter_map(|l| l.time)
+            .min_by(|a, b| a.total_cmp(b))
+    }
+
+    fn push_lap(&mut self, record: &Value) {
+        let ended_at = record["ended_at"].as_str().unwrap_or_default().to_string();
+        if self.laps.iter().any(|l| l.ended_at == ended_at) {
+            return;
+        }
+        let (last, next) = (&record["last_frame"], &record["next_frame"]);
+        let seconds = |a: &Value, b: &Value| -> Option<f64> {
+            let a = chrono::DateTime::parse_from_rfc3339(a.as_str()?).ok()?;
+            let b = chrono::DateTime::parse_from_rfc3339(b.as_str()?).ok()?;
+            Some((b - a).num_milliseconds() as f64 / 1000.0)
+        };
+        let time = next["last_lap_time"]
+            .as_f64()
+            .or_else(|| last["lap_time"].as_f64())
+            .or_else(|| seconds(&record["started_at"], &record["ended_at"]));
+        let fuel_at_end = next["fuel"].as_f64();
+        let fuel_used = match (self.laps.last().and_then(|l| l.fuel_at_end), fuel_at_end) {
+            (Some(start), Some(end)) => Some(start - end),
+            _ => None,
+        };
+        let refuelled = fuel_used.is_some_and(|used| used < 0.0);
+        let lap = match &record["lap"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        self.laps.push(LapRow {
+            lap,
+            time,
+            fuel_used: fuel_used.filter(|_| !refuelled),
+            pit: refuelled || last["in_pits"] == true || next["in_pits"] == true,
+            fuel_at_end,
+            ended_at,
+        });
+        if self.laps.len() > LAPS_KEPT {
+            self.laps.remove(0);
         }
     }
 
@@ -92,6 +173,11 @@ impl WatchState {
             "setup" => {
                 if let Ok(setup @ Value::Object(_)) = serde_json::from_slice::<Value>(payload) {
                     self.setup = Some(setup);
+                }
+            }
+            "lap" => {
+                if let Ok(record @ Value::Object(_)) = serde_json::from_slice::<Value>(payload) {
+                    self.push_lap(&record);
                 }
             }
             "events.deleted" => self.problem = Some("this session was deleted".into()),
@@ -188,6 +274,46 @@ mod tests {
         // Burns: 5, 5, 5, (refuel skipped), 5.
         assert_eq!(s.fuel_per_lap(), Some(5.0));
         assert_eq!(s.laps_remaining(), Some(14.0));
+    }
+
+    fn record(lap: u64, ended: u64, fuel_next: f64, pit: bool) -> Value {
+        json!({
+            "lap": lap,
+            "started_at": format!("2026-11-24T10:00:{:02}Z", ended - 5),
+            "ended_at": format!("2026-11-24T10:00:{ended:02}Z"),
+            "frames": 10,
+            "last_frame": {"lap": lap, "lap_time": 99.5, "in_pits": pit},
+            "next_frame": {"lap": lap + 1, "last_lap_time": 100.0 + lap as f64, "fuel": fuel_next},
+        })
+    }
+
+    #[test]
+    fn laps_show_time_fuel_used_and_pit_stops_once_each() {
+        let now = Instant::now();
+        let mut s = WatchState::new("x", Duration::from_secs(5));
+        s.apply_laps(&[record(1, 10, 70.0, false), record(2, 20, 65.0, false)]);
+        // Live: a refuel in lap 3, and lap 2 again (snapshot and live overlap).
+        s.apply_message(
+            "lap",
+            record(2, 20, 65.0, false).to_string().as_bytes(),
+            now,
+        );
+        s.apply_message("lap", record(3, 30, 75.0, true).to_string().as_bytes(), now);
+        s.apply_message("lap", b"not json", now);
+        let rows: Vec<(&str, Option<f64>, Option<f64>, bool)> = s
+            .laps
+            .iter()
+            .map(|l| (l.lap.as_str(), l.time, l.fuel_used, l.pit))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("1", Some(101.0), None, false),
+                ("2", Some(102.0), Some(5.0), false),
+                ("3", Some(103.0), None, true),
+            ]
+        );
+        assert_eq!(s.best_lap(), Some(101.0));
     }
 
     #[test]

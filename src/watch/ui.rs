@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Gauge, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{
+    Axis, Block, Chart, Dataset, Gauge, GraphType, Paragraph, Row, Table, Wrap,
+};
 use serde_json::Value;
 
 use super::state::{Link, WatchState};
@@ -25,7 +28,8 @@ pub fn draw(frame: &mut Frame, state: &WatchState, show_setup: bool, now: Instan
     .areas(frame.area());
     draw_header(frame, header, state, now);
     frame.render_widget(
-        Paragraph::new("q quit · s show/hide setup").style(Style::new().fg(Color::DarkGray)),
+        Paragraph::new("q quit · s show/hide setup (instead of the laps)")
+            .style(Style::new().fg(Color::DarkGray)),
         footer,
     );
 
@@ -66,7 +70,93 @@ pub fn draw(frame: &mut Frame, state: &WatchState, show_setup: bool, now: Instan
                 .block(Block::bordered().title(" setup ")),
             rest,
         );
+    } else {
+        draw_laps(frame, rest, state);
     }
+}
+
+/// The lap history: a table of the last laps that fit, and a lap-time chart.
+fn draw_laps(frame: &mut Frame, area: Rect, state: &WatchState) {
+    if area.height < 4 {
+        return;
+    }
+    let [table_area, chart_area] =
+        Layout::horizontal([Constraint::Length(38), Constraint::Min(0)]).areas(area);
+    let best = state.best_lap();
+    let fit = usize::from(table_area.height.saturating_sub(3));
+    let rows = state.laps.iter().rev().take(fit).map(|l| {
+        let time = l.time.map_or("—".into(), seconds_as_lap_time);
+        let style = if l.time.is_some() && l.time == best {
+            Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new()
+        };
+        Row::new(vec![
+            l.lap.clone(),
+            time,
+            l.fuel_used.map_or("—".into(), |f| format!("{f:.2} L")),
+            if l.pit { "PIT".into() } else { String::new() },
+        ])
+        .style(style)
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(10),
+            Constraint::Length(9),
+            Constraint::Length(4),
+        ],
+    )
+    .header(Row::new(["lap", "time", "fuel", "pit"]).style(Style::new().fg(Color::DarkGray)))
+    .block(Block::bordered().title(" laps "));
+    frame.render_widget(table, table_area);
+
+    let points: Vec<(f64, f64)> = state
+        .laps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| Some((i as f64, l.time?)))
+        .collect();
+    let block = Block::bordered().title(" lap times ");
+    if points.len() < 2 {
+        frame.render_widget(
+            Paragraph::new("a chart once two laps are complete").block(block),
+            chart_area,
+        );
+        return;
+    }
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), (_, t)| {
+            (lo.min(*t), hi.max(*t))
+        });
+    let (lo, hi) = (lo.floor() - 1.0, hi.ceil() + 1.0);
+    let first = state.laps.first().map_or(String::new(), |l| l.lap.clone());
+    let last = state.laps.last().map_or(String::new(), |l| l.lap.clone());
+    let chart = Chart::new(vec![
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::new().fg(Color::Cyan))
+            .data(&points),
+    ])
+    .block(block)
+    .x_axis(
+        Axis::default()
+            .bounds([0.0, (state.laps.len() - 1) as f64])
+            .labels([format!("lap {first}"), format!("lap {last}")]),
+    )
+    .y_axis(
+        Axis::default()
+            .bounds([lo, hi])
+            .labels([seconds_as_lap_time(lo), seconds_as_lap_time(hi)]),
+    );
+    frame.render_widget(chart, chart_area);
+}
+
+fn seconds_as_lap_time(s: f64) -> String {
+    lap_time(&Value::from(s))
 }
 
 fn draw_header(frame: &mut Frame, area: Rect, state: &WatchState, now: Instant) {
@@ -339,6 +429,41 @@ mod tests {
             !shown.contains("rear_wing"),
             "setup hidden until asked for:\n{shown}"
         );
+    }
+
+    #[test]
+    fn the_laps_table_and_chart_show_the_history() {
+        let now = Instant::now();
+        let mut state = state_with_frame(now);
+        let records: Vec<Value> = (1..=4u64)
+            .map(|lap| {
+                serde_json::json!({
+                    "lap": lap,
+                    "started_at": format!("2026-11-24T10:0{lap}:00Z"),
+                    "ended_at": format!("2026-11-24T10:0{}:00Z", lap + 1),
+                    "frames": 100,
+                    "last_frame": {"lap": lap, "in_pits": lap == 3},
+                    "next_frame": {"lap": lap + 1, "last_lap_time": 210.0 + lap as f64, "fuel": 70.0 - 5.0 * lap as f64},
+                })
+            })
+            .collect();
+        state.apply_laps(&records);
+        let shown = screen(&state, false, now);
+        for expected in [
+            " laps ",
+            " lap times ",
+            "3:31.000",
+            "3:34.000",
+            "5.00 L",
+            "PIT",
+            "lap 1",
+            "lap 4",
+        ] {
+            assert!(
+                shown.contains(expected),
+                "{expected:?} missing from:\n{shown}"
+            );
+        }
     }
 
     #[test]

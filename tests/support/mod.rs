@@ -331,6 +331,7 @@ pub fn test_limits() -> Limits {
         max_sessions: 1_000,
         // Tests create sessions faster than any team; the limit has its own test.
         creates_per_minute: 0,
+        ..Limits::default()
     }
 }
 
@@ -428,6 +429,18 @@ pub async fn create(client: &async_nats::Client) -> String {
 }
 
 /// The next message on `sub`, failing the test if none comes within `PATIENCE`.
+/// The next monitor frame (setup or telemetry) under `session.<id>.>`, skipping the
+/// processor's lap announcements (`session.<id>.lap`), which arrive when the lap
+/// writer has stored them, not in frame order.
+pub async fn next_frame(sub: &mut async_nats::Subscriber) -> Message {
+    loop {
+        let message = next(sub).await;
+        if !message.subject.as_str().ends_with(".lap") {
+            return message;
+        }
+    }
+}
+
 pub async fn next(sub: &mut async_nats::Subscriber) -> Message {
     use futures::StreamExt;
     tokio::time::timeout(PATIENCE, sub.next())
