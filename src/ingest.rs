@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::app::{Announcement, App};
 use crate::error::ServiceError;
 use crate::id::SessionId;
-use crate::payload::validate_object;
+use crate::payload::validate_object_finding;
 use crate::sessions::{Applied, format_time};
 use crate::subjects::{self, DataKind, Event};
 
@@ -71,10 +71,20 @@ impl App {
         let (raw_id, kind) = subjects::parse_data(subject)
             .ok_or_else(|| ServiceError::BadRequest(format!("not a data subject: {subject}")))?;
         let session_id = SessionId::parse(raw_id)?;
-        if let Err(e) = validate_object(payload, self.limits.max_payload) {
-            self.sessions.note_rejected(session_id);
-            return Err(e.into());
-        }
+        // A top-level lap field is found by the validation pass itself; a nested
+        // one by a walk after it (payload/pointer.rs).
+        let lap_field = self.limits.lap_field.as_ref();
+        let top_level = match kind {
+            DataKind::Telemetry => lap_field.and_then(|p| p.top_level_key()),
+            DataKind::Setup => None,
+        };
+        let lap_at = match validate_object_finding(payload, self.limits.max_payload, top_level) {
+            Ok(at) => at,
+            Err(e) => {
+                self.sessions.note_rejected(session_id);
+                return Err(e.into());
+            }
+        };
         // A copy of exactly the frame, not `payload.clone()`: the client's payload is
         // a slice of a 64 KiB read buffer, and a stored slice would keep the whole
         // buffer alive for as long as the session keeps the frame (a setup: hours).
@@ -83,14 +93,13 @@ impl App {
         let applied = match kind {
             DataKind::Setup => self.sessions.update_setup(session_id, body)?,
             DataKind::Telemetry => {
-                // The lap field's bytes, found without a DOM (payload/pointer.rs);
-                // a slice of the stored copy, so nothing more is allocated.
-                let lap = self
-                    .limits
-                    .lap_field
-                    .as_ref()
-                    .and_then(|field| field.find(&body))
-                    .map(|range| body.slice(range));
+                // Where the lap field's bytes are in the frame, found without a DOM;
+                // they are copied only when the lap changes.
+                let lap = match (top_level, lap_field) {
+                    (Some(_), _) => lap_at,
+                    (None, Some(nested)) => nested.find(&body),
+                    (None, None) => None,
+                };
                 self.sessions.update_telemetry(session_id, body, lap)?
             }
         };

@@ -183,20 +183,21 @@ pub struct Running {
 }
 
 impl Running {
-    /// Takes one accepted frame (`value`: its lap field, if present). Returns the
-    /// lap it completes, if any. `previous` is the frame before it.
+    /// Takes one accepted frame (`value`: where its lap field is in it, if
+    /// present). Returns the lap it completes, if any. `previous` is the frame
+    /// before it.
     pub fn advance(
         &mut self,
         session_id: SessionId,
-        value: Option<Bytes>,
+        value: Option<std::ops::Range<usize>>,
         frame: &Bytes,
         previous: Option<&Bytes>,
         now: DateTime<Utc>,
     ) -> Option<LapRecord> {
         let mut completed = None;
-        if let Some(value) = value {
+        if let Some(value) = value.and_then(|range| frame.get(range)) {
             match &self.value {
-                Some(current) if same_lap(current, &value) => {}
+                Some(current) if same_lap(current, value) => {}
                 Some(current) => {
                     self.completed += 1;
                     completed = Some(LapRecord {
@@ -221,9 +222,9 @@ impl Running {
         completed
     }
 
-    fn start(&mut self, value: Bytes, now: DateTime<Utc>) {
+    fn start(&mut self, value: &[u8], now: DateTime<Utc>) {
         // A copy, not a slice of the frame: a slice would keep the whole frame alive.
-        self.value = Some(Bytes::copy_from_slice(&value));
+        self.value = Some(Bytes::copy_from_slice(value));
         self.started_at = Some(now);
         self.frames = 0;
     }
@@ -334,8 +335,9 @@ mod tests {
         Bytes::from(format!(r#"{{"lap": {lap}, "fuel": {fuel}}}"#))
     }
 
-    fn value(lap: u64) -> Option<Bytes> {
-        Some(Bytes::from(lap.to_string()))
+    /// Where the lap is in a frame made by `frame`.
+    fn value(lap: u64) -> Option<std::ops::Range<usize>> {
+        Some(8..8 + lap.to_string().len())
     }
 
     #[test]

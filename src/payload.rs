@@ -41,6 +41,16 @@ impl PayloadError {
 
 /// Checks that `payload` is one JSON object of at most `limit` bytes.
 pub fn validate_object(payload: &[u8], limit: usize) -> Result<(), PayloadError> {
+    validate_object_finding(payload, limit, None).map(|_| ())
+}
+
+/// [`validate_object`], also answering where the value of the top-level member
+/// `field` is, found in the same pass (the lap field on the hot path).
+pub fn validate_object_finding(
+    payload: &[u8],
+    limit: usize,
+    field: Option<&str>,
+) -> Result<Option<std::ops::Range<usize>>, PayloadError> {
     if payload.len() > limit {
         return Err(PayloadError::TooLarge {
             size: payload.len(),
@@ -53,7 +63,11 @@ pub fn validate_object(payload: &[u8], limit: usize) -> Result<(), PayloadError>
     let Some(first) = text.bytes().find(|b| !b.is_ascii_whitespace()) else {
         return Err(PayloadError::Empty);
     };
-    syntax::check(text.as_bytes()).map_err(|reason| PayloadError::Malformed { reason })?;
+    let found = match field {
+        None => syntax::check(text.as_bytes()).map(|()| None),
+        Some(field) => syntax::check_finding(text.as_bytes(), field),
+    }
+    .map_err(|reason| PayloadError::Malformed { reason })?;
     if first != b'{' {
         // Well-formed but not an object: name what was sent, which helps a monitor
         // author more than a generic "invalid type".
@@ -66,7 +80,7 @@ pub fn validate_object(payload: &[u8], limit: usize) -> Result<(), PayloadError>
         };
         return Err(PayloadError::NotObject { found });
     }
-    Ok(())
+    Ok(found)
 }
 
 #[cfg(test)]

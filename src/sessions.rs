@@ -293,9 +293,9 @@ impl Sessions {
         })
     }
 
-    /// Stores the latest telemetry frame. `lap` is the frame's value at the lap
-    /// field (`--lap-field`), if it has one: a change completes the running lap,
-    /// which is kept and returned in [`Applied::lap`].
+    /// Stores the latest telemetry frame. `lap` is where the frame's value at the
+    /// lap field (`--lap-field`) is in `body`, if it has one: a change completes
+    /// the running lap, which is kept and returned in [`Applied::lap`].
     ///
     /// An id that is well-formed but unknown is created on demand: a monitor that
     /// keeps publishing after the processor lost its state (or that started before
@@ -304,7 +304,7 @@ impl Sessions {
         &self,
         id: SessionId,
         body: Bytes,
-        lap: Option<Bytes>,
+        lap: Option<std::ops::Range<usize>>,
     ) -> Result<Applied, SessionError> {
         let max_laps = self.max_laps;
         self.update(id, |session, now| {

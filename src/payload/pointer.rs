@@ -1,11 +1,13 @@
 //! Finding one value in a frame by JSON pointer (RFC 6901), without building a DOM.
 //!
 //! Lap history reads one field of every telemetry frame (`--lap-field`, `/lap` by
-//! default). The frame has already passed the syntax check, so this only has to
-//! find the value's bytes: it walks the members of each object on the way, skipping
-//! the values of other keys by bracket and quote counting, and stops at the match.
-//! With `/lap` near the top of a frame (as sims and `paddock monitor` send it) that
-//! is a few dozen bytes; `paddock bench --only callgrind` counts the cost.
+//! default). A top-level field (one token, the usual case) is found by the syntax
+//! check itself, in the same pass (`payload::validate_object_finding`). A nested
+//! one is found here, after the check: this walks the members of each object on
+//! the way, skipping other keys' values by bracket and quote counting, to the end
+//! of each object (the last of duplicate keys wins, as in serde_json), so it costs
+//! a second pass over the objects on the path; `paddock bench --only callgrind`
+//! counts both.
 
 use std::ops::Range;
 
@@ -52,12 +54,21 @@ impl Pointer {
         &self.text
     }
 
+    /// The key, when the pointer names a member of the top-level object.
+    pub fn top_level_key(&self) -> Option<&str> {
+        match self.tokens.as_slice() {
+            [key] => Some(key),
+            _ => None,
+        }
+    }
+
     /// Where the value this pointer names sits in `frame`, if it is there. `frame`
     /// must be valid JSON (it passed `validate_object`); on anything else the answer
     /// is `None` or a wrong range, never a panic.
     pub fn find(&self, frame: &[u8]) -> Option<Range<usize>> {
-        let mut at = whitespace(frame, 0);
-        let mut end = skip_value(frame, at)?;
+        // Only the values on the way are walked to their end; the document's own
+        // end is never looked for (that would scan the whole frame).
+        let (mut at, mut end) = (whitespace(frame, 0), frame.len());
         for token in &self.tokens {
             (at, end) = child(frame, at, token)?;
         }
@@ -79,6 +90,7 @@ fn child(b: &[u8], at: usize, token: &str) -> Option<(usize, usize)> {
             if b.get(i)? == &b'}' {
                 return None;
             }
+            let mut found = None;
             loop {
                 let key_end = skip_string(b, i + 1)?;
                 let key = &b[i + 1..key_end - 1];
@@ -89,11 +101,11 @@ fn child(b: &[u8], at: usize, token: &str) -> Option<(usize, usize)> {
                 let value = whitespace(b, i + 1);
                 let value_end = skip_value(b, value)?;
                 if key_matches(key, token) {
-                    return Some((value, value_end));
+                    found = Some((value, value_end));
                 }
                 i = whitespace(b, value_end);
                 if b.get(i)? != &b',' {
-                    return None;
+                    return found;
                 }
                 i = whitespace(b, i + 1);
             }
@@ -217,6 +229,11 @@ mod tests {
         assert_eq!(at("/laps/01", frame), None);
         assert_eq!(at("/lap/x", frame), None);
         assert_eq!(at("/lap", "{}"), None);
+        assert_eq!(
+            at("/a/b", r#"{"a": {"b": 1, "b": 2}}"#),
+            Some("2"),
+            "the last wins"
+        );
     }
 
     #[test]

@@ -16,7 +16,21 @@ pub(crate) const MAX_DEPTH: u32 = 128;
 /// Checks that `bytes` is one JSON value with only whitespace around it. The error
 /// says what was expected and where (a byte offset).
 pub(crate) fn check(bytes: &[u8]) -> Result<(), String> {
-    document(bytes).map_err(|e| e.describe(bytes))
+    document::<false>(bytes, "")
+        .map(|_| ())
+        .map_err(|e| e.describe(bytes))
+}
+
+/// The same check, also answering where the value of the top-level member `field`
+/// is (the last one, as serde_json keeps the last of duplicate keys): the lap field
+/// is found in the same pass, for a compare per top-level key.
+pub(crate) fn check_finding(
+    bytes: &[u8],
+    field: &str,
+) -> Result<Option<std::ops::Range<usize>>, String> {
+    document::<true>(bytes, field)
+        .map(|found| found.map(|(start, end)| start..end))
+        .map_err(|e| e.describe(bytes))
 }
 
 /// Bytes that end the fast scan inside a string: the quote, the backslash, and the
@@ -104,11 +118,17 @@ impl Failure {
 // what they read: the position stays in a register, and every index is checked by
 // `get`, so hostile input can only fail, never read out of bounds.
 
-fn document(b: &[u8]) -> Result<(), Failure> {
+/// `FIND`: whether to look for `field` at all. A constant, so the plain check
+/// (setups, or lap history off) compiles without the look-out.
+fn document<const FIND: bool>(b: &[u8], field: &str) -> Result<Option<(usize, usize)>, Failure> {
     // One bit per open container: 1 for an object, 0 for an array.
     let mut stack: u128 = 0;
     let mut depth: u32 = 0;
     let mut i = 0;
+    // `field`'s value: where it starts once its key is read, and where it ends
+    // once the scan is back at depth 1 after it.
+    let mut found: Option<(usize, usize)> = None;
+    let mut pending: Option<usize> = None;
     'value: loop {
         i = whitespace(b, i);
         match b.get(i) {
@@ -124,7 +144,12 @@ fn document(b: &[u8]) -> Result<(), Failure> {
                 } else {
                     depth += 1;
                     stack = (stack << 1) | 1;
-                    i = key(b, i)?;
+                    let quote = i;
+                    let key_end;
+                    (i, key_end) = key(b, i)?;
+                    if FIND && depth == 1 && key_is(b, quote, key_end, field) {
+                        pending = Some(i);
+                    }
                     continue 'value;
                 }
             }
@@ -150,17 +175,29 @@ fn document(b: &[u8]) -> Result<(), Failure> {
         }
         // After a value: close containers until one expects another value.
         loop {
+            if FIND
+                && let Some(start) = pending
+                && depth == 1
+            {
+                found = Some((whitespace(b, start), i));
+                pending = None;
+            }
             i = whitespace(b, i);
             if depth == 0 {
                 return match b.get(i) {
-                    None => Ok(()),
+                    None => Ok(found),
                     Some(_) => fail(i, Expected::End),
                 };
             }
             let in_object = stack & 1 == 1;
             match b.get(i) {
                 Some(b',') if in_object => {
-                    i = key(b, whitespace(b, i + 1))?;
+                    let quote = whitespace(b, i + 1);
+                    let key_end;
+                    (i, key_end) = key(b, quote)?;
+                    if FIND && depth == 1 && key_is(b, quote, key_end, field) {
+                        pending = Some(i);
+                    }
                     continue 'value;
                 }
                 Some(b',') => {
@@ -194,15 +231,47 @@ fn whitespace(b: &[u8], mut i: usize) -> usize {
 
 /// `"key"` then `:`, at the start of a member; answers the position after the colon.
 #[inline(always)]
-fn key(b: &[u8], i: usize) -> Result<usize, Failure> {
+fn key(b: &[u8], i: usize) -> Result<(usize, usize), Failure> {
     if b.get(i) != Some(&b'"') {
         return fail(i, Expected::Key);
     }
-    let i = whitespace(b, string(b, i + 1)?);
+    let end = string(b, i + 1)?;
+    let i = whitespace(b, end);
     if b.get(i) != Some(&b':') {
         return fail(i, Expected::Colon);
     }
-    Ok(i + 1)
+    Ok((i + 1, end))
+}
+
+/// Whether the key whose quotes are at `quote` and `key_end - 1` is `field`.
+/// Most keys differ in their first byte, which is all this looks at for them.
+#[inline(always)]
+fn key_is(b: &[u8], quote: usize, key_end: usize, field: &str) -> bool {
+    let first = b.get(quote + 1).copied();
+    if first != field.as_bytes().first().copied() && first != Some(b'\\') {
+        return false;
+    }
+    b.get(quote + 1..key_end - 1)
+        .is_some_and(|raw| key_matches(raw, field))
+}
+
+/// A key, as it is between its quotes, against `field`: only a key that could be
+/// `field` spelled with escapes (longer, with a backslash) is decoded.
+fn key_matches(raw: &[u8], field: &str) -> bool {
+    let f = field.as_bytes();
+    if raw == f {
+        return true;
+    }
+    let could_be_escaped = raw.len() > f.len()
+        && (raw.first() == Some(&b'\\') || raw.first() == f.first())
+        && raw.contains(&b'\\');
+    could_be_escaped && {
+        let mut quoted = Vec::with_capacity(raw.len() + 2);
+        quoted.push(b'"');
+        quoted.extend_from_slice(raw);
+        quoted.push(b'"');
+        serde_json::from_slice::<String>(&quoted).is_ok_and(|key| key == field)
+    }
 }
 
 /// The rest of a string, from just after its opening quote.
@@ -238,7 +307,7 @@ fn string(b: &[u8], mut i: usize) -> Result<usize, Failure> {
 
 /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`; what follows is
 /// checked by the caller (so `01` fails there, as "expected ',' …").
-#[inline]
+#[inline(always)]
 fn number(b: &[u8], mut i: usize) -> Result<usize, Failure> {
     if b.get(i) == Some(&b'-') {
         i += 1;
@@ -313,6 +382,29 @@ mod tests {
             "{:?}: ours {ours:?}",
             String::from_utf8_lossy(bytes)
         );
+    }
+
+    #[test]
+    fn the_field_is_found_in_the_same_pass_last_one_wins() {
+        let find = |s: &str| {
+            check_finding(s.as_bytes(), "lap")
+                .unwrap()
+                .map(|r| s[r].to_string())
+        };
+        assert_eq!(find(r#"{"lap":14}"#).as_deref(), Some("14"));
+        assert_eq!(
+            find(r#" { "a": {"lap": 1}, "lap" : [1, {"x": 2}] , "b": 3 } "#).as_deref(),
+            Some("[1, {\"x\": 2}]")
+        );
+        assert_eq!(
+            find(r#"{"lap": 1, "lap": "two"}"#).as_deref(),
+            Some("\"two\"")
+        );
+        assert_eq!(find(r#"{"l\u0061p": 5}"#).as_deref(), Some("5"));
+        assert_eq!(find(r#"{"laps": 1, "la": 2, "lap\"": 3}"#), None);
+        assert_eq!(find(r#"{"a": {"lap": 1}}"#), None);
+        assert_eq!(find(r#"[{"lap": 1}]"#), None);
+        assert!(check_finding(br#"{"lap": }"#, "lap").is_err());
     }
 
     #[test]
@@ -438,6 +530,15 @@ mod tests {
             }
             agree(&bytes);
             accepted += check(&bytes).is_ok() as usize;
+            // The lap field found in the same pass is where serde_json finds it.
+            if let Ok(Some(value)) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map(|v| v.as_object().map(|o| o.get("lap").cloned()))
+            {
+                let ours = check_finding(&bytes, "lap")
+                    .unwrap()
+                    .map(|r| serde_json::from_slice::<serde_json::Value>(&bytes[r]).unwrap());
+                assert_eq!(ours, value, "{:?}", String::from_utf8_lossy(&bytes));
+            }
         }
         // The mutations must exercise both outcomes to mean anything.
         assert!(accepted > 1_000 && accepted < 19_000, "{accepted}");
