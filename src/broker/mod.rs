@@ -182,21 +182,6 @@ fn is_executable(path: &Path) -> bool {
     path.is_file()
 }
 
-/// `paddock broker fetch|which`: prints a binary's path on stdout, for scripts
-/// (`NATS_SERVER_BIN=$(paddock broker fetch)`).
-pub fn run(command: &crate::cli::BrokerCommand) -> anyhow::Result<()> {
-    let path = match command {
-        crate::cli::BrokerCommand::Fetch => managed()?,
-        crate::cli::BrokerCommand::Which => {
-            let (path, source) = locate_from_env()?;
-            eprintln!("{} ({source:?})", version(&path));
-            path
-        }
-    };
-    println!("{}", path.display());
-    Ok(())
-}
-
 /// The version line a binary prints (`nats-server: v2.9.10`), or "" if it does not run.
 pub fn version(bin: &Path) -> String {
     Command::new(bin)

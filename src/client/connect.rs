@@ -1,0 +1,269 @@
+//! Connecting to the broker, with the connection's life in the logs.
+//!
+//! async-nats reconnects and resubscribes on its own (unlimited attempts by default);
+//! what it does not do is tell the operator. The event callback turns every
+//! disconnect, reconnect and slow-consumer event into a structured log line, so a
+//! broker outage during a race is visible and its end is too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::{Client, ConnectOptions, Event, ServerAddr};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// Where the broker is and how to prove who we are: what every connection needs.
+/// The commands fill it from their flags (`cmd::args::ConnectArgs`).
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// One URL, or a cluster's nodes comma-separated.
+    pub nats_url: String,
+    /// A `.creds` file (JWT and seed).
+    pub creds: Option<std::path::PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// A CA to verify the broker with; makes TLS required.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate and its key, for brokers that verify clients.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Where replies arrive: `<prefix>.<connection>.<n>` (roles read only their own).
+    pub inbox_prefix: String,
+}
+
+impl ConnectConfig {
+    /// A broker at `url` with no credentials and no TLS (tests, benchmarks).
+    pub fn plain(url: &str) -> Self {
+        ConnectConfig {
+            nats_url: url.to_string(),
+            creds: None,
+            user: None,
+            password: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            inbox_prefix: "_INBOX".into(),
+        }
+    }
+}
+
+/// The link to the broker going down or coming back, for commands that react to it
+/// (the monitor re-sends its setup, the watch view takes a fresh snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Up,
+    Down,
+}
+
+/// Options shared by every paddock connection: a client name the broker shows in
+/// its connection list, and connection events logged.
+pub fn options(name: &str) -> ConnectOptions {
+    options_observed(name, None)
+}
+
+/// Like [`options`], also forwarding link changes to `links`.
+pub fn options_observed(name: &str, links: Option<UnboundedSender<Link>>) -> ConnectOptions {
+    let drops = Arc::new(DropLog::default());
+    ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .reconnect_delay_callback(reconnect_delay)
+        .event_callback(move |event| {
+            let links = links.clone();
+            let drops = Arc::clone(&drops);
+            async move {
+                let link = match event {
+                    Event::Connected => {
+                        tracing::info!("connected to NATS");
+                        Some(Link::Up)
+                    }
+                    Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS; reconnecting (state is kept)");
+                        Some(Link::Down)
+                    }
+                    Event::SlowConsumer(sid) => {
+                        drops.note(sid);
+                        None
+                    }
+                    Event::LameDuckMode => {
+                        tracing::warn!("broker entering lame duck mode; will move to another");
+                        None
+                    }
+                    // A refused publish or subscribe (permissions) is only ever
+                    // reported here: the request itself just goes unanswered.
+                    Event::ServerError(e) => {
+                        tracing::warn!(error = %e, "the NATS server refused an operation");
+                        None
+                    }
+                    // One per failed reconnect attempt: the delay callback below
+                    // reports the outage at a readable rate instead.
+                    Event::ClientError(e) => {
+                        tracing::debug!(error = %e, "NATS client error");
+                        None
+                    }
+                    other => {
+                        tracing::info!(event = %other, "NATS connection event");
+                        None
+                    }
+                };
+                if let (Some(tx), Some(link)) = (links, link) {
+                    let _ = tx.send(link);
+                }
+            }
+        })
+}
+
+/// async-nats's default backoff (immediately, then doubling up to 4 s, forever), and a
+/// warning while the broker stays unreachable: at attempts 2, 4, 8, 16, 32, then about
+/// once a minute, so a long outage is visible without a line per attempt.
+fn reconnect_delay(attempts: usize) -> Duration {
+    let delay = match attempts {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(1u64 << (n - 1).min(12)).min(MAX_RECONNECT_DELAY),
+    };
+    if attempts >= 2
+        && (attempts.is_power_of_two() && attempts <= 32 || attempts.is_multiple_of(15))
+    {
+        tracing::warn!(attempt = attempts, retry_in = ?delay, "NATS broker unreachable; still retrying");
+    }
+    delay
+}
+
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(4);
+
+/// Connects for a long-running process: if the broker is not up yet, keeps trying
+/// in the background instead of failing, so the processor can start before the
+/// broker (systemd, compose) and waits for it.
+pub async fn connect_persistent(args: &ConnectConfig, name: &str) -> anyhow::Result<Client> {
+    connect_with(options(name), args).await
+}
+
+/// [`connect_persistent`] with options of the caller's (the processor's buffer).
+pub async fn connect_with(options: ConnectOptions, args: &ConnectConfig) -> anyhow::Result<Client> {
+    tracing::info!(nats_url = args.nats_url, "connecting to NATS");
+    connect_to(options.retry_on_initial_connect(), args).await
+}
+
+/// The processor's connection: persistent like [`connect_persistent`], with a
+/// subscription buffer of `ingest_buffer` messages (`--ingest-buffer`). Production
+/// and the test harness connect through this one function.
+pub async fn processor(config: &ConnectConfig, ingest_buffer: usize) -> anyhow::Result<Client> {
+    let options = options("paddock-processor").subscription_capacity(ingest_buffer);
+    connect_with(options, config)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))
+}
+
+/// Connects a long-running command that reacts to the link (monitor, watch): keeps
+/// trying in the background like [`connect_persistent`], and returns the link
+/// changes alongside the client.
+pub async fn connect_observed(
+    args: &ConnectConfig,
+    name: &str,
+) -> anyhow::Result<(Client, UnboundedReceiver<Link>)> {
+    let (links_tx, links) = tokio::sync::mpsc::unbounded_channel();
+    let client = connect_to(
+        options_observed(name, Some(links_tx)).retry_on_initial_connect(),
+        args,
+    )
+    .await?;
+    Ok((client, links))
+}
+
+/// Connects once, failing fast: for commands where a person is waiting.
+pub async fn connect_once(args: &ConnectConfig, name: &str) -> anyhow::Result<Client> {
+    connect_to(options(name), args).await
+}
+
+/// Adds what the broker may ask of a client: credentials (a .creds file, or a user
+/// and password) and TLS (a CA to verify the broker, a client certificate).
+pub async fn secured(
+    mut options: ConnectOptions,
+    args: &ConnectConfig,
+) -> anyhow::Result<ConnectOptions> {
+    if let Some(creds) = &args.creds {
+        options = options
+            .credentials_file(creds)
+            .await
+            .with_context(|| format!("cannot read the credentials file {}", creds.display()))?;
+    }
+    options = options.custom_inbox_prefix(&args.inbox_prefix);
+    if let (Some(user), Some(password)) = (&args.user, &args.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(ca) = &args.tls_ca {
+        ensure_readable(ca)?;
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        ensure_readable(cert)?;
+        ensure_readable(key)?;
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    Ok(options)
+}
+
+/// A missing certificate is named at once, not as a TLS handshake failure later.
+fn ensure_readable(path: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::File::open(path)
+        .map(drop)
+        .with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Connects to `args.nats_url`, which may list several servers separated by commas
+/// (the nodes of a cluster): the client tries them in turn, and also learns the
+/// other nodes from the server it reaches.
+async fn connect_to(options: ConnectOptions, args: &ConnectConfig) -> anyhow::Result<Client> {
+    let options = secured(options, args).await?;
+    let url = args.nats_url.as_str();
+    let servers: Result<Vec<ServerAddr>, _> = url.split(',').map(|u| u.trim().parse()).collect();
+    let client = match servers {
+        Ok(servers) => options.connect(servers).await,
+        // Let the client report the malformed URL in its own words.
+        Err(_) => options.connect(url).await,
+    };
+    Ok(client?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_to_four_seconds() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        assert_eq!(reconnect_delay(2), Duration::from_millis(2));
+        assert_eq!(reconnect_delay(5), Duration::from_millis(16));
+        assert_eq!(reconnect_delay(20), MAX_RECONNECT_DELAY);
+        assert_eq!(reconnect_delay(usize::MAX), MAX_RECONNECT_DELAY);
+    }
+}
+
+/// Messages the client dropped because a subscription's buffer was full: one event
+/// per message, so at most one log line per subscription every 5 s, with the count.
+#[derive(Default)]
+struct DropLog {
+    since_logged:
+        std::sync::Mutex<std::collections::HashMap<u64, (u64, Option<std::time::Instant>)>>,
+}
+
+impl DropLog {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn note(&self, subscription: u64) {
+        let mut map = self.since_logged.lock().expect("not poisoned");
+        let (count, logged) = map.entry(subscription).or_default();
+        *count += 1;
+        if logged.is_none_or(|at| at.elapsed() >= Self::EVERY) {
+            tracing::warn!(
+                subscription,
+                dropped = *count,
+                "slow consumer: messages dropped because this subscription's buffer was full"
+            );
+            *count = 0;
+            *logged = Some(std::time::Instant::now());
+        }
+    }
+}

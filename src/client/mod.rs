@@ -1,0 +1,208 @@
+//! A client for the `sessions` service: what the paddock commands (ops, monitor,
+//! watch) use to talk to a processor, with the service's errors as values.
+
+use std::time::Duration;
+
+use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use async_nats::{Client, RequestErrorKind};
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::protocol::subjects;
+
+pub mod connect;
+
+/// How a request to the service can fail, worded for the person who sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// Nobody subscribes to the subject (no responders), or no reply came in time.
+    #[error("no paddock processor is answering on {url}")]
+    NoProcessor { url: String },
+    /// The processor refused the request.
+    #[error("{reason} (error {code})")]
+    Service { code: u16, reason: String },
+    #[error("unexpected reply from the processor: {0}")]
+    BadReply(String),
+    #[error("request failed: {0}")]
+    Request(String),
+}
+
+impl ClientError {
+    /// Worth retrying as it is: no processor is up yet, one answered 503 because
+    /// its storage is briefly unavailable (a JetStream cluster electing a new
+    /// stream leader after losing a node takes a few seconds), or 429 because this
+    /// client created many sessions in the last minute.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NoProcessor { .. }
+                | ClientError::Service {
+                    code: 503 | 429,
+                    ..
+                }
+        )
+    }
+}
+
+/// Requests to the `sessions` service over one connection.
+#[derive(Debug, Clone)]
+pub struct SessionsClient {
+    client: Client,
+    /// The broker's URL, for messages.
+    url: String,
+    /// How long to wait for a reply before deciding no processor is answering.
+    timeout: Duration,
+}
+
+impl SessionsClient {
+    pub fn new(client: Client, url: impl Into<String>, timeout: Duration) -> Self {
+        SessionsClient {
+            client,
+            url: url.into(),
+            timeout,
+        }
+    }
+
+    /// A request on any subject, with the service's error headers turned into errors.
+    pub async fn request_raw(&self, subject: String, body: Bytes) -> Result<Value, ClientError> {
+        let no_processor = || ClientError::NoProcessor {
+            url: self.url.clone(),
+        };
+        let reply = match tokio::time::timeout(self.timeout, self.client.request(subject, body))
+            .await
+        {
+            Err(_) => return Err(no_processor()),
+            Ok(Err(e)) => {
+                return Err(match e.kind() {
+                    RequestErrorKind::NoResponders | RequestErrorKind::TimedOut => no_processor(),
+                    _ => ClientError::Request(e.to_string()),
+                });
+            }
+            Ok(Ok(reply)) => reply,
+        };
+        if let Some(headers) = &reply.headers
+            && let Some(code) = headers.get(NATS_SERVICE_ERROR_CODE)
+        {
+            let code = code.as_str().parse().unwrap_or(500);
+            let reason = headers
+                .get(NATS_SERVICE_ERROR)
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_else(|| "no reason given".into());
+            return Err(ClientError::Service { code, reason });
+        }
+        serde_json::from_slice(&reply.payload).map_err(|e| ClientError::BadReply(e.to_string()))
+    }
+
+    /// A request to `sessions.<endpoint>`.
+    pub async fn request(&self, endpoint: &str, body: Value) -> Result<Value, ClientError> {
+        let body = if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        };
+        self.request_raw(subjects::control(endpoint), body).await
+    }
+
+    pub async fn create(&self) -> Result<Value, ClientError> {
+        self.request(subjects::CREATE, Value::Null).await
+    }
+
+    /// A session's document, asked on `sessions.get.<id>` (what per-session
+    /// credentials allow); an id that is not one goes in a body, for the server's
+    /// 400.
+    pub async fn get(&self, id: &str) -> Result<Value, ClientError> {
+        match crate::protocol::id::SessionId::parse(id) {
+            Ok(id) => self.request_raw(subjects::get_one(&id), Bytes::new()).await,
+            Err(_) => {
+                self.request(subjects::GET, serde_json::json!({ "session_id": id }))
+                    .await
+            }
+        }
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<Value, ClientError> {
+        self.request(subjects::DELETE, serde_json::json!({ "session_id": id }))
+            .await
+    }
+
+    pub async fn stats(&self) -> Result<Value, ClientError> {
+        self.request(subjects::STATS, Value::Null).await
+    }
+
+    /// A session's completed laps from lap number `from_lap` on (all with `None`),
+    /// following `sessions.laps.<id>` pages to the end; from the archive with
+    /// `archived`.
+    pub async fn laps(
+        &self,
+        id: &crate::protocol::id::SessionId,
+        from_lap: Option<f64>,
+        archived: bool,
+    ) -> Result<Vec<Value>, ClientError> {
+        let subject = if archived {
+            subjects::archive_laps_one(id)
+        } else {
+            subjects::laps_one(id)
+        };
+        let mut laps = Vec::new();
+        let mut from = from_lap.map(Value::from);
+        loop {
+            let body = match &from {
+                Some(from) => serde_json::json!({ "from_lap": from, "limit": 1000 }),
+                None => serde_json::json!({ "limit": 1000 }),
+            };
+            let page = self
+                .request_raw(subject.clone(), Bytes::from(body.to_string()))
+                .await?;
+            let records = page["laps"]
+                .as_array()
+                .ok_or_else(|| ClientError::BadReply(page.to_string()))?;
+            laps.extend(records.iter().cloned());
+            match &page["next_from_lap"] {
+                Value::Null => return Ok(laps),
+                next if Some(next) == from.as_ref() => return Ok(laps),
+                next => from = Some(next.clone()),
+            }
+        }
+    }
+
+    /// Every live session, following `sessions.list` pages to the end.
+    pub async fn list_all(&self) -> Result<Vec<Value>, ClientError> {
+        let mut rows = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let page = self
+                .request(subjects::LIST, serde_json::json!({ "offset": offset }))
+                .await?;
+            let sessions = page["sessions"]
+                .as_array()
+                .ok_or_else(|| ClientError::BadReply(page.to_string()))?;
+            rows.extend(sessions.iter().cloned());
+            match page["next_offset"].as_u64() {
+                Some(next) if next > offset => offset = next,
+                _ => return Ok(rows),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_processor_and_503_are_worth_retrying() {
+        let no_processor = ClientError::NoProcessor { url: "u".into() };
+        let unavailable = ClientError::Service {
+            code: 503,
+            reason: "storage unavailable".into(),
+        };
+        let bad = ClientError::Service {
+            code: 400,
+            reason: "bad".into(),
+        };
+        assert!(no_processor.is_transient());
+        assert!(unavailable.is_transient());
+        assert!(!bad.is_transient());
+        assert!(!ClientError::BadReply("x".into()).is_transient());
+    }
+}

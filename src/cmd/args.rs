@@ -1,0 +1,118 @@
+//! Flags several commands share: the connection, durations, the lap field.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::client::connect::ConnectConfig;
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// NATS server URL.
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    pub nats_url: String,
+    /// A NATS credentials file (JWT and NKey seed), for brokers using
+    /// decentralized auth; see deploy/security/.
+    #[arg(long, env = "NATS_CREDS", global = true)]
+    pub creds: Option<PathBuf>,
+    /// User name, for brokers with users and passwords in their configuration
+    /// (the shared-secret mode in deploy/security/).
+    #[arg(long, env = "NATS_USER", global = true, requires = "password")]
+    pub user: Option<String>,
+    /// Password for --user.
+    #[arg(long, env = "NATS_PASSWORD", global = true, hide_env_values = true)]
+    pub password: Option<String>,
+    /// CA certificate (PEM) to verify the broker with; makes TLS required.
+    #[arg(long, env = "NATS_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that verify clients (`verify: true`).
+    #[arg(long, env = "NATS_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "NATS_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where this client receives replies: `<prefix>.<connection>.<n>`. With the
+    /// roles in deploy/security/, each role may only read its own prefix
+    /// (`_INBOX_monitor`, `_INBOX_dashboard`, `_INBOX_ops`).
+    #[arg(
+        long,
+        env = "NATS_INBOX_PREFIX",
+        global = true,
+        default_value = "_INBOX"
+    )]
+    pub inbox_prefix: String,
+}
+
+impl ConnectArgs {
+    /// The connection these flags describe.
+    pub fn config(&self) -> ConnectConfig {
+        ConnectConfig {
+            nats_url: self.nats_url.clone(),
+            creds: self.creds.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            inbox_prefix: self.inbox_prefix.clone(),
+        }
+    }
+}
+
+/// `--lap-field`: a pointer, or `None` for "none".
+#[derive(Debug, Clone)]
+pub struct LapField(pub Option<crate::protocol::payload::Pointer>);
+
+pub fn parse_lap_field(text: &str) -> Result<LapField, String> {
+    if text == "none" {
+        return Ok(LapField(None));
+    }
+    crate::protocol::payload::Pointer::parse(text).map(|p| LapField(Some(p)))
+}
+
+/// "5s", "500ms", "2m", "1h", or a plain number of seconds.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let input = input.trim();
+    let split = input
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(input.len());
+    let (number, unit) = input.split_at(split);
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {input:?} (try 5s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {input:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("not a duration: {input:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,882 @@
+//! `paddock bench`: paddock measured beside raw NATS and a JetStream KV bucket, in
+//! one run, against a broker and a processor it starts itself.
+//!
+//! Every figure is printed as it is measured (stderr) and the table at the end
+//! (stdout, Markdown) is what docs/BENCHMARKS.md holds. Ratios compare figures
+//! from the same run only: the machine's absolute speed cancels out.
+
+mod hotpath;
+mod rig;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use async_nats::{Client, Subject};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::args::{LapField, parse_lap_field};
+use crate::broker::{self, LocalBroker};
+use crate::client::SessionsClient;
+use crate::protocol::id::SessionId;
+use crate::protocol::subjects::{self, DataKind};
+use rig::{Processor, connect, counter, start_broker, sync, wait_for_counter};
+
+pub use hotpath::run as hotpath;
+
+/// The sample frames, compacted as a monitor sends them.
+pub(crate) struct Frame {
+    pub(crate) name: &'static str,
+    pub(crate) body: Bytes,
+    /// The same frame with `"lap": 999999`: each session's final frame, which the
+    /// check looks for afterwards.
+    pub(crate) last: Bytes,
+}
+
+const FINAL_LAP: u64 = 999_999;
+
+/// The raw subscriber's subjects: as long as `session`, so the broker's work per
+/// frame is the same, and outside what the processor subscribes to.
+const RAW_PREFIX: &str = "rawdata";
+
+fn median(figures: &mut [f64]) -> f64 {
+    figures.sort_by(f64::total_cmp);
+    figures[figures.len() / 2]
+}
+
+impl Frame {
+    pub(crate) fn small() -> Frame {
+        Frame::new("0.5 KB", include_str!("../../../tests/data/telemetry.json"))
+    }
+
+    pub(crate) fn rich() -> Frame {
+        Frame::new(
+            "1.5 KB",
+            include_str!("../../../tests/data/telemetry-rich.json"),
+        )
+    }
+
+    fn new(name: &'static str, pretty: &str) -> Frame {
+        let mut value: Value = serde_json::from_str(pretty).expect("the sample is JSON");
+        let body = Bytes::from(value.to_string());
+        value["lap"] = FINAL_LAP.into();
+        Frame {
+            name,
+            body,
+            last: Bytes::from(value.to_string()),
+        }
+    }
+}
+
+/// One row of the report.
+struct Row {
+    what: String,
+    figure: String,
+    note: String,
+}
+
+struct Report {
+    rows: Vec<Row>,
+}
+
+impl Report {
+    fn add(&mut self, what: impl Into<String>, figure: impl Into<String>, note: impl Into<String>) {
+        let row = Row {
+            what: what.into(),
+            figure: figure.into(),
+            note: note.into(),
+        };
+        eprintln!("  {:<52} {:>16}   {}", row.what, row.figure, row.note);
+        self.rows.push(row);
+    }
+
+    fn print(&self) {
+        println!("| measurement | figure | note |");
+        println!("|---|---:|---|");
+        for row in &self.rows {
+            println!("| {} | {} | {} |", row.what, row.figure, row.note);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// nats-server binary to start the benchmark's own broker with (default:
+    /// `nats-server` on PATH, else the pinned release, fetched into the cache).
+    #[arg(long, env = "NATS_SERVER_BIN")]
+    pub nats_server_bin: Option<PathBuf>,
+    /// Frames per ingest measurement.
+    #[arg(long, env = "PADDOCK_BENCH_FRAMES", default_value_t = 300_000)]
+    pub frames: usize,
+    /// Turns of raw NATS and paddock per ingest measurement (medians are reported).
+    #[arg(long, env = "PADDOCK_BENCH_ROUNDS", default_value_t = 5)]
+    pub rounds: usize,
+    /// Sessions the frames are spread over.
+    #[arg(long, env = "PADDOCK_BENCH_SESSIONS", default_value_t = 100)]
+    pub sessions: usize,
+    /// Ingest rate (frames/s) while `sessions.get` latency is measured.
+    #[arg(long, env = "PADDOCK_BENCH_GET_RATE", default_value_t = 50_000)]
+    pub get_rate: u64,
+    /// Seconds of `sessions.get` under load.
+    #[arg(long, env = "PADDOCK_BENCH_GET_SECONDS", default_value_t = 10)]
+    pub get_seconds: u64,
+    /// Stored sessions to recover.
+    #[arg(
+        long,
+        env = "PADDOCK_BENCH_RECOVERY_SESSIONS",
+        default_value_t = 100_000
+    )]
+    pub recovery_sessions: usize,
+    /// Only these parts: ingest, get, latency, memory, recovery, callgrind.
+    #[arg(long, env = "PADDOCK_BENCH_ONLY", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// A smoke test: every part, on small figures, in seconds.
+    #[arg(long, env = "PADDOCK_BENCH_QUICK")]
+    pub quick: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HotpathArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub frames: usize,
+    /// small (0.5 KB) or rich (1.5 KB).
+    #[arg(long, default_value = "small")]
+    pub frame: String,
+    /// As `serve --lap-field` ("none": lap history off, to measure its cost).
+    #[arg(long, default_value = "/lap", value_parser = parse_lap_field)]
+    pub lap_field: LapField,
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let plan = Plan::from(args);
+    let (bin, _) = broker::locate(args.nats_server_bin.as_deref())?;
+    eprintln!(
+        "paddock bench: {} ({} cores), {}",
+        machine(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        broker::version(&bin)
+    );
+    let mut report = Report { rows: Vec::new() };
+    let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
+
+    if wants("ingest") || wants("get") || wants("latency") {
+        let (broker, client, sessions) = fresh_broker(&bin).await?;
+        let ids: Vec<SessionId> = (0..plan.sessions).map(|_| SessionId::new_v4()).collect();
+        let subjects: Vec<Subject> = ids
+            .iter()
+            .map(|id| Subject::from(subjects::data(id, DataKind::Telemetry)))
+            .collect();
+        let raw_subjects: Vec<Subject> = ids
+            .iter()
+            .map(|id| Subject::from(format!("{RAW_PREFIX}.{id}.telemetry")))
+            .collect();
+        if wants("ingest") {
+            for frame in [Frame::small(), Frame::rich()] {
+                eprintln!(
+                    "== ingest, {} frames, {} sessions, {} ({} bytes)",
+                    plan.frames,
+                    plan.sessions,
+                    frame.name,
+                    frame.body.len()
+                );
+                // Raw and paddock take turns, `rounds` times, and the medians are
+                // compared: on a shared 2-core machine one run of either can be off
+                // by 20%. The raw subscriber listens on subjects of the same length
+                // that the processor does not subscribe to, so the processor can
+                // stay up, idle, during the raw turns.
+                let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
+                let mut raw = Vec::new();
+                let mut ingest = Vec::new();
+                for round in 1..=plan.rounds {
+                    raw.push(
+                        raw_delivery(&broker.url(), &client, &raw_subjects, &frame, plan.frames)
+                            .await?,
+                    );
+                    ingest.push(
+                        paddock_ingest(&client, &sessions, &ids, &subjects, &frame, plan.frames)
+                            .await
+                            .with_context(|| format!("see {}", processor.log.display()))?,
+                    );
+                    eprintln!(
+                        "  round {round}: raw {}, paddock {} ({:.2} × raw)",
+                        rate(raw[round - 1]),
+                        rate(ingest[round - 1]),
+                        ingest[round - 1] / raw[round - 1]
+                    );
+                }
+                processor.stop().await?;
+                let (raw, ingest) = (median(&mut raw), median(&mut ingest));
+                report.add(
+                    format!("raw NATS delivery, {}", frame.name),
+                    rate(raw),
+                    format!(
+                        "plain subscriber, median of {}: the broker's limit here",
+                        plan.rounds
+                    ),
+                );
+                report.add(
+                    format!("paddock ingest, {}", frame.name),
+                    rate(ingest),
+                    format!(
+                        "**{:.2} × raw**, median of {}; every final frame served, none lost",
+                        ingest / raw,
+                        plan.rounds
+                    ),
+                );
+                let awaited = kv_puts(&client, &ids, &frame, plan.kv_awaited, 1).await?;
+                report.add(
+                    format!("JetStream KV put, awaited, {}", frame.name),
+                    rate(awaited),
+                    format!("{:.3} × raw", awaited / raw),
+                );
+                let pipelined = kv_puts(&client, &ids, &frame, plan.frames, 256).await?;
+                report.add(
+                    format!("JetStream KV put, pipelined, {}", frame.name),
+                    rate(pipelined),
+                    format!("{:.3} × raw (256 in flight)", pipelined / raw),
+                );
+            }
+        }
+        if wants("get") || wants("latency") {
+            let frame = Frame::rich();
+            let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
+            // Every session exists (has a frame) before it is asked for.
+            blast(&client, &subjects, &frame, subjects.len()).await?;
+            wait_for_counter(
+                &sessions,
+                "live_sessions",
+                subjects.len() as u64,
+                Duration::from_secs(10),
+            )
+            .await?;
+            if wants("get") {
+                eprintln!(
+                    "== sessions.get under {} frames/s of ingest ({}), {:?}",
+                    plan.get_rate, frame.name, plan.get_duration
+                );
+                for target in [Target::RawEcho, Target::Paddock] {
+                    let (lat, achieved) = request_latency(
+                        &broker.url(),
+                        &client,
+                        &ids,
+                        &subjects,
+                        &frame,
+                        &plan,
+                        target,
+                    )
+                    .await?;
+                    let what = match target {
+                        Target::RawEcho => "raw NATS request/reply",
+                        Target::Paddock => "sessions.get",
+                    };
+                    report.add(
+                        format!("{what} p50 / p99 / p99.9 under {}", per_s(achieved)),
+                        format!(
+                            "{} / {} / {}",
+                            us(lat.at(0.50)),
+                            us(lat.at(0.99)),
+                            us(lat.at(0.999))
+                        ),
+                        format!("{} requests, one at a time", lat.0.len()),
+                    );
+                }
+            }
+            if wants("latency") {
+                for &hz in &plan.latency_rates {
+                    eprintln!("== monitor to dashboard at {hz} frames/s ({})", frame.name);
+                    let lat =
+                        dashboard_latency(&broker.url(), &client, &subjects, &frame, hz, &plan)
+                            .await?;
+                    report.add(
+                        format!("monitor → dashboard p50 / p99 at {}", per_s(hz as f64)),
+                        format!("{} / {}", us(lat.at(0.50)), us(lat.at(0.99))),
+                        format!("{} frames through the broker", lat.0.len()),
+                    );
+                }
+            }
+            processor.stop().await?;
+        }
+    }
+
+    if wants("memory") {
+        let (broker, client, sessions) = fresh_broker(&bin).await?;
+        let frame = Frame::rich();
+        let (processor, _) =
+            Processor::start(&broker.url(), &["--store", "memory"], &sessions).await?;
+        eprintln!("== memory per session ({} frames)", frame.name);
+        let base = processor.rss_bytes()?;
+        let mut made = 0;
+        for &target in &plan.memory_sessions {
+            fill(&client, &sessions, &frame, made, target).await?;
+            made = target;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let per = (processor.rss_bytes()?.saturating_sub(base)) as f64 / target as f64;
+            report.add(
+                format!("memory per session at {target} sessions"),
+                format!("{:.0} B", per),
+                format!(
+                    "{:.0} B beyond the {}-byte frame it stores (RSS growth / sessions)",
+                    per - frame.body.len() as f64,
+                    frame.body.len()
+                ),
+            );
+        }
+        processor.stop().await?;
+    }
+
+    if wants("recovery") {
+        let (broker, client, sessions) = fresh_broker(&bin).await?;
+        let frame = Frame::rich();
+        let n = plan.recovery_sessions;
+        eprintln!("== recovery of {n} stored sessions ({})", frame.name);
+        let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
+        let ids = fill(&client, &sessions, &frame, 0, n).await?;
+        processor.stop().await?;
+        let (processor, took) = Processor::start(&broker.url(), &[], &sessions).await?;
+        let live = counter(&sessions, "live_sessions").await?;
+        ensure!(live == n as u64, "recovered {live} of {n} sessions");
+        let answered = answer_all(&sessions, &ids).await?;
+        report.add(
+            format!("recovery of {n} stored sessions"),
+            format!("{:.2} s", took.as_secs_f64()),
+            format!("from process start to serving; then {answered} of {n} gets answered"),
+        );
+        processor.stop().await?;
+    }
+
+    if wants("callgrind") {
+        eprintln!("== instructions per ingested frame (valgrind --tool=callgrind)");
+        // With lap history (the default, `--lap-field /lap`) and without, so the
+        // cost of reading the lap field is a figure of its own.
+        let runs = [
+            (Frame::small(), "/lap", ""),
+            (Frame::rich(), "/lap", ""),
+            (Frame::small(), "none", ", lap history off"),
+            (Frame::rich(), "none", ", lap history off"),
+        ];
+        for (frame, lap_field, label) in runs {
+            let what = format!("instructions per ingested frame, {}{label}", frame.name);
+            match hotpath::instructions_per_frame(
+                &frame,
+                plan.callgrind.0,
+                plan.callgrind.1,
+                lap_field,
+            )
+            .await
+            {
+                Ok(per) => report.add(
+                    what,
+                    format!("{per:.0}"),
+                    "App::ingest alone: parse, validate, store (no NATS)",
+                ),
+                // Not a failure of the run (valgrind is optional), but never a
+                // silent gap: the table says what was not measured, and why.
+                Err(e) => report.add(
+                    what,
+                    "not measured",
+                    format!("{e:#}")
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                ),
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "paddock bench on {}, {} cores, {}",
+        machine(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        broker::version(&bin)
+    );
+    println!();
+    report.print();
+    Ok(())
+}
+
+/// A broker of the part's own (nothing left over from another part), a client,
+/// and the `sessions` service through it.
+async fn fresh_broker(
+    bin: &std::path::Path,
+) -> anyhow::Result<(LocalBroker, Client, SessionsClient)> {
+    let broker = start_broker(bin)?;
+    let client = connect(&broker.url()).await?;
+    let sessions = SessionsClient::new(client.clone(), broker.url(), Duration::from_secs(5));
+    Ok((broker, client, sessions))
+}
+
+/// How much of everything to do; `--quick` shrinks it to a smoke test.
+struct Plan {
+    sessions: usize,
+    frames: usize,
+    rounds: usize,
+    kv_awaited: usize,
+    get_rate: u64,
+    get_duration: Duration,
+    latency_rates: Vec<u64>,
+    memory_sessions: Vec<usize>,
+    recovery_sessions: usize,
+    /// Frames of the two callgrind runs.
+    callgrind: (usize, usize),
+}
+
+impl From<&BenchArgs> for Plan {
+    fn from(args: &BenchArgs) -> Self {
+        if args.quick {
+            return Plan {
+                sessions: args.sessions,
+                frames: 20_000,
+                rounds: 1,
+                kv_awaited: 1_000,
+                get_rate: 5_000,
+                get_duration: Duration::from_secs(1),
+                latency_rates: vec![1_000],
+                memory_sessions: vec![1_000],
+                recovery_sessions: 1_000,
+                callgrind: (1_000, 3_000),
+            };
+        }
+        Plan {
+            sessions: args.sessions,
+            frames: args.frames,
+            rounds: args.rounds,
+            kv_awaited: args.frames.min(20_000),
+            get_rate: args.get_rate,
+            get_duration: Duration::from_secs(args.get_seconds),
+            latency_rates: vec![1_000, 10_000, args.get_rate],
+            memory_sessions: vec![10_000, 100_000],
+            recovery_sessions: args.recovery_sessions,
+            callgrind: (10_000, 60_000),
+        }
+    }
+}
+
+/// Publishes `total` frames round-robin over `subjects`, as fast as the client
+/// takes them; each subject's last frame is `frame.last`.
+async fn blast(
+    client: &Client,
+    subjects: &[Subject],
+    frame: &Frame,
+    total: usize,
+) -> anyhow::Result<()> {
+    let last_round = total - subjects.len();
+    for i in 0..total {
+        let payload = if i >= last_round {
+            frame.last.clone()
+        } else {
+            frame.body.clone()
+        };
+        client
+            .publish(subjects[i % subjects.len()].clone(), payload)
+            .await?;
+    }
+    client.flush().await?;
+    Ok(())
+}
+
+/// Frames per second delivered to a plain subscriber that only counts them.
+async fn raw_delivery(
+    url: &str,
+    publisher: &Client,
+    subjects: &[Subject],
+    frame: &Frame,
+    total: usize,
+) -> anyhow::Result<f64> {
+    let sink = connect(url).await?;
+    let mut sub = sink.subscribe(format!("{RAW_PREFIX}.*.telemetry")).await?;
+    sync(&sink).await?;
+    let counting = tokio::spawn(async move {
+        let mut n = 0;
+        while n < total {
+            match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+                Ok(Some(_)) => n += 1,
+                _ => break,
+            }
+        }
+        (n, Instant::now())
+    });
+    let started = Instant::now();
+    blast(publisher, subjects, frame, total).await?;
+    let (n, done) = counting.await?;
+    ensure!(
+        n == total,
+        "raw NATS: the subscriber got {n} of {total} frames"
+    );
+    Ok(total as f64 / (done - started).as_secs_f64())
+}
+
+/// Frames per second written to a KV bucket (one key per session), with `window`
+/// puts in flight (1: each put awaited before the next).
+async fn kv_puts(
+    client: &Client,
+    ids: &[SessionId],
+    frame: &Frame,
+    total: usize,
+    window: usize,
+) -> anyhow::Result<f64> {
+    let js = async_nats::jetstream::new(client.clone());
+    let bucket = "paddock_bench";
+    crate::server::store::open_bucket(&js, bucket, None, 1).await?;
+    let subjects: Vec<Subject> = ids
+        .iter()
+        .map(|id| Subject::from(format!("$KV.{bucket}.{id}")))
+        .collect();
+    let started = Instant::now();
+    let mut in_flight = VecDeque::with_capacity(window);
+    for i in 0..total {
+        if in_flight.len() == window {
+            let ack: async_nats::jetstream::context::PublishAckFuture =
+                in_flight.pop_front().expect("window is full");
+            ack.await?;
+        }
+        let ack = js
+            .publish(subjects[i % subjects.len()].clone(), frame.body.clone())
+            .await?;
+        in_flight.push_back(ack);
+    }
+    for ack in in_flight {
+        ack.await?;
+    }
+    let elapsed = started.elapsed();
+    js.delete_stream(format!("KV_{bucket}")).await?;
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// Frames per second applied by the processor, from the first publish until its
+/// counter shows them all; then every session must serve its final frame.
+async fn paddock_ingest(
+    publisher: &Client,
+    sessions: &SessionsClient,
+    ids: &[SessionId],
+    subjects: &[Subject],
+    frame: &Frame,
+    total: usize,
+) -> anyhow::Result<f64> {
+    let before = counter(sessions, "telemetry_frames").await?;
+    let started = Instant::now();
+    blast(publisher, subjects, frame, total).await?;
+    let done = wait_for_counter(
+        sessions,
+        "telemetry_frames",
+        before + total as u64,
+        Duration::from_secs(10),
+    )
+    .await?;
+    for id in ids {
+        let doc = sessions.get(&id.to_string()).await?;
+        ensure!(
+            doc["telemetry"]["lap"] == FINAL_LAP,
+            "session {id} does not serve its final frame"
+        );
+    }
+    let applied = counter(sessions, "telemetry_frames").await? - before;
+    ensure!(
+        applied == total as u64,
+        "applied {applied} of {total} frames"
+    );
+    Ok(total as f64 / (done - started).as_secs_f64())
+}
+
+/// Latencies, sorted.
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn new(mut all: Vec<Duration>) -> anyhow::Result<Self> {
+        ensure!(!all.is_empty(), "no samples");
+        all.sort_unstable();
+        Ok(Latencies(all))
+    }
+
+    fn at(&self, quantile: f64) -> Duration {
+        let i = ((self.0.len() as f64 * quantile).ceil() as usize).clamp(1, self.0.len()) - 1;
+        self.0[i]
+    }
+}
+
+/// Publishes at `hz` frames per second for `duration`, in 1 ms slices. Answers
+/// how many it published.
+async fn paced(
+    client: Client,
+    subjects: Vec<Subject>,
+    body: Bytes,
+    hz: u64,
+    duration: Duration,
+    sent: Option<tokio::sync::mpsc::UnboundedSender<Instant>>,
+) -> anyhow::Result<u64> {
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut n: u64 = 0;
+    while started.elapsed() < duration {
+        tick.tick().await;
+        // As many as are due by now: a late tick catches up instead of lowering
+        // the rate.
+        let due = (started.elapsed().as_secs_f64() * hz as f64) as u64;
+        while n < due {
+            client
+                .publish(subjects[n as usize % subjects.len()].clone(), body.clone())
+                .await?;
+            if let Some(sent) = &sent {
+                let _ = sent.send(Instant::now());
+            }
+            n += 1;
+        }
+    }
+    client.flush().await?;
+    Ok(n)
+}
+
+/// What the latency under load is measured on: paddock's `sessions.get`, or a
+/// plain responder that answers a reply of the same size straight away (the
+/// broker's own round trip, for comparison).
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Paddock,
+    RawEcho,
+}
+
+/// Request round trips, one at a time, while frames arrive at `plan.get_rate`.
+async fn request_latency(
+    url: &str,
+    publisher: &Client,
+    ids: &[SessionId],
+    subjects: &[Subject],
+    frame: &Frame,
+    plan: &Plan,
+    target: Target,
+) -> anyhow::Result<(Latencies, f64)> {
+    let requester = connect(url).await?;
+    let sessions = SessionsClient::new(requester.clone(), url, Duration::from_secs(5));
+    // The raw responder answers with a body as large as a session document.
+    let size = sessions.get(&ids[0].to_string()).await?.to_string().len();
+    let echo = match target {
+        Target::Paddock => None,
+        Target::RawEcho => {
+            let responder = connect(url).await?;
+            let mut requests = responder.subscribe(format!("{RAW_PREFIX}.echo")).await?;
+            sync(&responder).await?;
+            let body = Bytes::from(vec![b' '; size]);
+            Some(tokio::spawn(async move {
+                while let Some(request) = requests.next().await {
+                    if let Some(reply) = request.reply {
+                        let _ = responder.publish(reply, body.clone()).await;
+                    }
+                }
+            }))
+        }
+    };
+    let before = counter(&sessions, "telemetry_frames").await?;
+    let load = tokio::spawn(paced(
+        publisher.clone(),
+        subjects.to_vec(),
+        frame.body.clone(),
+        plan.get_rate,
+        plan.get_duration,
+        None,
+    ));
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut i = 0;
+    while !load.is_finished() {
+        let (subject, body) = match target {
+            Target::Paddock => (
+                subjects::control(subjects::GET),
+                format!(r#"{{"session_id":"{}"}}"#, ids[i % ids.len()]),
+            ),
+            Target::RawEcho => (format!("{RAW_PREFIX}.echo"), String::new()),
+        };
+        i += 1;
+        let t = Instant::now();
+        let reply = requester.request(subject, body.into()).await?;
+        samples.push(t.elapsed());
+        ensure!(
+            reply.headers.is_none() && reply.payload.len() >= size / 2,
+            "unexpected reply: {:?}",
+            reply.headers
+        );
+    }
+    let published = load.await??;
+    let achieved = published as f64 / started.elapsed().as_secs_f64();
+    wait_for_counter(
+        &sessions,
+        "telemetry_frames",
+        before + published,
+        Duration::from_secs(10),
+    )
+    .await?;
+    if let Some(echo) = echo {
+        echo.abort();
+    }
+    Ok((Latencies::new(samples)?, achieved))
+}
+
+/// From `publish` returning on the monitor's connection to the frame arriving on a
+/// dashboard's, at `hz`. One broker delivers a publisher's messages in order, so
+/// the n-th frame received is the n-th sent.
+async fn dashboard_latency(
+    url: &str,
+    publisher: &Client,
+    subjects: &[Subject],
+    frame: &Frame,
+    hz: u64,
+    plan: &Plan,
+) -> anyhow::Result<Latencies> {
+    let dashboard = connect(url).await?;
+    let mut sub = dashboard.subscribe("session.*.>").await?;
+    sync(&dashboard).await?;
+    let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
+    let duration = plan.get_duration.min(Duration::from_secs(3));
+    let load = tokio::spawn(paced(
+        publisher.clone(),
+        subjects.to_vec(),
+        frame.body.clone(),
+        hz,
+        duration,
+        Some(tx),
+    ));
+    let mut samples = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+            Ok(Some(_)) => {
+                let arrived = Instant::now();
+                let Some(at) = sent.recv().await else { break };
+                samples.push(arrived - at);
+            }
+            _ => break,
+        }
+        if load.is_finished() && sent.is_empty() {
+            break;
+        }
+    }
+    let published = load.await??;
+    ensure!(
+        samples.len() as u64 == published,
+        "the dashboard got {} of {published} frames",
+        samples.len()
+    );
+    Latencies::new(samples)
+}
+
+/// Creates sessions `from..to` by publishing `frame` to new ids, in batches the
+/// processor can take without the broker dropping any; answers their ids.
+async fn fill(
+    client: &Client,
+    sessions: &SessionsClient,
+    frame: &Frame,
+    from: usize,
+    to: usize,
+) -> anyhow::Result<Vec<SessionId>> {
+    let ids: Vec<SessionId> = (from..to).map(|_| SessionId::new_v4()).collect();
+    let live = counter(sessions, "live_sessions").await? as usize;
+    for (n, batch) in ids.chunks(5_000).enumerate() {
+        for id in batch {
+            client
+                .publish(subjects::data(id, DataKind::Telemetry), frame.body.clone())
+                .await?;
+        }
+        let target = live + (n * 5_000 + batch.len());
+        wait_for_counter(
+            sessions,
+            "live_sessions",
+            target as u64,
+            Duration::from_secs(30),
+        )
+        .await?;
+    }
+    Ok(ids)
+}
+
+/// Asks for every id, many at a time; answers how many were served.
+async fn answer_all(sessions: &SessionsClient, ids: &[SessionId]) -> anyhow::Result<usize> {
+    let served = futures::stream::iter(ids)
+        .map(|id| async move { sessions.get(&id.to_string()).await.is_ok() })
+        .buffer_unordered(64)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    if served != ids.len() {
+        bail!("only {served} of {} sessions answered", ids.len());
+    }
+    Ok(served)
+}
+
+fn rate(per_s: f64) -> String {
+    format!("{} frames/s", thousands(per_s))
+}
+
+fn per_s(hz: f64) -> String {
+    format!("{} frames/s", thousands(hz))
+}
+
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn us(d: Duration) -> String {
+    format!("{} µs", d.as_micros())
+}
+
+/// The CPU model, from /proc/cpuinfo.
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_sample_at_or_above() {
+        let lat = Latencies::new((1..=1000).map(Duration::from_micros).collect()).unwrap();
+        assert_eq!(lat.at(0.5), Duration::from_micros(500));
+        assert_eq!(lat.at(0.99), Duration::from_micros(990));
+        assert_eq!(lat.at(0.999), Duration::from_micros(999));
+        assert_eq!(lat.at(1.0), Duration::from_micros(1000));
+    }
+
+    #[test]
+    fn figures_read_well() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+    }
+
+    #[test]
+    fn the_sample_frames_have_the_sizes_the_issue_names() {
+        let (small, rich) = (Frame::small(), Frame::rich());
+        assert!(
+            (400..=600).contains(&small.body.len()),
+            "{}",
+            small.body.len()
+        );
+        assert!(
+            (1300..=1600).contains(&rich.body.len()),
+            "{}",
+            rich.body.len()
+        );
+        let last: Value = serde_json::from_slice(&rich.last).unwrap();
+        assert_eq!(last["lap"], FINAL_LAP);
+    }
+}

@@ -1,0 +1,206 @@
+//! `paddock demo`: a working local stack in one command.
+//!
+//! Uses the broker at `--nats-url` if one answers; otherwise starts
+//! `nats-server -c nats.conf` as a child (the binary found or fetched by
+//! [`crate::broker`], so a machine with nothing but Rust works). Then runs the processor and a few
+//! simulated monitors in this process until ctrl-c. The child broker runs in its own
+//! process group, so the terminal's ctrl-c reaches only paddock: the processor
+//! drains against a live broker first, and only then is the broker stopped
+//! (SIGTERM, so JetStream shuts down cleanly).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio::sync::watch;
+
+use super::monitor::{self, MonitorArgs};
+use super::serve::ServeArgs;
+use crate::broker::{self, BrokerConfig, LocalBroker};
+use crate::client::connect;
+use crate::server;
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Broker configuration used when no broker is reachable at --nats-url.
+    #[arg(long, env = "PADDOCK_NATS_CONF", default_value = "nats.conf")]
+    pub nats_conf: PathBuf,
+    /// nats-server binary used to start that broker (default: `nats-server` on
+    /// PATH, else the pinned release, fetched into the cache).
+    #[arg(long, env = "NATS_SERVER_BIN")]
+    pub nats_server_bin: Option<PathBuf>,
+    /// Simulated monitors to run.
+    #[arg(long, env = "PADDOCK_DEMO_MONITORS", default_value_t = 3)]
+    pub monitors: usize,
+    /// Race time per real second for the demo's monitors (20 makes a lap about 10 s).
+    #[arg(long, env = "PADDOCK_DEMO_TIME_SCALE", default_value_t = 20.0)]
+    pub time_scale: f64,
+}
+
+pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let url = &args.serve.connect.nats_url;
+    let broker = if broker_answers(url).await {
+        eprintln!("paddock demo: using the NATS broker already running at {url}");
+        None
+    } else {
+        Some(start_broker(args).await?)
+    };
+    let served = run_stack(args, shutdown).await;
+    if let Some(broker) = broker {
+        stop_broker(broker).await;
+    }
+    served
+}
+
+/// The processor, then the simulated monitors, until `shutdown`.
+async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let url = &args.serve.connect.nats_url;
+    // The processor exactly as `paddock serve` runs it, from the same flags.
+    let config = args.serve.config()?;
+    let client = connect::processor(&args.serve.connect.config(), args.serve.ingest_buffer).await?;
+    let processor = server::Processor::start(client, config)
+        .await
+        .context("cannot start the processor")?;
+    let me = crate::cmd::self_command();
+    eprintln!(
+        "paddock demo: processor running on {url}; starting {} simulated monitor{}. \
+         Stop everything with ctrl-c.\n\
+         In another terminal:\n  {me} sessions list\n  {me} watch <session id>",
+        args.monitors,
+        if args.monitors == 1 { "" } else { "s" }
+    );
+    let monitor_args = MonitorArgs {
+        connect: args.serve.connect.clone(),
+        session: None,
+        hz: 10.0,
+        sessions: args.monitors,
+        replay: None,
+        time_scale: args.time_scale,
+        duration: None,
+        progress: Duration::ZERO,
+    };
+    // One shutdown for all: the monitors stop, and the processor drains.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let monitors = async {
+        if args.monitors > 0 {
+            monitor::run(&monitor_args, stopped(stop_rx.clone())).await
+        } else {
+            Ok(())
+        }
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let ((), (), monitors) = tokio::join!(
+        signal,
+        server::run_on_worker(processor, stopped(stop_rx.clone())),
+        monitors
+    );
+    monitors
+}
+
+/// Stops the broker the demo started (SIGTERM, so JetStream syncs its store).
+async fn stop_broker(mut broker: LocalBroker) {
+    eprintln!("paddock demo: stopping the nats-server it started");
+    let _ = tokio::task::spawn_blocking(move || broker.stop(Duration::from_secs(10))).await;
+}
+
+/// Starts a broker where `--nats-url` points: from `--nats-conf` when that file
+/// exists (the repository's nats.conf), else with JetStream in paddock's cache.
+async fn start_broker(args: &DemoArgs) -> anyhow::Result<LocalBroker> {
+    let url = &args.serve.connect.nats_url;
+    let Some(port) = local_port(url) else {
+        bail!(
+            "no NATS broker answers at {url}, and the demo starts one only on this \
+             machine (a nats://127.0.0.1:PORT or nats://localhost:PORT URL)"
+        );
+    };
+    let (bin, source) = {
+        let given = args.nats_server_bin.clone();
+        tokio::task::spawn_blocking(move || broker::locate(given.as_deref()))
+            .await
+            .context("the broker look-up failed")??
+    };
+    let config = if args.nats_conf.exists() {
+        BrokerConfig {
+            config_file: Some(args.nats_conf.clone()),
+            ..BrokerConfig::default()
+        }
+    } else {
+        BrokerConfig {
+            store_dir: Some(broker::release::cache_dir().join("demo-store")),
+            ..BrokerConfig::default()
+        }
+    };
+    let config = BrokerConfig {
+        bin: Some(bin.clone()),
+        port: Some(port),
+        // ctrl-c in the terminal must not stop it before the processor has drained.
+        own_process_group: true,
+        ..config
+    };
+    eprintln!(
+        "paddock demo: no broker at {url}; starting {} ({}){}",
+        bin.display(),
+        match source {
+            broker::Source::Given => "NATS_SERVER_BIN",
+            broker::Source::Path => "on PATH",
+            broker::Source::Cache => "paddock's pinned release",
+        },
+        config
+            .config_file
+            .as_ref()
+            .map_or(String::new(), |c| format!(" -c {}", c.display()))
+    );
+    let broker = tokio::task::spawn_blocking(move || LocalBroker::start(config))
+        .await
+        .context("the broker start failed")??;
+    Ok(broker)
+}
+
+/// The port of a loopback `nats://` URL (the first of a list), if it is one.
+fn local_port(url: &str) -> Option<u16> {
+    let first = url.split(',').next()?.trim();
+    let rest = first.strip_prefix("nats://").unwrap_or(first);
+    let (host, port) = rest.rsplit_once(':')?;
+    let host = host.rsplit('@').next()?;
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+        .then(|| port.trim_end_matches('/').parse().ok())
+        .flatten()
+}
+
+/// Whether a broker accepts a connection at `url`. A bare client: the probe is not
+/// worth connection-event log lines.
+async fn broker_answers(url: &str) -> bool {
+    async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(url)
+        .await
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_port;
+
+    #[test]
+    fn the_demo_starts_a_broker_only_for_a_loopback_url() {
+        assert_eq!(local_port("nats://127.0.0.1:4222"), Some(4222));
+        assert_eq!(
+            local_port("nats://localhost:14222,nats://127.0.0.1:4"),
+            Some(14222)
+        );
+        assert_eq!(local_port("127.0.0.1:4333"), Some(4333));
+        assert_eq!(local_port("nats://user:pw@127.0.0.1:4222"), Some(4222));
+        assert_eq!(local_port("nats://broker.example:4222"), None);
+        assert_eq!(local_port("nats://127.0.0.1"), None);
+    }
+}

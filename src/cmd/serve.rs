@@ -1,0 +1,159 @@
+//! `paddock serve`: the processor, until SIGINT or SIGTERM.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::args::{ConnectArgs, LapField, parse_duration, parse_lap_field};
+use crate::client::connect;
+use crate::server::app::Limits;
+use crate::server::processor::Lifecycle;
+use crate::server::store::{StoreConfig, StoreKind};
+use crate::server::{self, credentials::Issuer};
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Largest frame or request accepted, in bytes; larger ones are refused with 413.
+    /// Keep it below the broker's max_payload (1 MiB by default).
+    #[arg(long, env = "PADDOCK_MAX_PAYLOAD", default_value_t = Limits::default().max_payload)]
+    pub max_payload: usize,
+    /// Frames (and requests) the processor buffers while it is busy, per
+    /// subscription: a burst beyond this is dropped by the client and logged as
+    /// "slow consumer". At worst this many frames sit in memory.
+    #[arg(long, env = "PADDOCK_INGEST_BUFFER", default_value_t = crate::server::processor::DEFAULT_INGEST_BUFFER)]
+    pub ingest_buffer: usize,
+    /// Sessions one client (one connection) may create per minute; past it,
+    /// sessions.create answers 429 with how long to wait. 0: no limit.
+    #[arg(long, env = "PADDOCK_CREATE_LIMIT", default_value_t = Limits::default().creates_per_minute)]
+    pub create_limit: u32,
+    /// Issue per-session credentials at sessions.create (broker in operator mode,
+    /// docs/SECURITY.md): the public key (A…) of paddock's account ...
+    #[arg(long, env = "PADDOCK_ISSUER_ACCOUNT", requires = "issuer_signing_seed")]
+    pub issuer_account: Option<String>,
+    /// ... and a file holding the seed (SA…) of one of that account's signing keys.
+    #[arg(long, env = "PADDOCK_ISSUER_SIGNING_SEED", requires = "issuer_account")]
+    pub issuer_signing_seed: Option<PathBuf>,
+    /// Most live sessions; past it, sessions.create answers 503.
+    #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
+    pub max_sessions: usize,
+    /// The telemetry field (a JSON pointer, RFC 6901) whose change completes a lap
+    /// and records it in the session's lap history; "none" turns lap history off.
+    #[arg(long, env = "PADDOCK_LAP_FIELD", default_value = "/lap", value_parser = parse_lap_field)]
+    pub lap_field: LapField,
+    /// Completed laps kept per session (the oldest are dropped first); the default
+    /// covers a 24-hour race at 1.5-minute laps.
+    #[arg(long, env = "PADDOCK_MAX_LAPS", default_value_t = crate::server::laps::DEFAULT_MAX_LAPS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_laps: u64,
+    /// Where sessions are kept: JetStream key-value buckets (they survive restarts),
+    /// or memory only (lost when the processor stops).
+    #[arg(long, env = "PADDOCK_STORE", value_enum, default_value_t = StoreArg::Jetstream)]
+    pub store: StoreArg,
+    /// The JetStream bucket for live sessions; ended ones go to `<bucket>_archive`,
+    /// completed laps to `<bucket>_laps`.
+    #[arg(long, env = "PADDOCK_KV_BUCKET", default_value = "paddock_sessions")]
+    pub kv_bucket: String,
+    /// Replicas for both buckets (3 on a 3-node cluster).
+    #[arg(long, env = "PADDOCK_KV_REPLICAS", default_value_t = 1)]
+    pub kv_replicas: usize,
+    /// Write-behind window: telemetry is stored at least this often, so after a
+    /// crash each session's stored frame is at most this old. Setups, creates and
+    /// deletes are stored before they are acknowledged.
+    #[arg(long, env = "PADDOCK_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub persist_interval: Duration,
+    /// How long ended (deleted) sessions are kept in the archive; their ids stay
+    /// refused that long.
+    #[arg(long, env = "PADDOCK_ARCHIVE_RETENTION", default_value = "168h", value_parser = parse_duration)]
+    pub archive_retention: Duration,
+    /// End a session when no setup or telemetry arrived for this long (it is
+    /// archived and announced as expired); 0 keeps sessions forever.
+    #[arg(long, env = "PADDOCK_EXPIRE_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub expire_after: Duration,
+}
+
+impl ServeArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_payload: self.max_payload,
+            max_sessions: self.max_sessions,
+            creates_per_minute: self.create_limit,
+            lap_field: self.lap_field.0.clone(),
+            max_laps: usize::try_from(self.max_laps).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The credentials issuer, when `--issuer-account` and `--issuer-signing-seed`
+    /// are given.
+    pub fn issuer(&self) -> anyhow::Result<Option<Issuer>> {
+        use anyhow::Context;
+        let (Some(account), Some(seed)) = (&self.issuer_account, &self.issuer_signing_seed) else {
+            return Ok(None);
+        };
+        let seed = std::fs::read_to_string(seed)
+            .with_context(|| format!("cannot read the signing seed {}", seed.display()))?;
+        Issuer::new(account, &seed).map(Some)
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            expire_after: (!self.expire_after.is_zero()).then_some(self.expire_after),
+            archive_retention: self.archive_retention,
+        }
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            kind: self.store.into(),
+            bucket: self.kv_bucket.clone(),
+            persist_interval: self.persist_interval,
+            archive_retention: self.archive_retention,
+            replicas: self.kv_replicas,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The processor's configuration from these flags.
+    pub fn config(&self) -> anyhow::Result<server::Config> {
+        Ok(server::Config {
+            limits: self.limits(),
+            store: self.store_config(),
+            lifecycle: self.lifecycle(),
+            issuer: self
+                .issuer()
+                .context("--issuer-account/--issuer-signing-seed")?,
+        })
+    }
+}
+
+/// `--store`: where session state is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreArg {
+    /// JetStream key-value buckets: sessions survive restarts.
+    Jetstream,
+    /// Memory only: every session is lost when the processor stops.
+    Memory,
+}
+
+impl From<StoreArg> for StoreKind {
+    fn from(arg: StoreArg) -> Self {
+        match arg {
+            StoreArg::Jetstream => StoreKind::Jetstream,
+            StoreArg::Memory => StoreKind::Memory,
+        }
+    }
+}
+
+/// `paddock serve`: connects (waiting for a broker that is not up yet) and serves
+/// until `shutdown`.
+pub async fn run(args: &ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let client = connect::processor(&args.connect.config(), args.ingest_buffer).await?;
+    server::serve(client, config, shutdown)
+        .await
+        .context("cannot start the processor")
+}

@@ -1,0 +1,411 @@
+//! `paddock sessions …`: ops through the broker only. Tables for people, `--json`
+//! for scripts; a refusal or a missing processor is an error with the reason.
+
+use std::io::Write;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::args::{ConnectArgs, parse_duration};
+use super::format;
+use crate::client::SessionsClient;
+use crate::client::connect::connect_once;
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Print the processor's JSON instead of tables, for scripts.
+    #[arg(long, env = "PADDOCK_JSON", global = true)]
+    pub json: bool,
+    /// How long to wait for a reply (e.g. 5s, 500ms).
+    #[arg(long, env = "PADDOCK_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: SessionsCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionsCommand {
+    /// A new session; prints its id. When the processor issues per-session
+    /// credentials, they are written into --credentials-dir as
+    /// <id>-monitor.creds and <id>-dashboard.creds.
+    Create {
+        #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
+        credentials_dir: PathBuf,
+    },
+    /// Every live session, oldest first.
+    List,
+    /// One session: setup, latest telemetry, statistics.
+    Get { session_id: String },
+    /// End a session (its monitor's later data is refused).
+    Delete { session_id: String },
+    /// A session's completed laps, oldest first: lap, lap time, frames, fuel.
+    Laps {
+        session_id: String,
+        /// Only laps numbered at least this.
+        #[arg(long)]
+        from_lap: Option<f64>,
+        /// From the archive (a deleted or expired session).
+        #[arg(long)]
+        archived: bool,
+    },
+    /// Service-wide counters.
+    Stats,
+}
+
+pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
+    let url = &args.connect.nats_url;
+    let nats = connect_once(&args.connect.config(), "paddock-ops")
+        .await
+        .with_context(|| format!("no NATS broker is reachable at {url}"))?;
+    let client = SessionsClient::new(nats, url.clone(), args.timeout);
+    let out = match &args.command {
+        SessionsCommand::Create { credentials_dir } => {
+            let doc = client.create().await?;
+            if args.json {
+                pretty(&doc)
+            } else {
+                created_text(&doc, credentials_dir)?
+            }
+        }
+        SessionsCommand::List => {
+            let rows = client.list_all().await?;
+            if args.json {
+                pretty(&json!({ "total": rows.len(), "sessions": rows }))
+            } else {
+                list_table(&rows, Utc::now())
+            }
+        }
+        SessionsCommand::Get { session_id } => {
+            let doc = client.get(session_id).await?;
+            if args.json {
+                pretty(&doc)
+            } else {
+                session_text(&doc, Utc::now())
+            }
+        }
+        SessionsCommand::Delete { session_id } => {
+            let reply = client.delete(session_id).await?;
+            if args.json {
+                pretty(&reply)
+            } else {
+                let frames = reply["session"]["stats"]["telemetry_count"]
+                    .as_u64()
+                    .unwrap_or(0);
+                format!("deleted {session_id} ({frames} telemetry frames)\n")
+            }
+        }
+        SessionsCommand::Laps {
+            session_id,
+            from_lap,
+            archived,
+        } => {
+            let id = crate::protocol::id::SessionId::parse(session_id)?;
+            let laps = client.laps(&id, *from_lap, *archived).await?;
+            if args.json {
+                pretty(&json!({ "session_id": id, "count": laps.len(), "laps": laps }))
+            } else {
+                laps_table(&laps)
+            }
+        }
+        SessionsCommand::Stats => {
+            let stats = client.stats().await?;
+            if args.json {
+                pretty(&stats)
+            } else {
+                stats_text(&stats)
+            }
+        }
+    };
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .context("cannot write to stdout")?;
+    Ok(())
+}
+
+fn pretty(value: &Value) -> String {
+    let mut s = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    s.push('\n');
+    s
+}
+
+/// The session list as a table, oldest first.
+pub fn list_table(rows: &[Value], now: DateTime<Utc>) -> String {
+    if rows.is_empty() {
+        return "no live sessions\n".into();
+    }
+    let mut table = vec![
+        ["SESSION", "CREATED", "LAST UPDATE", "FRAMES", "SETUP"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for row in rows {
+        table.push(vec![
+            row["session_id"].as_str().unwrap_or("?").to_string(),
+            time_and_age(&row["created_at"], now),
+            time_and_age(&row["last_update"], now),
+            row["telemetry_count"]
+                .as_u64()
+                .map_or("?".into(), |n| n.to_string()),
+            if row["has_setup"] == true {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ]);
+    }
+    let mut out = format::columns(&table);
+    out.push_str(&format!(
+        "{} live session{}\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+/// One session, as a few labelled lines.
+pub fn session_text(doc: &Value, now: DateTime<Utc>) -> String {
+    let t = &doc["telemetry"];
+    let telemetry = if t.is_null() {
+        "none yet".to_string()
+    } else {
+        let mut parts = Vec::new();
+        for (key, label) in [("lap", "lap"), ("position", "P")] {
+            if let Some(v) = t[key].as_f64() {
+                parts.push(if label == "P" {
+                    format!("P{v}")
+                } else {
+                    format!("{label} {v}")
+                });
+            }
+        }
+        if let (Some(f), Some(c)) = (t["fuel"].as_f64(), t["fuel_capacity"].as_f64()) {
+            parts.push(format!("fuel {f:.1}/{c:.0} L"));
+        }
+        if let Some(driver) = t["player_name"].as_str() {
+            parts.push(driver.to_string());
+        }
+        if parts.is_empty() {
+            "received".to_string()
+        } else {
+            parts.join(", ")
+        }
+    };
+    let setup = match doc["setup_timestamp"].as_str() {
+        Some(_) => format!("stored {}", time_and_age(&doc["setup_timestamp"], now)),
+        None => "none".into(),
+    };
+    let s = &doc["stats"];
+    let lines = [
+        (
+            "session",
+            doc["session_id"].as_str().unwrap_or("?").to_string(),
+        ),
+        ("created", time_and_age(&doc["created_at"], now)),
+        ("last update", time_and_age(&doc["last_update"], now)),
+        ("setup", setup),
+        ("telemetry", telemetry),
+        (
+            "frames",
+            format!(
+                "{} telemetry, {} setup, {} rejected",
+                s["telemetry_count"].as_u64().unwrap_or(0),
+                s["setup_count"].as_u64().unwrap_or(0),
+                s["rejected_count"].as_u64().unwrap_or(0)
+            ),
+        ),
+        (
+            "rate",
+            format!("{} frames/s", s["rate_hz"].as_f64().unwrap_or(0.0)),
+        ),
+    ];
+    lines
+        .iter()
+        .map(|(k, v)| format!("{k:<12} {v}\n"))
+        .collect()
+}
+
+/// Service-wide counters, one per line; rejections by reason when there are any.
+pub fn stats_text(stats: &Value) -> String {
+    let mut out = String::new();
+    for key in [
+        "live_sessions",
+        "sessions_created",
+        "sessions_deleted",
+        "sessions_expired",
+        "ingest_rate_hz",
+        "telemetry_frames",
+        "setup_frames",
+        "rejected_total",
+    ] {
+        out.push_str(&format!("{:<18} {}\n", key.replace('_', " "), stats[key]));
+    }
+    if let Some(reasons) = stats["rejected"].as_object() {
+        for (reason, n) in reasons.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0) {
+            out.push_str(&format!(
+                "  rejected {:<10} {n}\n",
+                reason.replace('_', " ")
+            ));
+        }
+    }
+    out
+}
+
+fn time_and_age(v: &Value, now: DateTime<Utc>) -> String {
+    let Some(t) = v
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+    else {
+        return "—".into();
+    };
+    let age = (now - t.with_timezone(&Utc)).to_std().unwrap_or_default();
+    format!(
+        "{} ({} ago)",
+        t.format("%Y-%m-%d %H:%M:%S"),
+        format::age(age)
+    )
+}
+
+/// The new session's id, and where its credentials went, if it has any.
+fn created_text(doc: &Value, dir: &std::path::Path) -> anyhow::Result<String> {
+    let id = doc["session_id"]
+        .as_str()
+        .context("the processor sent no session id")?;
+    let mut out = format!("{id}\n");
+    let creds = &doc["credentials"];
+    if creds.is_object() {
+        let inbox = creds["inbox_prefix"].as_str().unwrap_or("_INBOX");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for role in ["monitor", "dashboard"] {
+            let path = dir.join(format!("{id}-{role}.creds"));
+            let text = creds[role].as_str().context("incomplete credentials")?;
+            crate::server::credentials::write_private(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            let command = match role {
+                "monitor" => format!("paddock monitor --session {id}"),
+                _ => format!("paddock watch {id}"),
+            };
+            out.push_str(&format!(
+                "{role}: {command} --creds {} --inbox-prefix {inbox}\n",
+                path.display()
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Lap records as a table. The lap time is the sim's own (`last_lap_time` in the
+/// next lap's first frame) when it sends one, else the time between the lap's
+/// first frame and the next lap's.
+pub fn laps_table(laps: &[Value]) -> String {
+    if laps.is_empty() {
+        return "no completed laps\n".into();
+    }
+    let mut rows = vec![vec![
+        "LAP".to_string(),
+        "LAP TIME".into(),
+        "FRAMES".into(),
+        "FUEL AFTER".into(),
+        "ENDED".into(),
+    ]];
+    for lap in laps {
+        let elapsed = || -> Option<f64> {
+            let start = DateTime::parse_from_rfc3339(lap["started_at"].as_str()?).ok()?;
+            let end = DateTime::parse_from_rfc3339(lap["ended_at"].as_str()?).ok()?;
+            Some((end - start).num_milliseconds() as f64 / 1000.0)
+        };
+        let time = lap["next_frame"]["last_lap_time"].as_f64().or_else(elapsed);
+        rows.push(vec![
+            match &lap["lap"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+            format::lap_time(time),
+            lap["frames"].to_string(),
+            lap["next_frame"]["fuel"]
+                .as_f64()
+                .map_or("—".into(), |f| format!("{f:.1} L")),
+            lap["ended_at"].as_str().unwrap_or("—").to_string(),
+        ]);
+    }
+    let mut out = format::columns(&rows);
+    out.push_str(&format!("{} laps\n", laps.len()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn laps_read_as_a_table_with_the_sims_lap_time() {
+        let laps = [
+            json!({"lap": 1, "started_at": "2026-11-24T10:00:00Z", "ended_at": "2026-11-24T10:03:30.5Z",
+                   "frames": 2100, "last_frame": {}, "next_frame": {"fuel": 70.25}}),
+            json!({"lap": 2, "started_at": "2026-11-24T10:03:30.5Z", "ended_at": "2026-11-24T10:07:00Z",
+                   "frames": 2090, "last_frame": {}, "next_frame": {"last_lap_time": 209.125}}),
+        ];
+        let table = laps_table(&laps);
+        assert!(table.starts_with("LAP  LAP TIME"), "{table}");
+        assert!(table.contains("3:30.500"), "{table}");
+        assert!(table.contains("3:29.125"), "{table}");
+        assert!(
+            table.contains("70.2 L") || table.contains("70.3 L"),
+            "{table}"
+        );
+        assert!(table.ends_with("2 laps\n"), "{table}");
+        assert_eq!(laps_table(&[]), "no completed laps\n");
+    }
+
+    #[test]
+    fn the_list_is_a_table_with_a_count() {
+        let now = Utc::now();
+        let rows = vec![json!({
+            "session_id": "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b",
+            "created_at": (now - chrono::Duration::seconds(90)).to_rfc3339(),
+            "last_update": now.to_rfc3339(),
+            "telemetry_count": 12, "has_setup": true
+        })];
+        let out = list_table(&rows, now);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("SESSION"), "{out}");
+        assert!(
+            lines[1].contains("3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b")
+                && lines[1].contains("(1m30s ago)"),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains(" 12 ") && lines[1].ends_with("yes"),
+            "{out}"
+        );
+        assert_eq!(lines[2], "1 live session");
+        assert_eq!(list_table(&[], now), "no live sessions\n");
+    }
+
+    #[test]
+    fn a_session_reads_as_labelled_lines() {
+        let doc = json!({
+            "session_id": "x", "created_at": Utc::now().to_rfc3339(), "last_update": Utc::now().to_rfc3339(),
+            "setup": {}, "setup_timestamp": Utc::now().to_rfc3339(),
+            "telemetry": {"lap": 14, "position": 3, "fuel": 41.2, "fuel_capacity": 75.0, "player_name": "A. Driver"},
+            "stats": {"telemetry_count": 5, "setup_count": 1, "rejected_count": 2}
+        });
+        let out = session_text(&doc, Utc::now());
+        assert!(
+            out.contains("telemetry    lap 14, P3, fuel 41.2/75 L, A. Driver"),
+            "{out}"
+        );
+        assert!(
+            out.contains("frames       5 telemetry, 1 setup, 2 rejected"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! A simulated endurance-race car: the data a real monitor would send.
+//!
+//! Deterministic for a given seed, so tests can rely on it. One car laps the
+//! Circuit de la Sarthe: lap times drift with tyre wear, fuel burns per lap, tyre
+//! temperatures, pressures and wear move per corner, positions change, and when the
+//! fuel would not last another lap and a bit it pits, refuels and takes new tyres.
+//! Field names follow the sample frames in `tests/data/`.
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+const TRACK_LENGTH_M: f64 = 13_626.0;
+const BASE_LAP_S: f64 = 210.0;
+const FUEL_CAPACITY_L: f64 = 75.0;
+const FUEL_PER_LAP_L: f64 = 5.4;
+/// Pit when less than this many laps of fuel are left.
+const PIT_THRESHOLD_LAPS: f64 = 1.3;
+const PIT_STOP_S: f64 = 32.0;
+const CORNERS: [&str; 4] = ["fl", "fr", "rl", "rr"];
+const DRIVERS: [&str; 6] = [
+    "A. Driver",
+    "B. Pilote",
+    "C. Fahrer",
+    "D. Piloto",
+    "E. Kuljettaja",
+    "F. Coureur",
+];
+const CARS: [&str; 4] = [
+    "Oreca 07 Gibson",
+    "Ligier JS P217",
+    "Porsche 963",
+    "Ferrari 499P",
+];
+
+/// A small xorshift generator: enough for plausible noise, no dependency.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform in [-1, 1).
+    fn noise(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.noise() + 1.0) / 2.0 < p
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tyre {
+    /// Remaining tread, 1.0 new.
+    wear: f64,
+    temp: f64,
+    pressure: f64,
+}
+
+/// One car's race.
+#[derive(Debug, Clone)]
+pub struct Race {
+    rng: Rng,
+    driver: &'static str,
+    car: &'static str,
+    /// Race time, seconds.
+    session_time: f64,
+    lap: u32,
+    lap_distance: f64,
+    /// Time into the current lap.
+    lap_elapsed: f64,
+    current_lap_target: f64,
+    last_lap_time: Option<f64>,
+    best_lap_time: Option<f64>,
+    sector_times: [Option<f64>; 3],
+    fuel: f64,
+    tyres: [Tyre; 4],
+    position: u32,
+    /// Seconds left in the pit box, when pitting.
+    pit_remaining: Option<f64>,
+    stint_start_lap: u32,
+    stint_time: f64,
+}
+
+impl Race {
+    /// A car at the start of its race. `seed` picks the driver, car and noise.
+    pub fn new(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let driver = DRIVERS[(rng.next_u64() % DRIVERS.len() as u64) as usize];
+        let car = CARS[(rng.next_u64() % CARS.len() as u64) as usize];
+        let position = 1 + (rng.next_u64() % 20) as u32;
+        let mut race = Race {
+            rng,
+            driver,
+            car,
+            session_time: 0.0,
+            lap: 1,
+            lap_distance: 0.0,
+            lap_elapsed: 0.0,
+            current_lap_target: BASE_LAP_S,
+            last_lap_time: None,
+            best_lap_time: None,
+            sector_times: [None; 3],
+            fuel: FUEL_CAPACITY_L,
+            tyres: [Tyre {
+                wear: 1.0,
+                temp: 70.0,
+                pressure: 27.2,
+            }; 4],
+            position,
+            pit_remaining: None,
+            stint_start_lap: 1,
+            stint_time: 0.0,
+        };
+        race.current_lap_target = race.next_lap_target();
+        race
+    }
+
+    /// The car setup, as the monitor sends it once at the start.
+    pub fn setup(&self) -> Value {
+        json!({
+            "suspension": {
+                "front_spring_rate": 120.5, "rear_spring_rate": 115.3,
+                "front_damper": 8, "rear_damper": 7,
+                "front_anti_roll_bar": 6, "rear_anti_roll_bar": 5,
+                "front_ride_height": 45.0, "rear_ride_height": 55.0
+            },
+            "aerodynamics": { "front_wing": 5, "rear_wing": 8, "front_splitter": 3, "rear_diffuser": 4 },
+            "brakes": { "brake_bias": 56.5, "brake_pressure": 85.0, "front_brake_duct": 2, "rear_brake_duct": 2 },
+            "tires": {
+                "compound": "Medium",
+                "cold_pressures_kpa": { "fl": 138.0, "fr": 138.0, "rl": 135.0, "rr": 135.0 }
+            },
+            "gearing": { "final_drive": 3.42, "gears": [2.91, 2.21, 1.79, 1.51, 1.31, 1.16] },
+            "electronics": { "tc_map": 4, "abs_map": 3, "engine_map": 2 },
+            "car_name": self.car
+        })
+    }
+
+    pub fn lap(&self) -> u32 {
+        self.lap
+    }
+
+    pub fn fuel(&self) -> f64 {
+        self.fuel
+    }
+
+    pub fn in_pits(&self) -> bool {
+        self.pit_remaining.is_some()
+    }
+
+    /// Advances the race by `dt` seconds of race time and returns the frame.
+    pub fn step(&mut self, dt: f64) -> Value {
+        self.session_time += dt;
+        self.stint_time += dt;
+        if let Some(left) = self.pit_remaining {
+            let left = left - dt;
+            if left <= 0.0 {
+                self.pit_remaining = None;
+                self.fuel = FUEL_CAPACITY_L;
+                self.tyres = [Tyre {
+                    wear: 1.0,
+                    temp: 65.0,
+                    pressure: 26.8,
+                }; 4];
+                self.stint_start_lap = self.lap;
+                self.stint_time = 0.0;
+            } else {
+                self.pit_remaining = Some(left);
+            }
+        } else {
+            self.drive(dt);
+        }
+        self.frame()
+    }
+
+    fn next_lap_target(&mut self) -> f64 {
+        let worn = 1.0 - self.tyres.iter().map(|t| t.wear).sum::<f64>() / 4.0;
+        BASE_LAP_S + worn * 12.0 + self.rng.noise() * 1.5
+    }
+
+    fn drive(&mut self, dt: f64) {
+        let speed_mps = TRACK_LENGTH_M / self.current_lap_target;
+        self.lap_elapsed += dt;
+        self.lap_distance += speed_mps * dt;
+        let burn =
+            FUEL_PER_LAP_L * (speed_mps * dt / TRACK_LENGTH_M) * (1.0 + self.rng.noise() * 0.03);
+        self.fuel = (self.fuel - burn).max(0.0);
+        let load = self.speed_kph() / 300.0;
+        for tyre in &mut self.tyres {
+            tyre.wear = (tyre.wear - 0.000_11 * dt * (0.8 + load)).max(0.0);
+            let target = 78.0 + 14.0 * load + 6.0 * (1.0 - tyre.wear);
+            tyre.temp += (target - tyre.temp) * (dt / 20.0).min(1.0) + self.rng.noise() * 0.3;
+            tyre.pressure = 26.5 + (tyre.temp - 60.0) * 0.065;
+        }
+        let sector = ((self.lap_distance / TRACK_LENGTH_M) * 3.0).floor() as usize;
+        for done in 0..sector.min(3) {
+            if self.sector_times[done].is_none() {
+                let previous: f64 = self.sector_times[..done].iter().flatten().sum();
+                self.sector_times[done] = Some(self.lap_elapsed - previous);
+            }
+        }
+        if self.lap_distance >= TRACK_LENGTH_M {
+            self.complete_lap();
+        }
+    }
+
+    fn complete_lap(&mut self) {
+        let lap_time = self.lap_elapsed;
+        self.last_lap_time = Some(lap_time);
+        self.best_lap_time = Some(self.best_lap_time.map_or(lap_time, |b| b.min(lap_time)));
+        self.lap += 1;
+        self.lap_distance -= TRACK_LENGTH_M;
+        self.lap_elapsed = 0.0;
+        self.sector_times = [None; 3];
+        self.current_lap_target = self.next_lap_target();
+        if self.rng.chance(0.35) {
+            let up = self.rng.chance(0.5);
+            self.position = if up {
+                self.position.saturating_sub(1).max(1)
+            } else {
+                (self.position + 1).min(24)
+            };
+        }
+        if self.fuel < FUEL_PER_LAP_L * PIT_THRESHOLD_LAPS {
+            self.pit_remaining = Some(PIT_STOP_S);
+            self.position = (self.position + 2).min(24);
+        }
+    }
+
+    fn speed_kph(&self) -> f64 {
+        if self.in_pits() {
+            return 0.0;
+        }
+        // Long straights and slow corners: a rough profile along the lap.
+        let x = self.lap_distance / TRACK_LENGTH_M * std::f64::consts::TAU;
+        let profile = 0.5 + 0.5 * (x * 3.0).sin() * (x * 2.0).cos();
+        90.0 + 240.0 * profile
+    }
+
+    fn frame(&mut self) -> Value {
+        let speed = self.speed_kph();
+        let gear = if speed < 1.0 {
+            0
+        } else {
+            (1.0 + speed / 55.0).min(6.0) as u32
+        };
+        let rpm = if gear == 0 {
+            1200.0
+        } else {
+            4000.0 + (speed % 55.0) / 55.0 * 4000.0
+        };
+        let corner = |f: &dyn Fn(&Tyre) -> f64| {
+            let mut m = serde_json::Map::new();
+            for (name, tyre) in CORNERS.iter().zip(&self.tyres) {
+                m.insert((*name).into(), json!((f(tyre) * 1000.0).round() / 1000.0));
+            }
+            Value::Object(m)
+        };
+        let round = |v: f64, digits: i32| (v * 10f64.powi(digits)).round() / 10f64.powi(digits);
+        let brake = (self.rng.noise() * 0.5 + 0.2).clamp(0.0, 1.0);
+        json!({
+            "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            "lap": self.lap,
+            "position": self.position,
+            "lap_time": round(self.lap_elapsed, 3),
+            "fuel": round(self.fuel, 2),
+            "fuel_capacity": FUEL_CAPACITY_L,
+            "tire_pressures": corner(&|t| round(t.pressure, 2)),
+            "tire_temps": corner(&|t| round(t.temp, 1)),
+            "tire_wear": corner(&|t| round(t.wear, 3)),
+            "brake_temps": corner(&|t| round(380.0 + t.temp * 0.9, 1)),
+            "engine_water_temp": round(88.0 + speed / 60.0, 1),
+            "engine_oil_temp": round(100.0 + speed / 50.0, 1),
+            "track_temp": 28.5,
+            "ambient_temp": 22.0,
+            "player_name": self.driver,
+            "car_name": self.car,
+            "track_name": "Circuit de la Sarthe",
+            "speed": round(speed, 1),
+            "rpm": rpm.round(),
+            "gear": gear,
+            "session_time": round(self.session_time, 2),
+            "session_type": "RACE",
+            "flag": "green",
+            "in_pits": self.in_pits(),
+            "throttle": if self.in_pits() { 0.0 } else { round(1.0 - brake, 2) },
+            "brake": if self.in_pits() { 0.0 } else { round(brake, 2) },
+            "lap_distance": round(self.lap_distance, 1),
+            "track_length": TRACK_LENGTH_M,
+            "best_lap_time": self.best_lap_time.map(|t| round(t, 3)),
+            "last_lap_time": self.last_lap_time.map(|t| round(t, 3)),
+            "sector": 1 + ((self.lap_distance / TRACK_LENGTH_M) * 3.0).floor().min(2.0) as u32,
+            "sector_times": self.sector_times.map(|s| s.map(|t| round(t, 3))),
+            "laps_completed": self.lap - 1,
+            "tire_compound": { "front": "Medium", "rear": "Medium" },
+            "driver_stint": {
+                "driver": self.driver,
+                "stint_start_lap": self.stint_start_lap,
+                "stint_time": round(self.stint_time, 1)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_use_the_sample_field_names() {
+        let sample: Value =
+            serde_json::from_str(include_str!("../../tests/data/telemetry.json")).unwrap();
+        let frame = Race::new(1).step(0.1);
+        for key in sample.as_object().unwrap().keys() {
+            assert!(frame.get(key).is_some(), "missing {key}");
+        }
+    }
+
+    #[test]
+    fn a_stint_burns_fuel_wears_tyres_and_ends_in_a_pit_stop_that_restores_both() {
+        let mut race = Race::new(7);
+        let mut pitted_at_lap = None;
+        let mut min_fuel = f64::MAX;
+        let mut min_wear = f64::MAX;
+        // Up to 20 simulated laps at 10 Hz.
+        for _ in 0..(20.0 * BASE_LAP_S * 10.0) as usize {
+            let frame = race.step(0.1);
+            min_fuel = min_fuel.min(race.fuel());
+            min_wear = min_wear.min(frame["tire_wear"]["fl"].as_f64().unwrap());
+            if race.in_pits() && pitted_at_lap.is_none() {
+                pitted_at_lap = Some(race.lap());
+            }
+            if pitted_at_lap.is_some() && !race.in_pits() {
+                break;
+            }
+        }
+        let lap = pitted_at_lap.expect("the car never pitted");
+        assert!((12..=14).contains(&lap), "pitted at lap {lap}");
+        assert!(
+            min_fuel < FUEL_PER_LAP_L * PIT_THRESHOLD_LAPS && min_fuel > 0.0,
+            "{min_fuel}"
+        );
+        assert!(min_wear < 0.8, "{min_wear}");
+        assert_eq!(race.fuel(), FUEL_CAPACITY_L);
+        let frame = race.step(0.1);
+        assert!(frame["tire_wear"]["fl"].as_f64().unwrap() > 0.99);
+    }
+
+    #[test]
+    fn laps_take_about_three_and_a_half_minutes() {
+        let mut race = Race::new(3);
+        let mut t = 0.0;
+        while race.lap() == 1 {
+            race.step(0.1);
+            t += 0.1;
+        }
+        assert!((200.0..225.0).contains(&t), "{t}");
+        let frame = race.step(0.1);
+        let last = frame["last_lap_time"].as_f64().unwrap();
+        assert!((last - t).abs() < 0.2, "{last} vs {t}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_race() {
+        let (mut a, mut b) = (Race::new(42), Race::new(42));
+        for _ in 0..1000 {
+            let (fa, fb) = (a.step(0.5), b.step(0.5));
+            assert_eq!(fa["fuel"], fb["fuel"]);
+            assert_eq!(fa["position"], fb["position"]);
+        }
+    }
+}

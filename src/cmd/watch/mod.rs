@@ -1,0 +1,228 @@
+//! `paddock watch <id>`: a race engineer's live view of one session.
+//!
+//! Joins the documented way (subscribe to `session.<id>.>`, then `sessions.get`),
+//! so the view is complete at once and stays current. When the link to the broker
+//! comes back after an outage it takes a fresh snapshot. The full-screen view
+//! redraws in place; `--plain` prints one line a second for pipes and logs.
+
+pub mod state;
+pub mod ui;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use tokio::sync::mpsc;
+
+use clap::Args;
+
+use super::args::{ConnectArgs, parse_duration};
+use crate::client::connect::{Link, connect_observed};
+use crate::client::{ClientError, SessionsClient};
+use crate::protocol::id::SessionId;
+use crate::protocol::subjects;
+use state::{Link as ViewLink, WatchState};
+
+/// How often the view redraws (ages and the STALE banner move with the clock).
+const REDRAW: Duration = Duration::from_millis(250);
+/// How often a missing snapshot (no processor yet, unknown session) is retried.
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(3);
+
+/// What the keyboard asks for.
+enum Key {
+    Quit,
+    ToggleSetup,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// The session to watch.
+    pub session_id: String,
+    /// One line per second instead of the full-screen view, for pipes and logs.
+    #[arg(long, env = "PADDOCK_PLAIN")]
+    pub plain: bool,
+    /// Show STALE when no frame arrived for this long.
+    #[arg(long, env = "PADDOCK_STALE_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub stale_after: Duration,
+}
+
+pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let id = SessionId::parse(&args.session_id)?;
+    let url = &args.connect.nats_url;
+    let (nats, mut links) = connect_observed(&args.connect.config(), "paddock-watch")
+        .await
+        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    let client = SessionsClient::new(nats.clone(), url.clone(), Duration::from_secs(5));
+    // Subscribe before the snapshot: nothing published in between is missed.
+    let mut live = nats.subscribe(subjects::session_wildcard(&id)).await?;
+    let prefix = format!("session.{id}.");
+
+    let mut state = WatchState::new(id.to_string(), args.stale_after);
+    let mut screen = if args.plain {
+        None
+    } else {
+        Some(Screen::open())
+    };
+    let mut show_setup = false;
+    let mut snapshot_due = Some(tokio::time::Instant::now());
+    // The screen draws at once ("connecting"); plain output starts with the
+    // snapshot's line instead, then prints once a second.
+    let period = if args.plain {
+        Duration::from_secs(1)
+    } else {
+        REDRAW
+    };
+    let start = tokio::time::Instant::now();
+    let mut ticker =
+        tokio::time::interval_at(if args.plain { start + period } else { start }, period);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let (keys_tx, mut keys) = mpsc::unbounded_channel();
+    if let Some(screen) = &screen {
+        screen.read_keys(keys_tx);
+    }
+
+    let result = loop {
+        let snapshot_at =
+            snapshot_due.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            Some(key) = keys.recv() => match key {
+                Key::Quit => break Ok(()),
+                Key::ToggleSetup => {
+                    show_setup = !show_setup;
+                    // A key press shows its effect at once, not at the next tick.
+                    if let Some(screen) = &mut screen {
+                        screen.draw(&state, show_setup, Instant::now())?;
+                    }
+                }
+            },
+            message = live.next() => match message {
+                Some(m) => {
+                    let kind = m.subject.as_str().strip_prefix(&prefix).unwrap_or("");
+                    state.apply_message(kind, &m.payload, Instant::now());
+                    if state.problem.is_some() && kind == "telemetry" && snapshot_due.is_some() {
+                        // Frames arrive, so the session exists now: fetch it whole.
+                        snapshot_due = Some(tokio::time::Instant::now());
+                    }
+                }
+                None => break Err(anyhow::anyhow!("the subscription ended")),
+            },
+            Some(link) = links.recv() => match link {
+                Link::Down => state.link = ViewLink::Reconnecting,
+                Link::Up => snapshot_due = Some(tokio::time::Instant::now()),
+            },
+            () = tokio::time::sleep_until(snapshot_at), if snapshot_due.is_some() => {
+                snapshot_due = match client.get(&args.session_id).await {
+                    Ok(doc) => {
+                        state.apply_snapshot(&doc, Instant::now());
+                        // The recent laps, for the table and the chart (live ones
+                        // arrive on the subscription). A processor without lap
+                        // history, or credentials without it, leave the view as is.
+                        let from = doc["stats"]["current_lap"]
+                            .as_f64()
+                            .map(|lap| lap - state::LAPS_KEPT as f64);
+                        match client.laps(&id, from, false).await {
+                            Ok(records) => state.apply_laps(&records),
+                            Err(e) => tracing::debug!(error = %e, "no lap history"),
+                        }
+                        if screen.is_none() {
+                            println!("{}", ui::plain_line(&state, Instant::now()));
+                        }
+                        None
+                    }
+                    // Both are 404; an ended session never comes back (its reason
+                    // says so), an unknown one may still be created by its monitor.
+                    Err(ClientError::Service { code: 404, reason }) if reason.contains("has ended") => {
+                        state.problem = Some(reason);
+                        None
+                    }
+                    Err(ClientError::Service { code: 404, reason }) => {
+                        state.problem = Some(format!("{reason}; waiting for it to appear"));
+                        Some(tokio::time::Instant::now() + SNAPSHOT_RETRY)
+                    }
+                    Err(e) => {
+                        state.problem = Some(format!("{e}; retrying"));
+                        Some(tokio::time::Instant::now() + SNAPSHOT_RETRY)
+                    }
+                };
+            }
+            _ = ticker.tick() => {
+                // Redraw (or print a line) on the clock only: the age and the STALE
+                // banner move with time, and at 60 Hz a frame-driven redraw would
+                // be wasted work a person cannot read anyway.
+                let now = Instant::now();
+                match &mut screen {
+                    Some(screen) => screen.draw(&state, show_setup, now)?,
+                    None => println!("{}", ui::plain_line(&state, now)),
+                }
+            }
+        }
+    };
+    if let Some(screen) = screen {
+        screen.close();
+    }
+    result
+}
+
+/// The full-screen terminal, restored on close (and on panic, by ratatui's hook).
+struct Screen {
+    terminal: ratatui::DefaultTerminal,
+    /// Tells the key-reading thread to stop.
+    stop: Arc<AtomicBool>,
+}
+
+impl Screen {
+    fn open() -> Self {
+        Screen {
+            terminal: ratatui::init(),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn draw(&mut self, state: &WatchState, show_setup: bool, now: Instant) -> anyhow::Result<()> {
+        self.terminal
+            .draw(|f| ui::draw(f, state, show_setup, now))
+            .context("cannot draw")?;
+        Ok(())
+    }
+
+    /// Reads keys on a thread of its own: crossterm's reader blocks.
+    fn read_keys(&self, keys: mpsc::UnboundedSender<Key>) {
+        let stop = Arc::clone(&self.stop);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if !event::poll(Duration::from_millis(100)).unwrap_or(false) {
+                    continue;
+                }
+                let Ok(Event::Key(key)) = event::read() else {
+                    continue;
+                };
+                if key.kind != KeyEventKind::Press {
+                    continue;
+                }
+                let sent = match key.code {
+                    KeyCode::Char('q') | KeyCode::Esc => keys.send(Key::Quit),
+                    KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                        keys.send(Key::Quit)
+                    }
+                    KeyCode::Char('s') => keys.send(Key::ToggleSetup),
+                    _ => Ok(()),
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn close(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        ratatui::restore();
+    }
+}

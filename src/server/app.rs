@@ -1,0 +1,108 @@
+//! The processor's state and limits, shared by the control plane (`control.rs`) and
+//! the data path (`ingest.rs`). Neither knows about NATS: they take bytes and return
+//! replies, so they are unit-tested without a broker, and `processor.rs` only wires
+//! them to subscriptions.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::protocol::id::SessionId;
+use crate::protocol::subjects::Event;
+use crate::server::metrics::Metrics;
+use crate::server::sessions::{Sessions, Snapshot, format_time};
+
+/// Limits the operator sets (see `paddock serve --help`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request or frame accepted, in bytes. Kept below the broker's
+    /// max_payload so paddock, not the broker, answers with a clear 413.
+    pub max_payload: usize,
+    /// Most live sessions; past it, creation answers 503.
+    pub max_sessions: usize,
+    /// Sessions one client may create per minute (0: no limit); past it, 429.
+    pub creates_per_minute: u32,
+    /// The telemetry field whose change completes a lap (`None`: no lap history).
+    pub lap_field: Option<crate::protocol::payload::Pointer>,
+    /// Completed laps kept per session.
+    pub max_laps: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload: 64 * 1024,
+            max_sessions: 10_000,
+            creates_per_minute: 600,
+            lap_field: Some(
+                crate::protocol::payload::Pointer::parse("/lap").expect("a valid pointer"),
+            ),
+            max_laps: crate::server::laps::DEFAULT_MAX_LAPS,
+        }
+    }
+}
+
+/// Everything a handler needs. Shared as `Arc<App>`.
+#[derive(Debug)]
+pub struct App {
+    pub sessions: Sessions,
+    pub metrics: Metrics,
+    pub limits: Limits,
+    /// Issues each new session's credentials, when the broker runs in operator
+    /// mode and the processor was given a signing key (`--issuer-*`).
+    pub issuer: Option<crate::server::credentials::Issuer>,
+}
+
+impl App {
+    pub fn new(limits: Limits) -> Self {
+        App {
+            sessions: Sessions::with_max_laps(limits.max_sessions, limits.max_laps),
+            metrics: Metrics::default(),
+            limits,
+            issuer: None,
+        }
+    }
+
+    pub fn with_issuer(limits: Limits, issuer: Option<crate::server::credentials::Issuer>) -> Self {
+        App {
+            issuer,
+            ..App::new(limits)
+        }
+    }
+}
+
+/// Something the processor announces after a change: published on the session's own
+/// prefix and on the service-wide lifecycle feed.
+#[derive(Debug, Clone)]
+pub struct Announcement {
+    pub session_id: SessionId,
+    pub event: Event,
+    pub body: Bytes,
+}
+
+impl Announcement {
+    /// `via` says what caused it: `request` (sessions.create / delete) or `data` (a
+    /// frame for a well-formed unknown id created the session on demand).
+    pub fn new(
+        session_id: SessionId,
+        event: Event,
+        at: DateTime<Utc>,
+        via: &str,
+        session: Option<&Snapshot>,
+    ) -> Self {
+        let mut body = json!({
+            "event": event.as_str(),
+            "session_id": session_id,
+            "at": format_time(&at),
+            "via": via,
+        });
+        if let Some(s) = session {
+            body["session"] = s.to_value();
+        }
+        Announcement {
+            session_id,
+            event,
+            body: serde_json::to_vec(&body).expect("serializes").into(),
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The control plane: what each `sessions.*` endpoint does with a request body.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::protocol::id::SessionId;
+use crate::protocol::payload::validate_object;
+use crate::protocol::subjects::{self, Event};
+use crate::server::app::{Announcement, App};
+use crate::server::error::ServiceError;
+use crate::server::sessions::{Ended, SessionError, format_time};
+
+/// How long issued session credentials are good for.
+const CREDENTIALS_TTL_S: i64 = 48 * 3600;
+
+/// A successful reply, what must be stored before it is sent, and what to announce
+/// once it is.
+#[derive(Debug)]
+pub struct Reply {
+    pub body: Bytes,
+    pub persist: Option<PersistAction>,
+    pub announce: Option<Announcement>,
+}
+
+/// A change the reply promises is durable.
+#[derive(Debug)]
+pub enum PersistAction {
+    /// A new session.
+    Session(SessionId),
+    /// A session that ended, with its final state, for the archive.
+    End(Box<Ended>),
+}
+
+impl Reply {
+    fn json(value: &impl serde::Serialize) -> Self {
+        Reply {
+            body: serde_json::to_vec(value).expect("replies serialize").into(),
+            persist: None,
+            announce: None,
+        }
+    }
+}
+
+/// Rows in one `sessions.list` reply when the request names no `limit`.
+pub const LIST_DEFAULT_LIMIT: usize = 1_000;
+/// Most rows in one reply: about 170 bytes each, so a page stays well inside the
+/// broker's 1 MB default max_payload.
+pub const LIST_MAX_LIMIT: usize = 5_000;
+
+#[derive(Deserialize)]
+struct ListRequest {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    offset: usize,
+}
+
+#[derive(Deserialize)]
+struct IdRequest<'a> {
+    #[serde(borrow)]
+    session_id: Cow<'a, str>,
+}
+
+/// One page of `rows`: `{"total", "count", "offset", "next_offset", "sessions"}`.
+fn page<T: serde::Serialize>(rows: Vec<T>, request: &ListRequest) -> serde_json::Value {
+    let limit = request
+        .limit
+        .unwrap_or(LIST_DEFAULT_LIMIT)
+        .clamp(1, LIST_MAX_LIMIT);
+    let total = rows.len();
+    let page: Vec<T> = rows.into_iter().skip(request.offset).take(limit).collect();
+    let end = request.offset.saturating_add(page.len());
+    json!({
+        "total": total,
+        "count": page.len(),
+        "offset": request.offset,
+        "next_offset": (end < total).then_some(end),
+        "sessions": page,
+    })
+}
+
+impl App {
+    /// Dispatches a request for the endpoint named `endpoint` (see `subjects`).
+    pub fn handle_control(&self, endpoint: &str, body: &[u8]) -> Result<Reply, ServiceError> {
+        self.handle_control_for(endpoint, None, body)
+    }
+
+    /// Same, for a request whose subject named the session (`sessions.get.<id>`
+    /// and the others of `subjects::ONE_SESSION_ENDPOINTS`): `subject_id` is that
+    /// last token, untrusted.
+    pub fn handle_control_for(
+        &self,
+        endpoint: &str,
+        subject_id: Option<&str>,
+        body: &[u8],
+    ) -> Result<Reply, ServiceError> {
+        if let Some(raw) = subject_id {
+            let id = SessionId::parse(raw)?;
+            return match endpoint {
+                subjects::GET => self.get(id.to_string().as_bytes()),
+                subjects::LAPS => self.laps(Some(id), body, false),
+                subjects::ARCHIVE_LAPS => self.laps(Some(id), body, true),
+                other => Err(ServiceError::BadRequest(format!(
+                    "no endpoint named {other:?} with a session id"
+                ))),
+            };
+        }
+        match endpoint {
+            subjects::CREATE => self.create(body),
+            subjects::GET => self.get(body),
+            subjects::LAPS => self.laps(None, body, false),
+            subjects::ARCHIVE_LAPS => self.laps(None, body, true),
+            subjects::LIST => self.list(body),
+            subjects::DELETE => self.delete(body),
+            subjects::STATS => self.stats(body),
+            subjects::ARCHIVE_LIST => self.archive_list(body),
+            subjects::ARCHIVE_GET => self.archive_get(body),
+            other => Err(ServiceError::BadRequest(format!(
+                "no endpoint named {other:?}"
+            ))),
+        }
+    }
+
+    /// `sessions.create`: `{}` or an empty body → the new session document, with
+    /// its credentials when this processor issues them.
+    fn create(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        self.optional_object(body)?;
+        let snapshot = self.sessions.create()?;
+        self.metrics
+            .sessions_created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(session_id = %snapshot.session_id, via = "request", "session created");
+        let body = match &self.issuer {
+            None => snapshot.to_json().into(),
+            Some(issuer) => {
+                // Good for two days: past any race, and a leaked one goes stale.
+                let expires = snapshot.created_at.timestamp() + CREDENTIALS_TTL_S;
+                let credentials = issuer
+                    .for_session(&snapshot.session_id, Some(expires))
+                    .map_err(|e| {
+                        ServiceError::Unavailable(format!("cannot issue credentials: {e}"))
+                    })?;
+                let mut doc: serde_json::Value = serde_json::from_slice(&snapshot.to_json())
+                    .expect("a session document is JSON");
+                doc["credentials"] = serde_json::json!(credentials);
+                doc.to_string().into()
+            }
+        };
+        Ok(Reply {
+            body,
+            persist: Some(PersistAction::Session(snapshot.session_id)),
+            announce: Some(Announcement::new(
+                snapshot.session_id,
+                Event::Created,
+                snapshot.created_at,
+                "request",
+                None,
+            )),
+        })
+    }
+
+    /// `sessions.get`: `{"session_id": …}` → the session document.
+    fn get(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let id = self.session_id(body)?;
+        Ok(Reply {
+            body: self.sessions.get(id)?.to_json().into(),
+            persist: None,
+            announce: None,
+        })
+    }
+
+    /// `sessions.list`: `{}`, or `{"limit": n, "offset": k}` → one page of live
+    /// sessions, oldest first, with `next_offset` (null on the last page).
+    fn list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let request = self.list_request(body)?;
+        Ok(Reply::json(&page(self.sessions.list(), &request)))
+    }
+
+    fn list_request(&self, body: &[u8]) -> Result<ListRequest, ServiceError> {
+        self.optional_object(body)?;
+        if body.trim_ascii().is_empty() {
+            return Ok(ListRequest {
+                limit: None,
+                offset: 0,
+            });
+        }
+        serde_json::from_slice(body).map_err(|e| {
+            ServiceError::BadRequest(format!(
+                r#"{e}: send {{}} or {{"limit": <1..{LIST_MAX_LIMIT}>, "offset": <n>}}"#
+            ))
+        })
+    }
+
+    /// `sessions.delete`: `{"session_id": …}` → `{"deleted": true, …}` with the final
+    /// document; later data for the id is refused.
+    fn delete(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let id = self.session_id(body)?;
+        let ended = self.sessions.delete(id)?;
+        self.metrics
+            .sessions_deleted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(session_id = %id, "session deleted");
+        let reply = Reply::json(&json!({
+            "deleted": true,
+            "session_id": id,
+            "deleted_at": format_time(&ended.at),
+            "session": ended.last.to_value(),
+        }));
+        let announce =
+            Announcement::new(id, Event::Deleted, ended.at, "request", Some(&ended.last));
+        Ok(Reply {
+            announce: Some(announce),
+            persist: Some(PersistAction::End(Box::new(ended))),
+            ..reply
+        })
+    }
+
+    /// `sessions.archive.list`: like `sessions.list`, for ended sessions, most
+    /// recently ended first.
+    fn archive_list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let request = self.list_request(body)?;
+        let rows: Vec<serde_json::Value> = self
+            .sessions
+            .list_ended()
+            .iter()
+            .map(|e| {
+                json!({
+                    "session_id": e.last.session_id,
+                    "created_at": format_time(&e.last.created_at),
+                    "last_update": format_time(&e.last.last_update),
+                    "ended_at": format_time(&e.at),
+                    "reason": e.reason,
+                    "telemetry_count": e.last.stats.telemetry_count,
+                })
+            })
+            .collect();
+        Ok(Reply::json(&page(rows, &request)))
+    }
+
+    /// `sessions.archive.get`: `{"session_id": …}` → when and why it ended, and its
+    /// final document.
+    fn archive_get(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let id = self.session_id(body)?;
+        let ended = self
+            .sessions
+            .ended(id)
+            .ok_or(SessionError::NotArchived(id))?;
+        Ok(Reply::json(&json!({
+            "session_id": id,
+            "ended_at": format_time(&ended.at),
+            "reason": ended.reason,
+            "session": ended.last.to_value(),
+        })))
+    }
+
+    /// `sessions.laps[.<id>]` and `sessions.archive.laps[.<id>]`: `{}` or
+    /// `{"from_lap": n, "limit": k}` (plus `"session_id"` without an id in the
+    /// subject) → one page of the session's completed laps, oldest first.
+    fn laps(
+        &self,
+        id: Option<SessionId>,
+        body: &[u8],
+        archived: bool,
+    ) -> Result<Reply, ServiceError> {
+        let id = match id {
+            Some(id) => id,
+            None => self.session_id(body)?,
+        };
+        let request = self.lap_request(body)?;
+        let records = if archived {
+            self.sessions
+                .ended(id)
+                .ok_or(SessionError::NotArchived(id))?
+                .laps
+        } else {
+            self.sessions.laps(id)?
+        };
+        Ok(Reply {
+            body: crate::server::laps::page(id, &records, &request).into(),
+            persist: None,
+            announce: None,
+        })
+    }
+
+    fn lap_request(&self, body: &[u8]) -> Result<crate::server::laps::PageRequest, ServiceError> {
+        let trimmed = body.trim_ascii();
+        // Empty, or a bare id (`nats req sessions.laps <uuid>`): the first page.
+        if (trimmed.is_empty() && body.len() <= self.limits.max_payload)
+            || std::str::from_utf8(trimmed).is_ok_and(|s| SessionId::parse(s).is_ok())
+        {
+            return Ok(crate::server::laps::PageRequest::default());
+        }
+        validate_object(body, self.limits.max_payload)?;
+        let hint = || {
+            format!(
+                r#"send {{}} or {{"from_lap": <lap number>, "limit": <1..{}>}}"#,
+                crate::server::laps::PAGE_MAX_LIMIT
+            )
+        };
+        let request: crate::server::laps::PageRequest = serde_json::from_slice(body)
+            .map_err(|e| ServiceError::BadRequest(format!("{e}: {}", hint())))?;
+        if request.limit == Some(0) || request.limit > Some(crate::server::laps::PAGE_MAX_LIMIT) {
+            return Err(ServiceError::BadRequest(format!(
+                "limit out of range: {}",
+                hint()
+            )));
+        }
+        Ok(request)
+    }
+
+    /// `sessions.stats`: service-wide counters.
+    fn stats(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        self.optional_object(body)?;
+        Ok(Reply::json(&self.metrics.snapshot(self.sessions.load())))
+    }
+
+    /// Bodies of create/list/stats: nothing, or a JSON object (whose content is not used).
+    fn optional_object(&self, body: &[u8]) -> Result<(), ServiceError> {
+        if body.trim_ascii().is_empty() && body.len() <= self.limits.max_payload {
+            return Ok(());
+        }
+        Ok(validate_object(body, self.limits.max_payload)?)
+    }
+
+    /// The session id of a get/delete request: `{"session_id": "<uuid>"}`. A bare id
+    /// as the whole body is accepted too, so `nats req sessions.get <uuid>` works.
+    fn session_id(&self, body: &[u8]) -> Result<SessionId, ServiceError> {
+        let trimmed = body.trim_ascii();
+        if trimmed.is_empty() && body.len() <= self.limits.max_payload {
+            return Err(ServiceError::BadRequest(
+                r#"missing session_id: send {"session_id": "<uuid>"}"#.into(),
+            ));
+        }
+        let bare_id = std::str::from_utf8(trimmed)
+            .ok()
+            .and_then(|s| SessionId::parse(s).ok());
+        if let Some(id) = bare_id {
+            return Ok(id);
+        }
+        validate_object(body, self.limits.max_payload)?;
+        let request: IdRequest<'_> = serde_json::from_slice(body).map_err(|e| {
+            ServiceError::BadRequest(format!(r#"{e}: send {{"session_id": "<uuid>"}}"#))
+        })?;
+        Ok(SessionId::parse(&request.session_id)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::app::Limits;
+    use serde_json::Value;
+
+    fn app() -> App {
+        App::new(Limits {
+            max_payload: 1024,
+            max_sessions: 3,
+            ..Default::default()
+        })
+    }
+
+    fn ok(app: &App, endpoint: &str, body: &str) -> Value {
+        let reply = app.handle_control(endpoint, body.as_bytes()).unwrap();
+        serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    fn code(app: &App, endpoint: &str, body: &[u8]) -> u16 {
+        app.handle_control(endpoint, body).unwrap_err().code()
+    }
+
+    #[test]
+    fn create_accepts_empty_and_object_bodies_only() {
+        let app = app();
+        ok(&app, "create", "");
+        ok(&app, "create", "{}");
+        assert_eq!(code(&app, "create", b"[]"), 400);
+        assert_eq!(code(&app, "create", b"{"), 400);
+        assert_eq!(code(&app, "create", &[b' '; 2000]), 413);
+        ok(&app, "create", " {\"anything\": 1} ");
+        assert_eq!(code(&app, "create", b""), 503);
+    }
+
+    #[test]
+    fn get_takes_an_object_or_a_bare_id() {
+        let app = app();
+        let id = ok(&app, "create", "")["session_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            ok(&app, "get", &format!(r#"{{"session_id": "{id}"}}"#))["session_id"],
+            id
+        );
+        assert_eq!(ok(&app, "get", &format!(" {id}\n"))["session_id"], id);
+    }
+
+    #[test]
+    fn get_and_delete_refuse_bad_requests_with_400() {
+        let app = app();
+        for body in [
+            "",
+            "{}",
+            r#"{"session_id": 42}"#,
+            r#"{"session_id": "nope"}"#,
+            r#"{"session_id": "../../etc"}"#,
+            "not json",
+            "[1]",
+            "\"x\"",
+        ] {
+            assert_eq!(code(&app, "get", body.as_bytes()), 400, "{body:?}");
+            assert_eq!(code(&app, "delete", body.as_bytes()), 400, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_deleted_sessions_are_404() {
+        let app = app();
+        let unknown = format!(r#"{{"session_id": "{}"}}"#, SessionId::new_v4());
+        assert_eq!(code(&app, "get", unknown.as_bytes()), 404);
+        assert_eq!(code(&app, "delete", unknown.as_bytes()), 404);
+        let id = ok(&app, "create", "")["session_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let req = format!(r#"{{"session_id": "{id}"}}"#);
+        let deleted = ok(&app, "delete", &req);
+        assert_eq!(deleted["deleted"], true);
+        assert_eq!(deleted["session"]["session_id"], id);
+        assert_eq!(code(&app, "get", req.as_bytes()), 404);
+        assert_eq!(code(&app, "delete", req.as_bytes()), 404);
+    }
+
+    #[test]
+    fn create_and_delete_ask_for_storage_before_replying() {
+        let app = app();
+        let reply = app.handle_control("create", b"").unwrap();
+        let Some(PersistAction::Session(id)) = reply.persist else {
+            panic!("create must be stored: {:?}", reply.persist)
+        };
+        let req = format!(r#"{{"session_id": "{id}"}}"#);
+        let reply = app.handle_control("delete", req.as_bytes()).unwrap();
+        let Some(PersistAction::End(last)) = reply.persist else {
+            panic!("delete must be archived: {:?}", reply.persist)
+        };
+        assert_eq!(last.last.session_id, id);
+        assert!(app.handle_control("get", req.as_bytes()).is_err());
+        assert!(app.handle_control("list", b"").unwrap().persist.is_none());
+    }
+
+    #[test]
+    fn create_and_delete_announce() {
+        let app = app();
+        let reply = app.handle_control("create", b"").unwrap();
+        let created = reply.announce.unwrap();
+        assert_eq!(created.event, Event::Created);
+        let req = format!(r#"{{"session_id": "{}"}}"#, created.session_id);
+        let deleted = app
+            .handle_control("delete", req.as_bytes())
+            .unwrap()
+            .announce
+            .unwrap();
+        assert_eq!(deleted.event, Event::Deleted);
+        let body: Value = serde_json::from_slice(&deleted.body).unwrap();
+        assert_eq!(body["event"], "deleted");
+        assert_eq!(
+            body["session"]["session_id"],
+            created.session_id.to_string()
+        );
+    }
+
+    #[test]
+    fn list_pages_through_every_session() {
+        let app = App::new(Limits {
+            max_payload: 1024,
+            max_sessions: 10,
+            ..Default::default()
+        });
+        for _ in 0..5 {
+            ok(&app, "create", "");
+        }
+        let first = ok(&app, "list", r#"{"limit": 2}"#);
+        assert_eq!(
+            (first["total"].as_u64(), first["count"].as_u64()),
+            (Some(5), Some(2))
+        );
+        assert_eq!(first["next_offset"], 2);
+        let last = ok(&app, "list", r#"{"limit": 2, "offset": 4}"#);
+        assert_eq!(last["count"], 1);
+        assert_eq!(last["next_offset"], Value::Null);
+        let everything = ok(&app, "list", "{}");
+        assert_eq!(everything["count"], 5);
+        assert_eq!(code(&app, "list", br#"{"limit": "ten"}"#), 400);
+        assert_eq!(code(&app, "list", br#"{"offset": -1}"#), 400);
+    }
+
+    #[test]
+    fn list_and_stats_count_sessions() {
+        let app = app();
+        ok(&app, "create", "");
+        ok(&app, "create", "");
+        assert_eq!(
+            ok(&app, "list", "")["sessions"].as_array().unwrap().len(),
+            2
+        );
+        let stats = ok(&app, "stats", "{}");
+        assert_eq!(stats["live_sessions"], 2);
+        assert_eq!(stats["sessions_created"], 2);
+    }
+}

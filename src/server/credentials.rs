@@ -1,0 +1,376 @@
+//! Per-session credentials: NATS user JWTs the processor issues at `sessions.create`,
+//! so that a monitor may write into its own session only and a dashboard may read
+//! that session only (docs/SECURITY.md, "Per-session access").
+//!
+//! The broker runs in operator mode (decentralized JWT auth). The processor holds a
+//! *signing* key of paddock's account, which can issue users of that account and
+//! nothing else; the broker checks every connection against the account's JWT, so
+//! the processor is not on the path of any connection. Works on NATS Server 2.9.
+//!
+//! A user JWT is `base64url(header).base64url(claims).base64url(ed25519 signature)`
+//! with the header `{"typ":"JWT","alg":"ed25519-nkey"}`; a `.creds` document is the
+//! JWT and the user's NKey seed between fixed markers (the format `nsc` writes).
+
+use data_encoding::BASE64URL_NOPAD;
+use nkeys::KeyPair;
+use serde_json::{Value, json};
+
+use crate::protocol::id::SessionId;
+use crate::protocol::subjects;
+
+/// Issues users of one account with its signing key.
+pub struct Issuer {
+    /// The account's identity public key (`A…`), which users are bound to.
+    account: String,
+    signing: KeyPair,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the seed.
+        f.debug_struct("Issuer")
+            .field("account", &self.account)
+            .field("signing_key", &self.signing.public_key())
+            .finish()
+    }
+}
+
+/// The two credentials of one session, and the inbox prefix their holders must
+/// use (it is the only one they may read).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionCredentials {
+    pub monitor: String,
+    pub dashboard: String,
+    pub inbox_prefix: String,
+}
+
+impl Issuer {
+    /// `account`: the account's public key; `signing_seed`: the seed (`SA…`) of one
+    /// of its signing keys.
+    pub fn new(account: &str, signing_seed: &str) -> anyhow::Result<Self> {
+        let signing = KeyPair::from_seed(signing_seed.trim())
+            .map_err(|e| anyhow::anyhow!("not an account signing seed: {e}"))?;
+        anyhow::ensure!(
+            account.starts_with('A') && KeyPair::from_public_key(account).is_ok(),
+            "not an account public key (A…): {account}"
+        );
+        Ok(Issuer {
+            account: account.to_string(),
+            signing,
+        })
+    }
+
+    /// A monitor may publish the session's setup and telemetry (as requests too:
+    /// it reads replies under the session's inbox prefix); a dashboard may read
+    /// the session's subjects and ask `sessions.get`. Both expire with `expires`
+    /// (Unix seconds), if given.
+    pub fn for_session(
+        &self,
+        id: &SessionId,
+        expires: Option<i64>,
+    ) -> anyhow::Result<SessionCredentials> {
+        let inbox_prefix = inbox_prefix(id);
+        let inbox = format!("{inbox_prefix}.>");
+        let monitor = self.user(
+            &format!("monitor {id}"),
+            json!({
+                "pub": { "allow": [
+                    subjects::data(id, subjects::DataKind::Setup),
+                    subjects::data(id, subjects::DataKind::Telemetry),
+                ] },
+                "sub": { "allow": [inbox] },
+            }),
+            expires,
+        )?;
+        let dashboard = self.user(
+            &format!("dashboard {id}"),
+            json!({
+                "pub": { "allow": [subjects::get_one(id), subjects::laps_one(id)] },
+                "sub": { "allow": [subjects::session_wildcard(id), inbox] },
+            }),
+            expires,
+        )?;
+        Ok(SessionCredentials {
+            monitor,
+            dashboard,
+            inbox_prefix,
+        })
+    }
+
+    /// A new user with `permissions` (`{"pub": …, "sub": …}`), as a `.creds` document.
+    pub fn user(
+        &self,
+        name: &str,
+        permissions: Value,
+        expires: Option<i64>,
+    ) -> anyhow::Result<String> {
+        let user = KeyPair::new_user();
+        let mut nats = json!({
+            "issuer_account": self.account,
+            "subs": -1,
+            "data": -1,
+            "payload": -1,
+            "type": "user",
+            "version": 2,
+        });
+        if let (Some(nats), Some(permissions)) = (nats.as_object_mut(), permissions.as_object()) {
+            nats.extend(permissions.clone());
+        }
+        let mut claims = claims(&self.signing, &user, name, nats);
+        if let Some(exp) = expires {
+            claims["exp"] = exp.into();
+        }
+        let jwt = encode(&claims, &self.signing)?;
+        Ok(creds(&jwt, &seed_of(&user)?))
+    }
+}
+
+/// A new operator-mode setup for one paddock deployment: an operator, a system
+/// account, and paddock's account (JetStream enabled) with a signing key for the
+/// processor to issue session credentials with; and the users paddock needs.
+/// `paddock auth init` writes it out (see [`OperatorSetup::write`]).
+pub struct OperatorSetup {
+    operator: KeyPair,
+    system: KeyPair,
+    pub account: KeyPair,
+    pub signing: KeyPair,
+}
+
+impl Default for OperatorSetup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OperatorSetup {
+    pub fn new() -> Self {
+        OperatorSetup {
+            operator: KeyPair::new_operator(),
+            system: KeyPair::new_account(),
+            account: KeyPair::new_account(),
+            signing: KeyPair::new_account(),
+        }
+    }
+
+    pub fn issuer(&self) -> anyhow::Result<Issuer> {
+        Issuer::new(&self.account.public_key(), &seed_of(&self.signing)?)
+    }
+
+    /// The nats-server configuration that trusts this operator and preloads both
+    /// accounts (a memory resolver: accounts change only with this file).
+    pub fn server_config(&self) -> anyhow::Result<String> {
+        let unlimited = json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+        });
+        let mut with_jetstream = unlimited.clone();
+        for key in ["mem_storage", "disk_storage", "streams", "consumer"] {
+            with_jetstream[key] = (-1).into();
+        }
+        // The operator signs itself and both accounts.
+        let sign = |subject: &KeyPair, name: &str, nats: Value| {
+            encode(&claims(&self.operator, subject, name, nats), &self.operator)
+        };
+        let operator = sign(
+            &self.operator,
+            "paddock operator",
+            json!({"type": "operator", "version": 2, "system_account": self.system.public_key()}),
+        )?;
+        let system = sign(
+            &self.system,
+            "SYS",
+            json!({"limits": unlimited, "type": "account", "version": 2}),
+        )?;
+        let account = sign(
+            &self.account,
+            "paddock",
+            json!({
+                "limits": with_jetstream,
+                "signing_keys": [self.signing.public_key()],
+                "default_permissions": {"pub": {}, "sub": {}},
+                "type": "account",
+                "version": 2,
+            }),
+        )?;
+        Ok(format!(
+            "# Written by `paddock auth init`: trust paddock's operator, preload its\n\
+             # accounts. Include it from the server's configuration.\n\
+             operator: \"{operator}\"\n\
+             system_account: {sys}\n\
+             resolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: \"{system}\"\n  {acc}: \"{account}\"\n}}\n",
+            sys = self.system.public_key(),
+            acc = self.account.public_key(),
+        ))
+    }
+
+    /// Writes into `dir`: `nats-operator.conf` (for the broker), `issuer.account`
+    /// and `issuer.seed` (for the processor's `--issuer-*`), and one `.creds` per
+    /// standing user: `processor` (unrestricted in the account), `ops` (the ops
+    /// role), `creator` (may only create sessions: what a team's tool holds to get
+    /// each session's credentials). Seeds are written readable by the owner only.
+    pub fn write(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let issuer = self.issuer()?;
+        let files = [
+            ("nats-operator.conf", self.server_config()?),
+            ("issuer.account", format!("{}\n", self.account.public_key())),
+            ("issuer.seed", seed_of(&self.signing)?),
+            (
+                "processor.creds",
+                issuer.user("processor", json!({}), None)?,
+            ),
+            ("ops.creds", issuer.user("ops", ops_permissions(), None)?),
+            (
+                "creator.creds",
+                issuer.user("creator", creator_permissions(), None)?,
+            ),
+        ];
+        for (name, content) in files {
+            let path = dir.join(name);
+            // The broker's configuration and the account's public key hold no
+            // secret (JWTs are public), and the broker may run as another user.
+            let written = if name.ends_with(".conf") || name.ends_with(".account") {
+                std::fs::write(&path, &content)
+            } else {
+                write_private(&path, &content)
+            };
+            written.with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The ops role of deploy/security/roles.conf, as JWT permissions.
+fn ops_permissions() -> Value {
+    json!({
+        "pub": { "allow": ["sessions.get", "sessions.get.*", "sessions.laps", "sessions.laps.*",
+                           "sessions.list", "sessions.stats",
+                           "sessions.archive.>", "sessions.delete", "$SRV.>"] },
+        "sub": { "allow": ["session.*.>", "sessions.events.>", "_INBOX_ops.>"] },
+    })
+}
+
+/// Create sessions (and so receive their credentials), nothing else.
+fn creator_permissions() -> Value {
+    json!({
+        "pub": { "allow": [subjects::control(subjects::CREATE)] },
+        "sub": { "allow": ["_INBOX_creator.>"] },
+    })
+}
+
+/// Writes a file only its owner may read (seeds, credentials).
+pub fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())
+}
+
+/// The inbox prefix of one session's credentials.
+pub fn inbox_prefix(id: &SessionId) -> String {
+    format!("_INBOX_{id}")
+}
+
+/// The claims every NATS JWT carries: issued now by `issuer`, about `subject`,
+/// with the type-specific `nats` part.
+fn claims(issuer: &KeyPair, subject: &KeyPair, name: &str, nats: Value) -> Value {
+    json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": chrono::Utc::now().timestamp(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject.public_key(),
+        "nats": nats,
+    })
+}
+
+fn seed_of(key: &KeyPair) -> anyhow::Result<String> {
+    key.seed()
+        .map_err(|e| anyhow::anyhow!("cannot encode a seed: {e}"))
+}
+
+/// Signs `claims` as a NATS JWT with `key`.
+pub fn encode(claims: &Value, key: &KeyPair) -> anyhow::Result<String> {
+    let header = BASE64URL_NOPAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let body = BASE64URL_NOPAD.encode(claims.to_string().as_bytes());
+    let input = format!("{header}.{body}");
+    let signature = key
+        .sign(input.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+    Ok(format!("{input}.{}", BASE64URL_NOPAD.encode(&signature)))
+}
+
+/// A `.creds` document, as `nsc` writes it and NATS clients read it.
+pub fn creds(jwt: &str, seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims_of(creds: &str) -> Value {
+        let jwt = creds.lines().nth(1).unwrap();
+        let body = jwt.split('.').nth(1).unwrap();
+        serde_json::from_slice(&BASE64URL_NOPAD.decode(body.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn session_credentials_name_one_session_and_verify() {
+        let account = KeyPair::new_account();
+        let signing = KeyPair::new_account();
+        let issuer = Issuer::new(&account.public_key(), &signing.seed().unwrap()).unwrap();
+        let id = SessionId::new_v4();
+        let creds = issuer.for_session(&id, Some(4_000_000_000)).unwrap();
+        let monitor = claims_of(&creds.monitor);
+        assert_eq!(monitor["iss"], signing.public_key());
+        assert_eq!(monitor["nats"]["issuer_account"], account.public_key());
+        assert_eq!(monitor["nats"]["type"], "user");
+        assert_eq!(monitor["exp"], 4_000_000_000i64);
+        assert_eq!(
+            monitor["nats"]["pub"]["allow"],
+            json!([
+                format!("session.{id}.setup"),
+                format!("session.{id}.telemetry")
+            ])
+        );
+        let dashboard = claims_of(&creds.dashboard);
+        assert_eq!(
+            dashboard["nats"]["pub"]["allow"],
+            json!([format!("sessions.get.{id}"), format!("sessions.laps.{id}")])
+        );
+        assert_eq!(
+            dashboard["nats"]["sub"]["allow"],
+            json!([format!("session.{id}.>"), format!("_INBOX_{id}.>")])
+        );
+        // The signature verifies with the signing key's public half.
+        let jwt = creds.dashboard.lines().nth(1).unwrap();
+        let (input, signature) = jwt.rsplit_once('.').unwrap();
+        let signature = BASE64URL_NOPAD.decode(signature.as_bytes()).unwrap();
+        KeyPair::from_public_key(&signing.public_key())
+            .unwrap()
+            .verify(input.as_bytes(), &signature)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_bad_key_is_refused_up_front() {
+        assert!(Issuer::new("not-a-key", "SAxxxx").is_err());
+        let signing = KeyPair::new_account().seed().unwrap();
+        assert!(Issuer::new(&KeyPair::new_user().public_key(), &signing).is_err());
+    }
+}

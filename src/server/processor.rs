@@ -1,0 +1,584 @@
+//! The processor: wires the session map to NATS and runs until told to stop.
+//!
+//! [`Processor::start`] subscribes everything (the `sessions` micro service and the
+//! monitor data subjects) and makes a round trip to the broker, so when it returns
+//! the broker has every subscription and the processor is reachable.
+//! [`Processor::run`] serves until the shutdown future the caller passes in completes
+//! (ctrl-c/SIGTERM in production, a channel in tests), then drains: it stops taking
+//! new messages, handles every one already delivered, and flushes replies out.
+//!
+//! # Ordering
+//!
+//! One loop handles both data and control, and before it answers a control request
+//! it first applies every data message already delivered ([`CATCH_UP_LIMIT`]). The
+//! broker keeps each connection's messages in order, so a request sees every frame
+//! the broker routed before it. That is what makes the dashboard's join safe:
+//! subscribe, then `sessions.get` on the same connection. A frame routed before the
+//! subscription is in the snapshot; every frame after it arrives live. (With data
+//! and control in separate tasks the snapshot could miss such a frame, and a
+//! dashboard would show a stale setup until the next one.) The catch-up is bounded
+//! and the select is not biased, so a flood of frames cannot starve queries.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{Request, Service, ServiceExt};
+use async_nats::{Client, HeaderMap, Message, Subscriber};
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
+
+use crate::protocol::subjects;
+use crate::protocol::subjects::{DataKind, Event};
+use crate::server::app::{Announcement, App};
+use crate::server::control::PersistAction;
+use crate::server::error::ServiceError;
+use crate::server::ratelimit::{self, PerClient, TokenBucket};
+use crate::server::sessions::{Ended, SessionError};
+use crate::server::store::{Storage, StoreError};
+
+/// How long shutdown waits for already-delivered messages before giving up on them.
+/// Bounded so a wedged connection can never keep the process from exiting.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a graceful stop keeps trying to store the last changes: long enough
+/// for a JetStream cluster to elect new leaders after losing a node. (systemd's
+/// TimeoutStopSec in deploy/ leaves room for it.)
+const FINAL_FLUSH_PATIENCE: Duration = Duration::from_secs(15);
+
+/// Setup and telemetry frames, as they arrive.
+type DataStream = futures::stream::Select<Subscriber, Subscriber>;
+
+/// How many frames the processor's client buffers per subscription by default
+/// (`--ingest-buffer`): about a second of the most this machine ingests, so a
+/// burst, or the backlog after a reconnect, is absorbed rather than dropped.
+pub const DEFAULT_INGEST_BUFFER: usize = 262_144;
+
+/// Most data messages applied before a control request is answered: two full
+/// subscription buffers at the default size, so everything delivered before the
+/// request is covered, and the wait is bounded even while a flood keeps arriving.
+const CATCH_UP_LIMIT: usize = 2 * DEFAULT_INGEST_BUFFER;
+
+/// Storage reads for unknown ids per minute, all clients together (see `Ctx`).
+/// Well above what read-your-writes across processors needs: one per create.
+const LOOKUPS_PER_MINUTE: u32 = 6_000;
+
+/// Frames applied in one go once one arrives, before the loop looks at its other
+/// sources again: the `select!` over four sources then costs once per batch, not
+/// once per frame. Small enough that a sweep or a shutdown waits only microseconds.
+const BATCH: usize = 256;
+
+/// Errors that stop the processor from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not start the micro service: {0}")]
+    Service(async_nats::Error),
+    #[error("could not subscribe to {subject}: {source}")]
+    Subscribe {
+        subject: &'static str,
+        source: async_nats::SubscribeError,
+    },
+    #[error("the broker did not confirm the subscriptions: {0}")]
+    Confirm(async_nats::RequestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type ControlStream = BoxStream<'static, (&'static str, Request)>;
+
+/// When sessions end by themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    /// End a session when nothing arrived for this long; `None` keeps them all.
+    pub expire_after: Option<Duration>,
+    /// Forget archived sessions after this long.
+    pub archive_retention: Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            expire_after: Some(Duration::from_secs(3600)),
+            archive_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// How often to look for idle sessions: a tenth of the expiry window, so a
+    /// session ends at most 10% late, between 100 ms and 30 s.
+    fn sweep_every(&self) -> Duration {
+        let base = self.expire_after.unwrap_or(Duration::from_secs(30)) / 10;
+        base.clamp(Duration::from_millis(100), Duration::from_secs(30))
+    }
+}
+
+/// A started processor, ready to [`run`](Processor::run).
+pub struct Processor {
+    ctx: Ctx,
+    service: Service,
+    control: SelectAll<ControlStream>,
+    data: DataStream,
+}
+
+impl Processor {
+    /// Recovers stored sessions, then subscribes the service and the data subjects.
+    pub async fn start(client: Client, config: super::Config) -> Result<Self, StartError> {
+        let super::Config {
+            limits,
+            store,
+            lifecycle,
+            issuer,
+        } = config;
+        let store = &store;
+        let broker_max = client.server_info().max_payload;
+        if broker_max > 0 && limits.max_payload >= broker_max {
+            tracing::warn!(
+                max_payload = limits.max_payload,
+                broker_max_payload = broker_max,
+                "--max-payload is not below the broker's max_payload: oversized frames will be \
+                 refused by the broker without a 413 from paddock"
+            );
+        }
+        if let Some(issuer) = &issuer {
+            tracing::info!(
+                ?issuer,
+                "issuing per-session credentials at sessions.create"
+            );
+        }
+        let app = Arc::new(App::with_issuer(limits, issuer));
+        // Recovery comes before any subscription: no frame is applied to a
+        // half-loaded map, and requests see every recovered session.
+        let storage = Storage::open(&client, store, &app).await?;
+        let stats_app = Arc::clone(&app);
+        let service = client
+            .service_builder()
+            .description("paddock: live sim-racing sessions (setup, telemetry, lifecycle)")
+            // `$SRV.STATS` carries the service-wide counters in each endpoint's `data`.
+            .stats_handler(move |_endpoint, _stats| {
+                serde_json::to_value(stats_app.metrics.snapshot(stats_app.sessions.load()))
+                    .unwrap_or_default()
+            })
+            .start(subjects::SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(StartError::Service)?;
+
+        // Endpoints join the micro default queue group: several processors share the load.
+        let group = service.group(subjects::CONTROL_PREFIX);
+        let mut control = SelectAll::new();
+        for name in subjects::ENDPOINTS {
+            let endpoint = group.endpoint(name).await.map_err(StartError::Service)?;
+            control.push(endpoint.map(move |request| (name, request)).boxed());
+        }
+        for (name, pattern, _) in subjects::ONE_SESSION_ENDPOINTS {
+            let endpoint = group
+                .endpoint_builder()
+                .name(name)
+                .add(pattern)
+                .await
+                .map_err(StartError::Service)?;
+            control.push(endpoint.map(move |request| (pattern, request)).boxed());
+        }
+
+        // Data subscriptions take no queue group: every processor sees every frame.
+        let subscribe = |subject: &'static str| {
+            let client = client.clone();
+            async move {
+                client
+                    .subscribe(subject)
+                    .await
+                    .map_err(|source| StartError::Subscribe { subject, source })
+            }
+        };
+        // `select` of two, not `SelectAll`: SelectAll re-queues its stream in a
+        // FuturesUnordered after every item, a measurable cost per frame.
+        let data = futures::stream::select(
+            subscribe(subjects::ALL_SETUP).await?,
+            subscribe(subjects::ALL_TELEMETRY).await?,
+        );
+
+        confirm_subscriptions(&client, &service).await?;
+
+        tracing::info!(
+            max_payload = app.limits.max_payload,
+            max_sessions = app.limits.max_sessions,
+            "processor started: serving sessions.* and ingesting session.*.setup|telemetry"
+        );
+        Ok(Processor {
+            ctx: Ctx {
+                client,
+                creates: std::sync::Mutex::new(PerClient::new(app.limits.creates_per_minute)),
+                lookups: std::sync::Mutex::new(TokenBucket::new(
+                    LOOKUPS_PER_MINUTE,
+                    std::time::Instant::now(),
+                )),
+                app,
+                storage,
+                lifecycle,
+            },
+            service,
+            control,
+            data,
+        })
+    }
+
+    /// The shared state, for in-process inspection (tests, benchmarks).
+    pub fn app(&self) -> Arc<App> {
+        Arc::clone(&self.ctx.app)
+    }
+
+    /// Serves until `shutdown` completes, then drains and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Processor {
+            ctx,
+            service,
+            mut control,
+            mut data,
+        } = self;
+        let shutdown = std::pin::pin!(shutdown);
+        let mut shutdown = shutdown.fuse();
+        let mut sweeps = tokio::time::interval(ctx.lifecycle.sweep_every());
+        sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                // In this loop, not a task of its own: an expiry is ordered with the
+                // frames and requests around it, like everything else.
+                _ = sweeps.tick() => ctx.sweep().await,
+                Some(message) = data.next() => {
+                    ctx.ingest(message).await;
+                    ctx.catch_up(&mut data, BATCH).await;
+                }
+                Some((name, request)) = control.next() => {
+                    ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
+                    ctx.respond(name, request).await;
+                }
+                else => {
+                    tracing::error!("every subscription ended; stopping");
+                    break;
+                }
+            }
+        }
+
+        tracing::info!("shutting down: draining subscriptions");
+        // Stopping the service makes each endpoint unsubscribe; the broker stops
+        // sending, and requests already delivered are still read below. Data
+        // subscriptions drain: everything the broker sent before is still applied.
+        if let Err(e) = service.stop().await {
+            tracing::warn!(error = %e, "could not stop the micro service cleanly");
+        }
+        let (setup, telemetry) = data.get_mut();
+        for sub in [setup, telemetry] {
+            if let Err(e) = sub.drain().await {
+                tracing::warn!(error = %e, "could not drain a data subscription");
+            }
+        }
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            loop {
+                tokio::select! {
+                    Some(message) = data.next() => ctx.ingest(message).await,
+                    Some((name, request)) = control.next() => {
+                        ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
+                        ctx.respond(name, request).await;
+                    }
+                    else => break,
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("gave up waiting for in-flight messages after {DRAIN_TIMEOUT:?}");
+        }
+        if tokio::time::timeout(DRAIN_TIMEOUT, ctx.client.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("replies may not all have been flushed");
+        }
+        // The last write-behind window: every frame applied is stored before exit.
+        // Retried, because a JetStream cluster that just lost a node refuses writes
+        // until it has elected new stream leaders (a few seconds).
+        let deadline = tokio::time::Instant::now() + FINAL_FLUSH_PATIENCE;
+        loop {
+            match tokio::time::timeout(DRAIN_TIMEOUT, ctx.storage.flush_all()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "storing the last changes; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the last changes could not be stored");
+                    break;
+                }
+                Err(_) => {
+                    tracing::error!("gave up storing the last changes after {DRAIN_TIMEOUT:?}");
+                    break;
+                }
+            }
+        }
+        tracing::info!(live_sessions = ctx.app.sessions.len(), "shutdown complete");
+    }
+}
+
+/// Waits until the broker has every subscription made so far. `flush` only means
+/// "written to the socket"; a request to our own service's PING is answered only
+/// after the broker processed every SUB sent before it. A processor started before
+/// its broker (systemd, compose) keeps waiting here: the client connects in the
+/// background, and each attempt times out until it does.
+async fn confirm_subscriptions(client: &Client, service: &Service) -> Result<(), StartError> {
+    let ping = format!(
+        "$SRV.PING.{}.{}",
+        subjects::SERVICE_NAME,
+        service.info().await.id
+    );
+    loop {
+        match client.request(ping.clone(), "".into()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                tracing::warn!("waiting for the NATS broker before serving");
+            }
+            Err(e) => return Err(StartError::Confirm(e)),
+        }
+    }
+}
+
+/// What every handler needs: the state, the connection, and storage.
+struct Ctx {
+    client: Client,
+    app: Arc<App>,
+    storage: Storage,
+    lifecycle: Lifecycle,
+    /// Creates per client ([`Limits::creates_per_minute`]).
+    creates: std::sync::Mutex<PerClient>,
+    /// Storage reads for ids this processor does not hold, for everyone together:
+    /// a flood of gets for random ids must not turn into a flood of reads, each
+    /// awaited in the ordered loop.
+    lookups: std::sync::Mutex<TokenBucket>,
+}
+
+impl Ctx {
+    /// Applies the data messages already delivered, up to [`CATCH_UP_LIMIT`].
+    ///
+    /// "Already delivered" is read as "ready without waiting". That holds only outside
+    /// tokio's cooperative budget: within it, a channel answers `Pending` after 128
+    /// receives in one poll even with messages queued, and the catch-up would stop
+    /// early. The limit bounds the time spent outside the budget.
+    async fn catch_up(&self, data: &mut DataStream, limit: usize) {
+        tokio::task::unconstrained(async {
+            for _ in 0..limit {
+                match data.next().now_or_never() {
+                    Some(Some(message)) => self.ingest(message).await,
+                    _ => return,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Whether this request may go ahead: creates are limited per client.
+    fn admit(&self, name: &str, request: &Request) -> Result<(), ServiceError> {
+        if name != subjects::CREATE {
+            return Ok(());
+        }
+        let client = request
+            .message
+            .reply
+            .as_ref()
+            .map_or("", |reply| ratelimit::client_of(reply.as_str()));
+        self.creates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(client, std::time::Instant::now())
+            .map_err(|retry_after| {
+                tracing::info!(client, "session creation rate-limited");
+                ServiceError::RateLimited {
+                    what: "sessions created",
+                    retry_after,
+                }
+            })
+    }
+
+    fn may_look_up(&self) -> bool {
+        self.lookups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(std::time::Instant::now())
+            .is_ok()
+    }
+
+    async fn respond(&self, name: &'static str, request: Request) {
+        // `sessions.get.<id>` and friends: the endpoint they stand for, with the
+        // id from the subject.
+        let (name, subject_id) = match subjects::ONE_SESSION_ENDPOINTS
+            .iter()
+            .find(|(_, pattern, _)| *pattern == name)
+        {
+            Some((_, _, endpoint)) => {
+                let subject = request.message.subject.as_str();
+                (
+                    *endpoint,
+                    Some(subject.rsplit_once('.').map_or("", |(_, id)| id)),
+                )
+            }
+            None => (name, None),
+        };
+        let body: &[u8] = &request.message.payload;
+        let mut result = match self.admit(name, &request) {
+            Ok(()) => self.app.handle_control_for(name, subject_id, body),
+            Err(e) => Err(e),
+        };
+        // Read your writes across processors: a session another processor created
+        // a moment ago may not have reached this one's replica yet; storage has it.
+        if let Err(ServiceError::Session(SessionError::NotFound(id))) = &result
+            && self.may_look_up()
+            && let Some(snapshot) = self.storage.lookup(*id).await
+        {
+            self.app.sessions.adopt(snapshot);
+            result = self.app.handle_control_for(name, subject_id, body);
+        }
+        // A create or delete is answered only once storage has it.
+        if let Ok(reply) = &result
+            && let Err(e) = self.persist(reply.persist.as_ref()).await
+        {
+            result = Err(e);
+        }
+        let (body, headers, announce) = match result {
+            Ok(reply) => (reply.body, HeaderMap::new(), reply.announce),
+            Err(e) => {
+                tracing::debug!(endpoint = name, code = e.code(), error = %e, "request refused");
+                // The micro helper sends an empty body with `Err`; the contract wants
+                // the JSON body too, so the error headers go out with an `Ok` payload.
+                (e.body(), e.headers(), None)
+            }
+        };
+        if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+            tracing::warn!(endpoint = name, error = %e, "could not send reply");
+        }
+        if let Some(announcement) = announce {
+            self.announce(announcement).await;
+        }
+    }
+
+    async fn persist(&self, action: Option<&PersistAction>) -> Result<(), ServiceError> {
+        let result = match action {
+            None => return Ok(()),
+            Some(PersistAction::Session(id)) => self.storage.persist(*id).await,
+            Some(PersistAction::End(ended)) => {
+                self.archive((**ended).clone()).await;
+                Ok(())
+            }
+        };
+        result.map_err(|e| ServiceError::Unavailable(e.to_string()))
+    }
+
+    async fn ingest(&self, message: Message) {
+        let mut result = self.app.ingest(&message.subject, &message.payload);
+        // A setup is written through before it is acknowledged; telemetry is
+        // written behind (see store.rs), so the hot path never waits for storage.
+        if let Ok(ingested) = &result
+            && ingested.kind == DataKind::Setup
+            && let Err(e) = self.storage.persist(ingested.session_id).await
+        {
+            tracing::warn!(session_id = %ingested.session_id, error = %e, "setup not stored yet");
+            if message.reply.is_some() {
+                result = Err(ServiceError::Unavailable(e.to_string()));
+            }
+        }
+        // Fire-and-forget frames (no reply subject) cost nothing more; a monitor that
+        // sends setup as a request is answered once the setup is stored, or refused.
+        if let Some(reply) = message.reply {
+            let sent = match &result {
+                Ok(ingested) => self.client.publish(reply, ingested.ack()).await,
+                Err(e) => {
+                    self.client
+                        .publish_with_headers(reply, e.headers(), e.body())
+                        .await
+                }
+            };
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "could not acknowledge a frame");
+            }
+        }
+        let Ok(ingested) = result else { return };
+        // A completed lap is stored before it is announced (by the persister).
+        if let Some(lap) = ingested.applied.lap.clone()
+            && !self.storage.lap(lap.clone())
+        {
+            let subject = subjects::session_lap(&lap.session_id);
+            if let Err(e) = self.client.publish(subject, lap.to_json().into()).await {
+                tracing::warn!(session_id = %lap.session_id, error = %e, "could not announce a lap");
+            }
+        }
+        if let Some(announcement) = ingested.announcement() {
+            self.announce(announcement).await;
+        }
+    }
+
+    /// Stores an ended session in the archive. The session already ended in memory;
+    /// the persister retries archiving it until it succeeds, so the end stands
+    /// either way.
+    ///
+    /// Answers whether this processor is the one that ended it, and should announce
+    /// it: with several processors each finds the same idle session, and only the
+    /// first to archive it announces. When storage cannot tell, announce: a
+    /// duplicate announcement does less harm than a missing one.
+    async fn archive(&self, ended: Ended) -> bool {
+        let id = ended.last.session_id;
+        match self.storage.end(ended).await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::warn!(session_id = %id, error = %e, "end of session not stored yet; retrying");
+                true
+            }
+        }
+    }
+
+    /// Ends the sessions idle for `--expire-after`, and drops archived ones past
+    /// their retention.
+    async fn sweep(&self) {
+        if let Some(max_idle) = self.lifecycle.expire_after {
+            for ended in self
+                .app
+                .sessions
+                .expire_idle(tokio::time::Instant::now(), max_idle)
+            {
+                let id = ended.last.session_id;
+                self.app
+                    .metrics
+                    .sessions_expired
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(session_id = %id, idle = ?max_idle, "session expired");
+                let announcement =
+                    Announcement::new(id, Event::Expired, ended.at, "expiry", Some(&ended.last));
+                if self.archive(ended).await {
+                    self.announce(announcement).await;
+                }
+            }
+        }
+        let retention = chrono::Duration::from_std(self.lifecycle.archive_retention)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        let pruned = self
+            .app
+            .sessions
+            .prune_ended(chrono::Utc::now() - retention);
+        if pruned > 0 {
+            tracing::info!(pruned, "archived sessions past their retention forgotten");
+        }
+    }
+
+    async fn announce(&self, announcement: Announcement) {
+        let Announcement {
+            session_id,
+            event,
+            body,
+        } = announcement;
+        for subject in [
+            subjects::session_event(&session_id, event),
+            subjects::service_event(event),
+        ] {
+            if let Err(e) = self.client.publish(subject, body.clone()).await {
+                tracing::warn!(%session_id, event = event.as_str(), error = %e, "could not announce");
+            }
+        }
+    }
+}

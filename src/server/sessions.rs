@@ -1,0 +1,1037 @@
+//! The session map: the one owner of every live session's state.
+//!
+//! The NATS handlers call this small API — `create`, `get`, `update_setup`,
+//! `update_telemetry`, `delete`, `list` — and never reach into the map. One
+//! `std::sync::Mutex` guards it: every operation is a few hash-map steps and refcount
+//! bumps, it is never held across an `.await`, and documents are rendered from a
+//! [`Snapshot`] after the lock is released.
+//!
+//! Frames are stored as `Bytes` holding exactly the bytes the monitor sent (the
+//! data path copies them out of the client's read buffer once): a snapshot is a
+//! refcount bump per frame, and returns each frame byte for byte.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::protocol::id::SessionId;
+use crate::server::laps::{self, LapRecord};
+
+/// Why a session operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("unknown session {0}")]
+    NotFound(SessionId),
+    #[error("session {0} has ended ({1}); ask sessions.create for a new id")]
+    Ended(SessionId, EndReason),
+    #[error("no archived session {0}: it never ended, or its archive retention passed")]
+    NotArchived(SessionId),
+    #[error("at capacity: {limit} live sessions; delete ended sessions or raise --max-sessions")]
+    AtCapacity { limit: usize },
+}
+
+impl SessionError {
+    /// A short stable label for counters and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionError::NotFound(_) => "unknown_session",
+            SessionError::Ended(..) => "ended_session",
+            SessionError::NotArchived(_) => "unknown_session",
+            SessionError::AtCapacity { .. } => "at_capacity",
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// Ops ended it with `sessions.delete`.
+    Deleted,
+    /// Nothing arrived for `--expire-after`.
+    Expired,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::Expired => "expired",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An ended session, kept for the archive retention.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub at: DateTime<Utc>,
+    pub reason: EndReason,
+    /// Its final state.
+    pub last: Snapshot,
+    /// Its lap history, archived with it.
+    pub laps: Vec<std::sync::Arc<LapRecord>>,
+}
+
+/// A stored frame and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The payload exactly as the monitor sent it, already validated as a JSON object.
+    pub body: Bytes,
+    /// When the processor stored it.
+    pub at: DateTime<Utc>,
+}
+
+/// Length of the window the current frame rate is measured over.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A session's telemetry rate: frames counted in a tumbling window. One increment
+/// per frame on the hot path; the division happens when the rate is read.
+#[derive(Debug, Clone, Copy)]
+struct RateWindow {
+    start: tokio::time::Instant,
+    count: u32,
+    /// Frames per second over the last complete window.
+    previous: f32,
+}
+
+impl RateWindow {
+    fn new(now: tokio::time::Instant) -> Self {
+        RateWindow {
+            start: now,
+            count: 0,
+            previous: 0.0,
+        }
+    }
+
+    fn record(&mut self, now: tokio::time::Instant) {
+        let elapsed = now.saturating_duration_since(self.start);
+        if elapsed >= RATE_WINDOW {
+            self.previous = self.count as f32 / elapsed.as_secs_f32();
+            self.start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+    }
+
+    /// Frames per second recently: the last complete window's rate, the current
+    /// window's once it is complete, and 0 after two windows without a frame.
+    fn current(&self, now: tokio::time::Instant) -> f32 {
+        let elapsed = now.saturating_duration_since(self.start);
+        if elapsed >= 2 * RATE_WINDOW {
+            0.0
+        } else if elapsed >= RATE_WINDOW || (self.previous == 0.0 && elapsed.as_secs_f32() >= 1.0) {
+            self.count as f32 / elapsed.as_secs_f32()
+        } else {
+            self.previous
+        }
+    }
+}
+
+/// Per-session counters, reported in the session document.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionStats {
+    /// Telemetry frames accepted: tells an engineer the monitor is really sending.
+    pub telemetry_count: u64,
+    /// Setups accepted: a change of setup mid-race shows up here.
+    pub setup_count: u64,
+    /// Frames for this session that failed validation: a broken monitor shows up
+    /// here while the last good state stays intact.
+    pub rejected_count: u64,
+    /// When the first telemetry frame arrived, to tell when the car went out.
+    #[serde(serialize_with = "opt_rfc3339")]
+    pub first_frame_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug)]
+struct Session {
+    /// When the session was created (by request, or on demand by its first frame).
+    created_at: DateTime<Utc>,
+    /// The latest setup; kept apart from telemetry so neither clobbers the other.
+    setup: Option<Frame>,
+    /// The latest telemetry frame: what a late-joining dashboard sees first.
+    telemetry: Option<Frame>,
+    /// Last time setup or telemetry arrived (creation time until then).
+    last_update: DateTime<Utc>,
+    /// The same moment on the monotonic clock, which idle expiry measures from: it
+    /// does not jump with the wall clock, and tests can pause and advance it.
+    last_activity: tokio::time::Instant,
+    /// Counters for the session document.
+    stats: SessionStats,
+    /// Changed since it was last persisted (see [`Sessions::take_dirty`]).
+    dirty: bool,
+    /// The telemetry rate, for the document's `rate_hz`.
+    rate: RateWindow,
+    /// The lap running now (persisted with the document, so a restart goes on).
+    lap: laps::Running,
+    /// Completed laps, oldest first, at most `max_laps`.
+    laps: laps::History,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Live sessions by id.
+    live: HashMap<SessionId, Session>,
+    /// Ids of sessions changed since they were last persisted, each listed once:
+    /// the write-behind flush takes them all at once instead of scanning the map.
+    dirty: Vec<SessionId>,
+    /// Sessions that ended (deleted or expired), kept for the archive retention.
+    /// Data still arriving for them is refused, so a monitor left running cannot
+    /// silently resurrect a session that ended.
+    ended: HashMap<SessionId, Ended>,
+}
+
+/// A copy of one session's state, taken under the lock and rendered after it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub session_id: SessionId,
+    pub created_at: DateTime<Utc>,
+    pub setup: Option<Frame>,
+    pub telemetry: Option<Frame>,
+    pub last_update: DateTime<Utc>,
+    pub stats: SessionStats,
+    /// Telemetry frames per second recently (0 for a recovered or idle session).
+    pub rate_hz: f32,
+    /// The lap running now.
+    pub lap: laps::Running,
+    /// How many completed laps the session keeps.
+    pub laps: usize,
+}
+
+/// One row of `sessions.list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub session_id: SessionId,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
+    pub last_update: DateTime<Utc>,
+    pub has_setup: bool,
+    pub telemetry_count: u64,
+}
+
+/// What an accepted update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// When the update was stored (the new `last_update`).
+    pub at: DateTime<Utc>,
+    /// The update created the session on demand (its id was well-formed but unknown).
+    pub created: bool,
+    /// The lap this frame completed, if it did.
+    pub lap: Option<std::sync::Arc<LapRecord>>,
+}
+
+/// The session map. Share it as `Arc<Sessions>`.
+#[derive(Debug)]
+pub struct Sessions {
+    state: Mutex<State>,
+    /// Cap on live sessions: past it, creation answers 503 instead of growing memory.
+    max_sessions: usize,
+    /// Completed laps kept per session; the oldest go first.
+    max_laps: usize,
+}
+
+impl Sessions {
+    pub fn new(max_sessions: usize) -> Self {
+        Self::with_max_laps(max_sessions, laps::DEFAULT_MAX_LAPS)
+    }
+
+    pub fn with_max_laps(max_sessions: usize, max_laps: usize) -> Self {
+        Sessions {
+            state: Mutex::new(State::default()),
+            max_sessions,
+            max_laps: max_laps.max(1),
+        }
+    }
+
+    /// Creates a session with a fresh id.
+    pub fn create(&self) -> Result<Snapshot, SessionError> {
+        let mut state = self.lock();
+        self.check_capacity(&state)?;
+        let now = Utc::now();
+        // A v4 collision is astronomically unlikely; looping keeps "never collide"
+        // a guarantee rather than a probability.
+        let id = loop {
+            let id = SessionId::new_v4();
+            if !state.live.contains_key(&id) && !state.ended.contains_key(&id) {
+                break id;
+            }
+        };
+        let session = Session::new(now);
+        let snapshot = session.snapshot(id);
+        state.live.insert(id, session);
+        state.mark_dirty(id);
+        Ok(snapshot)
+    }
+
+    /// The current state of one session.
+    pub fn get(&self, id: SessionId) -> Result<Snapshot, SessionError> {
+        let state = self.lock();
+        match state.live.get(&id) {
+            Some(session) => Ok(session.snapshot(id)),
+            None => Err(Self::missing(&state, id)),
+        }
+    }
+
+    /// Stores a new setup. A well-formed unknown id is created on demand (see
+    /// [`Sessions::update_telemetry`]).
+    pub fn update_setup(&self, id: SessionId, body: Bytes) -> Result<Applied, SessionError> {
+        self.update(id, |session, now| {
+            session.setup = Some(Frame { body, at: now });
+            session.stats.setup_count += 1;
+            None
+        })
+    }
+
+    /// Stores the latest telemetry frame. `lap` is where the frame's value at the
+    /// lap field (`--lap-field`) is in `body`, if it has one: a change completes
+    /// the running lap, which is kept and returned in [`Applied::lap`].
+    ///
+    /// An id that is well-formed but unknown is created on demand: a monitor that
+    /// keeps publishing after the processor lost its state (or that started before
+    /// it) is served, never orphaned. An id whose session ended is refused.
+    pub fn update_telemetry(
+        &self,
+        id: SessionId,
+        body: Bytes,
+        lap: Option<std::ops::Range<usize>>,
+    ) -> Result<Applied, SessionError> {
+        let max_laps = self.max_laps;
+        self.update(id, |session, now| {
+            session.rate.record(session.last_activity);
+            session.stats.first_frame_at.get_or_insert(now);
+            let previous = session.telemetry.as_ref().map(|f| &f.body);
+            let completed = session.lap.advance(id, lap, &body, previous, now);
+            session.telemetry = Some(Frame { body, at: now });
+            session.stats.telemetry_count += 1;
+            completed.map(|record| {
+                let record = std::sync::Arc::new(record);
+                session.laps.insert(record.clone(), max_laps);
+                record
+            })
+        })
+    }
+
+    /// A session's completed laps, oldest first.
+    pub fn laps(&self, id: SessionId) -> Result<Vec<std::sync::Arc<LapRecord>>, SessionError> {
+        let state = self.lock();
+        match state.live.get(&id) {
+            Some(session) => Ok(session.laps.records()),
+            None => Err(Self::missing(&state, id)),
+        }
+    }
+
+    /// Puts back a lap record from storage (a restart, or another processor's
+    /// write) into its live or archived session. A record with the same number is
+    /// replaced: storage holds the one copy every processor serves. Returns whether
+    /// the lap was new here; a record for a session not known here is dropped.
+    pub fn restore_lap(&self, record: LapRecord) -> bool {
+        let mut state = self.lock();
+        let id = record.session_id;
+        let record = std::sync::Arc::new(record);
+        if let Some(session) = state.live.get_mut(&id) {
+            if record.n > session.lap.completed {
+                // Completed elsewhere while this processor missed the frames.
+                session.lap.completed = record.n;
+            }
+            return session.laps.insert(record, self.max_laps);
+        }
+        if let Some(ended) = state.ended.get_mut(&id) {
+            let mut history = laps::History::default();
+            for r in ended.laps.drain(..) {
+                history.insert(r, usize::MAX);
+            }
+            let new = history.insert(record, self.max_laps);
+            ended.laps = history.records();
+            return new;
+        }
+        false
+    }
+
+    /// Counts a rejected frame against a live session; unknown ids are ignored.
+    pub fn note_rejected(&self, id: SessionId) {
+        if let Some(session) = self.lock().live.get_mut(&id) {
+            session.stats.rejected_count += 1;
+        }
+    }
+
+    /// Ends a session, returning its final state. Later data for the id is refused.
+    pub fn delete(&self, id: SessionId) -> Result<Ended, SessionError> {
+        let mut state = self.lock();
+        match state.live.remove(&id) {
+            Some(session) => {
+                let last = session.snapshot(id);
+                let ended = Ended {
+                    at: Utc::now(),
+                    reason: EndReason::Deleted,
+                    last,
+                    laps: session.laps.records(),
+                };
+                state.ended.insert(id, ended.clone());
+                Ok(ended)
+            }
+            None => Err(Self::missing(&state, id)),
+        }
+    }
+
+    /// Ends every session idle for `max_idle` or longer (as of `now`), returning
+    /// them. Later data for their ids is refused.
+    pub fn expire_idle(
+        &self,
+        now: tokio::time::Instant,
+        max_idle: std::time::Duration,
+    ) -> Vec<Ended> {
+        let mut state = self.lock();
+        let idle: Vec<SessionId> = state
+            .live
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.last_activity) >= max_idle)
+            .map(|(id, _)| *id)
+            .collect();
+        let at = Utc::now();
+        idle.into_iter()
+            .filter_map(|id| {
+                let session = state.live.remove(&id)?;
+                let ended = Ended {
+                    at,
+                    reason: EndReason::Expired,
+                    last: session.snapshot(id),
+                    laps: session.laps.records(),
+                };
+                state.ended.insert(id, ended.clone());
+                Some(ended)
+            })
+            .collect()
+    }
+
+    /// Forgets ended sessions that ended before `before` (the archive retention).
+    pub fn prune_ended(&self, before: DateTime<Utc>) -> usize {
+        let mut state = self.lock();
+        let n = state.ended.len();
+        state.ended.retain(|_, e| e.at >= before);
+        n - state.ended.len()
+    }
+
+    /// One ended session from the archive.
+    pub fn ended(&self, id: SessionId) -> Option<Ended> {
+        self.lock().ended.get(&id).cloned()
+    }
+
+    /// Every ended session still kept, most recently ended first.
+    pub fn list_ended(&self) -> Vec<Ended> {
+        let mut rows: Vec<Ended> = self.lock().ended.values().cloned().collect();
+        rows.sort_by_key(|e| std::cmp::Reverse((e.at, e.last.session_id)));
+        rows
+    }
+
+    /// All live sessions, oldest first.
+    pub fn list(&self) -> Vec<Summary> {
+        let mut rows: Vec<Summary> = {
+            let state = self.lock();
+            state
+                .live
+                .iter()
+                .map(|(id, s)| Summary {
+                    session_id: *id,
+                    created_at: s.created_at,
+                    last_update: s.last_update,
+                    has_setup: s.setup.is_some(),
+                    telemetry_count: s.stats.telemetry_count,
+                })
+                .collect()
+        };
+        rows.sort_by_key(|row| (row.created_at, row.session_id));
+        rows
+    }
+
+    /// Puts back a session recovered from storage, as it was (capacity is not
+    /// checked: these sessions existed before the restart).
+    pub fn restore(&self, snapshot: Snapshot) {
+        let id = snapshot.session_id;
+        self.lock()
+            .live
+            .insert(id, Session::from_snapshot(snapshot));
+    }
+
+    /// Records a session that ended before the restart: kept in the archive, and its
+    /// data stays refused. An ended session wins over a live copy of it (a peer's
+    /// write-behind may have stored one after the end).
+    pub fn restore_ended(&self, ended: Ended) {
+        let mut state = self.lock();
+        state.live.remove(&ended.last.session_id);
+        state.ended.insert(ended.last.session_id, ended);
+    }
+
+    /// A session another processor stored: added unless this processor knows the id
+    /// already, live or ended (its own replica is at least as fresh). Returns
+    /// whether it was added.
+    pub fn adopt(&self, snapshot: Snapshot) -> bool {
+        let id = snapshot.session_id;
+        let mut state = self.lock();
+        if state.live.contains_key(&id) || state.ended.contains_key(&id) {
+            return false;
+        }
+        state.live.insert(id, Session::from_snapshot(snapshot));
+        true
+    }
+
+    /// A session another processor ended: ended here too. Returns whether it was
+    /// live here (false when this processor had ended it already).
+    pub fn adopt_end(&self, ended: Ended) -> bool {
+        let mut state = self.lock();
+        let id = ended.last.session_id;
+        if state.ended.contains_key(&id) {
+            return false;
+        }
+        let was_live = state.live.remove(&id).is_some();
+        state.ended.insert(id, ended);
+        was_live
+    }
+
+    /// Snapshots of every session changed since the last call, marked clean: the
+    /// write-behind flush persists these. A write that fails is retried by
+    /// [`Sessions::mark_dirty`].
+    pub fn take_dirty(&self) -> Vec<Snapshot> {
+        let mut state = self.lock();
+        let ids = std::mem::take(&mut state.dirty);
+        ids.into_iter()
+            .filter_map(|id| {
+                let session = state.live.get_mut(&id)?;
+                session.dirty = false;
+                Some(session.snapshot(id))
+            })
+            .collect()
+    }
+
+    /// The current state of one session, marked clean: for a write-through.
+    pub fn take_for_persist(&self, id: SessionId) -> Option<Snapshot> {
+        let mut state = self.lock();
+        let session = state.live.get_mut(&id)?;
+        session.dirty = false;
+        Some(session.snapshot(id))
+    }
+
+    /// Marks a session changed again (its write failed), if it is still live.
+    pub fn mark_dirty(&self, id: SessionId) {
+        self.lock().mark_dirty(id);
+    }
+
+    /// How many sessions are live, their telemetry rate together (frames/s), and
+    /// how many lap records they keep.
+    pub fn load(&self) -> (usize, f32, usize) {
+        let state = self.lock();
+        let now = tokio::time::Instant::now();
+        let rate = state.live.values().map(|s| s.rate.current(now)).sum();
+        let laps = state.live.values().map(|s| s.laps.len()).sum();
+        (state.live.len(), rate, laps)
+    }
+
+    /// How many sessions are live.
+    pub fn len(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn update(
+        &self,
+        id: SessionId,
+        apply: impl FnOnce(&mut Session, DateTime<Utc>) -> Option<std::sync::Arc<LapRecord>>,
+    ) -> Result<Applied, SessionError> {
+        let now = Utc::now();
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let live = state.live.len();
+        // One hash lookup per frame (this is the hot path): the entry, then fields.
+        let (session, created) = match state.live.entry(id) {
+            Entry::Occupied(entry) => (entry.into_mut(), false),
+            Entry::Vacant(entry) => {
+                if let Some(ended) = state.ended.get(&id) {
+                    return Err(SessionError::Ended(id, ended.reason));
+                }
+                if live >= self.max_sessions {
+                    return Err(SessionError::AtCapacity {
+                        limit: self.max_sessions,
+                    });
+                }
+                (entry.insert(Session::new(now)), true)
+            }
+        };
+        // Set before `apply`, which may read it (the telemetry rate).
+        session.last_activity = tokio::time::Instant::now();
+        let lap = apply(session, now);
+        session.last_update = now;
+        if !session.dirty {
+            session.dirty = true;
+            state.dirty.push(id);
+        }
+        Ok(Applied {
+            at: now,
+            created,
+            lap,
+        })
+    }
+
+    fn check_capacity(&self, state: &State) -> Result<(), SessionError> {
+        if state.live.len() >= self.max_sessions {
+            return Err(SessionError::AtCapacity {
+                limit: self.max_sessions,
+            });
+        }
+        Ok(())
+    }
+
+    fn missing(state: &State, id: SessionId) -> SessionError {
+        if let Some(ended) = state.ended.get(&id) {
+            SessionError::Ended(id, ended.reason)
+        } else {
+            SessionError::NotFound(id)
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map half-updated (every
+        // mutation is a single insert or field store), so a poisoned lock is still
+        // safe to use; refusing service for the rest of a race would be worse.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn mark_dirty(&mut self, id: SessionId) {
+        if let Some(session) = self.live.get_mut(&id)
+            && !session.dirty
+        {
+            session.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+}
+
+impl Session {
+    /// A session as stored elsewhere (a restart, another processor).
+    fn from_snapshot(snapshot: Snapshot) -> Self {
+        Session {
+            created_at: snapshot.created_at,
+            setup: snapshot.setup,
+            telemetry: snapshot.telemetry,
+            last_update: snapshot.last_update,
+            stats: snapshot.stats,
+            dirty: false,
+            rate: RateWindow::new(tokio::time::Instant::now()),
+            // Idle time counts from now: how long the session was idle before this
+            // processor had it is not known here.
+            last_activity: tokio::time::Instant::now(),
+            lap: snapshot.lap,
+            // The records themselves come from their own bucket (restore_lap).
+            laps: laps::History::default(),
+        }
+    }
+
+    fn new(now: DateTime<Utc>) -> Self {
+        Session {
+            created_at: now,
+            setup: None,
+            telemetry: None,
+            last_update: now,
+            stats: SessionStats::default(),
+            dirty: false,
+            last_activity: tokio::time::Instant::now(),
+            rate: RateWindow::new(tokio::time::Instant::now()),
+            lap: laps::Running::default(),
+            laps: laps::History::default(),
+        }
+    }
+
+    fn snapshot(&self, id: SessionId) -> Snapshot {
+        Snapshot {
+            session_id: id,
+            created_at: self.created_at,
+            setup: self.setup.clone(),
+            telemetry: self.telemetry.clone(),
+            last_update: self.last_update,
+            stats: self.stats.clone(),
+            rate_hz: self.rate.current(tokio::time::Instant::now()),
+            lap: self.lap.clone(),
+            laps: self.laps.len(),
+        }
+    }
+}
+
+/// The session document as served by `sessions.get` and friends.
+#[derive(Serialize)]
+struct Document<'a> {
+    session_id: SessionId,
+    #[serde(serialize_with = "rfc3339")]
+    created_at: DateTime<Utc>,
+    setup: Option<&'a RawValue>,
+    #[serde(serialize_with = "opt_rfc3339")]
+    setup_timestamp: Option<DateTime<Utc>>,
+    telemetry: Option<&'a RawValue>,
+    #[serde(serialize_with = "rfc3339")]
+    last_update: DateTime<Utc>,
+    stats: DocumentStats<'a>,
+}
+
+#[derive(Serialize)]
+struct DocumentStats<'a> {
+    #[serde(flatten)]
+    counts: &'a SessionStats,
+    #[serde(serialize_with = "opt_rfc3339")]
+    last_frame_at: Option<DateTime<Utc>>,
+    /// From creation to the last setup or frame, in seconds.
+    duration_s: f64,
+    /// Telemetry frames per second recently.
+    rate_hz: f32,
+    /// Completed laps kept (`sessions.laps`).
+    laps: usize,
+    /// Laps completed in all (more than `laps` once the oldest were dropped).
+    laps_completed: u64,
+    /// The running lap's value at the lap field, and since when, over how many frames.
+    current_lap: Option<&'a RawValue>,
+    #[serde(serialize_with = "opt_rfc3339")]
+    current_lap_started_at: Option<DateTime<Utc>>,
+    current_lap_frames: u64,
+}
+
+impl Snapshot {
+    /// The session document as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.document()).expect("a session document always serializes")
+    }
+
+    /// The document as a `serde_json::Value`, for embedding in other replies.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self.document()).expect("a session document always serializes")
+    }
+
+    fn document(&self) -> Document<'_> {
+        Document {
+            session_id: self.session_id,
+            created_at: self.created_at,
+            setup: self.setup.as_ref().map(|f| raw(&f.body)),
+            setup_timestamp: self.setup.as_ref().map(|f| f.at),
+            telemetry: self.telemetry.as_ref().map(|f| raw(&f.body)),
+            last_update: self.last_update,
+            stats: DocumentStats {
+                counts: &self.stats,
+                last_frame_at: self.telemetry.as_ref().map(|f| f.at),
+                duration_s: (self.last_update - self.created_at).num_milliseconds() as f64 / 1000.0,
+                rate_hz: (self.rate_hz * 10.0).round() / 10.0,
+                laps: self.laps,
+                laps_completed: self.lap.completed,
+                current_lap: self.lap.value.as_ref().map(raw),
+                current_lap_started_at: self.lap.started_at,
+                current_lap_frames: self.lap.frames,
+            },
+        }
+    }
+}
+
+/// A session document as persisted (the same JSON `sessions.get` serves).
+#[derive(serde::Deserialize)]
+struct StoredDocument {
+    session_id: String,
+    created_at: DateTime<Utc>,
+    setup: Option<Box<RawValue>>,
+    setup_timestamp: Option<DateTime<Utc>>,
+    telemetry: Option<Box<RawValue>>,
+    last_update: DateTime<Utc>,
+    stats: StoredStats,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredStats {
+    telemetry_count: u64,
+    setup_count: u64,
+    rejected_count: u64,
+    first_frame_at: Option<DateTime<Utc>>,
+    last_frame_at: Option<DateTime<Utc>>,
+    // Lap tracking; absent in documents stored before lap history.
+    #[serde(default)]
+    laps: usize,
+    #[serde(default)]
+    laps_completed: u64,
+    #[serde(default)]
+    current_lap: Option<Box<RawValue>>,
+    #[serde(default)]
+    current_lap_started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    current_lap_frames: u64,
+}
+
+impl Snapshot {
+    /// Reads back a document written by [`Snapshot::to_json`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let doc: StoredDocument = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let session_id = SessionId::parse(&doc.session_id).map_err(|e| e.to_string())?;
+        let frame = |raw: Option<Box<RawValue>>, at: Option<DateTime<Utc>>| {
+            raw.map(|r| Frame {
+                body: Bytes::from(r.get().to_owned()),
+                at: at.unwrap_or(doc.last_update),
+            })
+        };
+        Ok(Snapshot {
+            session_id,
+            created_at: doc.created_at,
+            setup: frame(doc.setup, doc.setup_timestamp),
+            telemetry: frame(doc.telemetry, doc.stats.last_frame_at),
+            last_update: doc.last_update,
+            stats: SessionStats {
+                telemetry_count: doc.stats.telemetry_count,
+                setup_count: doc.stats.setup_count,
+                rejected_count: doc.stats.rejected_count,
+                first_frame_at: doc.stats.first_frame_at,
+            },
+            rate_hz: 0.0,
+            lap: laps::Running {
+                value: doc
+                    .stats
+                    .current_lap
+                    .map(|r| Bytes::from(r.get().to_owned())),
+                started_at: doc.stats.current_lap_started_at,
+                frames: doc.stats.current_lap_frames,
+                completed: doc.stats.laps_completed,
+            },
+            laps: doc.stats.laps,
+        })
+    }
+}
+
+/// Borrows a stored frame as raw JSON, so the document carries it verbatim.
+fn raw(body: &Bytes) -> &RawValue {
+    // Every stored frame passed `payload::validate_object`, so this cannot fail.
+    serde_json::from_slice(body).expect("stored frames are validated JSON objects")
+}
+
+/// RFC 3339 in UTC with microseconds and `Z`: precise enough to order frames, and
+/// parsed by every client we know of (JavaScript's Date, Python's fromisoformat).
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_time(t))
+}
+
+fn opt_rfc3339<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    /// A session with a setup and one telemetry frame.
+    fn session_with(sessions: &Sessions, setup: &'static [u8], frame: &'static [u8]) -> SessionId {
+        let id = sessions.create().unwrap().session_id;
+        sessions
+            .update_setup(id, Bytes::from_static(setup))
+            .unwrap();
+        sessions
+            .update_telemetry(id, Bytes::from_static(frame), None)
+            .unwrap();
+        id
+    }
+
+    fn doc(s: &Snapshot) -> Value {
+        serde_json::from_slice(&s.to_json()).unwrap()
+    }
+
+    #[test]
+    fn a_new_session_has_no_setup_or_telemetry() {
+        let sessions = Sessions::new(10);
+        let d = doc(&sessions.create().unwrap());
+        assert_eq!(d["setup"], Value::Null);
+        assert_eq!(d["setup_timestamp"], Value::Null);
+        assert_eq!(d["telemetry"], Value::Null);
+        assert_eq!(d["created_at"], d["last_update"]);
+        assert!(d["created_at"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn setup_and_telemetry_never_clobber_each_other() {
+        let sessions = Sessions::new(10);
+        let id = session_with(&sessions, br#"{"wing": 5}"#, br#"{"lap": 1}"#);
+        sessions
+            .update_telemetry(id, Bytes::from_static(br#"{"lap": 2}"#), None)
+            .unwrap();
+        let d = doc(&sessions.get(id).unwrap());
+        assert_eq!(d["setup"], json!({"wing": 5}));
+        assert_eq!(d["telemetry"], json!({"lap": 2}));
+        assert_eq!(d["stats"]["telemetry_count"], 2);
+        assert_eq!(d["stats"]["setup_count"], 1);
+        assert!(d["setup_timestamp"].is_string());
+        assert!(d["last_update"].as_str() >= d["setup_timestamp"].as_str());
+    }
+
+    #[test]
+    fn unknown_ids_are_created_on_demand_but_deleted_ones_stay_deleted() {
+        let sessions = Sessions::new(10);
+        let id = SessionId::new_v4();
+        let applied = sessions
+            .update_telemetry(id, Bytes::from_static(b"{}"), None)
+            .unwrap();
+        assert!(applied.created);
+        sessions.delete(id).unwrap();
+        assert_eq!(
+            sessions.update_telemetry(id, Bytes::from_static(b"{}"), None),
+            Err(SessionError::Ended(id, EndReason::Deleted))
+        );
+        assert_eq!(
+            sessions.get(id).unwrap_err(),
+            SessionError::Ended(id, EndReason::Deleted)
+        );
+        assert_eq!(
+            sessions.delete(id).unwrap_err(),
+            SessionError::Ended(id, EndReason::Deleted)
+        );
+    }
+
+    #[test]
+    fn capacity_is_enforced_for_creates_and_on_demand_sessions() {
+        let sessions = Sessions::new(2);
+        sessions.create().unwrap();
+        sessions.create().unwrap();
+        assert_eq!(
+            sessions.create().unwrap_err(),
+            SessionError::AtCapacity { limit: 2 }
+        );
+        let err = sessions.update_telemetry(SessionId::new_v4(), Bytes::from_static(b"{}"), None);
+        assert_eq!(err.unwrap_err(), SessionError::AtCapacity { limit: 2 });
+        assert_eq!(sessions.len(), 2);
+    }
+
+    #[test]
+    fn a_document_reads_back_as_the_same_session() {
+        let sessions = Sessions::new(10);
+        let id = session_with(&sessions, br#"{"wing": 5}"#, br#"{ "lap":3 }"#);
+        let before = sessions.get(id).unwrap();
+        let after = Snapshot::from_json(&before.to_json()).unwrap();
+        assert_eq!(after.to_json(), before.to_json());
+        assert_eq!(&after.telemetry.unwrap().body[..], br#"{ "lap":3 }"#);
+    }
+
+    #[test]
+    fn changes_are_taken_once_for_persisting() {
+        let sessions = Sessions::new(10);
+        let a = sessions.create().unwrap().session_id;
+        let b = sessions.create().unwrap().session_id;
+        assert_eq!(sessions.take_dirty().len(), 2);
+        assert!(sessions.take_dirty().is_empty());
+        for lap in 0..3 {
+            sessions
+                .update_telemetry(a, Bytes::from(format!(r#"{{"lap": {lap}}}"#)), None)
+                .unwrap();
+        }
+        let dirty = sessions.take_dirty();
+        assert_eq!(dirty.len(), 1, "coalesced per session");
+        assert_eq!(
+            &dirty[0].telemetry.as_ref().unwrap().body[..],
+            br#"{"lap": 2}"#
+        );
+        sessions.mark_dirty(b);
+        sessions.delete(b).unwrap();
+        assert!(
+            sessions.take_dirty().is_empty(),
+            "a deleted session is not written back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_sessions_expire_and_stay_ended() {
+        use std::time::Duration;
+        let hour = Duration::from_secs(3600);
+        let sessions = Sessions::new(10);
+        let quiet = sessions.create().unwrap().session_id;
+        let busy = sessions.create().unwrap().session_id;
+        tokio::time::advance(Duration::from_secs(59 * 60)).await;
+        assert!(
+            sessions
+                .expire_idle(tokio::time::Instant::now(), hour)
+                .is_empty()
+        );
+        sessions
+            .update_telemetry(busy, Bytes::from_static(b"{}"), None)
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(2 * 60)).await;
+
+        let expired = sessions.expire_idle(tokio::time::Instant::now(), hour);
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].last.session_id, quiet);
+        assert_eq!(expired[0].reason, EndReason::Expired);
+        assert!(sessions.get(busy).is_ok(), "activity resets the idle clock");
+        let refused = sessions.update_telemetry(quiet, Bytes::from_static(b"{}"), None);
+        assert_eq!(refused, Err(SessionError::Ended(quiet, EndReason::Expired)));
+        assert_eq!(sessions.ended(quiet).unwrap().reason, EndReason::Expired);
+
+        tokio::time::advance(hour).await;
+        assert_eq!(
+            sessions
+                .expire_idle(tokio::time::Instant::now(), hour)
+                .len(),
+            1
+        );
+        assert!(sessions.is_empty());
+        assert_eq!(sessions.list_ended().len(), 2);
+        assert_eq!(
+            sessions.prune_ended(Utc::now() + chrono::Duration::seconds(1)),
+            2
+        );
+        assert!(sessions.ended(quiet).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_follows_the_frames() {
+        use std::time::Duration;
+        let sessions = Sessions::new(10);
+        let id = sessions.create().unwrap().session_id;
+        for _ in 0..60 {
+            sessions
+                .update_telemetry(id, Bytes::from_static(b"{}"), None)
+                .unwrap();
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        let rate = sessions.get(id).unwrap().rate_hz;
+        assert!((9.0..=11.0).contains(&rate), "10 Hz: {rate}");
+        assert!((9.0..=11.0).contains(&sessions.load().1));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(
+            sessions.get(id).unwrap().rate_hz,
+            0.0,
+            "silent for two windows"
+        );
+        let d = doc(&sessions.get(id).unwrap());
+        assert!(d["stats"]["duration_s"].as_f64().unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn list_is_oldest_first() {
+        let sessions = Sessions::new(10);
+        let ids: Vec<_> = (0..5)
+            .map(|_| sessions.create().unwrap().session_id)
+            .collect();
+        let listed: Vec<_> = sessions.list().iter().map(|s| s.session_id).collect();
+        let mut expected = ids.clone();
+        expected.sort_by_key(|id| (sessions.get(*id).unwrap().created_at, *id));
+        assert_eq!(listed, expected);
+    }
+}

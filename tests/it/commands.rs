@@ -1,0 +1,369 @@
+//! The commands for every role, run as a user would: the real binary against a
+//! real broker and processor.
+
+use std::time::Duration;
+
+use crate::support::*;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_list_prints_a_table_and_json() {
+    let app = spawn_app().await;
+    let a = app.new_session().await;
+    let b = app.new_session().await;
+    let url = app.server.url();
+
+    let (code, out, err) = run_paddock(&["sessions", "list", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("SESSION") && lines[0].contains("LAST UPDATE"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&a) && lines[2].starts_with(&b),
+        "oldest first:\n{out}"
+    );
+    assert_eq!(lines[3], "2 live sessions");
+
+    let (code, out, _) = run_paddock(&["sessions", "list", "--json", "--nats-url", &url]).await;
+    assert_eq!(code, 0);
+    let json: Value = serde_json::from_str(&out).expect("--json prints JSON");
+    assert_eq!(json["total"], 2);
+    assert_eq!(json["sessions"][0]["session_id"], a.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_create_prints_the_new_id() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let (code, out, err) = run_paddock(&["sessions", "create", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    // Without per-session credentials, the id alone (scripts read one line).
+    let id = out.trim();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let doc = app.get(id).await.ok();
+    assert_eq!(doc["session_id"], id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_get_delete_and_stats() {
+    let app = spawn_app().await;
+    let id = app.new_session().await;
+    app.send_setup(&id, SETUP).await.ok();
+    app.send_telemetry(&id, TELEMETRY).await;
+    app.get_until(&id, "frame stored", |d| !d["telemetry"].is_null())
+        .await;
+    let url = app.server.url();
+
+    let (code, out, _) = run_paddock(&["sessions", "get", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("session      {id}")), "{out}");
+    assert!(
+        out.contains("telemetry    lap 14, P3, fuel 41.2/75 L, A. Driver"),
+        "{out}"
+    );
+    assert!(
+        out.contains("frames       1 telemetry, 1 setup, 0 rejected"),
+        "{out}"
+    );
+
+    let (code, out, _) = run_paddock(&["sessions", "get", &id, "--json", "--nats-url", &url]).await;
+    assert_eq!(code, 0);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["telemetry"]["lap"], 14);
+
+    let (code, out, _) = run_paddock(&["sessions", "stats", "--json", "--nats-url", &url]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["live_sessions"],
+        1
+    );
+    let (_, out, _) = run_paddock(&["sessions", "stats", "--nats-url", &url]).await;
+    assert!(out.contains("live sessions      1"), "{out}");
+
+    let (code, out, _) = run_paddock(&["sessions", "delete", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0);
+    assert_eq!(out, format!("deleted {id} (1 telemetry frames)\n"));
+    let (code, _, err) = run_paddock(&["sessions", "get", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("has ended (deleted)") && err.contains("404"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_commands_fail_with_the_reason() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (code, out, err) = run_paddock(&["sessions", "get", &unknown, "--nats-url", &url]).await;
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(
+        err,
+        format!("paddock: unknown session {unknown} (error 404)\n")
+    );
+
+    let (code, _, err) =
+        run_paddock(&["sessions", "delete", "not-an-id", "--nats-url", &url]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("paddock: malformed session id") && err.contains("(error 400)"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_processor_the_commands_say_so() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let (code, _, err) = run_paddock(&["sessions", "list", "--nats-url", &url]).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!("paddock: no paddock processor is answering on {url}\n")
+    );
+
+    let nowhere = format!("nats://127.0.0.1:{}", free_port());
+    let (code, _, err) = run_paddock(&["sessions", "stats", "--nats-url", &nowhere]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!(
+            "paddock: no NATS broker is reachable at {nowhere}"
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_creates_a_session_sends_its_setup_and_streams() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let (code, out, err) = run_paddock(&[
+        "monitor",
+        "--nats-url",
+        &url,
+        "--hz",
+        "50",
+        "--duration",
+        "1s",
+        "--time-scale",
+        "30",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let id = out
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("session ")
+        .expect("prints the id first")
+        .to_string();
+    assert!(
+        out.lines().nth(1).unwrap().contains(&format!("watch {id}")),
+        "{out}"
+    );
+    assert!(err.contains("frames sent"), "a closing summary: {err}");
+    let doc = app.get(&id).await.ok();
+    assert_eq!(doc["setup"]["aerodynamics"]["rear_wing"], 8);
+    let frames = doc["stats"]["telemetry_count"].as_u64().unwrap();
+    assert!(
+        (30..=60).contains(&frames),
+        "about 50 frames in 1 s at 50 Hz: {frames}"
+    );
+    for field in [
+        "lap",
+        "position",
+        "fuel",
+        "tire_temps",
+        "tire_pressures",
+        "tire_wear",
+        "lap_time",
+    ] {
+        assert!(
+            !doc["telemetry"][field].is_null(),
+            "{field} missing: {}",
+            doc["telemetry"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_runs_many_sessions_or_reuses_one() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let (code, out, _) = run_paddock(&[
+        "monitor",
+        "--nats-url",
+        &url,
+        "--sessions",
+        "5",
+        "--duration",
+        "300ms",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().filter(|l| l.starts_with("session ")).count(), 5);
+    assert_eq!(app.request("sessions.list", "").await.ok()["total"], 5);
+
+    let id = app.new_session().await;
+    let (code, out, _) = run_paddock(&[
+        "monitor",
+        "--nats-url",
+        &url,
+        "--session",
+        &id,
+        "--hz",
+        "20",
+        "--duration",
+        "300ms",
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().next().unwrap(), format!("session {id}"));
+    app.get_until(&id, "frames for the reused id", |d| {
+        d["stats"]["telemetry_count"].as_u64() > Some(0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_keeps_its_session_across_a_broker_restart() {
+    let mut app = spawn_app().await;
+    let url = app.server.url();
+    let monitor = Running::spawn(&["monitor", "--nats-url", &url, "--hz", "20"]);
+    let id = monitor.line().strip_prefix("session ").unwrap().to_string();
+    let before = app
+        .get_until(&id, "streaming", |d| {
+            d["stats"]["telemetry_count"].as_u64() > Some(5)
+        })
+        .await["stats"]["telemetry_count"]
+        .as_u64()
+        .unwrap();
+
+    app.server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.server.start_again();
+
+    // Same id, more frames, and still only that one session.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Ok(Ok(reply)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            app.client.request("sessions.get", id_body(&id).into()),
+        )
+        .await
+        {
+            let doc = Answer::from(reply).ok();
+            if doc["stats"]["telemetry_count"].as_u64().unwrap() > before + 10 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the monitor did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.request("sessions.list", "").await.ok()["total"], 1);
+    assert!(
+        monitor
+            .lines_for(Duration::from_millis(200))
+            .iter()
+            .all(|l| !l.starts_with("session "))
+    );
+    assert_eq!(monitor.stop("-INT"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_replays_a_recording() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let path = std::env::temp_dir().join(format!("paddock-recording-{}.jsonl", std::process::id()));
+    let frames: Vec<String> = (1..=5)
+        .map(|lap| format!(r#"{{"timestamp": "2026-06-14T15:42:0{lap}.000Z", "lap": {lap}}}"#))
+        .collect();
+    std::fs::write(
+        &path,
+        format!("{{\"setup\": {{\"wing\": 3}}}}\n{}\n", frames.join("\n")),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (code, out, err) = run_paddock(&[
+        "monitor",
+        "--nats-url",
+        &url,
+        "--replay",
+        path.to_str().unwrap(),
+        "--time-scale",
+        "4",
+    ])
+    .await;
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(code, 0, "{err}");
+    // Four gaps of 1 s recorded, replayed four times as fast.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("replay finished (5 frames per session)"),
+        "{err}"
+    );
+    let id = out
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("session ")
+        .unwrap();
+    let doc = app
+        .get_until(id, "all frames", |d| d["stats"]["telemetry_count"] == 5)
+        .await;
+    assert_eq!(doc["telemetry"]["lap"], 5);
+    assert_eq!(doc["setup"]["wing"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_plain_shows_the_session_then_goes_stale() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let id = app.new_session().await;
+    app.send_setup(&id, SETUP).await.ok();
+    app.send_telemetry(&id, TELEMETRY).await;
+    app.get_until(&id, "frame stored", |d| !d["telemetry"].is_null())
+        .await;
+
+    let watch = Running::spawn(&[
+        "watch",
+        &id,
+        "--plain",
+        "--stale-after",
+        "1500ms",
+        "--nats-url",
+        &url,
+    ]);
+    let first = watch.line();
+    assert!(
+        first.starts_with("lap 14 P3 | 3:33.456 | fuel 41.2 L"),
+        "{first}"
+    );
+    assert!(first.contains("FL 85°C 28.5psi"), "{first}");
+    let later = watch.lines_for(Duration::from_millis(2500));
+    assert!(
+        later.iter().any(|l| l.starts_with("STALE lap 14 P3")),
+        "{later:?}"
+    );
+    app.send_telemetry(&id, frame(15)).await;
+    let fresh = watch.lines_for(Duration::from_millis(1500));
+    assert!(fresh.iter().any(|l| l.starts_with("lap 15 ")), "{fresh:?}");
+    assert_eq!(watch.stop("-INT"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_rejects_a_malformed_id() {
+    let (code, _, err) = run_paddock(&["watch", "nope", "--plain"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("paddock: malformed session id"), "{err}");
+}

@@ -1,0 +1,167 @@
+//! Sessions survive the processor: crashes (kill -9), graceful restarts, broker
+//! restarts. State lives in JetStream key-value buckets on the test's own broker.
+
+use std::time::Duration;
+
+use crate::support::*;
+use serde_json::Value;
+
+async fn client_for(url: &str) -> async_nats::Client {
+    connect(url).await
+}
+
+fn kill_9(mut processor: Running) {
+    processor.child.kill().expect("SIGKILL");
+    processor.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_every_session_is_back_with_its_setup_and_a_recent_frame() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let processor = serve_binary(&url, &[]);
+    let client = client_for(&url).await;
+
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let doc = ask(&client, "sessions.create", String::new()).await.ok();
+        let id = doc["session_id"].as_str().unwrap().to_string();
+        let setup = format!(r#"{{"car": {n}, "wing": 5}}"#);
+        let ack = Answer::from(
+            client
+                .request(format!("session.{id}.setup"), setup.into())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(ack.ok()["ok"], true);
+        ids.push(id);
+    }
+    // 2 s of telemetry at 50 Hz per session, then a crash with no warning.
+    const FRAMES: u64 = 100;
+    for lap in 1..=FRAMES {
+        for id in &ids {
+            client
+                .publish(format!("session.{id}.telemetry"), frame(lap).into())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sync(&client).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    kill_9(processor);
+
+    let processor = serve_binary(&url, &[]);
+    for (n, id) in ids.iter().enumerate() {
+        let doc = ask(&client, "sessions.get", id_body(id)).await.ok();
+        assert_eq!(
+            doc["setup"],
+            serde_json::json!({"car": n, "wing": 5}),
+            "{id}: the exact setup"
+        );
+        let lap = doc["telemetry"]["lap"].as_u64().expect("a stored frame");
+        // At 50 Hz a 200 ms window is 10 frames; allow as much again for scheduling.
+        assert!(
+            lap >= FRAMES - 20,
+            "{id}: stored frame {lap} is older than the window"
+        );
+    }
+    let stats = ask(&client, "sessions.stats", String::new()).await.ok();
+    assert_eq!(stats["live_sessions"], 20);
+    // The monitors go on publishing to their old ids, and are served.
+    for id in &ids {
+        client
+            .publish(format!("session.{id}.telemetry"), frame(FRAMES + 1).into())
+            .await
+            .unwrap();
+    }
+    sync(&client).await;
+    for id in &ids {
+        let doc = ask(&client, "sessions.get", id_body(id)).await.ok();
+        assert_eq!(doc["telemetry"]["lap"], FRAMES + 1, "{id}");
+    }
+    assert_eq!(processor.stop("-TERM"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_restart_keeps_the_exact_last_frame() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let processor = serve_binary(&url, &[]);
+    let client = client_for(&url).await;
+    let id = create(&client).await;
+    for lap in 1..=500 {
+        client
+            .publish(format!("session.{id}.telemetry"), frame(lap).into())
+            .await
+            .unwrap();
+    }
+    sync(&client).await;
+    assert_eq!(processor.stop("-TERM"), 0);
+
+    let processor = serve_binary(&url, &[]);
+    let doc = ask(&client, "sessions.get", id_body(&id)).await.ok();
+    assert_eq!(doc["telemetry"]["lap"], 500);
+    assert_eq!(doc["stats"]["telemetry_count"], 500);
+    assert_eq!(processor.stop("-TERM"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_session_stays_deleted_after_a_crash() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let processor = serve_binary(&url, &[]);
+    let client = client_for(&url).await;
+    let id = create(&client).await;
+    let kept = create(&client).await;
+    ask(&client, "sessions.delete", id_body(&id)).await.ok();
+    kill_9(processor);
+
+    let processor = serve_binary(&url, &[]);
+    let answer = ask(&client, "sessions.get", id_body(&id)).await;
+    answer.expect_error(404);
+    assert!(answer.reason.unwrap().contains("has ended (deleted)"));
+    // Its monitor's data is still refused, and the other session is still there.
+    let refused = Answer::from(
+        client
+            .request(format!("session.{id}.setup"), "{}".into())
+            .await
+            .unwrap(),
+    );
+    refused.expect_error(404);
+    ask(&client, "sessions.get", id_body(&kept)).await.ok();
+    assert_eq!(processor.stop("-TERM"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_a_broker_restart_and_a_processor_restart_together() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let processor = serve_binary(&url, &[]);
+    let client = client_for(&url).await;
+    let id = create(&client).await;
+    let ack = Answer::from(
+        client
+            .request(format!("session.{id}.setup"), SETUP.into())
+            .await
+            .unwrap(),
+    );
+    ack.ok();
+    kill_9(processor);
+    // The broker goes down too; JetStream's file store keeps the buckets.
+    server.kill();
+    server.start_again();
+
+    let processor = serve_binary(&url, &[]);
+    let client = client_for(&url).await;
+    let doc = ask(&client, "sessions.get", id_body(&id)).await.ok();
+    assert_eq!(doc["setup"], serde_json::from_str::<Value>(SETUP).unwrap());
+    client
+        .publish(format!("session.{id}.telemetry"), frame(7).into())
+        .await
+        .unwrap();
+    sync(&client).await;
+    let doc = ask(&client, "sessions.get", id_body(&id)).await.ok();
+    assert_eq!(doc["telemetry"]["lap"], 7, "the old id is served");
+    assert_eq!(processor.stop("-TERM"), 0);
+}

@@ -1,0 +1,252 @@
+//! Per-session access on a broker in operator mode (decentralized JWT auth): the
+//! processor issues each session's monitor and dashboard credentials at create,
+//! and the broker holds every client to its session.
+
+use std::time::Duration;
+
+use crate::support::*;
+use async_nats::{Client, ConnectOptions};
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// A client with `creds` (a .creds document) reading replies under `inbox`, and
+/// the errors the server reports to it.
+async fn client_with(url: &str, creds: &str, inbox: &str) -> (Client, UnboundedReceiver<String>) {
+    let (options, errors) = reporting_errors(
+        ConnectOptions::with_credentials(creds)
+            .unwrap()
+            .custom_inbox_prefix(inbox),
+    );
+    let client = options
+        .connect(url)
+        .await
+        .expect("a client with issued credentials connects");
+    (client, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
+    // The production setup, as docs/SECURITY.md says to make it.
+    let dir = fresh_dir("auth");
+    let out = dir.to_str().unwrap().to_string();
+    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(dir.join("server.conf"), "include ./nats-operator.conf\n").unwrap();
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let server = NatsServer::start_with(&["-c", &path("server.conf")]);
+    let url = server.url();
+    let account = std::fs::read_to_string(dir.join("issuer.account")).unwrap();
+    let processor = Running::spawn(&[
+        "serve",
+        "--nats-url",
+        &url,
+        "--creds",
+        &path("processor.creds"),
+        "--issuer-account",
+        account.trim(),
+        "--issuer-signing-seed",
+        &path("issuer.seed"),
+    ]);
+    let (ops, _) = client_with(
+        &url,
+        &std::fs::read_to_string(dir.join("ops.creds")).unwrap(),
+        "_INBOX_ops",
+    )
+    .await;
+    wait_for_processors(&ops, 1).await;
+
+    // Two sessions, created with the creator's credentials; the command saves
+    // each one's credentials and says how to use them.
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let (code, stdout, stderr) = run_paddock(&[
+            "sessions",
+            "create",
+            "--nats-url",
+            &url,
+            "--creds",
+            &path("creator.creds"),
+            "--inbox-prefix",
+            "_INBOX_creator",
+            "--credentials-dir",
+            &out,
+        ])
+        .await;
+        assert_eq!(code, 0, "{stderr}");
+        let id = stdout.lines().next().unwrap().to_string();
+        assert!(
+            stdout.contains(&format!("--inbox-prefix _INBOX_{id}")),
+            "{stdout}"
+        );
+        let creds = json!({
+            "monitor": std::fs::read_to_string(dir.join(format!("{id}-monitor.creds"))).unwrap(),
+            "dashboard": std::fs::read_to_string(dir.join(format!("{id}-dashboard.creds"))).unwrap(),
+            "inbox_prefix": format!("_INBOX_{id}"),
+        });
+        sessions.push((id, creds));
+    }
+    // The creator creates, and that is all.
+    let (creator, mut creator_errors) = client_with(
+        &url,
+        &std::fs::read_to_string(dir.join("creator.creds")).unwrap(),
+        "_INBOX_creator",
+    )
+    .await;
+    creator
+        .publish(
+            format!("session.{}.telemetry", sessions[0].0),
+            frame(1).into(),
+        )
+        .await
+        .unwrap();
+    refused(
+        &mut creator_errors,
+        "publish",
+        &format!("session.{}.telemetry", sessions[0].0),
+    )
+    .await;
+    let (mine, creds) = &sessions[0];
+    let (theirs, _) = &sessions[1];
+    let inbox = creds["inbox_prefix"].as_str().unwrap();
+
+    // The monitor writes into its own session, as a request too, and nowhere else.
+    let (monitor, mut monitor_errors) =
+        client_with(&url, creds["monitor"].as_str().unwrap(), inbox).await;
+    let ack = monitor
+        .request(format!("session.{mine}.setup"), r#"{"wing": 3}"#.into())
+        .await
+        .unwrap();
+    assert!(ack.headers.is_none(), "{ack:?}");
+    monitor
+        .publish(format!("session.{theirs}.telemetry"), frame(1).into())
+        .await
+        .unwrap();
+    refused(
+        &mut monitor_errors,
+        "publish",
+        &format!("session.{theirs}.telemetry"),
+    )
+    .await;
+    monitor.publish("sessions.create", "".into()).await.unwrap();
+    refused(&mut monitor_errors, "publish", "sessions.create").await;
+
+    // The dashboard reads its session live and by snapshot; a wildcard does not
+    // leak the others, and neither does another session's prefix.
+    let (dashboard, mut dashboard_errors) =
+        client_with(&url, creds["dashboard"].as_str().unwrap(), inbox).await;
+    let _wild = dashboard.subscribe("session.*.>").await.unwrap();
+    refused(&mut dashboard_errors, "subscription", "session.*.>").await;
+    let _other = dashboard
+        .subscribe(format!("session.{theirs}.>"))
+        .await
+        .unwrap();
+    refused(
+        &mut dashboard_errors,
+        "subscription",
+        &format!("session.{theirs}.>"),
+    )
+    .await;
+    let mut live = dashboard
+        .subscribe(format!("session.{mine}.>"))
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_slice(
+        &dashboard
+            .request(format!("sessions.get.{mine}"), "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(doc["setup"], json!({"wing": 3}));
+    monitor
+        .publish(format!("session.{mine}.telemetry"), frame(2).into())
+        .await
+        .unwrap();
+    let message = next(&mut live).await;
+    assert_eq!(
+        message.subject.as_str(),
+        format!("session.{mine}.telemetry")
+    );
+    // A new lap completes lap 2: announced live on the session's prefix, and
+    // served by request on the session's own laps subject.
+    monitor
+        .publish(format!("session.{mine}.telemetry"), frame(3).into())
+        .await
+        .unwrap();
+    loop {
+        if next(&mut live).await.subject.as_str() == format!("session.{mine}.lap") {
+            break;
+        }
+    }
+    let laps: Value = serde_json::from_slice(
+        &dashboard
+            .request(format!("sessions.laps.{mine}"), "".into())
+            .await
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(
+        (laps["count"].as_u64(), &laps["laps"][0]["lap"]),
+        (Some(1), &json!(2))
+    );
+    // Snapshots and laps of its own session only: by subject, which the broker
+    // can check.
+    for subject in [
+        format!("sessions.get.{theirs}"),
+        format!("sessions.laps.{theirs}"),
+        "sessions.laps".to_string(),
+        "sessions.get".to_string(),
+        "sessions.list".to_string(),
+        "sessions.delete".to_string(),
+    ] {
+        dashboard
+            .publish(subject.clone(), id_body(theirs).into())
+            .await
+            .unwrap();
+        refused(&mut dashboard_errors, "publish", &subject).await;
+    }
+    let _snoop = dashboard.subscribe("_INBOX.>").await.unwrap();
+    refused(&mut dashboard_errors, "subscription", "_INBOX.>").await;
+
+    // The commands work with the issued credentials alone: a monitor streaming
+    // into its session, and the race engineer's view of it.
+    let (monitor_creds, dashboard_creds) = (
+        path(&format!("{mine}-monitor.creds")),
+        path(&format!("{mine}-dashboard.creds")),
+    );
+    let watch = Running::spawn(&[
+        "watch",
+        mine,
+        "--plain",
+        "--nats-url",
+        &url,
+        "--creds",
+        &dashboard_creds,
+        "--inbox-prefix",
+        inbox,
+    ]);
+    let (code, _, stderr) = run_paddock(&[
+        "monitor",
+        "--session",
+        mine,
+        "--duration",
+        "2s",
+        "--hz",
+        "20",
+        "--nats-url",
+        &url,
+        "--creds",
+        &monitor_creds,
+        "--inbox-prefix",
+        inbox,
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("0 skipped"), "{stderr}");
+    let seen = watch.lines_for(Duration::from_secs(1)).join("\n");
+    assert!(seen.contains("lap"), "the view showed no telemetry: {seen}");
+    assert_eq!(watch.stop("-INT"), 0);
+    assert_eq!(processor.stop("-TERM"), 0);
+}

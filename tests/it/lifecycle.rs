@@ -1,0 +1,202 @@
+//! Starting, stopping and surviving: signals, draining, broker and processor restarts.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use futures::StreamExt;
+use serde_json::Value;
+
+/// Polls until `subject` answers a request (the broker and processor may be coming up).
+async fn wait_for_reply(client: &async_nats::Client, subject: &str, body: String) -> Answer {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request(subject.to_string(), body.clone().into()),
+        )
+        .await;
+        if let Ok(Ok(message)) = attempt {
+            return Answer::from(message);
+        }
+        assert!(Instant::now() < deadline, "{subject} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+async fn binary_exits_0_on(signal: &str) {
+    let server = NatsServer::start();
+    let log = std::env::temp_dir().join(format!(
+        "paddock-signal-{}-{signal}.log",
+        std::process::id()
+    ));
+    let mut child = paddock()
+        .args(["serve", "--nats-url", &server.url()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the paddock binary starts");
+    let client = connect(&server.url()).await;
+    let doc = wait_for_reply(&client, "sessions.create", String::new())
+        .await
+        .ok();
+    assert!(is_uuid4(doc["session_id"].as_str().unwrap()));
+
+    send_signal(child.id(), signal);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "paddock did not exit after {signal}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let output = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}; log:\n{output}"
+    );
+    assert!(output.contains("shutdown complete"), "log:\n{output}");
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_binary_with_exit_0() {
+    binary_exits_0_on("-TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_ends_the_binary_with_exit_0() {
+    binary_exits_0_on("-INT").await;
+}
+
+#[tokio::test]
+async fn shutdown_applies_every_frame_already_delivered() {
+    let mut app = spawn_app().await;
+    let id = app.new_session().await;
+    for lap in 1..=2_000 {
+        app.send_telemetry(&id, frame(lap)).await;
+    }
+    // Once the broker has routed all of them to the processor, shutdown must
+    // apply every one: the drain ends only after what the broker already sent.
+    sync(&app.client).await;
+    let state = app.app.clone();
+    app.stop_processor().await;
+    let snapshot = state.sessions.get(id.parse().unwrap()).unwrap();
+    assert_eq!(snapshot.stats.telemetry_count, 2_000);
+    let last: Value = serde_json::from_slice(&snapshot.telemetry.unwrap().body).unwrap();
+    assert_eq!(last["lap"], 2_000);
+}
+
+#[tokio::test]
+async fn the_processor_rides_out_a_broker_restart() {
+    let mut app = spawn_app().await;
+    let id = app.new_session().await;
+    app.send_setup(&id, SETUP).await.ok();
+
+    app.server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.server.start_again();
+
+    // Both the processor and the test client reconnect by themselves; once the
+    // processor has resubscribed, the session is still there with its setup.
+    let doc = wait_for_reply(&app.client, "sessions.get", id_body(&id))
+        .await
+        .ok();
+    assert_eq!(doc["setup"], serde_json::from_str::<Value>(SETUP).unwrap());
+    // Data subscriptions came back too.
+    let deadline = Instant::now() + PATIENCE;
+    let mut lap = 0;
+    loop {
+        lap += 1;
+        app.send_telemetry(&id, frame(lap)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let doc = app.get(&id).await.ok();
+        if doc["telemetry"]["lap"] == lap {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "telemetry was not ingested after the restart"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_a_memory_store_a_monitor_publishing_to_its_old_id_is_served_after_a_restart() {
+    let mut app = spawn_app().await;
+    let id = app.new_session().await;
+    app.send_telemetry(&id, frame(1)).await;
+    app.get_until(&id, "first frame", |d| d["telemetry"]["lap"] == 1)
+        .await;
+
+    let mut feed = app
+        .client
+        .subscribe("sessions.events.created")
+        .await
+        .unwrap();
+    sync(&app.client).await;
+    // A processor that keeps nothing (--store memory) comes back empty.
+    let memory = paddock::server::store::StoreConfig {
+        kind: paddock::server::store::StoreKind::Memory,
+        ..test_store()
+    };
+    app.restart_processor_with(test_limits(), memory).await;
+    app.get(&id).await.expect_error(404);
+
+    app.send_telemetry(&id, frame(2)).await;
+    let doc = app
+        .get_until(&id, "session served again", |d| d["telemetry"]["lap"] == 2)
+        .await;
+    assert_eq!(doc["session_id"], id.as_str());
+    let event = tokio::time::timeout(PATIENCE, feed.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&event.payload).unwrap();
+    assert_eq!(body["session_id"], id.as_str());
+    assert_eq!(body["via"], "data");
+}
+
+#[tokio::test]
+async fn the_binary_started_before_the_broker_waits_for_it() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    // Nothing else runs in this test, so the blocking helpers of `Running` are fine.
+    let mut processor = Running::spawn(&["serve", "--nats-url", &url]);
+    // Longer than async-nats's default request timeout (10 s): start-up must not
+    // give up while the broker is missing, however long that is.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let still_running = processor.child.try_wait().unwrap().is_none();
+    assert!(still_running, "paddock exited while waiting for the broker");
+    let server = NatsServer::start_on(port);
+    let client = connect(&server.url()).await;
+    let doc = wait_for_reply(&client, "sessions.create", String::new())
+        .await
+        .ok();
+    assert!(is_uuid4(doc["session_id"].as_str().unwrap()));
+    assert_eq!(processor.stop("-TERM"), 0);
+}
+
+#[tokio::test]
+async fn sigterm_while_waiting_for_the_broker_exits_0() {
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let processor = Running::spawn(&["serve", "--nats-url", &url]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(processor.stop("-TERM"), 0);
+}

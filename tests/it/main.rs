@@ -1,0 +1,19 @@
+//! paddock's integration tests, one binary (the zero2prod layout): every module
+//! starts its own nats-server per test and talks to it over the wire.
+
+mod support;
+
+mod archive;
+mod bad_input;
+mod bench;
+mod broker;
+mod cluster;
+mod commands;
+mod contract;
+mod durability;
+mod isolation;
+mod laps;
+mod lifecycle;
+mod live;
+mod processors;
+mod security;

@@ -1,0 +1,128 @@
+//! Several processors behind one subject space: any of them answers any query with
+//! the same data, nothing is lost or counted twice, and killing one keeps the
+//! service answering.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+use futures::StreamExt;
+use serde_json::Value;
+
+async fn request(client: &async_nats::Client, subject: &str, body: String) -> Answer {
+    Answer::from(
+        client
+            .request(subject.to_string(), body.into())
+            .await
+            .expect("a processor answers"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processors_answer_alike_and_one_can_die() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let mut a = Some(serve_binary(&url, &[]));
+    let b = serve_binary(&url, &[]);
+    let client = connect(&url).await;
+    wait_for_processors(&client, 2).await;
+
+    // Creates land on either processor (queue group); each is readable at once,
+    // whichever processor answers the get.
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let id = create(&client).await;
+        request(&client, "sessions.get", id_body(&id)).await.ok();
+        ids.push(id);
+    }
+    for lap in 1..=20 {
+        for id in &ids {
+            client
+                .publish(format!("session.{id}.telemetry"), frame(lap).into())
+                .await
+                .unwrap();
+        }
+    }
+    sync(&client).await;
+    for id in &ids {
+        for _ in 0..4 {
+            let doc = request(&client, "sessions.get", id_body(id)).await.ok();
+            assert_eq!(
+                doc["telemetry"]["lap"], 20,
+                "every processor has the last frame"
+            );
+        }
+    }
+
+    // Deletes become visible everywhere within moments.
+    for id in &ids[..5] {
+        request(&client, "sessions.delete", id_body(id)).await.ok();
+    }
+    let deadline = Instant::now() + PATIENCE;
+    'consistent: loop {
+        for id in &ids[..5] {
+            for _ in 0..4 {
+                if request(&client, "sessions.get", id_body(id)).await.code != Some(404) {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{id} still answered after its delete"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue 'consistent;
+                }
+            }
+        }
+        break;
+    }
+    for _ in 0..4 {
+        let stats = request(&client, "sessions.stats", String::new()).await.ok();
+        assert_eq!(stats["live_sessions"], 25, "{stats}");
+        assert_eq!(stats["sessions_created"], 30, "not counted twice: {stats}");
+        assert_eq!(stats["sessions_deleted"], 5, "{stats}");
+    }
+
+    // One processor dies without warning; the other keeps answering, with all data.
+    let mut victim = a.take().unwrap();
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    for lap in 21..=25 {
+        for id in &ids[5..] {
+            client
+                .publish(format!("session.{id}.telemetry"), frame(lap).into())
+                .await
+                .unwrap();
+        }
+    }
+    sync(&client).await;
+    for id in &ids[5..] {
+        let doc = request(&client, "sessions.get", id_body(id)).await.ok();
+        assert_eq!(doc["telemetry"]["lap"], 25);
+    }
+    let list = request(&client, "sessions.list", String::new()).await.ok();
+    assert_eq!(list["total"], 25);
+    let created = request(&client, "sessions.create", String::new())
+        .await
+        .ok();
+    assert!(created["session_id"].is_string());
+    assert_eq!(b.stop("-TERM"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_is_announced_once_however_many_processors_see_it() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let args = ["serve", "--nats-url", &url, "--expire-after", "1s"];
+    let (a, b) = (Running::spawn(&args), Running::spawn(&args));
+    let client = connect(&url).await;
+    wait_for_processors(&client, 2).await;
+    let (_feed_client, mut feed) = subscriber(&url, "sessions.events.expired".into()).await;
+    let id = create(&client).await;
+    let event: Value = serde_json::from_slice(&next(&mut feed).await.payload).unwrap();
+    assert_eq!(event["session_id"], id.as_str());
+    let again = tokio::time::timeout(Duration::from_secs(2), feed.next()).await;
+    assert!(again.is_err(), "announced twice: {again:?}");
+    for _ in 0..4 {
+        let stats = request(&client, "sessions.stats", String::new()).await.ok();
+        assert_eq!(stats["sessions_expired"], 1, "{stats}");
+    }
+    assert_eq!((a.stop("-TERM"), b.stop("-TERM")), (0, 0));
+}

@@ -1,0 +1,320 @@
+//! A broker configured like deploy/security/: each role can do its job and is
+//! refused everything else; and TLS with client certificates.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::*;
+use async_nats::{Client, ConnectOptions};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const ROLES: [(&str, &str); 4] = [
+    ("processor", "processor-secret"),
+    ("monitor", "monitor-secret"),
+    ("dashboard", "dashboard-secret"),
+    ("ops", "ops-secret"),
+];
+
+fn password(user: &str) -> &'static str {
+    ROLES.iter().find(|(u, _)| *u == user).unwrap().1
+}
+
+/// A directory holding deploy/security/roles.conf with the passwords filled in
+/// (the server would read them from its environment) and a configuration that
+/// includes it, as deploy/README.md says to.
+fn roles_config() -> PathBuf {
+    let dir = fresh_dir("roles");
+    let mut roles = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/security/roles.conf"
+    ))
+    .unwrap();
+    for (user, secret) in ROLES {
+        let var = format!("$PADDOCK_{}_PASSWORD", user.to_uppercase());
+        assert!(roles.contains(&var), "roles.conf names {var}");
+        roles = roles.replace(&var, &format!("\"{secret}\""));
+    }
+    std::fs::write(dir.join("roles.conf"), roles).unwrap();
+    std::fs::write(dir.join("server.conf"), "include ./roles.conf\n").unwrap();
+    dir.join("server.conf")
+}
+
+/// A client of `user`, and the errors the server reports to it (a refused
+/// publish or subscribe arrives only this way).
+async fn client_as(url: &str, user: &str) -> (Client, UnboundedReceiver<String>) {
+    let (options, errors) = reporting_errors(
+        ConnectOptions::new()
+            .user_and_password(user.into(), password(user).into())
+            .custom_inbox_prefix(format!("_INBOX_{user}")),
+    );
+    let client = options
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{user} cannot connect: {e}"));
+    (client, errors)
+}
+
+fn serve_as_processor(url: &str) -> Running {
+    Running::spawn(&[
+        "serve",
+        "--nats-url",
+        url,
+        "--user",
+        "processor",
+        "--password",
+        password("processor"),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_can_do_its_job_and_is_refused_the_rest() {
+    let config = roles_config();
+    let server = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    let url = server.url();
+    // The processor runs with nothing but its role: JetStream buckets, the micro
+    // service, announcements.
+    let processor = serve_as_processor(&url);
+    let (ops, mut ops_errors) = client_as(&url, "ops").await;
+    wait_for_processors(&ops, 1).await;
+
+    // Monitor: creates a session and publishes into it.
+    let (monitor, mut monitor_errors) = client_as(&url, "monitor").await;
+    let id = create(&monitor).await;
+    monitor
+        .publish(format!("session.{id}.telemetry"), frame(1).into())
+        .await
+        .unwrap();
+    sync_as(&ops).await;
+    let doc = ask(&ops, "sessions.get", id_body(&id)).await.ok();
+    assert_eq!(doc["telemetry"]["lap"], 1);
+    // ... and reads nothing, deletes nothing, answers nothing.
+    monitor
+        .publish("sessions.delete", id_body(&id).into())
+        .await
+        .unwrap();
+    refused(&mut monitor_errors, "publish", "sessions.delete").await;
+    monitor
+        .publish("sessions.get", id_body(&id).into())
+        .await
+        .unwrap();
+    refused(&mut monitor_errors, "publish", "sessions.get").await;
+    let _sub = monitor.subscribe("session.*.>").await.unwrap();
+    refused(&mut monitor_errors, "subscription", "session.*.>").await;
+
+    // Dashboard: reads live data and queries, writes nothing.
+    let (dashboard, mut dashboard_errors) = client_as(&url, "dashboard").await;
+    let (_live, mut live) = {
+        let sub = dashboard
+            .subscribe(format!("session.{id}.>"))
+            .await
+            .unwrap();
+        sync_as(&dashboard).await;
+        ((), sub)
+    };
+    monitor
+        .publish(format!("session.{id}.telemetry"), frame(2).into())
+        .await
+        .unwrap();
+    let message = next(&mut live).await;
+    assert_eq!(message.subject.as_str(), format!("session.{id}.telemetry"));
+    let doc = ask(&dashboard, "sessions.get", id_body(&id)).await.ok();
+    assert_eq!(doc["session_id"], id.as_str());
+    let list = ask(&dashboard, "sessions.list", String::new()).await.ok();
+    assert_eq!(list["total"], 1);
+    for subject in [
+        "sessions.create".to_string(),
+        "sessions.delete".to_string(),
+        format!("session.{id}.telemetry"),
+        format!("session.{id}.setup"),
+    ] {
+        dashboard
+            .publish(subject.clone(), "{}".into())
+            .await
+            .unwrap();
+        refused(&mut dashboard_errors, "publish", &subject).await;
+    }
+    // Nobody but the processor may answer the service.
+    let _fake = dashboard.subscribe("sessions.get").await.unwrap();
+    refused(&mut dashboard_errors, "subscription", "sessions.get").await;
+    // Nor read another role's replies.
+    for inbox in ["_INBOX.>", "_INBOX_ops.>"] {
+        let _snoop = dashboard.subscribe(inbox).await.unwrap();
+        refused(&mut dashboard_errors, "subscription", inbox).await;
+    }
+
+    // Ops: deletes; does not publish data or answer the service.
+    for subject in [format!("session.{id}.telemetry")] {
+        ops.publish(subject.clone(), frame(3).into()).await.unwrap();
+        refused(&mut ops_errors, "publish", &subject).await;
+    }
+    let _fake = ops.subscribe("sessions.>").await.unwrap();
+    refused(&mut ops_errors, "subscription", "sessions.>").await;
+    let deleted = ask(&ops, "sessions.delete", id_body(&id)).await.ok();
+    assert_eq!(deleted["session_id"], id.as_str());
+
+    // A wrong password gets no connection at all.
+    let wrong = ConnectOptions::new()
+        .user_and_password("ops".into(), "guess".into())
+        .connect(&url)
+        .await;
+    assert!(wrong.is_err(), "a wrong password was accepted");
+
+    // The commands take the same credentials.
+    let (code, _, stderr) = run_paddock(&[
+        "sessions",
+        "stats",
+        "--nats-url",
+        &url,
+        "--user",
+        "ops",
+        "--password",
+        password("ops"),
+        "--inbox-prefix",
+        "_INBOX_ops",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(processor.stop("-TERM"), 0);
+}
+
+/// `sync` for a client whose role may not publish just anywhere: a request to an
+/// endpoint it may use, answered after everything it sent before.
+async fn sync_as(client: &Client) {
+    client
+        .request("sessions.stats", "".into())
+        .await
+        .expect("stats answered");
+}
+
+/// Runs openssl (as a test tool, like nats-server) to make a CA, a server
+/// certificate for 127.0.0.1, and a client certificate.
+fn certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("these tests need the openssl command (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=paddock test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    // rustls takes only X.509 v3 certificates: the client's gets an extension too.
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for name in ["server", "client"] {
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN=paddock {name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        let mut sign = vec![
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+        ];
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        sign.extend(["-in", &csr, "-out", &pem]);
+        let ext = format!("{name}.ext");
+        sign.extend(["-extfile", &ext]);
+        run(&sign);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    let dir = fresh_dir("tls");
+    certificates(&dir);
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let server = NatsServer::start_with(&[
+        "--tlsverify",
+        "--tlscert",
+        &path("server.pem"),
+        "--tlskey",
+        &path("server.key"),
+        "--tlscacert",
+        &path("ca.pem"),
+    ]);
+    let url = server.url();
+    let tls = [
+        "--tls-ca".to_string(),
+        path("ca.pem"),
+        "--tls-cert".to_string(),
+        path("client.pem"),
+        "--tls-key".to_string(),
+        path("client.key"),
+    ];
+    let mut serve = vec!["serve".to_string(), "--nats-url".into(), url.clone()];
+    serve.extend(tls.iter().cloned());
+    let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
+    let processor = Running::spawn(&serve);
+
+    let mut stats = vec![
+        "sessions".to_string(),
+        "stats".into(),
+        "--nats-url".into(),
+        url.clone(),
+    ];
+    stats.extend(tls.iter().cloned());
+    let stats: Vec<&str> = stats.iter().map(String::as_str).collect();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (code, stdout, stderr) = run_paddock(&stats).await;
+        if code == 0 {
+            assert!(stdout.contains("live sessions"), "{stdout}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stderr}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Without the client certificate the broker does not let the command in.
+    let (code, _, stderr) = run_paddock(&["sessions", "stats", "--nats-url", &url]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no NATS broker is reachable"), "{stderr}");
+    let (code, _, stderr) = run_paddock(&[
+        "sessions",
+        "stats",
+        "--nats-url",
+        &url,
+        "--tls-ca",
+        &path("ca.pem"),
+    ])
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(processor.stop("-TERM"), 0);
+}

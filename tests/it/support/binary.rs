@@ -1,0 +1,120 @@
+//! The paddock binary, run as a user runs it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::PATIENCE;
+
+/// The paddock binary built for these tests, as a command to add arguments to.
+pub fn paddock() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_paddock"))
+}
+
+/// Runs the binary to completion; returns (exit code, stdout, stderr).
+pub async fn run_paddock(args: &[&str]) -> (i32, String, String) {
+    // Waits on a blocking thread, so an in-process processor keeps running.
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || paddock().args(args).output())
+        .await
+        .expect("the waiting thread panicked")
+        .expect("the paddock binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running paddock process whose stdout lines are collected as they come. Its
+/// methods block: use it from a multi-threaded test runtime, so the in-process
+/// processor keeps running on the other worker.
+pub struct Running {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    pub fn spawn(args: &[&str]) -> Self {
+        let child = paddock()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("the paddock binary starts");
+        Self::from_child(child)
+    }
+
+    /// A child spawned with its stdout piped.
+    pub fn from_child(mut child: Child) -> Self {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next stdout line, waiting up to `PATIENCE`.
+    pub fn line(&self) -> String {
+        self.lines
+            .recv_timeout(PATIENCE)
+            .expect("no output line in time")
+    }
+
+    /// Lines printed within `window`.
+    pub fn lines_for(&self, window: Duration) -> Vec<String> {
+        let end = Instant::now() + window;
+        let mut out = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Sends a signal (e.g. "-INT") and waits for the exit code.
+    pub fn stop(mut self, signal: &str) -> i32 {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "paddock did not exit after {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `paddock serve` against `url` with a 200 ms write-behind window (so recovery
+/// tests need not wait long), plus `extra` flags: the release-like processor.
+pub fn serve_binary(url: &str, extra: &[&str]) -> Running {
+    let mut args = vec!["serve", "--nats-url", url, "--persist-interval", "200ms"];
+    args.extend_from_slice(extra);
+    Running::spawn(&args)
+}

@@ -1,0 +1,119 @@
+//! Brokers for tests: paddock's own `LocalBroker`, one per test, and clusters.
+
+use std::path::PathBuf;
+
+use paddock::broker::{BrokerConfig, LocalBroker};
+
+/// A running `nats-server`, killed and its store removed on drop: paddock's own
+/// [`LocalBroker`], which demo and bench use too.
+pub struct NatsServer {
+    broker: LocalBroker,
+}
+
+/// A new, empty directory under the system's temporary directory.
+pub fn fresh_dir(tag: &str) -> PathBuf {
+    paddock::broker::fresh_dir(tag)
+}
+
+impl NatsServer {
+    /// A broker with JetStream on, on a random loopback port.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra command-line arguments (e.g. `["--max_payload", "4096"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_config(BrokerConfig {
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            ..BrokerConfig::default()
+        })
+    }
+
+    /// A broker on a given port (e.g. one a processor is already trying to reach).
+    pub fn start_on(port: u16) -> Self {
+        Self::start_config(BrokerConfig {
+            port: Some(port),
+            ..BrokerConfig::default()
+        })
+    }
+
+    fn start_config(config: BrokerConfig) -> Self {
+        let config = BrokerConfig {
+            echo_log: std::env::var_os("TEST_LOG").map(|_| "nats-server: ".to_string()),
+            ..config
+        };
+        match LocalBroker::start(config) {
+            Ok(broker) => NatsServer { broker },
+            // These tests need a real broker; one that cannot start fails the test.
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.broker.url()
+    }
+
+    /// Kills the broker (as a crash would) and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.broker.restart().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Kills the broker and leaves it down until [`NatsServer::start_again`].
+    pub fn kill(&mut self) {
+        self.broker.kill();
+    }
+
+    pub fn start_again(&mut self) {
+        self.restart();
+    }
+}
+
+/// A loopback port that is free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A JetStream cluster of `nats-server`s on loopback, each with its own store.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(size: usize) -> Self {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let nodes = (0..size)
+            .map(|i| {
+                let routes: Vec<String> = route_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+                    .collect();
+                NatsServer::start_with(&[
+                    "--server_name",
+                    &format!("n{i}"),
+                    "--cluster_name",
+                    "paddock-test",
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", route_ports[i]),
+                    "--routes",
+                    &routes.join(","),
+                ])
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's URL, comma-separated, as `--nats-url` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
