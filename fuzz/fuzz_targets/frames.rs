@@ -6,8 +6,8 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use paddock::app::App;
-use paddock::subjects::{self, DataKind};
+use paddock::protocol::subjects::{self, DataKind};
+use paddock::server::app::App;
 use paddock::{Limits, SessionId};
 
 const LIMIT: usize = 4096;
@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
         // The lap field, found without a DOM, is what serde_json's pointer finds;
         // and a lap closes exactly when that value is not lap 1.
         let value: serde_json::Value = serde_json::from_slice(frame).unwrap();
-        let pointer = paddock::payload::Pointer::parse("/lap").unwrap();
+        let pointer = paddock::protocol::payload::Pointer::parse("/lap").unwrap();
         let ours = pointer
             .find(frame)
             .map(|r| serde_json::from_slice::<serde_json::Value>(&frame[r]).unwrap());

@@ -8,6 +8,11 @@ use async_nats::{Client, RequestErrorKind};
 use bytes::Bytes;
 use serde_json::Value;
 
+use serde::de::DeserializeOwned;
+
+use crate::protocol::documents::{
+    Deleted, ErrorBody, LapPage, LapRecord, Page, SessionDocument, SessionSummary, Stats,
+};
 use crate::protocol::subjects;
 
 pub mod connect;
@@ -18,9 +23,15 @@ pub enum ClientError {
     /// Nobody subscribes to the subject (no responders), or no reply came in time.
     #[error("no paddock processor is answering on {url}")]
     NoProcessor { url: String },
-    /// The processor refused the request.
+    /// The processor refused the request: the micro error code, its message, and
+    /// the stable label from the body (`ended_session`, `unknown_session`, …) when
+    /// the processor sent one.
     #[error("{reason} (error {code})")]
-    Service { code: u16, reason: String },
+    Service {
+        code: u16,
+        reason: String,
+        kind: Option<String>,
+    },
     #[error("unexpected reply from the processor: {0}")]
     BadReply(String),
     #[error("request failed: {0}")]
@@ -63,8 +74,13 @@ impl SessionsClient {
         }
     }
 
-    /// A request on any subject, with the service's error headers turned into errors.
-    pub async fn request_raw(&self, subject: String, body: Bytes) -> Result<Value, ClientError> {
+    /// A request on any subject, with the service's error headers turned into
+    /// errors, and the reply read as `T` (a protocol document).
+    pub async fn request_as<T: DeserializeOwned>(
+        &self,
+        subject: String,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
         let no_processor = || ClientError::NoProcessor {
             url: self.url.clone(),
         };
@@ -88,31 +104,38 @@ impl SessionsClient {
                 .get(NATS_SERVICE_ERROR)
                 .map(|r| r.as_str().to_string())
                 .unwrap_or_else(|| "no reason given".into());
-            return Err(ClientError::Service { code, reason });
+            let kind = serde_json::from_slice::<ErrorBody>(&reply.payload)
+                .ok()
+                .and_then(|body| body.reason);
+            return Err(ClientError::Service { code, reason, kind });
         }
         serde_json::from_slice(&reply.payload).map_err(|e| ClientError::BadReply(e.to_string()))
     }
 
     /// A request to `sessions.<endpoint>`.
-    pub async fn request(&self, endpoint: &str, body: Value) -> Result<Value, ClientError> {
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        body: Value,
+    ) -> Result<T, ClientError> {
         let body = if body.is_null() {
             Bytes::new()
         } else {
             Bytes::from(body.to_string())
         };
-        self.request_raw(subjects::control(endpoint), body).await
+        self.request_as(subjects::control(endpoint), body).await
     }
 
-    pub async fn create(&self) -> Result<Value, ClientError> {
+    pub async fn create(&self) -> Result<SessionDocument<Value>, ClientError> {
         self.request(subjects::CREATE, Value::Null).await
     }
 
     /// A session's document, asked on `sessions.get.<id>` (what per-session
     /// credentials allow); an id that is not one goes in a body, for the server's
     /// 400.
-    pub async fn get(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn get(&self, id: &str) -> Result<SessionDocument<Value>, ClientError> {
         match crate::protocol::id::SessionId::parse(id) {
-            Ok(id) => self.request_raw(subjects::get_one(&id), Bytes::new()).await,
+            Ok(id) => self.request_as(subjects::get_one(&id), Bytes::new()).await,
             Err(_) => {
                 self.request(subjects::GET, serde_json::json!({ "session_id": id }))
                     .await
@@ -120,12 +143,12 @@ impl SessionsClient {
         }
     }
 
-    pub async fn delete(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn delete(&self, id: &str) -> Result<Deleted<Value>, ClientError> {
         self.request(subjects::DELETE, serde_json::json!({ "session_id": id }))
             .await
     }
 
-    pub async fn stats(&self) -> Result<Value, ClientError> {
+    pub async fn stats(&self) -> Result<Stats, ClientError> {
         self.request(subjects::STATS, Value::Null).await
     }
 
@@ -137,7 +160,7 @@ impl SessionsClient {
         id: &crate::protocol::id::SessionId,
         from_lap: Option<f64>,
         archived: bool,
-    ) -> Result<Vec<Value>, ClientError> {
+    ) -> Result<Vec<LapRecord<Value>>, ClientError> {
         let subject = if archived {
             subjects::archive_laps_one(id)
         } else {
@@ -150,34 +173,28 @@ impl SessionsClient {
                 Some(from) => serde_json::json!({ "from_lap": from, "limit": 1000 }),
                 None => serde_json::json!({ "limit": 1000 }),
             };
-            let page = self
-                .request_raw(subject.clone(), Bytes::from(body.to_string()))
+            let page: LapPage<Value> = self
+                .request_as(subject.clone(), Bytes::from(body.to_string()))
                 .await?;
-            let records = page["laps"]
-                .as_array()
-                .ok_or_else(|| ClientError::BadReply(page.to_string()))?;
-            laps.extend(records.iter().cloned());
-            match &page["next_from_lap"] {
-                Value::Null => return Ok(laps),
-                next if Some(next) == from.as_ref() => return Ok(laps),
-                next => from = Some(next.clone()),
+            laps.extend(page.laps);
+            match page.next_from_lap {
+                None => return Ok(laps),
+                Some(next) if Some(&next) == from.as_ref() => return Ok(laps),
+                next => from = next,
             }
         }
     }
 
     /// Every live session, following `sessions.list` pages to the end.
-    pub async fn list_all(&self) -> Result<Vec<Value>, ClientError> {
+    pub async fn list_all(&self) -> Result<Vec<SessionSummary>, ClientError> {
         let mut rows = Vec::new();
-        let mut offset = 0u64;
+        let mut offset = 0usize;
         loop {
-            let page = self
+            let page: Page<SessionSummary> = self
                 .request(subjects::LIST, serde_json::json!({ "offset": offset }))
                 .await?;
-            let sessions = page["sessions"]
-                .as_array()
-                .ok_or_else(|| ClientError::BadReply(page.to_string()))?;
-            rows.extend(sessions.iter().cloned());
-            match page["next_offset"].as_u64() {
+            rows.extend(page.sessions);
+            match page.next_offset {
                 Some(next) if next > offset => offset = next,
                 _ => return Ok(rows),
             }
@@ -195,10 +212,12 @@ mod tests {
         let unavailable = ClientError::Service {
             code: 503,
             reason: "storage unavailable".into(),
+            kind: None,
         };
         let bad = ClientError::Service {
             code: 400,
             reason: "bad".into(),
+            kind: None,
         };
         assert!(no_processor.is_transient());
         assert!(unavailable.is_transient());

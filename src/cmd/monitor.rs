@@ -25,6 +25,7 @@ use super::args::{ConnectArgs, parse_duration};
 use crate::client::SessionsClient;
 use crate::client::connect::{Link, connect_observed};
 use crate::cmd::sim::Race;
+use crate::protocol::documents::Ack;
 use crate::protocol::id::SessionId;
 use crate::protocol::subjects::{self, DataKind};
 
@@ -215,12 +216,7 @@ async fn create_session(client: &SessionsClient) -> anyhow::Result<String> {
     let mut told = false;
     loop {
         match client.create().await {
-            Ok(doc) => {
-                return doc["session_id"]
-                    .as_str()
-                    .map(str::to_string)
-                    .context("the processor sent no session id");
-            }
+            Ok(doc) => return Ok(doc.session_id.to_string()),
             Err(e) if e.is_transient() => {
                 if !told {
                     eprintln!("monitor: {e}; waiting for one");
@@ -242,7 +238,7 @@ async fn send_setup(client: &SessionsClient, car: &Car) -> anyhow::Result<()> {
     let body = Bytes::from(setup.to_string());
     loop {
         match client
-            .request_raw(subjects::data(&id, DataKind::Setup), body.clone())
+            .request_as::<Ack>(subjects::data(&id, DataKind::Setup), body.clone())
             .await
         {
             Ok(_) => return Ok(()),

@@ -95,7 +95,7 @@ impl ServeArgs {
         };
         let seed = std::fs::read_to_string(seed)
             .with_context(|| format!("cannot read the signing seed {}", seed.display()))?;
-        Issuer::new(account, &seed).map(Some)
+        Ok(Some(Issuer::new(account, &seed)?))
     }
 
     pub fn lifecycle(&self) -> Lifecycle {

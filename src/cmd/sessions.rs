@@ -16,6 +16,7 @@ use super::args::{ConnectArgs, parse_duration};
 use super::format;
 use crate::client::SessionsClient;
 use crate::client::connect::connect_once;
+use crate::protocol::documents::{LapRecord, SessionDocument, SessionSummary, Stats};
 
 #[derive(Debug, Clone, Args)]
 pub struct SessionsArgs {
@@ -96,9 +97,7 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
             if args.json {
                 pretty(&reply)
             } else {
-                let frames = reply["session"]["stats"]["telemetry_count"]
-                    .as_u64()
-                    .unwrap_or(0);
+                let frames = reply.session.stats.telemetry_count;
                 format!("deleted {session_id} ({frames} telemetry frames)\n")
             }
         }
@@ -130,14 +129,14 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn pretty(value: &Value) -> String {
-    let mut s = serde_json::to_string_pretty(value).expect("JSON values serialize");
+fn pretty(value: &impl serde::Serialize) -> String {
+    let mut s = serde_json::to_string_pretty(value).expect("documents serialize");
     s.push('\n');
     s
 }
 
 /// The session list as a table, oldest first.
-pub fn list_table(rows: &[Value], now: DateTime<Utc>) -> String {
+pub fn list_table(rows: &[SessionSummary], now: DateTime<Utc>) -> String {
     if rows.is_empty() {
         return "no live sessions\n".into();
     }
@@ -148,18 +147,11 @@ pub fn list_table(rows: &[Value], now: DateTime<Utc>) -> String {
     ];
     for row in rows {
         table.push(vec![
-            row["session_id"].as_str().unwrap_or("?").to_string(),
-            time_and_age(&row["created_at"], now),
-            time_and_age(&row["last_update"], now),
-            row["telemetry_count"]
-                .as_u64()
-                .map_or("?".into(), |n| n.to_string()),
-            if row["has_setup"] == true {
-                "yes"
-            } else {
-                "no"
-            }
-            .to_string(),
+            row.session_id.to_string(),
+            time_and_age(row.created_at, now),
+            time_and_age(row.last_update, now),
+            row.telemetry_count.to_string(),
+            if row.has_setup { "yes" } else { "no" }.to_string(),
         ]);
     }
     let mut out = format::columns(&table);
@@ -171,60 +163,54 @@ pub fn list_table(rows: &[Value], now: DateTime<Utc>) -> String {
     out
 }
 
-/// One session, as a few labelled lines.
-pub fn session_text(doc: &Value, now: DateTime<Utc>) -> String {
-    let t = &doc["telemetry"];
-    let telemetry = if t.is_null() {
-        "none yet".to_string()
-    } else {
-        let mut parts = Vec::new();
-        for (key, label) in [("lap", "lap"), ("position", "P")] {
-            if let Some(v) = t[key].as_f64() {
-                parts.push(if label == "P" {
-                    format!("P{v}")
-                } else {
-                    format!("{label} {v}")
-                });
+/// One session, as a few labelled lines. The frames are the sim's own JSON, read
+/// by the field names the sample frames and `paddock monitor` use.
+pub fn session_text(doc: &SessionDocument<Value>, now: DateTime<Utc>) -> String {
+    let telemetry = match &doc.telemetry {
+        None => "none yet".to_string(),
+        Some(t) => {
+            let mut parts = Vec::new();
+            if let Some(lap) = t["lap"].as_f64() {
+                parts.push(format!("lap {lap}"));
+            }
+            if let Some(position) = t["position"].as_f64() {
+                parts.push(format!("P{position}"));
+            }
+            if let (Some(f), Some(c)) = (t["fuel"].as_f64(), t["fuel_capacity"].as_f64()) {
+                parts.push(format!("fuel {f:.1}/{c:.0} L"));
+            }
+            if let Some(driver) = t["player_name"].as_str() {
+                parts.push(driver.to_string());
+            }
+            if parts.is_empty() {
+                "received".to_string()
+            } else {
+                parts.join(", ")
             }
         }
-        if let (Some(f), Some(c)) = (t["fuel"].as_f64(), t["fuel_capacity"].as_f64()) {
-            parts.push(format!("fuel {f:.1}/{c:.0} L"));
-        }
-        if let Some(driver) = t["player_name"].as_str() {
-            parts.push(driver.to_string());
-        }
-        if parts.is_empty() {
-            "received".to_string()
-        } else {
-            parts.join(", ")
-        }
     };
-    let setup = match doc["setup_timestamp"].as_str() {
-        Some(_) => format!("stored {}", time_and_age(&doc["setup_timestamp"], now)),
+    let setup = match doc.setup_timestamp {
+        Some(at) => format!("stored {}", time_and_age(at, now)),
         None => "none".into(),
     };
-    let s = &doc["stats"];
+    let s = &doc.stats;
     let lines = [
-        (
-            "session",
-            doc["session_id"].as_str().unwrap_or("?").to_string(),
-        ),
-        ("created", time_and_age(&doc["created_at"], now)),
-        ("last update", time_and_age(&doc["last_update"], now)),
+        ("session", doc.session_id.to_string()),
+        ("created", time_and_age(doc.created_at, now)),
+        ("last update", time_and_age(doc.last_update, now)),
         ("setup", setup),
         ("telemetry", telemetry),
         (
             "frames",
             format!(
                 "{} telemetry, {} setup, {} rejected",
-                s["telemetry_count"].as_u64().unwrap_or(0),
-                s["setup_count"].as_u64().unwrap_or(0),
-                s["rejected_count"].as_u64().unwrap_or(0)
+                s.telemetry_count, s.setup_count, s.rejected_count
             ),
         ),
+        ("rate", format!("{} frames/s", s.rate_hz)),
         (
-            "rate",
-            format!("{} frames/s", s["rate_hz"].as_f64().unwrap_or(0.0)),
+            "laps",
+            format!("{} kept, {} completed", s.laps, s.laps_completed),
         ),
     ];
     lines
@@ -234,39 +220,34 @@ pub fn session_text(doc: &Value, now: DateTime<Utc>) -> String {
 }
 
 /// Service-wide counters, one per line; rejections by reason when there are any.
-pub fn stats_text(stats: &Value) -> String {
+pub fn stats_text(stats: &Stats) -> String {
+    let counters = [
+        ("live sessions", stats.live_sessions.to_string()),
+        ("sessions created", stats.sessions_created.to_string()),
+        ("sessions deleted", stats.sessions_deleted.to_string()),
+        ("sessions expired", stats.sessions_expired.to_string()),
+        ("ingest rate hz", stats.ingest_rate_hz.to_string()),
+        ("telemetry frames", stats.telemetry_frames.to_string()),
+        ("setup frames", stats.setup_frames.to_string()),
+        ("laps completed", stats.laps_completed.to_string()),
+        ("lap records", stats.lap_records.to_string()),
+        ("rejected total", stats.rejected_total.to_string()),
+    ];
     let mut out = String::new();
-    for key in [
-        "live_sessions",
-        "sessions_created",
-        "sessions_deleted",
-        "sessions_expired",
-        "ingest_rate_hz",
-        "telemetry_frames",
-        "setup_frames",
-        "rejected_total",
-    ] {
-        out.push_str(&format!("{:<18} {}\n", key.replace('_', " "), stats[key]));
+    for (label, value) in counters {
+        out.push_str(&format!("{label:<18} {value}\n"));
     }
-    if let Some(reasons) = stats["rejected"].as_object() {
-        for (reason, n) in reasons.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0) {
-            out.push_str(&format!(
-                "  rejected {:<10} {n}\n",
-                reason.replace('_', " ")
-            ));
-        }
+    for (reason, n) in stats.rejected.iter().filter(|(_, n)| **n > 0) {
+        out.push_str(&format!(
+            "  rejected {:<10} {n}\n",
+            reason.replace('_', " ")
+        ));
     }
     out
 }
 
-fn time_and_age(v: &Value, now: DateTime<Utc>) -> String {
-    let Some(t) = v
-        .as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-    else {
-        return "—".into();
-    };
-    let age = (now - t.with_timezone(&Utc)).to_std().unwrap_or_default();
+fn time_and_age(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let age = (now - t).to_std().unwrap_or_default();
     format!(
         "{} ({} ago)",
         t.format("%Y-%m-%d %H:%M:%S"),
@@ -275,18 +256,14 @@ fn time_and_age(v: &Value, now: DateTime<Utc>) -> String {
 }
 
 /// The new session's id, and where its credentials went, if it has any.
-fn created_text(doc: &Value, dir: &std::path::Path) -> anyhow::Result<String> {
-    let id = doc["session_id"]
-        .as_str()
-        .context("the processor sent no session id")?;
+fn created_text(doc: &SessionDocument<Value>, dir: &std::path::Path) -> anyhow::Result<String> {
+    let id = doc.session_id;
     let mut out = format!("{id}\n");
-    let creds = &doc["credentials"];
-    if creds.is_object() {
-        let inbox = creds["inbox_prefix"].as_str().unwrap_or("_INBOX");
+    if let Some(creds) = &doc.credentials {
+        let inbox = &creds.inbox_prefix;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for role in ["monitor", "dashboard"] {
+        for (role, text) in [("monitor", &creds.monitor), ("dashboard", &creds.dashboard)] {
             let path = dir.join(format!("{id}-{role}.creds"));
-            let text = creds[role].as_str().context("incomplete credentials")?;
             crate::server::credentials::write_private(&path, text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             let command = match role {
@@ -305,7 +282,7 @@ fn created_text(doc: &Value, dir: &std::path::Path) -> anyhow::Result<String> {
 /// Lap records as a table. The lap time is the sim's own (`last_lap_time` in the
 /// next lap's first frame) when it sends one, else the time between the lap's
 /// first frame and the next lap's.
-pub fn laps_table(laps: &[Value]) -> String {
+pub fn laps_table(laps: &[LapRecord<Value>]) -> String {
     if laps.is_empty() {
         return "no completed laps\n".into();
     }
@@ -317,23 +294,19 @@ pub fn laps_table(laps: &[Value]) -> String {
         "ENDED".into(),
     ]];
     for lap in laps {
-        let elapsed = || -> Option<f64> {
-            let start = DateTime::parse_from_rfc3339(lap["started_at"].as_str()?).ok()?;
-            let end = DateTime::parse_from_rfc3339(lap["ended_at"].as_str()?).ok()?;
-            Some((end - start).num_milliseconds() as f64 / 1000.0)
-        };
-        let time = lap["next_frame"]["last_lap_time"].as_f64().or_else(elapsed);
+        let elapsed = (lap.ended_at - lap.started_at).num_milliseconds() as f64 / 1000.0;
+        let time = lap.next_frame["last_lap_time"].as_f64().unwrap_or(elapsed);
         rows.push(vec![
-            match &lap["lap"] {
+            match &lap.lap {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             },
-            format::lap_time(time),
-            lap["frames"].to_string(),
-            lap["next_frame"]["fuel"]
+            format::lap_time(Some(time)),
+            lap.frames.to_string(),
+            lap.next_frame["fuel"]
                 .as_f64()
                 .map_or("—".into(), |f| format!("{f:.1} L")),
-            lap["ended_at"].as_str().unwrap_or("—").to_string(),
+            crate::protocol::documents::time::format(&lap.ended_at),
         ]);
     }
     let mut out = format::columns(&rows);
@@ -353,6 +326,10 @@ mod tests {
             json!({"lap": 2, "started_at": "2026-11-24T10:03:30.5Z", "ended_at": "2026-11-24T10:07:00Z",
                    "frames": 2090, "last_frame": {}, "next_frame": {"last_lap_time": 209.125}}),
         ];
+        let laps: Vec<LapRecord<Value>> = laps
+            .into_iter()
+            .map(|l| serde_json::from_value(l).unwrap())
+            .collect();
         let table = laps_table(&laps);
         assert!(table.starts_with("LAP  LAP TIME"), "{table}");
         assert!(table.contains("3:30.500"), "{table}");
@@ -374,6 +351,10 @@ mod tests {
             "last_update": now.to_rfc3339(),
             "telemetry_count": 12, "has_setup": true
         })];
+        let rows: Vec<SessionSummary> = rows
+            .into_iter()
+            .map(|r| serde_json::from_value(r).unwrap())
+            .collect();
         let out = list_table(&rows, now);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("SESSION"), "{out}");
@@ -392,12 +373,15 @@ mod tests {
 
     #[test]
     fn a_session_reads_as_labelled_lines() {
-        let doc = json!({
-            "session_id": "x", "created_at": Utc::now().to_rfc3339(), "last_update": Utc::now().to_rfc3339(),
+        let doc: SessionDocument<Value> = serde_json::from_value(json!({
+            "session_id": "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b",
+            "created_at": Utc::now().to_rfc3339(), "last_update": Utc::now().to_rfc3339(),
             "setup": {}, "setup_timestamp": Utc::now().to_rfc3339(),
             "telemetry": {"lap": 14, "position": 3, "fuel": 41.2, "fuel_capacity": 75.0, "player_name": "A. Driver"},
-            "stats": {"telemetry_count": 5, "setup_count": 1, "rejected_count": 2}
-        });
+            "stats": {"telemetry_count": 5, "setup_count": 1, "rejected_count": 2,
+                      "first_frame_at": null, "last_frame_at": null, "duration_s": 1.0, "rate_hz": 0.0}
+        }))
+        .unwrap();
         let out = session_text(&doc, Utc::now());
         assert!(
             out.contains("telemetry    lap 14, P3, fuel 41.2/75 L, A. Driver"),

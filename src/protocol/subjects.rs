@@ -18,6 +18,73 @@ pub const SERVICE_NAME: &str = "sessions";
 /// First token of every control subject; the micro service's endpoint group.
 pub const CONTROL_PREFIX: &str = "sessions";
 
+/// The endpoints of the `sessions` service, typed: parsed once where a request
+/// arrives and dispatched in one place (server/control.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Create,
+    Get,
+    List,
+    Delete,
+    Stats,
+    ArchiveList,
+    ArchiveGet,
+    Laps,
+    ArchiveLaps,
+}
+
+impl Endpoint {
+    /// Every endpoint, in the order `$SRV.INFO` lists them.
+    pub const ALL: [Endpoint; 9] = [
+        Endpoint::Create,
+        Endpoint::Get,
+        Endpoint::List,
+        Endpoint::Delete,
+        Endpoint::Stats,
+        Endpoint::ArchiveList,
+        Endpoint::ArchiveGet,
+        Endpoint::Laps,
+        Endpoint::ArchiveLaps,
+    ];
+
+    /// The endpoint's name in the `sessions` group: `sessions.<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Create => CREATE,
+            Endpoint::Get => GET,
+            Endpoint::List => LIST,
+            Endpoint::Delete => DELETE,
+            Endpoint::Stats => STATS,
+            Endpoint::ArchiveList => ARCHIVE_LIST,
+            Endpoint::ArchiveGet => ARCHIVE_GET,
+            Endpoint::Laps => LAPS,
+            Endpoint::ArchiveLaps => ARCHIVE_LAPS,
+        }
+    }
+
+    /// The endpoint with this name, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Endpoint::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// For the endpoints that also take the session id as the subject's last token
+    /// (`sessions.get.<id>`, so broker permissions can allow one session and no
+    /// other): the micro endpoint's name and its pattern in the group.
+    pub fn one_session(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Endpoint::Get => Some(("get-one", GET_ONE)),
+            Endpoint::Laps => Some(("laps-one", LAPS_ONE)),
+            Endpoint::ArchiveLaps => Some(("archive-laps-one", ARCHIVE_LAPS_ONE)),
+            _ => None,
+        }
+    }
+
+    /// `sessions.<name>`.
+    pub fn subject(self) -> String {
+        control(self.name())
+    }
+}
+
 /// Endpoint names inside the `sessions` group: `sessions.create` and so on.
 pub const CREATE: &str = "create";
 pub const GET: &str = "get";
@@ -32,16 +99,14 @@ pub const ARCHIVE_LAPS: &str = "archive.laps";
 /// `sessions.get.<id>`: the same as `sessions.get`, with the id in the subject, so
 /// that broker permissions can allow one session's snapshot and no other.
 pub const GET_ONE: &str = "get.*";
+/// `sessions.laps.<id>` and `sessions.archive.laps.<id>`, likewise.
+pub const LAPS_ONE: &str = "laps.*";
+pub const ARCHIVE_LAPS_ONE: &str = "archive.laps.*";
 
 /// `sessions.get.<id>`.
 pub fn get_one(id: &SessionId) -> String {
     format!("{CONTROL_PREFIX}.{GET}.{id}")
 }
-
-/// `sessions.laps.<id>` and `sessions.archive.laps.<id>`: lap history with the id
-/// in the subject (the body pages), for the same reason as [`GET_ONE`].
-pub const LAPS_ONE: &str = "laps.*";
-pub const ARCHIVE_LAPS_ONE: &str = "archive.laps.*";
 
 /// `sessions.laps.<id>`.
 pub fn laps_one(id: &SessionId) -> String {
@@ -53,15 +118,7 @@ pub fn archive_laps_one(id: &SessionId) -> String {
     format!("{CONTROL_PREFIX}.{ARCHIVE_LAPS}.{id}")
 }
 
-/// Endpoints with the session id as the subject's last token: (micro endpoint
-/// name, subject pattern in the group, the endpoint it stands for).
-pub const ONE_SESSION_ENDPOINTS: [(&str, &str, &str); 3] = [
-    ("get-one", GET_ONE, GET),
-    ("laps-one", LAPS_ONE, LAPS),
-    ("archive-laps-one", ARCHIVE_LAPS_ONE, ARCHIVE_LAPS),
-];
-
-/// Every endpoint, in the order `$SRV.INFO` lists them.
+/// Every endpoint name, in the order `$SRV.INFO` lists them.
 pub const ENDPOINTS: [&str; 9] = [
     CREATE,
     GET,
@@ -73,6 +130,47 @@ pub const ENDPOINTS: [&str; 9] = [
     LAPS,
     ARCHIVE_LAPS,
 ];
+
+/// Every session's data and announcements: what a team dashboard (or ops) follows.
+pub const ALL_SESSIONS: &str = "session.*.>";
+/// The service-wide lifecycle feed, every kind.
+pub const ALL_SERVICE_EVENTS: &str = "sessions.events.>";
+/// NATS micro discovery, every verb.
+pub const ALL_DISCOVERY: &str = "$SRV.>";
+
+/// `$SRV.PING.<service>.<instance id>`: one service instance's PING.
+pub fn discovery_ping(instance: &str) -> String {
+    format!("$SRV.PING.{SERVICE_NAME}.{instance}")
+}
+
+/// The inbox prefix clients use unless told otherwise.
+pub const DEFAULT_INBOX_PREFIX: &str = "_INBOX";
+
+/// `_INBOX_<name>`: the inbox prefix of a role (`ops`, `creator`, …) or of one
+/// session's credentials (`_INBOX_<id>`); holders may read only under it.
+pub fn inbox_prefix(name: &impl std::fmt::Display) -> String {
+    format!("{DEFAULT_INBOX_PREFIX}_{name}")
+}
+
+/// `<inbox prefix>.>`: every reply under an inbox prefix.
+pub fn inbox_wildcard(prefix: &str) -> String {
+    format!("{prefix}.>")
+}
+
+/// The stream a JetStream KV bucket is made of, and its subjects.
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// `$KV.<bucket>.>`: every key of a bucket.
+pub fn kv_subjects(bucket: &str) -> String {
+    format!("$KV.{bucket}.>")
+}
+
+/// `$KV.<bucket>.<key>`: one key of a bucket.
+pub fn kv_key(bucket: &str, key: &impl std::fmt::Display) -> String {
+    format!("$KV.{bucket}.{key}")
+}
 
 /// Wildcards the processor subscribes to for monitor data. Two explicit patterns
 /// rather than `session.*.>` so the processor never receives its own announcements.
@@ -120,6 +218,12 @@ pub fn data(id: &SessionId, kind: DataKind) -> String {
     format!("{DATA_PREFIX}{id}.{}", kind.as_str())
 }
 
+/// `session.<id>.`: what every subject of one session starts with; the rest is
+/// the kind (`telemetry`, `setup`, `lap`, `events.<kind>`).
+pub fn session_prefix(id: &SessionId) -> String {
+    format!("{DATA_PREFIX}{id}.")
+}
+
 /// `session.<id>.>`: what a dashboard subscribes to for one session.
 pub fn session_wildcard(id: &SessionId) -> String {
     format!("{DATA_PREFIX}{id}.>")
@@ -151,9 +255,12 @@ pub fn control(endpoint: &str) -> String {
 
 /// Splits `session.<id>.<kind>` into its raw id token and kind, without allocating.
 /// The id token is returned unvalidated: the caller decides how to treat a bad one.
+/// The kind is the token after the id; a token after it is tolerated (a subject
+/// mapping may append one, e.g. a partition number, when processors scale out).
 pub fn parse_data(subject: &str) -> Option<(&str, DataKind)> {
     let rest = subject.strip_prefix(DATA_PREFIX)?;
-    let (id, kind) = rest.rsplit_once('.')?;
+    let (id, rest) = rest.split_once('.')?;
+    let kind = rest.split_once('.').map_or(rest, |(kind, _)| kind);
     let kind = match kind {
         "setup" => DataKind::Setup,
         "telemetry" => DataKind::Telemetry,
@@ -176,6 +283,27 @@ mod tests {
         );
         let subject = data(&id, DataKind::Setup);
         assert_eq!(parse_data(&subject).map(|(_, k)| k), Some(DataKind::Setup));
+    }
+
+    #[test]
+    fn a_trailing_token_after_the_kind_is_tolerated() {
+        let id = SessionId::new_v4();
+        let subject = format!("{}.7", data(&id, DataKind::Telemetry));
+        assert_eq!(
+            parse_data(&subject),
+            Some((id.to_string().as_str(), DataKind::Telemetry))
+        );
+        assert_eq!(parse_data("session.x"), None);
+        assert_eq!(parse_data(&format!("session.{id}.events.created")), None);
+    }
+
+    #[test]
+    fn endpoints_round_trip_by_name() {
+        for endpoint in Endpoint::ALL {
+            assert_eq!(Endpoint::from_name(endpoint.name()), Some(endpoint));
+        }
+        assert_eq!(Endpoint::from_name("nope"), None);
+        assert_eq!(ENDPOINTS, Endpoint::ALL.map(Endpoint::name));
     }
 
     #[test]

@@ -5,12 +5,12 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
+use crate::protocol::documents;
 use crate::protocol::id::SessionId;
 use crate::protocol::subjects::Event;
 use crate::server::metrics::Metrics;
-use crate::server::sessions::{Sessions, Snapshot, format_time};
+use crate::server::sessions::{Sessions, Snapshot};
 
 /// Limits the operator sets (see `paddock serve --help`).
 #[derive(Debug, Clone)]
@@ -90,15 +90,13 @@ impl Announcement {
         via: &str,
         session: Option<&Snapshot>,
     ) -> Self {
-        let mut body = json!({
-            "event": event.as_str(),
-            "session_id": session_id,
-            "at": format_time(&at),
-            "via": via,
-        });
-        if let Some(s) = session {
-            body["session"] = s.to_value();
-        }
+        let body = documents::Announcement {
+            event: event.as_str().to_string(),
+            session_id,
+            at,
+            via: via.to_string(),
+            session: session.map(Snapshot::document),
+        };
         Announcement {
             session_id,
             event,

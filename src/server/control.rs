@@ -4,14 +4,14 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::json;
 
+use crate::protocol::documents::{ArchivedSession, ArchivedSummary, Deleted, Page};
 use crate::protocol::id::SessionId;
 use crate::protocol::payload::validate_object;
-use crate::protocol::subjects::{self, Event};
+use crate::protocol::subjects::{Endpoint, Event};
 use crate::server::app::{Announcement, App};
 use crate::server::error::ServiceError;
-use crate::server::sessions::{Ended, SessionError, format_time};
+use crate::server::sessions::{Ended, SessionError};
 
 /// How long issued session credentials are good for.
 const CREDENTIALS_TTL_S: i64 = 48 * 3600;
@@ -64,8 +64,8 @@ struct IdRequest<'a> {
     session_id: Cow<'a, str>,
 }
 
-/// One page of `rows`: `{"total", "count", "offset", "next_offset", "sessions"}`.
-fn page<T: serde::Serialize>(rows: Vec<T>, request: &ListRequest) -> serde_json::Value {
+/// One page of `rows`.
+fn page<T>(rows: Vec<T>, request: &ListRequest) -> Page<T> {
     let limit = request
         .limit
         .unwrap_or(LIST_DEFAULT_LIMIT)
@@ -73,54 +73,42 @@ fn page<T: serde::Serialize>(rows: Vec<T>, request: &ListRequest) -> serde_json:
     let total = rows.len();
     let page: Vec<T> = rows.into_iter().skip(request.offset).take(limit).collect();
     let end = request.offset.saturating_add(page.len());
-    json!({
-        "total": total,
-        "count": page.len(),
-        "offset": request.offset,
-        "next_offset": (end < total).then_some(end),
-        "sessions": page,
-    })
+    Page {
+        total,
+        count: page.len(),
+        offset: request.offset,
+        next_offset: (end < total).then_some(end),
+        sessions: page,
+    }
 }
 
 impl App {
-    /// Dispatches a request for the endpoint named `endpoint` (see `subjects`).
-    pub fn handle_control(&self, endpoint: &str, body: &[u8]) -> Result<Reply, ServiceError> {
+    /// Dispatches a request for `endpoint`: the one place requests meet handlers.
+    pub fn handle_control(&self, endpoint: Endpoint, body: &[u8]) -> Result<Reply, ServiceError> {
         self.handle_control_for(endpoint, None, body)
     }
 
     /// Same, for a request whose subject named the session (`sessions.get.<id>`
-    /// and the others of `subjects::ONE_SESSION_ENDPOINTS`): `subject_id` is that
-    /// last token, untrusted.
+    /// and the other forms of `Endpoint::one_session`): `subject_id` is that last
+    /// token, untrusted.
     pub fn handle_control_for(
         &self,
-        endpoint: &str,
+        endpoint: Endpoint,
         subject_id: Option<&str>,
         body: &[u8],
     ) -> Result<Reply, ServiceError> {
-        if let Some(raw) = subject_id {
-            let id = SessionId::parse(raw)?;
-            return match endpoint {
-                subjects::GET => self.get(id.to_string().as_bytes()),
-                subjects::LAPS => self.laps(Some(id), body, false),
-                subjects::ARCHIVE_LAPS => self.laps(Some(id), body, true),
-                other => Err(ServiceError::BadRequest(format!(
-                    "no endpoint named {other:?} with a session id"
-                ))),
-            };
-        }
-        match endpoint {
-            subjects::CREATE => self.create(body),
-            subjects::GET => self.get(body),
-            subjects::LAPS => self.laps(None, body, false),
-            subjects::ARCHIVE_LAPS => self.laps(None, body, true),
-            subjects::LIST => self.list(body),
-            subjects::DELETE => self.delete(body),
-            subjects::STATS => self.stats(body),
-            subjects::ARCHIVE_LIST => self.archive_list(body),
-            subjects::ARCHIVE_GET => self.archive_get(body),
-            other => Err(ServiceError::BadRequest(format!(
-                "no endpoint named {other:?}"
-            ))),
+        let subject_id = subject_id.map(SessionId::parse).transpose()?;
+        match (endpoint, subject_id) {
+            (Endpoint::Create, _) => self.create(body),
+            (Endpoint::Get, Some(id)) => self.get(id),
+            (Endpoint::Get, None) => self.get(self.session_id(body)?),
+            (Endpoint::Laps, id) => self.laps(id, body, false),
+            (Endpoint::ArchiveLaps, id) => self.laps(id, body, true),
+            (Endpoint::List, _) => self.list(body),
+            (Endpoint::Delete, _) => self.delete(body),
+            (Endpoint::Stats, _) => self.stats(body),
+            (Endpoint::ArchiveList, _) => self.archive_list(body),
+            (Endpoint::ArchiveGet, _) => self.archive_get(body),
         }
     }
 
@@ -129,26 +117,20 @@ impl App {
     fn create(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         self.optional_object(body)?;
         let snapshot = self.sessions.create()?;
-        self.metrics
-            .sessions_created
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.session_created();
         tracing::info!(session_id = %snapshot.session_id, via = "request", "session created");
-        let body = match &self.issuer {
-            None => snapshot.to_json().into(),
-            Some(issuer) => {
-                // Good for two days: past any race, and a leaked one goes stale.
-                let expires = snapshot.created_at.timestamp() + CREDENTIALS_TTL_S;
-                let credentials = issuer
-                    .for_session(&snapshot.session_id, Some(expires))
-                    .map_err(|e| {
-                        ServiceError::Unavailable(format!("cannot issue credentials: {e}"))
-                    })?;
-                let mut doc: serde_json::Value = serde_json::from_slice(&snapshot.to_json())
-                    .expect("a session document is JSON");
-                doc["credentials"] = serde_json::json!(credentials);
-                doc.to_string().into()
-            }
-        };
+        let mut doc = snapshot.document();
+        if let Some(issuer) = &self.issuer {
+            // Good for two days: past any race, and a leaked one goes stale.
+            let expires = snapshot.created_at.timestamp() + CREDENTIALS_TTL_S;
+            let credentials = issuer
+                .for_session(&snapshot.session_id, Some(expires))
+                .map_err(|e| ServiceError::Unavailable(format!("cannot issue credentials: {e}")))?;
+            doc.credentials = Some(credentials);
+        }
+        let body = serde_json::to_vec(&doc)
+            .expect("a session document serializes")
+            .into();
         Ok(Reply {
             body,
             persist: Some(PersistAction::Session(snapshot.session_id)),
@@ -162,9 +144,9 @@ impl App {
         })
     }
 
-    /// `sessions.get`: `{"session_id": …}` → the session document.
-    fn get(&self, body: &[u8]) -> Result<Reply, ServiceError> {
-        let id = self.session_id(body)?;
+    /// `sessions.get`: `{"session_id": …}` (or `sessions.get.<id>`) → the session
+    /// document.
+    fn get(&self, id: SessionId) -> Result<Reply, ServiceError> {
         Ok(Reply {
             body: self.sessions.get(id)?.to_json().into(),
             persist: None,
@@ -199,16 +181,14 @@ impl App {
     fn delete(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         let id = self.session_id(body)?;
         let ended = self.sessions.delete(id)?;
-        self.metrics
-            .sessions_deleted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.session_ended(ended.reason);
         tracing::info!(session_id = %id, "session deleted");
-        let reply = Reply::json(&json!({
-            "deleted": true,
-            "session_id": id,
-            "deleted_at": format_time(&ended.at),
-            "session": ended.last.to_value(),
-        }));
+        let reply = Reply::json(&Deleted {
+            deleted: true,
+            session_id: id,
+            deleted_at: ended.at,
+            session: ended.last.document(),
+        });
         let announce =
             Announcement::new(id, Event::Deleted, ended.at, "request", Some(&ended.last));
         Ok(Reply {
@@ -222,19 +202,17 @@ impl App {
     /// recently ended first.
     fn archive_list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         let request = self.list_request(body)?;
-        let rows: Vec<serde_json::Value> = self
+        let rows: Vec<ArchivedSummary> = self
             .sessions
             .list_ended()
             .iter()
-            .map(|e| {
-                json!({
-                    "session_id": e.last.session_id,
-                    "created_at": format_time(&e.last.created_at),
-                    "last_update": format_time(&e.last.last_update),
-                    "ended_at": format_time(&e.at),
-                    "reason": e.reason,
-                    "telemetry_count": e.last.stats.telemetry_count,
-                })
+            .map(|e| ArchivedSummary {
+                session_id: e.last.session_id,
+                created_at: e.last.created_at,
+                last_update: e.last.last_update,
+                ended_at: e.at,
+                reason: e.reason,
+                telemetry_count: e.last.stats.telemetry_count,
             })
             .collect();
         Ok(Reply::json(&page(rows, &request)))
@@ -248,12 +226,12 @@ impl App {
             .sessions
             .ended(id)
             .ok_or(SessionError::NotArchived(id))?;
-        Ok(Reply::json(&json!({
-            "session_id": id,
-            "ended_at": format_time(&ended.at),
-            "reason": ended.reason,
-            "session": ended.last.to_value(),
-        })))
+        Ok(Reply::json(&ArchivedSession {
+            session_id: id,
+            ended_at: ended.at,
+            reason: ended.reason,
+            session: ended.last.document(),
+        }))
     }
 
     /// `sessions.laps[.<id>]` and `sessions.archive.laps[.<id>]`: `{}` or
@@ -362,13 +340,17 @@ mod tests {
         })
     }
 
-    fn ok(app: &App, endpoint: &str, body: &str) -> Value {
-        let reply = app.handle_control(endpoint, body.as_bytes()).unwrap();
+    fn endpoint(name: &str) -> Endpoint {
+        Endpoint::from_name(name).expect("an endpoint")
+    }
+
+    fn ok(app: &App, name: &str, body: &str) -> Value {
+        let reply = app.handle_control(endpoint(name), body.as_bytes()).unwrap();
         serde_json::from_slice(&reply.body).unwrap()
     }
 
-    fn code(app: &App, endpoint: &str, body: &[u8]) -> u16 {
-        app.handle_control(endpoint, body).unwrap_err().code()
+    fn code(app: &App, name: &str, body: &[u8]) -> u16 {
+        app.handle_control(endpoint(name), body).unwrap_err().code()
     }
 
     #[test]
@@ -436,29 +418,36 @@ mod tests {
     #[test]
     fn create_and_delete_ask_for_storage_before_replying() {
         let app = app();
-        let reply = app.handle_control("create", b"").unwrap();
+        let reply = app.handle_control(endpoint("create"), b"").unwrap();
         let Some(PersistAction::Session(id)) = reply.persist else {
             panic!("create must be stored: {:?}", reply.persist)
         };
         let req = format!(r#"{{"session_id": "{id}"}}"#);
-        let reply = app.handle_control("delete", req.as_bytes()).unwrap();
+        let reply = app
+            .handle_control(endpoint("delete"), req.as_bytes())
+            .unwrap();
         let Some(PersistAction::End(last)) = reply.persist else {
             panic!("delete must be archived: {:?}", reply.persist)
         };
         assert_eq!(last.last.session_id, id);
-        assert!(app.handle_control("get", req.as_bytes()).is_err());
-        assert!(app.handle_control("list", b"").unwrap().persist.is_none());
+        assert!(app.handle_control(endpoint("get"), req.as_bytes()).is_err());
+        assert!(
+            app.handle_control(endpoint("list"), b"")
+                .unwrap()
+                .persist
+                .is_none()
+        );
     }
 
     #[test]
     fn create_and_delete_announce() {
         let app = app();
-        let reply = app.handle_control("create", b"").unwrap();
+        let reply = app.handle_control(endpoint("create"), b"").unwrap();
         let created = reply.announce.unwrap();
         assert_eq!(created.event, Event::Created);
         let req = format!(r#"{{"session_id": "{}"}}"#, created.session_id);
         let deleted = app
-            .handle_control("delete", req.as_bytes())
+            .handle_control(endpoint("delete"), req.as_bytes())
             .unwrap()
             .announce
             .unwrap();

@@ -36,24 +36,38 @@ impl std::fmt::Debug for Issuer {
 }
 
 /// The two credentials of one session, and the inbox prefix their holders must
-/// use (it is the only one they may read).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SessionCredentials {
-    pub monitor: String,
-    pub dashboard: String,
-    pub inbox_prefix: String,
+/// use (it is the only one they may read): part of the create reply.
+pub use crate::protocol::documents::Credentials as SessionCredentials;
+
+/// Why credentials could not be made or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("not an account signing seed")]
+    Seed(#[source] nkeys::error::Error),
+    #[error("not an account public key (A…): {0}")]
+    Account(String),
+    #[error("cannot encode a seed")]
+    Encode(#[source] nkeys::error::Error),
+    #[error("cannot sign")]
+    Sign(#[source] nkeys::error::Error),
+    #[error("cannot write {path}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+type Result<T> = std::result::Result<T, CredentialsError>;
 
 impl Issuer {
     /// `account`: the account's public key; `signing_seed`: the seed (`SA…`) of one
     /// of its signing keys.
-    pub fn new(account: &str, signing_seed: &str) -> anyhow::Result<Self> {
-        let signing = KeyPair::from_seed(signing_seed.trim())
-            .map_err(|e| anyhow::anyhow!("not an account signing seed: {e}"))?;
-        anyhow::ensure!(
-            account.starts_with('A') && KeyPair::from_public_key(account).is_ok(),
-            "not an account public key (A…): {account}"
-        );
+    pub fn new(account: &str, signing_seed: &str) -> Result<Self> {
+        let signing = KeyPair::from_seed(signing_seed.trim()).map_err(CredentialsError::Seed)?;
+        if !(account.starts_with('A') && KeyPair::from_public_key(account).is_ok()) {
+            return Err(CredentialsError::Account(account.to_string()));
+        }
         Ok(Issuer {
             account: account.to_string(),
             signing,
@@ -64,11 +78,7 @@ impl Issuer {
     /// it reads replies under the session's inbox prefix); a dashboard may read
     /// the session's subjects and ask `sessions.get`. Both expire with `expires`
     /// (Unix seconds), if given.
-    pub fn for_session(
-        &self,
-        id: &SessionId,
-        expires: Option<i64>,
-    ) -> anyhow::Result<SessionCredentials> {
+    pub fn for_session(&self, id: &SessionId, expires: Option<i64>) -> Result<SessionCredentials> {
         let inbox_prefix = inbox_prefix(id);
         let inbox = format!("{inbox_prefix}.>");
         let monitor = self.user(
@@ -98,12 +108,7 @@ impl Issuer {
     }
 
     /// A new user with `permissions` (`{"pub": …, "sub": …}`), as a `.creds` document.
-    pub fn user(
-        &self,
-        name: &str,
-        permissions: Value,
-        expires: Option<i64>,
-    ) -> anyhow::Result<String> {
+    pub fn user(&self, name: &str, permissions: Value, expires: Option<i64>) -> Result<String> {
         let user = KeyPair::new_user();
         let mut nats = json!({
             "issuer_account": self.account,
@@ -152,13 +157,13 @@ impl OperatorSetup {
         }
     }
 
-    pub fn issuer(&self) -> anyhow::Result<Issuer> {
+    pub fn issuer(&self) -> Result<Issuer> {
         Issuer::new(&self.account.public_key(), &seed_of(&self.signing)?)
     }
 
     /// The nats-server configuration that trusts this operator and preloads both
     /// accounts (a memory resolver: accounts change only with this file).
-    pub fn server_config(&self) -> anyhow::Result<String> {
+    pub fn server_config(&self) -> Result<String> {
         let unlimited = json!({
             "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
             "wildcards": true, "conn": -1, "leaf": -1,
@@ -209,9 +214,12 @@ impl OperatorSetup {
     /// standing user: `processor` (unrestricted in the account), `ops` (the ops
     /// role), `creator` (may only create sessions: what a team's tool holds to get
     /// each session's credentials). Seeds are written readable by the owner only.
-    pub fn write(&self, dir: &std::path::Path) -> anyhow::Result<()> {
-        use anyhow::Context;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    pub fn write(&self, dir: &std::path::Path) -> Result<()> {
+        let failed = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| CredentialsError::Write { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(failed(dir))?;
         let issuer = self.issuer()?;
         let files = [
             ("nats-operator.conf", self.server_config()?),
@@ -236,7 +244,7 @@ impl OperatorSetup {
             } else {
                 write_private(&path, &content)
             };
-            written.with_context(|| format!("cannot write {}", path.display()))?;
+            written.map_err(failed(&path))?;
         }
         Ok(())
     }
@@ -244,19 +252,26 @@ impl OperatorSetup {
 
 /// The ops role of deploy/security/roles.conf, as JWT permissions.
 fn ops_permissions() -> Value {
+    use subjects::{Endpoint, control};
     json!({
-        "pub": { "allow": ["sessions.get", "sessions.get.*", "sessions.laps", "sessions.laps.*",
-                           "sessions.list", "sessions.stats",
-                           "sessions.archive.>", "sessions.delete", "$SRV.>"] },
-        "sub": { "allow": ["session.*.>", "sessions.events.>", "_INBOX_ops.>"] },
+        "pub": { "allow": [
+            Endpoint::Get.subject(), control(subjects::GET_ONE),
+            Endpoint::Laps.subject(), control(subjects::LAPS_ONE),
+            Endpoint::List.subject(), Endpoint::Stats.subject(),
+            control("archive.>"), Endpoint::Delete.subject(), subjects::ALL_DISCOVERY,
+        ] },
+        "sub": { "allow": [
+            subjects::ALL_SESSIONS, subjects::ALL_SERVICE_EVENTS,
+            subjects::inbox_wildcard(&subjects::inbox_prefix(&"ops")),
+        ] },
     })
 }
 
 /// Create sessions (and so receive their credentials), nothing else.
 fn creator_permissions() -> Value {
     json!({
-        "pub": { "allow": [subjects::control(subjects::CREATE)] },
-        "sub": { "allow": ["_INBOX_creator.>"] },
+        "pub": { "allow": [subjects::Endpoint::Create.subject()] },
+        "sub": { "allow": [subjects::inbox_wildcard(&subjects::inbox_prefix(&"creator"))] },
     })
 }
 
@@ -275,7 +290,7 @@ pub fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<(
 
 /// The inbox prefix of one session's credentials.
 pub fn inbox_prefix(id: &SessionId) -> String {
-    format!("_INBOX_{id}")
+    subjects::inbox_prefix(id)
 }
 
 /// The claims every NATS JWT carries: issued now by `issuer`, about `subject`,
@@ -291,19 +306,16 @@ fn claims(issuer: &KeyPair, subject: &KeyPair, name: &str, nats: Value) -> Value
     })
 }
 
-fn seed_of(key: &KeyPair) -> anyhow::Result<String> {
-    key.seed()
-        .map_err(|e| anyhow::anyhow!("cannot encode a seed: {e}"))
+fn seed_of(key: &KeyPair) -> Result<String> {
+    key.seed().map_err(CredentialsError::Encode)
 }
 
 /// Signs `claims` as a NATS JWT with `key`.
-pub fn encode(claims: &Value, key: &KeyPair) -> anyhow::Result<String> {
+pub fn encode(claims: &Value, key: &KeyPair) -> Result<String> {
     let header = BASE64URL_NOPAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
     let body = BASE64URL_NOPAD.encode(claims.to_string().as_bytes());
     let input = format!("{header}.{body}");
-    let signature = key
-        .sign(input.as_bytes())
-        .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+    let signature = key.sign(input.as_bytes()).map_err(CredentialsError::Sign)?;
     Ok(format!("{input}.{}", BASE64URL_NOPAD.encode(&signature)))
 }
 

@@ -2,13 +2,14 @@
 //!
 //! Every refusal maps to a micro error code and a one-line reason, sent both as the
 //! `Nats-Service-Error-Code` / `Nats-Service-Error` headers (what `nats req` and the
-//! micro clients read) and as a JSON body `{"error": …, "code": …}` (what a plain
-//! client reads).
+//! micro clients read) and as a JSON body `{"error": …, "code": …, "reason": …}`
+//! (what a plain client reads; `reason` is a stable label for programs).
 
 use async_nats::HeaderMap;
 use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use bytes::Bytes;
 
+use crate::protocol::documents::ErrorBody;
 use crate::protocol::id::MalformedId;
 use crate::protocol::payload::PayloadError;
 use crate::server::sessions::SessionError;
@@ -77,9 +78,13 @@ impl ServiceError {
 
     /// The JSON error body.
     pub fn body(&self) -> Bytes {
-        serde_json::to_vec(&serde_json::json!({ "error": self.to_string(), "code": self.code() }))
-            .expect("an error body always serializes")
-            .into()
+        serde_json::to_vec(&ErrorBody {
+            error: self.to_string(),
+            code: self.code(),
+            reason: Some(self.reason().to_string()),
+        })
+        .expect("an error body always serializes")
+        .into()
     }
 }
 

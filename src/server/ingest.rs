@@ -10,14 +10,14 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
-use serde_json::json;
 
+use crate::protocol::documents::Ack;
 use crate::protocol::id::SessionId;
 use crate::protocol::payload::validate_object_finding;
 use crate::protocol::subjects::{self, DataKind, Event};
 use crate::server::app::{Announcement, App};
 use crate::server::error::ServiceError;
-use crate::server::sessions::{Applied, format_time};
+use crate::server::sessions::Applied;
 
 /// A frame that was stored.
 #[derive(Debug)]
@@ -30,14 +30,14 @@ pub struct Ingested {
 impl Ingested {
     /// The acknowledgement sent when the frame came as a request.
     pub fn ack(&self) -> Bytes {
-        serde_json::to_vec(&json!({
-            "ok": true,
-            "session_id": self.session_id,
-            "kind": self.kind.as_str(),
-            "stored_at": format_time(&self.applied.at),
-            "created": self.applied.created,
-        }))
-        .expect("serializes")
+        serde_json::to_vec(&Ack {
+            ok: true,
+            session_id: self.session_id,
+            kind: self.kind.as_str().to_string(),
+            stored_at: self.applied.at,
+            created: self.applied.created,
+        })
+        .expect("an ack serializes")
         .into()
     }
 
@@ -108,7 +108,7 @@ impl App {
             DataKind::Telemetry => self.metrics.telemetry_frames.fetch_add(1, Relaxed),
         };
         if applied.created {
-            self.metrics.sessions_created.fetch_add(1, Relaxed);
+            self.metrics.session_created();
             tracing::info!(%session_id, via = "data", "session created on demand");
         }
         if let Some(lap) = &applied.lap {

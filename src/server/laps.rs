@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::protocol::documents;
 use crate::protocol::id::SessionId;
-use crate::server::sessions::format_time;
 
 /// Laps kept per session when `--max-laps` is not given: a 24-hour race at
 /// 1.5-minute laps is 960, with room to spare.
@@ -58,17 +58,6 @@ pub struct LapRecord {
     pub next_frame: Bytes,
 }
 
-/// The record as served and announced (the protocol's shape).
-#[derive(Serialize)]
-struct Wire<'a> {
-    lap: &'a RawValue,
-    started_at: String,
-    ended_at: String,
-    frames: u64,
-    last_frame: &'a RawValue,
-    next_frame: &'a RawValue,
-}
-
 /// The record as stored: the served shape plus whose and which it is.
 #[derive(Serialize, Deserialize)]
 struct Stored<'a> {
@@ -94,11 +83,13 @@ fn raw(bytes: &Bytes) -> &RawValue {
 }
 
 impl LapRecord {
-    fn wire(&self) -> Wire<'_> {
-        Wire {
+    /// The record as served and announced (the protocol's shape), borrowing the
+    /// frames: they go out exactly as sent.
+    pub fn wire(&self) -> documents::LapRecord<&RawValue> {
+        documents::LapRecord {
             lap: raw(&self.lap),
-            started_at: format_time(&self.started_at),
-            ended_at: format_time(&self.ended_at),
+            started_at: self.started_at,
+            ended_at: self.ended_at,
             frames: self.frames,
             last_frame: raw(&self.last_frame),
             next_frame: raw(&self.next_frame),

@@ -7,8 +7,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 /// Every reason input can be rejected for, as counted. The labels match
 /// `PayloadError::reason`, `SessionError::reason` and `ServiceError::reason`.
 pub const REJECTION_REASONS: [&str; 10] = [
@@ -65,25 +63,24 @@ impl Default for Metrics {
 }
 
 /// A point-in-time copy of the counters, as served by `sessions.stats`.
-#[derive(Debug, Clone, Serialize)]
-pub struct MetricsSnapshot {
-    pub live_sessions: usize,
-    /// Telemetry frames per second across live sessions, recently.
-    pub ingest_rate_hz: f32,
-    pub sessions_created: u64,
-    pub sessions_deleted: u64,
-    pub sessions_expired: u64,
-    pub telemetry_frames: u64,
-    pub setup_frames: u64,
-    /// Laps completed since this processor started.
-    pub laps_completed: u64,
-    /// Lap records the live sessions keep (`sessions.laps`).
-    pub lap_records: usize,
-    pub rejected_total: u64,
-    pub rejected: std::collections::BTreeMap<&'static str, u64>,
-}
+pub use crate::protocol::documents::Stats as MetricsSnapshot;
 
 impl Metrics {
+    /// Counts a session this processor learned of: created by request, on demand
+    /// by a frame, or by a peer (each processor counts every session once).
+    pub fn session_created(&self) {
+        self.sessions_created.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a session that ended, by why.
+    pub fn session_ended(&self, reason: crate::protocol::documents::EndReason) {
+        use crate::protocol::documents::EndReason;
+        match reason {
+            EndReason::Deleted => self.sessions_deleted.fetch_add(1, Relaxed),
+            EndReason::Expired => self.sessions_expired.fetch_add(1, Relaxed),
+        };
+    }
+
     /// Counts one rejection and logs it, at most once per interval, with the number
     /// of rejections that were not logged in between.
     pub fn reject(&self, reason: &'static str, subject: &str, detail: &dyn std::fmt::Display) {
@@ -113,7 +110,7 @@ impl Metrics {
         let rejected: std::collections::BTreeMap<_, _> = REJECTION_REASONS
             .iter()
             .zip(&self.rejected)
-            .map(|(r, n)| (*r, n.load(Relaxed)))
+            .map(|(r, n)| (r.to_string(), n.load(Relaxed)))
             .collect();
         MetricsSnapshot {
             live_sessions,

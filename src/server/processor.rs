@@ -29,7 +29,7 @@ use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 
 use crate::protocol::subjects;
-use crate::protocol::subjects::{DataKind, Event};
+use crate::protocol::subjects::{DataKind, Endpoint, Event};
 use crate::server::app::{Announcement, App};
 use crate::server::control::PersistAction;
 use crate::server::error::ServiceError;
@@ -84,7 +84,9 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
-type ControlStream = BoxStream<'static, (&'static str, Request)>;
+/// A request, the endpoint it came to, and whether that was the form with the
+/// session id in the subject (`sessions.get.<id>`).
+type ControlStream = BoxStream<'static, (Endpoint, bool, Request)>;
 
 /// When sessions end by themselves.
 #[derive(Debug, Clone, Copy)]
@@ -166,18 +168,21 @@ impl Processor {
         // Endpoints join the micro default queue group: several processors share the load.
         let group = service.group(subjects::CONTROL_PREFIX);
         let mut control = SelectAll::new();
-        for name in subjects::ENDPOINTS {
-            let endpoint = group.endpoint(name).await.map_err(StartError::Service)?;
-            control.push(endpoint.map(move |request| (name, request)).boxed());
-        }
-        for (name, pattern, _) in subjects::ONE_SESSION_ENDPOINTS {
-            let endpoint = group
-                .endpoint_builder()
-                .name(name)
-                .add(pattern)
+        for endpoint in Endpoint::ALL {
+            let requests = group
+                .endpoint(endpoint.name())
                 .await
                 .map_err(StartError::Service)?;
-            control.push(endpoint.map(move |request| (pattern, request)).boxed());
+            control.push(requests.map(move |r| (endpoint, false, r)).boxed());
+            if let Some((name, pattern)) = endpoint.one_session() {
+                let requests = group
+                    .endpoint_builder()
+                    .name(name)
+                    .add(pattern)
+                    .await
+                    .map_err(StartError::Service)?;
+                control.push(requests.map(move |r| (endpoint, true, r)).boxed());
+            }
         }
 
         // Data subscriptions take no queue group: every processor sees every frame.
@@ -249,9 +254,9 @@ impl Processor {
                     ctx.ingest(message).await;
                     ctx.catch_up(&mut data, BATCH).await;
                 }
-                Some((name, request)) = control.next() => {
+                Some((endpoint, with_id, request)) = control.next() => {
                     ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
-                    ctx.respond(name, request).await;
+                    ctx.respond(endpoint, with_id, request).await;
                 }
                 else => {
                     tracing::error!("every subscription ended; stopping");
@@ -277,9 +282,9 @@ impl Processor {
             loop {
                 tokio::select! {
                     Some(message) = data.next() => ctx.ingest(message).await,
-                    Some((name, request)) = control.next() => {
+                    Some((endpoint, with_id, request)) = control.next() => {
                         ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
-                        ctx.respond(name, request).await;
+                        ctx.respond(endpoint, with_id, request).await;
                     }
                     else => break,
                 }
@@ -326,11 +331,7 @@ impl Processor {
 /// its broker (systemd, compose) keeps waiting here: the client connects in the
 /// background, and each attempt times out until it does.
 async fn confirm_subscriptions(client: &Client, service: &Service) -> Result<(), StartError> {
-    let ping = format!(
-        "$SRV.PING.{}.{}",
-        subjects::SERVICE_NAME,
-        service.info().await.id
-    );
+    let ping = subjects::discovery_ping(&service.info().await.id);
     loop {
         match client.request(ping.clone(), "".into()).await {
             Ok(_) => return Ok(()),
@@ -376,8 +377,8 @@ impl Ctx {
     }
 
     /// Whether this request may go ahead: creates are limited per client.
-    fn admit(&self, name: &str, request: &Request) -> Result<(), ServiceError> {
-        if name != subjects::CREATE {
+    fn admit(&self, endpoint: Endpoint, request: &Request) -> Result<(), ServiceError> {
+        if endpoint != Endpoint::Create {
             return Ok(());
         }
         let client = request
@@ -406,25 +407,14 @@ impl Ctx {
             .is_ok()
     }
 
-    async fn respond(&self, name: &'static str, request: Request) {
-        // `sessions.get.<id>` and friends: the endpoint they stand for, with the
-        // id from the subject.
-        let (name, subject_id) = match subjects::ONE_SESSION_ENDPOINTS
-            .iter()
-            .find(|(_, pattern, _)| *pattern == name)
-        {
-            Some((_, _, endpoint)) => {
-                let subject = request.message.subject.as_str();
-                (
-                    *endpoint,
-                    Some(subject.rsplit_once('.').map_or("", |(_, id)| id)),
-                )
-            }
-            None => (name, None),
-        };
+    async fn respond(&self, endpoint: Endpoint, with_id: bool, request: Request) {
+        // `sessions.get.<id>` and friends: the id is the subject's last token.
+        let subject = request.message.subject.as_str();
+        let subject_id = with_id.then(|| subject.rsplit_once('.').map_or("", |(_, id)| id));
         let body: &[u8] = &request.message.payload;
-        let mut result = match self.admit(name, &request) {
-            Ok(()) => self.app.handle_control_for(name, subject_id, body),
+        let name = endpoint.name();
+        let mut result = match self.admit(endpoint, &request) {
+            Ok(()) => self.app.handle_control_for(endpoint, subject_id, body),
             Err(e) => Err(e),
         };
         // Read your writes across processors: a session another processor created
@@ -434,7 +424,7 @@ impl Ctx {
             && let Some(snapshot) = self.storage.lookup(*id).await
         {
             self.app.sessions.adopt(snapshot);
-            result = self.app.handle_control_for(name, subject_id, body);
+            result = self.app.handle_control_for(endpoint, subject_id, body);
         }
         // A create or delete is answered only once storage has it.
         if let Ok(reply) = &result
@@ -468,20 +458,20 @@ impl Ctx {
                 Ok(())
             }
         };
-        result.map_err(|e| ServiceError::Unavailable(e.to_string()))
+        result.map_err(|e| ServiceError::Unavailable(with_causes(&e)))
     }
 
     async fn ingest(&self, message: Message) {
         let mut result = self.app.ingest(&message.subject, &message.payload);
         // A setup is written through before it is acknowledged; telemetry is
-        // written behind (see store.rs), so the hot path never waits for storage.
+        // written behind (see server/store/), so the hot path never waits for storage.
         if let Ok(ingested) = &result
             && ingested.kind == DataKind::Setup
             && let Err(e) = self.storage.persist(ingested.session_id).await
         {
             tracing::warn!(session_id = %ingested.session_id, error = %e, "setup not stored yet");
             if message.reply.is_some() {
-                result = Err(ServiceError::Unavailable(e.to_string()));
+                result = Err(ServiceError::Unavailable(with_causes(&e)));
             }
         }
         // Fire-and-forget frames (no reply subject) cost nothing more; a monitor that
@@ -543,10 +533,7 @@ impl Ctx {
                 .expire_idle(tokio::time::Instant::now(), max_idle)
             {
                 let id = ended.last.session_id;
-                self.app
-                    .metrics
-                    .sessions_expired
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.app.metrics.session_ended(ended.reason);
                 tracing::info!(session_id = %id, idle = ?max_idle, "session expired");
                 let announcement =
                     Announcement::new(id, Event::Expired, ended.at, "expiry", Some(&ended.last));
@@ -581,4 +568,16 @@ impl Ctx {
             }
         }
     }
+}
+
+/// An error and its causes on one line ("storage unavailable: …"), for a reply.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

@@ -1,10 +1,14 @@
 //! The session map: the one owner of every live session's state.
 //!
 //! The NATS handlers call this small API — `create`, `get`, `update_setup`,
-//! `update_telemetry`, `delete`, `list` — and never reach into the map. One
-//! `std::sync::Mutex` guards it: every operation is a few hash-map steps and refcount
-//! bumps, it is never held across an `.await`, and documents are rendered from a
-//! [`Snapshot`] after the lock is released.
+//! `update_telemetry`, `delete`, `list`, and `laps` for lap history — and never
+//! reach into the map. What lifecycle and storage need besides (expiry, the
+//! archive, recovery, peers, the write-behind's dirty list) is `pub(crate)`: the
+//! server's own business.
+//!
+//! One `std::sync::Mutex` guards it: every operation is a few hash-map steps and
+//! refcount bumps, it is never held across an `.await`, and documents are rendered
+//! from a [`Snapshot`] after the lock is released.
 //!
 //! Frames are stored as `Bytes` holding exactly the bytes the monitor sent (the
 //! data path copies them out of the client's read buffer once): a snapshot is a
@@ -15,10 +19,10 @@ use std::collections::hash_map::Entry;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
+use crate::protocol::documents::{SessionDocument, SessionStats as DocumentStats};
 use crate::protocol::id::SessionId;
 use crate::server::laps::{self, LapRecord};
 
@@ -47,30 +51,7 @@ impl SessionError {
     }
 }
 
-/// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EndReason {
-    /// Ops ended it with `sessions.delete`.
-    Deleted,
-    /// Nothing arrived for `--expire-after`.
-    Expired,
-}
-
-impl EndReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Deleted => "deleted",
-            EndReason::Expired => "expired",
-        }
-    }
-}
-
-impl std::fmt::Display for EndReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::protocol::documents::EndReason;
 
 /// An ended session, kept for the archive retention.
 #[derive(Debug, Clone)]
@@ -139,7 +120,7 @@ impl RateWindow {
 }
 
 /// Per-session counters, reported in the session document.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionStats {
     /// Telemetry frames accepted: tells an engineer the monitor is really sending.
     pub telemetry_count: u64,
@@ -149,7 +130,6 @@ pub struct SessionStats {
     /// here while the last good state stays intact.
     pub rejected_count: u64,
     /// When the first telemetry frame arrived, to tell when the car went out.
-    #[serde(serialize_with = "opt_rfc3339")]
     pub first_frame_at: Option<DateTime<Utc>>,
 }
 
@@ -208,17 +188,7 @@ pub struct Snapshot {
     pub laps: usize,
 }
 
-/// One row of `sessions.list`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub session_id: SessionId,
-    #[serde(serialize_with = "rfc3339")]
-    pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "rfc3339")]
-    pub last_update: DateTime<Utc>,
-    pub has_setup: bool,
-    pub telemetry_count: u64,
-}
+pub use crate::protocol::documents::SessionSummary as Summary;
 
 /// What an accepted update did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,7 +305,7 @@ impl Sessions {
     /// write) into its live or archived session. A record with the same number is
     /// replaced: storage holds the one copy every processor serves. Returns whether
     /// the lap was new here; a record for a session not known here is dropped.
-    pub fn restore_lap(&self, record: LapRecord) -> bool {
+    pub(crate) fn restore_lap(&self, record: LapRecord) -> bool {
         let mut state = self.lock();
         let id = record.session_id;
         let record = std::sync::Arc::new(record);
@@ -359,7 +329,7 @@ impl Sessions {
     }
 
     /// Counts a rejected frame against a live session; unknown ids are ignored.
-    pub fn note_rejected(&self, id: SessionId) {
+    pub(crate) fn note_rejected(&self, id: SessionId) {
         if let Some(session) = self.lock().live.get_mut(&id) {
             session.stats.rejected_count += 1;
         }
@@ -386,7 +356,7 @@ impl Sessions {
 
     /// Ends every session idle for `max_idle` or longer (as of `now`), returning
     /// them. Later data for their ids is refused.
-    pub fn expire_idle(
+    pub(crate) fn expire_idle(
         &self,
         now: tokio::time::Instant,
         max_idle: std::time::Duration,
@@ -415,7 +385,7 @@ impl Sessions {
     }
 
     /// Forgets ended sessions that ended before `before` (the archive retention).
-    pub fn prune_ended(&self, before: DateTime<Utc>) -> usize {
+    pub(crate) fn prune_ended(&self, before: DateTime<Utc>) -> usize {
         let mut state = self.lock();
         let n = state.ended.len();
         state.ended.retain(|_, e| e.at >= before);
@@ -423,12 +393,12 @@ impl Sessions {
     }
 
     /// One ended session from the archive.
-    pub fn ended(&self, id: SessionId) -> Option<Ended> {
+    pub(crate) fn ended(&self, id: SessionId) -> Option<Ended> {
         self.lock().ended.get(&id).cloned()
     }
 
     /// Every ended session still kept, most recently ended first.
-    pub fn list_ended(&self) -> Vec<Ended> {
+    pub(crate) fn list_ended(&self) -> Vec<Ended> {
         let mut rows: Vec<Ended> = self.lock().ended.values().cloned().collect();
         rows.sort_by_key(|e| std::cmp::Reverse((e.at, e.last.session_id)));
         rows
@@ -456,7 +426,7 @@ impl Sessions {
 
     /// Puts back a session recovered from storage, as it was (capacity is not
     /// checked: these sessions existed before the restart).
-    pub fn restore(&self, snapshot: Snapshot) {
+    pub(crate) fn restore(&self, snapshot: Snapshot) {
         let id = snapshot.session_id;
         self.lock()
             .live
@@ -466,7 +436,7 @@ impl Sessions {
     /// Records a session that ended before the restart: kept in the archive, and its
     /// data stays refused. An ended session wins over a live copy of it (a peer's
     /// write-behind may have stored one after the end).
-    pub fn restore_ended(&self, ended: Ended) {
+    pub(crate) fn restore_ended(&self, ended: Ended) {
         let mut state = self.lock();
         state.live.remove(&ended.last.session_id);
         state.ended.insert(ended.last.session_id, ended);
@@ -475,7 +445,7 @@ impl Sessions {
     /// A session another processor stored: added unless this processor knows the id
     /// already, live or ended (its own replica is at least as fresh). Returns
     /// whether it was added.
-    pub fn adopt(&self, snapshot: Snapshot) -> bool {
+    pub(crate) fn adopt(&self, snapshot: Snapshot) -> bool {
         let id = snapshot.session_id;
         let mut state = self.lock();
         if state.live.contains_key(&id) || state.ended.contains_key(&id) {
@@ -487,7 +457,7 @@ impl Sessions {
 
     /// A session another processor ended: ended here too. Returns whether it was
     /// live here (false when this processor had ended it already).
-    pub fn adopt_end(&self, ended: Ended) -> bool {
+    pub(crate) fn adopt_end(&self, ended: Ended) -> bool {
         let mut state = self.lock();
         let id = ended.last.session_id;
         if state.ended.contains_key(&id) {
@@ -501,7 +471,7 @@ impl Sessions {
     /// Snapshots of every session changed since the last call, marked clean: the
     /// write-behind flush persists these. A write that fails is retried by
     /// [`Sessions::mark_dirty`].
-    pub fn take_dirty(&self) -> Vec<Snapshot> {
+    pub(crate) fn take_dirty(&self) -> Vec<Snapshot> {
         let mut state = self.lock();
         let ids = std::mem::take(&mut state.dirty);
         ids.into_iter()
@@ -514,7 +484,7 @@ impl Sessions {
     }
 
     /// The current state of one session, marked clean: for a write-through.
-    pub fn take_for_persist(&self, id: SessionId) -> Option<Snapshot> {
+    pub(crate) fn take_for_persist(&self, id: SessionId) -> Option<Snapshot> {
         let mut state = self.lock();
         let session = state.live.get_mut(&id)?;
         session.dirty = false;
@@ -522,7 +492,7 @@ impl Sessions {
     }
 
     /// Marks a session changed again (its write failed), if it is still live.
-    pub fn mark_dirty(&self, id: SessionId) {
+    pub(crate) fn mark_dirty(&self, id: SessionId) {
         self.lock().mark_dirty(id);
     }
 
@@ -672,55 +642,15 @@ impl Session {
     }
 }
 
-/// The session document as served by `sessions.get` and friends.
-#[derive(Serialize)]
-struct Document<'a> {
-    session_id: SessionId,
-    #[serde(serialize_with = "rfc3339")]
-    created_at: DateTime<Utc>,
-    setup: Option<&'a RawValue>,
-    #[serde(serialize_with = "opt_rfc3339")]
-    setup_timestamp: Option<DateTime<Utc>>,
-    telemetry: Option<&'a RawValue>,
-    #[serde(serialize_with = "rfc3339")]
-    last_update: DateTime<Utc>,
-    stats: DocumentStats<'a>,
-}
-
-#[derive(Serialize)]
-struct DocumentStats<'a> {
-    #[serde(flatten)]
-    counts: &'a SessionStats,
-    #[serde(serialize_with = "opt_rfc3339")]
-    last_frame_at: Option<DateTime<Utc>>,
-    /// From creation to the last setup or frame, in seconds.
-    duration_s: f64,
-    /// Telemetry frames per second recently.
-    rate_hz: f32,
-    /// Completed laps kept (`sessions.laps`).
-    laps: usize,
-    /// Laps completed in all (more than `laps` once the oldest were dropped).
-    laps_completed: u64,
-    /// The running lap's value at the lap field, and since when, over how many frames.
-    current_lap: Option<&'a RawValue>,
-    #[serde(serialize_with = "opt_rfc3339")]
-    current_lap_started_at: Option<DateTime<Utc>>,
-    current_lap_frames: u64,
-}
-
 impl Snapshot {
     /// The session document as JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(&self.document()).expect("a session document always serializes")
     }
 
-    /// The document as a `serde_json::Value`, for embedding in other replies.
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self.document()).expect("a session document always serializes")
-    }
-
-    fn document(&self) -> Document<'_> {
-        Document {
+    /// The session document, borrowing its frames: they go out exactly as sent.
+    pub fn document(&self) -> SessionDocument<&RawValue> {
+        SessionDocument {
             session_id: self.session_id,
             created_at: self.created_at,
             setup: self.setup.as_ref().map(|f| raw(&f.body)),
@@ -728,7 +658,10 @@ impl Snapshot {
             telemetry: self.telemetry.as_ref().map(|f| raw(&f.body)),
             last_update: self.last_update,
             stats: DocumentStats {
-                counts: &self.stats,
+                telemetry_count: self.stats.telemetry_count,
+                setup_count: self.stats.setup_count,
+                rejected_count: self.stats.rejected_count,
+                first_frame_at: self.stats.first_frame_at,
                 last_frame_at: self.telemetry.as_ref().map(|f| f.at),
                 duration_s: (self.last_update - self.created_at).num_milliseconds() as f64 / 1000.0,
                 rate_hz: (self.rate_hz * 10.0).round() / 10.0,
@@ -738,47 +671,13 @@ impl Snapshot {
                 current_lap_started_at: self.lap.started_at,
                 current_lap_frames: self.lap.frames,
             },
+            credentials: None,
         }
     }
-}
 
-/// A session document as persisted (the same JSON `sessions.get` serves).
-#[derive(serde::Deserialize)]
-struct StoredDocument {
-    session_id: String,
-    created_at: DateTime<Utc>,
-    setup: Option<Box<RawValue>>,
-    setup_timestamp: Option<DateTime<Utc>>,
-    telemetry: Option<Box<RawValue>>,
-    last_update: DateTime<Utc>,
-    stats: StoredStats,
-}
-
-#[derive(serde::Deserialize)]
-struct StoredStats {
-    telemetry_count: u64,
-    setup_count: u64,
-    rejected_count: u64,
-    first_frame_at: Option<DateTime<Utc>>,
-    last_frame_at: Option<DateTime<Utc>>,
-    // Lap tracking; absent in documents stored before lap history.
-    #[serde(default)]
-    laps: usize,
-    #[serde(default)]
-    laps_completed: u64,
-    #[serde(default)]
-    current_lap: Option<Box<RawValue>>,
-    #[serde(default)]
-    current_lap_started_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    current_lap_frames: u64,
-}
-
-impl Snapshot {
     /// Reads back a document written by [`Snapshot::to_json`].
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let doc: StoredDocument = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let session_id = SessionId::parse(&doc.session_id).map_err(|e| e.to_string())?;
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let doc: SessionDocument = serde_json::from_slice(bytes)?;
         let frame = |raw: Option<Box<RawValue>>, at: Option<DateTime<Utc>>| {
             raw.map(|r| Frame {
                 body: Bytes::from(r.get().to_owned()),
@@ -786,7 +685,7 @@ impl Snapshot {
             })
         };
         Ok(Snapshot {
-            session_id,
+            session_id: doc.session_id,
             created_at: doc.created_at,
             setup: frame(doc.setup, doc.setup_timestamp),
             telemetry: frame(doc.telemetry, doc.stats.last_frame_at),
@@ -818,22 +717,7 @@ fn raw(body: &Bytes) -> &RawValue {
     serde_json::from_slice(body).expect("stored frames are validated JSON objects")
 }
 
-/// RFC 3339 in UTC with microseconds and `Z`: precise enough to order frames, and
-/// parsed by every client we know of (JavaScript's Date, Python's fromisoformat).
-pub fn format_time(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&format_time(t))
-}
-
-fn opt_rfc3339<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
-    }
-}
+pub use crate::protocol::documents::time::format as format_time;
 
 #[cfg(test)]
 mod tests {

@@ -527,7 +527,7 @@ async fn kv_puts(
     crate::server::store::open_bucket(&js, bucket, None, 1).await?;
     let subjects: Vec<Subject> = ids
         .iter()
-        .map(|id| Subject::from(format!("$KV.{bucket}.{id}")))
+        .map(|id| Subject::from(subjects::kv_key(bucket, id)))
         .collect();
     let started = Instant::now();
     let mut in_flight = VecDeque::with_capacity(window);
@@ -546,7 +546,7 @@ async fn kv_puts(
         ack.await?;
     }
     let elapsed = started.elapsed();
-    js.delete_stream(format!("KV_{bucket}")).await?;
+    js.delete_stream(subjects::kv_stream(bucket)).await?;
     Ok(total as f64 / elapsed.as_secs_f64())
 }
 
@@ -573,7 +573,9 @@ async fn paddock_ingest(
     for id in ids {
         let doc = sessions.get(&id.to_string()).await?;
         ensure!(
-            doc["telemetry"]["lap"] == FINAL_LAP,
+            doc.telemetry
+                .as_ref()
+                .is_some_and(|t| t["lap"] == FINAL_LAP),
             "session {id} does not serve its final frame"
         );
     }
@@ -655,7 +657,7 @@ async fn request_latency(
     let requester = connect(url).await?;
     let sessions = SessionsClient::new(requester.clone(), url, Duration::from_secs(5));
     // The raw responder answers with a body as large as a session document.
-    let size = sessions.get(&ids[0].to_string()).await?.to_string().len();
+    let size = serde_json::to_string(&sessions.get(&ids[0].to_string()).await?)?.len();
     let echo = match target {
         Target::Paddock => None,
         Target::RawEcho => {
@@ -729,7 +731,7 @@ async fn dashboard_latency(
     plan: &Plan,
 ) -> anyhow::Result<Latencies> {
     let dashboard = connect(url).await?;
-    let mut sub = dashboard.subscribe("session.*.>").await?;
+    let mut sub = dashboard.subscribe(subjects::ALL_SESSIONS).await?;
     sync(&dashboard).await?;
     let (tx, mut sent) = tokio::sync::mpsc::unbounded_channel();
     let duration = plan.get_duration.min(Duration::from_secs(3));

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use async_nats::Client;
 use bytes::Bytes;
-use serde_json::Value;
 
 use crate::broker::{BrokerConfig, LocalBroker};
 use crate::client::SessionsClient;
@@ -124,7 +123,8 @@ impl Drop for Processor {
 
 /// A counter from `sessions.stats`.
 pub(crate) async fn counter(client: &SessionsClient, name: &str) -> anyhow::Result<u64> {
-    let stats: Value = client.stats().await?;
+    // By name, as the counters are reported: the bench follows several of them.
+    let stats = serde_json::to_value(client.stats().await?)?;
     stats[name]
         .as_u64()
         .with_context(|| format!("sessions.stats has no {name}"))

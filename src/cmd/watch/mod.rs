@@ -61,7 +61,7 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let client = SessionsClient::new(nats.clone(), url.clone(), Duration::from_secs(5));
     // Subscribe before the snapshot: nothing published in between is missed.
     let mut live = nats.subscribe(subjects::session_wildcard(&id)).await?;
-    let prefix = format!("session.{id}.");
+    let prefix = subjects::session_prefix(&id);
 
     let mut state = WatchState::new(id.to_string(), args.stale_after);
     let mut screen = if args.plain {
@@ -124,8 +124,11 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                         // The recent laps, for the table and the chart (live ones
                         // arrive on the subscription). A processor without lap
                         // history, or credentials without it, leave the view as is.
-                        let from = doc["stats"]["current_lap"]
-                            .as_f64()
+                        let from = doc
+                            .stats
+                            .current_lap
+                            .as_ref()
+                            .and_then(serde_json::Value::as_f64)
                             .map(|lap| lap - state::LAPS_KEPT as f64);
                         match client.laps(&id, from, false).await {
                             Ok(records) => state.apply_laps(&records),
@@ -138,11 +141,11 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                     }
                     // Both are 404; an ended session never comes back (its reason
                     // says so), an unknown one may still be created by its monitor.
-                    Err(ClientError::Service { code: 404, reason }) if reason.contains("has ended") => {
+                    Err(ClientError::Service { code: 404, reason, kind }) if kind.as_deref() == Some("ended_session") => {
                         state.problem = Some(reason);
                         None
                     }
-                    Err(ClientError::Service { code: 404, reason }) => {
+                    Err(ClientError::Service { code: 404, reason, .. }) => {
                         state.problem = Some(format!("{reason}; waiting for it to appear"));
                         Some(tokio::time::Instant::now() + SNAPSHOT_RETRY)
                     }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::protocol::documents::{LapRecord, SessionDocument};
+
 /// Laps of fuel history used for the burn-rate estimate.
 const BURN_WINDOW: usize = 5;
 
@@ -29,7 +31,7 @@ pub struct LapRow {
     /// Fuel at the start of the next lap: the next row's start.
     fuel_at_end: Option<f64>,
     /// Identifies the record, so a lap from the snapshot and live is kept once.
-    ended_at: String,
+    ended_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The link to the broker, as the view shows it.
@@ -85,7 +87,7 @@ impl WatchState {
 
     /// Applies lap records (`sessions.laps`), oldest first: they replace what the
     /// view had, as after a reconnect.
-    pub fn apply_laps(&mut self, records: &[Value]) {
+    pub fn apply_laps(&mut self, records: &[LapRecord<Value>]) {
         self.laps.clear();
         for record in records {
             self.push_lap(record);
@@ -100,28 +102,24 @@ impl WatchState {
             .min_by(|a, b| a.total_cmp(b))
     }
 
-    fn push_lap(&mut self, record: &Value) {
-        let ended_at = record["ended_at"].as_str().unwrap_or_default().to_string();
+    fn push_lap(&mut self, record: &LapRecord<Value>) {
+        let ended_at = record.ended_at;
         if self.laps.iter().any(|l| l.ended_at == ended_at) {
             return;
         }
-        let (last, next) = (&record["last_frame"], &record["next_frame"]);
-        let seconds = |a: &Value, b: &Value| -> Option<f64> {
-            let a = chrono::DateTime::parse_from_rfc3339(a.as_str()?).ok()?;
-            let b = chrono::DateTime::parse_from_rfc3339(b.as_str()?).ok()?;
-            Some((b - a).num_milliseconds() as f64 / 1000.0)
-        };
+        let (last, next) = (&record.last_frame, &record.next_frame);
+        let elapsed = (record.ended_at - record.started_at).num_milliseconds() as f64 / 1000.0;
         let time = next["last_lap_time"]
             .as_f64()
             .or_else(|| last["lap_time"].as_f64())
-            .or_else(|| seconds(&record["started_at"], &record["ended_at"]));
+            .or(Some(elapsed));
         let fuel_at_end = next["fuel"].as_f64();
         let fuel_used = match (self.laps.last().and_then(|l| l.fuel_at_end), fuel_at_end) {
             (Some(start), Some(end)) => Some(start - end),
             _ => None,
         };
         let refuelled = fuel_used.is_some_and(|used| used < 0.0);
-        let lap = match &record["lap"] {
+        let lap = match &record.lap {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
@@ -140,15 +138,15 @@ impl WatchState {
 
     /// Applies a `sessions.get` document. The frame's age counts from `now`: the
     /// document's own times are the processor's clock, not this machine's.
-    pub fn apply_snapshot(&mut self, doc: &Value, now: Instant) {
+    pub fn apply_snapshot(&mut self, doc: &SessionDocument<Value>, now: Instant) {
         self.problem = None;
         self.link = Link::Live;
-        if !doc["setup"].is_null() {
-            self.setup = Some(doc["setup"].clone());
+        if let Some(setup) = &doc.setup {
+            self.setup = Some(setup.clone());
         }
-        if !doc["telemetry"].is_null() {
-            self.track_fuel(&doc["telemetry"]);
-            self.telemetry = Some(doc["telemetry"].clone());
+        if let Some(telemetry) = &doc.telemetry {
+            self.track_fuel(telemetry);
+            self.telemetry = Some(telemetry.clone());
             self.last_frame_at = Some(now);
         }
     }
@@ -176,7 +174,7 @@ impl WatchState {
                 }
             }
             "lap" => {
-                if let Ok(record @ Value::Object(_)) = serde_json::from_slice::<Value>(payload) {
+                if let Ok(record) = serde_json::from_slice::<LapRecord<Value>>(payload) {
                     self.push_lap(&record);
                 }
             }
@@ -246,6 +244,22 @@ impl WatchState {
     }
 }
 
+/// A session document with these frames, for the view's tests.
+#[cfg(test)]
+pub(crate) fn test_document(setup: Value, telemetry: Value) -> SessionDocument<Value> {
+    serde_json::from_value(serde_json::json!({
+        "session_id": "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b",
+        "created_at": "2026-11-24T10:00:00Z",
+        "setup": setup,
+        "setup_timestamp": null,
+        "telemetry": telemetry,
+        "last_update": "2026-11-24T10:00:00Z",
+        "stats": {"telemetry_count": 1, "setup_count": 0, "rejected_count": 0,
+                  "first_frame_at": null, "last_frame_at": null, "duration_s": 0.0, "rate_hz": 0.0}
+    }))
+    .expect("a well-formed document")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,7 +305,11 @@ mod tests {
     fn laps_show_time_fuel_used_and_pit_stops_once_each() {
         let now = Instant::now();
         let mut s = WatchState::new("x", Duration::from_secs(5));
-        s.apply_laps(&[record(1, 10, 70.0, false), record(2, 20, 65.0, false)]);
+        let typed = |v: Value| serde_json::from_value::<LapRecord<Value>>(v).unwrap();
+        s.apply_laps(&[
+            typed(record(1, 10, 70.0, false)),
+            typed(record(2, 20, 65.0, false)),
+        ]);
         // Live: a refuel in lap 3, and lap 2 again (snapshot and live overlap).
         s.apply_message(
             "lap",
@@ -344,7 +362,7 @@ mod tests {
         let now = Instant::now();
         let mut s = WatchState::new("x", Duration::from_secs(5));
         s.apply_snapshot(
-            &json!({"setup": {"wing": 5}, "telemetry": {"lap": 9, "fuel": 30.0}}),
+            &test_document(json!({"wing": 5}), json!({"lap": 9, "fuel": 30.0})),
             now,
         );
         assert_eq!(s.link, Link::Live);

@@ -372,10 +372,11 @@ mod tests {
             "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b",
             Duration::from_secs(5),
         );
-        let doc = serde_json::json!({
-            "setup": {"aerodynamics": {"rear_wing": 8}},
-            "telemetry": serde_json::from_str::<Value>(include_str!("../../../tests/data/telemetry-rich.json")).unwrap(),
-        });
+        let doc = super::super::state::test_document(
+            serde_json::json!({"aerodynamics": {"rear_wing": 8}}),
+            serde_json::from_str::<Value>(include_str!("../../../tests/data/telemetry-rich.json"))
+                .unwrap(),
+        );
         s.apply_snapshot(&doc, now);
         s
     }
@@ -418,16 +419,17 @@ mod tests {
     fn the_laps_table_and_chart_show_the_history() {
         let now = Instant::now();
         let mut state = state_with_frame(now);
-        let records: Vec<Value> = (1..=4u64)
+        let records: Vec<crate::protocol::documents::LapRecord<Value>> = (1..=4u64)
             .map(|lap| {
-                serde_json::json!({
+                serde_json::from_value(serde_json::json!({
                     "lap": lap,
                     "started_at": format!("2026-11-24T10:0{lap}:00Z"),
                     "ended_at": format!("2026-11-24T10:0{}:00Z", lap + 1),
                     "frames": 100,
                     "last_frame": {"lap": lap, "in_pits": lap == 3},
                     "next_frame": {"lap": lap + 1, "last_lap_time": 210.0 + lap as f64, "fuel": 70.0 - 5.0 * lap as f64},
-                })
+                }))
+                .unwrap()
             })
             .collect();
         state.apply_laps(&records);

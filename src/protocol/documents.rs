@@ -1,0 +1,358 @@
+//! Every document on the wire, typed. The processor serializes these and the
+//! clients (`paddock sessions`, `watch`, `monitor`) deserialize them, so both
+//! sides agree by construction; docs/PROTOCOL.md shows them as JSON.
+//!
+//! Documents that carry monitor frames are generic over the frame's type `F`: the
+//! processor writes frames it holds as bytes (`&RawValue`, exactly as sent, no
+//! re-serialisation), storage reads them back as `Box<RawValue>`, and a client that
+//! looks inside a frame reads it as a `serde_json::Value`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::id::SessionId;
+
+/// A frame exactly as the monitor sent it, owned.
+pub type RawFrame = Box<RawValue>;
+
+/// Times on the wire: RFC 3339 in UTC with microseconds and `Z` — precise enough
+/// to order frames, and parsed by every client we know of (JavaScript's `Date`,
+/// Python's `fromisoformat`).
+pub mod time {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn format(t: &DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    }
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format(t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        DateTime::<Utc>::deserialize(d)
+    }
+
+    /// The same for an optional time (`null` when absent).
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<DateTime<Utc>>::deserialize(d)
+        }
+    }
+}
+
+/// One session: what `sessions.get` and `sessions.create` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionDocument<F = RawFrame> {
+    pub session_id: SessionId,
+    #[serde(with = "time")]
+    pub created_at: DateTime<Utc>,
+    /// The latest setup exactly as sent.
+    pub setup: Option<F>,
+    #[serde(with = "time::option")]
+    pub setup_timestamp: Option<DateTime<Utc>>,
+    /// The latest telemetry frame exactly as sent.
+    pub telemetry: Option<F>,
+    /// When setup or telemetry last arrived (`created_at` until then).
+    #[serde(with = "time")]
+    pub last_update: DateTime<Utc>,
+    pub stats: SessionStats<F>,
+    /// A new session's credentials, when the processor issues them (create only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+}
+
+/// A session's counters and its running lap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStats<F = RawFrame> {
+    pub telemetry_count: u64,
+    pub setup_count: u64,
+    /// Frames refused as invalid (the last good state was kept).
+    pub rejected_count: u64,
+    #[serde(with = "time::option")]
+    pub first_frame_at: Option<DateTime<Utc>>,
+    #[serde(with = "time::option")]
+    pub last_frame_at: Option<DateTime<Utc>>,
+    /// From creation to the last setup or frame, in seconds.
+    pub duration_s: f64,
+    /// Telemetry frames per second recently.
+    pub rate_hz: f32,
+    // Lap history; absent in documents stored before it, hence the defaults.
+    /// Completed laps kept (`sessions.laps`).
+    #[serde(default)]
+    pub laps: usize,
+    /// Laps completed in all (more than `laps` once the oldest were dropped).
+    #[serde(default)]
+    pub laps_completed: u64,
+    /// The running lap's value at the lap field.
+    #[serde(default = "none")]
+    pub current_lap: Option<F>,
+    #[serde(default, with = "time::option")]
+    pub current_lap_started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub current_lap_frames: u64,
+}
+
+fn none<F>() -> Option<F> {
+    None
+}
+
+/// A session's credentials, issued at `sessions.create` in per-session mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// `.creds` for the monitor: publish into the session only.
+    pub monitor: String,
+    /// `.creds` for a dashboard: read the session only.
+    pub dashboard: String,
+    /// The inbox prefix both must use (`_INBOX_<id>`).
+    pub inbox_prefix: String,
+}
+
+/// One row of `sessions.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub session_id: SessionId,
+    #[serde(with = "time")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "time")]
+    pub last_update: DateTime<Utc>,
+    pub has_setup: bool,
+    pub telemetry_count: u64,
+}
+
+/// One page of `sessions.list` or `sessions.archive.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// Rows in all.
+    pub total: usize,
+    /// Rows in this page.
+    pub count: usize,
+    /// Where this page starts.
+    pub offset: usize,
+    /// Where the next page starts; `None` on the last.
+    pub next_offset: Option<usize>,
+    pub sessions: Vec<T>,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndReason {
+    /// Ops ended it with `sessions.delete`.
+    Deleted,
+    /// Nothing arrived for `--expire-after`.
+    Expired,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::Expired => "expired",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of `sessions.archive.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedSummary {
+    pub session_id: SessionId,
+    #[serde(with = "time")]
+    pub created_at: DateTime<Utc>,
+    #[serde(with = "time")]
+    pub last_update: DateTime<Utc>,
+    #[serde(with = "time")]
+    pub ended_at: DateTime<Utc>,
+    pub reason: EndReason,
+    pub telemetry_count: u64,
+}
+
+/// `sessions.archive.get`: when and why a session ended, and its final state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchivedSession<F = RawFrame> {
+    pub session_id: SessionId,
+    #[serde(with = "time")]
+    pub ended_at: DateTime<Utc>,
+    pub reason: EndReason,
+    pub session: SessionDocument<F>,
+}
+
+/// `sessions.delete`'s reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deleted<F = RawFrame> {
+    pub deleted: bool,
+    pub session_id: SessionId,
+    #[serde(with = "time")]
+    pub deleted_at: DateTime<Utc>,
+    /// The final state.
+    pub session: SessionDocument<F>,
+}
+
+/// The acknowledgement of a frame sent as a request (a setup, usually).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub ok: bool,
+    pub session_id: SessionId,
+    /// `setup` or `telemetry`.
+    pub kind: String,
+    #[serde(with = "time")]
+    pub stored_at: DateTime<Utc>,
+    /// The frame created the session on demand.
+    pub created: bool,
+}
+
+/// A lifecycle announcement on `session.<id>.events.<kind>` and
+/// `sessions.events.<kind>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announcement<F = RawFrame> {
+    /// `created`, `deleted` or `expired`.
+    pub event: String,
+    pub session_id: SessionId,
+    #[serde(with = "time")]
+    pub at: DateTime<Utc>,
+    /// What caused it: `request`, `data` (created on demand) or `expiry`.
+    pub via: String,
+    /// The final state, for an end.
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionDocument<F>>,
+}
+
+/// `sessions.stats`: service-wide counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub live_sessions: usize,
+    /// Telemetry frames per second across live sessions, recently.
+    pub ingest_rate_hz: f32,
+    pub sessions_created: u64,
+    pub sessions_deleted: u64,
+    pub sessions_expired: u64,
+    pub telemetry_frames: u64,
+    pub setup_frames: u64,
+    /// Laps completed since this processor started.
+    #[serde(default)]
+    pub laps_completed: u64,
+    /// Lap records the live sessions keep.
+    #[serde(default)]
+    pub lap_records: usize,
+    pub rejected_total: u64,
+    /// Rejected input by reason (`malformed_json`, `too_large`, …).
+    pub rejected: BTreeMap<String, u64>,
+}
+
+/// One completed lap: on `session.<id>.lap` and in `sessions.laps` pages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LapRecord<F = RawFrame> {
+    /// The finished lap's value at the lap field.
+    pub lap: F,
+    /// When the lap's first frame arrived.
+    #[serde(with = "time")]
+    pub started_at: DateTime<Utc>,
+    /// When the next lap's first frame arrived.
+    #[serde(with = "time")]
+    pub ended_at: DateTime<Utc>,
+    pub frames: u64,
+    /// The lap's last frame, exactly as sent.
+    pub last_frame: F,
+    /// The next lap's first frame, exactly as sent.
+    pub next_frame: F,
+}
+
+/// One page of `sessions.laps[.<id>]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LapPage<F = RawFrame> {
+    pub session_id: SessionId,
+    pub laps: Vec<LapRecord<F>>,
+    pub count: usize,
+    /// The lap to ask for next (`from_lap`); `None` on the last page.
+    #[serde(default = "none")]
+    pub next_from_lap: Option<F>,
+}
+
+/// The body of every error reply, beside the micro error headers
+/// (`Nats-Service-Error-Code`, `Nats-Service-Error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: u16,
+    /// A stable label for programs (`unknown_session`, `ended_session`,
+    /// `malformed_json`, …); absent from replies of processors before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_document_reads_back_as_written_with_frames_verbatim() {
+        let frame: RawFrame = serde_json::from_str(r#"{"lap":14, "fuel" :41.20}"#).unwrap();
+        let doc = SessionDocument {
+            session_id: SessionId::new_v4(),
+            created_at: Utc::now(),
+            setup: None,
+            setup_timestamp: None,
+            telemetry: Some(frame),
+            last_update: Utc::now(),
+            stats: SessionStats {
+                telemetry_count: 1,
+                setup_count: 0,
+                rejected_count: 0,
+                first_frame_at: Some(Utc::now()),
+                last_frame_at: Some(Utc::now()),
+                duration_s: 0.5,
+                rate_hz: 0.0,
+                laps: 0,
+                laps_completed: 0,
+                current_lap: None,
+                current_lap_started_at: None,
+                current_lap_frames: 0,
+            },
+            credentials: None,
+        };
+        let json = serde_json::to_string(&doc).unwrap();
+        assert!(
+            json.contains(r#""telemetry":{"lap":14, "fuel" :41.20}"#),
+            "{json}"
+        );
+        assert!(!json.contains("credentials"));
+        let back: SessionDocument = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        let as_value: SessionDocument<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        assert_eq!(as_value.telemetry, Some(json!({"lap": 14, "fuel": 41.2})));
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_microseconds() {
+        let t = DateTime::parse_from_rfc3339("2026-11-24T05:30:47.280515Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(time::format(&t), "2026-11-24T05:30:47.280515Z");
+    }
+}

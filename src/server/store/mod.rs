@@ -1,0 +1,375 @@
+//! Durable state in JetStream key-value buckets: the broker teams already run, no
+//! new database.
+//!
+//! - `<bucket>` holds each live session's document under its id.
+//! - `<bucket>_archive` holds each ended session (deleted or expired): its final
+//!   document, when and why it ended. The stream's `max_age` is the archive
+//!   retention. While an id is archived its data stays refused, across restarts.
+//! - `<bucket>_laps` holds each completed lap under `<id>.<n>` (server/laps.rs; stored by laps_writer.rs). A lap is
+//!   written through with a KV `create` before it is announced: with several
+//!   processors the first stores it and announces it, the others take the stored
+//!   copy. The bucket's `max_age` is the archive retention too, so an ended
+//!   session's laps leave with it (and a session live for longer than that keeps
+//!   older laps in memory only). The oldest beyond `--max-laps` are removed.
+//!
+//! One task, the persister, owns every write, so writes land in order, and each
+//! write renders the session as it is *at write time*: the last write is always the
+//! newest state. Telemetry is written behind: changed sessions are flushed together
+//! every `--persist-interval`, one write per session however many frames arrived.
+//! Creates and setups are written through: acknowledged only once stored.
+//!
+//! Several processors share the buckets. Each watches both for the others' writes:
+//! a session a peer created is adopted (so any processor can answer for it), and a
+//! session a peer ended is ended here too. Archiving uses a KV `create`, so exactly
+//! one processor archives (and announces) each end.
+//!
+//! Buckets are created with `create_stream` and opened with `get_key_value`:
+//! async-nats's `create_key_value` asks for account details that NATS 2.9 does
+//! not send.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::jetstream::{self, kv};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::id::SessionId;
+use crate::server::app::App;
+use crate::server::laps::LapRecord;
+use crate::server::sessions::{Ended, Snapshot};
+
+mod laps_writer;
+mod peers;
+mod persister;
+mod recovery;
+
+use laps_writer::{LapQueue, LapWriter};
+use peers::{Peers, follow_peers};
+use persister::{Outage, Persister};
+pub(crate) use recovery::open_bucket;
+use recovery::{load, read_archived};
+
+/// Writes waiting for the persister beyond this make the sender wait (backpressure
+/// on creates, setups and ends only; telemetry never queues here).
+const JOB_QUEUE: usize = 1024;
+
+/// Where session state is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// JetStream key-value buckets: sessions survive restarts.
+    Jetstream,
+    /// Memory only: every session is lost when the processor stops.
+    Memory,
+}
+
+/// How the processor persists.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// Live sessions' bucket; the archive is `<bucket>_archive`.
+    pub bucket: String,
+    /// How long telemetry may wait before it is written (the write-behind window).
+    pub persist_interval: Duration,
+    /// How long ended sessions are kept in the archive.
+    pub archive_retention: Duration,
+    /// JetStream replicas for both buckets (3 on a 3-node cluster).
+    pub replicas: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: StoreKind::Jetstream,
+            bucket: "paddock_sessions".into(),
+            persist_interval: Duration::from_secs(1),
+            archive_retention: Duration::from_secs(7 * 24 * 3600),
+            replicas: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the {bucket} bucket: {reason} (is JetStream enabled on the broker, \
+         e.g. nats-server -js? --store memory runs without it, keeping nothing)"
+    )]
+    Open { bucket: String, reason: String },
+    /// A read came from a replica that has not caught up with the stream's leader.
+    #[error(
+        "the {bucket} bucket was read from a replica behind its leader (message {read} of {leader})"
+    )]
+    Behind {
+        bucket: String,
+        read: u64,
+        leader: u64,
+    },
+    /// A write was refused; the cause is the JetStream error.
+    #[error("storage unavailable")]
+    Write(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    #[error("the persister has stopped")]
+    Stopped,
+}
+
+type Done = oneshot::Sender<Result<(), StoreError>>;
+
+/// What the persister is asked to do, besides its periodic flush.
+enum Job {
+    /// Write this session now (create, setup).
+    Persist { id: SessionId, done: Done },
+    /// Archive this ended session and remove it from the live bucket; answers
+    /// whether this processor archived it first.
+    End {
+        ended: Box<Ended>,
+        done: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Remove a session a peer ended from the live bucket (this processor may have
+    /// written it back before it learned of the end).
+    Purge { id: SessionId },
+    /// Write every changed session, then answer (shutdown).
+    FlushAll { done: Done },
+}
+
+/// The processor's handle on storage. With `--store memory` every call succeeds
+/// at once.
+#[derive(Clone)]
+pub struct Storage {
+    jobs: Option<mpsc::Sender<Job>>,
+    /// Completed laps for the lap writer.
+    laps: Option<LapQueue>,
+    /// The live bucket, for reads outside the persister (see [`Storage::lookup`]).
+    live: Option<kv::Store>,
+}
+
+impl Storage {
+    pub fn memory() -> Self {
+        Storage {
+            jobs: None,
+            laps: None,
+            live: None,
+        }
+    }
+
+    /// Opens the buckets, loads what they hold into `app`, and starts the persister.
+    pub async fn open(
+        client: &Client,
+        config: &StoreConfig,
+        app: &Arc<App>,
+    ) -> Result<Self, StoreError> {
+        if config.kind == StoreKind::Memory {
+            tracing::warn!(
+                "--store memory: sessions live in this process only and are lost when it stops"
+            );
+            return Ok(Storage::memory());
+        }
+        let js = jetstream::new(client.clone());
+        let archive_name = format!("{}_archive", config.bucket);
+        let laps_name = format!("{}_laps", config.bucket);
+        let retention = Some(config.archive_retention);
+        let started = std::time::Instant::now();
+        // Opening, watching and loading are retried together: a cluster that lost a
+        // node can refuse new consumers for a while (about a minute on NATS 2.9).
+        let opened = retry_while_starting(client, || async {
+            let live = open_bucket(&js, &config.bucket, None, config.replicas).await?;
+            let archive = open_bucket(&js, &archive_name, retention, config.replicas).await?;
+            let laps = open_bucket(&js, &laps_name, retention, config.replicas).await?;
+            // Watch for other processors' writes from before the load on: whatever
+            // changes after this point arrives on the watchers, so nothing falls
+            // between the load and the watch.
+            let peers_live = live
+                .watch_all()
+                .await
+                .map_err(|e| open_error(&config.bucket, e))?;
+            let peers_archive = archive
+                .watch_all()
+                .await
+                .map_err(|e| open_error(&archive_name, e))?;
+            let peers_laps = laps
+                .watch_all()
+                .await
+                .map_err(|e| open_error(&laps_name, e))?;
+            let live_values = load(&live, &config.bucket).await?;
+            let archive_values = load(&archive, &archive_name).await?;
+            let lap_values = load(&laps, &laps_name).await?;
+            Ok((
+                (live, archive, laps),
+                Peers {
+                    live: peers_live,
+                    archive: peers_archive,
+                    laps: peers_laps,
+                },
+                (live_values, archive_values, lap_values),
+            ))
+        })
+        .await?;
+        let ((live, archive, laps), peers, (live_values, archive_values, lap_values)) = opened;
+
+        let mut restored = 0usize;
+        for (key, value) in live_values {
+            match Snapshot::from_json(&value) {
+                Ok(snapshot) => {
+                    app.sessions.restore(snapshot);
+                    restored += 1;
+                }
+                Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored session"),
+            }
+        }
+        let mut archived = 0usize;
+        for (key, value) in archive_values {
+            match read_archived(&value) {
+                Ok(ended) => {
+                    app.sessions.restore_ended(ended);
+                    archived += 1;
+                }
+                Err(e) => {
+                    tracing::error!(key, error = %e, "skipping an unreadable archived session")
+                }
+            }
+        }
+        // After the sessions: each lap goes to its live or archived session.
+        let mut lap_records = 0usize;
+        for (key, value) in lap_values {
+            match LapRecord::from_stored(&value) {
+                Ok(record) => {
+                    app.sessions.restore_lap(record);
+                    lap_records += 1;
+                }
+                Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored lap"),
+            }
+        }
+        tracing::info!(
+            restored,
+            archived,
+            lap_records,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            bucket = config.bucket,
+            "recovered sessions from JetStream"
+        );
+
+        let (tx, rx) = mpsc::channel(JOB_QUEUE);
+        let persister = Persister {
+            live: live.clone(),
+            archive,
+            app: Arc::clone(app),
+            retry_ends: Vec::new(),
+            outage: Outage::default(),
+        };
+        tokio::spawn(persister.run(rx, config.persist_interval));
+        let lap_queue = LapQueue::default();
+        let writer = LapWriter {
+            bucket: laps,
+            client: client.clone(),
+            app: Arc::clone(app),
+            queue: lap_queue.clone(),
+        };
+        tokio::spawn(writer.run(config.persist_interval));
+        tokio::spawn(follow_peers(peers, Arc::clone(app), tx.clone()));
+        Ok(Storage {
+            jobs: Some(tx),
+            laps: Some(lap_queue),
+            live: Some(live),
+        })
+    }
+
+    /// A session another processor stored but this one has not heard of yet: a
+    /// `get` answered here right after a create answered there still finds it.
+    pub async fn lookup(&self, id: SessionId) -> Option<Snapshot> {
+        let value = self.live.as_ref()?.get(id.to_string()).await.ok()??;
+        Snapshot::from_json(&value).ok()
+    }
+
+    /// Writes one session now; for acknowledgements that promise it is stored.
+    pub async fn persist(&self, id: SessionId) -> Result<(), StoreError> {
+        self.ask((), |done| Job::Persist { id, done }).await
+    }
+
+    /// Archives an ended session and removes it from the live bucket. Answers
+    /// whether this processor archived it first (with several processors, each may
+    /// find the same idle session). On failure the persister keeps retrying: an
+    /// ended session must not come back.
+    pub async fn end(&self, ended: Ended) -> Result<bool, StoreError> {
+        self.ask(true, |done| Job::End {
+            ended: Box::new(ended),
+            done,
+        })
+        .await
+    }
+
+    /// Hands a completed lap to the lap writer, which stores it and then
+    /// announces it on `session.<id>.lap` (with several processors, only the one
+    /// that stored it first announces it). Never waits: the ingest loop must not
+    /// stall on storage, whatever the lap rate. Answers false with `--store
+    /// memory`: then nothing is stored, and the caller announces.
+    pub fn lap(&self, record: Arc<LapRecord>) -> bool {
+        match &self.laps {
+            Some(queue) => {
+                queue.push(record);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Writes every changed session (at shutdown: no write-behind window is lost).
+    pub async fn flush_all(&self) -> Result<(), StoreError> {
+        self.ask((), |done| Job::FlushAll { done }).await
+    }
+
+    /// Hands a job to the persister and waits for its answer; with `--store
+    /// memory` there is no persister and the answer is `memory`.
+    async fn ask<T>(
+        &self,
+        memory: T,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let Some(jobs) = &self.jobs else {
+            return Ok(memory);
+        };
+        let (done, answer) = oneshot::channel();
+        jobs.send(job(done))
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+}
+
+/// How long start-up waits for JetStream to become available (a cluster electing
+/// leaders, a broker still starting, a cluster that lost a node and refuses new
+/// consumers for about a minute) before giving up.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs `open` until it succeeds or [`STARTUP_PATIENCE`] passes. A broker that
+/// says it has no JetStream will not grow one: that fails at once.
+async fn retry_while_starting<T, F, Fut>(client: &Client, mut open: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    loop {
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        match open().await {
+            Ok(value) => return Ok(value),
+            Err(e) if connected && !client.server_info().jetstream => return Err(e),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream not ready; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl StoreError {
+    fn write(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Write(std::sync::Arc::from(cause.into()))
+    }
+}
+
+fn open_error(bucket: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        bucket: bucket.to_string(),
+        reason: e.to_string(),
+    }
+}

@@ -1,0 +1,145 @@
+//! Opening the buckets and reading them back at start-up.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use crate::protocol::documents::{SessionDocument, time};
+use crate::protocol::subjects;
+use crate::server::sessions::{EndReason, Ended, Snapshot};
+
+use super::StoreError;
+
+/// Opens a KV bucket, creating its stream first if it does not exist.
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Option<Duration>,
+    replicas: usize,
+) -> Result<kv::Store, StoreError> {
+    let fail = |reason: String| StoreError::Open {
+        bucket: bucket.to_string(),
+        reason,
+    };
+    let stream_name = subjects::kv_stream(bucket);
+    if js.get_stream(&stream_name).await.is_err() {
+        // The stream a KV bucket is made of, as async-nats's create_key_value would
+        // configure it (history 1, rollups for purges, direct gets).
+        let config = stream::Config {
+            name: stream_name.clone(),
+            description: Some(format!("paddock sessions ({bucket})")),
+            subjects: vec![subjects::kv_subjects(bucket)],
+            max_messages_per_subject: 1,
+            max_age: max_age.unwrap_or_default(),
+            storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        match js.create_stream(config).await {
+            Ok(_) => tracing::info!(bucket, replicas, "created JetStream bucket"),
+            // Another processor created it in the meantime: use theirs.
+            Err(e) if js.get_stream(&stream_name).await.is_ok() => {
+                tracing::debug!(bucket, error = %e, "bucket created concurrently");
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    }
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// How long reading a bucket at start-up may make no progress before the attempt
+/// is given up (and retried).
+const LOAD_STALL: Duration = Duration::from_secs(10);
+
+/// The latest value of every key, read with one watcher (a consumer replaying the
+/// last message per key) rather than one request per key.
+pub(super) async fn load(
+    store: &kv::Store,
+    bucket: &str,
+) -> Result<Vec<(String, Bytes)>, StoreError> {
+    let fail = |reason: String| StoreError::Open {
+        bucket: bucket.to_string(),
+        reason,
+    };
+    let status = store.status().await.map_err(|e| fail(e.to_string()))?;
+    if status.values() == 0 {
+        return Ok(Vec::new());
+    }
+    let mut watch = store
+        .watch_with_history(">")
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut values = Vec::new();
+    // In a cluster the watcher reads from one replica of the stream, which may be
+    // behind (a node that just came back): it would hand over older values. The
+    // status came from the stream's leader, and with one message per key the last
+    // message read must be the leader's last: otherwise this read is stale, and is
+    // retried (the replica catches up within seconds).
+    let leader_last = status.info.state.last_sequence;
+    let mut read_last = 0;
+    loop {
+        // A consumer that was created but delivers nothing (a cluster in trouble)
+        // must not hold start-up forever: give up on this attempt, and retry.
+        let next = tokio::time::timeout(LOAD_STALL, watch.next()).await;
+        let Some(entry) = next.map_err(|_| fail("no progress reading the bucket".into()))? else {
+            break;
+        };
+        let entry = entry.map_err(|e| fail(e.to_string()))?;
+        read_last = read_last.max(entry.revision);
+        let last = entry.delta == 0;
+        // A purged key's last message is its purge marker: nothing to restore.
+        if entry.operation == kv::Operation::Put {
+            values.push((entry.key, entry.value));
+        }
+        if last {
+            break;
+        }
+    }
+    if read_last < leader_last {
+        return Err(StoreError::Behind {
+            bucket: bucket.to_string(),
+            read: read_last,
+            leader: leader_last,
+        });
+    }
+    Ok(values)
+}
+
+/// An ended session as the archive bucket keeps it (under its id).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct ArchiveRecord<F> {
+    pub(super) session: SessionDocument<F>,
+    #[serde(with = "time")]
+    pub(super) ended_at: DateTime<Utc>,
+    pub(super) reason: EndReason,
+}
+
+/// Reads an archive record back.
+pub(super) fn read_archived(value: &[u8]) -> Result<Ended, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Record<'a> {
+        #[serde(borrow)]
+        session: &'a serde_json::value::RawValue,
+        ended_at: DateTime<Utc>,
+        reason: EndReason,
+    }
+    // The document is read by Snapshot, which knows what it holds.
+    let record: Record<'_> = serde_json::from_slice(value)?;
+    let last = Snapshot::from_json(record.session.get().as_bytes())?;
+    Ok(Ended {
+        at: record.ended_at,
+        reason: record.reason,
+        last,
+        // The laps come from their own bucket (restore_lap).
+        laps: Vec::new(),
+    })
+}
