@@ -50,6 +50,26 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
+    /// These flags as they would be typed again, for commands printed for the
+    /// user to paste: only those that differ from the defaults (a dashboard's
+    /// credentials are not a monitor's, so they are not repeated).
+    pub fn as_flags(&self) -> String {
+        let mut flags = String::new();
+        if self.nats_url != "nats://127.0.0.1:4222" {
+            flags.push_str(&format!(" --nats-url {}", self.nats_url));
+        }
+        for (flag, path) in [
+            ("--tls-ca", &self.tls_ca),
+            ("--tls-cert", &self.tls_cert),
+            ("--tls-key", &self.tls_key),
+        ] {
+            if let Some(path) = path {
+                flags.push_str(&format!(" {flag} {}", path.display()));
+            }
+        }
+        flags
+    }
+
     /// The connection these flags describe.
     pub fn config(&self) -> ConnectConfig {
         ConnectConfig {
@@ -101,9 +121,35 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("not a duration: {input:?}"))
 }
 
+/// A duration that must not be zero (a period: `--persist-interval`).
+pub fn parse_period(input: &str) -> Result<Duration, String> {
+    match parse_duration(input)? {
+        d if d.is_zero() => Err(format!("{input:?}: must be more than 0, e.g. 1s or 200ms")),
+        d => Ok(d),
+    }
+}
+
+/// A count that must be at least 1 (sizes, limits, replicas).
+pub fn parse_count(input: &str) -> Result<usize, String> {
+    match input.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{input:?} is not a whole number")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_and_counts_refuse_zero_with_a_reason() {
+        assert_eq!(parse_period("200ms"), Ok(Duration::from_millis(200)));
+        assert!(parse_period("0").unwrap_err().contains("more than 0"));
+        assert_eq!(parse_count("3"), Ok(3));
+        assert!(parse_count("0").unwrap_err().contains("at least 1"));
+        assert!(parse_count("-1").is_err());
+    }
 
     #[test]
     fn durations_parse() {

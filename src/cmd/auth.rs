@@ -15,26 +15,40 @@ pub struct AuthArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum AuthCommand {
     /// Make a new operator, system account and paddock account, and write into
-    /// DIR: nats-operator.conf (include it from the broker's configuration),
-    /// issuer.account and issuer.seed (the processor's --issuer-account and
-    /// --issuer-signing-seed), processor.creds, ops.creds and creator.creds.
+    /// DIR: nats-operator.conf (the broker's trust; `nats-server.conf` beside it
+    /// includes it), issuer.account and issuer.seed (the processor's
+    /// --issuer-account and --issuer-signing-seed), processor.creds, ops.creds and
+    /// creator.creds.
     Init {
         /// Where to write; created if missing. Keep it private: it holds seeds.
         #[arg(long, env = "PADDOCK_AUTH_DIR")]
         out: PathBuf,
+        /// Replace an existing setup in DIR. A new operator invalidates every
+        /// credential the old one issued, so this is refused without it.
+        #[arg(long)]
+        force: bool,
     },
 }
 
 /// `paddock auth …`.
 pub fn run(args: &AuthArgs) -> anyhow::Result<()> {
     match &args.command {
-        AuthCommand::Init { out } => {
+        AuthCommand::Init { out, force } => {
+            if out.join("nats-operator.conf").exists() && !force {
+                anyhow::bail!(
+                    "{} already holds an operator setup; a new one would invalidate every \
+                     credential it issued. Pass --force to replace it.",
+                    out.display()
+                );
+            }
             let setup = OperatorSetup::new();
             setup.write(out)?;
             println!(
-                "wrote {dir}/: nats-operator.conf, issuer.account, issuer.seed, \
+                "wrote {dir}/: nats-operator.conf, nats-server.conf, issuer.account, issuer.seed, \
                  processor.creds, ops.creds, creator.creds\n\
-                 broker:    include {dir}/nats-operator.conf from its configuration (JetStream on)\n\
+                 broker:    nats-server -c {dir}/nats-server.conf   (or, in a configuration of \
+                 your own: include <path of nats-operator.conf relative to that file>; \
+                 JetStream on)\n\
                  processor: paddock serve --creds {dir}/processor.creds \\\n           \
                  --issuer-account {account} --issuer-signing-seed {dir}/issuer.seed\n\
                  ops:       paddock sessions list --creds {dir}/ops.creds --inbox-prefix _INBOX_ops",

@@ -66,10 +66,11 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         .await
         .context("cannot start the processor")?;
     let me = crate::cmd::self_command();
+    let flags = args.serve.connect.as_flags();
     eprintln!(
         "paddock demo: processor running on {url}; starting {} simulated monitor{}. \
          Stop everything with ctrl-c.\n\
-         In another terminal:\n  {me} sessions list\n  {me} watch <session id>",
+         In another terminal:\n  {me} sessions list{flags}\n  {me} watch <session id>{flags}",
         args.monitors,
         if args.monitors == 1 { "" } else { "s" }
     );

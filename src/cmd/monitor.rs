@@ -76,7 +76,10 @@ pub struct MonitorArgs {
 
 pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     if !(args.hz > 0.0 && args.hz <= 1000.0) {
-        bail!("--hz must be between 0 and 1000 frames per second");
+        bail!(
+            "--hz must be more than 0 and at most 1000 frames per second (got {})",
+            args.hz
+        );
     }
     if args.sessions == 0 || (args.session.is_some() && args.sessions != 1) {
         bail!(
@@ -108,7 +111,11 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             },
         };
         println!("session {id}");
-        println!("  watch it: {} watch {id}", crate::cmd::self_command());
+        println!(
+            "  watch it: {} watch {id}{}",
+            crate::cmd::self_command(),
+            args.connect.as_flags()
+        );
         let parsed = SessionId::parse(&id)?;
         let race = Race::new(seed(&id) ^ index as u64);
         let setup = match &source {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::args::{ConnectArgs, LapField, parse_duration, parse_lap_field};
+use super::args::{
+    ConnectArgs, LapField, parse_count, parse_duration, parse_lap_field, parse_period,
+};
 use crate::client::connect;
 use crate::server::app::Limits;
 use crate::server::processor::Lifecycle;
@@ -20,12 +22,12 @@ pub struct ServeArgs {
     pub connect: ConnectArgs,
     /// Largest frame or request accepted, in bytes; larger ones are refused with 413.
     /// Keep it below the broker's max_payload (1 MiB by default).
-    #[arg(long, env = "PADDOCK_MAX_PAYLOAD", default_value_t = Limits::default().max_payload)]
+    #[arg(long, env = "PADDOCK_MAX_PAYLOAD", default_value_t = Limits::default().max_payload, value_parser = parse_count)]
     pub max_payload: usize,
     /// Frames (and requests) the processor buffers while it is busy, per
     /// subscription: a burst beyond this is dropped by the client and logged as
     /// "slow consumer". At worst this many frames sit in memory.
-    #[arg(long, env = "PADDOCK_INGEST_BUFFER", default_value_t = crate::server::processor::DEFAULT_INGEST_BUFFER)]
+    #[arg(long, env = "PADDOCK_INGEST_BUFFER", default_value_t = crate::server::processor::DEFAULT_INGEST_BUFFER, value_parser = parse_count)]
     pub ingest_buffer: usize,
     /// Sessions one client (one connection) may create per minute; past it,
     /// sessions.create answers 429 with how long to wait. 0: no limit.
@@ -39,7 +41,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PADDOCK_ISSUER_SIGNING_SEED", requires = "issuer_account")]
     pub issuer_signing_seed: Option<PathBuf>,
     /// Most live sessions; past it, sessions.create answers 503.
-    #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
+    #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions, value_parser = parse_count)]
     pub max_sessions: usize,
     /// The telemetry field (a JSON pointer, RFC 6901) whose change completes a lap
     /// and records it in the session's lap history; "none" turns lap history off.
@@ -58,12 +60,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PADDOCK_KV_BUCKET", default_value = "paddock_sessions")]
     pub kv_bucket: String,
     /// Replicas for both buckets (3 on a 3-node cluster).
-    #[arg(long, env = "PADDOCK_KV_REPLICAS", default_value_t = 1)]
+    #[arg(long, env = "PADDOCK_KV_REPLICAS", default_value_t = 1, value_parser = parse_count)]
     pub kv_replicas: usize,
     /// Write-behind window: telemetry is stored at least this often, so after a
     /// crash each session's stored frame is at most this old. Setups, creates and
     /// deletes are stored before they are acknowledged.
-    #[arg(long, env = "PADDOCK_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "PADDOCK_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_period)]
     pub persist_interval: Duration,
     /// How long ended (deleted) sessions are kept in the archive; their ids stay
     /// refused that long.

@@ -70,16 +70,22 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
     let out = match &args.command {
         SessionsCommand::Create { credentials_dir } => {
             let doc = client.create().await?;
-            if args.json {
-                pretty(&doc)
-            } else {
-                created_text(&doc, credentials_dir)?
-            }
+            // The credentials are saved either way: a script that asked for JSON
+            // must not lose them.
+            let text = created_text(&doc, credentials_dir, &args.connect.as_flags())?;
+            if args.json { pretty(&doc) } else { text }
         }
         SessionsCommand::List => {
             let rows = client.list_all().await?;
             if args.json {
-                pretty(&json!({ "total": rows.len(), "sessions": rows }))
+                // Every page, as one: the paging fields say so.
+                pretty(&crate::protocol::documents::Page {
+                    total: rows.len(),
+                    count: rows.len(),
+                    offset: 0,
+                    next_offset: None,
+                    sessions: rows,
+                })
             } else {
                 list_table(&rows, Utc::now())
             }
@@ -256,7 +262,11 @@ fn time_and_age(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// The new session's id, and where its credentials went, if it has any.
-fn created_text(doc: &SessionDocument<Value>, dir: &std::path::Path) -> anyhow::Result<String> {
+fn created_text(
+    doc: &SessionDocument<Value>,
+    dir: &std::path::Path,
+    flags: &str,
+) -> anyhow::Result<String> {
     let id = doc.session_id;
     let mut out = format!("{id}\n");
     if let Some(creds) = &doc.credentials {
@@ -267,8 +277,8 @@ fn created_text(doc: &SessionDocument<Value>, dir: &std::path::Path) -> anyhow::
             crate::server::credentials::write_private(&path, text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             let command = match role {
-                "monitor" => format!("paddock monitor --session {id}"),
-                _ => format!("paddock watch {id}"),
+                "monitor" => format!("paddock monitor --session {id}{flags}"),
+                _ => format!("paddock watch {id}{flags}"),
             };
             out.push_str(&format!(
                 "{role}: {command} --creds {} --inbox-prefix {inbox}\n",

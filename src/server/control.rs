@@ -169,11 +169,18 @@ impl App {
                 offset: 0,
             });
         }
-        serde_json::from_slice(body).map_err(|e| {
-            ServiceError::BadRequest(format!(
-                r#"{e}: send {{}} or {{"limit": <1..{LIST_MAX_LIMIT}>, "offset": <n>}}"#
-            ))
-        })
+        let hint = r#"send {} or {"limit": <1..5000>, "offset": <n>}"#;
+        let request: ListRequest = serde_json::from_slice(body)
+            .map_err(|e| ServiceError::BadRequest(format!("{e}: {hint}")))?;
+        if request
+            .limit
+            .is_some_and(|limit| !(1..=LIST_MAX_LIMIT).contains(&limit))
+        {
+            return Err(ServiceError::BadRequest(format!(
+                "limit out of range: {hint}"
+            )));
+        }
+        Ok(request)
     }
 
     /// `sessions.delete`: `{"session_id": …}` → `{"deleted": true, …}` with the final
@@ -483,6 +490,8 @@ mod tests {
         assert_eq!(everything["count"], 5);
         assert_eq!(code(&app, "list", br#"{"limit": "ten"}"#), 400);
         assert_eq!(code(&app, "list", br#"{"offset": -1}"#), 400);
+        assert_eq!(code(&app, "list", br#"{"limit": 0}"#), 400);
+        assert_eq!(code(&app, "list", br#"{"limit": 5001}"#), 400);
     }
 
     #[test]

@@ -223,6 +223,17 @@ impl OperatorSetup {
         let issuer = self.issuer()?;
         let files = [
             ("nats-operator.conf", self.server_config()?),
+            // nats-server resolves `include` relative to the including file, so
+            // the ready-made broker configuration sits beside what it includes.
+            (
+                "nats-server.conf",
+                "# A broker for paddock's per-session access: nats-server -c <this file>.\n\
+                 # Add listen, cluster and websocket settings here; paths in `include`\n\
+                 # are relative to this file.\n\
+                 include ./nats-operator.conf\n\
+                 jetstream: enabled\n"
+                    .to_string(),
+            ),
             ("issuer.account", format!("{}\n", self.account.public_key())),
             ("issuer.seed", seed_of(&self.signing)?),
             (

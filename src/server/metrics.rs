@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// Every reason input can be rejected for, as counted. The labels match
 /// `PayloadError::reason`, `SessionError::reason` and `ServiceError::reason`.
-pub const REJECTION_REASONS: [&str; 10] = [
+pub const REJECTION_REASONS: [&str; 12] = [
     "empty",
     "too_large",
     "invalid_utf8",
@@ -20,6 +20,8 @@ pub const REJECTION_REASONS: [&str; 10] = [
     "unknown_session",
     "ended_session",
     "at_capacity",
+    "rate_limited",
+    "storage_unavailable",
 ];
 
 /// How often at most a warning about rejected input is logged. A flood of bad frames

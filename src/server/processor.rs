@@ -133,15 +133,6 @@ impl Processor {
             issuer,
         } = config;
         let store = &store;
-        let broker_max = client.server_info().max_payload;
-        if broker_max > 0 && limits.max_payload >= broker_max {
-            tracing::warn!(
-                max_payload = limits.max_payload,
-                broker_max_payload = broker_max,
-                "--max-payload is not below the broker's max_payload: oversized frames will be \
-                 refused by the broker without a 413 from paddock"
-            );
-        }
         if let Some(issuer) = &issuer {
             tracing::info!(
                 ?issuer,
@@ -203,6 +194,17 @@ impl Processor {
         );
 
         confirm_subscriptions(&client, &service).await?;
+        // Only now is the connection surely up (it may have waited for the broker),
+        // so the broker's limit is known.
+        let broker_max = client.server_info().max_payload;
+        if broker_max > 0 && app.limits.max_payload >= broker_max {
+            tracing::warn!(
+                max_payload = app.limits.max_payload,
+                broker_max_payload = broker_max,
+                "--max-payload is not below the broker's max_payload: oversized frames will be \
+                 refused by the broker without a 413 from paddock"
+            );
+        }
 
         tracing::info!(
             max_payload = app.limits.max_payload,
@@ -435,7 +437,8 @@ impl Ctx {
         let (body, headers, announce) = match result {
             Ok(reply) => (reply.body, HeaderMap::new(), reply.announce),
             Err(e) => {
-                tracing::debug!(endpoint = name, code = e.code(), error = %e, "request refused");
+                // Counted like refused frames (and logged rate-limited with them).
+                self.app.metrics.reject(e.reason(), subject, &e);
                 // The micro helper sends an empty body with `Err`; the contract wants
                 // the JSON body too, so the error headers go out with an `Ok` payload.
                 (e.body(), e.headers(), None)

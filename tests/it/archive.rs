@@ -14,23 +14,23 @@ async fn an_idle_session_expires_is_announced_and_archived() {
         ..Lifecycle::default()
     };
     let app = spawn_app_full(test_limits(), lifecycle).await;
+    // Listening before the session exists: its expiry, a second after its last
+    // frame, cannot come before the subscriptions.
+    let (_feed_client, mut feed) =
+        subscriber(&app.server.url(), "sessions.events.expired".into()).await;
+    let (_dash_client, mut dashboard) = subscriber(&app.server.url(), "session.*.>".into()).await;
     let id = app.new_session().await;
     app.send_setup(&id, SETUP).await.ok();
     app.send_telemetry(&id, frame(9)).await;
-    let (_feed_client, mut feed) =
-        subscriber(&app.server.url(), "sessions.events.expired".into()).await;
-    let (_dash_client, mut dashboard) =
-        subscriber(&app.server.url(), format!("session.{id}.>")).await;
 
     // Announced on the service-wide feed and on the session's own prefix.
     let event: Value = serde_json::from_slice(&next(&mut feed).await.payload).unwrap();
     assert_eq!(event["event"], "expired");
     assert_eq!(event["session_id"], id.as_str());
     assert_eq!(event["session"]["telemetry"]["lap"], 9);
-    assert_eq!(
-        next(&mut dashboard).await.subject.as_str(),
-        format!("session.{id}.events.expired")
-    );
+    // On the session's own prefix too (after its frames and its creation).
+    let expired = format!("session.{id}.events.expired");
+    while next(&mut dashboard).await.subject.as_str() != expired {}
 
     let answer = app.get(&id).await;
     answer.expect_error(404);

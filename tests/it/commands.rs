@@ -367,3 +367,68 @@ async fn watch_rejects_a_malformed_id() {
     assert_eq!(code, 1);
     assert!(err.starts_with("paddock: malformed session id"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_once_with_the_reason_when_its_session_is_deleted() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let id = app.new_session().await;
+    app.send_telemetry(&id, TELEMETRY).await;
+    let mut watch = paddock()
+        .args(["watch", &id, "--plain", "--nats-url", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut stdout = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let stdout_thread = tokio::task::spawn_blocking(move || {
+        std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+        first
+    });
+    let first = stdout_thread.await.unwrap();
+    assert!(first.starts_with("lap 14"), "{first}");
+    app.request("sessions.delete", id_body(&id)).await.ok();
+    let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Live ("was deleted") or by a fresh snapshot ("has ended (deleted)"),
+    // whichever reached the view first: said once, and the view ends.
+    assert_eq!(stderr.matches("deleted").count(), 1, "said once: {stderr}");
+    // A deleted session watched afresh: the same, at once.
+    let (code, _, err) = run_paddock(&["watch", &id, "--plain", "--nats-url", &url]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("has ended (deleted)"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_without_a_terminal_says_to_use_plain_and_a_closed_pipe_ends_it_quietly() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let id = app.new_session().await;
+    app.send_telemetry(&id, TELEMETRY).await;
+    let (code, _, err) = run_paddock(&["watch", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("use --plain"), "{err}");
+    // `watch --plain | head -1`: the reader goes away after one line.
+    let mut child = paddock()
+        .args(["watch", &id, "--plain", "--nats-url", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

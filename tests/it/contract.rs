@@ -343,3 +343,18 @@ async fn a_snapshot_can_be_asked_with_the_id_in_the_subject() {
     let malformed = app.request("sessions.get.not-an-id", "").await;
     assert_eq!(malformed.code, Some(400));
 }
+
+#[tokio::test]
+async fn refused_requests_are_counted_by_reason_like_refused_frames() {
+    let app = spawn_app().await;
+    app.request("sessions.get", id_body(&uuid::Uuid::new_v4().to_string()))
+        .await
+        .expect_error(404);
+    app.request("sessions.list", r#"{"limit": 0}"#)
+        .await
+        .expect_error(400);
+    let stats = app.request("sessions.stats", "").await.ok();
+    assert_eq!(stats["rejected"]["unknown_session"], 1, "{stats}");
+    assert_eq!(stats["rejected"]["bad_request"], 1, "{stats}");
+    assert_eq!(stats["rejected_total"], 2, "{stats}");
+}

@@ -31,9 +31,13 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
     let out = dir.to_str().unwrap().to_string();
     let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
     assert_eq!(code, 0, "{stderr}");
-    std::fs::write(dir.join("server.conf"), "include ./nats-operator.conf\n").unwrap();
     let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    let server = NatsServer::start_with(&["-c", &path("server.conf")]);
+    // The broker configuration auth init wrote beside the operator's.
+    let server = NatsServer::start_with(&["-c", &path("nats-server.conf")]);
+    // A second init on the same directory would invalidate everything: refused.
+    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
     let url = server.url();
     let account = std::fs::read_to_string(dir.join("issuer.account")).unwrap();
     let processor = Running::spawn(&[

@@ -17,6 +17,24 @@ async fn request(client: &async_nats::Client, subject: &str, body: String) -> An
     )
 }
 
+/// The counters of each of `n` processors, from `$SRV.STATS.sessions` (every
+/// instance answers; each endpoint's `data` is its `sessions.stats`).
+async fn stats_of_each(client: &async_nats::Client, n: usize) -> Vec<Value> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply("$SRV.STATS.sessions", inbox, "".into())
+        .await
+        .unwrap();
+    let mut each = Vec::new();
+    while each.len() < n {
+        let reply = next(&mut replies).await;
+        let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
+        each.push(stats["endpoints"][0]["data"].clone());
+    }
+    each
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processors_answer_alike_and_one_can_die() {
     let server = NatsServer::start();
@@ -43,35 +61,47 @@ async fn two_processors_answer_alike_and_one_can_die() {
         }
     }
     sync(&client).await;
-    for id in &ids {
-        for _ in 0..4 {
-            let doc = request(&client, "sessions.get", id_body(id)).await.ok();
-            assert_eq!(
-                doc["telemetry"]["lap"], 20,
-                "every processor has the last frame"
-            );
+    // Each processor, asked by itself ($SRV.STATS reaches every instance, where a
+    // get reaches one at random): every session and every frame.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let each = stats_of_each(&client, 2).await;
+        let complete = |s: &Value| s["live_sessions"] == 30 && s["telemetry_frames"] == 600;
+        if each.iter().all(complete) {
+            break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "not every processor has every frame: {each:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &ids {
+        let doc = request(&client, "sessions.get", id_body(id)).await.ok();
+        assert_eq!(doc["telemetry"]["lap"], 20, "the last frame");
     }
 
     // Deletes become visible everywhere within moments.
     for id in &ids[..5] {
         request(&client, "sessions.delete", id_body(id)).await.ok();
     }
+    // Every processor has ended them (asked each, as above), and so answers 404.
     let deadline = Instant::now() + PATIENCE;
-    'consistent: loop {
-        for id in &ids[..5] {
-            for _ in 0..4 {
-                if request(&client, "sessions.get", id_body(id)).await.code != Some(404) {
-                    assert!(
-                        Instant::now() < deadline,
-                        "{id} still answered after its delete"
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue 'consistent;
-                }
-            }
-        }
-        break;
+    while !stats_of_each(&client, 2)
+        .await
+        .iter()
+        .all(|s| s["live_sessions"] == 25 && s["sessions_deleted"] == 5)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a delete did not reach every processor"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &ids[..5] {
+        request(&client, "sessions.get", id_body(id))
+            .await
+            .expect_error(404);
     }
     for _ in 0..4 {
         let stats = request(&client, "sessions.stats", String::new()).await.ok();

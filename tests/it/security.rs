@@ -84,7 +84,13 @@ async fn each_role_can_do_its_job_and_is_refused_the_rest() {
         .publish(format!("session.{id}.telemetry"), frame(1).into())
         .await
         .unwrap();
-    sync_as(&ops).await;
+    // A setup sent as a request on the same connection: the processor answers it
+    // only after the frame before it, so the get below sees the frame.
+    let ack = monitor
+        .request(format!("session.{id}.setup"), r#"{"wing": 1}"#.into())
+        .await
+        .unwrap();
+    assert!(ack.headers.is_none(), "{ack:?}");
     let doc = ask(&ops, "sessions.get", id_body(&id)).await.ok();
     assert_eq!(doc["telemetry"]["lap"], 1);
     // ... and reads nothing, deletes nothing, answers nothing.

@@ -9,6 +9,7 @@ pub mod state;
 pub mod ui;
 
 use std::future::Future;
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -64,6 +65,11 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let prefix = subjects::session_prefix(&id);
 
     let mut state = WatchState::new(id.to_string(), args.stale_after);
+    if !args.plain && !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "watch draws a full-screen view and needs a terminal; use --plain for pipes and logs"
+        );
+    }
     let mut screen = if args.plain {
         None
     } else {
@@ -106,6 +112,10 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                 Some(m) => {
                     let kind = m.subject.as_str().strip_prefix(&prefix).unwrap_or("");
                     state.apply_message(kind, &m.payload, Instant::now());
+                    if matches!(kind, "events.deleted" | "events.expired") {
+                        let problem = state.problem.clone().unwrap_or_default();
+                        break Err(anyhow::anyhow!("session {id}: {problem}"));
+                    }
                     if state.problem.is_some() && kind == "telemetry" && snapshot_due.is_some() {
                         // Frames arrive, so the session exists now: fetch it whole.
                         snapshot_due = Some(tokio::time::Instant::now());
@@ -134,19 +144,24 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                             Ok(records) => state.apply_laps(&records),
                             Err(e) => tracing::debug!(error = %e, "no lap history"),
                         }
-                        if screen.is_none() {
-                            println!("{}", ui::plain_line(&state, Instant::now()));
+                        if screen.is_none() && !print_line(&ui::plain_line(&state, Instant::now())) {
+                            break Ok(());
                         }
                         None
                     }
                     // Both are 404; an ended session never comes back (its reason
-                    // says so), an unknown one may still be created by its monitor.
+                    // says so): the view ends, once, with the reason. An unknown one
+                    // may still be created by its monitor.
                     Err(ClientError::Service { code: 404, reason, kind }) if kind.as_deref() == Some("ended_session") => {
-                        state.problem = Some(reason);
-                        None
+                        break Err(anyhow::anyhow!(reason));
                     }
                     Err(ClientError::Service { code: 404, reason, .. }) => {
                         state.problem = Some(format!("{reason}; waiting for it to appear"));
+                        Some(tokio::time::Instant::now() + SNAPSHOT_RETRY)
+                    }
+                    // With the link down the broker, not a processor, is missing.
+                    Err(_) if state.link != ViewLink::Live => {
+                        state.problem = Some(format!("the broker at {url} is unreachable; reconnecting"));
                         Some(tokio::time::Instant::now() + SNAPSHOT_RETRY)
                     }
                     Err(e) => {
@@ -162,7 +177,11 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                 let now = Instant::now();
                 match &mut screen {
                     Some(screen) => screen.draw(&state, show_setup, now)?,
-                    None => println!("{}", ui::plain_line(&state, now)),
+                    None => {
+                        if !print_line(&ui::plain_line(&state, now)) {
+                            break Ok(());
+                        }
+                    }
                 }
             }
         }
@@ -171,6 +190,14 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
         screen.close();
     }
     result
+}
+
+/// Prints one line of the plain view; false when stdout is gone (a closed pipe,
+/// as in `watch --plain | head -1`): the view then ends quietly.
+fn print_line(line: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
 }
 
 /// The full-screen terminal, restored on close (and on panic, by ratatui's hook).

@@ -147,7 +147,14 @@ impl WatchState {
         if let Some(telemetry) = &doc.telemetry {
             self.track_fuel(telemetry);
             self.telemetry = Some(telemetry.clone());
-            self.last_frame_at = Some(now);
+            // The frame's age from when the processor stored it (a quiet session
+            // shows as stale at once), not from when this snapshot arrived.
+            let age = doc
+                .stats
+                .last_frame_at
+                .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
+                .unwrap_or_default();
+            self.last_frame_at = Some(now.checked_sub(age).unwrap_or(now));
         }
     }
 

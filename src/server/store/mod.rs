@@ -346,12 +346,18 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    let mut deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
     loop {
         let connected = client.connection_state() == async_nats::connection::State::Connected;
         match open().await {
             Ok(value) => return Ok(value),
             Err(e) if connected && !client.server_info().jetstream => return Err(e),
+            // No broker yet: wait for one without limit (systemd or compose may
+            // start the processor first); the patience counts once connected.
+            Err(_) if !connected => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+            }
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "JetStream not ready; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;

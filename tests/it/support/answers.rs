@@ -27,16 +27,22 @@ pub async fn subscriber(url: &str, subject: String) -> (Client, async_nats::Subs
 }
 
 /// A request that retries while no processor answers (it may be starting).
+/// Re-sent only when no processor subscribes yet (the broker answers "no
+/// responders"): a request that may have reached one is never sent twice, so a
+/// slow create or delete cannot turn into two.
 pub async fn ask(client: &async_nats::Client, subject: &str, body: String) -> Answer {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        if let Ok(Ok(reply)) = tokio::time::timeout(
-            Duration::from_millis(500),
+        match tokio::time::timeout(
+            PATIENCE,
             client.request(subject.to_string(), body.clone().into()),
         )
         .await
         {
-            return Answer::from(reply);
+            Ok(Ok(reply)) => return Answer::from(reply),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+            Ok(Err(e)) => panic!("{subject}: {e}"),
+            Err(_) => panic!("{subject}: no reply within {PATIENCE:?}"),
         }
         assert!(Instant::now() < deadline, "{subject} never answered");
         tokio::time::sleep(Duration::from_millis(50)).await;
