@@ -301,18 +301,36 @@ impl Sessions {
         }
     }
 
-    /// Puts back a lap record from storage (a restart, or another processor's
-    /// write) into its live or archived session. A record with the same number is
-    /// replaced: storage holds the one copy every processor serves. Returns whether
-    /// the lap was new here; a record for a session not known here is dropped.
+    /// Puts back a lap record read from storage at start-up into its live or
+    /// archived session. The running lap's count follows it: the session's
+    /// document, written behind, may be older than the laps written through.
     pub(crate) fn restore_lap(&self, record: LapRecord) -> bool {
+        self.keep_stored_lap(record, true)
+    }
+
+    /// Keeps the stored copy of a lap another processor wrote (or won the create
+    /// for): a record with the same number is replaced, so every processor serves
+    /// the one copy storage holds. The running lap's count is left alone: this
+    /// processor completes the same laps from the same frames, and a peer's write
+    /// can arrive before the frame that completes the lap here (counting it then
+    /// would number that lap twice). Returns whether the lap was new here.
+    pub(crate) fn adopt_lap(&self, record: LapRecord) -> bool {
+        self.keep_stored_lap(record, false)
+    }
+
+    fn keep_stored_lap(&self, record: LapRecord, recovering: bool) -> bool {
         let mut state = self.lock();
         let id = record.session_id;
         let record = std::sync::Arc::new(record);
         if let Some(session) = state.live.get_mut(&id) {
-            if record.n > session.lap.completed {
-                // Completed elsewhere while this processor missed the frames.
-                session.lap.completed = record.n;
+            if recovering && record.n > session.lap.completed {
+                // The document predates this lap's end: its running lap is the one
+                // that ended. What runs now is not known until the next frame,
+                // which starts it (rather than closing the stored lap again).
+                session.lap = laps::Running {
+                    completed: record.n,
+                    ..laps::Running::default()
+                };
             }
             return session.laps.insert(record, self.max_laps);
         }
@@ -738,6 +756,74 @@ mod tests {
 
     fn doc(s: &Snapshot) -> Value {
         serde_json::from_slice(&s.to_json()).unwrap()
+    }
+
+    fn lap_frame(lap: u64) -> (Bytes, Option<std::ops::Range<usize>>) {
+        // `{"lap": ` is 8 bytes: the value starts there.
+        let body = Bytes::from(format!(r#"{{"lap": {lap}}}"#));
+        let range = 8..8 + lap.to_string().len();
+        (body, Some(range))
+    }
+
+    #[test]
+    fn a_peers_lap_arriving_before_the_closing_frame_is_not_counted_twice() {
+        let sessions = Sessions::new(10);
+        let id = sessions.create().unwrap().session_id;
+        let (f1, at1) = lap_frame(1);
+        sessions
+            .update_telemetry(id, f1.clone(), at1.clone())
+            .unwrap();
+        // The peer completed lap 1 first; its stored record reaches us early.
+        let (f2, at2) = lap_frame(2);
+        let peers = LapRecord {
+            session_id: id,
+            n: 1,
+            lap: Bytes::from_static(b"1"),
+            started_at: Utc::now(),
+            ended_at: Utc::now(),
+            frames: 1,
+            last_frame: f1,
+            next_frame: f2.clone(),
+        };
+        assert!(sessions.adopt_lap(peers));
+        let applied = sessions.update_telemetry(id, f2, at2).unwrap();
+        assert_eq!(
+            applied.lap.map(|l| l.n),
+            Some(1),
+            "the same lap, the same number"
+        );
+        assert_eq!(sessions.laps(id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn recovered_laps_newer_than_the_document_restart_the_running_lap() {
+        let sessions = Sessions::new(10);
+        let id = sessions.create().unwrap().session_id;
+        let (f1, at1) = lap_frame(1);
+        sessions.update_telemetry(id, f1.clone(), at1).unwrap();
+        let (f2, at2) = lap_frame(2);
+        let stored = LapRecord {
+            session_id: id,
+            n: 1,
+            lap: Bytes::from_static(b"1"),
+            started_at: Utc::now(),
+            ended_at: Utc::now(),
+            frames: 1,
+            last_frame: f1,
+            next_frame: f2.clone(),
+        };
+        // As after a kill -9: the document says lap 1 runs, storage has it done.
+        sessions.restore_lap(stored);
+        assert!(
+            sessions
+                .update_telemetry(id, f2, at2)
+                .unwrap()
+                .lap
+                .is_none()
+        );
+        let (f3, at3) = lap_frame(3);
+        let next = sessions.update_telemetry(id, f3, at3).unwrap().lap.unwrap();
+        assert_eq!((next.n, &next.lap[..]), (2, &b"2"[..]));
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl LapWriter {
                 if let Ok(Some(stored)) = self.bucket.get(&key).await
                     && let Ok(stored) = LapRecord::from_stored(&stored)
                 {
-                    self.app.sessions.restore_lap(stored);
+                    self.app.sessions.adopt_lap(stored);
                 }
                 Ok(())
             }

@@ -39,7 +39,7 @@ pub(super) async fn follow_peers(peers: Peers, app: Arc<App>, jobs: mpsc::Sender
                     Watched::Closed => return,
                 };
                 if let Ok(record) = LapRecord::from_stored(&entry.value) {
-                    app.sessions.restore_lap(record);
+                    app.sessions.adopt_lap(record);
                 }
             }
             Some(entry) = live.next() => {
