@@ -74,13 +74,22 @@ async fn losing_a_broker_node_and_a_processor_loses_nothing() {
 /// for it until it elects one (about 5 s here): KV writes are refused with "no
 /// stream found" meanwhile. The processor keeps the changes dirty and retries, so
 /// what is stored catches up, and a processor started afterwards recovers every
-/// session with its final frame. (Whether node 0 led a stream depends on the run;
-/// where it did not, no write is refused.)
+/// session with its final frame. The node killed is the one that leads the live
+/// bucket's stream, found from the stream's cluster info, so the refusals (and
+/// the retry path) happen in every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_state_catches_up_after_a_node_loss() {
     let mut cluster = NatsCluster::start(3);
     let urls = cluster.urls();
-    let client = connect(&cluster.nodes[2].url()).await;
+    // Connected to every node: whichever node is killed, the test's client stays.
+    let client = async_nats::ConnectOptions::new()
+        .connect(
+            urls.split(',')
+                .map(|u| u.parse::<async_nats::ServerAddr>().unwrap())
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
     let a = serve_binary(&urls, &["--kv-replicas", "3"]);
     wait_for_processors(&client, 1).await;
     let mut ids = Vec::new();
@@ -96,7 +105,8 @@ async fn stored_state_catches_up_after_a_node_loss() {
         ids.push(id);
     }
     stream(&client, &ids, 1..=50).await;
-    cluster.nodes[0].kill();
+    let leader = stream_leader(&client, "KV_paddock_sessions").await;
+    cluster.nodes[leader].kill();
     stream(&client, &ids, 51..=120).await;
     sync(&client).await;
     // A fresh processor started after the survivor stops recovers every session
@@ -105,7 +115,7 @@ async fn stored_state_catches_up_after_a_node_loss() {
     // which a processor starting then waits out (see store.rs), and which would
     // only make this test slow.
     assert_eq!(a.stop("-TERM"), 0);
-    cluster.nodes[0].start_again();
+    cluster.nodes[leader].start_again();
     wait_until_replicas_current(&client).await;
     let c = serve_binary(&urls, &["--kv-replicas", "3"]);
     wait_for_processors(&client, 1).await;
@@ -165,4 +175,25 @@ async fn wait_until_replicas_current(client: &async_nats::Client) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Which node (`n<i>` in the harness's cluster) leads `stream`.
+async fn stream_leader(client: &async_nats::Client, stream: &str) -> usize {
+    let js = async_nats::jetstream::new(client.clone());
+    let info = js
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    let leader = info
+        .cluster
+        .and_then(|c| c.leader)
+        .expect("a replicated stream has a leader");
+    leader
+        .strip_prefix('n')
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("leader {leader:?} is not a harness node"))
 }

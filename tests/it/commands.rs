@@ -382,11 +382,12 @@ async fn watch_ends_once_with_the_reason_when_its_session_is_deleted() {
         .unwrap();
     let mut first = String::new();
     let mut stdout = std::io::BufReader::new(watch.stdout.take().unwrap());
+    // The reader is kept open (returned), or the watch would see a closed pipe.
     let stdout_thread = tokio::task::spawn_blocking(move || {
         std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
-        first
+        (first, stdout)
     });
-    let first = stdout_thread.await.unwrap();
+    let (first, _stdout) = stdout_thread.await.unwrap();
     assert!(first.starts_with("lap 14"), "{first}");
     app.request("sessions.delete", id_body(&id)).await.ok();
     let out = tokio::task::spawn_blocking(move || watch.wait_with_output())
