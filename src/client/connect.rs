@@ -55,6 +55,34 @@ pub enum Link {
     Down,
 }
 
+/// Operations the broker refused lately (permissions), as it worded them. A
+/// refused publish or subscribe is reported only on the connection's event
+/// callback, never to the caller; a request whose publish was refused just goes
+/// unanswered. Kept here, process-wide, so the client can say what happened
+/// instead of "no processor is answering".
+static REFUSALS: std::sync::Mutex<Vec<(std::time::Instant, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn note_refusal(text: String) {
+    let mut refusals = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
+    refusals.retain(|(at, _)| at.elapsed() < Duration::from_secs(60));
+    refusals.push((std::time::Instant::now(), text));
+}
+
+/// The broker's words for a refusal since `since`: of `subject` if there was one,
+/// else any (a request also fails when its reply may not be received, e.g. with
+/// per-session credentials and no `--inbox-prefix`: then the refused subject is
+/// the inbox).
+pub fn refusal_since(subject: &str, since: std::time::Instant) -> Option<String> {
+    let quoted = format!("\"{subject}\"");
+    let refusals = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
+    let recent = || refusals.iter().rev().filter(|(at, _)| *at >= since);
+    recent()
+        .find(|(_, text)| text.contains(&quoted))
+        .or_else(|| recent().next())
+        .map(|(_, text)| text.clone())
+}
+
 /// Options shared by every paddock connection: a client name the broker shows in
 /// its connection list, and connection events logged.
 pub fn options(name: &str) -> ConnectOptions {
@@ -93,6 +121,7 @@ pub fn options_observed(name: &str, links: Option<UnboundedSender<Link>>) -> Con
                     // reported here: the request itself just goes unanswered.
                     Event::ServerError(e) => {
                         tracing::warn!(error = %e, "the NATS server refused an operation");
+                        note_refusal(e.to_string());
                         None
                     }
                     // One per failed reconnect attempt: the delay callback below

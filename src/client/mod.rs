@@ -23,6 +23,10 @@ pub enum ClientError {
     /// Nobody subscribes to the subject (no responders), or no reply came in time.
     #[error("no paddock processor is answering on {url}")]
     NoProcessor { url: String },
+    /// The broker refused to pass the request on: these credentials may not
+    /// publish to its subject.
+    #[error("the broker refused the request: {0} (check the credentials and --inbox-prefix)")]
+    Refused(String),
     /// The processor refused the request: the micro error code, its message, and
     /// the stable label from the body (`ended_session`, `unknown_session`, …) when
     /// the processor sent one.
@@ -84,18 +88,25 @@ impl SessionsClient {
         let no_processor = || ClientError::NoProcessor {
             url: self.url.clone(),
         };
-        let reply = match tokio::time::timeout(self.timeout, self.client.request(subject, body))
-            .await
-        {
-            Err(_) => return Err(no_processor()),
-            Ok(Err(e)) => {
-                return Err(match e.kind() {
-                    RequestErrorKind::NoResponders | RequestErrorKind::TimedOut => no_processor(),
-                    _ => ClientError::Request(e.to_string()),
-                });
-            }
-            Ok(Ok(reply)) => reply,
+        let started = std::time::Instant::now();
+        let refused_or = |fallback: ClientError| {
+            connect::refusal_since(&subject, started).map_or(fallback, ClientError::Refused)
         };
+        let reply =
+            match tokio::time::timeout(self.timeout, self.client.request(subject.clone(), body))
+                .await
+            {
+                Err(_) => return Err(refused_or(no_processor())),
+                Ok(Err(e)) => {
+                    return Err(match e.kind() {
+                        RequestErrorKind::NoResponders | RequestErrorKind::TimedOut => {
+                            refused_or(no_processor())
+                        }
+                        _ => ClientError::Request(e.to_string()),
+                    });
+                }
+                Ok(Ok(reply)) => reply,
+            };
         if let Some(headers) = &reply.headers
             && let Some(code) = headers.get(NATS_SERVICE_ERROR_CODE)
         {

@@ -249,6 +249,22 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
     .await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("0 skipped"), "{stderr}");
+    // Without the session's inbox prefix the replies cannot reach the monitor:
+    // it says that the broker refused, once, and stops.
+    let (code, _, stderr) = run_paddock(&[
+        "monitor",
+        "--session",
+        mine,
+        "--duration",
+        "2s",
+        "--nats-url",
+        &url,
+        "--creds",
+        &monitor_creds,
+    ])
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("the broker refused"), "{stderr}");
     let seen = watch.lines_for(Duration::from_secs(1)).join("\n");
     assert!(seen.contains("lap"), "the view showed no telemetry: {seen}");
     assert_eq!(watch.stop("-INT"), 0);

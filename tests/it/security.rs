@@ -180,6 +180,30 @@ async fn each_role_can_do_its_job_and_is_refused_the_rest() {
     ])
     .await;
     assert_eq!(code, 0, "{stderr}");
+    // A request the role may not make is reported as the broker's refusal, not as
+    // a missing processor.
+    let (code, _, stderr) = run_paddock(&[
+        "sessions",
+        "delete",
+        "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b",
+        "--timeout",
+        "2s",
+        "--nats-url",
+        &url,
+        "--user",
+        "dashboard",
+        "--password",
+        password("dashboard"),
+        "--inbox-prefix",
+        "_INBOX_dashboard",
+    ])
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the broker refused the request")
+            && stderr.contains("Permissions Violation"),
+        "{stderr}"
+    );
     assert_eq!(processor.stop("-TERM"), 0);
 }
 
