@@ -425,7 +425,10 @@ impl Ctx {
             && self.may_look_up()
             && let Some(snapshot) = self.storage.lookup(*id).await
         {
-            self.app.sessions.adopt(snapshot);
+            // Learned of here first (the watch would have counted it otherwise).
+            if self.app.sessions.adopt(snapshot) {
+                self.app.metrics.session_created();
+            }
             result = self.app.handle_control_for(endpoint, subject_id, body);
         }
         // A create or delete is answered only once storage has it.

@@ -234,13 +234,13 @@ async fn a_monitor_keeps_its_session_across_a_broker_restart() {
     let url = app.server.url();
     let monitor = Running::spawn(&["monitor", "--nats-url", &url, "--hz", "20"]);
     let id = monitor.line().strip_prefix("session ").unwrap().to_string();
-    let before = app
+    let streaming = app
         .get_until(&id, "streaming", |d| {
             d["stats"]["telemetry_count"].as_u64() > Some(5)
         })
-        .await["stats"]["telemetry_count"]
-        .as_u64()
-        .unwrap();
+        .await;
+    let before = streaming["stats"]["telemetry_count"].as_u64().unwrap();
+    let setup_at = streaming["setup_timestamp"].as_str().unwrap().to_string();
 
     app.server.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -256,7 +256,11 @@ async fn a_monitor_keeps_its_session_across_a_broker_restart() {
         .await
         {
             let doc = Answer::from(reply).ok();
-            if doc["stats"]["telemetry_count"].as_u64().unwrap() > before + 10 {
+            // Frames resumed, and the setup was sent again after the reconnect
+            // (a broker restart may have cost the processor's subscription it).
+            if doc["stats"]["telemetry_count"].as_u64().unwrap() > before + 10
+                && doc["setup_timestamp"].as_str() > Some(setup_at.as_str())
+            {
                 break;
             }
         }

@@ -78,6 +78,18 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
         .await;
         assert_eq!(code, 0, "{stderr}");
         let id = stdout.lines().next().unwrap().to_string();
+        // The credentials expire 48 h after the session's creation.
+        let dashboard = std::fs::read_to_string(dir.join(format!("{id}-dashboard.creds"))).unwrap();
+        let jwt = dashboard.lines().nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &data_encoding::BASE64URL_NOPAD
+                .decode(jwt.split('.').nth(1).unwrap().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+        // (Issued a moment after the creation it counts from: within a second.)
+        let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+        assert!((48 * 3600 - 1..=48 * 3600).contains(&lifetime), "{claims}");
         assert!(
             stdout.contains(&format!("--inbox-prefix _INBOX_{id}")),
             "{stdout}"

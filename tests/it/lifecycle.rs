@@ -200,3 +200,36 @@ async fn sigterm_while_waiting_for_the_broker_exits_0() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(processor.stop("-TERM"), 0);
 }
+
+/// The flags reach what they configure: `--max-payload` refuses a larger request
+/// with 413, `--archive-retention` is the archive's and the laps' max_age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_limit_and_archive_retention_flags_take_effect() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let processor = serve_binary(
+        &url,
+        &["--max-payload", "1024", "--archive-retention", "2h"],
+    );
+    let client = connect(&url).await;
+    let big = format!(r#"{{"pad": "{}"}}"#, "x".repeat(2000));
+    ask(&client, "sessions.create", big).await.expect_error(413);
+    ask(&client, "sessions.create", "{}".into()).await.ok();
+    let js = async_nats::jetstream::new(client.clone());
+    for stream in ["KV_paddock_sessions_archive", "KV_paddock_sessions_laps"] {
+        let info = js
+            .get_stream(stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+        assert_eq!(
+            info.config.max_age,
+            Duration::from_secs(2 * 3600),
+            "{stream}"
+        );
+    }
+    assert_eq!(processor.stop("-TERM"), 0);
+}
