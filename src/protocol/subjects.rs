@@ -118,19 +118,6 @@ pub fn archive_laps_one(id: &SessionId) -> String {
     format!("{CONTROL_PREFIX}.{ARCHIVE_LAPS}.{id}")
 }
 
-/// Every endpoint name, in the order `$SRV.INFO` lists them.
-pub const ENDPOINTS: [&str; 9] = [
-    CREATE,
-    GET,
-    LIST,
-    DELETE,
-    STATS,
-    ARCHIVE_LIST,
-    ARCHIVE_GET,
-    LAPS,
-    ARCHIVE_LAPS,
-];
-
 /// Every session's data and announcements: what a team dashboard (or ops) follows.
 pub const ALL_SESSIONS: &str = "session.*.>";
 /// The service-wide lifecycle feed, every kind.
@@ -303,7 +290,6 @@ mod tests {
             assert_eq!(Endpoint::from_name(endpoint.name()), Some(endpoint));
         }
         assert_eq!(Endpoint::from_name("nope"), None);
-        assert_eq!(ENDPOINTS, Endpoint::ALL.map(Endpoint::name));
     }
 
     #[test]

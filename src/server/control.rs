@@ -260,6 +260,7 @@ impl App {
                 .ended(id)
                 .ok_or(SessionError::NotArchived(id))?
                 .laps
+                .records()
         } else {
             self.sessions.laps(id)?
         };

@@ -464,7 +464,7 @@ impl Ctx {
                 Ok(())
             }
         };
-        result.map_err(|e| ServiceError::Unavailable(with_causes(&e)))
+        result.map_err(|e| ServiceError::Unavailable(format!("{:#}", anyhow::Error::new(e))))
     }
 
     async fn ingest(&self, message: Message) {
@@ -477,7 +477,10 @@ impl Ctx {
         {
             tracing::warn!(session_id = %ingested.session_id, error = %e, "setup not stored yet");
             if message.reply.is_some() {
-                result = Err(ServiceError::Unavailable(with_causes(&e)));
+                result = Err(ServiceError::Unavailable(format!(
+                    "{:#}",
+                    anyhow::Error::new(e.clone())
+                )));
             }
         }
         // Fire-and-forget frames (no reply subject) cost nothing more; a monitor that
@@ -574,16 +577,4 @@ impl Ctx {
             }
         }
     }
-}
-
-/// An error and its causes on one line ("storage unavailable: …"), for a reply.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

@@ -61,7 +61,7 @@ pub struct Ended {
     /// Its final state.
     pub last: Snapshot,
     /// Its lap history, archived with it.
-    pub laps: Vec<std::sync::Arc<LapRecord>>,
+    pub laps: laps::History,
 }
 
 /// A stored frame and when it arrived.
@@ -335,13 +335,7 @@ impl Sessions {
             return session.laps.insert(record, self.max_laps);
         }
         if let Some(ended) = state.ended.get_mut(&id) {
-            let mut history = laps::History::default();
-            for r in ended.laps.drain(..) {
-                history.insert(r, usize::MAX);
-            }
-            let new = history.insert(record, self.max_laps);
-            ended.laps = history.records();
-            return new;
+            return ended.laps.insert(record, self.max_laps);
         }
         false
     }
@@ -363,7 +357,7 @@ impl Sessions {
                     at: Utc::now(),
                     reason: EndReason::Deleted,
                     last,
-                    laps: session.laps.records(),
+                    laps: session.laps.clone(),
                 };
                 state.ended.insert(id, ended.clone());
                 Ok(ended)
@@ -394,7 +388,7 @@ impl Sessions {
                     at,
                     reason: EndReason::Expired,
                     last: session.snapshot(id),
-                    laps: session.laps.records(),
+                    laps: session.laps.clone(),
                 };
                 state.ended.insert(id, ended.clone());
                 Some(ended)
@@ -765,6 +759,20 @@ mod tests {
         (body, Some(range))
     }
 
+    /// Lap 1 of session `id`, ending with `last` and `next`, as storage holds it.
+    fn lap_one(id: SessionId, last: Bytes, next: Bytes) -> LapRecord {
+        LapRecord {
+            session_id: id,
+            n: 1,
+            lap: Bytes::from_static(b"1"),
+            started_at: Utc::now(),
+            ended_at: Utc::now(),
+            frames: 1,
+            last_frame: last,
+            next_frame: next,
+        }
+    }
+
     #[test]
     fn a_peers_lap_arriving_before_the_closing_frame_is_not_counted_twice() {
         let sessions = Sessions::new(10);
@@ -775,16 +783,7 @@ mod tests {
             .unwrap();
         // The peer completed lap 1 first; its stored record reaches us early.
         let (f2, at2) = lap_frame(2);
-        let peers = LapRecord {
-            session_id: id,
-            n: 1,
-            lap: Bytes::from_static(b"1"),
-            started_at: Utc::now(),
-            ended_at: Utc::now(),
-            frames: 1,
-            last_frame: f1,
-            next_frame: f2.clone(),
-        };
+        let peers = lap_one(id, f1, f2.clone());
         assert!(sessions.adopt_lap(peers));
         let applied = sessions.update_telemetry(id, f2, at2).unwrap();
         assert_eq!(
@@ -802,16 +801,7 @@ mod tests {
         let (f1, at1) = lap_frame(1);
         sessions.update_telemetry(id, f1.clone(), at1).unwrap();
         let (f2, at2) = lap_frame(2);
-        let stored = LapRecord {
-            session_id: id,
-            n: 1,
-            lap: Bytes::from_static(b"1"),
-            started_at: Utc::now(),
-            ended_at: Utc::now(),
-            frames: 1,
-            last_frame: f1,
-            next_frame: f2.clone(),
-        };
+        let stored = lap_one(id, f1, f2.clone());
         // As after a kill -9: the document says lap 1 runs, storage has it done.
         sessions.restore_lap(stored);
         assert!(

@@ -140,6 +140,6 @@ pub(super) fn read_archived(value: &[u8]) -> Result<Ended, serde_json::Error> {
         reason: record.reason,
         last,
         // The laps come from their own bucket (restore_lap).
-        laps: Vec::new(),
+        laps: Default::default(),
     })
 }
