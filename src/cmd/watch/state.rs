@@ -215,6 +215,18 @@ impl WatchState {
             .map(|((_, a), (_, b))| a - b)
             .filter(|burn| *burn > 0.0)
             .collect();
+        // A view that joined mid-lap has no full lap of its own yet: the lap
+        // history has the burn of the last laps (refuels left out).
+        let burns = if burns.is_empty() {
+            self.laps
+                .iter()
+                .rev()
+                .filter_map(|l| l.fuel_used.filter(|used| *used > 0.0))
+                .take(BURN_WINDOW)
+                .collect()
+        } else {
+            burns
+        };
         (!burns.is_empty()).then(|| burns.iter().sum::<f64>() / burns.len() as f64)
     }
 
@@ -339,6 +351,9 @@ mod tests {
             ]
         );
         assert_eq!(s.best_lap(), Some(101.0));
+        // Joined mid-lap: the burn per lap comes from the laps (lap 2's 5 L;
+        // lap 3 was refuelled), before the view has seen a full lap itself.
+        assert_eq!(s.fuel_per_lap(), Some(5.0));
     }
 
     #[test]
