@@ -2,7 +2,7 @@
 //! serves them over NATS to race engineers' dashboards and ops tooling.
 //!
 //! Four layers, each depending only on the ones below it
-//! (`cmd → client, server, broker → protocol`):
+//! (`cmd → web → server`; `cmd → client, server, broker → protocol`):
 //!
 //! - [`protocol`]: the wire contract, with no I/O — every subject, session ids,
 //!   payload validation, and the typed documents server and clients exchange.
@@ -12,6 +12,9 @@
 //!   connection set-up.
 //! - [`broker`]: a local nats-server for demo, bench and tests: found, or fetched
 //!   (pinned and verified) into the user's cache, and started.
+//! - [`web`]: the processor's HTTP side — the race engineer's dashboard page
+//!   (embedded; it talks to NATS itself over WebSocket), `/healthz`, `/readyz`,
+//!   `/metrics`.
 //! - [`cmd`]: the binary's commands; the only place clap appears.
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -21,6 +24,7 @@ pub mod client;
 pub mod cmd;
 pub mod protocol;
 pub mod server;
+pub mod web;
 
 pub use protocol::id::SessionId;
 pub use server::app::Limits;

@@ -352,6 +352,15 @@ impl LocalBroker {
     /// port and store, killing it first if it is still running.
     pub fn restart(&mut self) -> Result<(), BrokerError> {
         self.kill();
+        // The WebSocket listener comes back on its port too: pages keep its URL.
+        if let (true, Some(port)) = (self.config.websocket, self.websocket_port) {
+            let ws = self.store.join("paddock-websocket.conf");
+            std::fs::write(
+                &ws,
+                format!("websocket {{ host: 127.0.0.1, port: {port}, no_tls: true }}\n"),
+            )
+            .map_err(|source| BrokerError::Store { path: ws, source })?;
+        }
         let mut args = self.args.clone();
         match args.iter().position(|a| a == "-p") {
             Some(i) => args[i + 1] = self.port.to_string(),

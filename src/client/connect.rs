@@ -63,6 +63,17 @@ pub enum Link {
 static REFUSALS: std::sync::Mutex<Vec<(std::time::Instant, String)>> =
     std::sync::Mutex::new(Vec::new());
 
+/// Messages the client dropped because a subscription's buffer was full ("slow
+/// consumer"), on every connection of this process. Process-wide like
+/// [`REFUSALS`]: the event callback is set before the processor exists, and
+/// `/metrics` reports it per process.
+static SLOW_CONSUMER_DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many messages this process's connections dropped as a slow consumer.
+pub fn slow_consumer_drops() -> u64 {
+    SLOW_CONSUMER_DROPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn note_refusal(text: String) {
     let mut refusals = REFUSALS.lock().unwrap_or_else(|e| e.into_inner());
     refusals.retain(|(at, _)| at.elapsed() < Duration::from_secs(60));
@@ -282,6 +293,7 @@ impl DropLog {
     const EVERY: Duration = Duration::from_secs(5);
 
     fn note(&self, subscription: u64) {
+        SLOW_CONSUMER_DROPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut map = self.since_logged.lock().expect("not poisoned");
         let (count, logged) = map.entry(subscription).or_default();
         *count += 1;

@@ -137,6 +137,25 @@ impl SessionsClient {
         self.request_as(subjects::control(endpoint), body).await
     }
 
+    /// The dashboard page's address a processor advertises (`serve --public-url`
+    /// or `--http-addr`), from the service's discovery info; `None` when no
+    /// processor serves the page, or this connection may not ask (per-session
+    /// credentials).
+    pub async fn dashboard_url(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Info {
+            #[serde(default)]
+            metadata: std::collections::HashMap<String, String>,
+        }
+        // Short: a link is a convenience, and must not hold up a monitor's start.
+        let ask = self.request_as(subjects::SERVICE_INFO.to_string(), Bytes::new());
+        let info: Info = tokio::time::timeout(Duration::from_secs(1), ask)
+            .await
+            .ok()?
+            .ok()?;
+        info.metadata.get(subjects::DASHBOARD_URL_METADATA).cloned()
+    }
+
     pub async fn create(&self) -> Result<SessionDocument<Value>, ClientError> {
         self.request(subjects::CREATE, Value::Null).await
     }

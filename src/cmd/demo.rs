@@ -21,6 +21,13 @@ use super::serve::ServeArgs;
 use crate::broker::{self, BrokerConfig, LocalBroker};
 use crate::client::connect;
 use crate::server;
+use crate::server::health::Health;
+use std::sync::Arc;
+
+/// Where the demo serves the dashboard unless `--http-addr` says otherwise.
+const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8081";
+/// The WebSocket listener nats.conf configures, for a broker already running.
+const NATS_CONF_WS_URL: &str = "ws://127.0.0.1:8080";
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -49,7 +56,22 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     } else {
         Some(start_broker(args).await?)
     };
-    let served = run_stack(args, shutdown).await;
+    // The dashboard is on by default here: the broker's WebSocket listener (from
+    // nats.conf, or the one the demo's broker reports) and a page on 8081.
+    let mut args = args.clone();
+    let web = &mut args.serve.web;
+    web.http_addr = web
+        .http_addr
+        .or(Some(DEFAULT_HTTP_ADDR.parse().expect("an address")));
+    if web.ws_url.is_none() {
+        web.ws_url = Some(
+            broker
+                .as_ref()
+                .and_then(LocalBroker::websocket_url)
+                .unwrap_or_else(|| NATS_CONF_WS_URL.to_string()),
+        );
+    }
+    let served = run_stack(&args, shutdown).await;
     if let Some(broker) = broker {
         stop_broker(broker).await;
     }
@@ -60,16 +82,34 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
 async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let url = &args.serve.connect.nats_url;
     // The processor exactly as `paddock serve` runs it, from the same flags.
-    let config = args.serve.config()?;
+    let mut config = args.serve.config()?;
+    let health = Arc::new(Health::default());
+    let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let web = args
+        .serve
+        .web
+        .start(&health, async {
+            let _ = web_stopped.await;
+        })
+        .await?;
+    let page = args
+        .serve
+        .web
+        .public_url(web.as_ref().map(|(_, addr)| *addr));
+    config.dashboard_url = page.clone();
     let client = connect::processor(&args.serve.connect.config(), args.serve.ingest_buffer).await?;
+    health.connecting(client.clone());
     let processor = server::Processor::start(client, config)
         .await
         .context("cannot start the processor")?;
+    health.started(processor.app());
     let me = crate::cmd::self_command();
     let flags = args.serve.connect.as_flags();
+    let page = page.unwrap_or_default();
     eprintln!(
         "paddock demo: processor running on {url}; starting {} simulated monitor{}. \
          Stop everything with ctrl-c.\n\
+         Dashboard (every live session): {page}/\n\
          In another terminal:\n  {me} sessions list{flags}\n  {me} watch <session id>{flags}",
         args.monitors,
         if args.monitors == 1 { "" } else { "s" }
@@ -83,6 +123,9 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         time_scale: args.time_scale,
         duration: None,
         progress: Duration::ZERO,
+        dashboard: super::sessions::DashboardArgs {
+            dashboard_url: (!page.is_empty()).then(|| page.clone()),
+        },
     };
     // One shutdown for all: the monitors stop, and the processor drains.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -102,9 +145,16 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
     };
     let ((), (), monitors) = tokio::join!(
         signal,
-        server::run_on_worker(processor, stopped(stop_rx.clone())),
+        server::run_on_worker(processor, async {
+            stopped(stop_rx.clone()).await;
+            health.stopping();
+        }),
         monitors
     );
+    let _ = stop_web.send(());
+    if let Some((web, _)) = web {
+        let _ = web.await;
+    }
     monitors
 }
 
@@ -138,6 +188,8 @@ async fn start_broker(args: &DemoArgs) -> anyhow::Result<LocalBroker> {
     } else {
         BrokerConfig {
             store_dir: Some(broker::release::cache_dir().join("demo-store")),
+            // For the dashboard page (nats.conf configures its own).
+            websocket: true,
             ..BrokerConfig::default()
         }
     };

@@ -46,6 +46,25 @@ pub fn columns(rows: &[Vec<String>]) -> String {
         .collect()
 }
 
+/// `text` as a QR code drawn with half blocks (two rows per line), dark on a
+/// light quiet zone so a phone reads it off a dark terminal too.
+pub fn qr(text: &str) -> String {
+    match qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L) {
+        Ok(code) => {
+            let mut s = code
+                .render::<qrcode::render::unicode::Dense1x2>()
+                .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                .quiet_zone(true)
+                .build();
+            s.push('\n');
+            s
+        }
+        // Longer than a QR code holds: the link alone is printed.
+        Err(_) => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +86,18 @@ mod tests {
             vec!["CCC".into(), "D".into()],
         ];
         assert_eq!(columns(&rows), "A    BB\nCCC  D\n");
+    }
+
+    #[test]
+    fn a_qr_code_is_drawn_with_half_blocks_and_a_quiet_zone() {
+        let code = qr("http://127.0.0.1:8081/session/9bd7ace8-e1ee-4f59-9644-ae24632b7403");
+        let lines: Vec<&str> = code.lines().collect();
+        // Version 4 (33 modules) plus a 4-module quiet zone each side; two rows a line.
+        assert_eq!(lines[0].chars().count(), 33 + 8);
+        assert_eq!(lines.len(), (33_usize + 8).div_ceil(2));
+        assert!(
+            lines[0].chars().all(|c| c == '█'),
+            "the quiet zone is light"
+        );
     }
 }

@@ -72,6 +72,8 @@ pub struct MonitorArgs {
     /// How often to report rate and totals on stderr (0 to turn off).
     #[arg(long, env = "PADDOCK_PROGRESS", default_value = "5s", value_parser = parse_duration)]
     pub progress: Duration,
+    #[command(flatten)]
+    pub dashboard: super::sessions::DashboardArgs,
 }
 
 pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -101,6 +103,18 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     let client = SessionsClient::new(nats.clone(), url.clone(), Duration::from_secs(5));
 
     let mut shutdown = std::pin::pin!(shutdown);
+    // Only an open broker lets a monitor ask the service where its page is: a
+    // monitor's role or per-session credentials may not, and a refused request
+    // would be reported as a refusal. With credentials, --dashboard-url says.
+    let open_broker = args.connect.creds.is_none() && args.connect.user.is_none();
+    let dashboard = match &args.dashboard.dashboard_url {
+        Some(url) => Some(url.clone()),
+        None if !open_broker => None,
+        None => tokio::select! {
+            url = args.dashboard.resolve(&client) => url,
+            () = &mut shutdown => return Ok(()),
+        },
+    };
     let mut cars = Vec::with_capacity(args.sessions);
     for index in 0..args.sessions {
         let id = match &args.session {
@@ -116,6 +130,14 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             crate::cmd::self_command(),
             args.connect.as_flags()
         );
+        if let Some(base) = &dashboard {
+            let link = subjects::dashboard_link(base, &SessionId::parse(&id)?, None);
+            println!("  open it: {link}");
+            // One car: its code to scan with a phone. Several: links only.
+            if args.sessions == 1 {
+                print!("{}", super::format::qr(&link));
+            }
+        }
         let parsed = SessionId::parse(&id)?;
         let race = Race::new(seed(&id) ^ index as u64);
         let setup = match &source {

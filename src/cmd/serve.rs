@@ -1,7 +1,9 @@
 //! `paddock serve`: the processor, until SIGINT or SIGTERM.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,9 +14,11 @@ use super::args::{
 };
 use crate::client::connect;
 use crate::server::app::Limits;
+use crate::server::health::Health;
 use crate::server::processor::Lifecycle;
 use crate::server::store::{StoreConfig, StoreKind};
 use crate::server::{self, credentials::Issuer};
+use crate::web::{self, WebConfig};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -75,6 +79,91 @@ pub struct ServeArgs {
     /// archived and announced as expired); 0 keeps sessions forever.
     #[arg(long, env = "PADDOCK_EXPIRE_AFTER", default_value = "1h", value_parser = parse_duration)]
     pub expire_after: Duration,
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// The processor's HTTP side: the dashboard page and the ops endpoints.
+#[derive(Debug, Clone, Args)]
+pub struct WebArgs {
+    /// Serve the dashboard page, /healthz, /readyz and /metrics on this address
+    /// (e.g. 127.0.0.1:8081, or 0.0.0.0:8081 for the network); off when unset.
+    #[arg(long, env = "PADDOCK_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// The broker's WebSocket listener as browsers reach it (ws://host:port, or
+    /// wss:// behind TLS): the page connects there.
+    #[arg(long, env = "PADDOCK_WS_URL", value_parser = parse_ws_url)]
+    pub ws_url: Option<String>,
+    /// The page's address as people open it, for the links `sessions share` and
+    /// `monitor` print (default: http://<--http-addr> unless that is 0.0.0.0).
+    #[arg(long, env = "PADDOCK_PUBLIC_URL", value_parser = parse_http_url)]
+    pub public_url: Option<String>,
+    /// The page shows STALE after this long without a frame (a link may set its
+    /// own with ?stale=<seconds>).
+    #[arg(long, env = "PADDOCK_STALE_AFTER", default_value = "5s", value_parser = parse_period)]
+    pub stale_after: Duration,
+}
+
+impl WebArgs {
+    /// Where people open the page: `--public-url`, else the address the page is
+    /// served on (`bound`, what `--http-addr` resolved to) unless that is 0.0.0.0.
+    pub fn public_url(&self, bound: Option<SocketAddr>) -> Option<String> {
+        if let Some(url) = &self.public_url {
+            return Some(url.trim_end_matches('/').to_string());
+        }
+        let addr = bound.or(self.http_addr)?;
+        (!addr.ip().is_unspecified()).then(|| format!("http://{addr}"))
+    }
+
+    pub fn config(&self) -> WebConfig {
+        WebConfig {
+            ws_url: self.ws_url.clone(),
+            stale_after: self.stale_after,
+        }
+    }
+
+    /// Binds `--http-addr` (at once, so a taken port fails the start) and serves
+    /// the page and ops endpoints until `shutdown`; answers the bound address.
+    pub async fn start(
+        &self,
+        health: &Arc<Health>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<Option<(tokio::task::JoinHandle<()>, SocketAddr)>> {
+        let Some(addr) = self.http_addr else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on --http-addr {addr} (is it taken? pass another)")
+        })?;
+        let bound = listener.local_addr()?;
+        tracing::info!(http_addr = %bound, ws_url = self.ws_url, "serving the dashboard and /healthz, /readyz, /metrics");
+        if self.ws_url.is_none() {
+            tracing::warn!("no --ws-url: the dashboard page cannot reach the broker");
+        }
+        let (config, health) = (self.config(), Arc::clone(health));
+        let task = tokio::spawn(async move {
+            if let Err(e) = web::serve(listener, config, health, shutdown).await {
+                tracing::error!(error = %e, "the HTTP server stopped");
+            }
+        });
+        Ok(Some((task, bound)))
+    }
+}
+
+fn parse_ws_url(s: &str) -> Result<String, String> {
+    if (s.starts_with("ws://") || s.starts_with("wss://")) && s.len() > "wss://".len() {
+        Ok(s.to_string())
+    } else {
+        Err("expected ws://HOST:PORT or wss://HOST:PORT (the broker's websocket listener)".into())
+    }
+}
+
+fn parse_http_url(s: &str) -> Result<String, String> {
+    if (s.starts_with("http://") || s.starts_with("https://")) && s.len() > "https://".len() {
+        Ok(s.to_string())
+    } else {
+        Err("expected http://HOST:PORT or https://HOST (where people open the page)".into())
+    }
 }
 
 impl ServeArgs {
@@ -128,6 +217,8 @@ impl ServeArgs {
             issuer: self
                 .issuer()
                 .context("--issuer-account/--issuer-signing-seed")?,
+            // Set once the page's address is bound (`WebArgs::start`).
+            dashboard_url: None,
         })
     }
 }
@@ -153,9 +244,25 @@ impl From<StoreArg> for StoreKind {
 /// `paddock serve`: connects (waiting for a broker that is not up yet) and serves
 /// until `shutdown`.
 pub async fn run(args: &ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let config = args.config()?;
+    let mut config = args.config()?;
+    let health = Arc::new(Health::default());
+    // The HTTP side stops after the processor has drained (`/readyz` says
+    // "shutting down" meanwhile), when this function returns.
+    let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let web = args
+        .web
+        .start(&health, async {
+            let _ = web_stopped.await;
+        })
+        .await?;
+    config.dashboard_url = args.web.public_url(web.as_ref().map(|(_, addr)| *addr));
     let client = connect::processor(&args.connect.config(), args.ingest_buffer).await?;
-    server::serve(client, config, shutdown)
+    let served = server::serve(client, config, &health, shutdown)
         .await
-        .context("cannot start the processor")
+        .context("cannot start the processor");
+    let _ = stop_web.send(());
+    if let Some((web, _)) = web {
+        let _ = web.await;
+    }
+    served
 }

@@ -59,6 +59,59 @@ pub enum SessionsCommand {
     },
     /// Service-wide counters.
     Stats,
+    /// A session's dashboard link and its QR code: open it in a browser, or scan
+    /// it with a phone. With per-session credentials the link carries the
+    /// session's dashboard credentials (read-only, this session only).
+    Share {
+        session_id: String,
+        #[command(flatten)]
+        dashboard: DashboardArgs,
+        /// The session's dashboard credentials (default:
+        /// <--credentials-dir>/<id>-dashboard.creds, as `sessions create` wrote it).
+        #[arg(long, env = "PADDOCK_DASHBOARD_CREDS")]
+        dashboard_creds: Option<PathBuf>,
+        #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
+        credentials_dir: PathBuf,
+        /// Print the link only, without the QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
+}
+
+/// Where the dashboard page is, for the links commands print.
+#[derive(Debug, Clone, Args)]
+pub struct DashboardArgs {
+    /// The dashboard page's address (http://HOST:PORT of `serve --http-addr`);
+    /// by default the one the processor advertises.
+    #[arg(long, env = "PADDOCK_DASHBOARD_URL")]
+    pub dashboard_url: Option<String>,
+}
+
+impl DashboardArgs {
+    /// The flag, else what a processor advertises (when this connection may ask).
+    pub async fn resolve(&self, client: &SessionsClient) -> Option<String> {
+        match &self.dashboard_url {
+            Some(url) => Some(url.clone()),
+            None => client.dashboard_url().await,
+        }
+    }
+}
+
+/// The JWT and seed of a `.creds` file.
+pub fn creds_parts(text: &str) -> Option<(String, String)> {
+    let block = |begin: &str| {
+        let start = text.find(begin)? + begin.len();
+        let rest = &text[start..];
+        let body = rest
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('-'))?;
+        Some(body.to_string())
+    };
+    Some((
+        block("-----BEGIN NATS USER JWT-----")?,
+        block("-----BEGIN USER NKEY SEED-----")?,
+    ))
 }
 
 pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
@@ -118,6 +171,62 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 pretty(&json!({ "session_id": id, "count": laps.len(), "laps": laps }))
             } else {
                 laps_table(&laps)
+            }
+        }
+        SessionsCommand::Share {
+            session_id,
+            dashboard,
+            dashboard_creds,
+            credentials_dir,
+            no_qr,
+        } => {
+            let id = crate::protocol::id::SessionId::parse(session_id)?;
+            // A link to a session that is gone helps nobody; other failures (no
+            // right to ask, as with per-session credentials) do not stop the link.
+            if let Err(e @ crate::client::ClientError::Service { code: 404, .. }) =
+                client.get(session_id).await
+            {
+                return Err(e.into());
+            }
+            let Some(base) = dashboard.resolve(&client).await else {
+                anyhow::bail!(
+                    "no dashboard address: no processor advertises one (serve --http-addr or \
+                     --public-url), or this connection may not ask; pass --dashboard-url"
+                );
+            };
+            let creds_path = dashboard_creds
+                .clone()
+                .unwrap_or_else(|| credentials_dir.join(format!("{id}-dashboard.creds")));
+            let access = match std::fs::read_to_string(&creds_path) {
+                Ok(text) => {
+                    Some(creds_parts(&text).with_context(|| {
+                        format!("{} is not a .creds file", creds_path.display())
+                    })?)
+                }
+                // Open or team mode: the page connects without credentials.
+                Err(_) if dashboard_creds.is_none() => None,
+                Err(e) => return Err(e).context(format!("cannot read {}", creds_path.display())),
+            };
+            let inbox = crate::protocol::subjects::inbox_prefix(&id);
+            let link = crate::protocol::subjects::dashboard_link(
+                &base,
+                &id,
+                access
+                    .as_ref()
+                    .map(|(jwt, seed)| (jwt.as_str(), seed.as_str(), inbox.as_str())),
+            );
+            if args.json {
+                pretty(&json!({ "session_id": id, "link": link }))
+            } else if *no_qr {
+                format!("{link}\n")
+            } else {
+                let note = if access.is_some() {
+                    "The link and code carry this session's dashboard credentials \
+                     (read-only, this session): share them with your team only.\n"
+                } else {
+                    ""
+                };
+                format!("{link}\n{}{note}", format::qr(&link))
             }
         }
         SessionsCommand::Stats => {
@@ -401,5 +510,15 @@ mod tests {
             out.contains("frames       5 telemetry, 1 setup, 2 rejected"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_jwt_and_seed_come_out_of_a_creds_file() {
+        let text = crate::server::credentials::creds("eyJ0.eyJz.c2ln", "SUAEXAMPLE");
+        assert_eq!(
+            super::creds_parts(&text),
+            Some(("eyJ0.eyJz.c2ln".to_string(), "SUAEXAMPLE".to_string()))
+        );
+        assert_eq!(super::creds_parts("not creds"), None);
     }
 }

@@ -125,6 +125,26 @@ pub const ALL_SERVICE_EVENTS: &str = "sessions.events.>";
 /// NATS micro discovery, every verb.
 pub const ALL_DISCOVERY: &str = "$SRV.>";
 
+/// `$SRV.INFO.sessions`: every processor's description (endpoints, metadata).
+pub const SERVICE_INFO: &str = "$SRV.INFO.sessions";
+
+/// The key of the service metadata that holds the dashboard page's address
+/// (`paddock serve --public-url`), for clients that print share links.
+pub const DASHBOARD_URL_METADATA: &str = "dashboard_url";
+
+/// A session's dashboard link on the page served at `base`. With per-session
+/// credentials the link carries the dashboard's JWT and seed and the inbox
+/// prefix in its fragment, which browsers never send to the server.
+pub fn dashboard_link(base: &str, id: &SessionId, access: Option<(&str, &str, &str)>) -> String {
+    let base = base.trim_end_matches('/');
+    match access {
+        None => format!("{base}/session/{id}"),
+        Some((jwt, seed, inbox)) => {
+            format!("{base}/session/{id}#jwt={jwt}&seed={seed}&inbox={inbox}")
+        }
+    }
+}
+
 /// `$SRV.PING.<service>.<instance id>`: one service instance's PING.
 pub fn discovery_ping(instance: &str) -> String {
     format!("$SRV.PING.{SERVICE_NAME}.{instance}")

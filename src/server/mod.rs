@@ -8,11 +8,13 @@
 //! - [`metrics`]: service-wide counters; [`ratelimit`]: per-client limits.
 //! - [`store`]: JetStream buckets (recovery, write-behind, peers, laps, archive).
 //! - [`credentials`]: per-session NATS user JWTs.
+//! - [`health`]: what readiness depends on (read by `crate::web`).
 
 pub mod app;
 pub mod control;
 pub mod credentials;
 pub mod error;
+pub mod health;
 pub mod ingest;
 pub mod laps;
 pub mod metrics;
@@ -35,17 +37,23 @@ pub struct Config {
     pub lifecycle: Lifecycle,
     /// Issues each new session's credentials (operator mode, `--issuer-*`).
     pub issuer: Option<credentials::Issuer>,
+    /// Where the dashboard page is opened (`--public-url`), advertised in the
+    /// service's metadata so `sessions share` and `monitor` can print links.
+    pub dashboard_url: Option<String>,
 }
 
-/// Starts the processor on `client` and serves until `shutdown` completes.
+/// Starts the processor on `client` and serves until `shutdown` completes,
+/// reporting its progress to `health` (read by `/readyz`).
 ///
 /// Shutdown is honoured from the first moment, including while start-up waits for
 /// a broker that is not up yet.
 pub async fn serve(
     client: Client,
     config: Config,
+    health: &health::Health,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    health.connecting(client.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     let processor = tokio::select! {
         started = Processor::start(client, config) => started?,
@@ -54,7 +62,12 @@ pub async fn serve(
             return Ok(());
         }
     };
-    run_on_worker(processor, shutdown).await;
+    health.started(processor.app());
+    run_on_worker(processor, async {
+        shutdown.await;
+        health.stopping();
+    })
+    .await;
     Ok(())
 }
 

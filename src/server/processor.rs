@@ -131,6 +131,7 @@ impl Processor {
             store,
             lifecycle,
             issuer,
+            dashboard_url,
         } = config;
         let store = &store;
         if let Some(issuer) = &issuer {
@@ -147,6 +148,12 @@ impl Processor {
         let service = client
             .service_builder()
             .description("paddock: live sim-racing sessions (setup, telemetry, lifecycle)")
+            .metadata(
+                dashboard_url
+                    .map(|url| (subjects::DASHBOARD_URL_METADATA.to_string(), url))
+                    .into_iter()
+                    .collect(),
+            )
             // `$SRV.STATS` carries the service-wide counters in each endpoint's `data`.
             .stats_handler(move |_endpoint, _stats| {
                 serde_json::to_value(stats_app.metrics.snapshot(stats_app.sessions.load()))
@@ -257,8 +264,9 @@ impl Processor {
                     ctx.catch_up(&mut data, BATCH).await;
                 }
                 Some((endpoint, with_id, request)) = control.next() => {
+                    let taken = std::time::Instant::now();
                     ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
-                    ctx.respond(endpoint, with_id, request).await;
+                    ctx.respond(endpoint, with_id, request, taken).await;
                 }
                 else => {
                     tracing::error!("every subscription ended; stopping");
@@ -285,8 +293,9 @@ impl Processor {
                 tokio::select! {
                     Some(message) = data.next() => ctx.ingest(message).await,
                     Some((endpoint, with_id, request)) = control.next() => {
+                        let taken = std::time::Instant::now();
                         ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
-                        ctx.respond(endpoint, with_id, request).await;
+                        ctx.respond(endpoint, with_id, request, taken).await;
                     }
                     else => break,
                 }
@@ -409,7 +418,14 @@ impl Ctx {
             .is_ok()
     }
 
-    async fn respond(&self, endpoint: Endpoint, with_id: bool, request: Request) {
+    /// Answers one request; `taken` is when the loop took it, for its latency.
+    async fn respond(
+        &self,
+        endpoint: Endpoint,
+        with_id: bool,
+        request: Request,
+        taken: std::time::Instant,
+    ) {
         // `sessions.get.<id>` and friends: the id is the subject's last token.
         let subject = request.message.subject.as_str();
         let subject_id = with_id.then(|| subject.rsplit_once('.').map_or("", |(_, id)| id));
@@ -437,6 +453,7 @@ impl Ctx {
         {
             result = Err(e);
         }
+        let code = result.as_ref().map_or_else(ServiceError::code, |_| 200);
         let (body, headers, announce) = match result {
             Ok(reply) => (reply.body, HeaderMap::new(), reply.announce),
             Err(e) => {
@@ -450,6 +467,7 @@ impl Ctx {
         if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
             tracing::warn!(endpoint = name, error = %e, "could not send reply");
         }
+        self.app.metrics.request(name, code, taken.elapsed());
         if let Some(announcement) = announce {
             self.announce(announcement).await;
         }

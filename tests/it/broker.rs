@@ -175,6 +175,9 @@ async fn the_demo_starts_a_broker_and_live_sessions_and_stops_them() {
         "2",
         "--nats-conf",
         "/nonexistent/nats.conf",
+        // Any free port for the dashboard (8081 by default).
+        "--http-addr",
+        "127.0.0.1:0",
     ])
     // Its store goes to this test's cache; the binary is the harness's (so the
     // fetch, tested above and in .ci/run, is not repeated into an empty cache).
@@ -200,6 +203,32 @@ async fn the_demo_starts_a_broker_and_live_sessions_and_stops_them() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(client);
+    // Each car's dashboard link is printed, and the page is served there.
+    let link = tokio::task::spawn_blocking(move || {
+        let link = (0..20)
+            .map(|_| running.line())
+            .find_map(|l| l.trim().strip_prefix("open it: ").map(str::to_string))
+            .expect("the demo prints each car's dashboard link");
+        (running, link)
+    })
+    .await
+    .unwrap();
+    let (running, link) = link;
+    assert!(
+        link.starts_with("http://127.0.0.1:") && link.contains("/session/"),
+        "{link}"
+    );
+    let page = tokio::task::spawn_blocking(move || {
+        ureq::get(&link)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(page.contains("/assets/app.js"), "{page}");
     let code = tokio::task::spawn_blocking(move || running.stop("-INT"))
         .await
         .unwrap();

@@ -39,18 +39,7 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("--force"), "{stderr}");
     let url = server.url();
-    let account = std::fs::read_to_string(dir.join("issuer.account")).unwrap();
-    let processor = Running::spawn(&[
-        "serve",
-        "--nats-url",
-        &url,
-        "--creds",
-        &path("processor.creds"),
-        "--issuer-account",
-        account.trim(),
-        "--issuer-signing-seed",
-        &path("issuer.seed"),
-    ]);
+    let processor = serve_issuing(&url, &dir, &[]);
     let (ops, _) = client_with(
         &url,
         &std::fs::read_to_string(dir.join("ops.creds")).unwrap(),
@@ -63,21 +52,7 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
     // each one's credentials and says how to use them.
     let mut sessions = Vec::new();
     for _ in 0..2 {
-        let (code, stdout, stderr) = run_paddock(&[
-            "sessions",
-            "create",
-            "--nats-url",
-            &url,
-            "--creds",
-            &path("creator.creds"),
-            "--inbox-prefix",
-            "_INBOX_creator",
-            "--credentials-dir",
-            &out,
-        ])
-        .await;
-        assert_eq!(code, 0, "{stderr}");
-        let id = stdout.lines().next().unwrap().to_string();
+        let (id, stdout) = create_with_creator(&url, &dir).await;
         // The credentials expire 48 h after the session's creation.
         let dashboard = std::fs::read_to_string(dir.join(format!("{id}-dashboard.creds"))).unwrap();
         let jwt = dashboard.lines().nth(1).unwrap();

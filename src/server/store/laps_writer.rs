@@ -115,7 +115,7 @@ impl LapWriter {
             };
             let failing = !failed.is_empty();
             self.queue.retry(failed);
-            outage.observe(result);
+            outage.observe(result, &self.app.metrics);
             if failing {
                 // Wait for the clock before trying again, not for the next lap.
                 tokio::time::sleep(retry_every).await;

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::protocol::id::SessionId;
 use crate::server::app::App;
+use crate::server::metrics::Metrics;
 use crate::server::sessions::{Ended, Snapshot};
 
 use super::recovery::ArchiveRecord;
@@ -39,7 +40,15 @@ pub(super) struct Outage {
 impl Outage {
     const REMIND: Duration = Duration::from_secs(30);
 
-    pub(super) fn observe(&mut self, result: Result<(), StoreError>) {
+    /// Logs what changed, and reports the write's outcome to `metrics` (counted,
+    /// and readiness).
+    pub(super) fn observe(&mut self, result: Result<(), StoreError>, metrics: &Metrics) {
+        metrics.storage_write(
+            result
+                .as_ref()
+                .map_err(|e| e as &dyn std::fmt::Display)
+                .copied(),
+        );
         let now = std::time::Instant::now();
         match (result, &mut self.since) {
             (Ok(()), None) => {}
@@ -80,6 +89,7 @@ impl Persister {
                             Some(snapshot) => self.put(&snapshot).await,
                             None => Ok(()),
                         };
+                        self.outage.observe(result.clone(), &self.app.metrics);
                         let _ = done.send(result);
                     }
                     Some(Job::End { ended, done }) => {
@@ -102,7 +112,7 @@ impl Persister {
                 },
                 _ = ticker.tick() => {
                     let result = self.flush().await;
-                    self.outage.observe(result);
+                    self.outage.observe(result, &self.app.metrics);
                     for ended in std::mem::take(&mut self.retry_ends) {
                         if self.end(&ended).await.is_err() {
                             self.retry_ends.push(ended);

@@ -118,3 +118,46 @@ pub fn serve_binary(url: &str, extra: &[&str]) -> Running {
     args.extend_from_slice(extra);
     Running::spawn(&args)
 }
+
+/// `paddock sessions create` with `auth init`'s creator credentials from `dir`,
+/// saving the session's credentials there: what a team does in per-session mode.
+/// Answers the new session's id and what the command printed.
+pub async fn create_with_creator(url: &str, dir: &std::path::Path) -> (String, String) {
+    let creds = dir.join("creator.creds");
+    let (code, stdout, stderr) = run_paddock(&[
+        "sessions",
+        "create",
+        "--nats-url",
+        url,
+        "--creds",
+        creds.to_str().unwrap(),
+        "--inbox-prefix",
+        "_INBOX_creator",
+        "--credentials-dir",
+        dir.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    (stdout.lines().next().unwrap().to_string(), stdout)
+}
+
+/// `paddock serve` in per-session mode with what `auth init` wrote into `dir`
+/// (its credentials and the issuer's key), plus `extra` flags.
+pub fn serve_issuing(url: &str, dir: &std::path::Path, extra: &[&str]) -> Running {
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let account = std::fs::read_to_string(dir.join("issuer.account")).unwrap();
+    let (creds, seed) = (path("processor.creds"), path("issuer.seed"));
+    let mut args = vec![
+        "serve",
+        "--nats-url",
+        url,
+        "--creds",
+        &creds,
+        "--issuer-account",
+        account.trim(),
+        "--issuer-signing-seed",
+        &seed,
+    ];
+    args.extend_from_slice(extra);
+    Running::spawn(&args)
+}

@@ -29,6 +29,21 @@ impl NatsServer {
         })
     }
 
+    /// A broker with a WebSocket listener too, for the dashboard page.
+    pub fn start_websocket() -> Self {
+        Self::start_config(BrokerConfig {
+            websocket: true,
+            ..BrokerConfig::default()
+        })
+    }
+
+    /// `ws://127.0.0.1:PORT` of a broker started with a WebSocket listener.
+    pub fn ws_url(&self) -> String {
+        self.broker
+            .websocket_url()
+            .expect("a broker started with a websocket listener")
+    }
+
     /// A broker on a given port (e.g. one a processor is already trying to reach).
     pub fn start_on(port: u16) -> Self {
         Self::start_config(BrokerConfig {

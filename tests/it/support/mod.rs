@@ -1,6 +1,7 @@
 //! Test harness: a real `nats-server` per test, and the processor in-process.
 //! By concern: [`broker`], [`processor`], [`binary`] (the paddock binary as a
-//! user runs it), [`answers`] (requests, replies, messages).
+//! user runs it), [`answers`] (requests, replies, messages), [`browser`] (headless
+//! chromium through chromedriver, for the dashboard page).
 //!
 //! Modelled on async-nats's own `nats-server` test crate: the real binary is spawned
 //! on a random port (`-p -1`), the port is read from its log, JetStream keeps its
@@ -18,6 +19,7 @@
 mod answers;
 mod binary;
 mod broker;
+pub mod browser;
 mod processor;
 
 pub use answers::*;

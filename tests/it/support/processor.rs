@@ -131,6 +131,7 @@ async fn start_processor_with(
         store,
         lifecycle,
         issuer: None,
+        dashboard_url: None,
     };
     let processor = Processor::start(client, config)
         .await

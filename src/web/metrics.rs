@@ -1,0 +1,205 @@
+//! `/metrics` in the Prometheus text format (0.0.4), encoded by prometheus-client.
+//!
+//! The service counters stay the atomics `sessions.stats` reads
+//! (`server::metrics`); a collector reads them at scrape time, so the hot path
+//! keeps one increment per frame and nothing is counted twice. Request counts and
+//! latency histograms are prometheus-client metrics registered as they are.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::server::app::App;
+use crate::server::health::Health;
+
+/// Renders the registry; built once the processor has started (its counters
+/// exist only then). Before that, only the readiness gauge is served.
+pub struct Exporter {
+    health: Arc<Health>,
+    registry: OnceLock<Registry>,
+}
+
+impl Exporter {
+    pub fn new(health: Arc<Health>) -> Self {
+        Exporter {
+            health,
+            registry: OnceLock::new(),
+        }
+    }
+
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        match self.health.app() {
+            Some(app) => {
+                let registry = self.registry.get_or_init(|| registry(app, &self.health));
+                prometheus_client::encoding::prometheus_text::encode(&mut text, registry)?;
+            }
+            None => {
+                let mut registry = Registry::default();
+                registry.register_collector(Box::new(Ready(Arc::clone(&self.health))));
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
+            }
+        }
+        Ok(text)
+    }
+}
+
+fn registry(app: &Arc<App>, health: &Arc<Health>) -> Registry {
+    let mut registry = Registry::with_prefix("paddock");
+    registry.register(
+        "requests",
+        "Requests to the sessions service answered, by endpoint and reply code",
+        app.metrics.requests.clone(),
+    );
+    registry.register(
+        "request_duration_seconds",
+        "Time from taking a request to sending its reply, by endpoint",
+        app.metrics.request_seconds.clone(),
+    );
+    registry.register_collector(Box::new(Counters(Arc::clone(app))));
+    registry.register_collector(Box::new(Ready(Arc::clone(health))));
+    registry
+}
+
+/// The service counters, read at scrape time.
+#[derive(Debug)]
+struct Counters(Arc<App>);
+
+impl Collector for Counters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let app = &self.0;
+        let m = &app.metrics;
+        let s = m.snapshot(app.sessions.load());
+        gauge(
+            &mut encoder,
+            "sessions_live",
+            "Live sessions held",
+            s.live_sessions as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "sessions_created",
+            "Sessions this processor learned of (created here, on demand, or by a peer)",
+            s.sessions_created,
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "sessions_ended",
+                "Sessions ended, by why",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (reason, n) in [
+                ("deleted", s.sessions_deleted),
+                ("expired", s.sessions_expired),
+            ] {
+                ConstCounter::new(n).encode(family.encode_family(&[("reason", reason)])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "frames",
+                "Frames stored, by kind",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (kind, n) in [("telemetry", s.telemetry_frames), ("setup", s.setup_frames)] {
+                ConstCounter::new(n).encode(family.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "rejected",
+                "Frames and requests refused, by reason",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (reason, n) in &s.rejected {
+                ConstCounter::new(*n)
+                    .encode(family.encode_family(&[("reason", reason.as_str())])?)?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "laps_completed",
+            "Laps completed",
+            s.laps_completed,
+        )?;
+        gauge(
+            &mut encoder,
+            "lap_records",
+            "Lap records held for live sessions",
+            s.lap_records as i64,
+        )?;
+        gauge_f64(
+            &mut encoder,
+            "ingest_rate_hz",
+            "Frames per second over the live sessions, recently",
+            f64::from(s.ingest_rate_hz),
+        )?;
+        counter(
+            &mut encoder,
+            "storage_write_failures",
+            "Storage writes refused (the changes are kept and retried)",
+            m.storage_write_failures.load(Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "slow_consumer_drops",
+            "Messages the client dropped because the processor fell behind",
+            crate::client::connect::slow_consumer_drops(),
+        )?;
+        Ok(())
+    }
+}
+
+/// `paddock_ready`: 1 when `/readyz` would answer 200.
+#[derive(Debug)]
+struct Ready(Arc<Health>);
+
+impl Collector for Ready {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let ready = i64::from(self.0.readiness().is_ok());
+        gauge(
+            &mut encoder,
+            "ready",
+            "1 when the processor serves (see /readyz)",
+            ready,
+        )
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge_f64(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}

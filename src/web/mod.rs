@@ -1,0 +1,237 @@
+//! The processor's HTTP side (`paddock serve --http-addr`): the race engineer's
+//! dashboard page and the ops endpoints.
+//!
+//! The page is static: HTML, CSS and JavaScript embedded in the binary
+//! ([`assets`]), plus `/config.json` telling it where the broker's WebSocket
+//! listener is. It talks to NATS itself (the official JavaScript client over
+//! WebSocket), with the same subjects and the same join as `paddock watch`, so
+//! the processor's HTTP side carries no session data and no credentials: a
+//! per-session link keeps its credentials in the URL fragment, which browsers
+//! never send to the server.
+//!
+//! - `/`, `/session/<id>`: the page (listing, or one session).
+//! - `/config.json`: the broker's WebSocket URL and the stale threshold.
+//! - `/assets/<file>`: the page's scripts and styles.
+//! - `/healthz`: the process answers. `/readyz`: it serves (503 with the reason
+//!   otherwise). `/metrics`: Prometheus text format ([`metrics`]).
+
+pub mod assets;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::protocol::id::SessionId;
+use crate::server::health::Health;
+
+/// What the page needs to know, from `serve`'s flags.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// The broker's WebSocket listener as the browser reaches it (`ws://` or
+    /// `wss://`); without it the page says it cannot connect.
+    pub ws_url: Option<String>,
+    /// How long without a frame before the page shows STALE (a link may override
+    /// it with `?stale=<seconds>`).
+    pub stale_after: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            ws_url: None,
+            stale_after: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Shared {
+    config: WebConfig,
+    health: Arc<Health>,
+    metrics: metrics::Exporter,
+    /// The Content-Security-Policy of the page: its own scripts and styles, and
+    /// connections to itself and the broker's WebSocket only.
+    csp: HeaderValue,
+}
+
+/// The routes, ready for `axum::serve`.
+pub fn router(config: WebConfig, health: Arc<Health>) -> Router {
+    let csp = content_security_policy(config.ws_url.as_deref());
+    let shared = Arc::new(Shared {
+        metrics: metrics::Exporter::new(Arc::clone(&health)),
+        config,
+        health,
+        csp,
+    });
+    Router::new()
+        .route("/", get(page))
+        .route("/session/{id}", get(session_page))
+        .route("/config.json", get(config_json))
+        .route("/assets/{file}", get(asset))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: WebConfig,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(config, health))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `connect-src` names the broker's WebSocket origin exactly; everything else the
+/// page loads comes from this server. No inline script or style is allowed, so
+/// even a value that slipped into the DOM as markup could not run.
+fn content_security_policy(ws_url: Option<&str>) -> HeaderValue {
+    let ws = ws_url.map(ws_origin).unwrap_or_default();
+    let policy = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self' {ws}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    HeaderValue::from_str(policy.trim()).unwrap_or(HeaderValue::from_static("default-src 'none'"))
+}
+
+/// `ws://host:port/path` → `ws://host:port` (CSP sources take origins).
+fn ws_origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("ws", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Only characters a CSP source may hold: a URL from a flag must not add
+    // directives of its own.
+    let safe = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
+    };
+    if matches!(scheme, "ws" | "wss") && safe(host) {
+        format!("{scheme}://{host}")
+    } else {
+        String::new()
+    }
+}
+
+async fn page(State(shared): State<Arc<Shared>>) -> Response {
+    html(&shared, assets::INDEX_HTML)
+}
+
+async fn session_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match SessionId::parse(&id) {
+        Ok(_) => html(&shared, assets::INDEX_HTML),
+        Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    }
+}
+
+fn html(shared: &Shared, body: &'static str) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CONTENT_SECURITY_POLICY, shared.csp.clone()),
+            // The path names a session; no need to tell other sites.
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn config_json(State(shared): State<Arc<Shared>>) -> Response {
+    let body = serde_json::json!({
+        "ws_url": shared.config.ws_url,
+        "stale_after_s": shared.config.stale_after.as_secs_f64(),
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match assets::get(&file) {
+        Some((content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                // Revalidated on each load, so a new binary's page is never mixed
+                // with an old script.
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
+    }
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_names_the_broker_origin_and_nothing_a_flag_could_smuggle() {
+        assert_eq!(ws_origin("ws://127.0.0.1:8080"), "ws://127.0.0.1:8080");
+        assert_eq!(
+            ws_origin("wss://nats.example.com/ws?x=1"),
+            "wss://nats.example.com"
+        );
+        assert_eq!(ws_origin("ws://a; script-src *"), "");
+        assert_eq!(ws_origin("http://example.com"), "");
+        let csp = content_security_policy(Some("ws://localhost:8080"));
+        let csp = csp.to_str().unwrap();
+        assert!(
+            csp.contains("connect-src 'self' ws://localhost:8080;"),
+            "{csp}"
+        );
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+    }
+}

@@ -1,0 +1,460 @@
+// The dashboard page: connects to the broker over WebSocket with the official NATS
+// client, joins one session (or lists them), and draws at most a few times a
+// second whatever the frame rate.
+//
+// Join (docs/PROTOCOL.md, "Live: dashboards"): subscribe to session.<id>.> first,
+// then request sessions.get.<id> on the same connection, so no frame falls in
+// between. After a reconnect the subscription is restored by the client and the
+// page takes a fresh snapshot and re-reads the lap history by itself.
+//
+// Everything from the wire is shown with textContent, never as markup.
+
+import { wsconnect, jwtAuthenticator } from "./nats.js";
+import uPlot from "./uplot.js";
+import qrcode from "./qrcode.js";
+import * as view from "./view.js";
+
+const DRAW_EVERY_MS = 250;
+const REQUEST_TIMEOUT_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  telemetry: null,
+  setup: null,
+  setupAt: null,
+  lastFrameAt: null, // Date.now() of the latest frame
+  laps: [], // lap rows, oldest first (view.lapRow)
+  lapsChanged: true,
+  ended: null,
+};
+
+let staleAfterMs = 5000;
+
+main().catch((e) => problem(`The page could not start: ${e.message || e}`));
+
+async function main() {
+  const config = await (await fetch("/config.json", { cache: "no-cache" })).json();
+  const params = new URLSearchParams(location.search);
+  const stale = Number(params.get("stale") ?? config.stale_after_s ?? 5);
+  if (stale > 0) staleAfterMs = stale * 1000;
+
+  // Credentials of a per-session link travel in the fragment, which the browser
+  // never sends to the server; they stay in this page's memory.
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const jwt = fragment.get("jwt");
+  const seed = fragment.get("seed");
+  const inbox = fragment.get("inbox");
+
+  const match = location.pathname.match(/^\/session\/([0-9a-fA-F-]{36})\/?$/);
+  const id = match ? match[1].toLowerCase() : null;
+
+  if (!config.ws_url) {
+    setLink("refused", "no broker configured");
+    problem("This paddock server was started without --ws-url: it does not know where the " +
+      "broker's WebSocket listener is.");
+    return;
+  }
+  const options = {
+    servers: config.ws_url,
+    name: id ? `paddock-dashboard ${id}` : "paddock-dashboard",
+    waitOnFirstConnect: true,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 1000,
+    // The cluster's other nodes are announced with nats:// URLs a browser cannot use.
+    ignoreClusterUpdates: true,
+  };
+  if (jwt && seed) options.authenticator = jwtAuthenticator(jwt, new TextEncoder().encode(seed));
+  if (inbox) options.inboxPrefix = inbox;
+
+  setLink("connecting");
+  let nc;
+  try {
+    nc = await wsconnect(options);
+  } catch (e) {
+    setLink("refused", "refused");
+    problem(`The broker refused the connection: ${e.message || e}`);
+    return;
+  }
+  if (id) {
+    await session(nc, id);
+  } else {
+    await list(nc);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// One session
+
+async function session(nc, id) {
+  $("session-view").hidden = false;
+  $("session-id").textContent = `session ${id}`;
+  document.title = `paddock · ${id.slice(0, 8)}`;
+  showQr();
+  setupCharts();
+
+  nc.subscribe(`session.${id}.>`, {
+    callback: (err, msg) => {
+      if (err) return refused(err, id);
+      onMessage(msg.subject.slice(`session.${id}.`.length), msg);
+    },
+  });
+  await join(nc, id);
+  setInterval(tick, 500);
+  watchStatus(nc, () => join(nc, id));
+}
+
+let rejoinTimer = null;
+
+/// The snapshot, then the lap history; again after every reconnect.
+async function join(nc, id) {
+  let doc;
+  try {
+    doc = await ask(nc, `sessions.get.${id}`);
+  } catch (e) {
+    // No processor answering yet (restarting, or the broker just came back):
+    // ask again shortly. A refusal or an unknown session will not change by itself.
+    if (failed(e, id) && !rejoinTimer) {
+      rejoinTimer = setTimeout(() => { rejoinTimer = null; join(nc, id); }, 2000);
+    }
+    return;
+  }
+  setLink("live");
+  clearProblem();
+  if (doc.setup && typeof doc.setup === "object") {
+    state.setup = doc.setup;
+    state.setupAt = Date.parse(doc.setup_timestamp) || null;
+  }
+  if (doc.telemetry && typeof doc.telemetry === "object") {
+    state.telemetry = doc.telemetry;
+    // The frame's age from when the processor stored it, so a quiet session shows
+    // STALE at once; never in the future if the clocks differ a little.
+    const at = Date.parse(doc.stats && doc.stats.last_frame_at);
+    state.lastFrameAt = Number.isFinite(at) ? Math.min(at, Date.now()) : Date.now();
+  }
+  try {
+    await loadLaps(nc, id);
+  } catch (e) {
+    // The session shows without its history; the next reconnect tries again.
+    console.warn("lap history", e);
+  }
+  requestDraw();
+}
+
+async function loadLaps(nc, id) {
+  const records = [];
+  let from = null;
+  for (;;) {
+    const body = from === null ? { limit: 1000 } : { limit: 1000, from_lap: from };
+    const page = await ask(nc, `sessions.laps.${id}`, body);
+    records.push(...(page.laps || []));
+    if (page.next_from_lap === null || page.next_from_lap === undefined) break;
+    from = page.next_from_lap;
+  }
+  state.laps = [];
+  for (const r of records) pushLap(r);
+}
+
+function pushLap(record) {
+  if (!record || typeof record !== "object") return;
+  if (state.laps.some((l) => l.endedAt === record.ended_at && l.lap === record.lap)) return;
+  const previous = state.laps.length ? state.laps[state.laps.length - 1] : null;
+  state.laps.push(view.lapRow(record, previous));
+  state.lapsChanged = true;
+}
+
+function onMessage(kind, msg) {
+  let value;
+  try {
+    value = msg.json();
+  } catch {
+    return; // frames come unvalidated from the broker: skip what does not parse
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) return;
+  switch (kind) {
+    case "telemetry":
+      state.telemetry = value;
+      state.lastFrameAt = Date.now();
+      break;
+    case "setup":
+      state.setup = value;
+      state.setupAt = Date.now();
+      break;
+    case "lap":
+      pushLap(value);
+      break;
+    case "events.deleted":
+      state.ended = "This session was deleted.";
+      break;
+    case "events.expired":
+      state.ended = "This session expired: no data arrived for too long.";
+      break;
+    default:
+      return;
+  }
+  requestDraw();
+}
+
+// ---------------------------------------------------------------------------
+// Drawing, throttled
+
+let drawPending = false;
+let lastDraw = 0;
+
+function requestDraw() {
+  if (drawPending) return;
+  drawPending = true;
+  setTimeout(draw, Math.max(0, lastDraw + DRAW_EVERY_MS - Date.now()));
+}
+
+function draw() {
+  drawPending = false;
+  lastDraw = Date.now();
+  const values = view.fields(state.telemetry, state.laps, state.setupAt);
+  for (const el of document.querySelectorAll("[data-f]")) {
+    const v = values[el.dataset.f];
+    if (v !== undefined && el.textContent !== v) el.textContent = v;
+  }
+  if (state.setup) {
+    const text = JSON.stringify(state.setup, null, 2);
+    if ($("setup").textContent !== text) $("setup").textContent = text;
+  }
+  if (state.lapsChanged) {
+    state.lapsChanged = false;
+    drawLaps();
+  }
+  if (state.ended) {
+    setLink("ended", "ended");
+    problem(state.ended);
+  }
+  tick();
+}
+
+/// The age line and the STALE banner, every half second between draws.
+function tick() {
+  const ageMs = state.lastFrameAt === null ? null : Date.now() - state.lastFrameAt;
+  $("age").textContent = view.age(ageMs);
+  const stale = ageMs === null || ageMs >= staleAfterMs;
+  $("stale").hidden = !stale;
+  document.body.classList.toggle("is-stale", stale);
+  if (stale) $("stale-for").textContent = ageMs === null ? "yet" : view.age(ageMs).replace(" ago", "");
+}
+
+function drawLaps() {
+  const body = $("laps").tBodies[0];
+  const rows = state.laps.slice(-200).reverse();
+  body.replaceChildren(...rows.map((r) => {
+    const tr = document.createElement("tr");
+    if (r.pit) tr.className = "pit";
+    for (const text of [
+      String(r.lap),
+      view.lapTime(r.time),
+      view.fixed(r.fuelUsed, 2, " L"),
+      r.frames === null ? view.DASH : String(r.frames),
+      r.pit ? "PIT" : "",
+    ]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  }));
+  const numbered = state.laps.filter((r) => typeof r.lap === "number");
+  const xs = numbered.map((r) => r.lap);
+  charts.laps?.setData([xs, numbered.map((r) => (r.pit ? null : r.time))]);
+  charts.fuel?.setData([xs, numbered.map((r) => r.fuelUsed)]);
+}
+
+const charts = {};
+
+function setupCharts() {
+  const axisColor = "#c9d1d9";
+  const grid = { stroke: "#30363d", width: 1 };
+  const make = (el, label, color, fmt) => new uPlot({
+    width: el.clientWidth || 320,
+    height: 180,
+    legend: { show: false },
+    cursor: { show: false },
+    scales: { x: { time: false } },
+    axes: [
+      { stroke: axisColor, grid, label: "lap" },
+      { stroke: axisColor, grid, size: 84, values: (u, vals) => vals.map(fmt) },
+    ],
+    series: [{}, { label, stroke: color, width: 2, points: { show: true, size: 6 }, spanGaps: false }],
+  }, [[], []], el);
+  charts.laps = make($("chart-laps"), "lap time", "#58a6ff", (v) => view.lapTime(v));
+  charts.fuel = make($("chart-fuel"), "fuel used", "#f0b429", (v) => `${v.toFixed(1)} L`);
+  const resize = () => {
+    for (const [key, el] of [["laps", $("chart-laps")], ["fuel", $("chart-fuel")]]) {
+      charts[key].setSize({ width: el.clientWidth || 320, height: 180 });
+    }
+  };
+  new ResizeObserver(resize).observe($("card-charts"));
+}
+
+/// A QR code of this very page (with its fragment), for a second device.
+function showQr() {
+  const qr = qrcode(0, "L");
+  qr.addData(location.href);
+  qr.make();
+  const n = qr.getModuleCount();
+  const scale = Math.max(2, Math.floor(280 / (n + 8)));
+  const canvas = $("qr");
+  canvas.width = canvas.height = (n + 8) * scale;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#000";
+  for (let r = 0; r < n; r++) {
+    for (let c = 0; c < n; c++) {
+      if (qr.isDark(r, c)) ctx.fillRect((c + 4) * scale, (r + 4) * scale, scale, scale);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The session list (open or team mode: where the broker lets the page list)
+
+async function list(nc) {
+  $("list-view").hidden = false;
+  $("stale").hidden = true;
+  $("age").textContent = "";
+  const refresh = async () => {
+    try {
+      const page = await ask(nc, "sessions.list", { limit: 1000 });
+      setLink("live");
+      clearProblem();
+      drawList(page);
+    } catch (e) {
+      if (isPermission(e)) {
+        setLink("refused", "not allowed");
+        problem("This broker does not let this page list sessions. Open a session from its " +
+          "link (paddock sessions share <id>, or the monitor's output).");
+      } else {
+        problem(`Cannot list sessions: ${e.message || e}`);
+      }
+    }
+  };
+  let timer = null;
+  const soon = () => {
+    if (!timer) timer = setTimeout(() => { timer = null; refresh(); }, 500);
+  };
+  nc.subscribe("sessions.events.>", { callback: (err) => { if (!err) soon(); } });
+  await refresh();
+  setInterval(refresh, 10000);
+  watchStatus(nc, refresh);
+}
+
+function drawList(page) {
+  const rows = (page.sessions || []).map((s) => {
+    const tr = document.createElement("tr");
+    const a = document.createElement("a");
+    a.href = `/session/${encodeURIComponent(s.session_id)}`;
+    a.textContent = String(s.session_id);
+    const cells = [a, fmtTime(s.created_at), fmtTime(s.last_update), String(s.telemetry_count)];
+    for (const cell of cells) {
+      const td = document.createElement("td");
+      td.append(cell);
+      tr.append(td);
+    }
+    return tr;
+  });
+  $("sessions").tBodies[0].replaceChildren(...rows);
+  $("list-note").textContent = rows.length ? `${page.total} live` : "No live sessions.";
+}
+
+function fmtTime(t) {
+  const ms = Date.parse(t);
+  return Number.isFinite(ms) ? new Date(ms).toLocaleTimeString() : view.DASH;
+}
+
+// ---------------------------------------------------------------------------
+// Requests, link state and problems
+
+/// A request to the sessions service; rejects with the service's error text for
+/// an error reply (micro error headers), or the client's error.
+async function ask(nc, subject, body = {}) {
+  const msg = await nc.request(subject, JSON.stringify(body), { timeout: REQUEST_TIMEOUT_MS });
+  const code = msg.headers && msg.headers.get("Nats-Service-Error-Code");
+  if (code) {
+    let text = msg.headers.get("Nats-Service-Error") || `error ${code}`;
+    try {
+      text = msg.json().error || text;
+    } catch { /* the header's text */ }
+    const e = new Error(text);
+    e.code = Number(code);
+    throw e;
+  }
+  return msg.json();
+}
+
+function isPermission(e) {
+  const text = `${e && e.name} ${e && e.message} ${e && e.cause && e.cause.message}`;
+  return /permission/i.test(text);
+}
+
+function refused(e, id) {
+  if (isPermission(e)) {
+    setLink("refused", "not allowed");
+    problem(`The broker refused access to session ${id}: this link's credentials are for ` +
+      "another session, or have expired.");
+  }
+}
+
+/// Shows why a join failed; answers whether trying again may help.
+function failed(e, id) {
+  if (isPermission(e)) {
+    refused(e, id);
+    return false;
+  }
+  if (e.code === 404) {
+    setLink("ended", "not found");
+    problem(`No live session ${id}: it ended, or never existed.`);
+    return false;
+  }
+  if (e.code) {
+    problem(`paddock refused: ${e.message}`);
+    return false;
+  }
+  setLink("reconnecting", "no answer");
+  problem(`No answer from paddock (${e.message || e}); retrying.`);
+  return true;
+}
+
+/// Follows the connection: shows the link state, and calls `rejoin` after every
+/// reconnect (the subscription comes back by itself; the snapshot does not).
+async function watchStatus(nc, rejoin) {
+  for await (const s of nc.status()) {
+    switch (s.type) {
+      case "disconnect":
+      case "reconnecting":
+        setLink("reconnecting");
+        break;
+      case "reconnect":
+        setLink("connecting", "rejoining");
+        rejoin();
+        break;
+      case "error":
+        if (isPermission(s.error)) console.warn("refused:", s.error.message);
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+function setLink(stateName, text) {
+  const el = $("link");
+  el.dataset.state = stateName;
+  el.textContent = text || stateName;
+}
+
+function problem(text) {
+  const el = $("problem");
+  el.textContent = text;
+  el.hidden = false;
+}
+
+function clearProblem() {
+  if (!state.ended) $("problem").hidden = true;
+}

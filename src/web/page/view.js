@@ -1,0 +1,136 @@
+// What the page shows, derived from the session's data: pure functions, no DOM and
+// no NATS, so app.js stays about connections and drawing.
+//
+// Frames come straight from the monitor (the broker does not validate them): any
+// field may be missing or of another type. Every accessor here returns null for
+// that, and `text` turns null into "—".
+
+export const DASH = "—";
+
+/// A number at `obj[key]`, or null.
+export function num(obj, key) {
+  const v = obj && typeof obj === "object" ? obj[key] : undefined;
+  return typeof v === "number" && Number.isFinite(v) ? v : null;
+}
+
+/// A string (or number, shown as text) at `obj[key]`, or null.
+export function str(obj, key) {
+  const v = obj && typeof obj === "object" ? obj[key] : undefined;
+  if (typeof v === "string") return v;
+  if (typeof v === "number" && Number.isFinite(v)) return String(v);
+  return null;
+}
+
+/// Seconds as m:ss.mmm (lap times).
+export function lapTime(s) {
+  if (s === null || !(s > 0)) return DASH;
+  const m = Math.floor(s / 60);
+  const rest = s - m * 60;
+  return `${m}:${rest.toFixed(3).padStart(6, "0")}`;
+}
+
+/// Seconds as h:mm:ss (race time).
+export function clock(s) {
+  if (s === null || s < 0) return DASH;
+  const t = Math.floor(s);
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  return `${h}:${String(m).padStart(2, "0")}:${String(t % 60).padStart(2, "0")}`;
+}
+
+/// A number with `digits` decimals and a unit, or "—".
+export function fixed(v, digits, unit = "") {
+  return v === null ? DASH : `${v.toFixed(digits)}${unit}`;
+}
+
+/// One completed lap as a table row and chart point, from a lap record
+/// (`sessions.laps`, `session.<id>.lap`) and the row before it.
+export function lapRow(record, previous) {
+  const last = record && typeof record.last_frame === "object" ? record.last_frame : {};
+  const next = record && typeof record.next_frame === "object" ? record.next_frame : {};
+  const elapsed = (Date.parse(record.ended_at) - Date.parse(record.started_at)) / 1000;
+  // Sims report the finished lap's time on the next lap's first frame.
+  const time = num(next, "last_lap_time") ?? num(last, "lap_time") ??
+    (Number.isFinite(elapsed) && elapsed > 0 ? elapsed : null);
+  const fuelAtEnd = num(next, "fuel");
+  const start = previous ? previous.fuelAtEnd : null;
+  let fuelUsed = start !== null && fuelAtEnd !== null ? start - fuelAtEnd : null;
+  const refuelled = fuelUsed !== null && fuelUsed < 0;
+  if (refuelled) fuelUsed = null;
+  return {
+    lap: typeof record.lap === "number" ? record.lap : str(record, "lap") ?? DASH,
+    time,
+    fuelUsed,
+    fuelAtEnd,
+    frames: num(record, "frames"),
+    endedAt: record.ended_at,
+    pit: refuelled || last.in_pits === true || next.in_pits === true,
+  };
+}
+
+/// Laps whose fuel burn is averaged for the fuel estimate.
+const BURN_WINDOW = 5;
+
+/// Litres per lap over the last laps without a pit stop, or null.
+export function fuelPerLap(rows) {
+  const burns = [];
+  for (let i = rows.length - 1; i >= 0 && burns.length < BURN_WINDOW; i--) {
+    const r = rows[i];
+    if (!r.pit && r.fuelUsed !== null && r.fuelUsed > 0) burns.push(r.fuelUsed);
+  }
+  return burns.length ? burns.reduce((a, b) => a + b, 0) / burns.length : null;
+}
+
+/// The best lap time among `rows`, or null.
+export function bestLap(rows) {
+  let best = null;
+  for (const r of rows) if (r.time !== null && (best === null || r.time < best)) best = r.time;
+  return best;
+}
+
+/// Every value the page shows as text, keyed like the `data-f` attributes of
+/// index.html. `t` is the latest telemetry frame (or null), `rows` the laps.
+export function fields(t, rows, setupAt) {
+  const f = {};
+  for (const k of ["player_name", "car_name", "track_name", "flag"]) f[k] = str(t, k) ?? DASH;
+  const lap = num(t, "lap");
+  f.lap = lap === null ? DASH : String(lap);
+  const pos = num(t, "position");
+  f.position = pos === null ? DASH : `P${pos}`;
+  const lastLap = num(t, "last_lap_time") ?? (rows.length ? rows[rows.length - 1].time : null);
+  f.last_lap = lapTime(lastLap);
+  const best = num(t, "best_lap_time") ?? bestLap(rows);
+  f.best_lap = lapTime(best);
+  f.speed = fixed(num(t, "speed"), 0, " km/h");
+  const gear = num(t, "gear");
+  f.gear = gear === null ? DASH : gear === 0 ? "N" : gear < 0 ? "R" : String(gear);
+  f.session_time = clock(num(t, "session_time"));
+
+  const fuel = num(t, "fuel");
+  const capacity = num(t, "fuel_capacity");
+  f.fuel = fixed(fuel, 1, " L");
+  f.fuel_pct = fuel !== null && capacity ? `${((100 * fuel) / capacity).toFixed(0)} %` : DASH;
+  const perLap = fuelPerLap(rows);
+  f.fuel_per_lap = fixed(perLap, 2, " L");
+  f.laps_left = fuel !== null && perLap ? (fuel / perLap).toFixed(1) : DASH;
+
+  const corners = (key) => (t && typeof t[key] === "object" && t[key] !== null ? t[key] : {});
+  for (const c of ["fl", "fr", "rl", "rr"]) {
+    f[`tt_${c}`] = fixed(num(corners("tire_temps"), c), 0, " °C");
+    f[`tp_${c}`] = fixed(num(corners("tire_pressures"), c), 1, " psi");
+    const wear = num(corners("tire_wear"), c);
+    f[`tw_${c}`] = wear === null ? DASH : `${(wear * 100).toFixed(0)} %`;
+    f[`bt_${c}`] = fixed(num(corners("brake_temps"), c), 0, " °C");
+  }
+  f.setup_at = setupAt ? `received ${new Date(setupAt).toLocaleTimeString()}` : "";
+  return f;
+}
+
+/// How a frame age reads: "0.4 s ago", "3 min ago".
+export function age(ms) {
+  if (ms === null) return "no telemetry yet";
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  return `${(s / 3600).toFixed(1)} h ago`;
+}

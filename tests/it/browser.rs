@@ -1,0 +1,410 @@
+//! The dashboard page in a real browser (headless chromium through chromedriver),
+//! against a real broker with its WebSocket listener, the `paddock serve` binary
+//! with `--http-addr`, and frames published over the wire.
+//!
+//! Needs Debian's chromium and chromium-driver (`.ci/run` installs them); without
+//! them each test fails saying so. Leave them out with `cargo test -- --skip browser::`.
+
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use serde_json::{Value, json};
+
+use crate::support::browser::{Browser, DESKTOP, PHONE};
+use crate::support::*;
+
+/// A driver name that would run script if it were ever inserted as markup.
+const XSS_NAME: &str = "<img src=x onerror=\"window.__xss=1\">Hacker";
+
+/// A telemetry frame: the rich sample with these values.
+fn frame(lap: u64, fuel: f64, extra: Value) -> Vec<u8> {
+    let mut f: Value = serde_json::from_str(TELEMETRY_RICH).unwrap();
+    f["lap"] = json!(lap);
+    f["fuel"] = json!(fuel);
+    f["laps_completed"] = json!(lap - 1);
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            f[k] = v;
+        }
+    }
+    serde_json::to_vec(&f).unwrap()
+}
+
+async fn publish(nc: &Client, id: &str, kind: &str, body: Vec<u8>) {
+    nc.publish(format!("session.{id}.{kind}"), body.into())
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+}
+
+/// Twelve laps of history (a pit stop with a refuel on lap 6), so the charts and
+/// the lap table have something to show; the car is then on lap 13.
+async fn race_history(nc: &Client, id: &str) {
+    let mut fuel = 70.0;
+    for lap in 1..=12u64 {
+        let in_pits = lap == 6;
+        if in_pits {
+            fuel = 74.0;
+        }
+        let lap_time = 211.0 + (lap % 4) as f64 * 0.8 + if in_pits { 28.0 } else { 0.0 };
+        for _ in 0..2 {
+            publish(
+                nc,
+                id,
+                "telemetry",
+                frame(
+                    lap,
+                    fuel,
+                    json!({"in_pits": in_pits, "last_lap_time": lap_time - 1.0}),
+                ),
+            )
+            .await;
+        }
+        fuel -= 3.4;
+    }
+}
+
+/// A broker with its WebSocket listener, `paddock serve` with the page, a client,
+/// and one new session.
+struct Stack {
+    server: NatsServer,
+    _processor: Running,
+    /// The page's `host:port`.
+    http: String,
+    nc: Client,
+    id: String,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let server = NatsServer::start_websocket();
+        let url = server.url();
+        let http = format!("127.0.0.1:{}", free_port());
+        let processor = serve_binary(&url, &["--http-addr", &http, "--ws-url", &server.ws_url()]);
+        let nc = connect(&url).await;
+        wait_for_processors(&nc, 1).await;
+        let id = create(&nc).await;
+        Stack {
+            server,
+            _processor: processor,
+            http,
+            nc,
+            id,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_follows_a_session_live_through_staleness_and_a_broker_restart() {
+    let stack = Stack::start().await;
+    let (mut server, http, nc, id) = (stack.server, stack.http, stack.nc, stack.id);
+    publish(&nc, &id, "setup", SETUP.as_bytes().to_vec()).await;
+    race_history(&nc, &id).await;
+    let now = json!({"player_name": XSS_NAME, "speed": 287.4, "tire_temps": {"fl": 85.2, "fr": 86.1, "rl": 84.5, "rr": 85.0}});
+    publish(&nc, &id, "telemetry", frame(13, 50.2, now.clone())).await;
+
+    let browser = Browser::start(PHONE).await;
+    // The listing (open mode) links the session.
+    browser.open(&format!("http://{http}/")).await;
+    browser
+        .wait_text("#sessions tbody", "the list shows the session", |t| {
+            t.contains(&id)
+        })
+        .await;
+
+    browser
+        .open(&format!("http://{http}/session/{id}?stale=2"))
+        .await;
+    browser
+        .wait_text("[data-f=lap]", "the snapshot's lap", |t| t == "13")
+        .await;
+    assert_eq!(browser.text("[data-f=fuel]").await, "50.2 L");
+    assert_eq!(browser.text("[data-f=fuel_pct]").await, "67 %");
+    assert_eq!(browser.text("[data-f=tt_fl]").await, "85 °C");
+    assert_eq!(browser.text("[data-f=position]").await, "P3");
+    // Laps 1-12 from the history: the table marks the pit stop, the burn is
+    // the last laps without one (3.4 L), and the charts are drawn.
+    browser
+        .wait_text("#laps tbody", "the lap table", |t| t.contains("PIT"))
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#laps tbody tr').length")
+            .await,
+        json!(12)
+    );
+    assert_eq!(browser.text("[data-f=fuel_per_lap]").await, "3.40 L");
+    assert_eq!(browser.text("[data-f=laps_left]").await, "14.8");
+    assert_eq!(
+        browser
+            .eval(
+                "return document.querySelectorAll('#chart-laps canvas, #chart-fuel canvas').length"
+            )
+            .await,
+        json!(2)
+    );
+
+    // Hostile text is text: shown as sent, nothing inserted, nothing run.
+    assert_eq!(browser.text("[data-f=player_name]").await, XSS_NAME);
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('main img').length")
+            .await,
+        json!(0)
+    );
+    assert_eq!(
+        browser.eval("return window.__xss === undefined").await,
+        json!(true)
+    );
+
+    // Live: the next lap arrives on the subscription, with its lap record (and
+    // a driver name a person would pick, for the screenshots).
+    let now = json!({"player_name": "A. Driver", "speed": 287.4});
+    publish(&nc, &id, "telemetry", frame(14, 46.8, now.clone())).await;
+    browser
+        .wait_text("[data-f=lap]", "a live frame", |t| t == "14")
+        .await;
+    browser
+        .wait_text("#laps tbody tr:first-child", "the live lap record", |t| {
+            t.starts_with("13")
+        })
+        .await;
+    browser.screenshot("dashboard-phone.png").await;
+
+    // No frame for 2 s (the link's ?stale=2): STALE. One frame: gone again.
+    browser
+        .wait_shown("#stale", true, Duration::from_secs(5))
+        .await;
+    publish(&nc, &id, "telemetry", frame(14, 46.0, now.clone())).await;
+    browser
+        .wait_shown("#stale", false, Duration::from_secs(3))
+        .await;
+
+    // The broker goes down and comes back: the page reconnects and re-joins by
+    // itself, and frames sent afterwards show.
+    server.restart();
+    wait_for_processors(&nc, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        publish(&nc, &id, "telemetry", frame(15, 43.0, now.clone())).await;
+        if browser.text("[data-f=lap]").await == "15" && browser.text("#link").await == "LIVE" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page did not recover after the broker restart: link {:?}, lap {:?}, problem {:?}",
+            browser.text("#link").await,
+            browser.text("[data-f=lap]").await,
+            browser.text("#problem").await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    browser.resize(DESKTOP).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser.screenshot("dashboard-desktop.png").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
+    let dir = fresh_dir("web-auth");
+    let out = dir.to_str().unwrap().to_string();
+    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    // The operator-mode configuration auth init wrote, plus a WebSocket listener.
+    std::fs::write(
+        dir.join("with-websocket.conf"),
+        "include \"nats-server.conf\"\nwebsocket { host: 127.0.0.1, port: -1, no_tls: true }\n",
+    )
+    .unwrap();
+    let server = NatsServer::start_with(&["-c", &path("with-websocket.conf")]);
+    let url = server.url();
+    let http = format!("127.0.0.1:{}", free_port());
+    let ws = server.ws_url();
+    let _processor = serve_issuing(&url, &dir, &["--http-addr", &http, "--ws-url", &ws]);
+    let ops = async_nats::ConnectOptions::with_credentials_file(path("ops.creds"))
+        .await
+        .unwrap()
+        .custom_inbox_prefix("_INBOX_ops")
+        .connect(&url)
+        .await
+        .unwrap();
+    wait_for_processors(&ops, 1).await;
+
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(create_with_creator(&url, &dir).await.0);
+    }
+    // Each session's monitor sends a frame with its own lap.
+    for (id, lap) in ids.iter().zip([3u64, 5]) {
+        let monitor =
+            async_nats::ConnectOptions::with_credentials_file(path(&format!("{id}-monitor.creds")))
+                .await
+                .unwrap()
+                .custom_inbox_prefix(format!("_INBOX_{id}"))
+                .connect(&url)
+                .await
+                .unwrap();
+        publish(&monitor, id, "telemetry", frame(lap, 50.0, json!({}))).await;
+    }
+
+    // The share command prints the link with the dashboard credentials in the
+    // fragment (never sent to the HTTP server).
+    let (code, stdout, stderr) = run_paddock(&[
+        "sessions",
+        "share",
+        &ids[0],
+        "--nats-url",
+        &url,
+        "--creds",
+        &path("ops.creds"),
+        "--inbox-prefix",
+        "_INBOX_ops",
+        "--credentials-dir",
+        &out,
+        "--dashboard-url",
+        &format!("http://{http}"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let link = stdout.lines().next().unwrap().to_string();
+    assert!(
+        link.starts_with(&format!("http://{http}/session/{}#jwt=", ids[0])),
+        "{link}"
+    );
+    assert!(
+        link.contains(&format!("&inbox=_INBOX_{}", ids[0])),
+        "{link}"
+    );
+    // A QR code follows the link, for a phone.
+    assert!(stdout.lines().count() > 20, "{stdout}");
+
+    let browser = Browser::start(PHONE).await;
+    browser.open(&link).await;
+    browser
+        .wait_text("[data-f=lap]", "its own session", |t| t == "3")
+        .await;
+    assert!(
+        browser
+            .eval("return document.getElementById('qr').width")
+            .await
+            .as_u64()
+            .unwrap()
+            > 100,
+        "the page draws its own QR code"
+    );
+
+    // The same credentials on the other session's page: refused, and said so.
+    let fragment = link.split_once('#').unwrap().1;
+    browser
+        .open(&format!("http://{http}/session/{}#{fragment}", ids[1]))
+        .await;
+    let problem = browser
+        .wait_text("#problem", "the refusal", |t| t.contains("refused"))
+        .await;
+    assert!(problem.contains(&ids[1]), "{problem}");
+    assert_eq!(browser.text("[data-f=lap]").await, "—");
+    browser.close().await;
+}
+
+/// Monitor publish → value visible in the page, at 20 Hz, with the page's clock
+/// (the same machine's as the publisher's). A measurement for docs/BENCHMARKS.md,
+/// not a check: `cargo test --test it browser::latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test --test it browser::latency -- --ignored --nocapture"]
+async fn latency_publish_to_visible() {
+    let stack = Stack::start().await;
+    let (server, http, nc, id) = (stack.server, stack.http, stack.nc, stack.id);
+    let url = server.url();
+    publish(&nc, &id, "telemetry", frame(1, 60.0, json!({"speed": 1.0}))).await;
+    let browser = Browser::start(PHONE).await;
+    browser.open(&format!("http://{http}/session/{id}")).await;
+    browser
+        .wait_text("[data-f=speed]", "joined", |t| t == "1 km/h")
+        .await;
+    // Every change of the speed field, with the page's clock.
+    browser
+        .eval(
+            "window.__seen = []; const el = document.querySelector('[data-f=speed]'); \
+             new MutationObserver(() => window.__seen.push([el.textContent, Date.now()])) \
+               .observe(el, {childList: true, characterData: true, subtree: true}); return true",
+        )
+        .await;
+    // Beside it, in the same run: a native NATS subscriber to the same frames.
+    let native = connect(&url).await;
+    let mut native_sub = native
+        .subscribe(format!("session.{id}.telemetry"))
+        .await
+        .unwrap();
+    native.flush().await.unwrap();
+    let native_seen = tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut seen = Vec::new();
+        while let Ok(Some(msg)) =
+            tokio::time::timeout(Duration::from_secs(2), native_sub.next()).await
+        {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as i64;
+            let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+            seen.push((v["speed"].as_u64().unwrap_or(0), at));
+        }
+        seen
+    });
+    let frames = 400u64;
+    let mut sent = std::collections::HashMap::new();
+    let mut sent_us = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for i in 0..frames {
+        tick.tick().await;
+        let speed = 1000 + i;
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        sent.insert(format!("{speed} km/h"), at);
+        sent_us.insert(speed, at * 1000);
+        publish(
+            &nc,
+            &id,
+            "telemetry",
+            frame(1, 60.0, json!({"speed": speed})),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = browser.eval("return window.__seen").await;
+    let mut latencies: Vec<i64> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|pair| Some(pair[1].as_i64()? - sent.get(pair[0].as_str()?)?))
+        .collect();
+    latencies.sort();
+    let pct = |l: &[i64], p: f64| l[((l.len() - 1) as f64 * p) as usize];
+    println!(
+        "publish → visible at 20 Hz: {} of {frames} frames drawn (the page draws at most 4 times a second); \
+         p50 {} ms, p99 {} ms, max {} ms",
+        latencies.len(),
+        pct(&latencies, 0.5),
+        pct(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+    let mut native: Vec<i64> = native_seen
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|(speed, at)| Some(at - sent_us.get(speed)?))
+        .collect();
+    native.sort();
+    println!(
+        "publish → native NATS subscriber, same frames: {} received; p50 {:.2} ms, p99 {:.2} ms",
+        native.len(),
+        pct(&native, 0.5) as f64 / 1000.0,
+        pct(&native, 0.99) as f64 / 1000.0
+    );
+    browser.close().await;
+}

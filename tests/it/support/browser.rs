@@ -1,0 +1,214 @@
+//! A real browser for the dashboard tests: Debian's `chromium`, driven through
+//! `chromedriver` (WebDriver) with fantoccini. One driver and one headless browser
+//! per test, on a free port, stopped on drop.
+//!
+//! Without chromium and chromedriver these tests cannot run, and say so by
+//! failing with how to install them (`apt-get install chromium chromium-driver`),
+//! or how to leave them out on purpose (`cargo test -- --skip browser::`).
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use super::broker::free_port;
+
+/// A phone (a common Android size) and a laptop.
+pub const PHONE: (u32, u32) = (412, 915);
+pub const DESKTOP: (u32, u32) = (1400, 1000);
+
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+}
+
+fn find(env: &str, candidates: &[&str]) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    candidates.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+impl Browser {
+    /// A headless chromium at `size`, or a failure that says what is missing.
+    pub async fn start(size: (u32, u32)) -> Self {
+        let missing = |what: &str| -> ! {
+            panic!(
+                "browser test did not run: {what} not found. Install Debian's \
+                 `apt-get install chromium chromium-driver` (or set CHROMEDRIVER / CHROME_BIN), \
+                 or leave these tests out with `cargo test -- --skip browser::`"
+            )
+        };
+        let driver_bin =
+            find("CHROMEDRIVER", &["chromedriver"]).unwrap_or_else(|| missing("chromedriver"));
+        let chrome_bin = find(
+            "CHROME_BIN",
+            &["chromium", "chromium-browser", "google-chrome"],
+        )
+        .unwrap_or_else(|| missing("chromium"));
+        let port = free_port();
+        let driver = Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_bin.display()));
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chrome_bin,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--hide-scrollbars",
+                    format!("--window-size={},{}", size.0, size.1),
+                ],
+            }),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("chromedriver at {url} did not start a browser: {e}"),
+            }
+        };
+        let browser = Browser { client, driver };
+        browser.resize(size).await;
+        browser
+    }
+
+    /// Makes the page's viewport `size` (the window's outer size is larger).
+    pub async fn resize(&self, size: (u32, u32)) {
+        self.client
+            .set_window_size(size.0, size.1)
+            .await
+            .expect("resize");
+        // Grow the window by what its chrome takes, so the viewport is `size`.
+        let inner = self
+            .client
+            .execute("return [window.innerWidth, window.innerHeight]", vec![])
+            .await
+            .expect("inner size");
+        let (w, h) = (
+            inner[0].as_u64().unwrap_or(u64::from(size.0)) as u32,
+            inner[1].as_u64().unwrap_or(u64::from(size.1)) as u32,
+        );
+        self.client
+            .set_window_size(2 * size.0 - w.min(size.0), 2 * size.1 - h.min(size.1))
+            .await
+            .expect("resize");
+    }
+
+    pub async fn open(&self, url: &str) {
+        self.client.goto(url).await.expect("open the page");
+    }
+
+    /// The text of the first element matching `css`, "" when there is none.
+    pub async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(el) => el.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Whether the element is displayed.
+    pub async fn shown(&self, css: &str) -> bool {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(el) => el.is_displayed().await.unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// A value computed in the page.
+    pub async fn eval(&self, script: &str) -> serde_json::Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+
+    /// Waits until `check` holds for the text of `css`; fails with what it saw.
+    pub async fn wait_text(&self, css: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.text(css).await;
+            if check(&text) {
+                return text;
+            }
+            if Instant::now() > deadline {
+                let problem = self.text("#problem").await;
+                let link = self.text("#link").await;
+                panic!("{what}: {css} shows {text:?} (link: {link:?}, problem: {problem:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `css` is displayed (or hidden, with `shown` false).
+    pub async fn wait_shown(&self, css: &str, shown: bool, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.shown(css).await != shown {
+            assert!(
+                Instant::now() < deadline,
+                "{css} still {} after {within:?}",
+                if shown { "hidden" } else { "shown" }
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A PNG of the viewport into `$PADDOCK_SCREENSHOTS` (else target/screenshots).
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = std::env::var_os("PADDOCK_SCREENSHOTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots")
+            });
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
+
+impl Browser {
+    /// Ends the browser session (call at the end of a test; drop kills the rest).
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.clone().close()).await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver and the browsers it started share its process group: kill
+        // the group, so no headless chromium outlives a failed test.
+        let group = self.driver.id() as i32;
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        let _ = self.driver.wait();
+    }
+}
