@@ -16,6 +16,7 @@ use crate::client::connect;
 use crate::server::app::Limits;
 use crate::server::health::Health;
 use crate::server::processor::Lifecycle;
+use crate::server::sessions::OnDemand;
 use crate::server::store::{StoreConfig, StoreKind};
 use crate::server::{self, credentials::Issuer};
 use crate::web::{self, WebConfig};
@@ -44,6 +45,14 @@ pub struct ServeArgs {
     /// ... and a file holding the seed (SA…) of one of that account's signing keys.
     #[arg(long, env = "PADDOCK_ISSUER_SIGNING_SEED", requires = "issuer_account")]
     pub issuer_signing_seed: Option<PathBuf>,
+    /// Sessions that frames to unknown ids may create per minute, all clients
+    /// together (0: no limit); past it such frames are refused and counted.
+    #[arg(long, env = "PADDOCK_ON_DEMAND_LIMIT", default_value_t = crate::server::app::DEFAULT_ON_DEMAND_PER_MINUTE)]
+    pub on_demand_limit: u32,
+    /// The share of --max-sessions, in percent, that sessions created by frames
+    /// may fill; the rest is kept for sessions.create.
+    #[arg(long, env = "PADDOCK_ON_DEMAND_SHARE", default_value_t = crate::server::app::DEFAULT_ON_DEMAND_SHARE_PERCENT as u64, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub on_demand_share: u64,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions, value_parser = parse_count)]
     pub max_sessions: usize,
@@ -174,6 +183,11 @@ impl ServeArgs {
             creates_per_minute: self.create_limit,
             lap_field: self.lap_field.0.clone(),
             max_laps: usize::try_from(self.max_laps).unwrap_or(usize::MAX),
+            on_demand: OnDemand {
+                per_minute: self.on_demand_limit,
+                max_live: (self.max_sessions as u128 * u128::from(self.on_demand_share) / 100)
+                    as usize,
+            },
         }
     }
 

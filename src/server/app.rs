@@ -26,6 +26,8 @@ pub struct Limits {
     pub lap_field: Option<crate::protocol::payload::Pointer>,
     /// Completed laps kept per session.
     pub max_laps: usize,
+    /// What frames to unknown ids may create.
+    pub on_demand: crate::server::sessions::OnDemand,
 }
 
 impl Default for Limits {
@@ -38,9 +40,20 @@ impl Default for Limits {
                 crate::protocol::payload::Pointer::parse("/lap").expect("a valid pointer"),
             ),
             max_laps: crate::server::laps::DEFAULT_MAX_LAPS,
+            on_demand: crate::server::sessions::OnDemand {
+                per_minute: DEFAULT_ON_DEMAND_PER_MINUTE,
+                max_live: 10_000 * DEFAULT_ON_DEMAND_SHARE_PERCENT / 100,
+            },
         }
     }
 }
+
+/// Sessions frames may create per minute by default: a restarted processor that
+/// lost its state (memory store) gets 600 monitors back within a minute.
+pub const DEFAULT_ON_DEMAND_PER_MINUTE: u32 = 600;
+/// Of `--max-sessions`, the share (percent) frames may fill by default; the rest is
+/// kept for `sessions.create`.
+pub const DEFAULT_ON_DEMAND_SHARE_PERCENT: usize = 50;
 
 /// Everything a handler needs. Shared as `Arc<App>`.
 #[derive(Debug)]
@@ -56,7 +69,7 @@ pub struct App {
 impl App {
     pub fn new(limits: Limits) -> Self {
         App {
-            sessions: Sessions::with_max_laps(limits.max_sessions, limits.max_laps),
+            sessions: Sessions::with_limits(limits.max_sessions, limits.max_laps, limits.on_demand),
             metrics: Metrics::default(),
             limits,
             issuer: None,

@@ -48,6 +48,7 @@ impl ServiceError {
                 SessionError::NotFound(_) | SessionError::Ended(..) | SessionError::NotArchived(_),
             ) => 404,
             ServiceError::Session(SessionError::AtCapacity { .. }) => 503,
+            ServiceError::Session(SessionError::OnDemandLimited { .. }) => 429,
             ServiceError::Unavailable(_) => 503,
             ServiceError::RateLimited { .. } => 429,
         }

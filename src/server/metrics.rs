@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 /// Every reason input can be rejected for, as counted. The labels match
 /// `PayloadError::reason`, `SessionError::reason` and `ServiceError::reason`.
-pub const REJECTION_REASONS: [&str; 12] = [
+pub const REJECTION_REASONS: [&str; 13] = [
     "empty",
     "too_large",
     "invalid_utf8",
@@ -27,6 +27,7 @@ pub const REJECTION_REASONS: [&str; 12] = [
     "unknown_session",
     "ended_session",
     "at_capacity",
+    "on_demand_limited",
     "rate_limited",
     "storage_unavailable",
 ];

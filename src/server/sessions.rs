@@ -37,6 +37,58 @@ pub enum SessionError {
     NotArchived(SessionId),
     #[error("at capacity: {limit} live sessions; delete ended sessions or raise --max-sessions")]
     AtCapacity { limit: usize },
+    /// A frame for an unknown id, past what may be created on demand
+    /// ([`OnDemand`]): a flood of made-up ids must not crowd out real sessions.
+    #[error(
+        "unknown session {id}, and not created on demand now: {why}; ask sessions.create for a session"
+    )]
+    OnDemandLimited { id: SessionId, why: OnDemandLimit },
+}
+
+/// Why a session was not created on demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDemandLimit {
+    /// The per-minute budget is spent; the next one is there after this long.
+    Rate(std::time::Duration),
+    /// This many sessions are live: the rest of `--max-sessions` is kept for
+    /// `sessions.create`.
+    Share(usize),
+}
+
+impl std::fmt::Display for OnDemandLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OnDemandLimit::Rate(retry) => write!(
+                f,
+                "too many sessions created by frames in the last minute (retry in {:.1} s)",
+                retry.as_secs_f64()
+            ),
+            OnDemandLimit::Share(live) => write!(
+                f,
+                "{live} sessions are live, the most that frames may fill (--on-demand-share)"
+            ),
+        }
+    }
+}
+
+/// How many sessions frames to unknown ids may create (`serve --on-demand-limit`,
+/// `--on-demand-share`). Creating on demand keeps a monitor served when the
+/// processor lost its state; unbounded, it lets anyone who can publish fill the
+/// session table with random ids until real creates get 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnDemand {
+    /// Sessions created on demand per minute, all clients together (0: no limit).
+    pub per_minute: u32,
+    /// No session is created on demand while this many are live.
+    pub max_live: usize,
+}
+
+impl OnDemand {
+    /// No bound beyond `--max-sessions` (unit tests, benchmarks' fill).
+    pub const UNLIMITED: OnDemand = OnDemand {
+        per_minute: 0,
+        max_live: usize::MAX,
+    };
 }
 
 impl SessionError {
@@ -47,6 +99,7 @@ impl SessionError {
             SessionError::Ended(..) => "ended_session",
             SessionError::NotArchived(_) => "unknown_session",
             SessionError::AtCapacity { .. } => "at_capacity",
+            SessionError::OnDemandLimited { .. } => "on_demand_limited",
         }
     }
 }
@@ -169,6 +222,8 @@ struct State {
     /// Data still arriving for them is refused, so a monitor left running cannot
     /// silently resurrect a session that ended.
     ended: HashMap<SessionId, Ended>,
+    /// The per-minute budget of sessions created on demand (`None`: no limit).
+    on_demand_budget: Option<crate::server::ratelimit::TokenBucket>,
 }
 
 /// A copy of one session's state, taken under the lock and rendered after it.
@@ -209,18 +264,30 @@ pub struct Sessions {
     max_sessions: usize,
     /// Completed laps kept per session; the oldest go first.
     max_laps: usize,
+    /// What frames to unknown ids may create.
+    on_demand: OnDemand,
 }
 
 impl Sessions {
     pub fn new(max_sessions: usize) -> Self {
-        Self::with_max_laps(max_sessions, laps::DEFAULT_MAX_LAPS)
+        Self::with_limits(max_sessions, laps::DEFAULT_MAX_LAPS, OnDemand::UNLIMITED)
     }
 
-    pub fn with_max_laps(max_sessions: usize, max_laps: usize) -> Self {
+    pub fn with_limits(max_sessions: usize, max_laps: usize, on_demand: OnDemand) -> Self {
+        let budget = (on_demand.per_minute > 0).then(|| {
+            crate::server::ratelimit::TokenBucket::new(
+                on_demand.per_minute,
+                std::time::Instant::now(),
+            )
+        });
         Sessions {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                on_demand_budget: budget,
+                ..State::default()
+            }),
             max_sessions,
             max_laps: max_laps.max(1),
+            on_demand,
         }
     }
 
@@ -547,6 +614,15 @@ impl Sessions {
                     return Err(SessionError::AtCapacity {
                         limit: self.max_sessions,
                     });
+                }
+                let limited = |why| SessionError::OnDemandLimited { id, why };
+                if live >= self.on_demand.max_live {
+                    return Err(limited(OnDemandLimit::Share(live)));
+                }
+                if let Some(budget) = &mut state.on_demand_budget {
+                    budget
+                        .take(std::time::Instant::now())
+                        .map_err(|retry| limited(OnDemandLimit::Rate(retry)))?;
                 }
                 (entry.insert(Session::new(now)), true)
             }
@@ -993,5 +1069,67 @@ mod tests {
         let mut expected = ids.clone();
         expected.sort_by_key(|id| (sessions.get(*id).unwrap().created_at, *id));
         assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn frames_create_sessions_within_the_on_demand_budget_and_share_only() {
+        let frame = || Bytes::from_static(b"{}");
+        // The share: at most 3 live sessions come from frames; creates go on.
+        let sessions = Sessions::with_limits(
+            10,
+            laps::DEFAULT_MAX_LAPS,
+            OnDemand {
+                per_minute: 0,
+                max_live: 3,
+            },
+        );
+        for _ in 0..3 {
+            assert!(
+                sessions
+                    .update_telemetry(SessionId::new_v4(), frame(), None)
+                    .unwrap()
+                    .created
+            );
+        }
+        let refused = sessions.update_telemetry(SessionId::new_v4(), frame(), None);
+        assert!(
+            matches!(
+                refused,
+                Err(SessionError::OnDemandLimited {
+                    why: OnDemandLimit::Share(3),
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        sessions.create().unwrap();
+        assert_eq!(sessions.len(), 4);
+
+        // The budget: 2 a minute, then refused with when to retry.
+        let sessions = Sessions::with_limits(
+            10,
+            laps::DEFAULT_MAX_LAPS,
+            OnDemand {
+                per_minute: 2,
+                max_live: 10,
+            },
+        );
+        for _ in 0..2 {
+            sessions
+                .update_telemetry(SessionId::new_v4(), frame(), None)
+                .unwrap();
+        }
+        match sessions.update_telemetry(SessionId::new_v4(), frame(), None) {
+            Err(SessionError::OnDemandLimited {
+                why: OnDemandLimit::Rate(retry),
+                ..
+            }) => {
+                assert!(retry > std::time::Duration::from_secs(20), "{retry:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Sessions that exist take frames whatever the budget.
+        let id = sessions.create().unwrap().session_id;
+        sessions.update_telemetry(id, frame(), None).unwrap();
     }
 }

@@ -57,7 +57,9 @@ impl Processor {
         let log = std::env::temp_dir().join(format!("paddock-bench-{}.log", std::process::id()));
         let started = Instant::now();
         let child = Command::new(std::env::current_exe()?)
+            // The memory fill creates its sessions with frames, on demand: unbounded.
             .args(["serve", "--nats-url", url, "--max-sessions", "1000000"])
+            .args(["--on-demand-limit", "0", "--on-demand-share", "100"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
