@@ -29,6 +29,9 @@ pub struct ConnectConfig {
     pub tls_key: Option<std::path::PathBuf>,
     /// Where replies arrive: `<prefix>.<connection>.<n>` (roles read only their own).
     pub inbox_prefix: String,
+    /// The `.creds` the connection signs with, loaded from `creds` at connect and
+    /// replaced by renewal (per-session credentials, `super::creds`).
+    pub live: super::creds::LiveCreds,
 }
 
 impl ConnectConfig {
@@ -43,6 +46,7 @@ impl ConnectConfig {
             tls_cert: None,
             tls_key: None,
             inbox_prefix: "_INBOX".into(),
+            live: Default::default(),
         }
     }
 }
@@ -94,16 +98,37 @@ pub fn refusal_since(subject: &str, since: std::time::Instant) -> Option<String>
         .map(|(_, text)| text.clone())
 }
 
-/// Options shared by every paddock connection: a client name the broker shows in
-/// its connection list, and connection events logged.
-pub fn options(name: &str) -> ConnectOptions {
-    options_observed(name, None)
+/// Options shared by every paddock connection to the broker `args` describes: its
+/// credentials, a client name the broker shows in its connection list, and
+/// connection events logged (and forwarded to `links`, if given).
+fn options(
+    args: &ConnectConfig,
+    name: &str,
+    links: Option<UnboundedSender<Link>>,
+) -> anyhow::Result<ConnectOptions> {
+    // A `.creds` file: each (re)connect signs with what `args.live` holds then,
+    // so renewed credentials take effect at the next reconnect.
+    let base = match &args.creds {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the credentials file {}", path.display()))?;
+            args.live
+                .set(&text)
+                .with_context(|| format!("cannot use the credentials file {}", path.display()))?;
+            ConnectOptions::with_auth_callback(args.live.callback())
+        }
+        None => ConnectOptions::new(),
+    };
+    Ok(observed(base, name, links))
 }
 
-/// Like [`options`], also forwarding link changes to `links`.
-pub fn options_observed(name: &str, links: Option<UnboundedSender<Link>>) -> ConnectOptions {
+fn observed(
+    options: ConnectOptions,
+    name: &str,
+    links: Option<UnboundedSender<Link>>,
+) -> ConnectOptions {
     let drops = Arc::new(DropLog::default());
-    ConnectOptions::new()
+    options
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(reconnect_delay)
@@ -175,11 +200,11 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(4);
 /// in the background instead of failing, so the processor can start before the
 /// broker (systemd, compose) and waits for it.
 pub async fn connect_persistent(args: &ConnectConfig, name: &str) -> anyhow::Result<Client> {
-    connect_with(options(name), args).await
+    connect_with(options(args, name, None)?, args).await
 }
 
 /// [`connect_persistent`] with options of the caller's (the processor's buffer).
-pub async fn connect_with(options: ConnectOptions, args: &ConnectConfig) -> anyhow::Result<Client> {
+async fn connect_with(options: ConnectOptions, args: &ConnectConfig) -> anyhow::Result<Client> {
     tracing::info!(nats_url = args.nats_url, "connecting to NATS");
     connect_to(options.retry_on_initial_connect(), args).await
 }
@@ -188,7 +213,7 @@ pub async fn connect_with(options: ConnectOptions, args: &ConnectConfig) -> anyh
 /// subscription buffer of `ingest_buffer` messages (`--ingest-buffer`). Production
 /// and the test harness connect through this one function.
 pub async fn processor(config: &ConnectConfig, ingest_buffer: usize) -> anyhow::Result<Client> {
-    let options = options("paddock-processor").subscription_capacity(ingest_buffer);
+    let options = options(config, "paddock-processor", None)?.subscription_capacity(ingest_buffer);
     connect_with(options, config)
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))
@@ -203,7 +228,7 @@ pub async fn connect_observed(
 ) -> anyhow::Result<(Client, UnboundedReceiver<Link>)> {
     let (links_tx, links) = tokio::sync::mpsc::unbounded_channel();
     let client = connect_to(
-        options_observed(name, Some(links_tx)).retry_on_initial_connect(),
+        options(args, name, Some(links_tx))?.retry_on_initial_connect(),
         args,
     )
     .await?;
@@ -212,21 +237,16 @@ pub async fn connect_observed(
 
 /// Connects once, failing fast: for commands where a person is waiting.
 pub async fn connect_once(args: &ConnectConfig, name: &str) -> anyhow::Result<Client> {
-    connect_to(options(name), args).await
+    connect_to(options(args, name, None)?, args).await
 }
 
-/// Adds what the broker may ask of a client: credentials (a .creds file, or a user
-/// and password) and TLS (a CA to verify the broker, a client certificate).
-pub async fn secured(
+/// Adds what the broker may ask of a client besides a `.creds` file (see
+/// [`options`]): a user and password, and TLS (a CA to verify the broker, a
+/// client certificate).
+async fn secured(
     mut options: ConnectOptions,
     args: &ConnectConfig,
 ) -> anyhow::Result<ConnectOptions> {
-    if let Some(creds) = &args.creds {
-        options = options
-            .credentials_file(creds)
-            .await
-            .with_context(|| format!("cannot read the credentials file {}", creds.display()))?;
-    }
     options = options.custom_inbox_prefix(&args.inbox_prefix);
     if let (Some(user), Some(password)) = (&args.user, &args.password) {
         options = options.user_and_password(user.clone(), password.clone());

@@ -16,6 +16,7 @@ use crate::protocol::documents::{
 use crate::protocol::subjects;
 
 pub mod connect;
+pub mod creds;
 
 /// How a request to the service can fail, worded for the person who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

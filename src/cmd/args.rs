@@ -81,6 +81,7 @@ impl ConnectArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             inbox_prefix: self.inbox_prefix.clone(),
+            live: Default::default(),
         }
     }
 }
@@ -136,6 +137,37 @@ pub fn parse_count(input: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(_) => Err(format!("{input:?} is not a whole number")),
     }
+}
+
+/// Keeps a session's per-session credentials (`--creds` with a session's
+/// `.creds`) fresh in the background: renewed through the processor while the
+/// session lives, written back to the file, the connection re-established with
+/// them. `renewing` is set just before each such planned reconnect. The receiver
+/// gets why renewal stopped (the session ended, or these are not renewable
+/// credentials).
+pub fn keep_credentials_fresh(
+    config: &crate::client::connect::ConnectConfig,
+    nats: &async_nats::Client,
+    id: crate::protocol::id::SessionId,
+    role: crate::protocol::subjects::Endpoint,
+    renewing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::sync::mpsc::Receiver<crate::client::creds::Stopped> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let Some(path) = config.creds.clone() else {
+        return rx;
+    };
+    let (nats, live) = (nats.clone(), config.live.clone());
+    tokio::spawn(async move {
+        let save = move |creds: &str| {
+            renewing.store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = crate::server::credentials::write_private(&path, creds) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot save the renewed credentials");
+            }
+        };
+        let stopped = crate::client::creds::keep_fresh(nats, live, save, id, role).await;
+        let _ = tx.send(stopped).await;
+    });
+    rx
 }
 
 #[cfg(test)]

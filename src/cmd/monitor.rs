@@ -9,6 +9,8 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,10 +26,11 @@ use clap::Args;
 use super::args::{ConnectArgs, parse_duration};
 use crate::client::SessionsClient;
 use crate::client::connect::{Link, connect_observed};
+use crate::client::creds::Stopped;
 use crate::cmd::sim::Race;
 use crate::protocol::documents::Ack;
 use crate::protocol::id::SessionId;
-use crate::protocol::subjects::{self, DataKind};
+use crate::protocol::subjects::{self, DataKind, Endpoint};
 
 /// One simulated car and where its frames go.
 struct Car {
@@ -97,9 +100,22 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     };
 
     let url = &args.connect.nats_url;
-    let (nats, mut links) = connect_observed(&args.connect.config(), "paddock-monitor")
+    let config = args.connect.config();
+    let (nats, mut links) = connect_observed(&config, "paddock-monitor")
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    // A session's own credentials are short-lived: keep them fresh while it lives.
+    let renewing = Arc::new(AtomicBool::new(false));
+    let mut renewal = match &args.session {
+        Some(id) => super::args::keep_credentials_fresh(
+            &config,
+            &nats,
+            SessionId::parse(id)?,
+            Endpoint::RenewMonitor,
+            Arc::clone(&renewing),
+        ),
+        None => tokio::sync::mpsc::channel(1).1,
+    };
     let client = SessionsClient::new(nats.clone(), url.clone(), Duration::from_secs(5));
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -179,11 +195,23 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         tokio::select! {
             () = &mut shutdown => break,
             () = &mut until_deadline => break,
+            Some(stopped) = renewal.recv() => {
+                if let Stopped::SessionEnded(e) = stopped {
+                    bail!(
+                        "session {} has ended ({e}); its credentials are not renewed, so it \
+                         cannot be written to any more",
+                        cars[0].id
+                    );
+                }
+            }
             Some(link) = links.recv() => match link {
                 Link::Down => was_down = true,
                 Link::Up if was_down => {
                     was_down = false;
-                    eprintln!("monitor: link back; re-sending setup{}", if cars.len() > 1 { "s" } else { "" });
+                    // A reconnect with renewed credentials is planned: no news.
+                    if !renewing.swap(false, Ordering::Relaxed) {
+                        eprintln!("monitor: link back; re-sending setup{}", if cars.len() > 1 { "s" } else { "" });
+                    }
                     for car in &cars {
                         if let Err(e) = send_setup(&client, car).await {
                             eprintln!("monitor: setup for {} not re-sent: {e:#}", car.id);

@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// may fill; the rest is kept for sessions.create.
     #[arg(long, env = "PADDOCK_ON_DEMAND_SHARE", default_value_t = crate::server::app::DEFAULT_ON_DEMAND_SHARE_PERCENT as u64, value_parser = clap::value_parser!(u64).range(0..=100))]
     pub on_demand_share: u64,
+    /// With --issuer-*: how long a session's credentials work unless renewed.
+    /// Holders (monitor, watch, the dashboard page) renew them while the session
+    /// lives, so a deleted or expired session's credentials stop working within
+    /// this time.
+    #[arg(long, env = "PADDOCK_CREDENTIALS_TTL", default_value = "15m", value_parser = parse_period)]
+    pub credentials_ttl: Duration,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions, value_parser = parse_count)]
     pub max_sessions: usize,
@@ -188,6 +194,7 @@ impl ServeArgs {
                 max_live: (self.max_sessions as u128 * u128::from(self.on_demand_share) / 100)
                     as usize,
             },
+            credentials_ttl: self.credentials_ttl,
         }
     }
 

@@ -17,6 +17,7 @@ use super::format;
 use crate::client::SessionsClient;
 use crate::client::connect::connect_once;
 use crate::protocol::documents::{LapRecord, SessionDocument, SessionSummary, Stats};
+use crate::protocol::subjects::Endpoint;
 
 #[derive(Debug, Clone, Args)]
 pub struct SessionsArgs {
@@ -59,6 +60,16 @@ pub enum SessionsCommand {
     },
     /// Service-wide counters.
     Stats,
+    /// Fresh credentials for a live session's monitor or dashboard (per-session
+    /// mode), written to <--credentials-dir>/<id>-<role>.creds: for a monitor whose
+    /// saved credentials ran out while it was stopped.
+    Renew {
+        session_id: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
+        credentials_dir: PathBuf,
+    },
     /// A session's dashboard link and its QR code: open it in a browser, or scan
     /// it with a phone. With per-session credentials the link carries the
     /// session's dashboard credentials (read-only, this session only).
@@ -78,6 +89,27 @@ pub enum SessionsCommand {
     },
 }
 
+/// `--role` of `sessions renew`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    Monitor,
+    Dashboard,
+}
+
+/// Fresh credentials for one role of a live session (per-session mode).
+async fn renew(
+    client: &SessionsClient,
+    id: &crate::protocol::id::SessionId,
+    endpoint: Endpoint,
+) -> Result<crate::protocol::documents::Renewed, crate::client::ClientError> {
+    client
+        .request_as(
+            crate::protocol::subjects::renew_one(endpoint, id),
+            bytes::Bytes::new(),
+        )
+        .await
+}
+
 /// Where the dashboard page is, for the links commands print.
 #[derive(Debug, Clone, Args)]
 pub struct DashboardArgs {
@@ -95,23 +127,6 @@ impl DashboardArgs {
             None => client.dashboard_url().await,
         }
     }
-}
-
-/// The JWT and seed of a `.creds` file.
-pub fn creds_parts(text: &str) -> Option<(String, String)> {
-    let block = |begin: &str| {
-        let start = text.find(begin)? + begin.len();
-        let rest = &text[start..];
-        let body = rest
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('-'))?;
-        Some(body.to_string())
-    };
-    Some((
-        block("-----BEGIN NATS USER JWT-----")?,
-        block("-----BEGIN USER NKEY SEED-----")?,
-    ))
 }
 
 pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
@@ -194,19 +209,28 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                      --public-url), or this connection may not ask; pass --dashboard-url"
                 );
             };
-            let creds_path = dashboard_creds
-                .clone()
-                .unwrap_or_else(|| credentials_dir.join(format!("{id}-dashboard.creds")));
-            let access = match std::fs::read_to_string(&creds_path) {
-                Ok(text) => {
-                    Some(creds_parts(&text).with_context(|| {
-                        format!("{} is not a .creds file", creds_path.display())
-                    })?)
+            let access = match renew(&client, &id, Endpoint::RenewDashboard).await {
+                // Per-session mode: fresh dashboard credentials for the link.
+                Ok(renewed) => Some(renewed.creds),
+                Err(e @ crate::client::ClientError::Service { code: 404, .. }) => {
+                    return Err(e.into());
                 }
-                // Open or team mode: the page connects without credentials.
-                Err(_) if dashboard_creds.is_none() => None,
-                Err(e) => return Err(e).context(format!("cannot read {}", creds_path.display())),
+                // Open or team mode (the processor issues none), or this
+                // connection may not ask: the saved file, if there is one.
+                Err(_) => {
+                    let path = dashboard_creds
+                        .clone()
+                        .unwrap_or_else(|| credentials_dir.join(format!("{id}-dashboard.creds")));
+                    match std::fs::read_to_string(&path) {
+                        Ok(text) => Some(text),
+                        Err(_) if dashboard_creds.is_none() => None,
+                        Err(e) => return Err(e).context(format!("cannot read {}", path.display())),
+                    }
+                }
             };
+            let access = access
+                .map(|text| crate::client::creds::parts(&text).context("not a .creds document"))
+                .transpose()?;
             let inbox = crate::protocol::subjects::inbox_prefix(&id);
             let link = crate::protocol::subjects::dashboard_link(
                 &base,
@@ -227,6 +251,33 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                     ""
                 };
                 format!("{link}\n{}{note}", format::qr(&link))
+            }
+        }
+        SessionsCommand::Renew {
+            session_id,
+            role,
+            credentials_dir,
+        } => {
+            let id = crate::protocol::id::SessionId::parse(session_id)?;
+            let endpoint = match role {
+                RoleArg::Monitor => Endpoint::RenewMonitor,
+                RoleArg::Dashboard => Endpoint::RenewDashboard,
+            };
+            let renewed = renew(&client, &id, endpoint).await?;
+            let path = credentials_dir.join(format!("{id}-{}.creds", renewed.role));
+            crate::server::credentials::write_private(&path, &renewed.creds)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            if args.json {
+                pretty(&json!({
+                    "session_id": id, "role": renewed.role, "file": path,
+                    "expires_at": renewed.expires_at,
+                }))
+            } else {
+                format!(
+                    "{} (until {}; renewed by its holder while the session lives)\n",
+                    path.display(),
+                    renewed.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
+                )
             }
         }
         SessionsCommand::Stats => {
@@ -510,15 +561,5 @@ mod tests {
             out.contains("frames       5 telemetry, 1 setup, 2 rejected"),
             "{out}"
         );
-    }
-
-    #[test]
-    fn the_jwt_and_seed_come_out_of_a_creds_file() {
-        let text = crate::server::credentials::creds("eyJ0.eyJz.c2ln", "SUAEXAMPLE");
-        assert_eq!(
-            super::creds_parts(&text),
-            Some(("eyJ0.eyJz.c2ln".to_string(), "SUAEXAMPLE".to_string()))
-        );
-        assert_eq!(super::creds_parts("not creds"), None);
     }
 }

@@ -116,6 +116,21 @@ fn none<F>() -> Option<F> {
     None
 }
 
+/// Fresh credentials for one role of a session: the reply of
+/// `sessions.renew.monitor.<id>` and `sessions.renew.dashboard.<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Renewed {
+    pub session_id: SessionId,
+    /// `monitor` or `dashboard`.
+    pub role: String,
+    /// The `.creds` document.
+    pub creds: String,
+    pub inbox_prefix: String,
+    /// When these credentials stop working unless renewed again.
+    #[serde(with = "time")]
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A session's credentials, issued at `sessions.create` in per-session mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {

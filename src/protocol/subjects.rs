@@ -31,11 +31,13 @@ pub enum Endpoint {
     ArchiveGet,
     Laps,
     ArchiveLaps,
+    RenewMonitor,
+    RenewDashboard,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order `$SRV.INFO` lists them.
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 11] = [
         Endpoint::Create,
         Endpoint::Get,
         Endpoint::List,
@@ -45,6 +47,8 @@ impl Endpoint {
         Endpoint::ArchiveGet,
         Endpoint::Laps,
         Endpoint::ArchiveLaps,
+        Endpoint::RenewMonitor,
+        Endpoint::RenewDashboard,
     ];
 
     /// The endpoint's name in the `sessions` group: `sessions.<name>`.
@@ -59,6 +63,8 @@ impl Endpoint {
             Endpoint::ArchiveGet => ARCHIVE_GET,
             Endpoint::Laps => LAPS,
             Endpoint::ArchiveLaps => ARCHIVE_LAPS,
+            Endpoint::RenewMonitor => RENEW_MONITOR,
+            Endpoint::RenewDashboard => RENEW_DASHBOARD,
         }
     }
 
@@ -75,6 +81,8 @@ impl Endpoint {
             Endpoint::Get => Some(("get-one", GET_ONE)),
             Endpoint::Laps => Some(("laps-one", LAPS_ONE)),
             Endpoint::ArchiveLaps => Some(("archive-laps-one", ARCHIVE_LAPS_ONE)),
+            Endpoint::RenewMonitor => Some(("renew-monitor-one", RENEW_MONITOR_ONE)),
+            Endpoint::RenewDashboard => Some(("renew-dashboard-one", RENEW_DASHBOARD_ONE)),
             _ => None,
         }
     }
@@ -95,6 +103,9 @@ pub const ARCHIVE_LIST: &str = "archive.list";
 pub const ARCHIVE_GET: &str = "archive.get";
 pub const LAPS: &str = "laps";
 pub const ARCHIVE_LAPS: &str = "archive.laps";
+/// Fresh per-session credentials for a session's monitor or dashboard.
+pub const RENEW_MONITOR: &str = "renew.monitor";
+pub const RENEW_DASHBOARD: &str = "renew.dashboard";
 
 /// `sessions.get.<id>`: the same as `sessions.get`, with the id in the subject, so
 /// that broker permissions can allow one session's snapshot and no other.
@@ -102,10 +113,19 @@ pub const GET_ONE: &str = "get.*";
 /// `sessions.laps.<id>` and `sessions.archive.laps.<id>`, likewise.
 pub const LAPS_ONE: &str = "laps.*";
 pub const ARCHIVE_LAPS_ONE: &str = "archive.laps.*";
+/// `sessions.renew.monitor.<id>`, `sessions.renew.dashboard.<id>`: what a holder
+/// of the session's credentials may ask, to keep them fresh.
+pub const RENEW_MONITOR_ONE: &str = "renew.monitor.*";
+pub const RENEW_DASHBOARD_ONE: &str = "renew.dashboard.*";
 
 /// `sessions.get.<id>`.
 pub fn get_one(id: &SessionId) -> String {
     format!("{CONTROL_PREFIX}.{GET}.{id}")
+}
+
+/// `sessions.renew.<monitor|dashboard>.<id>`.
+pub fn renew_one(endpoint: Endpoint, id: &SessionId) -> String {
+    format!("{CONTROL_PREFIX}.{}.{id}", endpoint.name())
 }
 
 /// `sessions.laps.<id>`.

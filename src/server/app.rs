@@ -28,6 +28,9 @@ pub struct Limits {
     pub max_laps: usize,
     /// What frames to unknown ids may create.
     pub on_demand: crate::server::sessions::OnDemand,
+    /// How long issued per-session credentials work unless renewed: the bound on
+    /// how long an ended session's credentials keep working.
+    pub credentials_ttl: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -44,9 +47,13 @@ impl Default for Limits {
                 per_minute: DEFAULT_ON_DEMAND_PER_MINUTE,
                 max_live: 10_000 * DEFAULT_ON_DEMAND_SHARE_PERCENT / 100,
             },
+            credentials_ttl: DEFAULT_CREDENTIALS_TTL,
         }
     }
 }
+
+/// How long per-session credentials work unless renewed, by default.
+pub const DEFAULT_CREDENTIALS_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Sessions frames may create per minute by default: a restarted processor that
 /// lost its state (memory store) gets 600 monitors back within a minute.

@@ -10,11 +10,9 @@ use crate::protocol::id::SessionId;
 use crate::protocol::payload::validate_object;
 use crate::protocol::subjects::{Endpoint, Event};
 use crate::server::app::{Announcement, App};
+use crate::server::credentials::Role;
 use crate::server::error::ServiceError;
 use crate::server::sessions::{Ended, SessionError};
-
-/// How long issued session credentials are good for.
-const CREDENTIALS_TTL_S: i64 = 48 * 3600;
 
 /// A successful reply, what must be stored before it is sent, and what to announce
 /// once it is.
@@ -109,7 +107,55 @@ impl App {
             (Endpoint::Stats, _) => self.stats(body),
             (Endpoint::ArchiveList, _) => self.archive_list(body),
             (Endpoint::ArchiveGet, _) => self.archive_get(body),
+            (Endpoint::RenewMonitor, id) => self.renew(id, body, Role::Monitor),
+            (Endpoint::RenewDashboard, id) => self.renew(id, body, Role::Dashboard),
         }
+    }
+
+    /// `sessions.renew.<role>.<id>` (or `sessions.renew.<role>` with the id in the
+    /// body): fresh credentials for one role of a live session, good for
+    /// `--credentials-ttl`. Refused once the session ended: that is how deleting
+    /// or expiring a session ends its credentials within that time.
+    fn renew(&self, id: Option<SessionId>, body: &[u8], role: Role) -> Result<Reply, ServiceError> {
+        let id = match id {
+            Some(id) => {
+                self.optional_object(body)?;
+                id
+            }
+            None => self.session_id(body)?,
+        };
+        let Some(issuer) = &self.issuer else {
+            return Err(ServiceError::BadRequest(
+                "this processor issues no credentials (started without --issuer-account)".into(),
+            ));
+        };
+        self.sessions.get(id)?;
+        let expires_at = self.credentials_expiry();
+        let creds = issuer
+            .for_role(&id, role, expires_at.timestamp())
+            .map_err(|e| ServiceError::Unavailable(format!("cannot issue credentials: {e}")))?;
+        tracing::debug!(session_id = %id, role = role.as_str(), %expires_at, "credentials renewed");
+        let doc = crate::protocol::documents::Renewed {
+            session_id: id,
+            role: role.as_str().to_string(),
+            creds,
+            inbox_prefix: crate::protocol::subjects::inbox_prefix(&id),
+            expires_at,
+        };
+        Ok(Reply {
+            body: serde_json::to_vec(&doc).expect("serializes").into(),
+            persist: None,
+            announce: None,
+        })
+    }
+
+    /// When credentials issued now expire.
+    fn credentials_expiry(&self) -> chrono::DateTime<chrono::Utc> {
+        let ttl = chrono::Duration::from_std(self.limits.credentials_ttl)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        chrono::Utc::now()
+            .checked_add_signed(ttl)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
     }
 
     /// `sessions.create`: `{}` or an empty body → the new session document, with
@@ -121,10 +167,12 @@ impl App {
         tracing::info!(session_id = %snapshot.session_id, via = "request", "session created");
         let mut doc = snapshot.document();
         if let Some(issuer) = &self.issuer {
-            // Good for two days: past any race, and a leaked one goes stale.
-            let expires = snapshot.created_at.timestamp() + CREDENTIALS_TTL_S;
+            // Short-lived: holders renew them while the session lives
+            // (`sessions.renew.*`), so an ended session's credentials stop working
+            // within --credentials-ttl.
+            let expires = self.credentials_expiry().timestamp();
             let credentials = issuer
-                .for_session(&snapshot.session_id, Some(expires))
+                .for_session(&snapshot.session_id, expires)
                 .map_err(|e| ServiceError::Unavailable(format!("cannot issue credentials: {e}")))?;
             doc.credentials = Some(credentials);
         }

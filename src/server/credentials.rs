@@ -35,6 +35,22 @@ impl std::fmt::Debug for Issuer {
     }
 }
 
+/// Who holds a session's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Monitor,
+    Dashboard,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Monitor => "monitor",
+            Role::Dashboard => "dashboard",
+        }
+    }
+}
+
 /// The two credentials of one session, and the inbox prefix their holders must
 /// use (it is the only one they may read): part of the create reply.
 pub use crate::protocol::documents::Credentials as SessionCredentials;
@@ -76,35 +92,43 @@ impl Issuer {
 
     /// A monitor may publish the session's setup and telemetry (as requests too:
     /// it reads replies under the session's inbox prefix); a dashboard may read
-    /// the session's subjects and ask `sessions.get`. Both expire with `expires`
-    /// (Unix seconds), if given.
-    pub fn for_session(&self, id: &SessionId, expires: Option<i64>) -> Result<SessionCredentials> {
-        let inbox_prefix = inbox_prefix(id);
-        let inbox = format!("{inbox_prefix}.>");
-        let monitor = self.user(
-            &format!("monitor {id}"),
-            json!({
+    /// the session's subjects and ask `sessions.get` and `sessions.laps`. Each may
+    /// renew its own credentials while the session lives. Both expire at
+    /// `expires` (Unix seconds).
+    pub fn for_session(&self, id: &SessionId, expires: i64) -> Result<SessionCredentials> {
+        Ok(SessionCredentials {
+            monitor: self.for_role(id, Role::Monitor, expires)?,
+            dashboard: self.for_role(id, Role::Dashboard, expires)?,
+            inbox_prefix: inbox_prefix(id),
+        })
+    }
+
+    /// One role's credentials for a session, as a `.creds` document.
+    pub fn for_role(&self, id: &SessionId, role: Role, expires: i64) -> Result<String> {
+        let inbox = format!("{}.>", inbox_prefix(id));
+        let permissions = match role {
+            Role::Monitor => json!({
                 "pub": { "allow": [
                     subjects::data(id, subjects::DataKind::Setup),
                     subjects::data(id, subjects::DataKind::Telemetry),
+                    subjects::renew_one(subjects::Endpoint::RenewMonitor, id),
                 ] },
                 "sub": { "allow": [inbox] },
             }),
-            expires,
-        )?;
-        let dashboard = self.user(
-            &format!("dashboard {id}"),
-            json!({
-                "pub": { "allow": [subjects::get_one(id), subjects::laps_one(id)] },
+            Role::Dashboard => json!({
+                "pub": { "allow": [
+                    subjects::get_one(id),
+                    subjects::laps_one(id),
+                    subjects::renew_one(subjects::Endpoint::RenewDashboard, id),
+                ] },
                 "sub": { "allow": [subjects::session_wildcard(id), inbox] },
             }),
-            expires,
-        )?;
-        Ok(SessionCredentials {
-            monitor,
-            dashboard,
-            inbox_prefix,
-        })
+        };
+        self.user(
+            &format!("{} {id}", role.as_str()),
+            permissions,
+            Some(expires),
+        )
     }
 
     /// A new user with `permissions` (`{"pub": …, "sub": …}`), as a `.creds` document.
@@ -270,6 +294,8 @@ fn ops_permissions() -> Value {
             Endpoint::Laps.subject(), control(subjects::LAPS_ONE),
             Endpoint::List.subject(), Endpoint::Stats.subject(),
             control("archive.>"), Endpoint::Delete.subject(), subjects::ALL_DISCOVERY,
+            // Fresh credentials for a live session: share links, a monitor's again.
+            control("renew.>"),
         ] },
         "sub": { "allow": [
             subjects::ALL_SESSIONS, subjects::ALL_SERVICE_EVENTS,
@@ -358,7 +384,7 @@ mod tests {
         let signing = KeyPair::new_account();
         let issuer = Issuer::new(&account.public_key(), &signing.seed().unwrap()).unwrap();
         let id = SessionId::new_v4();
-        let creds = issuer.for_session(&id, Some(4_000_000_000)).unwrap();
+        let creds = issuer.for_session(&id, 4_000_000_000).unwrap();
         let monitor = claims_of(&creds.monitor);
         assert_eq!(monitor["iss"], signing.public_key());
         assert_eq!(monitor["nats"]["issuer_account"], account.public_key());
@@ -368,13 +394,18 @@ mod tests {
             monitor["nats"]["pub"]["allow"],
             json!([
                 format!("session.{id}.setup"),
-                format!("session.{id}.telemetry")
+                format!("session.{id}.telemetry"),
+                format!("sessions.renew.monitor.{id}")
             ])
         );
         let dashboard = claims_of(&creds.dashboard);
         assert_eq!(
             dashboard["nats"]["pub"]["allow"],
-            json!([format!("sessions.get.{id}"), format!("sessions.laps.{id}")])
+            json!([
+                format!("sessions.get.{id}"),
+                format!("sessions.laps.{id}"),
+                format!("sessions.renew.dashboard.{id}")
+            ])
         );
         assert_eq!(
             dashboard["nats"]["sub"]["allow"],

@@ -223,7 +223,20 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
     let url = server.url();
     let http = format!("127.0.0.1:{}", free_port());
     let ws = server.ws_url();
-    let _processor = serve_issuing(&url, &dir, &["--http-addr", &http, "--ws-url", &ws]);
+    // Short-lived credentials, so the test sees the page renew its own.
+    let ttl = 4u64;
+    let _processor = serve_issuing(
+        &url,
+        &dir,
+        &[
+            "--http-addr",
+            &http,
+            "--ws-url",
+            &ws,
+            "--credentials-ttl",
+            &format!("{ttl}s"),
+        ],
+    );
     let ops = async_nats::ConnectOptions::with_credentials_file(path("ops.creds"))
         .await
         .unwrap()
@@ -250,25 +263,26 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
         publish(&monitor, id, "telemetry", frame(lap, 50.0, json!({}))).await;
     }
 
-    // The share command prints the link with the dashboard credentials in the
+    // The share command prints the link with fresh dashboard credentials in the
     // fragment (never sent to the HTTP server).
-    let (code, stdout, stderr) = run_paddock(&[
-        "sessions",
-        "share",
-        &ids[0],
+    let ops_flags = [
         "--nats-url",
         &url,
         "--creds",
         &path("ops.creds"),
         "--inbox-prefix",
         "_INBOX_ops",
-        "--credentials-dir",
-        &out,
-        "--dashboard-url",
-        &format!("http://{http}"),
-    ])
-    .await;
-    assert_eq!(code, 0, "{stderr}");
+    ];
+    let share = || async {
+        let mut args = vec!["sessions", "share", &ids[0]];
+        args.extend_from_slice(&ops_flags);
+        let page = format!("http://{http}");
+        args.extend_from_slice(&["--dashboard-url", &page]);
+        let (code, stdout, stderr) = run_paddock(&args).await;
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+    };
+    let stdout = share().await;
     let link = stdout.lines().next().unwrap().to_string();
     assert!(
         link.starts_with(&format!("http://{http}/session/{}#jwt=", ids[0])),
@@ -306,6 +320,65 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
         .await;
     assert!(problem.contains(&ids[1]), "{problem}");
     assert_eq!(browser.text("[data-f=lap]").await, "—");
+
+    // A page kept open renews its link's credentials (they last --credentials-ttl)
+    // and stays live, while the session's monitor streams with renewed ones too.
+    let fresh = share().await.lines().next().unwrap().to_string();
+    browser.open(&fresh).await;
+    browser
+        .wait_text("[data-f=lap]", "its own session", |t| t == "3")
+        .await;
+    let mut renew = vec![
+        "sessions",
+        "renew",
+        &ids[0],
+        "--role",
+        "monitor",
+        "--credentials-dir",
+        &out,
+    ];
+    renew.extend_from_slice(&ops_flags);
+    let (code, _, stderr) = run_paddock(&renew).await;
+    assert_eq!(code, 0, "{stderr}");
+    let monitor_creds = path(&format!("{}-monitor.creds", ids[0]));
+    let inbox = format!("_INBOX_{}", ids[0]);
+    let _monitor = Running::spawn(&[
+        "monitor",
+        "--session",
+        &ids[0],
+        "--nats-url",
+        &url,
+        "--creds",
+        &monitor_creds,
+        "--inbox-prefix",
+        &inbox,
+        "--hz",
+        "10",
+        "--progress",
+        "0",
+    ]);
+    tokio::time::sleep(Duration::from_secs(2 * ttl)).await;
+    let race_time = browser.text("[data-f=session_time]").await;
+    browser
+        .wait_text("[data-f=session_time]", "live after renewals", |t| {
+            t != race_time && t != "—"
+        })
+        .await;
+    assert_eq!(browser.text("#link").await, "LIVE");
+    let now_fragment = browser.eval("return location.hash").await;
+    assert_ne!(
+        now_fragment.as_str().unwrap(),
+        format!("#{}", fresh.split_once('#').unwrap().1),
+        "the page put its renewed credentials in its own link"
+    );
+
+    // The first link, never kept open, has run out: the page says so. (From
+    // another page: a change of fragment alone would not load it again.)
+    browser.open("about:blank").await;
+    browser.open(&link).await;
+    browser
+        .wait_text("#problem", "an expired link", |t| t.contains("expired"))
+        .await;
     browser.close().await;
 }
 

@@ -194,6 +194,10 @@ async fn the_service_is_discoverable_through_srv_subjects() {
             "sessions.laps",
             "sessions.laps.*",
             "sessions.list",
+            "sessions.renew.dashboard",
+            "sessions.renew.dashboard.*",
+            "sessions.renew.monitor",
+            "sessions.renew.monitor.*",
             "sessions.stats"
         ]
     );

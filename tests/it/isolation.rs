@@ -24,6 +24,25 @@ async fn client_with(url: &str, creds: &str, inbox: &str) -> (Client, UnboundedR
     (client, errors)
 }
 
+/// A client with auth init's ops credentials from `dir`, once a processor answers.
+async fn ops_client(url: &str, dir: &std::path::Path) -> Client {
+    let creds = std::fs::read_to_string(dir.join("ops.creds")).unwrap();
+    let (ops, _) = client_with(url, &creds, "_INBOX_ops").await;
+    wait_for_processors(&ops, 1).await;
+    ops
+}
+
+/// The claims of the user JWT in a `.creds` document.
+fn jwt_claims(creds: &str) -> Value {
+    let jwt = creds.lines().nth(1).unwrap();
+    serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(jwt.split('.').nth(1).unwrap().as_bytes())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
     // The production setup, as docs/SECURITY.md says to make it.
@@ -40,31 +59,20 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
     assert!(stderr.contains("--force"), "{stderr}");
     let url = server.url();
     let processor = serve_issuing(&url, &dir, &[]);
-    let (ops, _) = client_with(
-        &url,
-        &std::fs::read_to_string(dir.join("ops.creds")).unwrap(),
-        "_INBOX_ops",
-    )
-    .await;
-    wait_for_processors(&ops, 1).await;
+    // Waits until the processor serves, through ops' eyes.
+    let _ops = ops_client(&url, &dir).await;
 
     // Two sessions, created with the creator's credentials; the command saves
     // each one's credentials and says how to use them.
     let mut sessions = Vec::new();
     for _ in 0..2 {
         let (id, stdout) = create_with_creator(&url, &dir).await;
-        // The credentials expire 48 h after the session's creation.
+        // The credentials expire --credentials-ttl (15 min) after they are issued.
         let dashboard = std::fs::read_to_string(dir.join(format!("{id}-dashboard.creds"))).unwrap();
-        let jwt = dashboard.lines().nth(1).unwrap();
-        let claims: Value = serde_json::from_slice(
-            &data_encoding::BASE64URL_NOPAD
-                .decode(jwt.split('.').nth(1).unwrap().as_bytes())
-                .unwrap(),
-        )
-        .unwrap();
-        // (Issued a moment after the creation it counts from: within a second.)
+        let claims = jwt_claims(&dashboard);
+        // (The expiry is computed a moment before the JWT is stamped.)
         let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
-        assert!((48 * 3600 - 1..=48 * 3600).contains(&lifetime), "{claims}");
+        assert!((15 * 60 - 1..=15 * 60).contains(&lifetime), "{claims}");
         assert!(
             stdout.contains(&format!("--inbox-prefix _INBOX_{id}")),
             "{stdout}"
@@ -191,6 +199,10 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
         "sessions.get".to_string(),
         "sessions.list".to_string(),
         "sessions.delete".to_string(),
+        // Renewal of its own role for its own session only: a dashboard cannot
+        // turn itself into its session's monitor.
+        format!("sessions.renew.monitor.{mine}"),
+        format!("sessions.renew.dashboard.{theirs}"),
     ] {
         dashboard
             .publish(subject.clone(), id_body(theirs).into())
@@ -256,4 +268,146 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
     assert!(seen.contains("lap"), "the view showed no telemetry: {seen}");
     assert_eq!(watch.stop("-INT"), 0);
     assert_eq!(processor.stop("-TERM"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_renewed_while_the_session_lives_and_end_within_the_ttl_after_it() {
+    const TTL_S: u64 = 3;
+    let dir = fresh_dir("auth-ttl");
+    let out = dir.to_str().unwrap().to_string();
+    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let server = NatsServer::start_with(&["-c", dir.join("nats-server.conf").to_str().unwrap()]);
+    let url = server.url();
+    let _processor = serve_issuing(&url, &dir, &["--credentials-ttl", &format!("{TTL_S}s")]);
+    let ops = ops_client(&url, &dir).await;
+    let (id, _) = create_with_creator(&url, &dir).await;
+    let monitor_file = dir.join(format!("{id}-monitor.creds"));
+    let issued = std::fs::read_to_string(&monitor_file).unwrap();
+    let inbox = format!("_INBOX_{id}");
+
+    // The monitor streams for several lifetimes of its credentials: it renews
+    // them (and saves them), so its frames keep arriving.
+    let mut monitor = paddock()
+        .args([
+            "monitor",
+            "--session",
+            &id,
+            "--hz",
+            "20",
+            "--progress",
+            "0",
+            "--nats-url",
+            &url,
+        ])
+        .args([
+            "--creds",
+            monitor_file.to_str().unwrap(),
+            "--inbox-prefix",
+            &inbox,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3 * TTL_S)).await;
+    let count = |doc: &Value| doc["stats"]["telemetry_count"].as_u64().unwrap();
+    let subject = format!("sessions.get.{id}");
+    let get = || ask(&ops, &subject, String::new());
+    let before = count(&get().await.ok());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = count(&get().await.ok());
+    assert!(
+        after > before,
+        "frames stopped after {}s: {before} → {after}",
+        3 * TTL_S
+    );
+    let renewed = std::fs::read_to_string(&monitor_file).unwrap();
+    assert_ne!(renewed, issued, "the monitor saved its renewed credentials");
+    // Created with the TTL, not for days.
+    let exp = |creds: &str| {
+        let jwt = creds.lines().nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &data_encoding::BASE64URL_NOPAD
+                .decode(jwt.split('.').nth(1).unwrap().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+        (
+            claims["exp"].as_i64().unwrap(),
+            claims["iat"].as_i64().unwrap(),
+        )
+    };
+    let (exp_issued, iat_issued) = exp(&issued);
+    assert_eq!(exp_issued - iat_issued, TTL_S as i64);
+
+    // The session is deleted: renewal is refused, so the monitor says so and
+    // stops, and its latest credentials stop working within the TTL.
+    ask(&ops, "sessions.delete", id_body(&id)).await.ok();
+    let deleted = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2 * TTL_S + 5);
+        loop {
+            if let Some(status) = monitor.try_wait().unwrap() {
+                let mut stderr = String::new();
+                use std::io::Read;
+                monitor
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                return (status, stderr);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the monitor kept running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.code(), Some(1), "{}", status.1);
+    assert!(status.1.contains("has ended"), "{}", status.1);
+    let latest = std::fs::read_to_string(&monitor_file).unwrap();
+    let refused_after = loop {
+        let connected = ConnectOptions::with_credentials(&latest)
+            .unwrap()
+            .custom_inbox_prefix(&inbox)
+            .connect(&url)
+            .await;
+        if connected.is_err() {
+            break deleted.elapsed();
+        }
+        assert!(
+            deleted.elapsed() < Duration::from_secs(TTL_S + 2),
+            "the deleted session's credentials still work after {:?}",
+            deleted.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        refused_after <= Duration::from_secs(TTL_S + 1),
+        "{refused_after:?}"
+    );
+    // And nobody gets new ones for it.
+    let (code, _, stderr) = run_paddock(&[
+        "sessions",
+        "renew",
+        &id,
+        "--role",
+        "dashboard",
+        "--nats-url",
+        &url,
+        "--creds",
+        dir.join("ops.creds").to_str().unwrap(),
+        "--inbox-prefix",
+        "_INBOX_ops",
+        "--credentials-dir",
+        &out,
+    ])
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("404"), "{stderr}");
 }

@@ -56,9 +56,19 @@ pub struct WatchArgs {
 pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let id = SessionId::parse(&args.session_id)?;
     let url = &args.connect.nats_url;
-    let (nats, mut links) = connect_observed(&args.connect.config(), "paddock-watch")
+    let config = args.connect.config();
+    let (nats, mut links) = connect_observed(&config, "paddock-watch")
         .await
         .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    // A session's own (dashboard) credentials are short-lived: keep them fresh
+    // while it lives. When it ends, the view says so from the session's events.
+    let _renewal = super::args::keep_credentials_fresh(
+        &config,
+        &nats,
+        id,
+        subjects::Endpoint::RenewDashboard,
+        Default::default(),
+    );
     let client = SessionsClient::new(nats.clone(), url.clone(), Duration::from_secs(5));
     // Subscribe before the snapshot: nothing published in between is missed.
     let mut live = nats.subscribe(subjects::session_wildcard(&id)).await?;

@@ -31,6 +31,10 @@ const state = {
 
 let staleAfterMs = 5000;
 
+/// A per-session link's credentials (from the fragment), kept fresh while the
+/// session lives: they are short-lived, so an ended session's links stop working.
+const access = { jwt: null, seed: null, inbox: null };
+
 main().catch((e) => problem(`The page could not start: ${e.message || e}`));
 
 async function main() {
@@ -64,7 +68,14 @@ async function main() {
     // The cluster's other nodes are announced with nats:// URLs a browser cannot use.
     ignoreClusterUpdates: true,
   };
-  if (jwt && seed) options.authenticator = jwtAuthenticator(jwt, new TextEncoder().encode(seed));
+  // Each (re)connect signs with the credentials held then: renewal replaces them.
+  if (jwt && seed) {
+    access.jwt = jwt;
+    access.seed = seed;
+    access.inbox = inbox;
+    options.authenticator = (nonce) =>
+      jwtAuthenticator(access.jwt, new TextEncoder().encode(access.seed))(nonce);
+  }
   if (inbox) options.inboxPrefix = inbox;
 
   setLink("connecting");
@@ -73,7 +84,13 @@ async function main() {
     nc = await wsconnect(options);
   } catch (e) {
     setLink("refused", "refused");
-    problem(`The broker refused the connection: ${e.message || e}`);
+    if (access.jwt && expiresAt(access.jwt) !== null && expiresAt(access.jwt) <= Date.now()) {
+      problem("This link has expired: a session's links work for a limited time after they " +
+        "are made, and as long as a page keeps them open. Ask for a new one " +
+        "(paddock sessions share <id>).");
+    } else {
+      problem(`The broker refused the connection: ${e.message || e}`);
+    }
     return;
   }
   if (id) {
@@ -102,6 +119,53 @@ async function session(nc, id) {
   await join(nc, id);
   setInterval(tick, 500);
   watchStatus(nc, () => join(nc, id));
+  if (access.jwt) keepFresh(nc, id);
+}
+
+/// When a JWT expires (ms since the epoch), or null.
+function expiresAt(jwt) {
+  const claims = claimsOf(jwt);
+  return claims && typeof claims.exp === "number" ? claims.exp * 1000 : null;
+}
+
+function claimsOf(jwt) {
+  try {
+    const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+  } catch {
+    return null;
+  }
+}
+
+/// Renews the link's credentials when two thirds of their life have passed, puts
+/// the new ones in this page's own link (and its QR code), and reconnects with them.
+function keepFresh(nc, id) {
+  const claims = claimsOf(access.jwt);
+  if (!claims || typeof claims.exp !== "number" || typeof claims.iat !== "number") return;
+  const due = (claims.iat + ((claims.exp - claims.iat) * 2) / 3) * 1000;
+  setTimeout(async () => {
+    try {
+      const renewed = await ask(nc, `sessions.renew.dashboard.${id}`);
+      const jwt = /-----BEGIN NATS USER JWT-----\s*([^\s-][^\s]*)/.exec(renewed.creds);
+      const seed = /-----BEGIN USER NKEY SEED-----\s*([^\s-][^\s]*)/.exec(renewed.creds);
+      if (!jwt || !seed) throw new Error("unreadable credentials");
+      access.jwt = jwt[1];
+      access.seed = seed[1];
+      const fragment = new URLSearchParams({ jwt: access.jwt, seed: access.seed, inbox: access.inbox || "" });
+      history.replaceState(null, "", `${location.pathname}${location.search}#${fragment}`);
+      showQr();
+      await nc.reconnect();
+      keepFresh(nc, id);
+    } catch (e) {
+      if (e.code === 404) {
+        state.ended = "This session has ended: its links no longer work.";
+        requestDraw();
+        return;
+      }
+      // No processor right now: try again shortly, while the credentials work.
+      setTimeout(() => keepFresh(nc, id), 5000);
+    }
+  }, Math.max(0, due - Date.now()));
 }
 
 let rejoinTimer = null;

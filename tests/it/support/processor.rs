@@ -87,8 +87,10 @@ pub fn test_limits() -> Limits {
     Limits {
         max_payload: 64 * 1024,
         max_sessions: 1_000,
-        // Tests create sessions faster than any team; the limit has its own test.
+        // Tests create sessions faster than any team; the limits have their own
+        // tests (bad_input.rs).
         creates_per_minute: 0,
+        on_demand: paddock::server::sessions::OnDemand::UNLIMITED,
         ..Limits::default()
     }
 }
