@@ -374,6 +374,62 @@ impl LocalBroker {
     }
 }
 
+/// A JetStream cluster of local brokers on loopback, each with its own store: the
+/// shape of deploy/cluster/, for the tests and `paddock chaos`.
+pub struct LocalCluster {
+    pub nodes: Vec<LocalBroker>,
+}
+
+impl LocalCluster {
+    /// `size` nodes named n0, n1, … routed to each other; `echo_log` as for one.
+    pub fn start(size: usize, echo_log: Option<String>) -> Result<Self, BrokerError> {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let nodes = (0..size)
+            .map(|i| {
+                let routes: Vec<String> = route_ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
+                    .collect();
+                LocalBroker::start(BrokerConfig {
+                    args: vec![
+                        "--server_name".into(),
+                        format!("n{i}"),
+                        "--cluster_name".into(),
+                        "paddock".into(),
+                        "--cluster".into(),
+                        format!("nats://127.0.0.1:{}", route_ports[i]),
+                        "--routes".into(),
+                        routes.join(","),
+                    ],
+                    echo_log: echo_log.clone(),
+                    ..BrokerConfig::default()
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(LocalCluster { nodes })
+    }
+
+    /// Every node's URL, comma-separated, as `--nats-url` takes them.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(LocalBroker::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A loopback port that is free right now (for routes, which must be known
+/// before the nodes start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
 impl Drop for LocalBroker {
     fn drop(&mut self) {
         self.kill();

@@ -60,6 +60,27 @@ impl ClientError {
     }
 }
 
+/// How many processors answer the service's discovery PING (`$SRV.PING.sessions`)
+/// within 300 ms.
+pub async fn processors_answering(nats: &Client) -> Result<usize, async_nats::Error> {
+    use futures::StreamExt;
+    let inbox = nats.new_inbox();
+    let mut replies = nats.subscribe(inbox.clone()).await?;
+    let ping = format!("$SRV.PING.{}", subjects::SERVICE_NAME);
+    nats.publish_with_reply(ping, inbox, Bytes::new()).await?;
+    let mut seen = 0;
+    while let Ok(Some(reply)) =
+        tokio::time::timeout(Duration::from_millis(300), replies.next()).await
+    {
+        // With nobody subscribed the broker itself answers "no responders" (a
+        // status message, no payload): that is not a processor.
+        if reply.status.is_none() && !reply.payload.is_empty() {
+            seen += 1;
+        }
+    }
+    Ok(seen)
+}
+
 /// Requests to the `sessions` service over one connection.
 #[derive(Debug, Clone)]
 pub struct SessionsClient {

@@ -6,6 +6,7 @@ pub mod args;
 pub mod auth;
 pub mod bench;
 pub mod broker;
+pub mod chaos;
 pub mod demo;
 pub mod format;
 pub mod monitor;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Measure paddock beside raw NATS and a JetStream KV bucket, in one run,
     /// against a broker and a processor it starts itself (docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// 24 hours in minutes: load, injected faults (processors killed and paused,
+    /// broker nodes killed), invariants checked; a table for docs/RELIABILITY.md.
+    Chaos(chaos::ChaosArgs),
     /// Set up per-session access (docs/SECURITY.md): `paddock auth init --out DIR`
     /// writes a broker configuration in operator mode and paddock's credentials.
     Auth(auth::AuthArgs),
@@ -72,6 +76,9 @@ impl Command {
             | Command::Auth(_)
             | Command::Broker(_)
             | Command::BenchHotpath(_) => "warn",
+            // Its own clients see the faults it injects: expected, and reported
+            // in its table instead.
+            Command::Chaos(_) => "error",
         }
     }
 
@@ -92,6 +99,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Monitor(args) => monitor::run(args, shutdown::signal()).await,
         Command::Watch(args) => watch::run(args, shutdown::signal()).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
         Command::Auth(args) => auth::run(args),
         Command::Broker(command) => broker::run(command),
         Command::BenchHotpath(args) => {

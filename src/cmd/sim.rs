@@ -32,13 +32,19 @@ const CARS: [&str; 4] = [
     "Ferrari 499P",
 ];
 
-/// A small xorshift generator: enough for plausible noise, no dependency.
+/// A small xorshift generator: enough for plausible noise and a reproducible
+/// fault schedule (`paddock chaos`), no dependency.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// Uniform in [0, n).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
     }
 
     fn next_u64(&mut self) -> u64 {

@@ -85,42 +85,27 @@ impl NatsServer {
 
 /// A loopback port that is free right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    paddock::broker::free_port()
 }
 
-/// A JetStream cluster of `nats-server`s on loopback, each with its own store.
+/// A JetStream cluster of `nats-server`s on loopback, each with its own store:
+/// paddock's own [`paddock::broker::LocalCluster`].
 pub struct NatsCluster {
     pub nodes: Vec<NatsServer>,
 }
 
 impl NatsCluster {
     pub fn start(size: usize) -> Self {
-        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let nodes = (0..size)
-            .map(|i| {
-                let routes: Vec<String> = route_ports
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, p)| format!("nats://127.0.0.1:{p}"))
-                    .collect();
-                NatsServer::start_with(&[
-                    "--server_name",
-                    &format!("n{i}"),
-                    "--cluster_name",
-                    "paddock-test",
-                    "--cluster",
-                    &format!("nats://127.0.0.1:{}", route_ports[i]),
-                    "--routes",
-                    &routes.join(","),
-                ])
-            })
-            .collect();
-        NatsCluster { nodes }
+        let echo = std::env::var_os("TEST_LOG").map(|_| "nats-server: ".to_string());
+        let cluster =
+            paddock::broker::LocalCluster::start(size, echo).unwrap_or_else(|e| panic!("{e}"));
+        NatsCluster {
+            nodes: cluster
+                .nodes
+                .into_iter()
+                .map(|broker| NatsServer { broker })
+                .collect(),
+        }
     }
 
     /// Every node's URL, comma-separated, as `--nats-url` takes them.

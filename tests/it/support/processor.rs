@@ -20,25 +20,9 @@ use super::{Answer, NatsServer, PATIENCE, connect, id_body};
 
 /// Waits until `n` processors answer the micro PING.
 pub async fn wait_for_processors(client: &Client, n: usize) {
-    use futures::StreamExt;
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let inbox = client.new_inbox();
-        let mut replies = client.subscribe(inbox.clone()).await.unwrap();
-        client
-            .publish_with_reply("$SRV.PING.sessions", inbox, "".into())
-            .await
-            .unwrap();
-        let mut seen = 0;
-        while let Ok(Some(reply)) =
-            tokio::time::timeout(Duration::from_millis(300), replies.next()).await
-        {
-            // With nobody subscribed the broker itself answers "no responders"
-            // (a status message, no payload): that is not a processor.
-            if reply.status.is_none() && !reply.payload.is_empty() {
-                seen += 1;
-            }
-        }
+        let seen = paddock::client::processors_answering(client).await.unwrap();
         if seen >= n {
             return;
         }

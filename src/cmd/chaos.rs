@@ -1,0 +1,897 @@
+//! `paddock chaos`: a long run under load with faults injected, checking what a
+//! team relies on (docs/RELIABILITY.md).
+//!
+//! It starts a 3-node JetStream cluster and two `paddock serve` processes (R3
+//! buckets), then for `--duration`: `--monitors` simulated monitors at `--hz`
+//! (setups sent as acknowledged requests, a lap every 10 s), dashboards following
+//! sessions live, ops creating and deleting sessions, and a `sessions.get` probe.
+//! At random times from `--seed` it injects: kill -9 of a processor (restarted),
+//! SIGSTOP/SIGCONT of a processor for longer than a dashboard's stale window, kill
+//! and restart of a broker node (often the buckets' stream leader), a stop of all
+//! processors for a while, and bursts of bad frames. Each fault opens a declared
+//! window (the fault and a settling time after it).
+//!
+//! Checked continuously: outside fault windows `sessions.get` p99 and the
+//! dashboards' frame gaps stay within stated bounds; within them the longest
+//! unavailability is reported. Checked at the end, through each processor alone:
+//! every acknowledged create and setup is served, every session's final frame is
+//! served, every lap completed while a processor ran is present once, and no
+//! deleted session answers (each is in the archive). Each processor's memory at the
+//! end is compared with its value after warm-up, and the buckets' sizes are shown.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_nats::Client;
+use bytes::Bytes;
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::args::parse_period;
+use super::sim::Rng;
+use crate::broker::LocalCluster;
+use crate::client::{ClientError, SessionsClient};
+use crate::protocol::documents::{Ack, SessionDocument};
+use crate::protocol::id::SessionId;
+use crate::protocol::subjects::{self, DataKind};
+
+#[derive(Debug, Clone, Args)]
+pub struct ChaosArgs {
+    /// How long to run the load and the faults.
+    #[arg(long, env = "PADDOCK_CHAOS_DURATION", default_value = "10m", value_parser = parse_period)]
+    pub duration: Duration,
+    /// Seed of the fault schedule (printed, so a run can be repeated); random when
+    /// not given.
+    #[arg(long, env = "PADDOCK_CHAOS_SEED")]
+    pub seed: Option<u64>,
+    /// Simulated monitors, one session each.
+    #[arg(long, default_value_t = 100)]
+    pub monitors: usize,
+    /// Telemetry frames per second per monitor.
+    #[arg(long, default_value_t = 20)]
+    pub hz: u32,
+    /// Dashboards following a session live.
+    #[arg(long, default_value_t = 4)]
+    pub dashboards: usize,
+    /// Mean time between faults.
+    #[arg(long, default_value = "30s", value_parser = parse_period)]
+    pub fault_every: Duration,
+    /// Outside fault windows, `sessions.get` p99 must stay within this.
+    #[arg(long, default_value = "250ms", value_parser = parse_period)]
+    pub get_p99_bound: Duration,
+    /// Outside fault windows, no dashboard may wait longer than this for a frame.
+    #[arg(long, default_value = "1s", value_parser = parse_period)]
+    pub gap_bound: Duration,
+    /// A processor's memory at the end may exceed its value after warm-up by at
+    /// most this factor (plus 32 MiB of allocator slack).
+    #[arg(long, default_value_t = 1.5)]
+    pub rss_margin: f64,
+    /// nats-server binary (default: the one `paddock broker which` names).
+    #[arg(long, env = "NATS_SERVER_BIN")]
+    pub nats_server_bin: Option<PathBuf>,
+}
+
+/// How long after a fault ends its window stays open: reconnects, leader
+/// elections and catch-up.
+const SETTLE: Duration = Duration::from_secs(10);
+/// A dashboard shows STALE after this long without a frame; a paused processor
+/// stays paused longer.
+const STALE: Duration = Duration::from_secs(5);
+/// A lap every this many seconds of each monitor's frames.
+const LAP_S: u64 = 10;
+const BUCKET: &str = "paddock_sessions";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    KillProcessor,
+    PauseProcessor,
+    KillBroker,
+    StopAllProcessors,
+    BadFrames,
+}
+
+impl Fault {
+    const ALL: [Fault; 5] = [
+        Fault::KillProcessor,
+        Fault::PauseProcessor,
+        Fault::KillBroker,
+        Fault::StopAllProcessors,
+        Fault::BadFrames,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillProcessor => "kill -9 a processor, restart it",
+            Fault::PauseProcessor => "SIGSTOP a processor 7 s, SIGCONT",
+            Fault::KillBroker => "kill a broker node, restart it",
+            Fault::StopAllProcessors => "stop every processor 5 s",
+            Fault::BadFrames => "burst of 5,000 bad frames",
+        }
+    }
+}
+
+/// One `paddock serve` child.
+struct Processor {
+    child: Child,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Processor {
+    fn spawn(args: &[String], log: PathBuf) -> anyhow::Result<Self> {
+        let child = Command::new(std::env::current_exe()?)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)?,
+            )
+            .spawn()
+            .context("cannot start a processor")?;
+        Ok(Processor {
+            child,
+            args: args.to_vec(),
+            log,
+        })
+    }
+    fn signal(&self, signal: i32) {
+        // SAFETY: a plain kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+    fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = Processor::spawn(&self.args, self.log.clone())?;
+        Ok(())
+    }
+    /// Stops it gracefully (SIGTERM: drain and store the last changes).
+    fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    /// Resident memory in bytes (Linux), if readable.
+    fn rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+}
+
+impl Drop for Processor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the load generators know, for the checks.
+#[derive(Default)]
+struct Truth {
+    /// Sessions whose create was acknowledged, and not deleted.
+    live: HashSet<SessionId>,
+    /// Sessions whose delete was acknowledged.
+    deleted: HashSet<SessionId>,
+    /// The last acknowledged setup revision per session.
+    setup_rev: HashMap<SessionId, u64>,
+    /// The last frame's sequence number published per session.
+    last_seq: HashMap<SessionId, u64>,
+    /// Completed laps per session, with when the next lap's first frame went out.
+    laps: HashMap<SessionId, Vec<(u64, Instant)>>,
+}
+
+/// When something was unavailable or slow.
+#[derive(Default)]
+struct Observed {
+    /// (when, latency) of each answered probe; failures as `None`.
+    gets: Vec<(Instant, Option<Duration>)>,
+    /// Per dashboard, when each frame arrived.
+    arrivals: Vec<Vec<Instant>>,
+    /// Fault windows: kind, start, end (settle included).
+    windows: Vec<(Fault, Instant, Instant)>,
+    /// Windows in which no processor ran (laps then cannot be recorded).
+    all_down: Vec<(Instant, Instant)>,
+}
+
+pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    eprintln!("== paddock chaos: seed {seed}, {:?}", args.duration);
+    if let Some(bin) = &args.nats_server_bin {
+        // SAFETY: set before any thread reads the environment here.
+        unsafe { std::env::set_var("NATS_SERVER_BIN", bin) };
+    }
+    let cluster = tokio::task::spawn_blocking(|| LocalCluster::start(3, None)).await??;
+    let cluster = Arc::new(Mutex::new(cluster));
+    let urls = cluster.lock().unwrap().urls();
+    let dir = crate::broker::fresh_dir("chaos");
+    let serve_args: Vec<String> = [
+        "serve",
+        "--nats-url",
+        &urls,
+        "--kv-replicas",
+        "3",
+        "--kv-bucket",
+        BUCKET,
+        "--max-sessions",
+        "10000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut processors = (0..2)
+        .map(|i| Processor::spawn(&serve_args, dir.join(format!("processor-{i}.log"))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let nats = crate::client::connect::connect_persistent(
+        &crate::client::connect::ConnectConfig::plain(&urls),
+        "paddock-chaos",
+    )
+    .await?;
+    let ops = SessionsClient::new(nats.clone(), urls.clone(), Duration::from_secs(5));
+    wait_for(&nats, 2).await?;
+    eprintln!(
+        "== cluster of 3 and 2 processors up (logs in {})",
+        dir.display()
+    );
+
+    let truth = Arc::new(Mutex::new(Truth::default()));
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let started = Instant::now();
+    let stop_at = started + args.duration;
+
+    // Monitors: one acknowledged create and setup each, then frames.
+    let mut ids = Vec::new();
+    for _ in 0..args.monitors {
+        let id = create(&ops).await?;
+        set_up(&ops, &truth, id, 0).await?;
+        ids.push(id);
+    }
+    let load = spawn_load(&urls, &ids, args.hz, &truth, stop_at).await?;
+    let dashboards = spawn_dashboards(&urls, &ids, args.dashboards, &observed, stop_at).await?;
+    let probe = tokio::spawn(probe(
+        ops.clone(),
+        ids.clone(),
+        Arc::clone(&observed),
+        stop_at,
+    ));
+    let churn = tokio::spawn(churn(
+        ops.clone(),
+        ids.clone(),
+        Arc::clone(&truth),
+        stop_at,
+        seed,
+    ));
+
+    // Faults until the end, on the seed's schedule; memory after warm-up.
+    let warm_up = started + args.duration.mul_f64(0.15).max(Duration::from_secs(10));
+    let mut rng = Rng::new(seed);
+    let mut rss_start: Vec<Option<u64>> = vec![None; 2];
+    let mut counts: BTreeMap<Fault, u32> = BTreeMap::new();
+    let mut next_fault = started + Duration::from_secs(15);
+    while Instant::now() < stop_at {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if rss_start[0].is_none() && Instant::now() >= warm_up {
+            rss_start = processors.iter().map(Processor::rss).collect();
+        }
+        // No fault in the last settle time: the end is measured calm.
+        if Instant::now() < next_fault || Instant::now() + SETTLE * 2 > stop_at {
+            continue;
+        }
+        let fault = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
+        *counts.entry(fault).or_default() += 1;
+        let from = Instant::now();
+        eprintln!(
+            "== {:>6.1}s fault: {}",
+            from.duration_since(started).as_secs_f64(),
+            fault.name()
+        );
+        inject(
+            fault,
+            &mut rng,
+            &mut processors,
+            &cluster,
+            &nats,
+            &ids,
+            &observed,
+        )
+        .await?;
+        observed
+            .lock()
+            .unwrap()
+            .windows
+            .push((fault, from, Instant::now() + SETTLE));
+        let mean = args.fault_every.as_secs_f64();
+        next_fault = Instant::now()
+            + Duration::from_secs_f64(mean * (0.5 + rng.below(1000) as f64 / 1000.0));
+    }
+    let _ = tokio::join!(load, dashboards, probe, churn);
+    let rss_end: Vec<Option<u64>> = processors.iter().map(Processor::rss).collect();
+    // Frames handed to the clients are out; the write-behind window passes.
+    let _ = nats.flush().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The end checks, through each processor alone.
+    let mut violations = Vec::new();
+    for alone in 0..2 {
+        let other = 1 - alone;
+        processors[other].terminate();
+        let problems = check_all(&ops, &truth, &observed).await;
+        for p in problems {
+            violations.push(format!("via processor {alone}: {p}"));
+        }
+        processors[other].restart()?;
+        wait_for(&nats, 2).await?;
+    }
+    let kv = bucket_sizes(&nats).await;
+
+    // What happened, in one table.
+    let observed = observed.lock().unwrap();
+    let in_window = |t: Instant| observed.windows.iter().any(|(_, a, b)| t >= *a && t <= *b);
+    let mut calm: Vec<Duration> = observed
+        .gets
+        .iter()
+        .filter(|(t, _)| !in_window(*t))
+        .filter_map(|(_, l)| *l)
+        .collect();
+    calm.sort();
+    let calm_failures = observed
+        .gets
+        .iter()
+        .filter(|(t, l)| l.is_none() && !in_window(*t))
+        .count();
+    let p = |q: f64| {
+        calm.get(((calm.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+    };
+    let worst_unavailable = longest_unavailability(&observed.gets);
+    let mut worst_gap_calm = Duration::ZERO;
+    let mut worst_gap_fault = Duration::ZERO;
+    for arrivals in &observed.arrivals {
+        for pair in arrivals.windows(2) {
+            let gap = pair[1] - pair[0];
+            if in_window(pair[1]) || in_window(pair[0]) {
+                worst_gap_fault = worst_gap_fault.max(gap);
+            } else {
+                worst_gap_calm = worst_gap_calm.max(gap);
+            }
+        }
+    }
+    if let Some(p99) = p(0.99)
+        && p99 > args.get_p99_bound
+    {
+        violations.push(format!(
+            "sessions.get p99 outside faults {p99:?} > {:?}",
+            args.get_p99_bound
+        ));
+    }
+    if calm_failures > 0 {
+        violations.push(format!(
+            "{calm_failures} sessions.get failed outside fault windows"
+        ));
+    }
+    if worst_gap_calm > args.gap_bound {
+        violations.push(format!(
+            "a dashboard waited {worst_gap_calm:?} for a frame outside faults (> {:?})",
+            args.gap_bound
+        ));
+    }
+    for (i, (start, end)) in rss_start.iter().zip(&rss_end).enumerate() {
+        if let (Some(start), Some(end)) = (start, end)
+            && (*end as f64) > (*start as f64) * args.rss_margin + 32.0 * 1024.0 * 1024.0
+        {
+            violations.push(format!(
+                "processor {i} grew from {} to {} MiB",
+                start >> 20,
+                end >> 20
+            ));
+        }
+    }
+
+    let truth = truth.lock().unwrap();
+    let frames: u64 = truth.last_seq.values().sum();
+    let mb = |b: Option<u64>| {
+        b.map_or("—".to_string(), |b| {
+            format!("{:.0} MiB", b as f64 / 1048576.0)
+        })
+    };
+    let ms = |d: Option<Duration>| {
+        d.map_or("—".into(), |d| {
+            format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+        })
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\n| paddock chaos | seed {seed}, {} s |\n|---|---|\n",
+        args.duration.as_secs()
+    ));
+    out.push_str(&format!(
+        "| load | {} monitors at {} Hz ({} frames), {} dashboards, ops creating and deleting ({} deleted), a get probe every 100 ms |\n",
+        args.monitors, args.hz, frames, args.dashboards, truth.deleted.len()
+    ));
+    for fault in Fault::ALL {
+        out.push_str(&format!(
+            "| fault: {} | {} |\n",
+            fault.name(),
+            counts.get(&fault).copied().unwrap_or(0)
+        ));
+    }
+    out.push_str(&format!(
+        "| sessions.get outside faults: p50 / p99 / max (bound {:?}) | {} / {} / {} ({} probes) |\n",
+        args.get_p99_bound,
+        ms(p(0.5)),
+        ms(p(0.99)),
+        ms(calm.last().copied()),
+        calm.len()
+    ));
+    out.push_str(&format!(
+        "| dashboard frame gap, worst: outside faults (bound {:?}) / within | {} / {} |\n",
+        args.gap_bound,
+        ms(Some(worst_gap_calm)),
+        ms(Some(worst_gap_fault))
+    ));
+    out.push_str(&format!(
+        "| longest sessions.get unavailability (within faults) | {} |\n",
+        ms(Some(worst_unavailable))
+    ));
+    for i in 0..2 {
+        out.push_str(&format!(
+            "| processor {i} memory: after warm-up → end (margin ×{} + 32 MiB) | {} → {} |\n",
+            args.rss_margin,
+            mb(rss_start[i]),
+            mb(rss_end[i])
+        ));
+    }
+    out.push_str(&format!("| buckets at the end | {kv} |\n"));
+    out.push_str(&format!(
+        "| invariants: acknowledged creates and setups served, final frames served, laps present once, deleted sessions gone and archived — through each processor alone | {} |\n",
+        if violations.is_empty() { "all hold".to_string() } else { format!("{} violated", violations.len()) }
+    ));
+    println!("{out}");
+    if !violations.is_empty() {
+        for v in violations.iter().take(50) {
+            eprintln!("violation: {v}");
+        }
+        bail!("{} invariant violations (seed {seed})", violations.len());
+    }
+    Ok(())
+}
+
+/// Waits until `n` processors answer discovery.
+async fn wait_for(nats: &Client, n: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = crate::client::processors_answering(nats)
+            .await
+            .map_err(|e| anyhow::anyhow!("discovery failed: {e}"))?;
+        if seen >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {seen} of {n} processors answer after 120 s");
+        }
+    }
+}
+
+/// Creates a session, retrying while no processor answers.
+async fn create(ops: &SessionsClient) -> anyhow::Result<SessionId> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match ops.create().await {
+            Ok(doc) => return Ok(doc.session_id),
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends setup revision `rev` as a request; records it once acknowledged.
+async fn set_up(
+    ops: &SessionsClient,
+    truth: &Mutex<Truth>,
+    id: SessionId,
+    rev: u64,
+) -> anyhow::Result<()> {
+    let body = Bytes::from(json!({"rev": rev, "wing": 3 + rev % 5, "car": "chaos"}).to_string());
+    let acked = ops
+        .request_as::<Ack>(subjects::data(&id, DataKind::Setup), body)
+        .await;
+    if acked.is_ok() {
+        let mut truth = truth.lock().unwrap();
+        truth.setup_rev.insert(id, rev);
+        truth.live.insert(id);
+    }
+    Ok(())
+}
+
+/// The monitors' frames: `hz` a second for every session, over four connections;
+/// the lap goes up every `LAP_S` seconds of frames; a new setup now and then.
+async fn spawn_load(
+    urls: &str,
+    ids: &[SessionId],
+    hz: u32,
+    truth: &Arc<Mutex<Truth>>,
+    stop_at: Instant,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for chunk in ids.chunks(ids.len().div_ceil(4).max(1)) {
+        let config = crate::client::connect::ConnectConfig::plain(urls);
+        let nats =
+            crate::client::connect::connect_persistent(&config, "paddock-chaos-monitor").await?;
+        let setups = SessionsClient::new(nats.clone(), urls.to_string(), Duration::from_secs(3));
+        let chunk = chunk.to_vec();
+        let truth = Arc::clone(truth);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(hz)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut seq = 0u64;
+            while Instant::now() < stop_at {
+                tick.tick().await;
+                seq += 1;
+                let lap = 1 + seq / (LAP_S * u64::from(hz));
+                for id in &chunk {
+                    let frame = json!({"seq": seq, "lap": lap, "fuel": 100.0 - (seq % 1000) as f64 / 20.0, "player_name": "chaos"});
+                    if nats
+                        .publish(subjects::data(id, DataKind::Telemetry), frame.to_string().into())
+                        .await
+                        .is_ok()
+                    {
+                        let mut truth = truth.lock().unwrap();
+                        truth.last_seq.insert(*id, seq);
+                        if seq.is_multiple_of(LAP_S * u64::from(hz)) {
+                            // This frame starts lap `lap`: lap - 1 is complete.
+                            truth.laps.entry(*id).or_default().push((lap - 1, Instant::now()));
+                        }
+                    }
+                }
+                // A new setup for one car every 2 s of frames, acknowledged.
+                if seq.is_multiple_of(2 * u64::from(hz)) {
+                    let id = chunk[(seq as usize / (2 * hz as usize)) % chunk.len()];
+                    // Beside the frames: an unanswered setup (a fault) must not
+                    // hold them up.
+                    let (setups, truth) = (setups.clone(), Arc::clone(&truth));
+                    tokio::spawn(async move { set_up(&setups, &truth, id, seq).await });
+                }
+            }
+            let _ = nats.flush().await;
+        }));
+    }
+    Ok(tokio::spawn(async move {
+        for t in tasks {
+            let _ = t.await;
+        }
+    }))
+}
+
+/// Dashboards: subscribe to a session's telemetry and note each arrival.
+async fn spawn_dashboards(
+    urls: &str,
+    ids: &[SessionId],
+    n: usize,
+    observed: &Arc<Mutex<Observed>>,
+    stop_at: Instant,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use futures::StreamExt;
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().take(n).enumerate() {
+        observed.lock().unwrap().arrivals.push(Vec::new());
+        let config = crate::client::connect::ConnectConfig::plain(urls);
+        let nats =
+            crate::client::connect::connect_persistent(&config, "paddock-chaos-dashboard").await?;
+        let mut frames = nats
+            .subscribe(subjects::data(id, DataKind::Telemetry))
+            .await?;
+        let observed = Arc::clone(observed);
+        tasks.push(tokio::spawn(async move {
+            let _nats = nats;
+            while Instant::now() < stop_at {
+                match tokio::time::timeout(Duration::from_secs(1), frames.next()).await {
+                    Ok(Some(_)) => observed.lock().unwrap().arrivals[i].push(Instant::now()),
+                    Ok(None) => return,
+                    Err(_) => {}
+                }
+            }
+        }));
+    }
+    Ok(tokio::spawn(async move {
+        for t in tasks {
+            let _ = t.await;
+        }
+    }))
+}
+
+/// `sessions.get` of a random monitor session every 100 ms, timed.
+async fn probe(
+    ops: SessionsClient,
+    ids: Vec<SessionId>,
+    observed: Arc<Mutex<Observed>>,
+    stop_at: Instant,
+) {
+    let mut n = 0usize;
+    while Instant::now() < stop_at {
+        n += 1;
+        let id = ids[n * 7919 % ids.len()];
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(2), ops.get(&id.to_string())).await;
+        let latency = matches!(answer, Ok(Ok(_))).then(|| sent.elapsed());
+        observed.lock().unwrap().gets.push((sent, latency));
+        tokio::time::sleep(Duration::from_millis(100).saturating_sub(sent.elapsed())).await;
+    }
+}
+
+/// Ops: every 3 s a new session with a setup, and the oldest such one deleted.
+async fn churn(
+    ops: SessionsClient,
+    monitors: Vec<SessionId>,
+    truth: Arc<Mutex<Truth>>,
+    stop_at: Instant,
+    seed: u64,
+) {
+    let _ = (monitors, seed);
+    let mut mine: std::collections::VecDeque<SessionId> = Default::default();
+    let mut rev = 0;
+    while Instant::now() < stop_at {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if let Ok(doc) = ops.create().await {
+            let id = doc.session_id;
+            truth.lock().unwrap().live.insert(id);
+            rev += 1;
+            let _ = set_up(&ops, &truth, id, rev).await;
+            mine.push_back(id);
+        }
+        if mine.len() > 5
+            && let Some(id) = mine.pop_front()
+        {
+            match ops.delete(&id.to_string()).await {
+                Ok(_) => {
+                    let mut truth = truth.lock().unwrap();
+                    truth.live.remove(&id);
+                    truth.deleted.insert(id);
+                }
+                // Not acknowledged: it may or may not have ended; not checked.
+                Err(_) => {
+                    truth.lock().unwrap().live.remove(&id);
+                }
+            }
+        }
+    }
+}
+
+async fn inject(
+    fault: Fault,
+    rng: &mut Rng,
+    processors: &mut [Processor],
+    cluster: &Arc<Mutex<LocalCluster>>,
+    nats: &Client,
+    ids: &[SessionId],
+    observed: &Arc<Mutex<Observed>>,
+) -> anyhow::Result<()> {
+    let which = rng.below(processors.len() as u64) as usize;
+    match fault {
+        Fault::KillProcessor => {
+            processors[which].signal(libc::SIGKILL);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            processors[which].restart()?;
+        }
+        Fault::PauseProcessor => {
+            processors[which].signal(libc::SIGSTOP);
+            tokio::time::sleep(STALE + Duration::from_secs(2)).await;
+            processors[which].signal(libc::SIGCONT);
+        }
+        Fault::KillBroker => {
+            // Half the time the node that leads the live bucket's stream.
+            let node = if rng.below(2) == 0 {
+                stream_leader(nats).await.unwrap_or(0)
+            } else {
+                rng.below(3) as usize
+            };
+            let down = Arc::clone(cluster);
+            tokio::task::spawn_blocking(move || down.lock().unwrap().nodes[node].kill()).await?;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let up = Arc::clone(cluster);
+            tokio::task::spawn_blocking(move || up.lock().unwrap().nodes[node].restart()).await??;
+        }
+        Fault::StopAllProcessors => {
+            let from = Instant::now();
+            for p in processors.iter() {
+                p.signal(libc::SIGKILL);
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            for p in processors.iter_mut() {
+                p.restart()?;
+            }
+            wait_for(nats, processors.len()).await?;
+            observed
+                .lock()
+                .unwrap()
+                .all_down
+                .push((from, Instant::now()));
+        }
+        Fault::BadFrames => {
+            for i in 0..5_000u64 {
+                let subject = if i % 3 == 0 {
+                    format!("session.{}.telemetry", uuid::Uuid::new_v4())
+                } else {
+                    subjects::data(&ids[(i as usize) % ids.len()], DataKind::Telemetry)
+                };
+                let body: &'static [u8] = match i % 4 {
+                    0 => b"{not json",
+                    1 => b"[1,2,3]",
+                    2 => b"\xff\xfe",
+                    _ => b"",
+                };
+                let _ = nats.publish(subject, Bytes::from_static(body)).await;
+            }
+            let _ = nats.flush().await;
+        }
+    }
+    Ok(())
+}
+
+/// Every invariant that the end state must satisfy, through whichever processor
+/// answers; the problems found.
+async fn check_all(
+    ops: &SessionsClient,
+    truth: &Mutex<Truth>,
+    observed: &Mutex<Observed>,
+) -> Vec<String> {
+    let (live, deleted, setup_rev, last_seq, laps) = {
+        let t = truth.lock().unwrap();
+        (
+            t.live.clone(),
+            t.deleted.clone(),
+            t.setup_rev.clone(),
+            t.last_seq.clone(),
+            t.laps.clone(),
+        )
+    };
+    let all_down = observed.lock().unwrap().all_down.clone();
+    let mut problems = Vec::new();
+    for id in &live {
+        let text = id.to_string();
+        let doc: SessionDocument<Value> = match retry(|| ops.get(&text)).await {
+            Ok(doc) => doc,
+            Err(e) => {
+                problems.push(format!("acknowledged session {id} not served: {e}"));
+                continue;
+            }
+        };
+        if let Some(rev) = setup_rev.get(id) {
+            // The acknowledged one, or a later one whose acknowledgement was lost.
+            let served = doc.setup.as_ref().and_then(|s| s["rev"].as_u64());
+            if served.is_none_or(|served| served < *rev) {
+                problems.push(format!(
+                    "{id}: acknowledged setup rev {rev}, served {served:?}"
+                ));
+            }
+        }
+        if let Some(seq) = last_seq.get(id) {
+            let served = doc.telemetry.as_ref().and_then(|t| t["seq"].as_u64());
+            if served != Some(*seq) {
+                problems.push(format!("{id}: final frame {seq}, served {served:?}"));
+            }
+        }
+        if let Some(completed) = laps.get(id) {
+            match retry(|| ops.laps(id, None, false)).await {
+                Ok(records) => {
+                    let mut seen = HashSet::new();
+                    for r in &records {
+                        if !seen.insert(r.lap.to_string()) {
+                            problems.push(format!("{id}: lap {} recorded twice", r.lap));
+                        }
+                    }
+                    for (lap, at) in completed {
+                        let unseen = all_down.iter().any(|(a, b)| {
+                            *at + Duration::from_secs(2) >= *a && *at <= *b + Duration::from_secs(2)
+                        });
+                        if !unseen && !seen.contains(&lap.to_string()) {
+                            problems.push(format!("{id}: lap {lap} missing"));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("{id}: laps not served: {e}")),
+            }
+        }
+    }
+    for id in &deleted {
+        match ops.get(&id.to_string()).await {
+            Err(ClientError::Service { code: 404, .. }) => {}
+            other => problems.push(format!("deleted session {id} answers: {other:?}")),
+        }
+        let archived: Result<Value, _> = ops
+            .request("archive.get", json!({ "session_id": id }))
+            .await;
+        if let Err(e) = archived {
+            problems.push(format!("deleted session {id} not in the archive: {e}"));
+        }
+    }
+    problems
+}
+
+/// A request retried for a few seconds while no processor answers (one was just
+/// stopped for the check).
+async fn retry<T, F, Fut>(mut ask: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match ask().await {
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The longest time from a failed probe to the next answered one.
+fn longest_unavailability(gets: &[(Instant, Option<Duration>)]) -> Duration {
+    let mut worst = Duration::ZERO;
+    let mut down_since = None;
+    for (at, latency) in gets {
+        match (latency, down_since) {
+            (None, None) => down_since = Some(*at),
+            (Some(l), Some(since)) => {
+                worst = worst.max((*at + *l) - since);
+                down_since = None;
+            }
+            _ => {}
+        }
+    }
+    worst
+}
+
+/// Messages and bytes of paddock's three buckets.
+async fn bucket_sizes(nats: &Client) -> String {
+    let js = async_nats::jetstream::new(nats.clone());
+    let mut parts = Vec::new();
+    for (name, stream) in [
+        ("live", format!("KV_{BUCKET}")),
+        ("archive", format!("KV_{BUCKET}_archive")),
+        ("laps", format!("KV_{BUCKET}_laps")),
+    ] {
+        match js.get_stream(&stream).await {
+            Ok(mut s) => match s.info().await {
+                Ok(info) => parts.push(format!(
+                    "{name} {} keys, {:.1} MiB",
+                    info.state.messages,
+                    info.state.bytes as f64 / 1048576.0
+                )),
+                Err(e) => parts.push(format!("{name}: {e}")),
+            },
+            Err(e) => parts.push(format!("{name}: {e}")),
+        }
+    }
+    parts.join("; ")
+}
+
+/// The node (n0..n2) leading the live bucket's stream.
+async fn stream_leader(nats: &Client) -> Option<usize> {
+    let js = async_nats::jetstream::new(nats.clone());
+    let mut stream = js.get_stream(format!("KV_{BUCKET}")).await.ok()?;
+    let info = stream.info().await.ok()?;
+    let leader = info.cluster.as_ref()?.leader.as_ref()?;
+    leader.strip_prefix('n')?.parse().ok()
+}
