@@ -30,7 +30,7 @@ use crate::client::creds::Stopped;
 use crate::cmd::sim::Race;
 use crate::protocol::documents::Ack;
 use crate::protocol::id::SessionId;
-use crate::protocol::subjects::{self, DataKind, Endpoint};
+use crate::protocol::subjects::{self, DataKind, Endpoint, Event};
 
 /// One simulated car and where its frames go.
 struct Car {
@@ -174,6 +174,15 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         }
     }
 
+    // On an open broker the monitor hears when its sessions end (deleted, or
+    // expired): frames to them would only be refused, so it says so and stops.
+    // (Per-session credentials may not subscribe there; renewal tells them.)
+    let mut endings = match open_broker {
+        true => Some(nats.subscribe(subjects::ALL_SERVICE_EVENTS).await?),
+        false => None,
+    };
+    let ours: std::collections::HashSet<String> = cars.iter().map(|c| c.id.clone()).collect();
+
     let started = Instant::now();
     let mut progress = Progress::new(args.sessions, args.progress);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
@@ -195,6 +204,28 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         tokio::select! {
             () = &mut shutdown => break,
             () = &mut until_deadline => break,
+            Some(event) = async {
+                match endings.as_mut() {
+                    Some(sub) => futures::StreamExt::next(sub).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let ended = subjects::event_of(&event.subject)
+                    .filter(|kind| matches!(kind, Event::Deleted | Event::Expired));
+                let session = serde_json::from_slice::<Value>(&event.payload)
+                    .ok()
+                    .and_then(|v| v["session_id"].as_str().map(str::to_string));
+                if let (Some(kind), Some(id)) = (ended, session)
+                    && ours.contains(&id)
+                {
+                    bail!(
+                        "session {id} was {} (sessions.events.{}): its frames would be \
+                         refused, so the monitor stops",
+                        if kind == Event::Deleted { "deleted" } else { "ended after being idle" },
+                        kind.as_str()
+                    );
+                }
+            }
             Some(stopped) = renewal.recv() => {
                 if let Stopped::SessionEnded(e) = stopped {
                     bail!(

@@ -275,6 +275,16 @@ pub fn service_event(event: Event) -> String {
     format!("{CONTROL_PREFIX}.events.{}", event.as_str())
 }
 
+/// The event of a `sessions.events.<kind>` subject, if it is one.
+pub fn event_of(subject: &str) -> Option<Event> {
+    let kind = subject
+        .strip_prefix(CONTROL_PREFIX)?
+        .strip_prefix(".events.")?;
+    [Event::Created, Event::Deleted, Event::Expired]
+        .into_iter()
+        .find(|e| e.as_str() == kind)
+}
+
 /// `sessions.<endpoint>`: a control endpoint's full subject.
 pub fn control(endpoint: &str) -> String {
     format!("{CONTROL_PREFIX}.{endpoint}")

@@ -224,7 +224,7 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
     let http = format!("127.0.0.1:{}", free_port());
     let ws = server.ws_url();
     // Short-lived credentials, so the test sees the page renew its own.
-    let ttl = 4u64;
+    let ttl = 5u64;
     let _processor = serve_issuing(
         &url,
         &dir,
@@ -282,6 +282,9 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
         assert_eq!(code, 0, "{stderr}");
         stdout
     };
+    // The browser first: each link below is opened as soon as it is made, well
+    // within the credentials' short life.
+    let browser = Browser::start(PHONE).await;
     let stdout = share().await;
     let link = stdout.lines().next().unwrap().to_string();
     assert!(
@@ -295,7 +298,6 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
     // A QR code follows the link, for a phone.
     assert!(stdout.lines().count() > 20, "{stdout}");
 
-    let browser = Browser::start(PHONE).await;
     browser.open(&link).await;
     browser
         .wait_text("[data-f=lap]", "its own session", |t| t == "3")
@@ -310,8 +312,9 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
         "the page draws its own QR code"
     );
 
-    // The same credentials on the other session's page: refused, and said so.
-    let fragment = link.split_once('#').unwrap().1;
+    // A session's credentials on the other session's page: refused, and said so.
+    let other = share().await.lines().next().unwrap().to_string();
+    let fragment = other.split_once('#').unwrap().1;
     browser
         .open(&format!("http://{http}/session/{}#{fragment}", ids[1]))
         .await;

@@ -281,6 +281,55 @@ async fn a_monitor_keeps_its_session_across_a_broker_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_stops_saying_so_when_its_session_is_deleted() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let _processor = serve_binary(&url, &[]);
+    let nc = connect(&url).await;
+    wait_for_processors(&nc, 1).await;
+    let id = create(&nc).await;
+    let mut monitor = paddock()
+        .args(["monitor", "--session", &id, "--hz", "20", "--progress", "0"])
+        .args(["--nats-url", &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Streaming: frames arrive.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ask(&nc, &format!("sessions.get.{id}"), String::new())
+        .await
+        .ok()["stats"]["telemetry_count"]
+        .as_u64()
+        == Some(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no frames from the monitor"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ask(&nc, "sessions.delete", id_body(&id)).await.ok();
+    // It says so once and stops with exit 1, instead of streaming into the void.
+    let output = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while monitor.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the monitor kept running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        monitor.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("was deleted").count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitor_replays_a_recording() {
     let app = spawn_app().await;
     let url = app.server.url();

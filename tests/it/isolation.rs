@@ -272,7 +272,7 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_renewed_while_the_session_lives_and_end_within_the_ttl_after_it() {
-    const TTL_S: u64 = 3;
+    const TTL_S: u64 = 4;
     let dir = fresh_dir("auth-ttl");
     let out = dir.to_str().unwrap().to_string();
     let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;

@@ -22,7 +22,23 @@ pub const DESKTOP: (u32, u32) = (1400, 1000);
 
 pub struct Browser {
     pub client: Client,
-    driver: Child,
+    _driver: Driver,
+}
+
+/// chromedriver, in a process group of its own with the browsers it starts: the
+/// group is killed on drop, so no headless chromium outlives a test, even one
+/// that fails while starting.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = self.0.id() as i32;
+        // SAFETY: kill(2) on a process group this test created.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
 }
 
 fn find(env: &str, candidates: &[&str]) -> Option<PathBuf> {
@@ -55,13 +71,15 @@ impl Browser {
         )
         .unwrap_or_else(|| missing("chromium"));
         let port = free_port();
-        let driver = Command::new(&driver_bin)
-            .arg(format!("--port={port}"))
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_bin.display()));
+        let driver = Driver(
+            Command::new(&driver_bin)
+                .arg(format!("--port={port}"))
+                .process_group(0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_bin.display())),
+        );
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -94,7 +112,10 @@ impl Browser {
                 Err(e) => panic!("chromedriver at {url} did not start a browser: {e}"),
             }
         };
-        let browser = Browser { client, driver };
+        let browser = Browser {
+            client,
+            _driver: driver,
+        };
         browser.resize(size).await;
         browser
     }
@@ -198,17 +219,5 @@ impl Browser {
     /// Ends the browser session (call at the end of a test; drop kills the rest).
     pub async fn close(self) {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.client.clone().close()).await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // chromedriver and the browsers it started share its process group: kill
-        // the group, so no headless chromium outlives a failed test.
-        let group = self.driver.id() as i32;
-        unsafe {
-            libc::kill(-group, libc::SIGKILL);
-        }
-        let _ = self.driver.wait();
     }
 }
