@@ -214,9 +214,7 @@ async fn connect_with(options: ConnectOptions, args: &ConnectConfig) -> anyhow::
 /// and the test harness connect through this one function.
 pub async fn processor(config: &ConnectConfig, ingest_buffer: usize) -> anyhow::Result<Client> {
     let options = options(config, "paddock-processor", None)?.subscription_capacity(ingest_buffer);
-    connect_with(options, config)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))
+    connect_with(options, config).await
 }
 
 /// Connects a long-running command that reacts to the link (monitor, watch): keeps
@@ -276,15 +274,40 @@ fn ensure_readable(path: &std::path::Path) -> anyhow::Result<()> {
 /// (the nodes of a cluster): the client tries them in turn, and also learns the
 /// other nodes from the server it reaches.
 async fn connect_to(options: ConnectOptions, args: &ConnectConfig) -> anyhow::Result<Client> {
-    let options = secured(options, args).await?;
     let url = args.nats_url.as_str();
-    let servers: Result<Vec<ServerAddr>, _> = url.split(',').map(|u| u.trim().parse()).collect();
-    let client = match servers {
-        Ok(servers) => options.connect(servers).await,
-        // Let the client report the malformed URL in its own words.
-        Err(_) => options.connect(url).await,
-    };
-    Ok(client?)
+    let servers: Vec<ServerAddr> = url
+        .split(',')
+        .map(|u| u.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{url} is not a NATS URL ({e}): nats://HOST:PORT or tls://HOST:PORT, several \
+                 comma-separated for a cluster"
+            )
+        })?;
+    let options = secured(options, args).await?;
+    options
+        .connect(servers)
+        .await
+        .map_err(|e| refused_or_unreachable(url, &e))
+}
+
+/// A failed connection in one line that says which it was: the broker is not
+/// there, or it is and refused us (credentials, TLS). The client's error already
+/// quotes its cause, so only its text is kept (the chain would repeat it).
+fn refused_or_unreachable(url: &str, e: &async_nats::ConnectError) -> anyhow::Error {
+    use async_nats::ConnectErrorKind as Kind;
+    match e.kind() {
+        // Its text is "authorization violation: nats: authorization violation".
+        Kind::AuthorizationViolation => anyhow::anyhow!(
+            "the NATS broker at {url} refused these credentials (authorization violation)"
+        ),
+        Kind::Authentication => {
+            anyhow::anyhow!("the NATS broker at {url} refused these credentials: {e}")
+        }
+        Kind::Tls => anyhow::anyhow!("TLS with the NATS broker at {url} failed: {e}"),
+        _ => anyhow::anyhow!("no NATS broker is reachable at {url}: {e}"),
+    }
 }
 
 #[cfg(test)]

@@ -101,9 +101,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
 
     let url = &args.connect.nats_url;
     let config = args.connect.config();
-    let (nats, mut links) = connect_observed(&config, "paddock-monitor")
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    let (nats, mut links) = connect_observed(&config, "paddock-monitor").await?;
     // A session's own credentials are short-lived: keep them fresh while it lives.
     let renewing = Arc::new(AtomicBool::new(false));
     let mut renewal = match &args.session {

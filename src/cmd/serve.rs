@@ -57,7 +57,7 @@ pub struct ServeArgs {
     /// Holders (monitor, watch, the dashboard page) renew them while the session
     /// lives, so a deleted or expired session's credentials stop working within
     /// this time.
-    #[arg(long, env = "PADDOCK_CREDENTIALS_TTL", default_value = "15m", value_parser = parse_period)]
+    #[arg(long, env = "PADDOCK_CREDENTIALS_TTL", default_value = "5m", value_parser = parse_period)]
     pub credentials_ttl: Duration,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions, value_parser = parse_count)]

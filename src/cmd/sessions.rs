@@ -131,9 +131,7 @@ impl DashboardArgs {
 
 pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
     let url = &args.connect.nats_url;
-    let nats = connect_once(&args.connect.config(), "paddock-ops")
-        .await
-        .with_context(|| format!("no NATS broker is reachable at {url}"))?;
+    let nats = connect_once(&args.connect.config(), "paddock-ops").await?;
     let client = SessionsClient::new(nats, url.clone(), args.timeout);
     let out = match &args.command {
         SessionsCommand::Create { credentials_dir } => {

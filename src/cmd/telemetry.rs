@@ -17,9 +17,16 @@ pub enum LogFormat {
 /// script may read.
 pub fn init(format: LogFormat, default_level: &str) {
     // async-nats logs its own connection events at info; ours (connect.rs) say the
-    // same with context, so by default only its warnings and errors come through.
+    // same with context, so by default only its warnings and errors come through,
+    // and for commands a person runs none: they report a failed connection
+    // themselves, once (an async-nats error line would say it a second time).
+    let nats = if default_level == "info" {
+        "warn"
+    } else {
+        "off"
+    };
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},async_nats=warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},async_nats={nats}")));
     // Colours only on a terminal: escape codes in a log file or the journal are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -53,7 +53,7 @@ impl Default for Limits {
 }
 
 /// How long per-session credentials work unless renewed, by default.
-pub const DEFAULT_CREDENTIALS_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+pub const DEFAULT_CREDENTIALS_TTL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// Sessions frames may create per minute by default: a restarted processor that
 /// lost its state (memory store) gets 600 monitors back within a minute.

@@ -134,6 +134,53 @@ async fn with_no_processor_the_commands_say_so() {
         )),
         "{err}"
     );
+    // The cause once, not once per link of its chain.
+    assert_eq!(err.matches("refused").count(), 1, "{err}");
+    // A URL that is not a NATS one is named as such, not as an unreachable broker.
+    let (code, _, err) =
+        run_paddock(&["sessions", "stats", "--nats-url", "http://127.0.0.1:4222"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("paddock: http://127.0.0.1:4222 is not a NATS URL"),
+        "{err}"
+    );
+    // Wrong credentials: said once, as a refusal, not as an unreachable broker.
+    let guarded = NatsServer::start_with(&["--user", "ops", "--pass", "right"]);
+    let guarded_url = guarded.url();
+    let (code, _, err) = run_paddock(&[
+        "sessions",
+        "stats",
+        "--nats-url",
+        &guarded_url,
+        "--user",
+        "ops",
+        "--password",
+        "wrong",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "paddock: the NATS broker at {guarded_url} refused these credentials \
+             (authorization violation)\n"
+        )
+    );
+    // A missing CA file is named before any connection is tried.
+    let (code, _, err) = run_paddock(&[
+        "sessions",
+        "stats",
+        "--nats-url",
+        &url,
+        "--tls-ca",
+        "/nonexistent/ca.pem",
+    ])
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("paddock: cannot read /nonexistent/ca.pem"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

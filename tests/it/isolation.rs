@@ -67,12 +67,12 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
     let mut sessions = Vec::new();
     for _ in 0..2 {
         let (id, stdout) = create_with_creator(&url, &dir).await;
-        // The credentials expire --credentials-ttl (15 min) after they are issued.
+        // The credentials expire --credentials-ttl (5 min) after they are issued.
         let dashboard = std::fs::read_to_string(dir.join(format!("{id}-dashboard.creds"))).unwrap();
         let claims = jwt_claims(&dashboard);
         // (The expiry is computed a moment before the JWT is stamped.)
         let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
-        assert!((15 * 60 - 1..=15 * 60).contains(&lifetime), "{claims}");
+        assert!((5 * 60 - 1..=5 * 60).contains(&lifetime), "{claims}");
         assert!(
             stdout.contains(&format!("--inbox-prefix _INBOX_{id}")),
             "{stdout}"

@@ -57,9 +57,7 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let id = SessionId::parse(&args.session_id)?;
     let url = &args.connect.nats_url;
     let config = args.connect.config();
-    let (nats, mut links) = connect_observed(&config, "paddock-watch")
-        .await
-        .with_context(|| format!("cannot connect to NATS at {url}"))?;
+    let (nats, mut links) = connect_observed(&config, "paddock-watch").await?;
     // A session's own (dashboard) credentials are short-lived: keep them fresh
     // while it lives. When it ends, the view says so from the session's events.
     let _renewal = super::args::keep_credentials_fresh(
