@@ -47,8 +47,10 @@ async fn after_kill_9_every_session_is_back_with_its_setup_and_a_recent_frame() 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sync(&client).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The processor answers a request only after applying every frame delivered
+    // before it (docs/ARCHITECTURE.md): then every frame is in memory, and the
+    // crash comes within the write-behind window.
+    ask(&client, "sessions.stats", String::new()).await.ok();
     kill_9(processor);
 
     let processor = serve_binary(&url, &[]);
@@ -164,4 +166,71 @@ async fn sessions_survive_a_broker_restart_and_a_processor_restart_together() {
     let doc = ask(&client, "sessions.get", id_body(&id)).await.ok();
     assert_eq!(doc["telemetry"]["lap"], 7, "the old id is served");
     assert_eq!(processor.stop("-TERM"), 0);
+}
+
+/// The write-behind retry: a change storage refuses stays dirty and is written
+/// on a later tick, without another frame to prompt it. Storage is made to refuse
+/// deterministically by removing the bucket's stream, then putting it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_storage_refused_is_kept_and_written_once_it_accepts_again() {
+    let app = spawn_app().await;
+    let id = app.new_session().await;
+    let js = async_nats::jetstream::new(app.client.clone());
+    let stored = |lap: u64| {
+        let js = js.clone();
+        let id = id.clone();
+        async move {
+            let deadline = std::time::Instant::now() + PATIENCE;
+            loop {
+                let value = match js.get_key_value("paddock_sessions").await {
+                    Ok(kv) => kv.get(&id).await.ok().flatten(),
+                    Err(_) => None,
+                };
+                if value.is_some_and(|v| {
+                    let text = String::from_utf8_lossy(&v).to_string();
+                    text.contains(&format!("\"lap\":{lap},"))
+                }) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "lap {lap} never stored"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    app.send_telemetry(&id, frame(1)).await;
+    stored(1).await;
+
+    let stream = "KV_paddock_sessions";
+    let config = js
+        .get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    js.delete_stream(stream).await.unwrap();
+    app.send_telemetry(&id, frame(2)).await;
+    // The flush is refused (and counted); the change stays in memory.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while app
+        .app
+        .metrics
+        .storage_write_failures
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "no write was refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(app.app.metrics.storage_refusing().is_some());
+
+    // Storage is back: the kept change lands by itself.
+    js.create_stream(config).await.unwrap();
+    stored(2).await;
+    assert!(app.app.metrics.storage_refusing().is_none());
 }
