@@ -179,15 +179,7 @@ async fn wait_until_replicas_current(client: &async_nats::Client) {
 
 /// Which node (`n<i>` in the harness's cluster) leads `stream`.
 async fn stream_leader(client: &async_nats::Client, stream: &str) -> usize {
-    let js = async_nats::jetstream::new(client.clone());
-    let info = js
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone();
+    let info = stream_info(client, stream).await;
     let leader = info
         .cluster
         .and_then(|c| c.leader)

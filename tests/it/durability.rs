@@ -204,15 +204,7 @@ async fn a_change_storage_refused_is_kept_and_written_once_it_accepts_again() {
     stored(1).await;
 
     let stream = "KV_paddock_sessions";
-    let config = js
-        .get_stream(stream)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
+    let config = stream_info(&app.client, stream).await.config;
     js.delete_stream(stream).await.unwrap();
     app.send_telemetry(&id, frame(2)).await;
     // The flush is refused (and counted); the change stays in memory.

@@ -215,16 +215,8 @@ async fn payload_limit_and_archive_retention_flags_take_effect() {
     let big = format!(r#"{{"pad": "{}"}}"#, "x".repeat(2000));
     ask(&client, "sessions.create", big).await.expect_error(413);
     ask(&client, "sessions.create", "{}".into()).await.ok();
-    let js = async_nats::jetstream::new(client.clone());
     for stream in ["KV_paddock_sessions_archive", "KV_paddock_sessions_laps"] {
-        let info = js
-            .get_stream(stream)
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .clone();
+        let info = stream_info(&client, stream).await;
         assert_eq!(
             info.config.max_age,
             Duration::from_secs(2 * 3600),

@@ -199,3 +199,18 @@ pub async fn refused(
         "{error}"
     );
 }
+
+/// The current info (config, state, cluster) of a JetStream stream.
+pub async fn stream_info(
+    client: &async_nats::Client,
+    stream: &str,
+) -> async_nats::jetstream::stream::Info {
+    async_nats::jetstream::new(client.clone())
+        .get_stream(stream)
+        .await
+        .unwrap_or_else(|e| panic!("no stream {stream}: {e}"))
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("no info of {stream}: {e}"))
+        .clone()
+}
