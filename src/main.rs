@@ -13,7 +13,9 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line with the cause chain: "cannot …: because …".
-            eprintln!("paddock: {e:#}");
+            // Not `eprintln!`: with stderr closed it would panic (exit 101).
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "paddock: {e:#}");
             ExitCode::FAILURE
         }
     }

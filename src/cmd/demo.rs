@@ -51,7 +51,7 @@ pub struct DemoArgs {
 pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let url = &args.serve.connect.nats_url;
     let broker = if broker_answers(url).await {
-        eprintln!("paddock demo: using the NATS broker already running at {url}");
+        say!("paddock demo: using the NATS broker already running at {url}");
         None
     } else {
         Some(start_broker(args).await?)
@@ -106,7 +106,7 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
     let me = crate::cmd::self_command();
     let flags = args.serve.connect.as_flags();
     let page = page.unwrap_or_default();
-    eprintln!(
+    say!(
         "paddock demo: processor running on {url}; starting {} simulated monitor{}. \
          Stop everything with ctrl-c.\n\
          Dashboard (every live session): {page}/\n\
@@ -160,7 +160,7 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
 
 /// Stops the broker the demo started (SIGTERM, so JetStream syncs its store).
 async fn stop_broker(mut broker: LocalBroker) {
-    eprintln!("paddock demo: stopping the nats-server it started");
+    say!("paddock demo: stopping the nats-server it started");
     let _ = tokio::task::spawn_blocking(move || broker.stop(Duration::from_secs(10))).await;
 }
 
@@ -200,7 +200,7 @@ async fn start_broker(args: &DemoArgs) -> anyhow::Result<LocalBroker> {
         own_process_group: true,
         ..config
     };
-    eprintln!(
+    say!(
         "paddock demo: no broker at {url}; starting {} ({}){}",
         bin.display(),
         match source {

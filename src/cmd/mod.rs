@@ -2,6 +2,25 @@
 //! `paddock <command>`, its flags beside its `run`; `main.rs` parses [`Cli`] and
 //! calls [`run`].
 
+/// `eprintln!` that never panics. A person's pipe may close before paddock is
+/// done (`paddock demo 2>&1 | tee log`, then ctrl-c ends `tee` first): what is
+/// left to say is dropped, and the shutdown (stopping the broker the demo
+/// started) goes on.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics, for the same reason (`paddock monitor | head -1`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod args;
 pub mod auth;
 pub mod bench;

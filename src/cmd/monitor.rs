@@ -138,18 +138,18 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                 () = &mut shutdown => return Ok(()),
             },
         };
-        println!("session {id}");
-        println!(
+        out!("session {id}");
+        out!(
             "  watch it: {} watch {id}{}",
             crate::cmd::self_command(),
             args.connect.as_flags()
         );
         if let Some(base) = &dashboard {
             let link = subjects::dashboard_link(base, &SessionId::parse(&id)?, None);
-            println!("  open it: {link}");
+            out!("  open it: {link}");
             // One car: its code to scan with a phone. Several: links only.
             if args.sessions == 1 {
-                print!("{}", super::format::qr(&link));
+                out!("{}", super::format::qr(&link).trim_end());
             }
         }
         let parsed = SessionId::parse(&id)?;
@@ -239,11 +239,11 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                     was_down = false;
                     // A reconnect with renewed credentials is planned: no news.
                     if !renewing.swap(false, Ordering::Relaxed) {
-                        eprintln!("monitor: link back; re-sending setup{}", if cars.len() > 1 { "s" } else { "" });
+                        say!("monitor: link back; re-sending setup{}", if cars.len() > 1 { "s" } else { "" });
                     }
                     for car in &cars {
                         if let Err(e) = send_setup(&client, car).await {
-                            eprintln!("monitor: setup for {} not re-sent: {e:#}", car.id);
+                            say!("monitor: setup for {} not re-sent: {e:#}", car.id);
                         }
                     }
                 }
@@ -266,7 +266,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             () = tokio::time::sleep_until(next_replay_at), if matches!(source, Source::Replay { .. }) => {
                 let Source::Replay { frames, .. } = &source else { unreachable!() };
                 let Some((_, body)) = frames.get(replay_position) else {
-                    eprintln!("monitor: replay finished ({} frames per session)", frames.len());
+                    say!("monitor: replay finished ({} frames per session)", frames.len());
                     break;
                 };
                 let connected = nats.connection_state() == State::Connected;
@@ -287,7 +287,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     }
     // Frames already handed to the client still go out before we exit.
     let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
-    eprintln!(
+    say!(
         "monitor: stopped after {:.0}s: {} frames sent, {} skipped while disconnected",
         started.elapsed().as_secs_f64(),
         progress.sent,
@@ -305,7 +305,7 @@ async fn create_session(client: &SessionsClient) -> anyhow::Result<String> {
             Ok(doc) => return Ok(doc.session_id.to_string()),
             Err(e) if e.is_transient() => {
                 if !told {
-                    eprintln!("monitor: {e}; waiting for one");
+                    say!("monitor: {e}; waiting for one");
                     told = true;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -415,7 +415,7 @@ impl Progress {
             return;
         }
         let rate = (self.sent - self.last_sent) as f64 / elapsed.as_secs_f64();
-        eprintln!(
+        say!(
             "monitor: {} session{}, {:.0} frames/s, {} sent, {} skipped while disconnected",
             self.sessions,
             if self.sessions == 1 { "" } else { "s" },

@@ -32,6 +32,10 @@ pub fn init(format: LogFormat, default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A failed write of a log line is dropped; reporting it would write to the
+        // same closed stderr with `eprintln!`, which panics (`… 2>&1 | tee` after
+        // ctrl-c ended `tee`).
+        .log_internal_errors(false)
         .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),

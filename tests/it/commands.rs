@@ -377,6 +377,51 @@ async fn a_monitor_stops_saying_so_when_its_session_is_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_does_not_crash_a_command() {
+    // `paddock monitor 2>&1 | head -1`, then ctrl-c: what is left to say goes
+    // nowhere, and the monitor still stops cleanly (exit 0, not a panic's 101).
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let mut monitor = paddock()
+        .args([
+            "monitor",
+            "--nats-url",
+            &url,
+            "--hz",
+            "20",
+            "--progress",
+            "1s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = monitor.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert!(first.starts_with("session "), "{first}");
+    // Both pipes closed: every later write fails with EPIPE.
+    drop(monitor.stderr.take());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let code = tokio::task::spawn_blocking(move || {
+        // SAFETY: kill(2) on the child this test started.
+        unsafe { libc::kill(monitor.id() as i32, libc::SIGINT) };
+        monitor.wait().unwrap().code()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_monitor_replays_a_recording() {
     let app = spawn_app().await;
     let url = app.server.url();
