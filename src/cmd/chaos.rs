@@ -84,6 +84,8 @@ const STALE: Duration = Duration::from_secs(5);
 /// A lap every this many seconds of each monitor's frames.
 const LAP_S: u64 = 10;
 const BUCKET: &str = "paddock_sessions";
+/// How long a `sessions.get` probe waits before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -346,17 +348,28 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     // What happened, in one table.
     let observed = observed.lock().unwrap();
     let in_window = |t: Instant| observed.windows.iter().any(|(_, a, b)| t >= *a && t <= *b);
+    // A probe belongs to a fault if the fault began while it was in flight, too
+    // (sent just before a broker node died, it waits out its 2 s timeout).
+    let overlaps = |from: Instant, to: Instant| {
+        observed
+            .windows
+            .iter()
+            .any(|(_, a, b)| from <= *b && to >= *a)
+    };
+    let calm_probe = |(sent, latency): &(Instant, Option<Duration>)| {
+        !overlaps(*sent, *sent + latency.unwrap_or(PROBE_TIMEOUT))
+    };
     let mut calm: Vec<Duration> = observed
         .gets
         .iter()
-        .filter(|(t, _)| !in_window(*t))
+        .filter(|g| calm_probe(g))
         .filter_map(|(_, l)| *l)
         .collect();
     calm.sort();
     let calm_failures = observed
         .gets
         .iter()
-        .filter(|(t, l)| l.is_none() && !in_window(*t))
+        .filter(|g| g.1.is_none() && calm_probe(g))
         .count();
     let p = |q: f64| {
         calm.get(((calm.len().max(1) - 1) as f64 * q) as usize)
@@ -632,7 +645,7 @@ async fn probe(
         n += 1;
         let id = ids[n * 7919 % ids.len()];
         let sent = Instant::now();
-        let answer = tokio::time::timeout(Duration::from_secs(2), ops.get(&id.to_string())).await;
+        let answer = tokio::time::timeout(PROBE_TIMEOUT, ops.get(&id.to_string())).await;
         let latency = matches!(answer, Ok(Ok(_))).then(|| sent.elapsed());
         observed.lock().unwrap().gets.push((sent, latency));
         tokio::time::sleep(Duration::from_millis(100).saturating_sub(sent.elapsed())).await;
