@@ -17,9 +17,8 @@ use data_encoding::BASE64URL_NOPAD;
 use nkeys::KeyPair;
 
 use super::{ClientError, SessionsClient};
-use crate::protocol::documents::Renewed;
 use crate::protocol::id::SessionId;
-use crate::protocol::subjects::{self, Endpoint};
+use crate::protocol::subjects::Endpoint;
 
 /// The JWT and seed of a `.creds` document.
 pub fn parts(text: &str) -> Option<(String, String)> {
@@ -128,7 +127,6 @@ pub async fn keep_fresh(
     role: Endpoint,
 ) -> Stopped {
     let sessions = SessionsClient::new(client.clone(), String::new(), Duration::from_secs(5));
-    let subject = subjects::renew_one(role, &id);
     let mut renewed_once = false;
     loop {
         let Some((issued, expires)) = live.lifetime() else {
@@ -139,10 +137,7 @@ pub async fn keep_fresh(
         if due > now {
             tokio::time::sleep(Duration::from_secs((due - now) as u64)).await;
         }
-        match sessions
-            .request_as::<Renewed>(subject.clone(), bytes::Bytes::new())
-            .await
-        {
+        match sessions.renew(&id, role).await {
             Ok(renewed) => {
                 if let Err(e) = live.set(&renewed.creds) {
                     tracing::warn!(error = %e, "the renewed credentials do not read");

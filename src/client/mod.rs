@@ -178,6 +178,17 @@ impl SessionsClient {
         info.metadata.get(subjects::DASHBOARD_URL_METADATA).cloned()
     }
 
+    /// Fresh credentials of one role (`Endpoint::RenewMonitor` or
+    /// `RenewDashboard`) for a live session, in per-session mode.
+    pub async fn renew(
+        &self,
+        id: &crate::protocol::id::SessionId,
+        role: subjects::Endpoint,
+    ) -> Result<crate::protocol::documents::Renewed, ClientError> {
+        self.request_as(subjects::renew_one(role, id), Bytes::new())
+            .await
+    }
+
     pub async fn create(&self) -> Result<SessionDocument<Value>, ClientError> {
         self.request(subjects::CREATE, Value::Null).await
     }

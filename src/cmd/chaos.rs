@@ -275,13 +275,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         Arc::clone(&observed),
         stop_at,
     ));
-    let churn = tokio::spawn(churn(
-        ops.clone(),
-        ids.clone(),
-        Arc::clone(&truth),
-        stop_at,
-        seed,
-    ));
+    let churn = tokio::spawn(churn(ops.clone(), Arc::clone(&truth), stop_at));
 
     // Faults until the end, on the seed's schedule; memory after warm-up.
     let warm_up = started + args.duration.mul_f64(0.15).max(Duration::from_secs(10));
@@ -653,14 +647,7 @@ async fn probe(
 }
 
 /// Ops: every 3 s a new session with a setup, and the oldest such one deleted.
-async fn churn(
-    ops: SessionsClient,
-    monitors: Vec<SessionId>,
-    truth: Arc<Mutex<Truth>>,
-    stop_at: Instant,
-    seed: u64,
-) {
-    let _ = (monitors, seed);
+async fn churn(ops: SessionsClient, truth: Arc<Mutex<Truth>>, stop_at: Instant) {
     let mut mine: std::collections::VecDeque<SessionId> = Default::default();
     let mut rev = 0;
     while Instant::now() < stop_at {

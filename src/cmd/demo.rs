@@ -84,18 +84,8 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
     // The processor exactly as `paddock serve` runs it, from the same flags.
     let mut config = args.serve.config()?;
     let health = Arc::new(Health::default());
-    let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
-    let web = args
-        .serve
-        .web
-        .start(&health, async {
-            let _ = web_stopped.await;
-        })
-        .await?;
-    let page = args
-        .serve
-        .web
-        .public_url(web.as_ref().map(|(_, addr)| *addr));
+    let web = args.serve.web.start(&health).await?;
+    let page = args.serve.web.public_url(web.as_ref().map(|w| w.addr));
     config.dashboard_url = page.clone();
     let client = connect::processor(&args.serve.connect.config(), args.serve.ingest_buffer).await?;
     health.connecting(client.clone());
@@ -151,9 +141,8 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         }),
         monitors
     );
-    let _ = stop_web.send(());
-    if let Some((web, _)) = web {
-        let _ = web.await;
+    if let Some(web) = web {
+        web.stop().await;
     }
     monitors
 }

@@ -138,12 +138,8 @@ impl WebArgs {
     }
 
     /// Binds `--http-addr` (at once, so a taken port fails the start) and serves
-    /// the page and ops endpoints until `shutdown`; answers the bound address.
-    pub async fn start(
-        &self,
-        health: &Arc<Health>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<Option<(tokio::task::JoinHandle<()>, SocketAddr)>> {
+    /// the page and ops endpoints until [`Web::stop`]. `None` without the flag.
+    pub async fn start(&self, health: &Arc<Health>) -> anyhow::Result<Option<Web>> {
         let Some(addr) = self.http_addr else {
             return Ok(None);
         };
@@ -155,13 +151,38 @@ impl WebArgs {
         if self.ws_url.is_none() {
             tracing::warn!("no --ws-url: the dashboard page cannot reach the broker");
         }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (config, health) = (self.config(), Arc::clone(health));
         let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
             if let Err(e) = web::serve(listener, config, health, shutdown).await {
                 tracing::error!(error = %e, "the HTTP server stopped");
             }
         });
-        Ok(Some((task, bound)))
+        Ok(Some(Web {
+            addr: bound,
+            stop,
+            task,
+        }))
+    }
+}
+
+/// The HTTP side, running.
+pub struct Web {
+    /// The address it listens on (what `--http-addr` resolved to).
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Web {
+    /// Stops it gracefully, once the processor has drained (`/readyz` says
+    /// "shutting down" meanwhile).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
     }
 }
 
@@ -267,23 +288,14 @@ impl From<StoreArg> for StoreKind {
 pub async fn run(args: &ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut config = args.config()?;
     let health = Arc::new(Health::default());
-    // The HTTP side stops after the processor has drained (`/readyz` says
-    // "shutting down" meanwhile), when this function returns.
-    let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
-    let web = args
-        .web
-        .start(&health, async {
-            let _ = web_stopped.await;
-        })
-        .await?;
-    config.dashboard_url = args.web.public_url(web.as_ref().map(|(_, addr)| *addr));
+    let web = args.web.start(&health).await?;
+    config.dashboard_url = args.web.public_url(web.as_ref().map(|w| w.addr));
     let client = connect::processor(&args.connect.config(), args.ingest_buffer).await?;
     let served = server::serve(client, config, &health, shutdown)
         .await
         .context("cannot start the processor");
-    let _ = stop_web.send(());
-    if let Some((web, _)) = web {
-        let _ = web.await;
+    if let Some(web) = web {
+        web.stop().await;
     }
     served
 }

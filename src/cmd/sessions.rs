@@ -96,20 +96,6 @@ pub enum RoleArg {
     Dashboard,
 }
 
-/// Fresh credentials for one role of a live session (per-session mode).
-async fn renew(
-    client: &SessionsClient,
-    id: &crate::protocol::id::SessionId,
-    endpoint: Endpoint,
-) -> Result<crate::protocol::documents::Renewed, crate::client::ClientError> {
-    client
-        .request_as(
-            crate::protocol::subjects::renew_one(endpoint, id),
-            bytes::Bytes::new(),
-        )
-        .await
-}
-
 /// Where the dashboard page is, for the links commands print.
 #[derive(Debug, Clone, Args)]
 pub struct DashboardArgs {
@@ -207,7 +193,7 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                      --public-url), or this connection may not ask; pass --dashboard-url"
                 );
             };
-            let access = match renew(&client, &id, Endpoint::RenewDashboard).await {
+            let access = match client.renew(&id, Endpoint::RenewDashboard).await {
                 // Per-session mode: fresh dashboard credentials for the link.
                 Ok(renewed) => Some(renewed.creds),
                 Err(e @ crate::client::ClientError::Service { code: 404, .. }) => {
@@ -261,7 +247,7 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 RoleArg::Monitor => Endpoint::RenewMonitor,
                 RoleArg::Dashboard => Endpoint::RenewDashboard,
             };
-            let renewed = renew(&client, &id, endpoint).await?;
+            let renewed = client.renew(&id, endpoint).await?;
             let path = credentials_dir.join(format!("{id}-{}.creds", renewed.role));
             crate::server::credentials::write_private(&path, &renewed.creds)
                 .with_context(|| format!("cannot write {}", path.display()))?;
