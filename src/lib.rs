@@ -19,6 +19,28 @@
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+// Before the modules: a macro is visible in the modules declared after it. Every
+// line paddock prints goes through these two.
+
+/// `eprintln!` that never panics. A person's pipe may close before paddock is
+/// done (`paddock demo 2>&1 | tee log`, then ctrl-c ends `tee` first): what is
+/// left to say is dropped, and the shutdown (stopping the broker the demo
+/// started) goes on.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics, for the same reason (`paddock monitor | head -1`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod broker;
 pub mod client;
 pub mod cmd;

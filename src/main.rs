@@ -3,13 +3,25 @@ use std::process::ExitCode;
 use clap::Parser;
 use paddock::cmd::{self, Cli};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.command.logs_to_terminal() {
         cmd::telemetry::init(cli.log_format, cli.command.default_log_level());
     }
-    match cmd::run(&cli).await {
+    // Built here rather than by #[tokio::main]: `serve` sizes it from its flags.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = cli.command.worker_threads() {
+        runtime.worker_threads(workers);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "paddock: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cmd::run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line with the cause chain: "cannot …: because …".

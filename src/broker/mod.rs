@@ -138,7 +138,7 @@ pub fn managed() -> Result<PathBuf, BrokerError> {
         release::Cached::Verified => {}
         release::Cached::Missing => fetch(asset, &path)?,
         release::Cached::Refused { actual } => {
-            eprintln!(
+            say!(
                 "paddock: refusing the cached {} (SHA-256 {actual}, pinned {}); fetching it again",
                 path.display(),
                 asset.binary_sha256
@@ -491,7 +491,7 @@ fn spawn(
         // Read to the end, so the broker never blocks on a full pipe.
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(prefix) = &echo {
-                eprintln!("{prefix}{line}");
+                say!("{prefix}{line}");
             }
             {
                 let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());

@@ -382,7 +382,7 @@ struct Progress {
 
 impl Progress {
     fn new(asset: &Asset, total: Option<u64>) -> Self {
-        eprintln!(
+        say!(
             "paddock: downloading nats-server {VERSION} for {} ({}) into {}",
             asset.platform,
             total.map_or("size unknown".to_string(), mb),
@@ -418,9 +418,10 @@ impl Progress {
             None => mb(got),
         };
         if self.tty {
-            eprint!("\r  {line}   ");
+            use std::io::Write as _;
+            let _ = write!(std::io::stderr(), "\r  {line}   ");
         } else {
-            eprintln!("  {line}");
+            say!("  {line}");
         }
         self.shown = got;
         self.last = Instant::now();
@@ -431,7 +432,7 @@ impl Progress {
             self.show(got);
         }
         if self.tty {
-            eprintln!();
+            say!();
         }
     }
 }

@@ -43,7 +43,7 @@ pub fn run(args: &AuthArgs) -> anyhow::Result<()> {
             }
             let setup = OperatorSetup::new();
             setup.write(out)?;
-            println!(
+            out!(
                 "wrote {dir}/: nats-operator.conf, nats-server.conf, issuer.account, issuer.seed, \
                  processor.creds, ops.creds, creator.creds\n\
                  broker:    nats-server -c {dir}/nats-server.conf   (or, in a configuration of \

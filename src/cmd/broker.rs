@@ -24,10 +24,10 @@ pub fn run(command: &BrokerCommand) -> anyhow::Result<()> {
         BrokerCommand::Fetch => broker::managed()?,
         BrokerCommand::Which => {
             let (path, source) = broker::locate_from_env()?;
-            eprintln!("{} ({source:?})", broker::version(&path));
+            say!("{} ({source:?})", broker::version(&path));
             path
         }
     };
-    println!("{}", path.display());
+    out!("{}", path.display());
     Ok(())
 }

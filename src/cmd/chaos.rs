@@ -217,7 +217,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
-    eprintln!("== paddock chaos: seed {seed}, {:?}", args.duration);
+    say!("== paddock chaos: seed {seed}, {:?}", args.duration);
     if let Some(bin) = &args.nats_server_bin {
         // SAFETY: set before any thread reads the environment here.
         unsafe { std::env::set_var("NATS_SERVER_BIN", bin) };
@@ -250,7 +250,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     .await?;
     let ops = SessionsClient::new(nats.clone(), urls.clone(), Duration::from_secs(5));
     wait_for(&nats, 2).await?;
-    eprintln!(
+    say!(
         "== cluster of 3 and 2 processors up (logs in {})",
         dir.display()
     );
@@ -295,7 +295,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         let fault = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
         *counts.entry(fault).or_default() += 1;
         let from = Instant::now();
-        eprintln!(
+        say!(
             "== {:>6.1}s fault: {}",
             from.duration_since(started).as_secs_f64(),
             fault.name()
@@ -472,10 +472,10 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         "| invariants: acknowledged creates and setups served, final frames served, laps present once, deleted sessions gone and archived — through each processor alone | {} |\n",
         if violations.is_empty() { "all hold".to_string() } else { format!("{} violated", violations.len()) }
     ));
-    println!("{out}");
+    out!("{out}");
     if !violations.is_empty() {
         for v in violations.iter().take(50) {
-            eprintln!("violation: {v}");
+            say!("violation: {v}");
         }
         bail!("{} invariant violations (seed {seed})", violations.len());
     }

@@ -2,25 +2,6 @@
 //! `paddock <command>`, its flags beside its `run`; `main.rs` parses [`Cli`] and
 //! calls [`run`].
 
-/// `eprintln!` that never panics. A person's pipe may close before paddock is
-/// done (`paddock demo 2>&1 | tee log`, then ctrl-c ends `tee` first): what is
-/// left to say is dropped, and the shutdown (stopping the broker the demo
-/// started) goes on.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-/// `println!` that never panics, for the same reason (`paddock monitor | head -1`).
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
 pub mod args;
 pub mod auth;
 pub mod bench;
@@ -98,6 +79,15 @@ impl Command {
             // Its own clients see the faults it injects: expected, and reported
             // in its table instead.
             Command::Chaos(_) => "error",
+        }
+    }
+
+    /// The runtime's worker threads: `serve` chooses (--worker-threads); every
+    /// other command takes tokio's default (one per core).
+    pub fn worker_threads(&self) -> Option<usize> {
+        match self {
+            Command::Serve(args) => Some(args.worker_threads.into()),
+            _ => None,
         }
     }
 

@@ -290,7 +290,7 @@ async fn a_monitor_keeps_its_session_across_a_broker_restart() {
     let setup_at = streaming["setup_timestamp"].as_str().unwrap().to_string();
 
     app.server.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_disconnected(&app.client).await;
     app.server.start_again();
 
     // Same id, more frames, and still only that one session.
@@ -419,6 +419,43 @@ async fn a_closed_pipe_does_not_crash_a_command() {
     .await
     .unwrap();
     assert_eq!(code, Some(0));
+}
+
+/// The one-shot commands print through the same non-panicking writes: with both
+/// pipes closed before they start (`paddock sessions list | head -0`), each still
+/// does its work, and none panics (101). `sessions` answers 1: its output is what
+/// was asked for, and it could not be delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_commands_survive_closed_pipes() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let auth = fresh_dir("closed-pipes").join("auth");
+    let auth = auth.to_str().unwrap();
+    let commands: [(&[&str], i32); 4] = [
+        (&["broker", "which"], 0),
+        (&["sessions", "create", "--nats-url", &url], 1),
+        (&["sessions", "list", "--nats-url", &url], 1),
+        (&["auth", "init", "--out", auth], 0),
+    ];
+    for (args, expected) in commands {
+        let closed = || {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            writer
+        };
+        let code = tokio::task::spawn_blocking({
+            let mut command = paddock();
+            command.args(args).stdout(closed()).stderr(closed());
+            move || command.status().unwrap().code()
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, Some(expected), "paddock {}", args.join(" "));
+    }
+    // They did their work: the session was created, the directory written.
+    let list = app.request("sessions.list", "").await.ok();
+    assert_eq!(list["count"], 1, "{list}");
+    assert!(std::path::Path::new(auth).join("ops.creds").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -226,3 +226,42 @@ async fn a_change_storage_refused_is_kept_and_written_once_it_accepts_again() {
     stored(2).await;
     assert!(app.app.metrics.storage_refusing().is_none());
 }
+
+/// A crash between archiving a deleted session and removing its live copy leaves
+/// both in storage. Recovery must take the archived one: the deletion stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_found_both_live_and_archived_comes_back_ended() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let processor = serve_binary(&url, &[]);
+    let client = client_for(&url).await;
+    let id = create(&client).await;
+    let js = async_nats::jetstream::new(client.clone());
+    let live = js.get_key_value("paddock_sessions").await.unwrap();
+    // The create is stored before it is acknowledged.
+    let stored = live.get(&id).await.unwrap().expect("the live copy");
+    ask(&client, "sessions.delete", id_body(&id)).await.ok();
+    let archive = js.get_key_value("paddock_sessions_archive").await.unwrap();
+    assert!(
+        archive.get(&id).await.unwrap().is_some(),
+        "archived at delete"
+    );
+    kill_9(processor);
+    // The state that crash would leave: the live copy is back beside the archive's.
+    live.put(&id, stored).await.unwrap();
+
+    let processor = serve_binary(&url, &[]);
+    let answer = ask(&client, "sessions.get", id_body(&id)).await;
+    answer.expect_error(404);
+    assert!(
+        answer
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("has ended (deleted)"),
+        "{answer:?}"
+    );
+    let list = ask(&client, "sessions.list", String::new()).await.ok();
+    assert_eq!(list["count"], 0, "{list}");
+    assert_eq!(processor.stop("-TERM"), 0);
+}

@@ -110,7 +110,7 @@ async fn the_processor_rides_out_a_broker_restart() {
     app.send_setup(&id, SETUP).await.ok();
 
     app.server.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_disconnected(&app.client).await;
     app.server.start_again();
 
     // Both the processor and the test client reconnect by themselves; once the
@@ -196,8 +196,11 @@ async fn the_binary_started_before_the_broker_waits_for_it() {
 #[tokio::test]
 async fn sigterm_while_waiting_for_the_broker_exits_0() {
     let url = format!("nats://127.0.0.1:{}", free_port());
-    let processor = Running::spawn(&["serve", "--nats-url", &url]);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let http = format!("127.0.0.1:{}", free_port());
+    let processor = Running::spawn(&["serve", "--nats-url", &url, "--http-addr", &http]);
+    // The HTTP side answers while the processor waits for its broker, and it starts
+    // after the signal handlers are installed: from here a SIGTERM is handled.
+    until_status(&http, "/healthz", 200).await;
     assert_eq!(processor.stop("-TERM"), 0);
 }
 

@@ -2,44 +2,7 @@
 //! Prometheus use them: `/healthz`, `/readyz` through a broker outage, and
 //! `/metrics` checked by Prometheus's own `promtool`.
 
-use std::time::{Duration, Instant};
-
 use crate::support::*;
-
-/// `GET http://<addr><path>`: the status and body (a 503 is an answer, not an error).
-async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let url = format!("http://{addr}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .new_agent();
-        let mut response = agent.get(&url).call().ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.body_mut().read_to_string().ok()?))
-    })
-    .await
-    .unwrap()
-}
-
-/// Polls `path` until its status is `status`; returns the body.
-async fn until_status(addr: &str, path: &str, status: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = get(addr, path).await;
-        if let Some((s, body)) = &answer
-            && *s == status
-        {
-            return body.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} never answered {status}: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_broker_and_health_the_process() {
@@ -62,7 +25,7 @@ async fn readiness_follows_the_broker_and_health_the_process() {
     server.kill();
     let why = until_status(&http, "/readyz", 503).await;
     assert!(why.contains("not connected to the NATS broker"), "{why}");
-    assert_eq!(get(&http, "/healthz").await.map(|a| a.0), Some(200));
+    assert_eq!(http_get(&http, "/healthz").await.map(|a| a.0), Some(200));
     server.start_again();
     until_status(&http, "/readyz", 200).await;
 }

@@ -92,15 +92,15 @@ impl Report {
             figure: figure.into(),
             note: note.into(),
         };
-        eprintln!("  {:<52} {:>16}   {}", row.what, row.figure, row.note);
+        say!("  {:<52} {:>16}   {}", row.what, row.figure, row.note);
         self.rows.push(row);
     }
 
     fn print(&self) {
-        println!("| measurement | figure | note |");
-        println!("|---|---:|---|");
+        out!("| measurement | figure | note |");
+        out!("|---|---:|---|");
         for row in &self.rows {
-            println!("| {} | {} | {} |", row.what, row.figure, row.note);
+            out!("| {} | {} | {} |", row.what, row.figure, row.note);
         }
     }
 }
@@ -156,7 +156,7 @@ pub struct HotpathArgs {
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::from(args);
     let (bin, _) = broker::locate(args.nats_server_bin.as_deref())?;
-    eprintln!(
+    say!(
         "paddock bench: {} ({} cores), {}",
         machine(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -178,7 +178,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .collect();
         if wants("ingest") {
             for frame in [Frame::small(), Frame::rich()] {
-                eprintln!(
+                say!(
                     "== ingest, {} frames, {} sessions, {} ({} bytes)",
                     plan.frames,
                     plan.sessions,
@@ -203,7 +203,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                             .await
                             .with_context(|| format!("see {}", processor.log.display()))?,
                     );
-                    eprintln!(
+                    say!(
                         "  round {round}: raw {}, paddock {} ({:.2} × raw)",
                         rate(raw[round - 1]),
                         rate(ingest[round - 1]),
@@ -256,9 +256,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             )
             .await?;
             if wants("get") {
-                eprintln!(
+                say!(
                     "== sessions.get under {} frames/s of ingest ({}), {:?}",
-                    plan.get_rate, frame.name, plan.get_duration
+                    plan.get_rate,
+                    frame.name,
+                    plan.get_duration
                 );
                 for target in [Target::RawEcho, Target::Paddock] {
                     let (lat, achieved) = request_latency(
@@ -289,7 +291,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
             if wants("latency") {
                 for &hz in &plan.latency_rates {
-                    eprintln!("== monitor to dashboard at {hz} frames/s ({})", frame.name);
+                    say!("== monitor to dashboard at {hz} frames/s ({})", frame.name);
                     let lat =
                         dashboard_latency(&broker.url(), &client, &subjects, &frame, hz, &plan)
                             .await?;
@@ -309,7 +311,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let frame = Frame::rich();
         let (processor, _) =
             Processor::start(&broker.url(), &["--store", "memory"], &sessions).await?;
-        eprintln!("== memory per session ({} frames)", frame.name);
+        say!("== memory per session ({} frames)", frame.name);
         let base = processor.rss_bytes()?;
         let mut made = 0;
         for &target in &plan.memory_sessions {
@@ -334,7 +336,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let (broker, client, sessions) = fresh_broker(&bin).await?;
         let frame = Frame::rich();
         let n = plan.recovery_sessions;
-        eprintln!("== recovery of {n} stored sessions ({})", frame.name);
+        say!("== recovery of {n} stored sessions ({})", frame.name);
         let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
         let ids = fill(&client, &sessions, &frame, 0, n).await?;
         processor.stop().await?;
@@ -351,7 +353,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
 
     if wants("callgrind") {
-        eprintln!("== instructions per ingested frame (valgrind --tool=callgrind)");
+        say!("== instructions per ingested frame (valgrind --tool=callgrind)");
         // With lap history (the default, `--lap-field /lap`) and without, so the
         // cost of reading the lap field is a figure of its own.
         let runs = [
@@ -390,14 +392,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
 
-    println!();
-    println!(
+    out!();
+    out!(
         "paddock bench on {}, {} cores, {}",
         machine(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         broker::version(&bin)
     );
-    println!();
+    out!();
     report.print();
     Ok(())
 }

@@ -18,6 +18,20 @@ pub async fn sync(client: &Client) {
     }
 }
 
+/// Waits until `client` has seen its broker go away: after a kill, the point from
+/// which every client of that broker has lost its connection (the kernel closed
+/// their sockets with the process), so a restart is a reconnect for each of them.
+pub async fn until_disconnected(client: &Client) {
+    let deadline = Instant::now() + PATIENCE;
+    while client.connection_state() != async_nats::connection::State::Disconnected {
+        assert!(
+            Instant::now() < deadline,
+            "the client never noticed its broker was gone"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A client subscribed to `subject`, with the subscription in effect at the broker.
 pub async fn subscriber(url: &str, subject: String) -> (Client, async_nats::Subscriber) {
     let client = connect(url).await;

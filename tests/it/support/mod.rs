@@ -20,11 +20,13 @@ mod answers;
 mod binary;
 mod broker;
 pub mod browser;
+mod http;
 mod processor;
 
 pub use answers::*;
 pub use binary::*;
 pub use broker::*;
+pub use http::*;
 pub use processor::*;
 
 use std::time::Duration;
