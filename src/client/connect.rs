@@ -115,6 +115,8 @@ fn options(
             args.live
                 .set(&text)
                 .with_context(|| format!("cannot use the credentials file {}", path.display()))?;
+            super::creds::check_inbox(&text, &args.inbox_prefix)
+                .with_context(|| format!("cannot use the credentials file {}", path.display()))?;
             ConnectOptions::with_auth_callback(args.live.callback())
         }
         None => ConnectOptions::new(),
@@ -128,6 +130,7 @@ fn observed(
     links: Option<UnboundedSender<Link>>,
 ) -> ConnectOptions {
     let drops = Arc::new(DropLog::default());
+    let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     options
         .name(name)
         .connection_timeout(Duration::from_secs(5))
@@ -135,9 +138,11 @@ fn observed(
         .event_callback(move |event| {
             let links = links.clone();
             let drops = Arc::clone(&drops);
+            let refusals = Arc::clone(&refusals);
             async move {
                 let link = match event {
                     Event::Connected => {
+                        refusals.store(0, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!("connected to NATS");
                         Some(Link::Up)
                     }
@@ -161,9 +166,19 @@ fn observed(
                         None
                     }
                     // One per failed reconnect attempt: the delay callback below
-                    // reports the outage at a readable rate instead.
+                    // reports the outage at a readable rate instead. A broker that
+                    // answers and refuses is not an outage: said as such, at the
+                    // same rate (the credentials may be renewed meanwhile).
                     Event::ClientError(e) => {
-                        tracing::debug!(error = %e, "NATS client error");
+                        let text = e.to_string();
+                        if text.contains("authorization") || text.contains("authentication") {
+                            let n = refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                            if n.is_power_of_two() && n <= 32 || n.is_multiple_of(15) {
+                                tracing::warn!(attempt = n, error = %text, "the NATS broker refuses these credentials; still retrying");
+                            }
+                        } else {
+                            tracing::debug!(error = %e, "NATS client error");
+                        }
                         None
                     }
                     other => {
@@ -200,20 +215,35 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(4);
 /// in the background instead of failing, so the processor can start before the
 /// broker (systemd, compose) and waits for it.
 pub async fn connect_persistent(args: &ConnectConfig, name: &str) -> anyhow::Result<Client> {
-    connect_with(options(args, name, None)?, args).await
+    connect_with(|| options(args, name, None), args).await
 }
 
 /// [`connect_persistent`] with options of the caller's (the processor's buffer).
-async fn connect_with(options: ConnectOptions, args: &ConnectConfig) -> anyhow::Result<Client> {
+///
+/// One attempt first: a broker that answers and refuses (credentials, TLS) will
+/// not change its mind by being asked again, so that fails at once with the
+/// reason. Only a broker that is not there yet is waited for, in the background.
+async fn connect_with(
+    options: impl Fn() -> anyhow::Result<ConnectOptions>,
+    args: &ConnectConfig,
+) -> anyhow::Result<Client> {
     tracing::info!(nats_url = args.nats_url, "connecting to NATS");
-    connect_to(options.retry_on_initial_connect(), args).await
+    match connect_to(options()?, args).await? {
+        Ok(client) => return Ok(client),
+        Err(e) if refused(&e) => return Err(refused_or_unreachable(&args.nats_url, &e)),
+        Err(e) => tracing::info!(error = %e, "NATS broker not reachable yet; waiting for it"),
+    }
+    connect_to(options()?.retry_on_initial_connect(), args)
+        .await?
+        .map_err(|e| refused_or_unreachable(&args.nats_url, &e))
 }
 
 /// The processor's connection: persistent like [`connect_persistent`], with a
 /// subscription buffer of `ingest_buffer` messages (`--ingest-buffer`). Production
 /// and the test harness connect through this one function.
 pub async fn processor(config: &ConnectConfig, ingest_buffer: usize) -> anyhow::Result<Client> {
-    let options = options(config, "paddock-processor", None)?.subscription_capacity(ingest_buffer);
+    let options =
+        || Ok(options(config, "paddock-processor", None)?.subscription_capacity(ingest_buffer));
     connect_with(options, config).await
 }
 
@@ -225,17 +255,15 @@ pub async fn connect_observed(
     name: &str,
 ) -> anyhow::Result<(Client, UnboundedReceiver<Link>)> {
     let (links_tx, links) = tokio::sync::mpsc::unbounded_channel();
-    let client = connect_to(
-        options(args, name, Some(links_tx))?.retry_on_initial_connect(),
-        args,
-    )
-    .await?;
+    let client = connect_with(|| options(args, name, Some(links_tx.clone())), args).await?;
     Ok((client, links))
 }
 
 /// Connects once, failing fast: for commands where a person is waiting.
 pub async fn connect_once(args: &ConnectConfig, name: &str) -> anyhow::Result<Client> {
-    connect_to(options(args, name, None)?, args).await
+    connect_to(options(args, name, None)?, args)
+        .await?
+        .map_err(|e| refused_or_unreachable(&args.nats_url, &e))
 }
 
 /// Adds what the broker may ask of a client besides a `.creds` file (see
@@ -273,7 +301,13 @@ fn ensure_readable(path: &std::path::Path) -> anyhow::Result<()> {
 /// Connects to `args.nats_url`, which may list several servers separated by commas
 /// (the nodes of a cluster): the client tries them in turn, and also learns the
 /// other nodes from the server it reaches.
-async fn connect_to(options: ConnectOptions, args: &ConnectConfig) -> anyhow::Result<Client> {
+///
+/// The outer error is ours (the URL, a certificate file); the inner one is the
+/// connection's, kept whole so the caller can tell a refusal from an absence.
+async fn connect_to(
+    options: ConnectOptions,
+    args: &ConnectConfig,
+) -> anyhow::Result<Result<Client, async_nats::ConnectError>> {
     let url = args.nats_url.as_str();
     let servers: Vec<ServerAddr> = url
         .split(',')
@@ -286,10 +320,16 @@ async fn connect_to(options: ConnectOptions, args: &ConnectConfig) -> anyhow::Re
             )
         })?;
     let options = secured(options, args).await?;
-    options
-        .connect(servers)
-        .await
-        .map_err(|e| refused_or_unreachable(url, &e))
+    Ok(options.connect(servers).await)
+}
+
+/// Whether the broker answered and said no, rather than not being there.
+fn refused(e: &async_nats::ConnectError) -> bool {
+    use async_nats::ConnectErrorKind as Kind;
+    matches!(
+        e.kind(),
+        Kind::AuthorizationViolation | Kind::Authentication | Kind::Tls
+    )
 }
 
 /// A failed connection in one line that says which it was: the broker is not

@@ -44,6 +44,67 @@ fn lifetime(jwt: &str) -> Option<(i64, i64)> {
     Some((claims["iat"].as_i64()?, claims["exp"].as_i64()?))
 }
 
+/// Refuses credentials that could not receive a reply under `inbox_prefix`: a
+/// request sent anyway would still reach the processor (a create would create a
+/// session and issue its credentials) and its answer would be lost. Checked from
+/// the JWT's own subscribe permissions, before anything is sent; credentials that
+/// do not limit subscriptions pass.
+pub fn check_inbox(text: &str, inbox_prefix: &str) -> anyhow::Result<()> {
+    let Some(allowed) = parts(text).and_then(|(jwt, _)| sub_allow(&jwt)) else {
+        return Ok(());
+    };
+    let reply = format!("{inbox_prefix}.connection.1");
+    if allowed
+        .iter()
+        .any(|pattern| subject_matches(pattern, &reply))
+    {
+        return Ok(());
+    }
+    let prefixes: Vec<&str> = allowed
+        .iter()
+        .filter_map(|p| p.strip_suffix(".>"))
+        .filter(|p| p.starts_with("_INBOX"))
+        .collect();
+    match prefixes.as_slice() {
+        [prefix, ..] => anyhow::bail!(
+            "these credentials receive replies only under {prefix}: pass --inbox-prefix {prefix}"
+        ),
+        [] => anyhow::bail!(
+            "these credentials may not receive replies under {inbox_prefix} (they may subscribe \
+             to {}): pass the --inbox-prefix they allow",
+            allowed.join(", ")
+        ),
+    }
+}
+
+/// A user JWT's `nats.sub.allow`, when it has one.
+fn sub_allow(jwt: &str) -> Option<Vec<String>> {
+    let claims = jwt.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&BASE64URL_NOPAD.decode(claims.as_bytes()).ok()?).ok()?;
+    let allow = claims["nats"]["sub"]["allow"].as_array()?;
+    Some(
+        allow
+            .iter()
+            .filter_map(|p| Some(p.as_str()?.to_string()))
+            .collect(),
+    )
+}
+
+/// NATS subject matching: `*` is one token, a final `>` one or more.
+fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for want in pattern.split('.') {
+        match (want, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (want, Some(token)) if want == token => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
 struct Held {
     jwt: String,
     key: Arc<KeyPair>,
@@ -174,6 +235,22 @@ pub async fn keep_fresh(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subjects_match_as_the_broker_matches_them() {
+        assert!(subject_matches("_INBOX_ops.>", "_INBOX_ops.a.b"));
+        assert!(!subject_matches("_INBOX_ops.>", "_INBOX_ops"));
+        assert!(!subject_matches("_INBOX_ops.>", "_INBOX.a.b"));
+        assert!(subject_matches(
+            "session.*.telemetry",
+            "session.x.telemetry"
+        ));
+        assert!(!subject_matches(
+            "session.*.telemetry",
+            "session.x.telemetry.y"
+        ));
+        assert!(!subject_matches("session.*", "session"));
+    }
 
     #[test]
     fn the_jwt_and_seed_come_out_of_a_creds_file() {

@@ -113,6 +113,7 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         time_scale: args.time_scale,
         duration: None,
         progress: Duration::ZERO,
+        check_every: Duration::from_secs(10),
         dashboard: super::sessions::DashboardArgs {
             dashboard_url: (!page.is_empty()).then(|| page.clone()),
         },

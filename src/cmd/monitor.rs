@@ -24,9 +24,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::{ConnectArgs, parse_duration};
-use crate::client::SessionsClient;
 use crate::client::connect::{Link, connect_observed};
 use crate::client::creds::Stopped;
+use crate::client::{ClientError, SessionsClient};
 use crate::cmd::sim::Race;
 use crate::protocol::documents::Ack;
 use crate::protocol::id::SessionId;
@@ -38,6 +38,8 @@ struct Car {
     telemetry_subject: String,
     race: Race,
     setup: Option<Value>,
+    /// When this car's next frame goes as a request (see `--check-every`).
+    check_at: tokio::time::Instant,
 }
 
 /// What to stream: the simulation, or a recording's frames with their delays.
@@ -75,6 +77,11 @@ pub struct MonitorArgs {
     /// How often to report rate and totals on stderr (0 to turn off).
     #[arg(long, env = "PADDOCK_PROGRESS", default_value = "5s", value_parser = parse_duration)]
     pub progress: Duration,
+    /// How often one frame per session goes as a request rather than a publish,
+    /// so that a session deleted or expired meanwhile is noticed whatever the
+    /// credentials may subscribe to (its frames would only be refused); 0: never.
+    #[arg(long, env = "PADDOCK_CHECK_EVERY", default_value = "10s", value_parser = parse_duration)]
+    pub check_every: Duration,
     #[command(flatten)]
     pub dashboard: super::sessions::DashboardArgs,
 }
@@ -163,6 +170,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             id,
             race,
             setup,
+            check_at: tokio::time::Instant::now() + args.check_every,
         });
     }
     for car in &cars {
@@ -180,6 +188,29 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         false => None,
     };
     let ours: std::collections::HashSet<String> = cars.iter().map(|c| c.id.clone()).collect();
+    // Answers to the frames sent as requests that say the session has ended.
+    let (ended_tx, mut ended) = tokio::sync::mpsc::channel::<(String, String)>(cars.len());
+    // Sends `body` for `car`: published, or, when its check is due, as a request
+    // whose answer comes back on `ended` if the session is gone. The request is
+    // awaited on a task of its own, so a slow processor never holds the stream.
+    let send = |car: &mut Car, body: Bytes| {
+        let now = tokio::time::Instant::now();
+        if args.check_every.is_zero() || now < car.check_at {
+            return false;
+        }
+        car.check_at = now + args.check_every;
+        let (client, ended_tx) = (client.clone(), ended_tx.clone());
+        let (id, subject) = (car.id.clone(), car.telemetry_subject.clone());
+        tokio::spawn(async move {
+            if let Err(ClientError::Service {
+                code: 404, reason, ..
+            }) = client.request_as::<Ack>(subject, body).await
+            {
+                let _ = ended_tx.send((id, reason)).await;
+            }
+        });
+        true
+    };
 
     let started = Instant::now();
     let mut progress = Progress::new(args.sessions, args.progress);
@@ -224,6 +255,9 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                     );
                 }
             }
+            Some((id, reason)) = ended.recv() => {
+                bail!("session {id} has ended ({reason}): its frames are refused, so the monitor stops");
+            }
             Some(stopped) = renewal.recv() => {
                 if let Stopped::SessionEnded(e) = stopped {
                     bail!(
@@ -256,7 +290,9 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                     let frame = car.race.step(period.as_secs_f64() * args.time_scale);
                     if connected {
                         let body = Bytes::from(frame.to_string());
-                        nats.publish(car.telemetry_subject.clone(), body).await?;
+                        if !send(car, body.clone()) {
+                            nats.publish(car.telemetry_subject.clone(), body).await?;
+                        }
                         progress.sent += 1;
                     } else {
                         progress.skipped += 1;
@@ -270,9 +306,11 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                     break;
                 };
                 let connected = nats.connection_state() == State::Connected;
-                for car in &cars {
+                for car in &mut cars {
                     if connected {
-                        nats.publish(car.telemetry_subject.clone(), body.clone()).await?;
+                        if !send(car, body.clone()) {
+                            nats.publish(car.telemetry_subject.clone(), body.clone()).await?;
+                        }
                         progress.sent += 1;
                     } else {
                         progress.skipped += 1;

@@ -145,27 +145,30 @@ async fn with_no_processor_the_commands_say_so() {
         "{err}"
     );
     // Wrong credentials: said once, as a refusal, not as an unreachable broker.
+    // The long-running commands too: a broker that answers and refuses will not
+    // change its mind, so they stop at once instead of retrying forever.
     let guarded = NatsServer::start_with(&["--user", "ops", "--pass", "right"]);
     let guarded_url = guarded.url();
-    let (code, _, err) = run_paddock(&[
-        "sessions",
-        "stats",
-        "--nats-url",
-        &guarded_url,
-        "--user",
-        "ops",
-        "--password",
-        "wrong",
-    ])
-    .await;
-    assert_eq!(code, 1);
-    assert_eq!(
-        err,
-        format!(
-            "paddock: the NATS broker at {guarded_url} refused these credentials \
-             (authorization violation)\n"
-        )
+    let refusal = format!(
+        "paddock: the NATS broker at {guarded_url} refused these credentials \
+         (authorization violation)\n"
     );
+    let commands: [&[&str]; 4] = [
+        &["sessions", "stats"],
+        &["serve"],
+        &["monitor"],
+        &["watch", "--plain", "0b0e7a3c-5f43-4d2c-9a51-8d2f1c3e4b5a"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.extend(["--nats-url", &guarded_url, "--user", "ops"]);
+        args.extend(["--password", "wrong"]);
+        let (code, _, err) = run_paddock(&args).await;
+        assert_eq!(code, 1, "{command:?}: {err}");
+        // The processor logs its start first; the refusal is its last line.
+        assert!(err.ends_with(&refusal), "{command:?}: {err}");
+        assert_eq!(err.matches("refused").count(), 1, "{command:?}: {err}");
+    }
     // A missing CA file is named before any connection is tried.
     let (code, _, err) = run_paddock(&[
         "sessions",
@@ -505,6 +508,52 @@ async fn a_monitor_replays_a_recording() {
         .await;
     assert_eq!(doc["telemetry"]["lap"], 5);
     assert_eq!(doc["setup"]["wing"], 3);
+}
+
+/// What changed while a watch was away reaches it when it comes back: it takes a
+/// fresh snapshot after every reconnect. The watch is paused (SIGSTOP) through a
+/// broker restart and a new frame, so it cannot have seen that frame live: the
+/// broker it had subscribed on is gone, and the new one has no subscription of
+/// its until it reconnects after SIGCONT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_takes_a_fresh_snapshot_after_a_reconnect() {
+    let mut app = spawn_app().await;
+    let url = app.server.url();
+    let id = app.new_session().await;
+    app.send_telemetry(&id, frame(1)).await;
+    app.get_until(&id, "frame stored", |d| d["telemetry"]["lap"] == 1)
+        .await;
+    let watch = Running::spawn(&["watch", &id, "--plain", "--nats-url", &url]);
+    assert!(watch.line().starts_with("lap 1 "));
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &watch.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    app.server.kill();
+    until_disconnected(&app.client).await;
+    app.server.start_again();
+    // The processor is back (it answers), and stores a frame the watch cannot see.
+    wait_for_reply(&app.client, "sessions.get", id_body(&id))
+        .await
+        .ok();
+    app.send_telemetry(&id, frame(2)).await;
+    app.get_until(&id, "frame 2 stored", |d| d["telemetry"]["lap"] == 2)
+        .await;
+    signal("-CONT");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut after = Vec::new();
+    while !after.iter().any(|l: &String| l.starts_with("lap 2 ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never showed the frame stored while it was away: {after:?}"
+        );
+        after.extend(watch.lines_for(Duration::from_millis(250)));
+    }
+    assert_eq!(watch.stop("-INT"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,23 +7,6 @@ use crate::support::*;
 use futures::StreamExt;
 use serde_json::Value;
 
-/// Polls until `subject` answers a request (the broker and processor may be coming up).
-async fn wait_for_reply(client: &async_nats::Client, subject: &str, body: String) -> Answer {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let attempt = tokio::time::timeout(
-            Duration::from_millis(500),
-            client.request(subject.to_string(), body.clone().into()),
-        )
-        .await;
-        if let Ok(Ok(message)) = attempt {
-            return Answer::from(message);
-        }
-        assert!(Instant::now() < deadline, "{subject} never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])

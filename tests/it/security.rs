@@ -207,6 +207,50 @@ async fn each_role_can_do_its_job_and_is_refused_the_rest() {
     assert_eq!(processor.stop("-TERM"), 0);
 }
 
+/// A monitor in the monitor role may not subscribe to the lifecycle events, yet
+/// it still notices its session deleted: every --check-every one frame goes as a
+/// request, and the processor's 404 answer stops it (exit 1, said once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_in_its_role_stops_when_its_session_is_deleted() {
+    let config = roles_config();
+    let server = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    let url = server.url();
+    let processor = serve_as_processor(&url);
+    let (ops, _) = client_as(&url, "ops").await;
+    wait_for_processors(&ops, 1).await;
+    let monitor = Running::spawn(&[
+        "monitor",
+        "--nats-url",
+        &url,
+        "--user",
+        "monitor",
+        "--password",
+        password("monitor"),
+        "--inbox-prefix",
+        "_INBOX_monitor",
+        "--hz",
+        "20",
+        "--check-every",
+        "300ms",
+    ]);
+    let id = monitor.line().strip_prefix("session ").unwrap().to_string();
+    ask(&ops, "sessions.delete", id_body(&id)).await.ok();
+    let started = std::time::Instant::now();
+    let mut monitor = monitor;
+    let code = loop {
+        if let Some(status) = monitor.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the monitor kept publishing to its deleted session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(1));
+    assert_eq!(processor.stop("-TERM"), 0);
+}
+
 /// `sync` for a client whose role may not publish just anywhere: a request to an
 /// endpoint it may use, answered after everything it sent before.
 async fn sync_as(client: &Client) {

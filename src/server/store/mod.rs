@@ -339,19 +339,37 @@ impl Storage {
 /// consumers for about a minute) before giving up.
 const STARTUP_PATIENCE: Duration = Duration::from_secs(120);
 
-/// Runs `open` until it succeeds or [`STARTUP_PATIENCE`] passes. A broker that
-/// says it has no JetStream will not grow one: that fails at once.
-async fn retry_while_starting<T, F, Fut>(client: &Client, mut open: F) -> Result<T, StoreError>
+/// What [`retry_while_starting`] asks of the connection: a trait, so that its
+/// rules are unit-tested without a broker.
+trait Link {
+    fn connected(&self) -> bool;
+    fn has_jetstream(&self) -> bool;
+}
+
+impl Link for Client {
+    fn connected(&self) -> bool {
+        self.connection_state() == async_nats::connection::State::Connected
+    }
+    fn has_jetstream(&self) -> bool {
+        self.server_info().jetstream
+    }
+}
+
+/// Runs `open` until it succeeds or [`STARTUP_PATIENCE`] passes: a read from a
+/// replica behind its leader ([`StoreError::Behind`]) or a cluster still electing
+/// leaders is read again. A broker that says it has no JetStream will not grow
+/// one: that fails at once.
+async fn retry_while_starting<T, F, Fut>(client: &impl Link, mut open: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
     let mut deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
     loop {
-        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        let connected = client.connected();
         match open().await {
             Ok(value) => return Ok(value),
-            Err(e) if connected && !client.server_info().jetstream => return Err(e),
+            Err(e) if connected && !client.has_jetstream() => return Err(e),
             // No broker yet: wait for one without limit (systemd or compose may
             // start the processor first); the patience counts once connected.
             Err(_) if !connected => {
@@ -377,5 +395,59 @@ fn open_error(bucket: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Open {
         bucket: bucket.to_string(),
         reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Up {
+        jetstream: bool,
+    }
+
+    impl Link for Up {
+        fn connected(&self) -> bool {
+            true
+        }
+        fn has_jetstream(&self) -> bool {
+            self.jetstream
+        }
+    }
+
+    fn behind() -> StoreError {
+        StoreError::Behind {
+            bucket: "paddock_sessions".into(),
+            read: 7,
+            leader: 9,
+        }
+    }
+
+    /// A load that read a replica behind its leader is not taken: it is read
+    /// again, and the second, complete read is what recovery restores.
+    #[tokio::test]
+    async fn a_read_from_a_replica_behind_is_read_again() {
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let loaded = retry_while_starting(&Up { jetstream: true }, || async {
+            match attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                0 => Err(behind()),
+                _ => Ok("complete"),
+            }
+        })
+        .await;
+        assert_eq!(loaded.unwrap(), "complete");
+        assert_eq!(attempts.into_inner(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_broker_without_jetstream_fails_at_once() {
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let loaded: Result<(), _> = retry_while_starting(&Up { jetstream: false }, || async {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(behind())
+        })
+        .await;
+        assert!(matches!(loaded, Err(StoreError::Behind { .. })));
+        assert_eq!(attempts.into_inner(), 1);
     }
 }

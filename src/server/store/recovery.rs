@@ -104,6 +104,13 @@ pub(super) async fn load(
             break;
         }
     }
+    caught_up(bucket, read_last, leader_last)?;
+    Ok(values)
+}
+
+/// A read is complete when it reached the last message the leader reported: with
+/// one message per key, every key's latest value is then among those read.
+fn caught_up(bucket: &str, read_last: u64, leader_last: u64) -> Result<(), StoreError> {
     if read_last < leader_last {
         return Err(StoreError::Behind {
             bucket: bucket.to_string(),
@@ -111,7 +118,7 @@ pub(super) async fn load(
             leader: leader_last,
         });
     }
-    Ok(values)
+    Ok(())
 }
 
 /// An ended session as the archive bucket keeps it (under its id).
@@ -142,4 +149,24 @@ pub(super) fn read_archived(value: &[u8]) -> Result<Ended, serde_json::Error> {
         // The laps come from their own bucket (restore_lap).
         laps: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_short_of_the_leaders_last_message_is_behind() {
+        assert!(matches!(
+            caught_up("b", 41, 42),
+            Err(StoreError::Behind {
+                read: 41,
+                leader: 42,
+                ..
+            })
+        ));
+        assert!(caught_up("b", 42, 42).is_ok());
+        // A write after the leader's status was read arrives on the watcher too.
+        assert!(caught_up("b", 43, 42).is_ok());
+    }
 }

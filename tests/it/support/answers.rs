@@ -32,6 +32,26 @@ pub async fn until_disconnected(client: &Client) {
     }
 }
 
+/// Polls until `subject` answers a request (the broker and processor may be coming
+/// up), re-sending after any failure: for requests that may safely arrive twice
+/// (`sessions.get`), or whose duplicate does not matter to the test. [`ask`] is
+/// the one that never re-sends what may have arrived.
+pub async fn wait_for_reply(client: &async_nats::Client, subject: &str, body: String) -> Answer {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.request(subject.to_string(), body.clone().into()),
+        )
+        .await;
+        if let Ok(Ok(message)) = attempt {
+            return Answer::from(message);
+        }
+        assert!(Instant::now() < deadline, "{subject} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A client subscribed to `subject`, with the subscription in effect at the broker.
 pub async fn subscriber(url: &str, subject: String) -> (Client, async_nats::Subscriber) {
     let client = connect(url).await;
