@@ -5,6 +5,7 @@
 //! (stdout, Markdown) is what docs/BENCHMARKS.md holds. Ratios compare figures
 //! from the same run only: the machine's absolute speed cancels out.
 
+mod fanout;
 mod hotpath;
 mod rig;
 
@@ -133,7 +134,7 @@ pub struct BenchArgs {
         default_value_t = 100_000
     )]
     pub recovery_sessions: usize,
-    /// Only these parts: ingest, get, latency, memory, recovery, callgrind.
+    /// Only these parts: ingest, get, latency, fanout, memory, recovery, callgrind.
     #[arg(long, env = "PADDOCK_BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
     /// A smoke test: every part, on small figures, in seconds.
@@ -193,25 +194,31 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
                 let mut raw = Vec::new();
                 let mut ingest = Vec::new();
+                let mut cpu_per_frame = Vec::new();
                 for round in 1..=plan.rounds {
                     raw.push(
                         raw_delivery(&broker.url(), &client, &raw_subjects, &frame, plan.frames)
                             .await?,
                     );
+                    let cpu = processor.cpu_time()?;
                     ingest.push(
                         paddock_ingest(&client, &sessions, &ids, &subjects, &frame, plan.frames)
                             .await
                             .with_context(|| format!("see {}", processor.log.display()))?,
                     );
+                    let cpu = processor.cpu_time()?.saturating_sub(cpu);
+                    cpu_per_frame.push(cpu.as_secs_f64() * 1e9 / plan.frames as f64);
                     say!(
-                        "  round {round}: raw {}, paddock {} ({:.2} × raw)",
+                        "  round {round}: raw {}, paddock {} ({:.2} × raw), processor CPU {:.0} ns/frame",
                         rate(raw[round - 1]),
                         rate(ingest[round - 1]),
-                        ingest[round - 1] / raw[round - 1]
+                        ingest[round - 1] / raw[round - 1],
+                        cpu_per_frame[round - 1]
                     );
                 }
                 processor.stop().await?;
                 let (raw, ingest) = (median(&mut raw), median(&mut ingest));
+                let cpu_per_frame = median(&mut cpu_per_frame);
                 report.add(
                     format!("raw NATS delivery, {}", frame.name),
                     rate(raw),
@@ -226,6 +233,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     format!(
                         "**{:.2} × raw**, median of {}; every final frame served, none lost",
                         ingest / raw,
+                        plan.rounds
+                    ),
+                );
+                report.add(
+                    format!("processor CPU per frame, {}", frame.name),
+                    format!("{cpu_per_frame:.0} ns"),
+                    format!(
+                        "median of {}: its threads' time on a CPU during a round / frames (it includes the client library's share)",
                         plan.rounds
                     ),
                 );
@@ -304,6 +319,61 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
             processor.stop().await?;
         }
+    }
+
+    if wants("fanout") {
+        let (broker, client, sessions) = fresh_broker(&bin).await?;
+        let frame = Frame::small();
+        let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
+        for shape in &plan.fan_out {
+            say!(
+                "== fan-out: {} session(s) at {} Hz, {} dashboard(s) each, {:?} ({})",
+                shape.sessions,
+                shape.hz,
+                shape.dashboards_per_session,
+                shape.duration,
+                frame.name
+            );
+            let raw = fanout::run(&broker.url(), &client, RAW_PREFIX, *shape, &frame).await?;
+            let paddock = fanout::run(&broker.url(), &client, "session", *shape, &frame)
+                .await
+                .with_context(|| format!("see {}", processor.log.display()))?;
+            let figures = |f: &fanout::FanOut| {
+                format!(
+                    "{} / {}, {}",
+                    us(f.latencies.at(0.50)),
+                    us(f.latencies.at(0.99)),
+                    thousands(f.delivered_per_s)
+                )
+            };
+            say!(
+                "  raw NATS: {}; paddock: {}",
+                figures(&raw),
+                figures(&paddock)
+            );
+            report.add(
+                format!(
+                    "fan-out: {} at {} Hz → {} dashboard{} each: p50 / p99, deliveries/s",
+                    if shape.sessions == 1 {
+                        "1 session".to_string()
+                    } else {
+                        format!("{} sessions", thousands(shape.sessions as f64))
+                    },
+                    shape.hz,
+                    shape.dashboards_per_session,
+                    if shape.dashboards_per_session == 1 { "" } else { "s" }
+                ),
+                figures(&paddock),
+                format!(
+                    "raw NATS, same subscribers: {}; subscriptions / connections: {} / {}; the processor ingests every frame",
+                    figures(&raw),
+                    shape.sessions * shape.dashboards_per_session,
+                    shape.connections.min(shape.sessions * shape.dashboards_per_session)
+                ),
+            );
+        }
+        processor.stop().await?;
+        drop(broker);
     }
 
     if wants("memory") {
@@ -424,6 +494,7 @@ struct Plan {
     get_rate: u64,
     get_duration: Duration,
     latency_rates: Vec<u64>,
+    fan_out: Vec<fanout::Shape>,
     memory_sessions: Vec<usize>,
     recovery_sessions: usize,
     /// Frames of the two callgrind runs.
@@ -441,6 +512,10 @@ impl From<&BenchArgs> for Plan {
                 get_rate: 5_000,
                 get_duration: Duration::from_secs(1),
                 latency_rates: vec![1_000],
+                fan_out: vec![
+                    fan_out(1, 10, Duration::from_secs(2)),
+                    fan_out(50, 2, Duration::from_secs(2)),
+                ],
                 memory_sessions: vec![1_000],
                 recovery_sessions: 1_000,
                 callgrind: (1_000, 3_000),
@@ -454,10 +529,28 @@ impl From<&BenchArgs> for Plan {
             get_rate: args.get_rate,
             get_duration: Duration::from_secs(args.get_seconds),
             latency_rates: vec![1_000, 10_000, args.get_rate],
+            fan_out: vec![
+                fan_out(1, 1, Duration::from_secs(10)),
+                fan_out(1, 10, Duration::from_secs(10)),
+                fan_out(1, 100, Duration::from_secs(10)),
+                fan_out(1_000, 5, Duration::from_secs(10)),
+            ],
             memory_sessions: vec![10_000, 100_000],
             recovery_sessions: args.recovery_sessions,
             callgrind: (10_000, 60_000),
         }
+    }
+}
+
+/// Sessions at 20 Hz, each followed by `dashboards`: one connection per
+/// dashboard, up to 100 (then they share).
+fn fan_out(sessions: usize, dashboards: usize, duration: Duration) -> fanout::Shape {
+    fanout::Shape {
+        sessions,
+        dashboards_per_session: dashboards,
+        hz: 20,
+        connections: 100,
+        duration,
     }
 }
 

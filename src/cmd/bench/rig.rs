@@ -96,6 +96,14 @@ impl Processor {
         Ok(kb * 1024)
     }
 
+    /// Time the processor's threads have spent on a CPU, all together, from
+    /// /proc/<pid>/task/*/schedstat (nanoseconds; Linux). What a frame costs the
+    /// machine, which on a shared machine is taken from the broker's delivery: a
+    /// figure that moves far less between runs than a throughput does.
+    pub(crate) fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time(self.child.id())
+    }
+
     /// SIGTERM, and wait for the graceful stop (which stores the last changes).
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         // SAFETY: kill(2) on our own child's pid with a valid signal number.
@@ -153,4 +161,21 @@ pub(crate) async fn wait_for_counter(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Time the threads of process `pid` have spent on a CPU, all together
+/// (/proc/<pid>/task/*/schedstat, nanoseconds; Linux).
+pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let tasks = format!("/proc/{pid}/task");
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot read {tasks}"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))
+            .context("no schedstat (needs Linux with schedstats)")?;
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("unreadable schedstat")?;
+    }
+    Ok(Duration::from_nanos(ns))
 }
