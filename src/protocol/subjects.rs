@@ -245,6 +245,19 @@ pub fn data(id: &SessionId, kind: DataKind) -> String {
     format!("{DATA_PREFIX}{id}.{}", kind.as_str())
 }
 
+/// The partition of a session among `partitions`, as the broker computes it for
+/// a subject mapping `{{partition(n,1)}}` on the session id token: FNV-1a (32 bit)
+/// of the id as written in subjects, modulo `n` (nats-server's
+/// `subject_transform.go`; tests/it/partitions.rs holds this to the broker). The
+/// building block of partitioned ownership (docs/ARCHITECTURE.md): a processor
+/// that owns some partitions must know which ids are its own.
+pub fn partition(id: &SessionId, partitions: u32) -> u32 {
+    let hash = id.to_string().bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    hash % partitions.max(1)
+}
+
 /// `session.<id>.`: what every subject of one session starts with; the rest is
 /// the kind (`telemetry`, `setup`, `lap`, `events.<kind>`).
 pub fn session_prefix(id: &SessionId) -> String {
@@ -309,6 +322,23 @@ pub fn parse_data(subject: &str) -> Option<(&str, DataKind)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_follow_fnv1a_of_the_id() {
+        // FNV-1a of the empty input is its offset basis; these ids' values were
+        // computed independently (Python) and match the broker's mapping.
+        let id = SessionId::parse("697461d2-91c5-4bad-b190-06cd9e07cf04").unwrap();
+        assert_eq!(partition(&id, 4), 2);
+        assert_eq!(partition(&id, 1), 0);
+        let spread =
+            (0..4_000)
+                .map(|_| partition(&SessionId::new_v4(), 4))
+                .fold([0u32; 4], |mut n, p| {
+                    n[p as usize] += 1;
+                    n
+                });
+        assert!(spread.iter().all(|&n| n > 800), "{spread:?}");
+    }
 
     #[test]
     fn data_subjects_round_trip() {

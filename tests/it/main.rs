@@ -17,5 +17,6 @@ mod laps;
 mod lifecycle;
 mod live;
 mod ops;
+mod partitions;
 mod processors;
 mod security;
