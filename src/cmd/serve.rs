@@ -96,10 +96,9 @@ pub struct ServeArgs {
     pub expire_after: Duration,
     /// Runtime worker threads. One by default: the processor applies frames in one
     /// loop, and a second worker only moves the client's socket reading to another
-    /// core, at the price of a cross-thread wake-up per batch. Where the broker
-    /// shares the machine that price is paid in its delivery (docs/BENCHMARKS.md:
-    /// 0.5 KB ingest 0.84 → 0.93 × raw NATS on 2 cores); with idle cores to spare, 2
-    /// may ingest more.
+    /// core, at the price of a cross-thread wake-up per batch: on 2 cores shared
+    /// with the broker, one worker spent 2-3% less CPU per frame
+    /// (docs/BENCHMARKS.md). With idle cores to spare, 2 may ingest more.
     #[arg(long, env = "PADDOCK_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_threads: u16,
     #[command(flatten)]
