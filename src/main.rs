@@ -13,15 +13,11 @@ fn main() -> ExitCode {
     if let Some(workers) = cli.command.worker_threads() {
         runtime.worker_threads(workers);
     }
-    let runtime = match runtime.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "paddock: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(cmd::run(&cli)),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the runtime")),
     };
-    match runtime.block_on(cmd::run(&cli)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line with the cause chain: "cannot …: because …".

@@ -115,7 +115,8 @@ fn options(
             args.live
                 .set(&text)
                 .with_context(|| format!("cannot use the credentials file {}", path.display()))?;
-            super::creds::check_inbox(&text, &args.inbox_prefix)
+            args.live
+                .check_inbox(&args.inbox_prefix)
                 .with_context(|| format!("cannot use the credentials file {}", path.display()))?;
             ConnectOptions::with_auth_callback(args.live.callback())
         }

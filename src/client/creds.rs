@@ -36,21 +36,25 @@ pub fn parts(text: &str) -> Option<(String, String)> {
     ))
 }
 
+/// A JWT's claims (its middle part), when it has readable ones.
+fn claims(jwt: &str) -> Option<serde_json::Value> {
+    let claims = jwt.split('.').nth(1)?;
+    serde_json::from_slice(&BASE64URL_NOPAD.decode(claims.as_bytes()).ok()?).ok()
+}
+
 /// A JWT's `iat` and `exp` claims (Unix seconds), when it has them.
 fn lifetime(jwt: &str) -> Option<(i64, i64)> {
-    let claims = jwt.split('.').nth(1)?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&BASE64URL_NOPAD.decode(claims.as_bytes()).ok()?).ok()?;
+    let claims = claims(jwt)?;
     Some((claims["iat"].as_i64()?, claims["exp"].as_i64()?))
 }
 
-/// Refuses credentials that could not receive a reply under `inbox_prefix`: a
-/// request sent anyway would still reach the processor (a create would create a
-/// session and issue its credentials) and its answer would be lost. Checked from
-/// the JWT's own subscribe permissions, before anything is sent; credentials that
-/// do not limit subscriptions pass.
-pub fn check_inbox(text: &str, inbox_prefix: &str) -> anyhow::Result<()> {
-    let Some(allowed) = parts(text).and_then(|(jwt, _)| sub_allow(&jwt)) else {
+/// Refuses a JWT that could not receive a reply under `inbox_prefix`: a request
+/// sent anyway would still reach the processor (a create would create a session
+/// and issue its credentials) and its answer would be lost. Checked from the
+/// JWT's own subscribe permissions, before anything is sent; credentials that do
+/// not limit subscriptions pass.
+fn check_inbox(jwt: &str, inbox_prefix: &str) -> anyhow::Result<()> {
+    let Some(allowed) = sub_allow(jwt) else {
         return Ok(());
     };
     let reply = format!("{inbox_prefix}.connection.1");
@@ -79,9 +83,7 @@ pub fn check_inbox(text: &str, inbox_prefix: &str) -> anyhow::Result<()> {
 
 /// A user JWT's `nats.sub.allow`, when it has one.
 fn sub_allow(jwt: &str) -> Option<Vec<String>> {
-    let claims = jwt.split('.').nth(1)?;
-    let claims: serde_json::Value =
-        serde_json::from_slice(&BASE64URL_NOPAD.decode(claims.as_bytes()).ok()?).ok()?;
+    let claims = claims(jwt)?;
     let allow = claims["nats"]["sub"]["allow"].as_array()?;
     Some(
         allow
@@ -131,6 +133,14 @@ impl LiveCreds {
             key: Arc::new(key),
         });
         Ok(())
+    }
+
+    /// Whether the JWT held now may receive replies under `inbox_prefix`
+    /// (see `check_inbox`); without one held, nothing to check.
+    pub fn check_inbox(&self, inbox_prefix: &str) -> anyhow::Result<()> {
+        let held = self.0.read().unwrap_or_else(|e| e.into_inner());
+        held.as_ref()
+            .map_or(Ok(()), |held| check_inbox(&held.jwt, inbox_prefix))
     }
 
     /// When the JWT held now was issued and when it expires, if it says.

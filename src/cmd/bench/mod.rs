@@ -373,7 +373,6 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             );
         }
         processor.stop().await?;
-        drop(broker);
     }
 
     if wants("memory") {

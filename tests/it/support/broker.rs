@@ -92,6 +92,8 @@ pub fn free_port() -> u16 {
 /// paddock's own [`paddock::broker::LocalCluster`].
 pub struct NatsCluster {
     pub nodes: Vec<NatsServer>,
+    /// Every node's URL, comma-separated (ports stay the same across restarts).
+    urls: String,
 }
 
 impl NatsCluster {
@@ -100,6 +102,7 @@ impl NatsCluster {
         let cluster =
             paddock::broker::LocalCluster::start(size, echo).unwrap_or_else(|e| panic!("{e}"));
         NatsCluster {
+            urls: cluster.urls(),
             nodes: cluster
                 .nodes
                 .into_iter()
@@ -110,10 +113,6 @@ impl NatsCluster {
 
     /// Every node's URL, comma-separated, as `--nats-url` takes them.
     pub fn urls(&self) -> String {
-        self.nodes
-            .iter()
-            .map(NatsServer::url)
-            .collect::<Vec<_>>()
-            .join(",")
+        self.urls.clone()
     }
 }
