@@ -207,6 +207,9 @@ pub struct BrokerConfig {
     /// Open a WebSocket listener (plain, loopback, a port the broker picks). Not
     /// with `config_file`: that file configures its own.
     pub websocket: bool,
+    /// Configuration text beside the defaults above (not with `config_file`),
+    /// e.g. the subject mappings of partitioned ownership ([`mappings_config`]).
+    pub extra_config: Option<String>,
     /// More command-line arguments, e.g. `["--max_payload", "4096"]`.
     pub args: Vec<String>,
     /// Echo the broker's log to stderr, each line prefixed with this.
@@ -250,17 +253,8 @@ impl LocalBroker {
             args.extend(["-c".into(), file.display().to_string()]);
         } else {
             args.extend(["-a".into(), "127.0.0.1".into()]);
-            if config.websocket {
-                let ws = store.join("paddock-websocket.conf");
-                std::fs::write(
-                    &ws,
-                    "websocket { host: 127.0.0.1, port: -1, no_tls: true }\n",
-                )
-                .map_err(|source| BrokerError::Store {
-                    path: ws.clone(),
-                    source,
-                })?;
-                args.extend(["-c".into(), ws.display().to_string()]);
+            if let Some(file) = write_extra_config(&store, &config, -1)? {
+                args.extend(["-c".into(), file.display().to_string()]);
             }
         }
         if config.config_file.is_none() || config.store_dir.is_some() {
@@ -354,12 +348,7 @@ impl LocalBroker {
         self.kill();
         // The WebSocket listener comes back on its port too: pages keep its URL.
         if let (true, Some(port)) = (self.config.websocket, self.websocket_port) {
-            let ws = self.store.join("paddock-websocket.conf");
-            std::fs::write(
-                &ws,
-                format!("websocket {{ host: 127.0.0.1, port: {port}, no_tls: true }}\n"),
-            )
-            .map_err(|source| BrokerError::Store { path: ws, source })?;
+            write_extra_config(&self.store, &self.config, i32::from(port))?;
         }
         let mut args = self.args.clone();
         match args.iter().position(|a| a == "-p") {
@@ -374,6 +363,32 @@ impl LocalBroker {
     }
 }
 
+/// The configuration file of a broker started without one: `extra_config` and the
+/// WebSocket listener on `websocket_port` (-1: the broker picks; a restart passes
+/// the port it had), in one file because nats-server reads a single `-c`. `None`
+/// when there is nothing to write.
+fn write_extra_config(
+    store: &Path,
+    config: &BrokerConfig,
+    websocket_port: i32,
+) -> Result<Option<PathBuf>, BrokerError> {
+    let mut text = config.extra_config.clone().unwrap_or_default();
+    if config.websocket {
+        text.push_str(&format!(
+            "\nwebsocket {{ host: 127.0.0.1, port: {websocket_port}, no_tls: true }}\n"
+        ));
+    }
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let file = store.join("paddock-broker.conf");
+    std::fs::write(&file, text).map_err(|source| BrokerError::Store {
+        path: file.clone(),
+        source,
+    })?;
+    Ok(Some(file))
+}
+
 /// A JetStream cluster of local brokers on loopback, each with its own store: the
 /// shape of deploy/cluster/, for the tests and `paddock chaos`.
 pub struct LocalCluster {
@@ -383,6 +398,16 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// `size` nodes named n0, n1, … routed to each other; `echo_log` as for one.
     pub fn start(size: usize, echo_log: Option<String>) -> Result<Self, BrokerError> {
+        Self::start_with(size, echo_log, None)
+    }
+
+    /// The same, each node also reading `extra_config` (e.g. the subject
+    /// mappings of partitioned ownership, [`mappings_config`]).
+    pub fn start_with(
+        size: usize,
+        echo_log: Option<String>,
+        extra_config: Option<String>,
+    ) -> Result<Self, BrokerError> {
         let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let nodes = (0..size)
             .map(|i| {
@@ -404,6 +429,7 @@ impl LocalCluster {
                         routes.join(","),
                     ],
                     echo_log: echo_log.clone(),
+                    extra_config: extra_config.clone(),
                     ..BrokerConfig::default()
                 })
             })
@@ -419,6 +445,22 @@ impl LocalCluster {
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+/// A nats.conf `mappings` block that splits sessions into `partitions`
+/// partitions (docs/ARCHITECTURE.md), for `paddock serve --partitions`: what
+/// `paddock broker mappings` prints. Top level, it maps the global account's
+/// subjects; inside an account block, that account's.
+pub fn mappings_config(partitions: u32) -> String {
+    let lines: Vec<String> = crate::protocol::subjects::mappings(partitions)
+        .into_iter()
+        .map(|(from, to)| format!("  \"{from}\": \"{to}\""))
+        .collect();
+    format!(
+        "# paddock: {partitions} partitions (paddock serve --partitions {partitions} --owns ...)\n\
+         mappings = {{\n{}\n}}\n",
+        lines.join("\n")
+    )
 }
 
 /// A loopback port that is free right now (for routes, which must be known

@@ -27,13 +27,21 @@ pub enum AuthCommand {
         /// credential the old one issued, so this is refused without it.
         #[arg(long)]
         force: bool,
+        /// Write the subject mappings that split sessions into N partitions into
+        /// the account (for `paddock serve --partitions N --owns …`); 1: none.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::server::partitions::MAX_PARTITIONS)))]
+        partitions: u32,
     },
 }
 
 /// `paddock auth …`.
 pub fn run(args: &AuthArgs) -> anyhow::Result<()> {
     match &args.command {
-        AuthCommand::Init { out, force } => {
+        AuthCommand::Init {
+            out,
+            force,
+            partitions,
+        } => {
             if out.join("nats-operator.conf").exists() && !force {
                 anyhow::bail!(
                     "{} already holds an operator setup; a new one would invalidate every \
@@ -41,7 +49,8 @@ pub fn run(args: &AuthArgs) -> anyhow::Result<()> {
                     out.display()
                 );
             }
-            let setup = OperatorSetup::new();
+            let mut setup = OperatorSetup::new();
+            setup.partitions = *partitions;
             setup.write(out)?;
             out!(
                 "wrote {dir}/: nats-operator.conf, nats-server.conf, issuer.account, issuer.seed, \

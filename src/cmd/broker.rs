@@ -15,12 +15,24 @@ pub enum BrokerCommand {
     /// NATS_SERVER_BIN, else `nats-server` on PATH, else the pinned release
     /// (fetched if missing).
     Which,
+    /// Print the subject mappings that split sessions into N partitions, for the
+    /// broker's configuration (top level, or inside paddock's account block), to
+    /// go with `paddock serve --partitions N --owns …`.
+    Mappings {
+        /// How many partitions (2 to 64).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(2..=i64::from(crate::server::partitions::MAX_PARTITIONS)))]
+        partitions: u32,
+    },
 }
 
 /// `paddock broker fetch|which`: prints a binary's path on stdout, for scripts
 /// (`NATS_SERVER_BIN=$(paddock broker fetch)`).
 pub fn run(command: &BrokerCommand) -> anyhow::Result<()> {
     let path = match command {
+        BrokerCommand::Mappings { partitions } => {
+            out!("{}", broker::mappings_config(*partitions).trim_end());
+            return Ok(());
+        }
         BrokerCommand::Fetch => broker::managed()?,
         BrokerCommand::Which => {
             let (path, source) = broker::locate_from_env()?;

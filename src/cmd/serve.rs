@@ -101,6 +101,23 @@ pub struct ServeArgs {
     /// (docs/BENCHMARKS.md). With idle cores to spare, 2 may ingest more.
     #[arg(long, env = "PADDOCK_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_threads: u16,
+    /// Partitioned ownership (docs/ARCHITECTURE.md, "Past one processor"): the
+    /// broker splits sessions into this many partitions by their id, with the
+    /// subject mappings `paddock broker mappings --partitions N` prints (or `auth
+    /// init --partitions N` writes), and this processor holds only the sessions of
+    /// the partitions it --owns. Every processor of a deployment must be given
+    /// the same number. 1: no partitions, every processor holds every session.
+    #[arg(long, env = "PADDOCK_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::server::partitions::MAX_PARTITIONS)))]
+    pub partitions: u32,
+    /// With --partitions: the partitions this processor owns, e.g. 0,1 (default:
+    /// all). Processors that own the same partition are its replicas.
+    #[arg(
+        long,
+        env = "PADDOCK_OWNS",
+        value_delimiter = ',',
+        requires = "partitions"
+    )]
+    pub owns: Option<Vec<u32>>,
     #[command(flatten)]
     pub web: WebArgs,
 }
@@ -268,6 +285,10 @@ impl ServeArgs {
                 .context("--issuer-account/--issuer-signing-seed")?,
             // Set once the page's address is bound (`WebArgs::start`).
             dashboard_url: None,
+            partitions: crate::server::partitions::Partitions::new(
+                self.partitions,
+                self.owns.as_deref(),
+            )?,
         })
     }
 }

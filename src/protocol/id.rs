@@ -39,6 +39,12 @@ impl SessionId {
         SessionId(Uuid::new_v4())
     }
 
+    /// The id as written in subjects, without allocating: for the per-frame
+    /// and per-key partition checks of partitioned ownership.
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        self.0.hyphenated().encode_lower(buf)
+    }
+
     /// Accepts only the canonical form: 36 characters, hyphenated, lowercase hex.
     pub fn parse(input: &str) -> Result<Self, MalformedId> {
         // Length first: it rules out the braced, URN and simple forms that

@@ -252,10 +252,88 @@ pub fn data(id: &SessionId, kind: DataKind) -> String {
 /// building block of partitioned ownership (docs/ARCHITECTURE.md): a processor
 /// that owns some partitions must know which ids are its own.
 pub fn partition(id: &SessionId, partitions: u32) -> u32 {
-    let hash = id.to_string().bytes().fold(0x811c_9dc5_u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    });
+    let mut text = [0u8; 36];
+    let hash = id
+        .encode(&mut text)
+        .bytes()
+        .fold(0x811c_9dc5_u32, |hash, byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+        });
     hash % partitions.max(1)
+}
+
+/// The subject mappings that partition the subject space into `partitions`
+/// (docs/ARCHITECTURE.md, "Past one processor"): for each subject that carries a
+/// session id, `from` gets the partition of that id appended as a last token.
+/// What `paddock broker mappings` prints for a nats.conf and `auth init
+/// --partitions` writes into the account; the processor subscribes to the
+/// mapped forms ([`partitioned`]).
+pub fn mappings(partitions: u32) -> Vec<(String, String)> {
+    let data = [DataKind::Setup, DataKind::Telemetry]
+        .into_iter()
+        .map(|kind| format!("{DATA_PREFIX}*.{}", kind.as_str()));
+    let requests = Endpoint::ALL
+        .into_iter()
+        .filter_map(Endpoint::one_session)
+        .map(|(_, pattern)| control(pattern));
+    data.chain(requests)
+        .map(|from| {
+            // The id is the subject's only wildcard in each of these.
+            let to = from.replacen('*', "{{wildcard(1)}}", 1);
+            let to = format!("{to}.{{{{partition({partitions},1)}}}}");
+            (from, to)
+        })
+        .collect()
+}
+
+/// `<subject>` and `<subject>.*`: a subject a partition mapping rewrites, in
+/// both forms, for permissions. The broker checks a publish against the subject
+/// after mapping it (seen on 2.9.10 and 2.15.1), so a user allowed
+/// `sessions.get.<id>` must also be allowed `sessions.get.<id>.*` where sessions
+/// are partitioned; elsewhere no one subscribes to the longer form.
+pub fn with_mapped(subject: String) -> [String; 2] {
+    let mapped = format!("{subject}.*");
+    [subject, mapped]
+}
+
+/// `<pattern>.<partition>`: a subject pattern as the broker's mappings deliver it
+/// in one partition (`session.*.telemetry.3`, `get.*.3` in the `sessions` group).
+pub fn partitioned(pattern: &str, partition: u32) -> String {
+    format!("{pattern}.{partition}")
+}
+
+/// `partition.<p>.>` in the `sessions` group: requests forwarded to the owners of
+/// one partition by the processor that took them (list and stats gathered from
+/// every partition, body-form requests for a session of another partition).
+/// Internal between processors; clients use the public endpoints.
+pub fn partition_requests(partition: u32) -> String {
+    format!("partition.{partition}.>")
+}
+
+/// `sessions.partition.<p>.<endpoint>`: one forwarded request.
+pub fn partition_request(partition: u32, endpoint: Endpoint) -> String {
+    format!("{CONTROL_PREFIX}.partition.{partition}.{}", endpoint.name())
+}
+
+/// The partition and endpoint of a `sessions.partition.<p>.<endpoint>` subject.
+pub fn parse_partition_request(subject: &str) -> Option<(u32, Endpoint)> {
+    let rest = subject
+        .strip_prefix(CONTROL_PREFIX)?
+        .strip_prefix(".partition.")?;
+    let (partition, name) = rest.split_once('.')?;
+    Some((partition.parse().ok()?, Endpoint::from_name(name)?))
+}
+
+/// The session id token of an id-form request subject (`sessions.get.<id>`, or
+/// `sessions.get.<id>.<p>` as a partition mapping delivers it), unvalidated.
+pub fn id_token(subject: &str, endpoint: Endpoint) -> &str {
+    let rest = subject
+        .strip_prefix(CONTROL_PREFIX)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_prefix(endpoint.name()))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or("");
+    rest.split_once('.').map_or(rest, |(id, _)| id)
 }
 
 /// `session.<id>.`: what every subject of one session starts with; the rest is
@@ -338,6 +416,43 @@ mod tests {
                     n
                 });
         assert!(spread.iter().all(|&n| n > 800), "{spread:?}");
+    }
+
+    #[test]
+    fn mappings_append_the_partition_of_the_id() {
+        let mappings = mappings(4);
+        assert!(mappings.contains(&(
+            "session.*.telemetry".to_string(),
+            "session.{{wildcard(1)}}.telemetry.{{partition(4,1)}}".to_string()
+        )));
+        assert!(mappings.contains(&(
+            "sessions.renew.monitor.*".to_string(),
+            "sessions.renew.monitor.{{wildcard(1)}}.{{partition(4,1)}}".to_string()
+        )));
+        // Setup, telemetry and every id-form endpoint.
+        assert_eq!(mappings.len(), 2 + 5);
+    }
+
+    #[test]
+    fn id_and_partition_tokens_are_read_from_request_subjects() {
+        let id = SessionId::new_v4();
+        let text = id.to_string();
+        assert_eq!(id_token(&get_one(&id), Endpoint::Get), text);
+        assert_eq!(
+            id_token(&format!("{}.3", get_one(&id)), Endpoint::Get),
+            text
+        );
+        let laps = format!("{}.0", archive_laps_one(&id));
+        assert_eq!(id_token(&laps, Endpoint::ArchiveLaps), text);
+        assert_eq!(id_token("sessions.get", Endpoint::Get), "");
+        let subject = partition_request(3, Endpoint::ArchiveList);
+        assert_eq!(subject, "sessions.partition.3.archive.list");
+        assert_eq!(
+            parse_partition_request(&subject),
+            Some((3, Endpoint::ArchiveList))
+        );
+        assert_eq!(parse_partition_request("sessions.partition.x.list"), None);
+        assert_eq!(parse_partition_request("sessions.partition.1.nope"), None);
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct App {
     /// Issues each new session's credentials, when the broker runs in operator
     /// mode and the processor was given a signing key (`--issuer-*`).
     pub issuer: Option<crate::server::credentials::Issuer>,
+    /// The partitions this processor owns (`--partitions`, `--owns`): only their
+    /// sessions are held here.
+    pub partitions: crate::server::partitions::Partitions,
 }
 
 impl App {
@@ -80,6 +83,7 @@ impl App {
             metrics: Metrics::default(),
             limits,
             issuer: None,
+            partitions: Default::default(),
         }
     }
 

@@ -97,7 +97,7 @@ impl App {
     ) -> Result<Reply, ServiceError> {
         let subject_id = subject_id.map(SessionId::parse).transpose()?;
         match (endpoint, subject_id) {
-            (Endpoint::Create, _) => self.create(body),
+            (Endpoint::Create, _) => self.create(body, |id| self.partitions.owns(id)),
             (Endpoint::Get, Some(id)) => self.get(id),
             (Endpoint::Get, None) => self.get(self.session_id(body)?),
             (Endpoint::Laps, id) => self.laps(id, body, false),
@@ -109,6 +109,80 @@ impl App {
             (Endpoint::ArchiveGet, _) => self.archive_get(body),
             (Endpoint::RenewMonitor, id) => self.renew(id, body, Role::Monitor),
             (Endpoint::RenewDashboard, id) => self.renew(id, body, Role::Dashboard),
+        }
+    }
+
+    /// A request forwarded to `partition`, which this processor owns
+    /// (`sessions.partition.<p>.<endpoint>`, server/partitions.rs): the lists and
+    /// stats of that partition alone, for the processor that gathers them all
+    /// (`processor` is this one's name in the merge); any other endpoint as
+    /// usual, with the id in the body.
+    pub fn handle_partition(
+        &self,
+        endpoint: Endpoint,
+        partition: u32,
+        processor: &str,
+        body: &[u8],
+    ) -> Result<Reply, ServiceError> {
+        let in_partition = |id: &SessionId| self.partitions.of(id) == partition;
+        match endpoint {
+            Endpoint::List => {
+                let request = self.list_request(body)?;
+                let mut rows = self.sessions.list();
+                rows.retain(|row| in_partition(&row.session_id));
+                Ok(Reply::json(&page(rows, &request)))
+            }
+            Endpoint::ArchiveList => {
+                let request = self.list_request(body)?;
+                let mut rows = self.archived_rows();
+                rows.retain(|row| in_partition(&row.session_id));
+                Ok(Reply::json(&page(rows, &request)))
+            }
+            Endpoint::Stats => {
+                self.optional_object(body)?;
+                let live_sessions = self
+                    .sessions
+                    .list()
+                    .iter()
+                    .filter(|row| in_partition(&row.session_id))
+                    .count();
+                Ok(Reply::json(&crate::server::partitions::PartitionStats {
+                    processor: processor.to_string(),
+                    live_sessions,
+                    stats: self.metrics.snapshot(self.sessions.load()),
+                }))
+            }
+            // In the partition it was sent to, so that sessions spread evenly over
+            // the partitions however many replicas each has.
+            Endpoint::Create => self.create(body, in_partition),
+            _ => self.handle_control_for(endpoint, None, body),
+        }
+    }
+
+    /// What a gathered list needs before it asks the partitions: the page
+    /// (offset, limit) a valid request names.
+    pub fn page_request(&self, body: &[u8]) -> Result<(usize, usize), ServiceError> {
+        let request = self.list_request(body)?;
+        let limit = request
+            .limit
+            .unwrap_or(LIST_DEFAULT_LIMIT)
+            .clamp(1, LIST_MAX_LIMIT);
+        Ok((request.offset, limit))
+    }
+
+    /// The session a body-form request names, if it names one well: for
+    /// forwarding it to the session's partition. A body that does not is
+    /// answered here, with the error it earns.
+    pub fn session_named(&self, endpoint: Endpoint, body: &[u8]) -> Option<SessionId> {
+        match endpoint {
+            Endpoint::Get
+            | Endpoint::Delete
+            | Endpoint::ArchiveGet
+            | Endpoint::Laps
+            | Endpoint::ArchiveLaps
+            | Endpoint::RenewMonitor
+            | Endpoint::RenewDashboard => self.session_id(body).ok(),
+            Endpoint::Create | Endpoint::List | Endpoint::Stats | Endpoint::ArchiveList => None,
         }
     }
 
@@ -160,9 +234,15 @@ impl App {
 
     /// `sessions.create`: `{}` or an empty body → the new session document, with
     /// its credentials when this processor issues them.
-    fn create(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+    /// `accept` says which ids this processor may hand out (see
+    /// `Sessions::create_where`).
+    fn create(
+        &self,
+        body: &[u8],
+        accept: impl Fn(&SessionId) -> bool,
+    ) -> Result<Reply, ServiceError> {
         self.optional_object(body)?;
-        let snapshot = self.sessions.create()?;
+        let snapshot = self.sessions.create_where(accept)?;
         self.metrics.session_created();
         tracing::info!(session_id = %snapshot.session_id, via = "request", "session created");
         let mut doc = snapshot.document();
@@ -257,8 +337,12 @@ impl App {
     /// recently ended first.
     fn archive_list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         let request = self.list_request(body)?;
-        let rows: Vec<ArchivedSummary> = self
-            .sessions
+        Ok(Reply::json(&page(self.archived_rows(), &request)))
+    }
+
+    /// Every archived session, most recently ended first.
+    fn archived_rows(&self) -> Vec<ArchivedSummary> {
+        self.sessions
             .list_ended()
             .iter()
             .map(|e| ArchivedSummary {
@@ -269,8 +353,7 @@ impl App {
                 reason: e.reason,
                 telemetry_count: e.last.stats.telemetry_count,
             })
-            .collect();
-        Ok(Reply::json(&page(rows, &request)))
+            .collect()
     }
 
     /// `sessions.archive.get`: `{"session_id": …}` → when and why it ended, and its
@@ -352,7 +435,7 @@ impl App {
     }
 
     /// Bodies of create/list/stats: nothing, or a JSON object (whose content is not used).
-    fn optional_object(&self, body: &[u8]) -> Result<(), ServiceError> {
+    pub(crate) fn optional_object(&self, body: &[u8]) -> Result<(), ServiceError> {
         if body.trim_ascii().is_empty() && body.len() <= self.limits.max_payload {
             return Ok(());
         }

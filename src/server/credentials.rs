@@ -107,22 +107,28 @@ impl Issuer {
     pub fn for_role(&self, id: &SessionId, role: Role, expires: i64) -> Result<String> {
         let inbox = format!("{}.>", inbox_prefix(id));
         let permissions = match role {
-            Role::Monitor => json!({
-                "pub": { "allow": [
+            Role::Monitor => {
+                let publish = [
                     subjects::data(id, subjects::DataKind::Setup),
                     subjects::data(id, subjects::DataKind::Telemetry),
                     subjects::renew_one(subjects::Endpoint::RenewMonitor, id),
-                ] },
-                "sub": { "allow": [inbox] },
-            }),
-            Role::Dashboard => json!({
-                "pub": { "allow": [
+                ];
+                json!({
+                    "pub": { "allow": publish.map(subjects::with_mapped).concat() },
+                    "sub": { "allow": [inbox] },
+                })
+            }
+            Role::Dashboard => {
+                let publish = [
                     subjects::get_one(id),
                     subjects::laps_one(id),
                     subjects::renew_one(subjects::Endpoint::RenewDashboard, id),
-                ] },
-                "sub": { "allow": [subjects::session_wildcard(id), inbox] },
-            }),
+                ];
+                json!({
+                    "pub": { "allow": publish.map(subjects::with_mapped).concat() },
+                    "sub": { "allow": [subjects::session_wildcard(id), inbox] },
+                })
+            }
         };
         self.user(
             &format!("{} {id}", role.as_str()),
@@ -163,6 +169,8 @@ pub struct OperatorSetup {
     system: KeyPair,
     pub account: KeyPair,
     pub signing: KeyPair,
+    /// Partitions the account's subject mappings split sessions into (1: none).
+    pub partitions: u32,
 }
 
 impl Default for OperatorSetup {
@@ -178,6 +186,7 @@ impl OperatorSetup {
             system: KeyPair::new_account(),
             account: KeyPair::new_account(),
             signing: KeyPair::new_account(),
+            partitions: 1,
         }
     }
 
@@ -210,17 +219,22 @@ impl OperatorSetup {
             "SYS",
             json!({"limits": unlimited, "type": "account", "version": 2}),
         )?;
-        let account = sign(
-            &self.account,
-            "paddock",
-            json!({
-                "limits": with_jetstream,
-                "signing_keys": [self.signing.public_key()],
-                "default_permissions": {"pub": {}, "sub": {}},
-                "type": "account",
-                "version": 2,
-            }),
-        )?;
+        let mut account = json!({
+            "limits": with_jetstream,
+            "signing_keys": [self.signing.public_key()],
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2,
+        });
+        // Partitioned ownership: the account's mappings, as a nats.conf's
+        // `mappings` block would hold them (one destination, all the weight).
+        if self.partitions > 1 {
+            account["mappings"] = subjects::mappings(self.partitions)
+                .into_iter()
+                .map(|(from, to)| (from, json!([{"subject": to, "weight": 100}])))
+                .collect();
+        }
+        let account = sign(&self.account, "paddock", account)?;
         Ok(format!(
             "# Written by `paddock auth init`: trust paddock's operator, preload its\n\
              # accounts. Include it from the server's configuration.\n\
@@ -291,7 +305,10 @@ fn ops_permissions() -> Value {
     json!({
         "pub": { "allow": [
             Endpoint::Get.subject(), control(subjects::GET_ONE),
+            // As a partitioning broker maps them (`subjects::with_mapped`).
+            control(&format!("{}.*", subjects::GET_ONE)),
             Endpoint::Laps.subject(), control(subjects::LAPS_ONE),
+            control(&format!("{}.*", subjects::LAPS_ONE)),
             Endpoint::List.subject(), Endpoint::Stats.subject(),
             control("archive.>"), Endpoint::Delete.subject(), subjects::ALL_DISCOVERY,
             // Fresh credentials for a live session: share links, a monitor's again.
@@ -394,8 +411,11 @@ mod tests {
             monitor["nats"]["pub"]["allow"],
             json!([
                 format!("session.{id}.setup"),
+                format!("session.{id}.setup.*"),
                 format!("session.{id}.telemetry"),
-                format!("sessions.renew.monitor.{id}")
+                format!("session.{id}.telemetry.*"),
+                format!("sessions.renew.monitor.{id}"),
+                format!("sessions.renew.monitor.{id}.*")
             ])
         );
         let dashboard = claims_of(&creds.dashboard);
@@ -403,8 +423,11 @@ mod tests {
             dashboard["nats"]["pub"]["allow"],
             json!([
                 format!("sessions.get.{id}"),
+                format!("sessions.get.{id}.*"),
                 format!("sessions.laps.{id}"),
-                format!("sessions.renew.dashboard.{id}")
+                format!("sessions.laps.{id}.*"),
+                format!("sessions.renew.dashboard.{id}"),
+                format!("sessions.renew.dashboard.{id}.*")
             ])
         );
         assert_eq!(

@@ -8,6 +8,8 @@
 //! - [`metrics`]: service-wide counters; [`ratelimit`]: per-client limits.
 //! - [`store`]: JetStream buckets (recovery, write-behind, peers, laps, archive).
 //! - [`credentials`]: per-session NATS user JWTs.
+//! - [`partitions`]: partitioned ownership: which sessions are held here, and
+//!   the requests answered across partitions.
 //! - [`health`]: what readiness depends on (read by `crate::web`).
 
 pub mod app;
@@ -18,6 +20,7 @@ pub mod health;
 pub mod ingest;
 pub mod laps;
 pub mod metrics;
+pub mod partitions;
 pub mod processor;
 pub mod ratelimit;
 pub mod sessions;
@@ -40,6 +43,8 @@ pub struct Config {
     /// Where the dashboard page is opened (`--public-url`), advertised in the
     /// service's metadata so `sessions share` and `monitor` can print links.
     pub dashboard_url: Option<String>,
+    /// The partitions this processor owns (`--partitions`, `--owns`).
+    pub partitions: partitions::Partitions,
 }
 
 /// Starts the processor on `client` and serves until `shutdown` completes,

@@ -33,6 +33,7 @@ use crate::protocol::subjects::{DataKind, Endpoint, Event};
 use crate::server::app::{Announcement, App};
 use crate::server::control::PersistAction;
 use crate::server::error::ServiceError;
+use crate::server::partitions::Across;
 use crate::server::ratelimit::{self, PerClient, TokenBucket};
 use crate::server::sessions::{Ended, SessionError};
 use crate::server::store::{Storage, StoreError};
@@ -46,8 +47,47 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// TimeoutStopSec in deploy/ leaves room for it.)
 const FINAL_FLUSH_PATIENCE: Duration = Duration::from_secs(15);
 
-/// Setup and telemetry frames, as they arrive.
-type DataStream = futures::stream::Select<Subscriber, Subscriber>;
+/// Setup and telemetry frames, as they arrive: every data subscription (two, or
+/// two per owned partition), polled in turn from where the last frame came.
+/// Not `SelectAll`: it re-queues its stream in a FuturesUnordered after every
+/// item, a measurable cost per frame; this is `select` for any number.
+struct DataStream {
+    subscriptions: Vec<Subscriber>,
+    next: usize,
+}
+
+impl futures::Stream for DataStream {
+    type Item = Message;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Message>> {
+        let this = &mut *self;
+        let n = this.subscriptions.len();
+        let mut ended = 0;
+        for i in 0..n {
+            let k = if this.next + i >= n {
+                this.next + i - n
+            } else {
+                this.next + i
+            };
+            match this.subscriptions[k].poll_next_unpin(cx) {
+                std::task::Poll::Ready(Some(message)) => {
+                    this.next = if k + 1 == n { 0 } else { k + 1 };
+                    return std::task::Poll::Ready(Some(message));
+                }
+                std::task::Poll::Ready(None) => ended += 1,
+                std::task::Poll::Pending => {}
+            }
+        }
+        if ended == n {
+            std::task::Poll::Ready(None)
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
 
 /// How many frames the processor's client buffers per subscription by default
 /// (`--ingest-buffer`): about a second of the most this machine ingests, so a
@@ -75,7 +115,7 @@ pub enum StartError {
     Service(async_nats::Error),
     #[error("could not subscribe to {subject}: {source}")]
     Subscribe {
-        subject: &'static str,
+        subject: String,
         source: async_nats::SubscribeError,
     },
     #[error("the broker did not confirm the subscriptions: {0}")]
@@ -84,9 +124,23 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
-/// A request, the endpoint it came to, and whether that was the form with the
-/// session id in the subject (`sessions.get.<id>`).
-type ControlStream = BoxStream<'static, (Endpoint, bool, Request)>;
+/// A request and how it came.
+type ControlStream = BoxStream<'static, (Route, Request)>;
+
+/// How a request came: which endpoint, and in which form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// `sessions.get` and the like: any id is in the body.
+    Body(Endpoint),
+    /// `sessions.get.<id>` (`Endpoint::one_session`), with a partition token after
+    /// the id when the broker partitions.
+    Subject(Endpoint),
+    /// Forwarded by another processor to a partition this one owns
+    /// (`sessions.partition.<p>.<endpoint>`, server/partitions.rs).
+    Partition(u32, Endpoint),
+    /// A `sessions.partition.…` subject naming no endpoint.
+    Unroutable,
+}
 
 /// When sessions end by themselves.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +186,7 @@ impl Processor {
             lifecycle,
             issuer,
             dashboard_url,
+            partitions,
         } = config;
         let store = &store;
         if let Some(issuer) = &issuer {
@@ -140,7 +195,17 @@ impl Processor {
                 "issuing per-session credentials at sessions.create"
             );
         }
-        let app = Arc::new(App::with_issuer(limits, issuer));
+        let app = Arc::new(App {
+            partitions,
+            ..App::with_issuer(limits, issuer)
+        });
+        if partitions.is_partitioned() {
+            tracing::info!(
+                partitions = partitions.count(),
+                owns = partitions.describe_owned(),
+                "holding the sessions of the partitions this processor owns"
+            );
+        }
         // Recovery comes before any subscription: no frame is applied to a
         // half-loaded map, and requests see every recovered session.
         let storage = Storage::open(&client, store, &app).await?;
@@ -152,6 +217,18 @@ impl Processor {
                 dashboard_url
                     .map(|url| (subjects::DASHBOARD_URL_METADATA.to_string(), url))
                     .into_iter()
+                    .chain(
+                        partitions
+                            .is_partitioned()
+                            .then(|| {
+                                [
+                                    ("partitions".to_string(), partitions.count().to_string()),
+                                    ("owns".to_string(), partitions.describe_owned()),
+                                ]
+                            })
+                            .into_iter()
+                            .flatten(),
+                    )
                     .collect(),
             )
             // `$SRV.STATS` carries the service-wide counters in each endpoint's `data`.
@@ -171,34 +248,73 @@ impl Processor {
                 .endpoint(endpoint.name())
                 .await
                 .map_err(StartError::Service)?;
-            control.push(requests.map(move |r| (endpoint, false, r)).boxed());
-            if let Some((name, pattern)) = endpoint.one_session() {
+            control.push(requests.map(move |r| (Route::Body(endpoint), r)).boxed());
+            let Some((name, pattern)) = endpoint.one_session() else {
+                continue;
+            };
+            // With partitions, the broker's mapping appends the partition to the
+            // subject: one endpoint per owned partition.
+            let forms: Vec<(String, String)> = if partitions.is_partitioned() {
+                partitions
+                    .owned()
+                    .map(|p| (format!("{name}-{p}"), subjects::partitioned(pattern, p)))
+                    .collect()
+            } else {
+                vec![(name.to_string(), pattern.to_string())]
+            };
+            for (name, pattern) in forms {
                 let requests = group
                     .endpoint_builder()
                     .name(name)
                     .add(pattern)
                     .await
                     .map_err(StartError::Service)?;
-                control.push(requests.map(move |r| (endpoint, true, r)).boxed());
+                control.push(requests.map(move |r| (Route::Subject(endpoint), r)).boxed());
+            }
+        }
+        if partitions.is_partitioned() {
+            for p in partitions.owned() {
+                let requests = group
+                    .endpoint_builder()
+                    .name(format!("partition-{p}"))
+                    .add(subjects::partition_requests(p))
+                    .await
+                    .map_err(StartError::Service)?;
+                let routed = requests.map(|r| {
+                    let route = match subjects::parse_partition_request(&r.message.subject) {
+                        Some((p, endpoint)) => Route::Partition(p, endpoint),
+                        None => Route::Unroutable,
+                    };
+                    (route, r)
+                });
+                control.push(routed.boxed());
             }
         }
 
-        // Data subscriptions take no queue group: every processor sees every frame.
-        let subscribe = |subject: &'static str| {
-            let client = client.clone();
-            async move {
-                client
-                    .subscribe(subject)
-                    .await
-                    .map_err(|source| StartError::Subscribe { subject, source })
-            }
+        // Data subscriptions take no queue group: every processor sees every frame
+        // (of the partitions it owns).
+        let data_subjects: Vec<String> = if partitions.is_partitioned() {
+            partitions
+                .owned()
+                .flat_map(|p| {
+                    [subjects::ALL_SETUP, subjects::ALL_TELEMETRY]
+                        .map(|pattern| subjects::partitioned(pattern, p))
+                })
+                .collect()
+        } else {
+            vec![subjects::ALL_SETUP.into(), subjects::ALL_TELEMETRY.into()]
         };
-        // `select` of two, not `SelectAll`: SelectAll re-queues its stream in a
-        // FuturesUnordered after every item, a measurable cost per frame.
-        let data = futures::stream::select(
-            subscribe(subjects::ALL_SETUP).await?,
-            subscribe(subjects::ALL_TELEMETRY).await?,
-        );
+        let mut subscriptions = Vec::with_capacity(data_subjects.len());
+        for subject in data_subjects {
+            match client.subscribe(subject.clone()).await {
+                Ok(subscription) => subscriptions.push(subscription),
+                Err(source) => return Err(StartError::Subscribe { subject, source }),
+            }
+        }
+        let data = DataStream {
+            subscriptions,
+            next: 0,
+        };
 
         confirm_subscriptions(&client, &service).await?;
         // Only now is the connection surely up (it may have waited for the broker),
@@ -220,6 +336,7 @@ impl Processor {
         );
         Ok(Processor {
             ctx: Ctx {
+                processor: service.info().await.id,
                 client,
                 creates: std::sync::Mutex::new(PerClient::new(app.limits.creates_per_minute)),
                 lookups: std::sync::Mutex::new(TokenBucket::new(
@@ -263,10 +380,10 @@ impl Processor {
                     ctx.ingest(message).await;
                     ctx.catch_up(&mut data, BATCH).await;
                 }
-                Some((endpoint, with_id, request)) = control.next() => {
+                Some((route, request)) = control.next() => {
                     let taken = std::time::Instant::now();
                     ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
-                    ctx.respond(endpoint, with_id, request, taken).await;
+                    ctx.respond(route, request, taken).await;
                 }
                 else => {
                     tracing::error!("every subscription ended; stopping");
@@ -282,8 +399,7 @@ impl Processor {
         if let Err(e) = service.stop().await {
             tracing::warn!(error = %e, "could not stop the micro service cleanly");
         }
-        let (setup, telemetry) = data.get_mut();
-        for sub in [setup, telemetry] {
+        for sub in &mut data.subscriptions {
             if let Err(e) = sub.drain().await {
                 tracing::warn!(error = %e, "could not drain a data subscription");
             }
@@ -292,10 +408,10 @@ impl Processor {
             loop {
                 tokio::select! {
                     Some(message) = data.next() => ctx.ingest(message).await,
-                    Some((endpoint, with_id, request)) = control.next() => {
+                    Some((route, request)) = control.next() => {
                         let taken = std::time::Instant::now();
                         ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
-                        ctx.respond(endpoint, with_id, request, taken).await;
+                        ctx.respond(route, request, taken).await;
                     }
                     else => break,
                 }
@@ -357,6 +473,8 @@ async fn confirm_subscriptions(client: &Client, service: &Service) -> Result<(),
 /// What every handler needs: the state, the connection, and storage.
 struct Ctx {
     client: Client,
+    /// This processor's micro service instance id.
+    processor: String,
     app: Arc<App>,
     storage: Storage,
     lifecycle: Lifecycle,
@@ -419,25 +537,73 @@ impl Ctx {
     }
 
     /// Answers one request; `taken` is when the loop took it, for its latency.
-    async fn respond(
-        &self,
-        endpoint: Endpoint,
-        with_id: bool,
-        request: Request,
-        taken: std::time::Instant,
-    ) {
-        // `sessions.get.<id>` and friends: the id is the subject's last token.
-        let subject = request.message.subject.as_str();
-        let subject_id = with_id.then(|| subject.rsplit_once('.').map_or("", |(_, id)| id));
-        let body: &[u8] = &request.message.payload;
-        let name = endpoint.name();
-        let mut result = match self.admit(endpoint, &request) {
-            Ok(()) => self.app.handle_control_for(endpoint, subject_id, body),
-            Err(e) => Err(e),
+    async fn respond(&self, route: Route, request: Request, taken: std::time::Instant) {
+        let endpoint = match route {
+            Route::Body(endpoint) | Route::Subject(endpoint) | Route::Partition(_, endpoint) => {
+                endpoint
+            }
+            Route::Unroutable => {
+                let e = ServiceError::BadRequest(format!(
+                    "no such endpoint: {}",
+                    request.message.subject
+                ));
+                self.send(&request, e.body(), e.headers(), "partition")
+                    .await;
+                return;
+            }
         };
+        let name = endpoint.name();
+        // A forwarded create was admitted by the processor that took it.
+        if !matches!(route, Route::Partition(..))
+            && let Err(e) = self.admit(endpoint, &request)
+        {
+            self.app
+                .metrics
+                .reject(e.reason(), &request.message.subject, &e);
+            self.send(&request, e.body(), e.headers(), name).await;
+            self.app.metrics.request(name, e.code(), taken.elapsed());
+            return;
+        }
+        if let Route::Body(endpoint) = route
+            && self.app.partitions.is_partitioned()
+            && let Some(across) = self.across_partitions(endpoint, &request.message.payload)
+        {
+            // Gathered or forwarded on a task of its own: the answer comes from
+            // other processors, or from this loop after this request.
+            let (client, app) = (self.client.clone(), Arc::clone(&self.app));
+            tokio::spawn(async move {
+                let (body, headers) = match across.run(&client).await {
+                    Ok(answer) => answer,
+                    Err(e) => (e.body(), e.headers()),
+                };
+                let code = headers
+                    .get(async_nats::service::NATS_SERVICE_ERROR_CODE)
+                    .and_then(|code| code.as_str().parse().ok())
+                    .unwrap_or(200);
+                if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+                    tracing::warn!(endpoint = name, error = %e, "could not send reply");
+                }
+                app.metrics.request(name, code, taken.elapsed());
+            });
+            return;
+        }
+        let subject = request.message.subject.as_str();
+        // `sessions.get.<id>` and friends: the id is the subject's token after the
+        // endpoint's name.
+        let subject_id =
+            matches!(route, Route::Subject(_)).then(|| subjects::id_token(subject, endpoint));
+        let body: &[u8] = &request.message.payload;
+        let handle = || match route {
+            Route::Partition(p, _) => self
+                .app
+                .handle_partition(endpoint, p, &self.processor, body),
+            _ => self.app.handle_control_for(endpoint, subject_id, body),
+        };
+        let mut result = handle();
         // Read your writes across processors: a session another processor created
         // a moment ago may not have reached this one's replica yet; storage has it.
         if let Err(ServiceError::Session(SessionError::NotFound(id))) = &result
+            && self.app.partitions.owns(id)
             && self.may_look_up()
             && let Some(snapshot) = self.storage.lookup(*id).await
         {
@@ -445,7 +611,7 @@ impl Ctx {
             if self.app.sessions.adopt(snapshot) {
                 self.app.metrics.session_created();
             }
-            result = self.app.handle_control_for(endpoint, subject_id, body);
+            result = handle();
         }
         // A create or delete is answered only once storage has it.
         if let Ok(reply) = &result
@@ -459,17 +625,67 @@ impl Ctx {
             Err(e) => {
                 // Counted like refused frames (and logged rate-limited with them).
                 self.app.metrics.reject(e.reason(), subject, &e);
-                // The micro helper sends an empty body with `Err`; the contract wants
-                // the JSON body too, so the error headers go out with an `Ok` payload.
                 (e.body(), e.headers(), None)
             }
         };
+        self.send(&request, body, headers, name).await;
+        // A forwarded request was counted by the processor that took it.
+        if !matches!(route, Route::Partition(..)) {
+            self.app.metrics.request(name, code, taken.elapsed());
+        }
+        if let Some(announcement) = announce {
+            self.announce(announcement).await;
+        }
+    }
+
+    /// The micro helper sends an empty body with `Err`; the contract wants the
+    /// JSON body too, so error headers go out with an `Ok` payload.
+    async fn send(&self, request: &Request, body: bytes::Bytes, headers: HeaderMap, name: &str) {
         if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
             tracing::warn!(endpoint = name, error = %e, "could not send reply");
         }
-        self.app.metrics.request(name, code, taken.elapsed());
-        if let Some(announcement) = announce {
-            self.announce(announcement).await;
+    }
+
+    /// What a body-form request needs from other partitions, if anything: the
+    /// lists and stats of all of them, or the partition of the session it names.
+    /// A body that is not valid for the endpoint is answered here.
+    fn across_partitions(&self, endpoint: Endpoint, body: &[u8]) -> Option<Across> {
+        let partitions = self.app.partitions;
+        match endpoint {
+            // A new session's partition is that of a random id, as it would be
+            // for any id: an even spread over the partitions, however many
+            // processors own each. Created here when this processor owns it.
+            Endpoint::Create => {
+                let partition = partitions.of(&crate::protocol::id::SessionId::new_v4());
+                self.app.optional_object(body).ok()?;
+                (!partitions.owns_partition(partition)).then(|| Across::Forward {
+                    partition,
+                    endpoint,
+                    body: bytes::Bytes::copy_from_slice(body),
+                })
+            }
+            Endpoint::List | Endpoint::ArchiveList => {
+                let (offset, limit) = self.app.page_request(body).ok()?;
+                Some(Across::Page {
+                    partitions,
+                    endpoint,
+                    offset,
+                    limit,
+                })
+            }
+            Endpoint::Stats => self
+                .app
+                .optional_object(body)
+                .ok()
+                .map(|()| Across::Stats(partitions)),
+            _ => {
+                let id = self.app.session_named(endpoint, body)?;
+                (!partitions.owns(&id)).then(|| Across::Forward {
+                    partition: partitions.of(&id),
+                    endpoint,
+                    body: bytes::Bytes::copy_from_slice(body),
+                })
+            }
         }
     }
 

@@ -293,6 +293,16 @@ impl Sessions {
 
     /// Creates a session with a fresh id.
     pub fn create(&self) -> Result<Snapshot, SessionError> {
+        self.create_where(|_| true)
+    }
+
+    /// Creates a session with a fresh id that `accept` takes: with partitioned
+    /// ownership, one in a partition this processor owns (drawn again until it is;
+    /// N / owned draws on average).
+    pub fn create_where(
+        &self,
+        accept: impl Fn(&SessionId) -> bool,
+    ) -> Result<Snapshot, SessionError> {
         let mut state = self.lock();
         self.check_capacity(&state)?;
         let now = Utc::now();
@@ -300,7 +310,7 @@ impl Sessions {
         // a guarantee rather than a probability.
         let id = loop {
             let id = SessionId::new_v4();
-            if !state.live.contains_key(&id) && !state.ended.contains_key(&id) {
+            if accept(&id) && !state.live.contains_key(&id) && !state.ended.contains_key(&id) {
                 break id;
             }
         };

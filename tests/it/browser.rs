@@ -237,13 +237,7 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
             &format!("{ttl}s"),
         ],
     );
-    let ops = async_nats::ConnectOptions::with_credentials_file(path("ops.creds"))
-        .await
-        .unwrap()
-        .custom_inbox_prefix("_INBOX_ops")
-        .connect(&url)
-        .await
-        .unwrap();
+    let ops = connect_with_creds(&url, path("ops.creds"), "_INBOX_ops").await;
     wait_for_processors(&ops, 1).await;
 
     let mut ids = Vec::new();

@@ -6,14 +6,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
+/// A lap of frames every 10 ms: a stream that spans the faults injected meanwhile.
 async fn stream(client: &async_nats::Client, ids: &[String], laps: std::ops::RangeInclusive<u64>) {
     for lap in laps {
-        for id in ids {
-            client
-                .publish(format!("session.{id}.telemetry"), frame(lap).into())
-                .await
-                .unwrap();
-        }
+        publish_laps(client, ids, lap..=lap).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -92,18 +88,7 @@ async fn stored_state_catches_up_after_a_node_loss() {
         .unwrap();
     let a = serve_binary(&urls, &["--kv-replicas", "3"]);
     wait_for_processors(&client, 1).await;
-    let mut ids = Vec::new();
-    for n in 0..20 {
-        let id = create(&client).await;
-        ask(
-            &client,
-            &format!("session.{id}.setup"),
-            format!(r#"{{"car": {n}}}"#),
-        )
-        .await
-        .ok();
-        ids.push(id);
-    }
+    let ids = sessions_with_setups(&client, 20).await;
     stream(&client, &ids, 1..=50).await;
     let leader = stream_leader(&client, "KV_paddock_sessions").await;
     cluster.nodes[leader].kill();

@@ -62,3 +62,240 @@ async fn the_broker_maps_each_session_to_the_partition_paddock_computes() {
     // Every partition gets some of 200 random sessions.
     assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
 }
+
+/// Each processor's owned partitions (its `$SRV.INFO` metadata) and live
+/// sessions (its `$SRV.STATS` counters), joined by instance id, sorted.
+async fn holdings(client: &async_nats::Client, processors: usize) -> Vec<(String, u64)> {
+    let infos = each_processor(client, "$SRV.INFO.sessions", processors).await;
+    let stats = each_processor(client, "$SRV.STATS.sessions", processors).await;
+    let mut held: Vec<(String, u64)> = infos
+        .iter()
+        .map(|info| {
+            let stat = stats.iter().find(|s| s["id"] == info["id"]).expect("stats");
+            let live = stat["endpoints"][0]["data"]["live_sessions"]
+                .as_u64()
+                .expect("live_sessions");
+            let owns = info["metadata"]["owns"].as_str().expect("owns").to_string();
+            (owns, live)
+        })
+        .collect();
+    held.sort();
+    held
+}
+
+/// Partitioned ownership on a 3-node cluster: 4 partitions, a processor owning
+/// each, and a replica of partition 2. Sessions spread evenly; every processor
+/// holds exactly its partition's; every answer (body and id forms, list pages,
+/// stats, frames) is what one processor would give; killing partition 2's
+/// processor with -9 leaves its replica answering; a partition nobody owns gets
+/// a clear 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processors_own_a_partition_each_and_answer_for_all() {
+    let cluster = NatsCluster::start_with(3, Some(paddock::broker::mappings_config(4)));
+    let urls = cluster.urls();
+    let client = connect(&cluster.nodes[1].url()).await;
+    let serve = |owns: &str| {
+        serve_binary(
+            &urls,
+            &["--kv-replicas", "3", "--partitions", "4", "--owns", owns],
+        )
+    };
+    // The first creates the buckets; the rest open them.
+    let mut processors = vec![serve("0")];
+    wait_for_processors(&client, 1).await;
+    processors.extend(["1", "2", "3", "2"].map(serve));
+    wait_for_processors(&client, 5).await;
+
+    let mut ids = sessions_with_setups(&client, 80).await;
+    let partition_of = |id: &str| subjects::partition(&SessionId::parse(id).unwrap(), 4);
+    let mut per_partition = [0u64; 4];
+    for id in &ids {
+        per_partition[partition_of(id) as usize] += 1;
+    }
+    // Even: a quarter each (20 of 80) give or take chance; never one empty.
+    assert!(
+        per_partition.iter().all(|&n| (8..=32).contains(&n)),
+        "{per_partition:?}"
+    );
+    publish_laps(&client, &ids, 1..=5).await;
+    sync(&client).await;
+
+    // Each processor holds its partition's sessions and no other.
+    let held = holdings(&client, 5).await;
+    let expect: Vec<(String, u64)> = [0, 1, 2, 2, 3]
+        .map(|p| (p.to_string(), per_partition[p]))
+        .to_vec();
+    assert_eq!(held, expect);
+
+    // Body and id forms, from any processor, see the session's owner's state.
+    for (n, id) in ids.iter().enumerate() {
+        // The id form first: it takes the frames' path to the owner, so it sees
+        // them all; the body form is forwarded after it.
+        let by_subject = ask(&client, &format!("sessions.get.{id}"), String::new())
+            .await
+            .ok();
+        let by_body = ask(&client, "sessions.get", id_body(id)).await.ok();
+        for doc in [by_subject, by_body] {
+            assert_eq!(doc["setup"], serde_json::json!({"car": n}), "{id}");
+            assert_eq!(doc["telemetry"]["lap"], 5, "{id}");
+        }
+        ask(&client, &format!("sessions.laps.{id}"), String::new())
+            .await
+            .ok();
+    }
+    let unknown = SessionId::new_v4().to_string();
+    ask(&client, "sessions.get", id_body(&unknown))
+        .await
+        .expect_error(404);
+    ask(&client, "sessions.get", "{".into())
+        .await
+        .expect_error(400);
+
+    // list: every session once, oldest first, in pages across partitions.
+    let mut listed = Vec::new();
+    let mut offset = 0;
+    loop {
+        let body = format!(r#"{{"limit": 7, "offset": {offset}}}"#);
+        let page = ask(&client, "sessions.list", body).await.ok();
+        assert_eq!(page["total"], 80);
+        for row in page["sessions"].as_array().unwrap() {
+            listed.push((
+                row["created_at"].as_str().unwrap().to_string(),
+                row["session_id"].as_str().unwrap().to_string(),
+            ));
+        }
+        match page["next_offset"].as_u64() {
+            Some(next) => offset = next,
+            None => break,
+        }
+    }
+    assert!(listed.is_sorted(), "not oldest first");
+    let mut listed: Vec<String> = listed.into_iter().map(|(_, id)| id).collect();
+    listed.sort();
+    let mut all = ids.clone();
+    all.sort();
+    assert_eq!(listed, all);
+    let stats = ask(&client, "sessions.stats", String::new()).await.ok();
+    assert_eq!(stats["live_sessions"], 80);
+    assert!(
+        stats["telemetry_frames"].as_u64().unwrap() >= 400,
+        "{stats}"
+    );
+
+    // A delete by body goes to the owner; the end is archived and listed.
+    let gone = ids.pop().unwrap();
+    ask(&client, "sessions.delete", id_body(&gone)).await.ok();
+    ask(&client, &format!("sessions.get.{gone}"), String::new())
+        .await
+        .expect_error(404);
+    let archived = ask(&client, "sessions.archive.list", String::new())
+        .await
+        .ok();
+    assert_eq!(archived["total"], 1);
+    assert_eq!(archived["sessions"][0]["session_id"], gone.as_str());
+
+    // Partition 2's first processor dies; its replica answers for it.
+    let mut victim = processors.remove(2);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    wait_for_processors_exactly(&client, 4).await;
+    for id in ids.iter().filter(|id| partition_of(id) == 2) {
+        client
+            .publish(format!("session.{id}.telemetry"), frame(6).into())
+            .await
+            .unwrap();
+    }
+    sync(&client).await;
+    for id in ids.iter().filter(|id| partition_of(id) == 2) {
+        let doc = ask(&client, &format!("sessions.get.{id}"), String::new())
+            .await
+            .ok();
+        assert_eq!(doc["telemetry"]["lap"], 6, "{id}");
+    }
+    let mut created_in = [0; 4];
+    for _ in 0..40 {
+        created_in[partition_of(&create(&client).await) as usize] += 1;
+    }
+    assert!(created_in[2] > 0, "{created_in:?}");
+    let stats = ask(&client, "sessions.stats", String::new()).await.ok();
+    assert_eq!(stats["live_sessions"], 79 + 40);
+
+    // Partition 3 loses its only processor: what needs it is refused, clearly.
+    let mut victim = processors.remove(2);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    wait_for_processors_exactly(&client, 3).await;
+    let list = ask(&client, "sessions.list", String::new()).await;
+    list.expect_error(503);
+    assert!(
+        list.reason.as_deref().unwrap_or("").contains("partition 3"),
+        "{list:?}"
+    );
+    let orphan = ids.iter().find(|id| partition_of(id) == 3).unwrap();
+    ask(&client, "sessions.get", id_body(orphan))
+        .await
+        .expect_error(503);
+    for mut processor in processors {
+        processor.child.kill().unwrap();
+        processor.child.wait().unwrap();
+    }
+}
+
+/// Waits until exactly `n` processors answer the micro PING (one just died).
+async fn wait_for_processors_exactly(client: &async_nats::Client, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while paddock::client::processors_answering(client).await.unwrap() != n {
+        assert!(std::time::Instant::now() < deadline, "not {n} processors");
+    }
+}
+
+/// In operator mode the mappings live in the account `auth init --partitions`
+/// writes, and per-session credentials keep working through them: a session's
+/// monitor and dashboard, allowed only their own session's subjects, reach the
+/// processor that owns it (the broker checks permissions on the subject as sent,
+/// then maps it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_operator_mode_the_account_partitions_and_session_credentials_still_work() {
+    let dir = fresh_dir("auth-partitions");
+    let out = dir.to_str().unwrap().to_string();
+    let (code, _, stderr) =
+        run_paddock(&["auth", "init", "--out", &out, "--partitions", "2"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let server = NatsServer::start_with(&["-c", &path("nats-server.conf")]);
+    let url = server.url();
+    let processors = [
+        serve_issuing(&url, &dir, &["--partitions", "2", "--owns", "0"]),
+        serve_issuing(&url, &dir, &["--partitions", "2", "--owns", "1"]),
+    ];
+    let ops = connect_with_creds(&url, path("ops.creds"), "_INBOX_ops").await;
+    wait_for_processors(&ops, 2).await;
+
+    for n in 0..6 {
+        let (id, _) = create_with_creator(&url, &dir).await;
+        let inbox = format!("_INBOX_{id}");
+        let with =
+            |role: &str| connect_with_creds(&url, path(&format!("{id}-{role}.creds")), &inbox);
+        let monitor = with("monitor").await;
+        let ack = monitor
+            .request(
+                format!("session.{id}.setup"),
+                format!(r#"{{"car": {n}}}"#).into(),
+            )
+            .await
+            .unwrap();
+        assert!(ack.headers.is_none(), "{ack:?}");
+        let dashboard = with("dashboard").await;
+        let doc = Answer::from(
+            dashboard
+                .request(format!("sessions.get.{id}"), "".into())
+                .await
+                .unwrap(),
+        )
+        .ok();
+        assert_eq!(doc["setup"]["car"], n, "{doc}");
+    }
+    let list = ask(&ops, "sessions.list", String::new()).await.ok();
+    assert_eq!(list["total"], 6, "{list}");
+    drop(processors);
+}

@@ -20,19 +20,11 @@ async fn request(client: &async_nats::Client, subject: &str, body: String) -> An
 /// The counters of each of `n` processors, from `$SRV.STATS.sessions` (every
 /// instance answers; each endpoint's `data` is its `sessions.stats`).
 async fn stats_of_each(client: &async_nats::Client, n: usize) -> Vec<Value> {
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
-    client
-        .publish_with_reply("$SRV.STATS.sessions", inbox, "".into())
+    each_processor(client, "$SRV.STATS.sessions", n)
         .await
-        .unwrap();
-    let mut each = Vec::new();
-    while each.len() < n {
-        let reply = next(&mut replies).await;
-        let stats: Value = serde_json::from_slice(&reply.payload).unwrap();
-        each.push(stats["endpoints"][0]["data"].clone());
-    }
-    each
+        .into_iter()
+        .map(|stats| stats["endpoints"][0]["data"].clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,14 +44,7 @@ async fn two_processors_answer_alike_and_one_can_die() {
         request(&client, "sessions.get", id_body(&id)).await.ok();
         ids.push(id);
     }
-    for lap in 1..=20 {
-        for id in &ids {
-            client
-                .publish(format!("session.{id}.telemetry"), frame(lap).into())
-                .await
-                .unwrap();
-        }
-    }
+    publish_laps(&client, &ids, 1..=20).await;
     sync(&client).await;
     // Each processor, asked by itself ($SRV.STATS reaches every instance, where a
     // get reaches one at random): every session and every frame.

@@ -7,6 +7,7 @@
 
 mod fanout;
 mod hotpath;
+mod partitions;
 mod rig;
 
 use std::collections::VecDeque;
@@ -134,7 +135,8 @@ pub struct BenchArgs {
         default_value_t = 100_000
     )]
     pub recovery_sessions: usize,
-    /// Only these parts: ingest, get, latency, fanout, memory, recovery, callgrind.
+    /// Only these parts: ingest, get, latency, fanout, partitions, memory,
+    /// recovery, callgrind.
     #[arg(long, env = "PADDOCK_BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
     /// A smoke test: every part, on small figures, in seconds.
@@ -375,6 +377,55 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         processor.stop().await?;
     }
 
+    if wants("partitions") {
+        let mut single = None;
+        for &count in &plan.partitions {
+            say!(
+                "== partitions: {count}, a processor owning each; {} frames × {} rounds ({}), then {} more sessions ({})",
+                plan.frames,
+                plan.rounds,
+                Frame::small().name,
+                thousands(plan.partition_sessions as f64),
+                Frame::rich().name
+            );
+            let figures = partitions::run(
+                &bin,
+                count,
+                plan.frames,
+                plan.rounds,
+                plan.sessions,
+                plan.partition_sessions,
+            )
+            .await?;
+            let single = *single.get_or_insert(figures.ingest);
+            report.add(
+                format!(
+                    "partitions: {count} ({count} processor{}), aggregate ingest, {}",
+                    if count == 1 { "" } else { "s" },
+                    Frame::small().name
+                ),
+                rate(figures.ingest),
+                format!(
+                    "{:.2} × one processor; median of {}, {} sessions; every final frame served",
+                    figures.ingest / single,
+                    plan.rounds,
+                    plan.sessions
+                ),
+            );
+            report.add(
+                format!("partitions: {count}, memory per processor"),
+                format!("{:.1} MB", figures.growth_per_processor / 1e6),
+                format!(
+                    "RSS growth each, mean, while {} sessions ({}) were added: {:.0} B per session in all",
+                    thousands(plan.partition_sessions as f64),
+                    Frame::rich().name,
+                    figures.growth_per_processor * f64::from(count)
+                        / plan.partition_sessions as f64
+                ),
+            );
+        }
+    }
+
     if wants("memory") {
         let (broker, client, sessions) = fresh_broker(&bin).await?;
         let frame = Frame::rich();
@@ -495,6 +546,9 @@ struct Plan {
     latency_rates: Vec<u64>,
     fan_out: Vec<fanout::Shape>,
     memory_sessions: Vec<usize>,
+    /// Layouts of the partitions part, and the sessions each fills for memory.
+    partitions: Vec<u32>,
+    partition_sessions: usize,
     recovery_sessions: usize,
     /// Frames of the two callgrind runs.
     callgrind: (usize, usize),
@@ -516,6 +570,8 @@ impl From<&BenchArgs> for Plan {
                     fan_out(50, 2, Duration::from_secs(2)),
                 ],
                 memory_sessions: vec![1_000],
+                partitions: vec![1, 2],
+                partition_sessions: 1_000,
                 recovery_sessions: 1_000,
                 callgrind: (1_000, 3_000),
             };
@@ -535,6 +591,8 @@ impl From<&BenchArgs> for Plan {
                 fan_out(1_000, 5, Duration::from_secs(10)),
             ],
             memory_sessions: vec![10_000, 100_000],
+            partitions: vec![1, 2, 4],
+            partition_sessions: 40_000,
             recovery_sessions: args.recovery_sessions,
             callgrind: (10_000, 60_000),
         }
@@ -646,7 +704,7 @@ async fn kv_puts(
 
 /// Frames per second applied by the processor, from the first publish until its
 /// counter shows them all; then every session must serve its final frame.
-async fn paddock_ingest(
+pub(crate) async fn paddock_ingest(
     publisher: &Client,
     sessions: &SessionsClient,
     ids: &[SessionId],
@@ -862,7 +920,7 @@ async fn dashboard_latency(
 
 /// Creates sessions `from..to` by publishing `frame` to new ids, in batches the
 /// processor can take without the broker dropping any; answers their ids.
-async fn fill(
+pub(crate) async fn fill(
     client: &Client,
     sessions: &SessionsClient,
     frame: &Frame,

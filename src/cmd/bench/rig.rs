@@ -16,8 +16,17 @@ use crate::client::SessionsClient;
 
 /// The benchmark's own broker: JetStream on a port it picks, a temporary store.
 pub(crate) fn start_broker(bin: &Path) -> anyhow::Result<LocalBroker> {
+    start_broker_with(bin, None)
+}
+
+/// The same, reading `extra_config` too (e.g. partition mappings).
+pub(crate) fn start_broker_with(
+    bin: &Path,
+    extra_config: Option<String>,
+) -> anyhow::Result<LocalBroker> {
     Ok(LocalBroker::start(BrokerConfig {
         bin: Some(bin.to_path_buf()),
+        extra_config,
         ..BrokerConfig::default()
     })?)
 }
@@ -54,8 +63,16 @@ impl Processor {
         args: &[&str],
         client: &SessionsClient,
     ) -> anyhow::Result<(Self, Duration)> {
-        let log = std::env::temp_dir().join(format!("paddock-bench-{}.log", std::process::id()));
         let started = Instant::now();
+        let mut processor = Processor::spawn(url, args, "")?;
+        Processor::wait_ready(std::slice::from_mut(&mut processor), client).await?;
+        Ok((processor, started.elapsed()))
+    }
+
+    /// Starts it without waiting; `tag` tells its log from others'.
+    pub(crate) fn spawn(url: &str, args: &[&str], tag: &str) -> anyhow::Result<Self> {
+        let log =
+            std::env::temp_dir().join(format!("paddock-bench-{}{tag}.log", std::process::id()));
         let child = Command::new(std::env::current_exe()?)
             // The memory fill creates its sessions with frames, on demand: unbounded.
             .args(["serve", "--nats-url", url, "--max-sessions", "1000000"])
@@ -66,16 +83,27 @@ impl Processor {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("cannot start the processor")?;
-        let mut processor = Processor { child, log };
+        Ok(Processor { child, log })
+    }
+
+    /// Waits until `sessions.stats` is answered, which with partitions needs
+    /// every one of them.
+    pub(crate) async fn wait_ready(
+        processors: &mut [Processor],
+        client: &SessionsClient,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
         loop {
             if client.stats().await.is_ok() {
-                return Ok((processor, started.elapsed()));
+                return Ok(());
             }
-            if let Some(status) = processor.child.try_wait()? {
-                bail!(
-                    "the processor exited at start ({status}); see {}",
-                    processor.log.display()
-                );
+            for processor in processors.iter_mut() {
+                if let Some(status) = processor.child.try_wait()? {
+                    bail!(
+                        "the processor exited at start ({status}); see {}",
+                        processor.log.display()
+                    );
+                }
             }
             if started.elapsed() > Duration::from_secs(300) {
                 bail!("the processor did not answer within 300 s");

@@ -205,9 +205,12 @@ impl Storage {
         .await?;
         let ((live, archive, laps), peers, (live_values, archive_values, lap_values)) = opened;
 
+        // With partitions, the buckets hold every processor's sessions; this one
+        // restores (and later adopts) those of the partitions it owns.
         let mut restored = 0usize;
         for (key, value) in live_values {
             match Snapshot::from_json(&value) {
+                Ok(snapshot) if !app.partitions.owns(&snapshot.session_id) => {}
                 Ok(snapshot) => {
                     app.sessions.restore(snapshot);
                     restored += 1;
@@ -218,6 +221,7 @@ impl Storage {
         let mut archived = 0usize;
         for (key, value) in archive_values {
             match read_archived(&value) {
+                Ok(ended) if !app.partitions.owns(&ended.last.session_id) => {}
                 Ok(ended) => {
                     app.sessions.restore_ended(ended);
                     archived += 1;
@@ -231,6 +235,7 @@ impl Storage {
         let mut lap_records = 0usize;
         for (key, value) in lap_values {
             match LapRecord::from_stored(&value) {
+                Ok(record) if !app.partitions.owns(&record.session_id) => {}
                 Ok(record) => {
                     app.sessions.restore_lap(record);
                     lap_records += 1;

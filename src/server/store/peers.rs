@@ -20,7 +20,7 @@ pub(super) struct Peers {
     pub(super) laps: kv::Watch,
 }
 
-/// Applies other processors' writes: sessions they created are adopted, sessions
+/// Applies other processors' writes (to sessions of the partitions this one owns): sessions they created are adopted, sessions
 /// they ended are ended here, laps they stored are kept here (their copy wins).
 /// This processor's own writes come back too, and are no-ops (the id is known, or
 /// already ended; the lap is the same).
@@ -38,7 +38,9 @@ pub(super) async fn follow_peers(peers: Peers, app: Arc<App>, jobs: mpsc::Sender
                     Watched::Skip => continue,
                     Watched::Closed => return,
                 };
-                if let Ok(record) = LapRecord::from_stored(&entry.value) {
+                if let Ok(record) = LapRecord::from_stored(&entry.value)
+                    && app.partitions.owns(&record.session_id)
+                {
                     app.sessions.adopt_lap(record);
                 }
             }
@@ -48,7 +50,9 @@ pub(super) async fn follow_peers(peers: Peers, app: Arc<App>, jobs: mpsc::Sender
                     Watched::Skip => continue,
                     Watched::Closed => return,
                 };
-                if let Ok(snapshot) = Snapshot::from_json(&entry.value) {
+                if let Ok(snapshot) = Snapshot::from_json(&entry.value)
+                    && app.partitions.owns(&snapshot.session_id)
+                {
                     let id = snapshot.session_id;
                     if app.sessions.adopt(snapshot) {
                         app.metrics.session_created();
@@ -63,6 +67,9 @@ pub(super) async fn follow_peers(peers: Peers, app: Arc<App>, jobs: mpsc::Sender
                     Watched::Closed => return,
                 };
                 let Ok(ended) = read_archived(&entry.value) else { continue };
+                if !app.partitions.owns(&ended.last.session_id) {
+                    continue;
+                }
                 let (id, reason) = (ended.last.session_id, ended.reason);
                 if app.sessions.adopt_end(ended) {
                     app.metrics.session_ended(reason);

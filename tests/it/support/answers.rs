@@ -248,3 +248,66 @@ pub async fn stream_info(
         .unwrap_or_else(|e| panic!("no info of {stream}: {e}"))
         .clone()
 }
+
+/// Every processor's answer to a micro discovery request (`$SRV.INFO.sessions`,
+/// `$SRV.STATS.sessions`): it reaches every instance, where a request to an
+/// endpoint reaches one. Waits for `n` answers.
+pub async fn each_processor(client: &Client, subject: &str, n: usize) -> Vec<Value> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.unwrap();
+    client
+        .publish_with_reply(subject.to_string(), inbox, "".into())
+        .await
+        .unwrap();
+    let mut each = Vec::new();
+    while each.len() < n {
+        let reply = next(&mut replies).await;
+        each.push(serde_json::from_slice(&reply.payload).unwrap());
+    }
+    each
+}
+
+/// `n` new sessions, the k-th with the setup `{"car": k}` (sent as a request, so
+/// it is stored when this returns).
+pub async fn sessions_with_setups(client: &Client, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for car in 0..n {
+        let id = create(client).await;
+        ask(
+            client,
+            &format!("session.{id}.setup"),
+            format!(r#"{{"car": {car}}}"#),
+        )
+        .await
+        .ok();
+        ids.push(id);
+    }
+    ids
+}
+
+/// One telemetry frame per lap of `laps` to every session of `ids`, lap by lap.
+pub async fn publish_laps(client: &Client, ids: &[String], laps: std::ops::RangeInclusive<u64>) {
+    for lap in laps {
+        for id in ids {
+            client
+                .publish(format!("session.{id}.telemetry"), frame(lap).into())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A client with a `.creds` file, reading its replies under `inbox`.
+pub async fn connect_with_creds(
+    url: &str,
+    creds: impl AsRef<std::path::Path>,
+    inbox: &str,
+) -> Client {
+    async_nats::ConnectOptions::with_credentials_file(creds.as_ref())
+        .await
+        .unwrap()
+        .custom_inbox_prefix(inbox)
+        .connect(url)
+        .await
+        .unwrap()
+}

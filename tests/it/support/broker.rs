@@ -98,9 +98,14 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, None)
+    }
+
+    /// Each node also reads `extra_config` (e.g. subject mappings).
+    pub fn start_with(size: usize, extra_config: Option<String>) -> Self {
         let echo = std::env::var_os("TEST_LOG").map(|_| "nats-server: ".to_string());
-        let cluster =
-            paddock::broker::LocalCluster::start(size, echo).unwrap_or_else(|e| panic!("{e}"));
+        let cluster = paddock::broker::LocalCluster::start_with(size, echo, extra_config)
+            .unwrap_or_else(|e| panic!("{e}"));
         NatsCluster {
             urls: cluster.urls(),
             nodes: cluster

@@ -118,6 +118,7 @@ async fn start_processor_with(
         lifecycle,
         issuer: None,
         dashboard_url: None,
+        partitions: Default::default(),
     };
     let processor = Processor::start(client, config)
         .await
