@@ -57,17 +57,39 @@ pub fn validate_object_finding(
             limit,
         });
     }
-    let text = std::str::from_utf8(payload).map_err(|e| PayloadError::InvalidUtf8 {
-        at: e.valid_up_to(),
-    })?;
-    let Some(first) = text.bytes().find(|b| !b.is_ascii_whitespace()) else {
-        return Err(PayloadError::Empty);
+    // UTF-8 is checked only where it can fail: the syntax check says whether
+    // any byte was past ASCII; and when the syntax is wrong, invalid UTF-8 (then
+    // emptiness) is the reason given, as it is the more basic fault.
+    let utf8 = || {
+        std::str::from_utf8(payload)
+            .map(|_| ())
+            .map_err(|e| PayloadError::InvalidUtf8 {
+                at: e.valid_up_to(),
+            })
     };
-    let found = match field {
-        None => syntax::check(text.as_bytes()).map(|()| None),
-        Some(field) => syntax::check_finding(text.as_bytes(), field),
+    let checked = match field {
+        None => syntax::check(payload),
+        Some(field) => syntax::check_finding(payload, field),
+    };
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(reason) => {
+            utf8()?;
+            if payload.iter().all(u8::is_ascii_whitespace) {
+                return Err(PayloadError::Empty);
+            }
+            return Err(PayloadError::Malformed { reason });
+        }
+    };
+    if !checked.ascii {
+        utf8()?;
     }
-    .map_err(|reason| PayloadError::Malformed { reason })?;
+    // A well-formed document has a first non-whitespace byte.
+    let first = payload
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace())
+        .unwrap_or(b'{');
     if first != b'{' {
         // Well-formed but not an object: name what was sent, which helps a monitor
         // author more than a generic "invalid type".
@@ -80,7 +102,7 @@ pub fn validate_object_finding(
         };
         return Err(PayloadError::NotObject { found });
     }
-    Ok(found)
+    Ok(checked.found)
 }
 
 #[cfg(test)]
@@ -95,6 +117,7 @@ mod tests {
             &b"{}"[..],
             b" {\"a\": [1, {\"b\": null}]} \n",
             b"{\"s\":\"\\u00e9\\n\"}",
+            "{\"driver\": \"Sébastien Pérez 🏁\"}".as_bytes(),
         ] {
             assert_eq!(
                 validate_object(ok, LIMIT),
@@ -122,6 +145,9 @@ mod tests {
             (b"", "empty"),
             (b"   \n", "empty"),
             (b"\xff\xfe{}", "invalid_utf8"),
+            (b"{\"a\": \"\xff\"}", "invalid_utf8"),
+            (b"{\"a\": \"ok\"} \xe9", "invalid_utf8"),
+            ("{\"a\": é}".as_bytes(), "malformed_json"),
             (b"{\"a\": \"\xc3\x28\"}", "invalid_utf8"),
             (b"[1, 2]", "not_object"),
             (b"\"frame\"", "not_object"),

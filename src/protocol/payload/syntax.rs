@@ -6,39 +6,50 @@
 //! key and number with its general machinery, where this only walks the bytes
 //! (`paddock bench --only callgrind` counts both versions' cost per frame).
 //! Like serde's `IgnoredAny`, it checks `\u` escapes for four hex digits but not
-//! whether they pair into a valid code point; UTF-8 is checked before, by the
-//! caller, with `std::str::from_utf8`.
+//! whether they pair into a valid code point. UTF-8 is left to the caller, with
+//! a hint: bytes past ASCII can only be valid inside strings, so the scan notes
+//! whether a string held any ([`Checked::ascii`]), and a frame that is all ASCII,
+//! as telemetry usually is, needs no UTF-8 pass at all.
 
 /// Nesting deeper than this is refused (serde_json's recursion limit): a frame
 /// of a million `[` must cost nothing but a quick refusal.
 pub(crate) const MAX_DEPTH: u32 = 128;
 
+/// What a successful check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Checked {
+    /// Where the value of the member asked for is ([`check_finding`]).
+    pub(crate) found: Option<std::ops::Range<usize>>,
+    /// Whether every byte was ASCII: if not, the caller must check UTF-8 (the
+    /// bytes past ASCII were all inside strings, which JSON allows).
+    pub(crate) ascii: bool,
+}
+
 /// Checks that `bytes` is one JSON value with only whitespace around it. The error
 /// says what was expected and where (a byte offset).
-pub(crate) fn check(bytes: &[u8]) -> Result<(), String> {
-    document::<false>(bytes, "")
-        .map(|_| ())
-        .map_err(|e| e.describe(bytes))
+pub(crate) fn check(bytes: &[u8]) -> Result<Checked, String> {
+    document::<false>(bytes, "").map_err(|e| e.describe(bytes))
 }
 
 /// The same check, also answering where the value of the top-level member `field`
 /// is (the last one, as serde_json keeps the last of duplicate keys): the lap field
 /// is found in the same pass, for a compare per top-level key.
-pub(crate) fn check_finding(
-    bytes: &[u8],
-    field: &str,
-) -> Result<Option<std::ops::Range<usize>>, String> {
-    document::<true>(bytes, field)
-        .map(|found| found.map(|(start, end)| start..end))
-        .map_err(|e| e.describe(bytes))
+pub(crate) fn check_finding(bytes: &[u8], field: &str) -> Result<Checked, String> {
+    document::<true>(bytes, field).map_err(|e| e.describe(bytes))
 }
 
-/// Bytes that end the fast scan inside a string: the quote, the backslash, and the
-/// control characters JSON does not allow unescaped.
+/// Bytes that end the fast scan inside a string: the quote, the backslash, the
+/// control characters JSON does not allow unescaped, and bytes past ASCII (noted
+/// for the caller's UTF-8 check, then skipped).
 static STRING_STOP: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    let mut b = 0x80;
+    while b < 0x100 {
         table[b] = true;
         b += 1;
     }
@@ -120,7 +131,7 @@ impl Failure {
 
 /// `FIND`: whether to look for `field` at all. A constant, so the plain check
 /// (setups, or lap history off) compiles without the look-out.
-fn document<const FIND: bool>(b: &[u8], field: &str) -> Result<Option<(usize, usize)>, Failure> {
+fn document<const FIND: bool>(b: &[u8], field: &str) -> Result<Checked, Failure> {
     // One bit per open container: 1 for an object, 0 for an array.
     let mut stack: u128 = 0;
     let mut depth: u32 = 0;
@@ -129,6 +140,7 @@ fn document<const FIND: bool>(b: &[u8], field: &str) -> Result<Option<(usize, us
     // once the scan is back at depth 1 after it.
     let mut found: Option<(usize, usize)> = None;
     let mut pending: Option<usize> = None;
+    let mut ascii = true;
     'value: loop {
         i = whitespace(b, i);
         match b.get(i) {
@@ -146,7 +158,7 @@ fn document<const FIND: bool>(b: &[u8], field: &str) -> Result<Option<(usize, us
                     stack = (stack << 1) | 1;
                     let quote = i;
                     let key_end;
-                    (i, key_end) = key(b, i)?;
+                    (i, key_end) = key(b, i, &mut ascii)?;
                     if FIND && depth == 1 && key_is(b, quote, key_end, field) {
                         pending = Some(i);
                     }
@@ -166,7 +178,7 @@ fn document<const FIND: bool>(b: &[u8], field: &str) -> Result<Option<(usize, us
                     continue 'value;
                 }
             }
-            Some(b'"') => i = string(b, i + 1)?,
+            Some(b'"') => i = string(b, i + 1, &mut ascii)?,
             Some(b'-' | b'0'..=b'9') => i = number(b, i)?,
             Some(b't') => i = literal(b, i, b"true")?,
             Some(b'f') => i = literal(b, i, b"false")?,
@@ -185,7 +197,10 @@ fn document<const FIND: bool>(b: &[u8], field: &str) -> Result<Option<(usize, us
             i = whitespace(b, i);
             if depth == 0 {
                 return match b.get(i) {
-                    None => Ok(found),
+                    None => Ok(Checked {
+                        found: found.map(|(start, end)| start..end),
+                        ascii,
+                    }),
                     Some(_) => fail(i, Expected::End),
                 };
             }
@@ -194,7 +209,7 @@ fn document<const FIND: bool>(b: &[u8], field: &str) -> Result<Option<(usize, us
                 Some(b',') if in_object => {
                     let quote = whitespace(b, i + 1);
                     let key_end;
-                    (i, key_end) = key(b, quote)?;
+                    (i, key_end) = key(b, quote, &mut ascii)?;
                     if FIND && depth == 1 && key_is(b, quote, key_end, field) {
                         pending = Some(i);
                     }
@@ -231,11 +246,11 @@ fn whitespace(b: &[u8], mut i: usize) -> usize {
 
 /// `"key"` then `:`, at the start of a member; answers the position after the colon.
 #[inline(always)]
-fn key(b: &[u8], i: usize) -> Result<(usize, usize), Failure> {
+fn key(b: &[u8], i: usize, ascii: &mut bool) -> Result<(usize, usize), Failure> {
     if b.get(i) != Some(&b'"') {
         return fail(i, Expected::Key);
     }
-    let end = string(b, i + 1)?;
+    let end = string(b, i + 1, ascii)?;
     let i = whitespace(b, end);
     if b.get(i) != Some(&b':') {
         return fail(i, Expected::Colon);
@@ -274,9 +289,10 @@ fn key_matches(raw: &[u8], field: &str) -> bool {
     }
 }
 
-/// The rest of a string, from just after its opening quote.
+/// The rest of a string, from just after its opening quote; clears `ascii` at a
+/// byte past ASCII.
 #[inline]
-fn string(b: &[u8], mut i: usize) -> Result<usize, Failure> {
+fn string(b: &[u8], mut i: usize, ascii: &mut bool) -> Result<usize, Failure> {
     loop {
         while let Some(&c) = b.get(i) {
             if STRING_STOP[c as usize] {
@@ -299,6 +315,10 @@ fn string(b: &[u8], mut i: usize) -> Result<usize, Failure> {
                 }
                 _ => return fail(i + 1, Expected::Escape),
             },
+            Some(&c) if c >= 0x80 => {
+                *ascii = false;
+                i += 1;
+            }
             Some(_) => return fail(i, Expected::NoControl),
             None => return fail(i, Expected::StringEnd),
         }
@@ -389,6 +409,7 @@ mod tests {
         let find = |s: &str| {
             check_finding(s.as_bytes(), "lap")
                 .unwrap()
+                .found
                 .map(|r| s[r].to_string())
         };
         assert_eq!(find(r#"{"lap":14}"#).as_deref(), Some("14"));
@@ -405,6 +426,16 @@ mod tests {
         assert_eq!(find(r#"{"a": {"lap": 1}}"#), None);
         assert_eq!(find(r#"[{"lap": 1}]"#), None);
         assert!(check_finding(br#"{"lap": }"#, "lap").is_err());
+    }
+
+    #[test]
+    fn bytes_past_ascii_are_noted_in_strings_and_refused_elsewhere() {
+        assert!(check(br#"{"a": "x", "b": [1, 2.5]}"#).unwrap().ascii);
+        assert!(!check("{\"name\": \"Pérez\"}".as_bytes()).unwrap().ascii);
+        // Not UTF-8, but inside a string: for the caller's UTF-8 check to refuse.
+        assert!(!check(b"{\"a\": \"\xff\"}").unwrap().ascii);
+        assert!(check("{\"a\": é}".as_bytes()).is_err());
+        assert!(check("{é: 1}".as_bytes()).is_err());
     }
 
     #[test]
@@ -536,6 +567,7 @@ mod tests {
             {
                 let ours = check_finding(&bytes, "lap")
                     .unwrap()
+                    .found
                     .map(|r| serde_json::from_slice::<serde_json::Value>(&bytes[r]).unwrap());
                 assert_eq!(ours, value, "{:?}", String::from_utf8_lossy(&bytes));
             }
