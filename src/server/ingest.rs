@@ -17,7 +17,7 @@ use crate::protocol::payload::validate_object_finding;
 use crate::protocol::subjects::{self, DataKind, Event};
 use crate::server::app::{Announcement, App};
 use crate::server::error::ServiceError;
-use crate::server::sessions::Applied;
+use crate::server::sessions::{Applied, Now};
 
 /// A frame that was stored.
 #[derive(Debug)]
@@ -58,14 +58,29 @@ impl Ingested {
 impl App {
     /// Validates and stores one frame published on `subject`.
     pub fn ingest(&self, subject: &str, payload: &Bytes) -> Result<Ingested, ServiceError> {
-        let result = self.try_ingest(subject, payload);
+        self.ingest_at(subject, payload, Now::read())
+    }
+
+    /// [`App::ingest`], with the clocks read by the caller (once per batch).
+    pub fn ingest_at(
+        &self,
+        subject: &str,
+        payload: &Bytes,
+        now: Now,
+    ) -> Result<Ingested, ServiceError> {
+        let result = self.try_ingest(subject, payload, now);
         if let Err(e) = &result {
             self.metrics.reject(e.reason(), subject, e);
         }
         result
     }
 
-    fn try_ingest(&self, subject: &str, payload: &Bytes) -> Result<Ingested, ServiceError> {
+    fn try_ingest(
+        &self,
+        subject: &str,
+        payload: &Bytes,
+        now: Now,
+    ) -> Result<Ingested, ServiceError> {
         // The processor subscribes only to `session.*.setup|telemetry`, so this split
         // succeeds for everything it receives; the id token is still untrusted.
         let (raw_id, kind) = subjects::parse_data(subject)
@@ -100,7 +115,8 @@ impl App {
                     (None, Some(nested)) => nested.find(&body),
                     (None, None) => None,
                 };
-                self.sessions.update_telemetry(session_id, body, lap)?
+                self.sessions
+                    .update_telemetry_at(session_id, body, lap, now)?
             }
         };
         match kind {

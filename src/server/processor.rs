@@ -35,7 +35,7 @@ use crate::server::control::PersistAction;
 use crate::server::error::ServiceError;
 use crate::server::partitions::Across;
 use crate::server::ratelimit::{self, PerClient, TokenBucket};
-use crate::server::sessions::{Ended, SessionError};
+use crate::server::sessions::{Ended, Now, SessionError};
 use crate::server::store::{Storage, StoreError};
 
 /// How long shutdown waits for already-delivered messages before giving up on them.
@@ -377,12 +377,13 @@ impl Processor {
                 // frames and requests around it, like everything else.
                 _ = sweeps.tick() => ctx.sweep().await,
                 Some(message) = data.next() => {
-                    ctx.ingest(message).await;
-                    ctx.catch_up(&mut data, BATCH).await;
+                    let now = Now::read();
+                    ctx.ingest(message, now).await;
+                    ctx.catch_up(&mut data, BATCH, now).await;
                 }
                 Some((route, request)) = control.next() => {
                     let taken = std::time::Instant::now();
-                    ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
+                    ctx.catch_up(&mut data, CATCH_UP_LIMIT, Now::read()).await;
                     ctx.respond(route, request, taken).await;
                 }
                 else => {
@@ -407,10 +408,10 @@ impl Processor {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             loop {
                 tokio::select! {
-                    Some(message) = data.next() => ctx.ingest(message).await,
+                    Some(message) = data.next() => ctx.ingest(message, Now::read()).await,
                     Some((route, request)) = control.next() => {
                         let taken = std::time::Instant::now();
-                        ctx.catch_up(&mut data, CATCH_UP_LIMIT).await;
+                        ctx.catch_up(&mut data, CATCH_UP_LIMIT, Now::read()).await;
                         ctx.respond(route, request, taken).await;
                     }
                     else => break,
@@ -493,12 +494,18 @@ impl Ctx {
     /// tokio's cooperative budget: within it, a channel answers `Pending` after 128
     /// receives in one poll even with messages queued, and the catch-up would stop
     /// early. The limit bounds the time spent outside the budget.
-    async fn catch_up(&self, data: &mut DataStream, limit: usize) {
+    ///
+    /// `now` is the batch's time (see `Now`), read again every [`BATCH`] frames so
+    /// a long catch-up still stamps each frame within a batch's time of its own.
+    async fn catch_up(&self, data: &mut DataStream, limit: usize, mut now: Now) {
         tokio::task::unconstrained(async {
-            for _ in 0..limit {
+            for n in 1..=limit {
                 match data.next().now_or_never() {
-                    Some(Some(message)) => self.ingest(message).await,
+                    Some(Some(message)) => self.ingest(message, now).await,
                     _ => return,
+                }
+                if n % BATCH == 0 {
+                    now = Now::read();
                 }
             }
         })
@@ -701,8 +708,8 @@ impl Ctx {
         result.map_err(|e| ServiceError::Unavailable(format!("{:#}", anyhow::Error::new(e))))
     }
 
-    async fn ingest(&self, message: Message) {
-        let mut result = self.app.ingest(&message.subject, &message.payload);
+    async fn ingest(&self, message: Message, now: Now) {
+        let mut result = self.app.ingest_at(&message.subject, &message.payload, now);
         // A setup is written through before it is acknowledged; telemetry is
         // written behind (see server/store/), so the hot path never waits for storage.
         if let Ok(ingested) = &result
