@@ -355,6 +355,30 @@ mod tests {
     }
 
     #[test]
+    fn gathered_pages_and_stats_read_as_one_processors() {
+        let page: Page<u32> =
+            serde_json::from_slice(&page_of(7, vec![1, 2, 3, 4, 5], 2, 2)).unwrap();
+        assert_eq!(
+            (page.total, page.count, page.offset, page.next_offset),
+            (7, 2, 2, Some(4))
+        );
+        assert_eq!(page.sessions, [3, 4]);
+        let last: Page<u32> = serde_json::from_slice(&page_of(3, vec![1, 2, 3], 2, 5)).unwrap();
+        assert_eq!((last.count, last.next_offset), (1, None));
+
+        let metrics = crate::server::metrics::Metrics::default();
+        metrics
+            .telemetry_frames
+            .fetch_add(10, std::sync::atomic::Ordering::Relaxed);
+        metrics.reject("too_large", "s", &"big");
+        let one = metrics.snapshot((5, 2.0, 1));
+        let sum = add_stats(one.clone(), one);
+        assert_eq!((sum.telemetry_frames, sum.lap_records), (20, 2));
+        assert_eq!((sum.rejected_total, sum.rejected["too_large"]), (2, 2));
+        assert_eq!(sum.ingest_rate_hz, 4.0);
+    }
+
+    #[test]
     fn a_processor_owns_the_sessions_of_its_partitions_only() {
         let whole = Partitions::default();
         let half = Partitions::new(2, Some(&[0])).unwrap();

@@ -18,6 +18,14 @@
 //! and control in separate tasks the snapshot could miss such a frame, and a
 //! dashboard would show a stale setup until the next one.) The catch-up is bounded
 //! and the select is not biased, so a flood of frames cannot starve queries.
+//!
+//! # Partitions
+//!
+//! With `--partitions` (server/partitions.rs) the processor subscribes only to its
+//! partitions' subjects, and a request that needs other partitions (a list, the
+//! stats, a body-form request for another partition's session) is gathered or
+//! forwarded on a task of its own ([`Route::Body`] with an `Across`), so the loop
+//! never waits on another processor, nor on itself.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -581,7 +589,11 @@ impl Ctx {
             tokio::spawn(async move {
                 let (body, headers) = match across.run(&client).await {
                     Ok(answer) => answer,
-                    Err(e) => (e.body(), e.headers()),
+                    Err(e) => {
+                        // Counted like any refusal (a partition without processor).
+                        app.metrics.reject(e.reason(), &request.message.subject, &e);
+                        (e.body(), e.headers())
+                    }
                 };
                 let code = headers
                     .get(async_nats::service::NATS_SERVICE_ERROR_CODE)
