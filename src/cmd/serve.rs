@@ -106,7 +106,8 @@ pub struct ServeArgs {
     /// subject mappings `paddock broker mappings --partitions N` prints (or `auth
     /// init --partitions N` writes), and this processor holds only the sessions of
     /// the partitions it --owns. Every processor of a deployment must be given
-    /// the same number. 1: no partitions, every processor holds every session.
+    /// the same number; a processor refuses to start on a broker that does not
+    /// map into that many. 1: no partitions, every processor holds every session.
     #[arg(long, env = "PADDOCK_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::server::partitions::MAX_PARTITIONS)))]
     pub partitions: u32,
     /// With --partitions: the partitions this processor owns, e.g. 0,1 (default:

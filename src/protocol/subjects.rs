@@ -276,7 +276,9 @@ pub fn mappings(partitions: u32) -> Vec<(String, String)> {
         .into_iter()
         .filter_map(Endpoint::one_session)
         .map(|(_, pattern)| control(pattern));
+    let check = std::iter::once(format!("{PARTITION_CHECK}.*"));
     data.chain(requests)
+        .chain(check)
         .map(|from| {
             // The id is the subject's only wildcard in each of these.
             let to = from.replacen('*', "{{wildcard(1)}}", 1);
@@ -295,6 +297,11 @@ pub fn with_mapped(subject: String) -> [String; 2] {
     let mapped = format!("{subject}.*");
     [subject, mapped]
 }
+
+/// `sessions.partition.check.<id>`: mapped like the session subjects but read by
+/// no processor's endpoint, so a starting processor can see whether (and into
+/// how many partitions) the broker maps, at no one's expense.
+pub const PARTITION_CHECK: &str = "sessions.partition.check";
 
 /// `<pattern>.<partition>`: a subject pattern as the broker's mappings deliver it
 /// in one partition (`session.*.telemetry.3`, `get.*.3` in the `sessions` group).
@@ -436,8 +443,8 @@ mod tests {
             "sessions.renew.monitor.*".to_string(),
             "sessions.renew.monitor.{{wildcard(1)}}.{{partition(4,1)}}".to_string()
         )));
-        // Setup, telemetry and every id-form endpoint.
-        assert_eq!(mappings.len(), 2 + 5);
+        // Setup, telemetry, every id-form endpoint and the start-up check.
+        assert_eq!(mappings.len(), 2 + 5 + 1);
     }
 
     #[test]

@@ -128,6 +128,14 @@ pub enum StartError {
     },
     #[error("the broker did not confirm the subscriptions: {0}")]
     Confirm(async_nats::RequestError),
+    /// `--partitions N` on a broker that does not map subjects into N partitions:
+    /// such a processor would receive nothing.
+    #[error(
+        "--partitions {0}: the broker does not split subjects into {0} partitions ({1}); add \
+         the mappings `paddock broker mappings --partitions {0}` prints to its configuration \
+         (or use `paddock auth init --partitions {0}`)"
+    )]
+    Unmapped(u32, String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -325,6 +333,9 @@ impl Processor {
         };
 
         confirm_subscriptions(&client, &service).await?;
+        if partitions.is_partitioned() {
+            check_mappings(&client, partitions.count()).await?;
+        }
         // Only now is the connection surely up (it may have waited for the broker),
         // so the broker's limit is known.
         let broker_max = client.server_info().max_payload;
@@ -477,6 +488,48 @@ async fn confirm_subscriptions(client: &Client, service: &Service) -> Result<(),
             Err(e) => return Err(StartError::Confirm(e)),
         }
     }
+}
+
+/// Whether the broker maps subjects into `count` partitions as paddock computes
+/// them: check subjects (`subjects::PARTITION_CHECK`) must come back with
+/// the partition of their id appended.
+async fn check_mappings(client: &Client, count: u32) -> Result<(), StartError> {
+    // Sixteen: a mapping into another number of partitions puts a random id
+    // where paddock expects it about half the time or less, so all sixteen
+    // agreeing by chance is a 1-in-65,536 event.
+    let probes: Vec<crate::protocol::id::SessionId> = (0..16)
+        .map(|_| crate::protocol::id::SessionId::new_v4())
+        .collect();
+    let unmapped = |why: String| StartError::Unmapped(count, why);
+    let subscribe = |id: &crate::protocol::id::SessionId| {
+        client.subscribe(format!("{}.{id}.*", subjects::PARTITION_CHECK))
+    };
+    for id in &probes {
+        let mut echo = subscribe(id)
+            .await
+            .map_err(|e| unmapped(format!("cannot subscribe to check: {e}")))?;
+        client
+            .publish(format!("{}.{id}", subjects::PARTITION_CHECK), "".into())
+            .await
+            .map_err(|e| unmapped(format!("cannot publish to check: {e}")))?;
+        let want = subjects::partition(id, count).to_string();
+        match tokio::time::timeout(Duration::from_secs(2), echo.next()).await {
+            Ok(Some(message)) if message.subject.ends_with(&format!(".{want}")) => {}
+            Ok(Some(message)) => {
+                return Err(unmapped(format!(
+                    "{} came back as {}, not in partition {want}",
+                    subjects::PARTITION_CHECK,
+                    message.subject
+                )));
+            }
+            _ => return Err(unmapped("a check subject came back unmapped".into())),
+        }
+    }
+    tracing::info!(
+        partitions = count,
+        "the broker maps subjects into partitions"
+    );
+    Ok(())
 }
 
 /// What every handler needs: the state, the connection, and storage.

@@ -299,3 +299,40 @@ async fn in_operator_mode_the_account_partitions_and_session_credentials_still_w
     assert_eq!(list["total"], 6, "{list}");
     drop(processors);
 }
+
+/// A partitioned processor on a broker without the mappings would receive
+/// nothing: it refuses to start and says what to add. With the mappings of
+/// another partition count it refuses too.
+#[tokio::test]
+async fn a_partitioned_processor_refuses_a_broker_that_does_not_partition() {
+    // `serve --partitions 4` against `url`: its exit code and last line.
+    async fn serve_four(url: &str) -> (i32, String) {
+        let (code, _, stderr) = run_paddock(&[
+            "serve",
+            "--nats-url",
+            url,
+            "--store",
+            "memory",
+            "--partitions",
+            "4",
+        ])
+        .await;
+        (code, stderr.lines().last().unwrap_or_default().to_string())
+    }
+    let plain = NatsServer::start();
+    let (code, last) = serve_four(&plain.url()).await;
+    assert_eq!(code, 1, "{last}");
+    assert!(
+        last.contains("the broker does not split subjects into 4 partitions")
+            && last.contains("paddock broker mappings --partitions 4"),
+        "{last}"
+    );
+
+    let dir = fresh_dir("two-partitions");
+    let config = dir.join("mappings.conf");
+    std::fs::write(&config, paddock::broker::mappings_config(2)).unwrap();
+    let two = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    let (code, last) = serve_four(&two.url()).await;
+    assert_eq!(code, 1, "{last}");
+    assert!(last.contains("not in partition"), "{last}");
+}
