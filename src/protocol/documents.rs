@@ -168,6 +168,22 @@ pub struct Page<T> {
     pub sessions: Vec<T>,
 }
 
+impl<T> Page<T> {
+    /// The page at `offset` of at most `limit` rows, from `rows` in order (rows
+    /// before `offset` included), of `total` rows in all.
+    pub fn slice(rows: Vec<T>, total: usize, offset: usize, limit: usize) -> Self {
+        let sessions: Vec<T> = rows.into_iter().skip(offset).take(limit).collect();
+        let end = offset.saturating_add(sessions.len());
+        Page {
+            total,
+            count: sessions.len(),
+            offset,
+            next_offset: (end < total).then_some(end),
+            sessions,
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

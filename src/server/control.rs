@@ -56,6 +56,17 @@ struct ListRequest {
     offset: usize,
 }
 
+impl ListRequest {
+    /// Where the page starts, and its most rows.
+    fn bounds(&self) -> (usize, usize) {
+        let limit = self
+            .limit
+            .unwrap_or(LIST_DEFAULT_LIMIT)
+            .clamp(1, LIST_MAX_LIMIT);
+        (self.offset, limit)
+    }
+}
+
 #[derive(Deserialize)]
 struct IdRequest<'a> {
     #[serde(borrow)]
@@ -64,20 +75,9 @@ struct IdRequest<'a> {
 
 /// One page of `rows`.
 fn page<T>(rows: Vec<T>, request: &ListRequest) -> Page<T> {
-    let limit = request
-        .limit
-        .unwrap_or(LIST_DEFAULT_LIMIT)
-        .clamp(1, LIST_MAX_LIMIT);
+    let (offset, limit) = request.bounds();
     let total = rows.len();
-    let page: Vec<T> = rows.into_iter().skip(request.offset).take(limit).collect();
-    let end = request.offset.saturating_add(page.len());
-    Page {
-        total,
-        count: page.len(),
-        offset: request.offset,
-        next_offset: (end < total).then_some(end),
-        sessions: page,
-    }
+    Page::slice(rows, total, offset, limit)
 }
 
 impl App {
@@ -162,12 +162,7 @@ impl App {
     /// What a gathered list needs before it asks the partitions: the page
     /// (offset, limit) a valid request names.
     pub fn page_request(&self, body: &[u8]) -> Result<(usize, usize), ServiceError> {
-        let request = self.list_request(body)?;
-        let limit = request
-            .limit
-            .unwrap_or(LIST_DEFAULT_LIMIT)
-            .clamp(1, LIST_MAX_LIMIT);
-        Ok((request.offset, limit))
+        Ok(self.list_request(body)?.bounds())
     }
 
     /// The session a body-form request names, if it names one well: for

@@ -109,6 +109,18 @@ impl Partitions {
         !self.is_partitioned() || self.owns_partition(self.of(id))
     }
 
+    /// A subject pattern as this processor subscribes to it: as it is without
+    /// partitions; else once per owned partition, as the broker's mappings
+    /// deliver it (`<pattern>.<p>`), with that partition.
+    pub fn subscriptions(&self, pattern: &str) -> Vec<(Option<u32>, String)> {
+        if !self.is_partitioned() {
+            return vec![(None, pattern.to_string())];
+        }
+        self.owned()
+            .map(|p| (Some(p), subjects::partitioned(pattern, p)))
+            .collect()
+    }
+
     /// `0,1` for logs and the service's metadata.
     pub fn describe_owned(&self) -> String {
         let owned: Vec<String> = self.owned().map(|p| p.to_string()).collect();
@@ -148,17 +160,31 @@ pub async fn forward(
         })
 }
 
-/// The error a partition answered with, if it did (`Nats-Service-Error-Code`):
-/// a gathered reply is whole or an error, never a part passed off as the whole.
-fn answered_error(partition: u32, reply: &Message) -> Option<ServiceError> {
-    let headers = reply.headers.as_ref()?;
-    let code = headers.get(async_nats::service::NATS_SERVICE_ERROR_CODE)?;
-    let text = headers
-        .get(async_nats::service::NATS_SERVICE_ERROR)
-        .map_or("", |v| v.as_str());
-    Some(ServiceError::Unavailable(format!(
-        "partition {partition} answered {code}: {text}"
-    )))
+/// A partition's answer to a forwarded request, read as `T`; an error when it
+/// answered one (`Nats-Service-Error-Code`) or none: a gathered reply is whole or
+/// an error, never a part passed off as the whole.
+async fn ask<T: DeserializeOwned>(
+    client: &Client,
+    partition: u32,
+    endpoint: Endpoint,
+    body: Bytes,
+) -> Result<T, ServiceError> {
+    let reply = forward(client, partition, endpoint, body).await?;
+    let unavailable =
+        |why: String| ServiceError::Unavailable(format!("partition {partition} {why}"));
+    if let Some(code) = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE))
+    {
+        let text = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR))
+            .map_or("", |v| v.as_str());
+        return Err(unavailable(format!("answered {code}: {text}")));
+    }
+    serde_json::from_slice(&reply.payload).map_err(|e| unavailable(format!("answered: {e}")))
 }
 
 /// `sessions.list` or `sessions.archive.list` across every partition: the page
@@ -170,35 +196,41 @@ pub async fn gather_page(
     offset: usize,
     limit: usize,
 ) -> Result<Bytes, ServiceError> {
+    let bounds = (offset, limit);
     match endpoint {
         // Oldest first, like `Sessions::list`.
         Endpoint::List => {
-            let rows = gather_rows::<SessionSummary>(client, partitions, endpoint, offset + limit);
-            let (total, mut rows) = rows.await?;
-            rows.sort_by_key(|row| (row.created_at, row.session_id));
-            Ok(page_of(total, rows, offset, limit))
+            merged_page::<SessionSummary, _>(client, partitions, endpoint, bounds, |row| {
+                (row.created_at, row.session_id)
+            })
+            .await
         }
         // Most recently ended first, like `Sessions::list_ended`.
         _ => {
-            let rows = gather_rows::<ArchivedSummary>(client, partitions, endpoint, offset + limit);
-            let (total, mut rows) = rows.await?;
-            rows.sort_by_key(|row| std::cmp::Reverse((row.ended_at, row.session_id)));
-            Ok(page_of(total, rows, offset, limit))
+            merged_page::<ArchivedSummary, _>(client, partitions, endpoint, bounds, |row| {
+                std::cmp::Reverse((row.ended_at, row.session_id))
+            })
+            .await
         }
     }
 }
 
-fn page_of<T: Serialize>(total: usize, rows: Vec<T>, offset: usize, limit: usize) -> Bytes {
-    let sessions: Vec<T> = rows.into_iter().skip(offset).take(limit).collect();
-    let end = offset.saturating_add(sessions.len());
-    let page = Page {
-        total,
-        count: sessions.len(),
-        offset,
-        next_offset: (end < total).then_some(end),
-        sessions,
-    };
-    serde_json::to_vec(&page).expect("a page serializes").into()
+/// Every partition's first `offset + limit` rows, merged in the order of `key`,
+/// and the page at `offset` of them.
+async fn merged_page<T, K: Ord>(
+    client: &Client,
+    partitions: Partitions,
+    endpoint: Endpoint,
+    (offset, limit): (usize, usize),
+    key: impl Fn(&T) -> K,
+) -> Result<Bytes, ServiceError>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let (total, mut rows) = gather_rows::<T>(client, partitions, endpoint, offset + limit).await?;
+    rows.sort_by_key(key);
+    let page = Page::slice(rows, total, offset, limit);
+    Ok(serde_json::to_vec(&page).expect("a page serializes").into())
 }
 
 /// The first `wanted` rows of every partition (each in its own order) and the
@@ -217,17 +249,11 @@ async fn gather_rows<T: DeserializeOwned>(
                 .saturating_sub(offset)
                 .clamp(1, crate::server::control::LIST_MAX_LIMIT);
             let body = serde_json::json!({ "limit": limit, "offset": offset }).to_string();
-            let reply = forward(client, partition, endpoint, body.into()).await?;
-            if let Some(e) = answered_error(partition, &reply) {
-                return Err(e);
-            }
-            let page: Page<T> = serde_json::from_slice(&reply.payload).map_err(|e| {
-                ServiceError::Unavailable(format!("partition {partition} answered: {e}"))
-            })?;
+            let page: Page<T> = ask(client, partition, endpoint, body.into()).await?;
             rows.extend(page.sessions);
             match page.next_offset {
                 Some(next) if next < wanted => offset = next,
-                _ => return Ok((page.total, rows)),
+                _ => return Ok::<_, ServiceError>((page.total, rows)),
             }
         }
     });
@@ -244,14 +270,8 @@ async fn gather_rows<T: DeserializeOwned>(
 /// `sessions.stats` across every partition: live sessions summed over the
 /// partitions, counters summed over the processors that answered (each once).
 pub async fn gather_stats(client: &Client, partitions: Partitions) -> Result<Bytes, ServiceError> {
-    let each = (0..partitions.count()).map(|partition| async move {
-        let reply = forward(client, partition, Endpoint::Stats, Bytes::new()).await?;
-        if let Some(e) = answered_error(partition, &reply) {
-            return Err(e);
-        }
-        serde_json::from_slice::<PartitionStats>(&reply.payload)
-            .map_err(|e| ServiceError::Unavailable(format!("partition {partition} answered: {e}")))
-    });
+    let each = (0..partitions.count())
+        .map(|partition| ask::<PartitionStats>(client, partition, Endpoint::Stats, Bytes::new()));
     let mut live_sessions = 0;
     let mut by_processor = BTreeMap::new();
     for gathered in futures::future::join_all(each).await {
@@ -356,14 +376,13 @@ mod tests {
 
     #[test]
     fn gathered_pages_and_stats_read_as_one_processors() {
-        let page: Page<u32> =
-            serde_json::from_slice(&page_of(7, vec![1, 2, 3, 4, 5], 2, 2)).unwrap();
+        let page = Page::slice(vec![1, 2, 3, 4, 5], 7, 2, 2);
         assert_eq!(
             (page.total, page.count, page.offset, page.next_offset),
             (7, 2, 2, Some(4))
         );
         assert_eq!(page.sessions, [3, 4]);
-        let last: Page<u32> = serde_json::from_slice(&page_of(3, vec![1, 2, 3], 2, 5)).unwrap();
+        let last = Page::slice(vec![1, 2, 3], 3, 2, 5);
         assert_eq!((last.count, last.next_offset), (1, None));
 
         let metrics = crate::server::metrics::Metrics::default();

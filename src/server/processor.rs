@@ -226,27 +226,18 @@ impl Processor {
         // half-loaded map, and requests see every recovered session.
         let storage = Storage::open(&client, store, &app).await?;
         let stats_app = Arc::clone(&app);
+        let mut metadata = std::collections::HashMap::new();
+        if let Some(url) = dashboard_url {
+            metadata.insert(subjects::DASHBOARD_URL_METADATA.to_string(), url);
+        }
+        if partitions.is_partitioned() {
+            metadata.insert("partitions".into(), partitions.count().to_string());
+            metadata.insert("owns".into(), partitions.describe_owned());
+        }
         let service = client
             .service_builder()
             .description("paddock: live sim-racing sessions (setup, telemetry, lifecycle)")
-            .metadata(
-                dashboard_url
-                    .map(|url| (subjects::DASHBOARD_URL_METADATA.to_string(), url))
-                    .into_iter()
-                    .chain(
-                        partitions
-                            .is_partitioned()
-                            .then(|| {
-                                [
-                                    ("partitions".to_string(), partitions.count().to_string()),
-                                    ("owns".to_string(), partitions.describe_owned()),
-                                ]
-                            })
-                            .into_iter()
-                            .flatten(),
-                    )
-                    .collect(),
-            )
+            .metadata(metadata)
             // `$SRV.STATS` carries the service-wide counters in each endpoint's `data`.
             .stats_handler(move |_endpoint, _stats| {
                 serde_json::to_value(stats_app.metrics.snapshot(stats_app.sessions.load()))
@@ -270,15 +261,11 @@ impl Processor {
             };
             // With partitions, the broker's mapping appends the partition to the
             // subject: one endpoint per owned partition.
-            let forms: Vec<(String, String)> = if partitions.is_partitioned() {
-                partitions
-                    .owned()
-                    .map(|p| (format!("{name}-{p}"), subjects::partitioned(pattern, p)))
-                    .collect()
-            } else {
-                vec![(name.to_string(), pattern.to_string())]
-            };
-            for (name, pattern) in forms {
+            for (partition, pattern) in partitions.subscriptions(pattern) {
+                let name = match partition {
+                    Some(p) => format!("{name}-{p}"),
+                    None => name.to_string(),
+                };
                 let requests = group
                     .endpoint_builder()
                     .name(name)
@@ -309,18 +296,11 @@ impl Processor {
 
         // Data subscriptions take no queue group: every processor sees every frame
         // (of the partitions it owns).
-        let data_subjects: Vec<String> = if partitions.is_partitioned() {
-            partitions
-                .owned()
-                .flat_map(|p| {
-                    [subjects::ALL_SETUP, subjects::ALL_TELEMETRY]
-                        .map(|pattern| subjects::partitioned(pattern, p))
-                })
-                .collect()
-        } else {
-            vec![subjects::ALL_SETUP.into(), subjects::ALL_TELEMETRY.into()]
-        };
-        let mut subscriptions = Vec::with_capacity(data_subjects.len());
+        let data_subjects = [subjects::ALL_SETUP, subjects::ALL_TELEMETRY]
+            .into_iter()
+            .flat_map(|pattern| partitions.subscriptions(pattern))
+            .map(|(_, subject)| subject);
+        let mut subscriptions = Vec::new();
         for subject in data_subjects {
             match client.subscribe(subject.clone()).await {
                 Ok(subscription) => subscriptions.push(subscription),
@@ -497,22 +477,18 @@ async fn check_mappings(client: &Client, count: u32) -> Result<(), StartError> {
     // Sixteen: a mapping into another number of partitions puts a random id
     // where paddock expects it about half the time or less, so all sixteen
     // agreeing by chance is a 1-in-65,536 event.
-    let probes: Vec<crate::protocol::id::SessionId> = (0..16)
-        .map(|_| crate::protocol::id::SessionId::new_v4())
-        .collect();
     let unmapped = |why: String| StartError::Unmapped(count, why);
-    let subscribe = |id: &crate::protocol::id::SessionId| {
-        client.subscribe(format!("{}.{id}.*", subjects::PARTITION_CHECK))
-    };
-    for id in &probes {
-        let mut echo = subscribe(id)
+    for _ in 0..16 {
+        let id = crate::protocol::id::SessionId::new_v4();
+        let mut echo = client
+            .subscribe(format!("{}.{id}.*", subjects::PARTITION_CHECK))
             .await
             .map_err(|e| unmapped(format!("cannot subscribe to check: {e}")))?;
         client
             .publish(format!("{}.{id}", subjects::PARTITION_CHECK), "".into())
             .await
             .map_err(|e| unmapped(format!("cannot publish to check: {e}")))?;
-        let want = subjects::partition(id, count).to_string();
+        let want = subjects::partition(&id, count).to_string();
         match tokio::time::timeout(Duration::from_secs(2), echo.next()).await {
             Ok(Some(message)) if message.subject.ends_with(&format!(".{want}")) => {}
             Ok(Some(message)) => {
@@ -721,7 +697,7 @@ impl Ctx {
     /// What a body-form request needs from other partitions, if anything: the
     /// lists and stats of all of them, or the partition of the session it names.
     /// A body that is not valid for the endpoint is answered here.
-    fn across_partitions(&self, endpoint: Endpoint, body: &[u8]) -> Option<Across> {
+    fn across_partitions(&self, endpoint: Endpoint, body: &bytes::Bytes) -> Option<Across> {
         let partitions = self.app.partitions;
         match endpoint {
             // A new session's partition is that of a random id, as it would be
@@ -733,7 +709,7 @@ impl Ctx {
                 (!partitions.owns_partition(partition)).then(|| Across::Forward {
                     partition,
                     endpoint,
-                    body: bytes::Bytes::copy_from_slice(body),
+                    body: body.clone(),
                 })
             }
             Endpoint::List | Endpoint::ArchiveList => {
@@ -755,7 +731,7 @@ impl Ctx {
                 (!partitions.owns(&id)).then(|| Across::Forward {
                     partition: partitions.of(&id),
                     endpoint,
-                    body: bytes::Bytes::copy_from_slice(body),
+                    body: body.clone(),
                 })
             }
         }
