@@ -291,15 +291,10 @@ fn key_matches(raw: &[u8], field: &str) -> bool {
 
 /// The rest of a string, from just after its opening quote; clears `ascii` at a
 /// byte past ASCII.
-#[inline]
+#[inline(always)]
 fn string(b: &[u8], mut i: usize, ascii: &mut bool) -> Result<usize, Failure> {
     loop {
-        while let Some(&c) = b.get(i) {
-            if STRING_STOP[c as usize] {
-                break;
-            }
-            i += 1;
-        }
+        i = plain(b, i);
         match b.get(i) {
             Some(b'"') => return Ok(i + 1),
             Some(b'\\') => match b.get(i + 1) {
@@ -321,6 +316,55 @@ fn string(b: &[u8], mut i: usize, ascii: &mut bool) -> Result<usize, Failure> {
             }
             Some(_) => return fail(i, Expected::NoControl),
             None => return fail(i, Expected::StringEnd),
+        }
+    }
+}
+
+/// Skips the bytes of a string that need no look, up to the first of
+/// [`STRING_STOP`] (or the end): sixteen at a time while sixteen are left, so a
+/// typical key or short value is one step instead of a branch per byte.
+#[inline(always)]
+fn plain(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = b.get(i..i + 16) {
+        let stops = sse2::stops(chunk.try_into().expect("16 bytes"));
+        if stops != 0 {
+            return i + stops.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    while let Some(&c) = b.get(i) {
+        if STRING_STOP[c as usize] {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// SSE2 is part of every x86_64 CPU, so this needs no detection at run time.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+
+    /// One bit per byte of `chunk` (lowest bit: first byte) that is in
+    /// [`super::STRING_STOP`]: a quote, a backslash, a control character or a
+    /// byte past ASCII.
+    #[inline(always)]
+    pub(super) fn stops(chunk: &[u8; 16]) -> u32 {
+        // SAFETY: every x86_64 CPU has SSE2 (the target enables it), and the
+        // unaligned load reads exactly the 16 bytes `chunk` borrows.
+        unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // A signed compare: bytes past ASCII are negative, so "below 0x20"
+            // catches them and the control characters at once.
+            let low = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), low)) as u32
         }
     }
 }
@@ -492,6 +536,27 @@ mod tests {
         ];
         for case in cases {
             agree(case);
+        }
+    }
+
+    /// The sixteen-byte step stops where the table does: every byte value, at
+    /// every position of a run longer than two steps, from every start.
+    #[test]
+    fn the_plain_run_stops_at_the_first_stop_byte() {
+        let by_table = |b: &[u8], mut i: usize| {
+            while b.get(i).is_some_and(|&c| !STRING_STOP[c as usize]) {
+                i += 1;
+            }
+            i
+        };
+        for stop in 0..=255u8 {
+            for at in 0..40 {
+                let mut run = vec![b'a'; 40];
+                run[at] = stop;
+                for start in 0..=at {
+                    assert_eq!(plain(&run, start), by_table(&run, start), "{stop} at {at}");
+                }
+            }
         }
     }
 
