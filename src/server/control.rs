@@ -140,12 +140,7 @@ impl App {
             }
             Endpoint::Stats => {
                 self.optional_object(body)?;
-                let live_sessions = self
-                    .sessions
-                    .list()
-                    .iter()
-                    .filter(|row| in_partition(&row.session_id))
-                    .count();
+                let live_sessions = self.sessions.count_where(in_partition);
                 Ok(Reply::json(&crate::server::partitions::PartitionStats {
                     processor: processor.to_string(),
                     live_sessions,

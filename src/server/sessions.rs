@@ -545,6 +545,11 @@ impl Sessions {
         rows
     }
 
+    /// How many live sessions `which` picks, without building their rows.
+    pub fn count_where(&self, mut which: impl FnMut(&SessionId) -> bool) -> usize {
+        self.lock().live.keys().filter(|id| which(id)).count()
+    }
+
     /// Puts back a session recovered from storage, as it was (capacity is not
     /// checked: these sessions existed before the restart).
     pub(crate) fn restore(&self, snapshot: Snapshot) {
@@ -1111,6 +1116,8 @@ mod tests {
         let mut expected = ids.clone();
         expected.sort_by_key(|id| (sessions.get(*id).unwrap().created_at, *id));
         assert_eq!(listed, expected);
+        assert_eq!(sessions.count_where(|_| true), 5);
+        assert_eq!(sessions.count_where(|id| *id == ids[2]), 1);
     }
 
     #[test]
