@@ -61,6 +61,9 @@ pub enum Command {
     /// The fixed workload `bench` counts instructions of, under callgrind.
     #[command(hide = true)]
     BenchHotpath(bench::HotpathArgs),
+    /// The plain subscriber of `bench --pin`, in a process of its own.
+    #[command(hide = true)]
+    BenchSink(bench::SinkArgs),
 }
 
 impl Command {
@@ -75,7 +78,8 @@ impl Command {
             | Command::Bench(_)
             | Command::Auth(_)
             | Command::Broker(_)
-            | Command::BenchHotpath(_) => "warn",
+            | Command::BenchHotpath(_)
+            | Command::BenchSink(_) => "warn",
             // Its own clients see the faults it injects: expected, and reported
             // in its table instead.
             Command::Chaos(_) => "error",
@@ -87,6 +91,8 @@ impl Command {
     pub fn worker_threads(&self) -> Option<usize> {
         match self {
             Command::Serve(args) => Some(args.worker_threads.into()),
+            // Run as `serve` runs by default, so that the two consumers compare.
+            Command::BenchSink(_) => Some(1),
             _ => None,
         }
     }
@@ -114,6 +120,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::BenchHotpath(args) => {
             bench::hotpath(args.frames, args.frame == "rich", args.lap_field.0.clone())
         }
+        Command::BenchSink(args) => bench::sink(args).await,
     }
 }
 

@@ -51,6 +51,15 @@ async fn the_quick_benchmark_reports_every_part() {
             .unwrap();
         assert!(rate > 0.0, "{cells:?}");
     }
+    // With the consumer on a core of its own: measured on 2 cores or more, and
+    // otherwise said not to be, for that reason.
+    assert!(
+        stdout.contains("| paddock ingest, 0.5 KB, consumer on a core of its own |")
+            || stdout.contains(
+                "| paddock ingest, consumer on a core of its own | not measured | needs 2 cores |"
+            ),
+        "no pinned ingest row in:\n{stdout}"
+    );
     // Instructions: a count when valgrind is installed; without it, "not
     // measured" for exactly that reason, never for another error.
     let cells = row("| instructions per ingested frame, 0.5 KB |");

@@ -8,6 +8,7 @@
 mod fanout;
 mod hotpath;
 mod partitions;
+mod pinned;
 mod rig;
 
 use std::collections::VecDeque;
@@ -31,6 +32,7 @@ use crate::protocol::subjects::{self, DataKind};
 use rig::{Processor, connect, counter, start_broker, sync, wait_for_counter};
 
 pub use hotpath::run as hotpath;
+pub use pinned::{SinkArgs, sink};
 
 /// The sample frames, compacted as a monitor sends them.
 pub(crate) struct Frame {
@@ -135,8 +137,8 @@ pub struct BenchArgs {
         default_value_t = 100_000
     )]
     pub recovery_sessions: usize,
-    /// Only these parts: ingest, get, latency, fanout, partitions, memory,
-    /// recovery, callgrind.
+    /// Only these parts: ingest, pinned (ingest with the consumer on a core of
+    /// its own), get, latency, fanout, partitions, memory, recovery, callgrind.
     #[arg(long, env = "PADDOCK_BENCH_ONLY", value_delimiter = ',')]
     pub only: Vec<String>,
     /// A smoke test: every part, on small figures, in seconds.
@@ -168,7 +170,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut report = Report { rows: Vec::new() };
     let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
 
-    if wants("ingest") || wants("get") || wants("latency") {
+    if wants("ingest") || wants("pinned") || wants("get") || wants("latency") {
         let (broker, client, sessions) = fresh_broker(&bin).await?;
         let ids: Vec<SessionId> = (0..plan.sessions).map(|_| SessionId::new_v4()).collect();
         let subjects: Vec<Subject> = ids
@@ -179,50 +181,50 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .iter()
             .map(|id| Subject::from(format!("{RAW_PREFIX}.{id}.telemetry")))
             .collect();
+        // Two layouts: everything sharing every core, and (`pinned`) the consumer
+        // on a core of its own, as a deployment gives the processor.
+        let mut layouts = Vec::new();
         if wants("ingest") {
+            layouts.push(false);
+        }
+        if wants("pinned") {
+            if pinned::all_cores().len() > pinned::CONSUMER_CORE {
+                layouts.push(true);
+            } else {
+                report.add(
+                    "paddock ingest, consumer on a core of its own",
+                    "not measured",
+                    "needs 2 cores",
+                );
+            }
+        }
+        for pinned in layouts {
             for frame in [Frame::small(), Frame::rich()] {
+                let layout = if pinned {
+                    ", consumer on a core of its own"
+                } else {
+                    ""
+                };
                 say!(
-                    "== ingest, {} frames, {} sessions, {} ({} bytes)",
+                    "== ingest, {} frames, {} sessions, {} ({} bytes){layout}",
                     plan.frames,
                     plan.sessions,
                     frame.name,
                     frame.body.len()
                 );
-                // Raw and paddock take turns, `rounds` times, and the medians are
-                // compared: on a shared 2-core machine one run of either can be off
-                // by 20%. The raw subscriber listens on subjects of the same length
-                // that the processor does not subscribe to, so the processor can
-                // stay up, idle, during the raw turns.
-                let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
-                let mut raw = Vec::new();
-                let mut ingest = Vec::new();
-                let mut cpu_per_frame = Vec::new();
-                for round in 1..=plan.rounds {
-                    raw.push(
-                        raw_delivery(&broker.url(), &client, &raw_subjects, &frame, plan.frames)
-                            .await?,
-                    );
-                    let cpu = processor.cpu_time()?;
-                    ingest.push(
-                        paddock_ingest(&client, &sessions, &ids, &subjects, &frame, plan.frames)
-                            .await
-                            .with_context(|| format!("see {}", processor.log.display()))?,
-                    );
-                    let cpu = processor.cpu_time()?.saturating_sub(cpu);
-                    cpu_per_frame.push(cpu.as_secs_f64() * 1e9 / plan.frames as f64);
-                    say!(
-                        "  round {round}: raw {}, paddock {} ({:.2} × raw), processor CPU {:.0} ns/frame",
-                        rate(raw[round - 1]),
-                        rate(ingest[round - 1]),
-                        ingest[round - 1] / raw[round - 1],
-                        cpu_per_frame[round - 1]
-                    );
-                }
-                processor.stop().await?;
-                let (raw, ingest) = (median(&mut raw), median(&mut ingest));
-                let cpu_per_frame = median(&mut cpu_per_frame);
+                let turns = Turns {
+                    broker: &broker,
+                    client: &client,
+                    sessions: &sessions,
+                    ids: &ids,
+                    subjects: &subjects,
+                    raw_subjects: &raw_subjects,
+                    frame: &frame,
+                    plan: &plan,
+                };
+                let (raw, ingest, cpu_per_frame) = turns.run(pinned).await?;
                 report.add(
-                    format!("raw NATS delivery, {}", frame.name),
+                    format!("raw NATS delivery, {}{layout}", frame.name),
                     rate(raw),
                     format!(
                         "plain subscriber, median of {}: the broker's limit here",
@@ -230,7 +232,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     ),
                 );
                 report.add(
-                    format!("paddock ingest, {}", frame.name),
+                    format!("paddock ingest, {}{layout}", frame.name),
                     rate(ingest),
                     format!(
                         "**{:.2} × raw**, median of {}; every final frame served, none lost",
@@ -239,13 +241,16 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     ),
                 );
                 report.add(
-                    format!("processor CPU per frame, {}", frame.name),
+                    format!("processor CPU per frame, {}{layout}", frame.name),
                     format!("{cpu_per_frame:.0} ns"),
                     format!(
                         "median of {}: its threads' time on a CPU during a round / frames (it includes the client library's share)",
                         plan.rounds
                     ),
                 );
+                if pinned {
+                    continue;
+                }
                 let awaited = kv_puts(&client, &ids, &frame, plan.kv_awaited, 1).await?;
                 report.add(
                     format!("JetStream KV put, awaited, {}", frame.name),
@@ -599,6 +604,87 @@ impl From<&BenchArgs> for Plan {
     }
 }
 
+/// What the raw and paddock turns of one ingest measurement share.
+struct Turns<'a> {
+    broker: &'a LocalBroker,
+    client: &'a Client,
+    sessions: &'a SessionsClient,
+    ids: &'a [SessionId],
+    subjects: &'a [Subject],
+    raw_subjects: &'a [Subject],
+    frame: &'a Frame,
+    plan: &'a Plan,
+}
+
+impl Turns<'_> {
+    /// Raw and paddock take turns, `rounds` times, and the medians are compared:
+    /// on a shared 2-core machine one run of either can be off by 20%. The raw
+    /// subscriber listens on subjects of the same length that the processor does
+    /// not subscribe to, so the processor can stay up, idle, during the raw turns.
+    /// Answers the medians of raw delivery, paddock's ingest (frames/s) and the
+    /// processor's CPU per frame (ns).
+    async fn run(&self, pinned: bool) -> anyhow::Result<(f64, f64, f64)> {
+        let (url, plan, frame) = (self.broker.url(), self.plan, self.frame);
+        let (processor, _) = Processor::start(&url, &[], self.sessions).await?;
+        let mut sink = None;
+        if pinned {
+            pinned::pin(self.broker.pid(), &[0])?;
+            pinned::pin(std::process::id(), &[0])?;
+            pinned::pin(processor.pid(), &[pinned::CONSUMER_CORE])?;
+            let subject = format!("{RAW_PREFIX}.*.telemetry");
+            sink = Some(pinned::Sink::start(&url, &subject, plan.frames).await?);
+        }
+        let mut raw = Vec::new();
+        let mut ingest = Vec::new();
+        let mut cpu_per_frame = Vec::new();
+        for round in 1..=plan.rounds {
+            raw.push(match sink.as_mut() {
+                Some(sink) => {
+                    sink.delivery(self.client, self.raw_subjects, frame, plan.frames)
+                        .await?
+                }
+                None => {
+                    raw_delivery(&url, self.client, self.raw_subjects, frame, plan.frames).await?
+                }
+            });
+            let cpu = processor.cpu_time()?;
+            ingest.push(
+                paddock_ingest(
+                    self.client,
+                    self.sessions,
+                    self.ids,
+                    self.subjects,
+                    frame,
+                    plan.frames,
+                )
+                .await
+                .with_context(|| format!("see {}", processor.log.display()))?,
+            );
+            let cpu = processor.cpu_time()?.saturating_sub(cpu);
+            cpu_per_frame.push(cpu.as_secs_f64() * 1e9 / plan.frames as f64);
+            say!(
+                "  round {round}: raw {}, paddock {} ({:.2} × raw), processor CPU {:.0} ns/frame",
+                rate(raw[round - 1]),
+                rate(ingest[round - 1]),
+                ingest[round - 1] / raw[round - 1],
+                cpu_per_frame[round - 1]
+            );
+        }
+        processor.stop().await?;
+        if let Some(sink) = sink {
+            sink.stop().await?;
+            // The rest of the run shares the cores again.
+            pinned::pin(self.broker.pid(), &pinned::all_cores())?;
+            pinned::pin(std::process::id(), &pinned::all_cores())?;
+        }
+        Ok((
+            median(&mut raw),
+            median(&mut ingest),
+            median(&mut cpu_per_frame),
+        ))
+    }
+}
+
 /// Sessions at 20 Hz, each followed by `dashboards`: one connection per
 /// dashboard, up to 100 (then they share).
 fn fan_out(sessions: usize, dashboards: usize, duration: Duration) -> fanout::Shape {
@@ -613,7 +699,7 @@ fn fan_out(sessions: usize, dashboards: usize, duration: Duration) -> fanout::Sh
 
 /// Publishes `total` frames round-robin over `subjects`, as fast as the client
 /// takes them; each subject's last frame is `frame.last`.
-async fn blast(
+pub(crate) async fn blast(
     client: &Client,
     subjects: &[Subject],
     frame: &Frame,
