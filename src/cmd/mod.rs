@@ -61,7 +61,7 @@ pub enum Command {
     /// The fixed workload `bench` counts instructions of, under callgrind.
     #[command(hide = true)]
     BenchHotpath(bench::HotpathArgs),
-    /// The plain subscriber of `bench --pin`, in a process of its own.
+    /// The plain subscriber of the bench's `pinned` part, in a process of its own.
     #[command(hide = true)]
     BenchSink(bench::SinkArgs),
 }

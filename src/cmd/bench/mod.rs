@@ -198,6 +198,15 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 );
             }
         }
+        let turns = Turns {
+            broker: &broker,
+            client: &client,
+            sessions: &sessions,
+            ids: &ids,
+            subjects: &subjects,
+            raw_subjects: &raw_subjects,
+            plan: &plan,
+        };
         for pinned in layouts {
             for frame in [Frame::small(), Frame::rich()] {
                 let layout = if pinned {
@@ -212,17 +221,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     frame.name,
                     frame.body.len()
                 );
-                let turns = Turns {
-                    broker: &broker,
-                    client: &client,
-                    sessions: &sessions,
-                    ids: &ids,
-                    subjects: &subjects,
-                    raw_subjects: &raw_subjects,
-                    frame: &frame,
-                    plan: &plan,
-                };
-                let (raw, ingest, cpu_per_frame) = turns.run(pinned).await?;
+                let (raw, ingest, cpu_per_frame) = turns.run(&frame, pinned).await?;
                 report.add(
                     format!("raw NATS delivery, {}{layout}", frame.name),
                     rate(raw),
@@ -621,7 +620,7 @@ impl From<&BenchArgs> for Plan {
     }
 }
 
-/// What the raw and paddock turns of one ingest measurement share.
+/// What the raw and paddock turns of every ingest measurement share.
 struct Turns<'a> {
     broker: &'a LocalBroker,
     client: &'a Client,
@@ -629,7 +628,6 @@ struct Turns<'a> {
     ids: &'a [SessionId],
     subjects: &'a [Subject],
     raw_subjects: &'a [Subject],
-    frame: &'a Frame,
     plan: &'a Plan,
 }
 
@@ -640,8 +638,8 @@ impl Turns<'_> {
     /// not subscribe to, so the processor can stay up, idle, during the raw turns.
     /// Answers the medians of raw delivery, paddock's ingest (frames/s) and the
     /// processor's CPU per frame (ns).
-    async fn run(&self, pinned: bool) -> anyhow::Result<(f64, f64, f64)> {
-        let (url, plan, frame) = (self.broker.url(), self.plan, self.frame);
+    async fn run(&self, frame: &Frame, pinned: bool) -> anyhow::Result<(f64, f64, f64)> {
+        let (url, plan) = (self.broker.url(), self.plan);
         let (processor, _) = Processor::start(&url, &[], self.sessions).await?;
         let mut sink = None;
         if pinned {

@@ -1,4 +1,4 @@
-//! `paddock bench --pin`: the ingest part with the consumer on a core of its own.
+//! `paddock bench --only pinned`: ingest with the consumer on a core of its own.
 //!
 //! By default the broker, the publisher and the consumer (the processor, or the
 //! plain subscriber it is compared with) share every core, and on a 2-core machine
@@ -61,7 +61,7 @@ pub(crate) fn all_cores() -> Vec<usize> {
     (0..usize::try_from(online).unwrap_or(1).max(1)).collect()
 }
 
-/// `paddock bench-sink`: the plain subscriber of `bench --pin`, in a process of
+/// `paddock bench-sink`: the plain subscriber of the `pinned` part, in a process of
 /// its own. Prints `ready` once subscribed, then `done` after every `count`
 /// messages, until its input closes.
 #[derive(Debug, Clone, Args)]

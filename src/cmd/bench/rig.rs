@@ -118,7 +118,7 @@ impl Processor {
 
     /// Resident memory, from /proc (Linux).
     pub(crate) fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .context("cannot read the processor's memory (needs Linux /proc)")?;
         let kb = status
             .lines()
@@ -133,7 +133,7 @@ impl Processor {
     /// machine, which on a shared machine is taken from the broker's delivery: a
     /// figure that moves far less between runs than a throughput does.
     pub(crate) fn cpu_time(&self) -> anyhow::Result<Duration> {
-        cpu_time(self.child.id())
+        cpu_time(self.pid())
     }
 
     /// SIGTERM, and wait for the graceful stop (which stores the last changes).
