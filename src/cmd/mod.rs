@@ -64,6 +64,9 @@ pub enum Command {
     /// The plain subscriber of the bench's `pinned` part, in a process of its own.
     #[command(hide = true)]
     BenchSink(bench::SinkArgs),
+    /// The plain responder of the bench's `get` part, in a process of its own.
+    #[command(hide = true)]
+    BenchEcho(bench::EchoArgs),
 }
 
 impl Command {
@@ -79,7 +82,8 @@ impl Command {
             | Command::Auth(_)
             | Command::Broker(_)
             | Command::BenchHotpath(_)
-            | Command::BenchSink(_) => "warn",
+            | Command::BenchSink(_)
+            | Command::BenchEcho(_) => "warn",
             // Its own clients see the faults it injects: expected, and reported
             // in its table instead.
             Command::Chaos(_) => "error",
@@ -92,7 +96,7 @@ impl Command {
         match self {
             Command::Serve(args) => Some(args.worker_threads.into()),
             // Run as `serve` runs by default, so that the two consumers compare.
-            Command::BenchSink(_) => Some(1),
+            Command::BenchSink(_) | Command::BenchEcho(_) => Some(1),
             _ => None,
         }
     }
@@ -121,6 +125,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
             bench::hotpath(args.frames, args.frame == "rich", args.lap_field.0.clone())
         }
         Command::BenchSink(args) => bench::sink(args).await,
+        Command::BenchEcho(args) => bench::echo(args).await,
     }
 }
 

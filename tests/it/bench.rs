@@ -12,6 +12,8 @@ async fn the_quick_benchmark_reports_every_part() {
     assert_eq!(code, 0, "{stderr}");
     for row in [
         "| raw NATS delivery, 0.5 KB |",
+        "| raw NATS request/reply p50 / p99 / p99.9 under",
+        "| plain subscriber CPU per frame, 0.5 KB |",
         "| paddock ingest, 0.5 KB |",
         "| paddock ingest, 1.5 KB |",
         "| JetStream KV put, pipelined, 1.5 KB |",

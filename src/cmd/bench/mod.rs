@@ -6,6 +6,7 @@
 //! from the same run only: the machine's absolute speed cancels out.
 
 mod fanout;
+mod helper;
 mod hotpath;
 mod partitions;
 mod pinned;
@@ -29,10 +30,11 @@ use crate::broker::{self, LocalBroker};
 use crate::client::SessionsClient;
 use crate::protocol::id::SessionId;
 use crate::protocol::subjects::{self, DataKind};
+use helper::Sink;
 use rig::{Processor, connect, counter, start_broker, sync, wait_for_counter};
 
+pub use helper::{EchoArgs, SinkArgs, echo, sink};
 pub use hotpath::run as hotpath;
-pub use pinned::{SinkArgs, sink};
 
 /// The sample frames, compacted as a monitor sends them.
 pub(crate) struct Frame {
@@ -221,12 +223,17 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     frame.name,
                     frame.body.len()
                 );
-                let (raw, ingest, cpu_per_frame) = turns.run(&frame, pinned).await?;
+                let Ingest {
+                    raw,
+                    ingest,
+                    cpu_per_frame,
+                    raw_cpu_per_frame,
+                } = turns.run(&frame, pinned).await?;
                 report.add(
                     format!("raw NATS delivery, {}{layout}", frame.name),
                     rate(raw),
                     format!(
-                        "plain subscriber, median of {}: the broker's limit here",
+                        "plain subscriber in a process of its own, median of {}",
                         plan.rounds
                     ),
                 );
@@ -244,6 +251,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     format!("{cpu_per_frame:.0} ns"),
                     format!(
                         "median of {}: its threads' time on a CPU during a round / frames (it includes the client library's share)",
+                        plan.rounds
+                    ),
+                );
+                report.add(
+                    format!("plain subscriber CPU per frame, {}{layout}", frame.name),
+                    format!("{raw_cpu_per_frame:.0} ns"),
+                    format!(
+                        "median of {}: a client that only counts; it keeps ahead, so it reads fewer frames per wake-up than the processor",
                         plan.rounds
                     ),
                 );
@@ -636,32 +651,31 @@ impl Turns<'_> {
     /// on a shared 2-core machine one run of either can be off by 20%. The raw
     /// subscriber listens on subjects of the same length that the processor does
     /// not subscribe to, so the processor can stay up, idle, during the raw turns.
-    /// Answers the medians of raw delivery, paddock's ingest (frames/s) and the
-    /// processor's CPU per frame (ns).
-    async fn run(&self, frame: &Frame, pinned: bool) -> anyhow::Result<(f64, f64, f64)> {
+    async fn run(&self, frame: &Frame, pinned: bool) -> anyhow::Result<Ingest> {
         let (url, plan) = (self.broker.url(), self.plan);
         let (processor, _) = Processor::start(&url, &[], self.sessions).await?;
-        let mut sink = None;
+        let consumer_core = [pinned::CONSUMER_CORE];
         if pinned {
             pinned::pin(self.broker.pid(), &[0])?;
             pinned::pin(std::process::id(), &[0])?;
-            pinned::pin(processor.pid(), &[pinned::CONSUMER_CORE])?;
-            let subject = format!("{RAW_PREFIX}.*.telemetry");
-            sink = Some(pinned::Sink::start(&url, &subject, plan.frames).await?);
+            pinned::pin(processor.pid(), &consumer_core)?;
         }
+        // The plain subscriber is a process of its own, like the processor.
+        let subject = format!("{RAW_PREFIX}.*.telemetry");
+        let cores = pinned.then_some(&consumer_core[..]);
+        let mut sink = Sink::start(&url, &subject, plan.frames, cores).await?;
+        let per_frame = |cpu: Duration| cpu.as_secs_f64() * 1e9 / plan.frames as f64;
         let mut raw = Vec::new();
         let mut ingest = Vec::new();
         let mut cpu_per_frame = Vec::new();
+        let mut raw_cpu_per_frame = Vec::new();
         for round in 1..=plan.rounds {
-            raw.push(match sink.as_mut() {
-                Some(sink) => {
-                    sink.delivery(self.client, self.raw_subjects, frame, plan.frames)
-                        .await?
-                }
-                None => {
-                    raw_delivery(&url, self.client, self.raw_subjects, frame, plan.frames).await?
-                }
-            });
+            let cpu = sink.cpu_time()?;
+            raw.push(
+                sink.delivery(self.client, self.raw_subjects, frame, plan.frames)
+                    .await?,
+            );
+            raw_cpu_per_frame.push(per_frame(sink.cpu_time()?.saturating_sub(cpu)));
             let cpu = processor.cpu_time()?;
             ingest.push(
                 paddock_ingest(
@@ -676,28 +690,40 @@ impl Turns<'_> {
                 .with_context(|| format!("see {}", processor.log.display()))?,
             );
             let cpu = processor.cpu_time()?.saturating_sub(cpu);
-            cpu_per_frame.push(cpu.as_secs_f64() * 1e9 / plan.frames as f64);
+            cpu_per_frame.push(per_frame(cpu));
             say!(
-                "  round {round}: raw {}, paddock {} ({:.2} × raw), processor CPU {:.0} ns/frame",
+                "  round {round}: raw {}, paddock {} ({:.2} × raw), CPU per frame: processor {:.0} ns, plain subscriber {:.0} ns",
                 rate(raw[round - 1]),
                 rate(ingest[round - 1]),
                 ingest[round - 1] / raw[round - 1],
-                cpu_per_frame[round - 1]
+                cpu_per_frame[round - 1],
+                raw_cpu_per_frame[round - 1]
             );
         }
         processor.stop().await?;
-        if let Some(sink) = sink {
-            sink.stop().await?;
+        sink.stop().await?;
+        if pinned {
             // The rest of the run shares the cores again.
             pinned::pin(self.broker.pid(), &pinned::all_cores())?;
             pinned::pin(std::process::id(), &pinned::all_cores())?;
         }
-        Ok((
-            median(&mut raw),
-            median(&mut ingest),
-            median(&mut cpu_per_frame),
-        ))
+        Ok(Ingest {
+            raw: median(&mut raw),
+            ingest: median(&mut ingest),
+            cpu_per_frame: median(&mut cpu_per_frame),
+            raw_cpu_per_frame: median(&mut raw_cpu_per_frame),
+        })
     }
+}
+
+/// The medians of one ingest measurement.
+struct Ingest {
+    /// Frames per second to the plain subscriber, and applied by the processor.
+    raw: f64,
+    ingest: f64,
+    /// Nanoseconds on a CPU per frame: the processor's, the plain subscriber's.
+    cpu_per_frame: f64,
+    raw_cpu_per_frame: f64,
 }
 
 /// Sessions at 20 Hz, each followed by `dashboards`: one connection per
@@ -733,37 +759,6 @@ pub(crate) async fn blast(
     }
     client.flush().await?;
     Ok(())
-}
-
-/// Frames per second delivered to a plain subscriber that only counts them.
-async fn raw_delivery(
-    url: &str,
-    publisher: &Client,
-    subjects: &[Subject],
-    frame: &Frame,
-    total: usize,
-) -> anyhow::Result<f64> {
-    let sink = connect(url).await?;
-    let mut sub = sink.subscribe(format!("{RAW_PREFIX}.*.telemetry")).await?;
-    sync(&sink).await?;
-    let counting = tokio::spawn(async move {
-        let mut n = 0;
-        while n < total {
-            match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
-                Ok(Some(_)) => n += 1,
-                _ => break,
-            }
-        }
-        (n, Instant::now())
-    });
-    let started = Instant::now();
-    blast(publisher, subjects, frame, total).await?;
-    let (n, done) = counting.await?;
-    ensure!(
-        n == total,
-        "raw NATS: the subscriber got {n} of {total} frames"
-    );
-    Ok(total as f64 / (done - started).as_secs_f64())
 }
 
 /// Frames per second written to a KV bucket (one key per session), with `window`
@@ -916,19 +911,19 @@ async fn request_latency(
     let size = serde_json::to_string(&sessions.get(&ids[0].to_string()).await?)?.len();
     let echo = match target {
         Target::Paddock => None,
-        Target::RawEcho => {
-            let responder = connect(url).await?;
-            let mut requests = responder.subscribe(format!("{RAW_PREFIX}.echo")).await?;
-            sync(&responder).await?;
-            let body = Bytes::from(vec![b' '; size]);
-            Some(tokio::spawn(async move {
-                while let Some(request) = requests.next().await {
-                    if let Some(reply) = request.reply {
-                        let _ = responder.publish(reply, body.clone()).await;
-                    }
-                }
-            }))
-        }
+        // A process of its own, like the processor (see helper.rs).
+        Target::RawEcho => Some(
+            helper::Helper::start(
+                &[
+                    "bench-echo".to_string(),
+                    format!("--nats-url={url}"),
+                    format!("--subject={RAW_PREFIX}.echo"),
+                    format!("--size={size}"),
+                ],
+                None,
+            )
+            .await?,
+        ),
     };
     let before = counter(&sessions, "telemetry_frames").await?;
     let load = tokio::spawn(paced(
@@ -970,7 +965,7 @@ async fn request_latency(
     )
     .await?;
     if let Some(echo) = echo {
-        echo.abort();
+        echo.stop().await?;
     }
     Ok((samples, achieved))
 }
