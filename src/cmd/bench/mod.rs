@@ -226,6 +226,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 let Ingest {
                     raw,
                     ingest,
+                    paired,
                     cpu_per_frame,
                     raw_cpu_per_frame,
                 } = turns.run(&frame, pinned).await?;
@@ -241,7 +242,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     format!("paddock ingest, {}{layout}", frame.name),
                     rate(ingest),
                     format!(
-                        "**{:.2} × raw**, median of {}; every final frame served, none lost",
+                        "**{:.2} × raw**, median of {} (the rounds' own ratios: median {paired:.2}); every final frame served, none lost",
                         ingest / raw,
                         plan.rounds
                     ),
@@ -707,7 +708,9 @@ impl Turns<'_> {
             pinned::pin(self.broker.pid(), &pinned::all_cores())?;
             pinned::pin(std::process::id(), &pinned::all_cores())?;
         }
+        let mut paired: Vec<f64> = ingest.iter().zip(&raw).map(|(p, r)| p / r).collect();
         Ok(Ingest {
+            paired: median(&mut paired),
             raw: median(&mut raw),
             ingest: median(&mut ingest),
             cpu_per_frame: median(&mut cpu_per_frame),
@@ -721,6 +724,10 @@ struct Ingest {
     /// Frames per second to the plain subscriber, and applied by the processor.
     raw: f64,
     ingest: f64,
+    /// The median of each round's paddock / raw: a round's two turns run back to
+    /// back, so this cancels slower drifts of a shared machine that the ratio of
+    /// the two medians does not.
+    paired: f64,
     /// Nanoseconds on a CPU per frame: the processor's, the plain subscriber's.
     cpu_per_frame: f64,
     raw_cpu_per_frame: f64,
