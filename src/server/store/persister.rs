@@ -18,6 +18,14 @@ use super::{Job, StoreError};
 /// Concurrent puts in one flush.
 const PUTS_IN_FLIGHT: usize = 256;
 
+/// Puts started before the persister lets other tasks run. `serve` has one
+/// runtime thread by default, shared with the ordered loop: a flush that
+/// serialized and sent every dirty session in one go (100 sessions: about a
+/// millisecond) held up every request that arrived meanwhile, and made
+/// `sessions.get`'s p99 under load (`paddock bench --only get`). In slices, a
+/// request waits for one slice at most; the puts stay `PUTS_IN_FLIGHT` deep.
+const PUTS_PER_SLICE: usize = 16;
+
 pub(super) struct Persister {
     pub(super) live: kv::Store,
     pub(super) archive: kv::Store,
@@ -130,7 +138,14 @@ impl Persister {
         if dirty.is_empty() {
             return Ok(());
         }
-        let results: Vec<(SessionId, Result<(), StoreError>)> = futures::stream::iter(dirty)
+        let sliced = futures::stream::iter(dirty)
+            .chunks(PUTS_PER_SLICE)
+            .then(|slice| async move {
+                tokio::task::yield_now().await;
+                futures::stream::iter(slice)
+            })
+            .flatten();
+        let results: Vec<(SessionId, Result<(), StoreError>)> = sliced
             .map(|snapshot| async move { (snapshot.session_id, self.put(&snapshot).await) })
             .buffer_unordered(PUTS_IN_FLIGHT)
             .collect()
