@@ -281,6 +281,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
         if wants("get") || wants("latency") {
+            // A broker of its own, like the later parts: on the one the ingest
+            // parts had just loaded, paddock's get p99 came out 1.5-2.0 x the
+            // responder's, 1.1-1.2 x on a fresh one or with `--store memory`
+            // (docs/BENCHMARKS.md, session 9): left-overs of other parts, not
+            // this part's load.
+            let (broker, client, sessions) = fresh_broker(&bin).await?;
             let frame = Frame::rich();
             let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
             // Every session exists (has a frame) before it is asked for.
