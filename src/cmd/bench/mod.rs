@@ -172,13 +172,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut report = Report { rows: Vec::new() };
     let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
 
-    if wants("ingest") || wants("pinned") || wants("get") || wants("latency") {
+    if wants("ingest") || wants("pinned") {
         let (broker, client, sessions) = fresh_broker(&bin).await?;
-        let ids: Vec<SessionId> = (0..plan.sessions).map(|_| SessionId::new_v4()).collect();
-        let subjects: Vec<Subject> = ids
-            .iter()
-            .map(|id| Subject::from(subjects::data(id, DataKind::Telemetry)))
-            .collect();
+        let (ids, subjects) = new_sessions(plan.sessions);
         let raw_subjects: Vec<Subject> = ids
             .iter()
             .map(|id| Subject::from(format!("{RAW_PREFIX}.{id}.telemetry")))
@@ -280,90 +276,89 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 );
             }
         }
-        if wants("get") || wants("latency") {
-            // A broker of its own, like the later parts: on the one the ingest
-            // parts had just loaded, paddock's get p99 came out 1.5-2.0 x the
-            // responder's, 1.1-1.2 x on a fresh one or with `--store memory`
-            // (docs/BENCHMARKS.md, session 9): left-overs of other parts, not
-            // this part's load.
-            let (broker, client, sessions) = fresh_broker(&bin).await?;
-            let frame = Frame::rich();
-            let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
-            // Every session exists (has a frame) before it is asked for.
-            blast(&client, &subjects, &frame, subjects.len()).await?;
-            wait_for_counter(
-                &sessions,
-                "live_sessions",
-                subjects.len() as u64,
-                Duration::from_secs(10),
-            )
-            .await?;
-            if wants("get") {
-                say!(
-                    "== sessions.get under {} frames/s of ingest ({}), {:?}",
-                    plan.get_rate,
-                    frame.name,
-                    plan.get_duration
+    }
+
+    // A broker of its own, like every part: on the one the ingest parts had just
+    // loaded, paddock's get p99 came out 1.5-2.0 x the responder's, 1.1-1.2 x on
+    // a fresh one or with `--store memory` (docs/BENCHMARKS.md, session 9):
+    // left-overs of other parts, not this part's load.
+    if wants("get") || wants("latency") {
+        let (broker, client, sessions) = fresh_broker(&bin).await?;
+        let (ids, subjects) = new_sessions(plan.sessions);
+        let frame = Frame::rich();
+        let (processor, _) = Processor::start(&broker.url(), &[], &sessions).await?;
+        // Every session exists (has a frame) before it is asked for.
+        blast(&client, &subjects, &frame, subjects.len()).await?;
+        wait_for_counter(
+            &sessions,
+            "live_sessions",
+            subjects.len() as u64,
+            Duration::from_secs(10),
+        )
+        .await?;
+        if wants("get") {
+            say!(
+                "== sessions.get under {} frames/s of ingest ({}), {:?}",
+                plan.get_rate,
+                frame.name,
+                plan.get_duration
+            );
+            // The two take turns in one-second slices, so that whatever else
+            // the machine does meanwhile (the previous part's processes
+            // exiting, a neighbour on the VM) falls on both alike; one
+            // stretch of each put all of it on whichever came second.
+            let targets = [Target::RawEcho, Target::Paddock];
+            let mut samples = [Vec::new(), Vec::new()];
+            let mut achieved = [0.0; 2];
+            let slices = plan.get_duration.as_secs().max(1);
+            for _ in 0..slices {
+                for (k, target) in targets.into_iter().enumerate() {
+                    let (some, rate) = request_latency(
+                        &broker.url(),
+                        &client,
+                        &ids,
+                        &subjects,
+                        &frame,
+                        &plan,
+                        target,
+                        Duration::from_secs(1),
+                    )
+                    .await?;
+                    samples[k].extend(some);
+                    achieved[k] += rate / slices as f64;
+                }
+            }
+            for ((target, samples), achieved) in targets.into_iter().zip(samples).zip(achieved) {
+                let lat = Latencies::new(samples)?;
+                let what = match target {
+                    Target::RawEcho => "raw NATS request/reply",
+                    Target::Paddock => "sessions.get",
+                };
+                report.add(
+                    format!("{what} p50 / p99 / p99.9 under {}", per_s(achieved)),
+                    format!(
+                        "{} / {} / {}",
+                        us(lat.at(0.50)),
+                        us(lat.at(0.99)),
+                        us(lat.at(0.999))
+                    ),
+                    format!("{} requests, one at a time", lat.0.len()),
                 );
-                // The two take turns in one-second slices, so that whatever else
-                // the machine does meanwhile (the broker's housekeeping after the
-                // ingest part, a neighbour on the VM) falls on both alike; one
-                // stretch of each put all of it on whichever came second.
-                let targets = [Target::RawEcho, Target::Paddock];
-                let mut samples = [Vec::new(), Vec::new()];
-                let mut achieved = [0.0; 2];
-                let slices = plan.get_duration.as_secs().max(1);
-                for _ in 0..slices {
-                    for (k, target) in targets.into_iter().enumerate() {
-                        let (some, rate) = request_latency(
-                            &broker.url(),
-                            &client,
-                            &ids,
-                            &subjects,
-                            &frame,
-                            &plan,
-                            target,
-                            Duration::from_secs(1),
-                        )
-                        .await?;
-                        samples[k].extend(some);
-                        achieved[k] += rate / slices as f64;
-                    }
-                }
-                for ((target, samples), achieved) in targets.into_iter().zip(samples).zip(achieved)
-                {
-                    let lat = Latencies::new(samples)?;
-                    let what = match target {
-                        Target::RawEcho => "raw NATS request/reply",
-                        Target::Paddock => "sessions.get",
-                    };
-                    report.add(
-                        format!("{what} p50 / p99 / p99.9 under {}", per_s(achieved)),
-                        format!(
-                            "{} / {} / {}",
-                            us(lat.at(0.50)),
-                            us(lat.at(0.99)),
-                            us(lat.at(0.999))
-                        ),
-                        format!("{} requests, one at a time", lat.0.len()),
-                    );
-                }
             }
-            if wants("latency") {
-                for &hz in &plan.latency_rates {
-                    say!("== monitor to dashboard at {hz} frames/s ({})", frame.name);
-                    let lat =
-                        dashboard_latency(&broker.url(), &client, &subjects, &frame, hz, &plan)
-                            .await?;
-                    report.add(
-                        format!("monitor → dashboard p50 / p99 at {}", per_s(hz as f64)),
-                        format!("{} / {}", us(lat.at(0.50)), us(lat.at(0.99))),
-                        format!("{} frames through the broker", lat.0.len()),
-                    );
-                }
-            }
-            processor.stop().await?;
         }
+        if wants("latency") {
+            for &hz in &plan.latency_rates {
+                say!("== monitor to dashboard at {hz} frames/s ({})", frame.name);
+                let lat =
+                    dashboard_latency(&broker.url(), &client, &subjects, &frame, hz, &plan).await?;
+                report.add(
+                    format!("monitor → dashboard p50 / p99 at {}", per_s(hz as f64)),
+                    format!("{} / {}", us(lat.at(0.50)), us(lat.at(0.99))),
+                    format!("{} frames through the broker", lat.0.len()),
+                );
+            }
+        }
+        processor.stop().await?;
     }
 
     if wants("fanout") {
@@ -576,6 +571,16 @@ async fn fresh_broker(
     let client = connect(&broker.url()).await?;
     let sessions = SessionsClient::new(client.clone(), broker.url(), Duration::from_secs(5));
     Ok((broker, client, sessions))
+}
+
+/// `n` new session ids and the telemetry subject of each.
+pub(crate) fn new_sessions(n: usize) -> (Vec<SessionId>, Vec<Subject>) {
+    let ids: Vec<SessionId> = (0..n).map(|_| SessionId::new_v4()).collect();
+    let subjects = ids
+        .iter()
+        .map(|id| Subject::from(subjects::data(id, DataKind::Telemetry)))
+        .collect();
+    (ids, subjects)
 }
 
 /// How much of everything to do; `--quick` shrinks it to a smoke test.

@@ -4,14 +4,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use async_nats::Subject;
-
 use super::rig::{Processor, connect, start_broker_with};
 use super::{Frame, fill, median, paddock_ingest};
 use crate::client::SessionsClient;
-use crate::protocol::id::SessionId;
-use crate::protocol::subjects::{self, DataKind};
+use anyhow::Context;
 
 /// What one layout measured.
 pub(crate) struct Figures {
@@ -61,11 +57,7 @@ pub(crate) async fn run(
     };
 
     let frame = Frame::small();
-    let ids: Vec<SessionId> = (0..ids).map(|_| SessionId::new_v4()).collect();
-    let data: Vec<Subject> = ids
-        .iter()
-        .map(|id| Subject::from(subjects::data(id, DataKind::Telemetry)))
-        .collect();
+    let (ids, data) = super::new_sessions(ids);
     let mut ingest = Vec::new();
     for round in 1..=rounds {
         let rate = paddock_ingest(&client, &service, &ids, &data, &frame, frames)
