@@ -11,8 +11,6 @@
 //! whether a string held any ([`Checked::ascii`]), and a frame that is all ASCII,
 //! as telemetry usually is, needs no UTF-8 pass at all.
 
-mod blocks;
-
 /// Nesting deeper than this is refused (serde_json's recursion limit): a frame
 /// of a million `[` must cost nothing but a quick refusal.
 pub(crate) const MAX_DEPTH: u32 = 128;
@@ -30,9 +28,6 @@ pub(crate) struct Checked {
 /// Checks that `bytes` is one JSON value with only whitespace around it. The error
 /// says what was expected and where (a byte offset).
 pub(crate) fn check(bytes: &[u8]) -> Result<Checked, String> {
-    if let Some(checked) = blocks::check(bytes, None) {
-        return Ok(checked);
-    }
     document::<false>(bytes, "").map_err(|e| e.describe(bytes))
 }
 
@@ -40,9 +35,6 @@ pub(crate) fn check(bytes: &[u8]) -> Result<Checked, String> {
 /// is (the last one, as serde_json keeps the last of duplicate keys): the lap field
 /// is found in the same pass, for a compare per top-level key.
 pub(crate) fn check_finding(bytes: &[u8], field: &str) -> Result<Checked, String> {
-    if let Some(checked) = blocks::check(bytes, Some(field)) {
-        return Ok(checked);
-    }
     document::<true>(bytes, field).map_err(|e| e.describe(bytes))
 }
 
@@ -442,34 +434,7 @@ mod tests {
         serde_json::from_slice::<IgnoredAny>(bytes).is_ok()
     }
 
-    /// The scanner alone, without the fast path in front of it.
-    fn scan(bytes: &[u8], field: Option<&str>) -> Result<Checked, String> {
-        match field {
-            None => document::<false>(bytes, ""),
-            Some(field) => document::<true>(bytes, field),
-        }
-        .map_err(|e| e.describe(bytes))
-    }
-
-    /// Wherever the fast path answers, with the AVX2 classification or the
-    /// byte-by-byte one, it answers as the scanner does. Whether it answered.
-    fn fast_agrees(bytes: &[u8]) -> bool {
-        let mut answered = false;
-        for field in [None, Some("lap")] {
-            let scanned = scan(bytes, field);
-            let fast = blocks::check(bytes, field);
-            let reference = blocks::check_bytes(bytes, field);
-            assert_eq!(fast, reference, "{:?}", String::from_utf8_lossy(bytes));
-            if let Some(fast) = fast {
-                assert_eq!(Ok(fast), scanned, "{:?}", String::from_utf8_lossy(bytes));
-                answered = true;
-            }
-        }
-        answered
-    }
-
     fn agree(bytes: &[u8]) {
-        fast_agrees(bytes);
         // Both are asked about UTF-8 text only: the caller checks UTF-8 first.
         if std::str::from_utf8(bytes).is_err() {
             return;
@@ -638,7 +603,6 @@ mod tests {
             state.wrapping_mul(0x2545_f491_4f6c_dd1d)
         };
         let mut accepted = 0;
-        let (mut plain, mut fast) = (0, 0);
         for round in 0..20_000 {
             let mut bytes = samples[round % samples.len()].as_bytes().to_vec();
             if round % 2 == 0 {
@@ -662,14 +626,6 @@ mod tests {
             }
             agree(&bytes);
             accepted += check(&bytes).is_ok() as usize;
-            // The frames the fast path is for: well formed, an object, no escape.
-            if scan(&bytes, None).is_ok()
-                && bytes.trim_ascii_start().first() == Some(&b'{')
-                && !bytes.contains(&b'\\')
-            {
-                plain += 1;
-                fast += fast_agrees(&bytes) as usize;
-            }
             // The lap field found in the same pass is where serde_json finds it.
             if let Ok(Some(value)) = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .map(|v| v.as_object().map(|o| o.get("lap").cloned()))
@@ -683,49 +639,5 @@ mod tests {
         }
         // The mutations must exercise both outcomes to mean anything.
         assert!(accepted > 1_000 && accepted < 19_000, "{accepted}");
-        // And the fast path must take every such frame it is for.
-        assert_eq!(fast, plain);
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    #[test]
-    #[ignore]
-    fn time_both() {
-        for (name, pretty) in [
-            ("small", include_str!("../../../tests/data/telemetry.json")),
-            (
-                "rich",
-                include_str!("../../../tests/data/telemetry-rich.json"),
-            ),
-        ] {
-            let v: serde_json::Value = serde_json::from_str(pretty).unwrap();
-            let b = v.to_string().into_bytes();
-            let (mut fast, mut scan) = (f64::MAX, f64::MAX);
-            for _ in 0..15 {
-                let n = 20_000;
-                let t = std::time::Instant::now();
-                for _ in 0..n {
-                    std::hint::black_box(super::blocks::check(
-                        std::hint::black_box(&b),
-                        Some("lap"),
-                    ));
-                }
-                fast = fast.min(t.elapsed().as_nanos() as f64 / n as f64);
-                let t = std::time::Instant::now();
-                for _ in 0..n {
-                    let _ = std::hint::black_box(super::document::<true>(
-                        std::hint::black_box(&b),
-                        "lap",
-                    ));
-                }
-                scan = scan.min(t.elapsed().as_nanos() as f64 / n as f64);
-            }
-            println!(
-                "{name} {} bytes: blocks {fast:.0} ns, scanner {scan:.0} ns (min of 15)",
-                b.len()
-            );
-        }
     }
 }
