@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use super::rig::{Processor, connect, start_broker_with};
 use super::{Frame, fill, median, paddock_ingest};
 use crate::client::SessionsClient;
-use anyhow::Context;
 
 /// What one layout measured.
 pub(crate) struct Figures {
