@@ -388,27 +388,68 @@ pub fn control(endpoint: &str) -> String {
     format!("{CONTROL_PREFIX}.{endpoint}")
 }
 
+/// What a message under `session.<id>.` is: monitor data, a completed lap, or a
+/// lifecycle announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMessage {
+    Data(DataKind),
+    Lap,
+    Event(Event),
+}
+
+/// The one rule every consumer of a session's subjects reads them by (the
+/// processor, `watch`, the monitor, the page's `kindOf` in src/web/page/app.js,
+/// which mirrors it): `rest` is the subject after `session.<id>.`. A data kind may
+/// carry one more token, the partition a broker mapping appends
+/// (`telemetry.3`, see [`mappings`]); announcements are the processor's own and
+/// never mapped. Anything else is `None`: not something paddock publishes.
+pub fn session_message(rest: &str) -> Option<SessionMessage> {
+    let rest = rest.as_bytes();
+    if let Some(kind) = data_kind(rest) {
+        return Some(SessionMessage::Data(kind));
+    }
+    match rest {
+        b"lap" => Some(SessionMessage::Lap),
+        _ => {
+            let event = rest.strip_prefix(b"events.")?;
+            [Event::Created, Event::Deleted, Event::Expired]
+                .into_iter()
+                .find(|e| e.as_str().as_bytes() == event)
+                .map(SessionMessage::Event)
+        }
+    }
+}
+
+/// `telemetry` or `setup`, alone or followed by one partition token.
+fn data_kind(kind: &[u8]) -> Option<DataKind> {
+    let is = |name: &str| {
+        kind.strip_prefix(name.as_bytes()).is_some_and(|after| {
+            after.is_empty()
+                || (after.len() > 1
+                    && after[0] == b'.'
+                    && after[1..].iter().all(u8::is_ascii_digit))
+        })
+    };
+    if is("telemetry") {
+        Some(DataKind::Telemetry)
+    } else if is("setup") {
+        Some(DataKind::Setup)
+    } else {
+        None
+    }
+}
+
 /// Splits `session.<id>.<kind>` into its raw id token and kind, without allocating.
 /// The id token is returned unvalidated: the caller decides how to treat a bad one.
-/// The kind is the token after the id; a token after it is tolerated (a subject
-/// mapping may append one, e.g. a partition number, when processors scale out).
+/// The kind is the token after the id; a partition token after it is tolerated (a
+/// subject mapping appends one when processors scale out; [`session_message`]).
 pub fn parse_data(subject: &str) -> Option<(&str, DataKind)> {
     // On bytes, with a plain loop for the dot: per frame, `str::split_once`'s
     // searcher cost more than the rest of the split (callgrind).
     let rest = subject.strip_prefix(DATA_PREFIX)?;
     let dot = rest.bytes().position(|b| b == b'.')?;
     let (id, kind) = (&rest[..dot], &rest.as_bytes()[dot + 1..]);
-    let is = |name: &str| {
-        kind.strip_prefix(name.as_bytes())
-            .is_some_and(|after| after.is_empty() || after[0] == b'.')
-    };
-    if is("telemetry") {
-        Some((id, DataKind::Telemetry))
-    } else if is("setup") {
-        Some((id, DataKind::Setup))
-    } else {
-        None
-    }
+    data_kind(kind).map(|kind| (id, kind))
 }
 
 #[cfg(test)]
@@ -491,6 +532,41 @@ mod tests {
         );
         assert_eq!(parse_data("session.x"), None);
         assert_eq!(parse_data(&format!("session.{id}.events.created")), None);
+    }
+
+    #[test]
+    fn session_messages_are_read_with_or_without_a_partition_token() {
+        use SessionMessage::*;
+        let read = session_message;
+        assert_eq!(read("telemetry"), Some(Data(DataKind::Telemetry)));
+        assert_eq!(read("telemetry.0"), Some(Data(DataKind::Telemetry)));
+        assert_eq!(read("setup.12"), Some(Data(DataKind::Setup)));
+        assert_eq!(read("lap"), Some(Lap));
+        assert_eq!(read("events.deleted"), Some(Event(super::Event::Deleted)));
+        assert_eq!(read("events.expired"), Some(Event(super::Event::Expired)));
+        for other in [
+            "telemetryx",
+            "telemetry.",
+            "telemetry.a",
+            "telemetry.1.2",
+            "lap.1",
+            "events.nope",
+            "events",
+            "",
+        ] {
+            assert_eq!(read(other), None, "{other}");
+        }
+        // Every data subject a broker mapping delivers reads as its kind.
+        let id = SessionId::new_v4();
+        for (from, _) in mappings(4)
+            .iter()
+            .filter(|(from, _)| from.starts_with(DATA_PREFIX))
+        {
+            let kind = from.rsplit('.').next().unwrap();
+            let subject = partitioned(&format!("session.{id}.{kind}"), 3);
+            let rest = subject.strip_prefix(&session_prefix(&id)).unwrap();
+            assert!(matches!(read(rest), Some(Data(_))), "{subject}");
+        }
     }
 
     #[test]

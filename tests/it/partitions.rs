@@ -336,3 +336,112 @@ async fn a_partitioned_processor_refuses_a_broker_that_does_not_partition() {
     assert_eq!(code, 1, "{last}");
     assert!(last.contains("not in partition"), "{last}");
 }
+
+/// The live-following test drives Chromium: in a module named `browser` so that
+/// `cargo test -- --skip browser::` leaves it out with the other browser tests.
+mod browser {
+    use std::time::Duration;
+
+    use paddock::SessionId;
+    use paddock::protocol::subjects;
+
+    use crate::support::browser::{Browser, PHONE};
+    use crate::support::*;
+
+    /// Partitioned sessions are followed live like any other (docs/ARCHITECTURE.md:
+    /// "monitors and dashboards change nothing"): the broker delivers a partitioned
+    /// session's frames as `session.<id>.telemetry.<p>`, and a raw `session.<id>.>`
+    /// subscriber, `paddock watch --plain` and the page (Chromium) each show a frame
+    /// published after they joined; the lap announcement and the end arrive too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partitioned_session_is_followed_live_by_every_consumer() {
+        let server = NatsServer::start_websocket_with(paddock::broker::mappings_config(2));
+        let url = server.url();
+        let http = format!("127.0.0.1:{}", free_port());
+        let ws = server.ws_url();
+        let _p0 = serve_binary(
+            &url,
+            &[
+                "--partitions",
+                "2",
+                "--owns",
+                "0",
+                "--http-addr",
+                &http,
+                "--ws-url",
+                &ws,
+            ],
+        );
+        let _p1 = serve_binary(&url, &["--partitions", "2", "--owns", "1"]);
+        let client = connect(&url).await;
+        wait_for_processors(&client, 2).await;
+        // One session in each partition: whichever the page's processor owns or not.
+        let mut ids = [None, None];
+        while ids.iter().any(Option::is_none) {
+            let id = create(&client).await;
+            let p = subjects::partition(&SessionId::parse(&id).unwrap(), 2) as usize;
+            ids[p].get_or_insert(id);
+        }
+        for (p, id) in ids.iter().map(|id| id.as_ref().unwrap()).enumerate() {
+            let publish = |lap: u64| {
+                let client = client.clone();
+                let subject = format!("session.{id}.telemetry");
+                async move {
+                    client.publish(subject, frame(lap).into()).await.unwrap();
+                    client.flush().await.unwrap();
+                }
+            };
+            publish(1).await;
+            let mut raw = client.subscribe(format!("session.{id}.>")).await.unwrap();
+            sync(&client).await;
+            let watch = Running::spawn(&["watch", id, "--plain", "--nats-url", &url]);
+            assert!(watch.line().starts_with("lap 1 "), "partition {p}");
+            let browser = Browser::start(PHONE).await;
+            browser.open(&format!("http://{http}/session/{id}")).await;
+            browser
+                .wait_text("[data-f=lap]", "the snapshot's lap", |t| t == "1")
+                .await;
+
+            // Live: lap 2 completes lap 1, whose record is announced.
+            publish(2).await;
+            let first = next(&mut raw).await;
+            assert_eq!(
+                first.subject.as_str(),
+                format!("session.{id}.telemetry.{p}")
+            );
+            let lap = next(&mut raw).await;
+            assert_eq!(lap.subject.as_str(), format!("session.{id}.lap"));
+            let lines = watch.lines_for(Duration::from_millis(1500));
+            assert!(
+                lines.iter().any(|l| l.starts_with("lap 2 ")),
+                "partition {p}: watch missed the live frame: {lines:?}"
+            );
+            browser
+                .wait_text("[data-f=lap]", "a live frame", |t| t == "2")
+                .await;
+            browser
+                .wait_text("#laps tbody tr:first-child", "the live lap record", |t| {
+                    t.starts_with('1')
+                })
+                .await;
+
+            // The end: announced on the session's subjects, seen by all three.
+            let answer = ask(&client, "sessions.delete", id_body(id)).await;
+            answer.ok();
+            let event = next(&mut raw).await;
+            assert_eq!(
+                event.subject.as_str(),
+                format!("session.{id}.events.deleted")
+            );
+            browser
+                .wait_text("#problem", "the end", |t| t.contains("deleted"))
+                .await;
+            assert_eq!(
+                watch.exit_code(),
+                1,
+                "partition {p}: watch goes on after the end"
+            );
+            browser.close().await;
+        }
+    }
+}

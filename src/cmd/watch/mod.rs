@@ -25,7 +25,7 @@ use super::args::{ConnectArgs, parse_duration};
 use crate::client::connect::{Link, connect_observed};
 use crate::client::{ClientError, SessionsClient};
 use crate::protocol::id::SessionId;
-use crate::protocol::subjects;
+use crate::protocol::subjects::{self, DataKind, SessionMessage};
 use state::{Link as ViewLink, WatchState};
 
 /// How often the view redraws (ages and the STALE banner move with the clock).
@@ -118,13 +118,15 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
             },
             message = live.next() => match message {
                 Some(m) => {
-                    let kind = m.subject.as_str().strip_prefix(&prefix).unwrap_or("");
-                    state.apply_message(kind, &m.payload, Instant::now());
-                    if matches!(kind, "events.deleted" | "events.expired") {
+                    let rest = m.subject.as_str().strip_prefix(&prefix).unwrap_or("");
+                    state.apply_message(rest, &m.payload, Instant::now());
+                    let kind = subjects::session_message(rest);
+                    if matches!(kind, Some(SessionMessage::Event(subjects::Event::Deleted | subjects::Event::Expired))) {
                         let problem = state.problem.clone().unwrap_or_default();
                         break Err(anyhow::anyhow!("session {id}: {problem}"));
                     }
-                    if state.problem.is_some() && kind == "telemetry" && snapshot_due.is_some() {
+                    let telemetry = kind == Some(SessionMessage::Data(DataKind::Telemetry));
+                    if state.problem.is_some() && telemetry && snapshot_due.is_some() {
                         // Frames arrive, so the session exists now: fetch it whole.
                         snapshot_due = Some(tokio::time::Instant::now());
                     }

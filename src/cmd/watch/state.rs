@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::protocol::documents::{LapRecord, SessionDocument};
+use crate::protocol::subjects;
 
 /// Laps of fuel history used for the burn-rate estimate.
 const BURN_WINDOW: usize = 5;
@@ -158,12 +159,17 @@ impl WatchState {
         }
     }
 
-    /// Applies a live message published under `session.<id>.`; `kind` is the rest of
-    /// its subject (`telemetry`, `setup`, `events.deleted`, …). Frames that do not
-    /// parse are skipped: they come straight from the broker, unvalidated.
-    pub fn apply_message(&mut self, kind: &str, payload: &[u8], now: Instant) {
-        match kind {
-            "telemetry" => {
+    /// Applies a live message published under `session.<id>.`; `rest` is the rest of
+    /// its subject (`telemetry`, `telemetry.3` under partitions, `setup`,
+    /// `events.deleted`, …), read by `subjects::session_message`. Frames that do
+    /// not parse are skipped: they come straight from the broker, unvalidated.
+    pub fn apply_message(&mut self, rest: &str, payload: &[u8], now: Instant) {
+        use subjects::{DataKind, Event, SessionMessage};
+        let Some(message) = subjects::session_message(rest) else {
+            return;
+        };
+        match message {
+            SessionMessage::Data(DataKind::Telemetry) => {
                 let Ok(frame) = serde_json::from_slice::<Value>(payload) else {
                     return;
                 };
@@ -175,21 +181,23 @@ impl WatchState {
                 self.last_frame_at = Some(now);
                 self.frames_seen += 1;
             }
-            "setup" => {
+            SessionMessage::Data(DataKind::Setup) => {
                 if let Ok(setup @ Value::Object(_)) = serde_json::from_slice::<Value>(payload) {
                     self.setup = Some(setup);
                 }
             }
-            "lap" => {
+            SessionMessage::Lap => {
                 if let Ok(record) = serde_json::from_slice::<LapRecord<Value>>(payload) {
                     self.push_lap(&record);
                 }
             }
-            "events.deleted" => self.problem = Some("this session was deleted".into()),
-            "events.expired" => {
+            SessionMessage::Event(Event::Deleted) => {
+                self.problem = Some("this session was deleted".into())
+            }
+            SessionMessage::Event(Event::Expired) => {
                 self.problem = Some("this session expired (no data for too long)".into())
             }
-            _ => {}
+            SessionMessage::Event(Event::Created) => {}
         }
     }
 

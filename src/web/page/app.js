@@ -227,7 +227,20 @@ function pushLap(record) {
   state.lapsChanged = true;
 }
 
-function onMessage(kind, msg) {
+/// What a message under `session.<id>.` is, from the rest of its subject: the rule
+/// of `subjects::session_message` in src/protocol/subjects.rs, which this mirrors.
+/// A data kind may carry the partition token a broker mapping appends
+/// (`telemetry.3`); announcements never do. Anything else: null.
+function kindOf(rest) {
+  const data = /^(telemetry|setup)(\.[0-9]+)?$/.exec(rest);
+  if (data) return data[1];
+  if (rest === "lap" || rest === "events.deleted" || rest === "events.expired") return rest;
+  return null;
+}
+
+function onMessage(rest, msg) {
+  const kind = kindOf(rest);
+  if (kind === null) return;
   let value;
   try {
     value = msg.json();

@@ -83,6 +83,18 @@ impl Running {
         out
     }
 
+    /// The exit code of a process that stops by itself within `PATIENCE`.
+    pub fn exit_code(mut self) -> i32 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "paddock did not exit by itself");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends a signal (e.g. "-INT") and waits for the exit code.
     pub fn stop(mut self, signal: &str) -> i32 {
         let status = std::process::Command::new("kill")

@@ -37,6 +37,16 @@ impl NatsServer {
         })
     }
 
+    /// A broker with a WebSocket listener and more configuration (e.g. the
+    /// subject mappings of partitioned ownership).
+    pub fn start_websocket_with(extra_config: String) -> Self {
+        Self::start_config(BrokerConfig {
+            websocket: true,
+            extra_config: Some(extra_config),
+            ..BrokerConfig::default()
+        })
+    }
+
     /// `ws://127.0.0.1:PORT` of a broker started with a WebSocket listener.
     pub fn ws_url(&self) -> String {
         self.broker
