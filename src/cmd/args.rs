@@ -131,6 +131,31 @@ pub fn parse_period(input: &str) -> Result<Duration, String> {
 }
 
 /// A count that must be at least 1 (sizes, limits, replicas).
+/// A size in bytes: `4096`, `64KiB`, `96MiB`, `1GiB` (or `KB`/`MB`/`GB`, also
+/// read as powers of 1024, as nats-server reads them).
+pub fn parse_bytes(input: &str) -> Result<usize, String> {
+    let text = input.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{input:?} is not a size (e.g. 4096, 64KiB, 96MiB, 1GiB)"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{input:?}: unknown unit (use KiB, MiB or GiB)")),
+    };
+    match n.checked_mul(scale) {
+        Some(0) => Err("must be at least 1 byte".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{input:?} is too large")),
+    }
+}
+
 pub fn parse_count(input: &str) -> Result<usize, String> {
     match input.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
@@ -173,6 +198,27 @@ pub fn keep_credentials_fresh(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("96MiB"), Ok(96 << 20));
+        assert_eq!(parse_bytes("64 KiB"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1GB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4mib"), Ok(4 << 20));
+        assert!(parse_bytes("0").is_err());
+        assert!(
+            parse_bytes("12 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(parse_bytes("MiB").is_err());
+        assert!(
+            parse_bytes("99999999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
 
     #[test]
     fn periods_and_counts_refuse_zero_with_a_reason() {

@@ -70,6 +70,12 @@ pub struct ChaosArgs {
     /// most this factor (plus 32 MiB of allocator slack).
     #[arg(long, default_value_t = 1.5)]
     pub rss_margin: f64,
+    /// The processors' --max-memory. After every hostile-monitor fault each
+    /// processor's resident memory must stay within it plus its client buffer (a
+    /// quarter of it) plus 64 MiB (runtime, allocator slack), and what its
+    /// sessions hold (sessions.stats) within it.
+    #[arg(long, env = "PADDOCK_CHAOS_MAX_MEMORY", default_value = "256MiB", value_parser = super::args::parse_bytes)]
+    pub max_memory: usize,
     /// nats-server binary (default: the one `paddock broker which` names).
     #[arg(long, env = "NATS_SERVER_BIN")]
     pub nats_server_bin: Option<PathBuf>,
@@ -84,6 +90,11 @@ const STALE: Duration = Duration::from_secs(5);
 /// A lap every this many seconds of each monitor's frames.
 const LAP_S: u64 = 10;
 const BUCKET: &str = "paddock_sessions";
+/// How long a hostile monitor floods its session.
+const HOSTILE_FOR: Duration = Duration::from_secs(8);
+/// What a processor may hold beyond `--max-memory` and its client buffer:
+/// runtime, allocator slack.
+const MEMORY_OVERHEAD: u64 = 64 * 1024 * 1024;
 /// How long a `sessions.get` probe waits before it counts as failed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -94,15 +105,17 @@ enum Fault {
     KillBroker,
     StopAllProcessors,
     BadFrames,
+    HostileMonitor,
 }
 
 impl Fault {
-    const ALL: [Fault; 5] = [
+    const ALL: [Fault; 6] = [
         Fault::KillProcessor,
         Fault::PauseProcessor,
         Fault::KillBroker,
         Fault::StopAllProcessors,
         Fault::BadFrames,
+        Fault::HostileMonitor,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -111,6 +124,7 @@ impl Fault {
             Fault::KillBroker => "kill a broker node, restart it",
             Fault::StopAllProcessors => "stop every processor 5 s",
             Fault::BadFrames => "burst of 5,000 bad frames",
+            Fault::HostileMonitor => "hostile monitor: 8 s of 60 KB frames, a new lap in each",
         }
     }
 }
@@ -236,6 +250,8 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         BUCKET,
         "--max-sessions",
         "10000",
+        "--max-memory",
+        &args.max_memory.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -268,6 +284,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         ids.push(id);
     }
     let load = spawn_load(&urls, &ids, args.hz, &truth, stop_at).await?;
+    let dashboards_from = Instant::now();
     let dashboards = spawn_dashboards(&urls, &ids, args.dashboards, &observed, stop_at).await?;
     let probe = tokio::spawn(probe(
         ops.clone(),
@@ -282,6 +299,10 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     let mut rng = Rng::new(seed);
     let mut rss_start: Vec<Option<u64>> = vec![None; 2];
     let mut counts: BTreeMap<Fault, u32> = BTreeMap::new();
+    // The most a processor's memory and its sessions' held bytes reached right
+    // after a hostile monitor's flood.
+    let mut worst_rss = [0u64; 2];
+    let mut worst_held = 0u64;
     let mut next_fault = started + Duration::from_secs(15);
     while Instant::now() < stop_at {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -315,6 +336,19 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
             .unwrap()
             .windows
             .push((fault, from, Instant::now() + SETTLE));
+        if fault == Fault::HostileMonitor {
+            // Right after the flood, when it has cost the most.
+            for (i, p) in processors.iter().enumerate() {
+                if let Some(rss) = p.rss() {
+                    worst_rss[i] = worst_rss[i].max(rss);
+                }
+            }
+            for stats in each_stats(&nats, processors.len()).await {
+                let held = stats["memory"]["frame_bytes"].as_u64().unwrap_or(0)
+                    + stats["memory"]["lap_bytes"].as_u64().unwrap_or(0);
+                worst_held = worst_held.max(held);
+            }
+        }
         let mean = args.fault_every.as_secs_f64();
         next_fault = Instant::now()
             + Duration::from_secs_f64(mean * (0.5 + rng.below(1000) as f64 / 1000.0));
@@ -341,66 +375,16 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
 
     // What happened, in one table.
     let observed = observed.lock().unwrap();
-    let in_window = |t: Instant| observed.windows.iter().any(|(_, a, b)| t >= *a && t <= *b);
-    // A probe belongs to a fault if the fault began while it was in flight, too
-    // (sent just before a broker node died, it waits out its 2 s timeout).
-    let overlaps = |from: Instant, to: Instant| {
-        observed
-            .windows
-            .iter()
-            .any(|(_, a, b)| from <= *b && to >= *a)
-    };
-    let calm_probe = |(sent, latency): &(Instant, Option<Duration>)| {
-        !overlaps(*sent, *sent + latency.unwrap_or(PROBE_TIMEOUT))
-    };
-    let mut calm: Vec<Duration> = observed
-        .gets
-        .iter()
-        .filter(|g| calm_probe(g))
-        .filter_map(|(_, l)| *l)
-        .collect();
-    calm.sort();
-    let calm_failures = observed
-        .gets
-        .iter()
-        .filter(|g| g.1.is_none() && calm_probe(g))
-        .count();
-    let p = |q: f64| {
-        calm.get(((calm.len().max(1) - 1) as f64 * q) as usize)
-            .copied()
-    };
+    let calm = analyse(
+        &observed,
+        dashboards_from,
+        stop_at,
+        (args.get_p99_bound, args.gap_bound),
+    );
+    violations.extend(calm.violations.iter().cloned());
+    let p = |q: f64| calm.quantile(q);
     let worst_unavailable = longest_unavailability(&observed.gets);
-    let mut worst_gap_calm = Duration::ZERO;
-    let mut worst_gap_fault = Duration::ZERO;
-    for arrivals in &observed.arrivals {
-        for pair in arrivals.windows(2) {
-            let gap = pair[1] - pair[0];
-            if in_window(pair[1]) || in_window(pair[0]) {
-                worst_gap_fault = worst_gap_fault.max(gap);
-            } else {
-                worst_gap_calm = worst_gap_calm.max(gap);
-            }
-        }
-    }
-    if let Some(p99) = p(0.99)
-        && p99 > args.get_p99_bound
-    {
-        violations.push(format!(
-            "sessions.get p99 outside faults {p99:?} > {:?}",
-            args.get_p99_bound
-        ));
-    }
-    if calm_failures > 0 {
-        violations.push(format!(
-            "{calm_failures} sessions.get failed outside fault windows"
-        ));
-    }
-    if worst_gap_calm > args.gap_bound {
-        violations.push(format!(
-            "a dashboard waited {worst_gap_calm:?} for a frame outside faults (> {:?})",
-            args.gap_bound
-        ));
-    }
+    let (worst_gap_calm, worst_gap_fault) = (calm.worst_gap_calm, calm.worst_gap_fault);
     for (i, (start, end)) in rss_start.iter().zip(&rss_end).enumerate() {
         if let (Some(start), Some(end)) = (start, end)
             && (*end as f64) > (*start as f64) * args.rss_margin + 32.0 * 1024.0 * 1024.0
@@ -411,6 +395,25 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
                 end >> 20
             ));
         }
+    }
+
+    let budget = args.max_memory as u64;
+    // The budget, the client's buffer (a quarter of it by default), the rest.
+    let rss_bound = budget + budget / 4 + MEMORY_OVERHEAD;
+    for (i, rss) in worst_rss.iter().enumerate() {
+        if *rss > rss_bound {
+            violations.push(format!(
+                "processor {i} held {} MiB after a hostile monitor (bound {} MiB: the budget, its client buffer, {} MiB)",
+                rss >> 20,
+                rss_bound >> 20,
+                MEMORY_OVERHEAD >> 20
+            ));
+        }
+    }
+    if worst_held > budget {
+        violations.push(format!(
+            "sessions held {worst_held} bytes after a hostile monitor (> --max-memory {budget})"
+        ));
     }
 
     let truth = truth.lock().unwrap();
@@ -446,8 +449,8 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         args.get_p99_bound,
         ms(p(0.5)),
         ms(p(0.99)),
-        ms(calm.last().copied()),
-        calm.len()
+        ms(calm.latencies.last().copied()),
+        calm.latencies.len()
     ));
     out.push_str(&format!(
         "| dashboard frame gap, worst: outside faults (bound {:?}) / within | {} / {} |\n",
@@ -467,6 +470,15 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
             mb(rss_end[i])
         ));
     }
+    if counts.contains_key(&Fault::HostileMonitor) {
+        out.push_str(&format!(
+            "| after a hostile monitor: worst processor memory (bound {} MiB) / sessions held (bound {} MiB) | {} / {} |\n",
+            rss_bound >> 20,
+            budget >> 20,
+            mb(worst_rss.iter().copied().max()),
+            mb(Some(worst_held))
+        ));
+    }
     out.push_str(&format!("| buckets at the end | {kv} |\n"));
     out.push_str(&format!(
         "| invariants: acknowledged creates and setups served, final frames served, laps present once, deleted sessions gone and archived — through each processor alone | {} |\n",
@@ -480,6 +492,35 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         bail!("{} invariant violations (seed {seed})", violations.len());
     }
     Ok(())
+}
+
+/// `sessions.stats` of each processor (`$SRV.STATS`, every instance answers).
+async fn each_stats(nats: &Client, n: usize) -> Vec<Value> {
+    let inbox = nats.new_inbox();
+    let Ok(mut sub) = nats.subscribe(inbox.clone()).await else {
+        return Vec::new();
+    };
+    if nats
+        .publish_with_reply("$SRV.STATS.sessions", inbox, Bytes::new())
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let _ = nats.flush().await;
+    let mut out = Vec::new();
+    use futures::StreamExt;
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+            Ok(Some(m)) => {
+                if let Ok(v) = serde_json::from_slice::<Value>(&m.payload) {
+                    out.push(v["endpoints"][0]["data"].clone());
+                }
+            }
+            _ => break,
+        }
+    }
+    out
 }
 
 /// Waits until `n` processors answer discovery.
@@ -727,6 +768,25 @@ async fn inject(
                 .all_down
                 .push((from, Instant::now()));
         }
+        Fault::HostileMonitor => {
+            // A session of its own (created on demand by its first frame), flooded
+            // as fast as this process can publish: the rate limit sheds it, the
+            // lap budgets bound what its flapping lap field keeps.
+            let id = SessionId::new_v4();
+            let subject = subjects::data(&id, DataKind::Telemetry);
+            let until = Instant::now() + HOSTILE_FOR;
+            let mut n = 0u64;
+            while Instant::now() < until {
+                for _ in 0..32 {
+                    n += 1;
+                    let mut frame = format!(r#"{{"lap": {n}, "fuel": 9.5, "pad": ""#).into_bytes();
+                    frame.resize(60 * 1024 - 2, b'x');
+                    frame.extend_from_slice(b"\"}");
+                    let _ = nats.publish(subject.clone(), frame.into()).await;
+                }
+                let _ = nats.flush().await;
+            }
+        }
         Fault::BadFrames => {
             for i in 0..5_000u64 {
                 let subject = if i % 3 == 0 {
@@ -847,6 +907,110 @@ where
 }
 
 /// The longest time from a failed probe to the next answered one.
+/// The calm-time checks, from what was observed: `sessions.get` outside fault
+/// windows, and the dashboards' frame gaps. A pure function of the observations,
+/// unit-tested on made-up ones.
+struct Calm {
+    /// Answered probes' latencies outside fault windows, sorted.
+    latencies: Vec<Duration>,
+    worst_gap_calm: Duration,
+    worst_gap_fault: Duration,
+    violations: Vec<String>,
+}
+
+impl Calm {
+    fn quantile(&self, q: f64) -> Option<Duration> {
+        self.latencies
+            .get(((self.latencies.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+    }
+}
+
+/// Checks the observations against the bounds. A dashboard's gaps run from when
+/// the dashboards started to its first frame, between frames, and from its last
+/// frame to the end of the run, so one whose frames stop for good, or never
+/// start, is caught. A check with no data at all is a violation, not a pass.
+fn analyse(
+    observed: &Observed,
+    from: Instant,
+    end: Instant,
+    (get_p99_bound, gap_bound): (Duration, Duration),
+) -> Calm {
+    let in_window = |t: Instant| observed.windows.iter().any(|(_, a, b)| t >= *a && t <= *b);
+    // A probe belongs to a fault if the fault began while it was in flight, too
+    // (sent just before a broker node died, it waits out its 2 s timeout).
+    let overlaps = |from: Instant, to: Instant| {
+        observed
+            .windows
+            .iter()
+            .any(|(_, a, b)| from <= *b && to >= *a)
+    };
+    let calm_probe = |(sent, latency): &(Instant, Option<Duration>)| {
+        !overlaps(*sent, *sent + latency.unwrap_or(PROBE_TIMEOUT))
+    };
+    let mut latencies: Vec<Duration> = observed
+        .gets
+        .iter()
+        .filter(|g| calm_probe(g))
+        .filter_map(|(_, l)| *l)
+        .collect();
+    latencies.sort();
+    let calm_failures = observed
+        .gets
+        .iter()
+        .filter(|g| g.1.is_none() && calm_probe(g))
+        .count();
+    let mut violations = Vec::new();
+    let (mut worst_gap_calm, mut worst_gap_fault) = (Duration::ZERO, Duration::ZERO);
+    for (i, arrivals) in observed.arrivals.iter().enumerate() {
+        let edges: Vec<Instant> = std::iter::once(from)
+            .chain(arrivals.iter().copied())
+            .chain(std::iter::once(end))
+            .collect();
+        for pair in edges.windows(2) {
+            let gap = pair[1].saturating_duration_since(pair[0]);
+            // A gap counts as calm only when no fault window touches it.
+            if overlaps(pair[0], pair[1]) || in_window(pair[0]) || in_window(pair[1]) {
+                worst_gap_fault = worst_gap_fault.max(gap);
+            } else {
+                worst_gap_calm = worst_gap_calm.max(gap);
+            }
+        }
+        if arrivals.is_empty() {
+            violations.push(format!("dashboard {i} received no frame at all"));
+        }
+    }
+    if observed.arrivals.is_empty() {
+        violations.push("no dashboard followed a session: the gap check has no data".into());
+    }
+    let calm = Calm {
+        latencies,
+        worst_gap_calm,
+        worst_gap_fault,
+        violations: Vec::new(),
+    };
+    match calm.quantile(0.99) {
+        None => violations.push(
+            "no sessions.get was answered outside fault windows: the p99 check has no data".into(),
+        ),
+        Some(p99) if p99 > get_p99_bound => violations.push(format!(
+            "sessions.get p99 outside faults {p99:?} > {get_p99_bound:?}"
+        )),
+        Some(_) => {}
+    }
+    if calm_failures > 0 {
+        violations.push(format!(
+            "{calm_failures} sessions.get failed outside fault windows"
+        ));
+    }
+    if worst_gap_calm > gap_bound {
+        violations.push(format!(
+            "a dashboard waited {worst_gap_calm:?} for a frame outside faults (> {gap_bound:?})"
+        ));
+    }
+    Calm { violations, ..calm }
+}
+
 fn longest_unavailability(gets: &[(Instant, Option<Duration>)]) -> Duration {
     let mut worst = Duration::ZERO;
     let mut down_since = None;
@@ -894,4 +1058,91 @@ async fn stream_leader(nats: &Client) -> Option<usize> {
     let info = stream.info().await.ok()?;
     let leader = info.cluster.as_ref()?.leader.as_ref()?;
     leader.strip_prefix('n')?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUNDS: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(1));
+
+    /// A calm minute: probes every 100 ms answered in 1 ms, two dashboards with
+    /// a frame every 50 ms, a fault window in the middle.
+    fn calm_minute(t0: Instant) -> (Observed, Instant) {
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let end = at(60_000);
+        let observed = Observed {
+            gets: (0..600)
+                .map(|i| (at(i * 100), Some(Duration::from_millis(1))))
+                .collect(),
+            arrivals: vec![(0..1200).map(|i| at(i * 50)).collect(); 2],
+            windows: vec![(Fault::KillBroker, at(20_000), at(30_000))],
+            all_down: Vec::new(),
+        };
+        (observed, end)
+    }
+
+    fn violations(observed: &Observed, t0: Instant, end: Instant) -> Vec<String> {
+        analyse(observed, t0, end, BOUNDS).violations
+    }
+
+    #[test]
+    fn a_calm_run_passes() {
+        let t0 = Instant::now();
+        let (observed, end) = calm_minute(t0);
+        assert_eq!(violations(&observed, t0, end), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_violation_is_found() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+
+        // A slow get outside the window: the p99 check.
+        let (mut o, end) = calm_minute(t0);
+        for g in o.gets.iter_mut().take(20) {
+            g.1 = Some(Duration::from_millis(400));
+        }
+        assert!(violations(&o, t0, end).iter().any(|v| v.contains("p99")));
+
+        // A failed get outside the window; the same inside it is allowed.
+        let (mut o, end) = calm_minute(t0);
+        o.gets[5].1 = None;
+        assert!(violations(&o, t0, end).iter().any(|v| v.contains("failed")));
+        let (mut o, end) = calm_minute(t0);
+        o.gets[250].1 = None;
+        assert!(violations(&o, t0, end).is_empty());
+
+        // A gap between frames outside the window.
+        let (mut o, end) = calm_minute(t0);
+        o.arrivals[1].retain(|t| *t < at(40_000) || *t > at(42_000));
+        assert!(violations(&o, t0, end).iter().any(|v| v.contains("waited")));
+
+        // Frames that stop for good before the end (no later arrival to measure by).
+        let (mut o, end) = calm_minute(t0);
+        o.arrivals[0].retain(|t| *t < at(45_000));
+        assert!(violations(&o, t0, end).iter().any(|v| v.contains("waited")));
+
+        // A dashboard that never receives a frame.
+        let (mut o, end) = calm_minute(t0);
+        o.arrivals[1].clear();
+        let v = violations(&o, t0, end);
+        assert!(v.iter().any(|v| v.contains("no frame at all")), "{v:?}");
+
+        // No data: no calm probe at all, no dashboard at all.
+        let (mut o, end) = calm_minute(t0);
+        o.windows = vec![(Fault::KillBroker, t0, end)];
+        assert!(
+            violations(&o, t0, end)
+                .iter()
+                .any(|v| v.contains("no data"))
+        );
+        let (mut o, end) = calm_minute(t0);
+        o.arrivals.clear();
+        assert!(
+            violations(&o, t0, end)
+                .iter()
+                .any(|v| v.contains("no data"))
+        );
+    }
 }

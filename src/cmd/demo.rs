@@ -87,7 +87,8 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
     let web = args.serve.web.start(&health).await?;
     let page = args.serve.web.public_url(web.as_ref().map(|w| w.addr));
     config.dashboard_url = page.clone();
-    let client = connect::processor(&args.serve.connect.config(), args.serve.ingest_buffer).await?;
+    let client =
+        connect::processor(&args.serve.connect.config(), args.serve.ingest_capacity()).await?;
     health.connecting(client.clone());
     let processor = server::Processor::start(client, config)
         .await

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::args::{
-    ConnectArgs, LapField, parse_count, parse_duration, parse_lap_field, parse_period,
+    ConnectArgs, LapField, parse_bytes, parse_count, parse_duration, parse_lap_field, parse_period,
 };
 use crate::client::connect;
 use crate::server::app::Limits;
@@ -31,9 +31,50 @@ pub struct ServeArgs {
     pub max_payload: usize,
     /// Frames (and requests) the processor buffers while it is busy, per
     /// subscription: a burst beyond this is dropped by the client and logged as
-    /// "slow consumer". At worst this many frames sit in memory.
+    /// "slow consumer". The bytes bound below usually binds first.
     #[arg(long, env = "PADDOCK_INGEST_BUFFER", default_value_t = crate::server::processor::DEFAULT_INGEST_BUFFER, value_parser = parse_count)]
     pub ingest_buffer: usize,
+    /// Bytes the processor's client may buffer while the processor is busy, all
+    /// its data subscriptions together (default: a quarter of --max-memory): each
+    /// holds at most (this / --max-payload / data subscriptions) messages, and no
+    /// more than --ingest-buffer, so even a flood of frames of --max-payload stays
+    /// within it. What overflows is dropped and counted (slow consumer, /metrics).
+    #[arg(long, env = "PADDOCK_INGEST_BUFFER_BYTES", value_parser = parse_bytes)]
+    pub ingest_buffer_bytes: Option<usize>,
+    /// Frames (setup and telemetry) per second one session may send; beyond it
+    /// (and its --max-frame-burst) frames are refused before they are even
+    /// validated, counted (rate_limited, and in the session's stats) and
+    /// answered 429 when sent as requests. Sims send 2-60 Hz. 0: no limit.
+    #[arg(long, env = "PADDOCK_MAX_FRAME_RATE", default_value_t = crate::server::sessions::DEFAULT_FRAME_RATE)]
+    pub max_frame_rate: f32,
+    /// Frames a session may send at once beyond --max-frame-rate (the backlog a
+    /// monitor's connection delivers after a network stall).
+    #[arg(long, env = "PADDOCK_MAX_FRAME_BURST", default_value_t = crate::server::sessions::DEFAULT_FRAME_BURST)]
+    pub max_frame_burst: f32,
+    /// Lap records one session may keep per minute (as many at once); laps
+    /// completed faster still count, but their records are not kept or stored
+    /// (laps_dropped): a lap field that changes on every frame must not turn
+    /// the lap history into a copy of the stream. 0: no limit.
+    #[arg(long, env = "PADDOCK_MAX_LAP_RATE", default_value_t = crate::server::sessions::DEFAULT_LAPS_PER_MINUTE)]
+    pub max_lap_rate: f32,
+    /// Bytes of lap records one session keeps, in memory and in the laps bucket,
+    /// beside --max-laps: the oldest go first. A record keeps its two edge frames
+    /// whole up to 8 KiB each and summarised beyond (docs/PROTOCOL.md).
+    #[arg(long, env = "PADDOCK_MAX_LAP_BYTES", default_value = "4MiB", value_parser = parse_bytes)]
+    pub max_lap_bytes: usize,
+    /// Bytes of frames, setups and lap records all sessions together may hold
+    /// (live and archived). Past it, lap records are dropped oldest first across
+    /// sessions; when frames alone fill it, new sessions are refused (503
+    /// over_budget) and no frame may be larger than the one it replaces.
+    /// /readyz, /metrics and sessions.stats report it.
+    #[arg(long, env = "PADDOCK_MAX_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
+    pub max_memory: usize,
+    /// Bytes each JetStream bucket may hold (live, archive, laps): default
+    /// --max-memory. When full, the live bucket refuses writes (kept in memory
+    /// and retried, /readyz says so); the archive and laps buckets drop their
+    /// oldest entries.
+    #[arg(long, env = "PADDOCK_KV_MAX_BYTES", value_parser = parse_bytes)]
+    pub kv_max_bytes: Option<usize>,
     /// Sessions one client (one connection) may create per minute; past it,
     /// sessions.create answers 429 with how long to wait. 0: no limit.
     #[arg(long, env = "PADDOCK_CREATE_LIMIT", default_value_t = Limits::default().creates_per_minute)]
@@ -228,13 +269,38 @@ fn parse_http_url(s: &str) -> Result<String, String> {
 }
 
 impl ServeArgs {
+    /// Messages each subscription of the processor's client may buffer: within
+    /// --ingest-buffer-bytes for frames of --max-payload over its data
+    /// subscriptions (two per owned partition), and at most --ingest-buffer.
+    pub fn ingest_capacity(&self) -> usize {
+        let owned = self
+            .owns
+            .as_ref()
+            .map_or(self.partitions as usize, Vec::len)
+            .max(1);
+        let bytes = self.ingest_buffer_bytes.unwrap_or(self.max_memory / 4);
+        let per_subscription = bytes / self.max_payload.max(1) / (2 * owned);
+        per_subscription.max(16).min(self.ingest_buffer)
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_payload: self.max_payload,
             max_sessions: self.max_sessions,
             creates_per_minute: self.create_limit,
             lap_field: self.lap_field.0.clone(),
-            max_laps: usize::try_from(self.max_laps).unwrap_or(usize::MAX),
+            budgets: crate::server::sessions::Budgets {
+                frame_rate: self.max_frame_rate.max(0.0),
+                frame_burst: self.max_frame_burst.max(1.0),
+                laps_per_minute: self.max_lap_rate.max(0.0),
+                history: crate::server::laps::HistoryLimits {
+                    max_laps: usize::try_from(self.max_laps).unwrap_or(usize::MAX),
+                    max_bytes: self.max_lap_bytes,
+                },
+                max_memory: self.max_memory,
+                // Set from --max-payload by App::new.
+                session_reserve: 0,
+            },
             on_demand: OnDemand {
                 per_minute: self.on_demand_limit,
                 max_live: (self.max_sessions as u128 * u128::from(self.on_demand_share) / 100)
@@ -270,6 +336,7 @@ impl ServeArgs {
             persist_interval: self.persist_interval,
             archive_retention: self.archive_retention,
             replicas: self.kv_replicas,
+            max_bytes: self.kv_max_bytes.unwrap_or(self.max_memory),
         }
     }
 }
@@ -319,7 +386,7 @@ pub async fn run(args: &ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let health = Arc::new(Health::default());
     let web = args.web.start(&health).await?;
     config.dashboard_url = args.web.public_url(web.as_ref().map(|w| w.addr));
-    let client = connect::processor(&args.connect.config(), args.ingest_buffer).await?;
+    let client = connect::processor(&args.connect.config(), args.ingest_capacity()).await?;
     let served = server::serve(client, config, &health, shutdown)
         .await
         .context("cannot start the processor");

@@ -88,6 +88,12 @@ pub struct SessionStats<F = RawFrame> {
     pub setup_count: u64,
     /// Frames refused as invalid (the last good state was kept).
     pub rejected_count: u64,
+    /// Frames refused for coming faster than the processor's `--max-frame-rate`.
+    #[serde(default)]
+    pub rate_limited_count: u64,
+    /// Laps completed faster than `--max-lap-rate`, whose records were not kept.
+    #[serde(default)]
+    pub laps_dropped: u64,
     #[serde(with = "time::option")]
     pub first_frame_at: Option<DateTime<Utc>>,
     #[serde(with = "time::option")]
@@ -290,9 +296,33 @@ pub struct Stats {
     /// Lap records the live sessions keep.
     #[serde(default)]
     pub lap_records: usize,
+    /// Lap records not kept: completed faster than `--max-lap-rate` (`dropped`),
+    /// or trimmed oldest-first to stay within `--max-memory` (`trimmed`).
+    #[serde(default)]
+    pub laps_dropped: u64,
+    #[serde(default)]
+    pub laps_trimmed: u64,
+    /// What the budgets count (docs/SECURITY.md): bytes of frames and lap
+    /// records held, and the most they may be (`--max-memory`).
+    #[serde(default)]
+    pub memory: MemoryStats,
     pub rejected_total: u64,
     /// Rejected input by reason (`malformed_json`, `too_large`, …).
     pub rejected: BTreeMap<String, u64>,
+}
+
+/// The memory budget's figures, in `sessions.stats` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStats {
+    /// Bytes of setups and latest frames (live and archived sessions).
+    pub frame_bytes: usize,
+    /// Bytes of lap records (live and archived sessions).
+    pub lap_bytes: usize,
+    /// `--max-memory`.
+    pub budget_bytes: usize,
+    /// Frames the budget held at the budget: new sessions are refused (503
+    /// `over_budget`) while this is true.
+    pub over_budget: bool,
 }
 
 /// One completed lap: on `session.<id>.lap` and in `sessions.laps` pages.
@@ -355,6 +385,8 @@ mod tests {
                 telemetry_count: 1,
                 setup_count: 0,
                 rejected_count: 0,
+                rate_limited_count: 0,
+                laps_dropped: 0,
                 first_frame_at: Some(Utc::now()),
                 last_frame_at: Some(Utc::now()),
                 duration_s: 0.5,

@@ -24,8 +24,9 @@ pub struct Limits {
     pub creates_per_minute: u32,
     /// The telemetry field whose change completes a lap (`None`: no lap history).
     pub lap_field: Option<crate::protocol::payload::Pointer>,
-    /// Completed laps kept per session.
-    pub max_laps: usize,
+    /// What each session, and all of them together, may cost: frame and lap
+    /// rates, each lap history's laps and bytes, and `--max-memory`.
+    pub budgets: crate::server::sessions::Budgets,
     /// What frames to unknown ids may create.
     pub on_demand: crate::server::sessions::OnDemand,
     /// How long issued per-session credentials work unless renewed: the bound on
@@ -42,7 +43,7 @@ impl Default for Limits {
             lap_field: Some(
                 crate::protocol::payload::Pointer::parse("/lap").expect("a valid pointer"),
             ),
-            max_laps: crate::server::laps::DEFAULT_MAX_LAPS,
+            budgets: Default::default(),
             on_demand: crate::server::sessions::OnDemand {
                 per_minute: DEFAULT_ON_DEMAND_PER_MINUTE,
                 max_live: 10_000 * DEFAULT_ON_DEMAND_SHARE_PERCENT / 100,
@@ -79,7 +80,15 @@ pub struct App {
 impl App {
     pub fn new(limits: Limits) -> Self {
         App {
-            sessions: Sessions::with_limits(limits.max_sessions, limits.max_laps, limits.on_demand),
+            sessions: Sessions::with_limits(
+                limits.max_sessions,
+                crate::server::sessions::Budgets {
+                    // A session's two frames, each up to --max-payload.
+                    session_reserve: 2 * limits.max_payload,
+                    ..limits.budgets
+                },
+                limits.on_demand,
+            ),
             metrics: Metrics::default(),
             limits,
             issuer: None,

@@ -49,6 +49,8 @@ impl ServiceError {
             ) => 404,
             ServiceError::Session(SessionError::AtCapacity { .. }) => 503,
             ServiceError::Session(SessionError::OnDemandLimited { .. }) => 429,
+            ServiceError::Session(SessionError::FrameRate { .. }) => 429,
+            ServiceError::Session(SessionError::OverBudget { .. }) => 503,
             ServiceError::Unavailable(_) => 503,
             ServiceError::RateLimited { .. } => 429,
         }

@@ -56,6 +56,14 @@ impl Health {
         if let Some(why) = app.metrics.storage_refusing() {
             return Err(format!("storage refuses writes: {why}"));
         }
+        let load = app.sessions.load();
+        if load.over_budget {
+            return Err(format!(
+                "over its memory budget: {} of {} bytes of frames held (--max-memory); new \
+                 sessions are refused until sessions end",
+                load.held.frames, load.budget
+            ));
+        }
         Ok(())
     }
 }

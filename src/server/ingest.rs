@@ -86,6 +86,10 @@ impl App {
         let (raw_id, kind) = subjects::parse_data(subject)
             .ok_or_else(|| ServiceError::BadRequest(format!("not a data subject: {subject}")))?;
         let session_id = SessionId::parse(raw_id)?;
+        // The cheapest check first: a session over its --max-frame-rate costs a
+        // lookup per frame, not a validation or lap work, so a flood is shed at
+        // the speed frames arrive.
+        self.sessions.admit(session_id, now.instant)?;
         // A top-level lap field is found by the validation pass itself; a nested
         // one by a walk after it (payload/pointer.rs).
         let lap_field = self.limits.lap_field.as_ref();
@@ -106,7 +110,7 @@ impl App {
         // At 100k sessions that is gigabytes; the copy is one allocation per frame.
         let body = Bytes::copy_from_slice(payload);
         let applied = match kind {
-            DataKind::Setup => self.sessions.update_setup(session_id, body)?,
+            DataKind::Setup => self.sessions.update_setup_at(session_id, body, now)?,
             DataKind::Telemetry => {
                 // Where the lap field's bytes are in the frame, found without a DOM;
                 // they are copied only when the lap changes.
@@ -126,6 +130,9 @@ impl App {
         if applied.created {
             self.metrics.session_created();
             tracing::info!(%session_id, via = "data", "session created on demand");
+        }
+        if applied.lap_dropped {
+            self.metrics.laps_dropped.fetch_add(1, Relaxed);
         }
         if let Some(lap) = &applied.lap {
             self.metrics.laps_completed.fetch_add(1, Relaxed);
@@ -149,6 +156,7 @@ mod tests {
         App::new(Limits {
             max_payload: 256,
             max_sessions: 10,
+            budgets: crate::server::sessions::Budgets::UNLIMITED,
             ..Default::default()
         })
     }
@@ -182,7 +190,7 @@ mod tests {
         assert_eq!(d["telemetry"], serde_json::json!({"lap": 7}));
         assert_eq!(d["stats"]["rejected_count"], 6);
         assert_eq!(d["stats"]["telemetry_count"], 1);
-        assert_eq!(app.metrics.snapshot((1, 0.0, 0)).rejected_total, 6);
+        assert_eq!(app.metrics.snapshot(Default::default()).rejected_total, 6);
     }
 
     /// A property over random sequences: whatever mix of good and bad frames
@@ -197,6 +205,7 @@ mod tests {
         let app = App::new(Limits {
             max_payload: 512,
             max_sessions: 10,
+            budgets: crate::server::sessions::Budgets::UNLIMITED,
             ..Default::default()
         });
         let ids: Vec<SessionId> = (0..3).map(|_| SessionId::new_v4()).collect();

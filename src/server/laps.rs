@@ -145,6 +145,77 @@ impl LapRecord {
     }
 }
 
+/// Most bytes of either edge frame a lap record keeps (`--max-lap-bytes` bounds
+/// the history; this bounds one record): telemetry frames are 0.5-2 KB, so an
+/// honest record is never touched, while a monitor sending 60 KB frames with a new
+/// lap in each would otherwise make every record two of them. A larger frame is
+/// kept summarised ([`fit`]).
+pub const LAP_FRAME_MAX: usize = 8 * 1024;
+
+/// Longest member value a summarised frame keeps, in bytes of JSON.
+const SUMMARY_VALUE_MAX: usize = 256;
+
+/// The key a summarised frame carries, set to the size of the frame it stands for.
+pub const TRIMMED_KEY: &str = "paddock_trimmed_from_bytes";
+
+/// An edge frame as a lap record keeps it: as sent when it is at most
+/// [`LAP_FRAME_MAX`] bytes (a refcount, no copy); otherwise a summary: its
+/// top-level members whose values are at most 256 bytes of JSON (numbers,
+/// booleans, short strings, small objects such as per-corner temperatures), as
+/// many as fit, plus `"paddock_trimmed_from_bytes": <the frame's size>`. What lap
+/// tables and charts read (lap times, fuel, wear) survives; padding does not.
+pub fn fit(frame: &Bytes) -> Bytes {
+    if frame.len() <= LAP_FRAME_MAX {
+        return frame.clone();
+    }
+    let Members(members) = serde_json::from_slice(frame).unwrap_or_default();
+    let mut out = Vec::with_capacity(LAP_FRAME_MAX);
+    out.push(b'{');
+    // In the frame's order (sims put the lap and times first), with room left
+    // for the marker.
+    for (key, value) in members {
+        let key = serde_json::to_vec(&key).expect("a string serializes");
+        let value = value.get().as_bytes();
+        if value.len() <= SUMMARY_VALUE_MAX
+            && out.len() + key.len() + value.len() + 2 <= LAP_FRAME_MAX - 64
+        {
+            out.extend_from_slice(&key);
+            out.push(b':');
+            out.extend_from_slice(value);
+            out.push(b',');
+        }
+    }
+    out.extend_from_slice(format!("\"{TRIMMED_KEY}\":{}}}", frame.len()).as_bytes());
+    Bytes::from(out)
+}
+
+/// A JSON object's members in order, their values left as raw JSON.
+#[derive(Default)]
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
 /// The storage key of a session's `n`th lap.
 pub fn key(id: &SessionId, n: u64) -> String {
     format!("{id}.{n}")
@@ -199,8 +270,8 @@ impl Running {
                         ended_at: now,
                         frames: self.frames,
                         // A running lap has had a frame, so there is a previous one.
-                        last_frame: previous.cloned().unwrap_or_else(|| frame.clone()),
-                        next_frame: frame.clone(),
+                        last_frame: fit(previous.unwrap_or(frame)),
+                        next_frame: fit(frame),
                     });
                     self.start(value, now);
                 }
@@ -221,19 +292,45 @@ impl Running {
     }
 }
 
-/// A session's kept laps, oldest first, at most `max` of them.
+/// What one record costs in memory beyond its bytes of JSON (the record, its
+/// `Arc`, its place in the history and the budget's queue), for the accounting.
+const RECORD_OVERHEAD: usize = 192;
+
+impl LapRecord {
+    /// The bytes this record holds, as the budgets count them: its frames and lap
+    /// value (counted even where a frame is shared with the session's latest, so
+    /// the count never falls short) plus [`RECORD_OVERHEAD`].
+    pub fn bytes(&self) -> usize {
+        self.lap.len() + self.last_frame.len() + self.next_frame.len() + RECORD_OVERHEAD
+    }
+}
+
+/// How many laps and bytes one session's history may keep (`--max-laps`,
+/// `--max-lap-bytes`); the oldest go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    pub max_laps: usize,
+    pub max_bytes: usize,
+}
+
+/// A session's kept laps, oldest first, within its [`HistoryLimits`].
 #[derive(Debug, Clone, Default)]
 pub struct History {
     laps: VecDeque<Arc<LapRecord>>,
+    /// The records' [`LapRecord::bytes`] together.
+    bytes: usize,
 }
 
 impl History {
     /// Adds a record in its place by `n` (replacing one with the same `n`: a peer's
-    /// stored copy wins over this processor's), dropping the oldest past `max`.
-    /// Returns whether the record was new here.
-    pub fn insert(&mut self, record: Arc<LapRecord>, max: usize) -> bool {
+    /// stored copy wins over this processor's), dropping the oldest past the
+    /// limits (the newest record always stays, whatever its size: it is at most
+    /// two [`LAP_FRAME_MAX`] frames). Returns whether the record was new here.
+    pub fn insert(&mut self, record: Arc<LapRecord>, limits: HistoryLimits) -> bool {
+        self.bytes += record.bytes();
         let new = match self.laps.binary_search_by_key(&record.n, |r| r.n) {
             Ok(i) => {
+                self.bytes -= self.laps[i].bytes();
                 self.laps[i] = record;
                 false
             }
@@ -242,10 +339,29 @@ impl History {
                 true
             }
         };
-        while self.laps.len() > max {
-            self.laps.pop_front();
+        while self.laps.len() > limits.max_laps.max(1)
+            || (self.bytes > limits.max_bytes && self.laps.len() > 1)
+        {
+            self.pop_oldest();
         }
         new
+    }
+
+    /// Drops the oldest record, returning it.
+    pub fn pop_oldest(&mut self) -> Option<Arc<LapRecord>> {
+        let record = self.laps.pop_front()?;
+        self.bytes -= record.bytes();
+        Some(record)
+    }
+
+    /// The oldest record's number.
+    pub fn oldest(&self) -> Option<u64> {
+        self.laps.front().map(|r| r.n)
+    }
+
+    /// The records' bytes together, as the budgets count them.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -397,15 +513,43 @@ mod tests {
         })
     }
 
+    fn limits(max_laps: usize) -> HistoryLimits {
+        HistoryLimits {
+            max_laps,
+            max_bytes: usize::MAX,
+        }
+    }
+
+    #[test]
+    fn small_frames_are_kept_as_sent_and_large_ones_summarised() {
+        let small = frame(3, 1.5);
+        assert_eq!(fit(&small), small);
+        let members: Vec<String> = (0..2_000).map(|i| format!(r#""k{i}": {i}"#)).collect();
+        let big = Bytes::from(format!(
+            r#"{{"lap": 4, "fuel": 12.5, "pad": "{}", {}}}"#,
+            "x".repeat(20_000),
+            members.join(",")
+        ));
+        let summary = fit(&big);
+        assert!(summary.len() <= LAP_FRAME_MAX, "{}", summary.len());
+        let v: Value = serde_json::from_slice(&summary).unwrap();
+        assert_eq!(
+            (v["lap"].clone(), v["fuel"].clone()),
+            (json!(4), json!(12.5))
+        );
+        assert_eq!(v[TRIMMED_KEY], json!(big.len()));
+        assert!(v.get("pad").is_none());
+    }
+
     #[test]
     fn history_keeps_order_drops_the_oldest_and_takes_a_peers_copy() {
         let mut history = History::default();
         for n in [2, 1, 3, 4] {
-            assert!(history.insert(record(n), 3));
+            assert!(history.insert(record(n), limits(3)));
         }
         let ns: Vec<u64> = history.records().iter().map(|r| r.n).collect();
         assert_eq!(ns, [2, 3, 4]);
-        assert!(!history.insert(record(3), 3));
+        assert!(!history.insert(record(3), limits(3)));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 /// Every reason input can be rejected for, as counted. The labels match
 /// `PayloadError::reason`, `SessionError::reason` and `ServiceError::reason`.
-pub const REJECTION_REASONS: [&str; 13] = [
+pub const REJECTION_REASONS: [&str; 14] = [
     "empty",
     "too_large",
     "invalid_utf8",
@@ -29,6 +29,7 @@ pub const REJECTION_REASONS: [&str; 13] = [
     "at_capacity",
     "on_demand_limited",
     "rate_limited",
+    "over_budget",
     "storage_unavailable",
 ];
 
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub setup_frames: AtomicU64,
     /// Laps completed (seen by this processor; each is stored once across them).
     pub laps_completed: AtomicU64,
+    /// Laps completed faster than `--max-lap-rate`, whose records were not kept.
+    pub laps_dropped: AtomicU64,
     /// Rejected input by reason, indexed like [`REJECTION_REASONS`].
     rejected: [AtomicU64; REJECTION_REASONS.len()],
     /// Rate limiter for the rejection warning: when it was last logged, and how many
@@ -97,6 +100,7 @@ impl Default for Metrics {
             telemetry_frames: AtomicU64::new(0),
             setup_frames: AtomicU64::new(0),
             laps_completed: AtomicU64::new(0),
+            laps_dropped: AtomicU64::new(0),
             rejected: Default::default(),
             reject_log: Mutex::new((None, 0)),
             requests: Family::default(),
@@ -182,10 +186,9 @@ impl Metrics {
     }
 
     /// The counters, with the session map's current load (see `Sessions::load`).
-    pub fn snapshot(
-        &self,
-        (live_sessions, ingest_rate_hz, lap_records): (usize, f32, usize),
-    ) -> MetricsSnapshot {
+    pub fn snapshot(&self, load: crate::server::sessions::Load) -> MetricsSnapshot {
+        let (live_sessions, ingest_rate_hz, lap_records) =
+            (load.live, load.rate_hz, load.lap_records);
         let rejected: std::collections::BTreeMap<_, _> = REJECTION_REASONS
             .iter()
             .zip(&self.rejected)
@@ -202,6 +205,14 @@ impl Metrics {
             setup_frames: self.setup_frames.load(Relaxed),
             laps_completed: self.laps_completed.load(Relaxed),
             lap_records,
+            laps_dropped: self.laps_dropped.load(Relaxed),
+            laps_trimmed: load.held.laps_trimmed,
+            memory: crate::protocol::documents::MemoryStats {
+                frame_bytes: load.held.frames,
+                lap_bytes: load.held.laps,
+                budget_bytes: load.budget,
+                over_budget: load.over_budget,
+            },
             rejected_total: rejected.values().sum(),
             rejected,
         }
@@ -219,7 +230,7 @@ mod tests {
             m.reject("malformed_json", "session.x.telemetry", &"bad");
         }
         m.reject("too_large", "s", &"big");
-        let s = m.snapshot((0, 0.0, 0));
+        let s = m.snapshot(Default::default());
         assert_eq!(s.rejected["malformed_json"], 1000);
         assert_eq!(s.rejected["too_large"], 1);
         assert_eq!(s.rejected_total, 1001);

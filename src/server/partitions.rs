@@ -296,6 +296,12 @@ fn add_stats(mut a: Stats, b: Stats) -> Stats {
     a.setup_frames += b.setup_frames;
     a.laps_completed += b.laps_completed;
     a.lap_records += b.lap_records;
+    a.laps_dropped += b.laps_dropped;
+    a.laps_trimmed += b.laps_trimmed;
+    a.memory.frame_bytes += b.memory.frame_bytes;
+    a.memory.lap_bytes += b.memory.lap_bytes;
+    a.memory.budget_bytes += b.memory.budget_bytes;
+    a.memory.over_budget |= b.memory.over_budget;
     a.rejected_total += b.rejected_total;
     for (reason, n) in b.rejected {
         *a.rejected.entry(reason).or_default() += n;
@@ -390,7 +396,12 @@ mod tests {
             .telemetry_frames
             .fetch_add(10, std::sync::atomic::Ordering::Relaxed);
         metrics.reject("too_large", "s", &"big");
-        let one = metrics.snapshot((5, 2.0, 1));
+        let one = metrics.snapshot(crate::server::sessions::Load {
+            live: 5,
+            rate_hz: 2.0,
+            lap_records: 1,
+            ..Default::default()
+        });
         let sum = add_stats(one.clone(), one);
         assert_eq!((sum.telemetry_frames, sum.lap_records), (20, 2));
         assert_eq!((sum.rejected_total, sum.rejected["too_large"]), (2, 2));

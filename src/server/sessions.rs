@@ -43,6 +43,27 @@ pub enum SessionError {
         "unknown session {id}, and not created on demand now: {why}; ask sessions.create for a session"
     )]
     OnDemandLimited { id: SessionId, why: OnDemandLimit },
+    /// More frames for one session than `--max-frame-rate` (with its burst).
+    #[error(
+        "session {id} sends more than {rate} frames/s (--max-frame-rate); its frames are refused \
+         until it slows down (retry in {:.2} s)", retry.as_secs_f64()
+    )]
+    FrameRate {
+        id: SessionId,
+        rate: u32,
+        retry: std::time::Duration,
+    },
+    /// The processor holds `--max-memory` of frames already: no new session, and
+    /// no frame larger than the one it replaces, until memory is freed.
+    #[error(
+        "over the memory budget: {held} of {limit} bytes of frames held (--max-memory); {what} \
+         refused until sessions end"
+    )]
+    OverBudget {
+        held: usize,
+        limit: usize,
+        what: &'static str,
+    },
 }
 
 /// Why a session was not created on demand.
@@ -100,6 +121,8 @@ impl SessionError {
             SessionError::NotArchived(_) => "unknown_session",
             SessionError::AtCapacity { .. } => "at_capacity",
             SessionError::OnDemandLimited { .. } => "on_demand_limited",
+            SessionError::FrameRate { .. } => "rate_limited",
+            SessionError::OverBudget { .. } => "over_budget",
         }
     }
 }
@@ -115,6 +138,13 @@ pub struct Ended {
     pub last: Snapshot,
     /// Its lap history, archived with it.
     pub laps: laps::History,
+}
+
+impl Ended {
+    /// Bytes of frames it holds, as the memory budget counts them.
+    fn frame_bytes(&self) -> usize {
+        self.last.frame_bytes()
+    }
 }
 
 /// A stored frame and when it arrived.
@@ -184,6 +214,12 @@ pub struct SessionStats {
     pub rejected_count: u64,
     /// When the first telemetry frame arrived, to tell when the car went out.
     pub first_frame_at: Option<DateTime<Utc>>,
+    /// Frames refused for coming faster than `--max-frame-rate`: a monitor
+    /// flooding (a bug, or hostile) shows up here.
+    pub rate_limited_count: u64,
+    /// Laps completed faster than `--max-lap-rate`, whose records were not kept:
+    /// a lap field that changes on every frame shows up here.
+    pub laps_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -207,8 +243,156 @@ struct Session {
     rate: RateWindow,
     /// The lap running now (persisted with the document, so a restart goes on).
     lap: laps::Running,
-    /// Completed laps, oldest first, at most `max_laps`.
+    /// Completed laps, oldest first, within the history limits.
     laps: laps::History,
+    /// The `--max-frame-rate` allowance: checked before a frame is validated.
+    frame_allowance: Allowance,
+    /// The `--max-lap-rate` allowance: a completed lap's record is kept only
+    /// while there is one.
+    lap_allowance: Allowance,
+}
+
+/// A token bucket small enough for every session (8 + 4 bytes): `take` refills
+/// at `per_second` up to `burst`, then spends one. On the monotonic clock, so
+/// tests can pause it.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    tokens: f32,
+    last: tokio::time::Instant,
+}
+
+impl Allowance {
+    fn full(burst: f32, now: tokio::time::Instant) -> Self {
+        Allowance {
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Spends one token, or says how long until one is there.
+    fn take(
+        &mut self,
+        per_second: f32,
+        burst: f32,
+        now: tokio::time::Instant,
+    ) -> Result<(), std::time::Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f32();
+        self.tokens = (self.tokens + elapsed * per_second).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f32(
+                (1.0 - self.tokens) / per_second,
+            ))
+        }
+    }
+}
+
+/// What each session may cost (`paddock serve --max-frame-rate`, `--max-lap-rate`,
+/// `--max-lap-bytes`, `--max-laps`) and what all of them together may hold
+/// (`--max-memory`). docs/SECURITY.md says what these bound, in numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budgets {
+    /// Frames (setup and telemetry) per second per session; 0: no limit.
+    pub frame_rate: f32,
+    /// Frames a session may send at once beyond the rate (a reconnect's backlog).
+    pub frame_burst: f32,
+    /// Lap records kept per minute per session (the burst is as many); 0: no limit.
+    pub laps_per_minute: f32,
+    /// Each session's lap history.
+    pub history: laps::HistoryLimits,
+    /// Bytes of frames and lap records all sessions together may hold.
+    pub max_memory: usize,
+    /// Bytes of frames that must stay free for a session to be created: what one
+    /// session's setup and telemetry can hold (two frames of `--max-payload`).
+    pub session_reserve: usize,
+}
+
+/// Defaults of [`Budgets`] (and of serve's flags).
+pub const DEFAULT_FRAME_RATE: f32 = 100.0;
+pub const DEFAULT_FRAME_BURST: f32 = 300.0;
+pub const DEFAULT_LAPS_PER_MINUTE: f32 = 30.0;
+pub const DEFAULT_MAX_LAP_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_MAX_MEMORY: usize = 1024 * 1024 * 1024;
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            frame_rate: DEFAULT_FRAME_RATE,
+            frame_burst: DEFAULT_FRAME_BURST,
+            laps_per_minute: DEFAULT_LAPS_PER_MINUTE,
+            history: laps::HistoryLimits {
+                max_laps: laps::DEFAULT_MAX_LAPS,
+                max_bytes: DEFAULT_MAX_LAP_BYTES,
+            },
+            max_memory: DEFAULT_MAX_MEMORY,
+            session_reserve: 2 * 64 * 1024,
+        }
+    }
+}
+
+impl Budgets {
+    /// No limit but the history's (unit tests, benchmarks' fill).
+    pub const UNLIMITED: Budgets = Budgets {
+        frame_rate: 0.0,
+        frame_burst: 0.0,
+        laps_per_minute: 0.0,
+        history: laps::HistoryLimits {
+            max_laps: laps::DEFAULT_MAX_LAPS,
+            max_bytes: usize::MAX,
+        },
+        max_memory: usize::MAX,
+        session_reserve: 0,
+    };
+}
+
+/// The session map's load, as `sessions.stats` and `/metrics` report it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Load {
+    pub live: usize,
+    /// Telemetry frames per second across live sessions, recently.
+    pub rate_hz: f32,
+    /// Lap records live sessions keep.
+    pub lap_records: usize,
+    pub held: Held,
+    /// `--max-memory`.
+    pub budget: usize,
+    /// New sessions are refused for want of memory.
+    pub over_budget: bool,
+}
+
+/// What the sessions hold, in bytes, as the memory budget counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Setups and latest frames of live and ended sessions.
+    pub frames: usize,
+    /// Lap records of live and ended sessions.
+    pub laps: usize,
+    /// Lap records kept, and dropped to stay within `--max-memory`.
+    pub lap_records: usize,
+    pub laps_trimmed: u64,
+}
+
+impl Held {
+    pub fn total(&self) -> usize {
+        self.frames + self.laps
+    }
+
+    /// A live session leaves the map (its entries in the lap order are skipped).
+    fn forget_live(&mut self, session: &Session) {
+        self.frames -= session.frame_bytes();
+        self.laps -= session.laps.bytes();
+        self.lap_records -= session.laps.len();
+    }
+
+    /// An ended session leaves the archive.
+    fn forget_ended(&mut self, ended: &Ended) {
+        self.frames -= ended.frame_bytes();
+        self.laps -= ended.laps.bytes();
+        self.lap_records -= ended.laps.len();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -224,6 +408,13 @@ struct State {
     ended: HashMap<SessionId, Ended>,
     /// The per-minute budget of sessions created on demand (`None`: no limit).
     on_demand_budget: Option<crate::server::ratelimit::TokenBucket>,
+    /// What every session holds together, kept as frames and laps come and go.
+    held: Held,
+    /// Every lap record kept, live or ended, in the order they were kept: the
+    /// oldest across sessions go first when `--max-memory` is reached. Entries
+    /// whose record left already (its history's own limits) are skipped, and
+    /// compacted away when they outnumber the records.
+    lap_order: std::collections::VecDeque<(SessionId, u64)>,
 }
 
 /// A copy of one session's state, taken under the lock and rendered after it.
@@ -273,8 +464,10 @@ pub struct Applied {
     pub at: DateTime<Utc>,
     /// The update created the session on demand (its id was well-formed but unknown).
     pub created: bool,
-    /// The lap this frame completed, if it did.
+    /// The lap this frame completed, if it did and its record is kept.
     pub lap: Option<std::sync::Arc<LapRecord>>,
+    /// The frame completed a lap whose record was not kept (`--max-lap-rate`).
+    pub lap_dropped: bool,
 }
 
 /// The session map. Share it as `Arc<Sessions>`.
@@ -283,18 +476,18 @@ pub struct Sessions {
     state: Mutex<State>,
     /// Cap on live sessions: past it, creation answers 503 instead of growing memory.
     max_sessions: usize,
-    /// Completed laps kept per session; the oldest go first.
-    max_laps: usize,
+    /// What each session, and all of them, may cost.
+    budgets: Budgets,
     /// What frames to unknown ids may create.
     on_demand: OnDemand,
 }
 
 impl Sessions {
     pub fn new(max_sessions: usize) -> Self {
-        Self::with_limits(max_sessions, laps::DEFAULT_MAX_LAPS, OnDemand::UNLIMITED)
+        Self::with_limits(max_sessions, Budgets::UNLIMITED, OnDemand::UNLIMITED)
     }
 
-    pub fn with_limits(max_sessions: usize, max_laps: usize, on_demand: OnDemand) -> Self {
+    pub fn with_limits(max_sessions: usize, budgets: Budgets, on_demand: OnDemand) -> Self {
         let budget = (on_demand.per_minute > 0).then(|| {
             crate::server::ratelimit::TokenBucket::new(
                 on_demand.per_minute,
@@ -307,9 +500,48 @@ impl Sessions {
                 ..State::default()
             }),
             max_sessions,
-            max_laps: max_laps.max(1),
+            budgets,
             on_demand,
         }
+    }
+
+    /// The budgets this map enforces.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
+    }
+
+    /// What the sessions hold now, in bytes.
+    pub fn held(&self) -> Held {
+        self.lock().held
+    }
+
+    /// Takes one of the session's `--max-frame-rate` frames, before the frame is
+    /// validated: the cheapest check first, so a flood is shed at the cost of a
+    /// lookup. Unknown ids pass (creating on demand has limits of its own).
+    pub fn admit(&self, id: SessionId, now: tokio::time::Instant) -> Result<(), SessionError> {
+        let Budgets {
+            frame_rate,
+            frame_burst,
+            ..
+        } = self.budgets;
+        if frame_rate <= 0.0 {
+            return Ok(());
+        }
+        let mut state = self.lock();
+        let Some(session) = state.live.get_mut(&id) else {
+            return Ok(());
+        };
+        session
+            .frame_allowance
+            .take(frame_rate, frame_burst.max(1.0), now)
+            .map_err(|retry| {
+                session.stats.rate_limited_count += 1;
+                SessionError::FrameRate {
+                    id,
+                    rate: frame_rate.round() as u32,
+                    retry,
+                }
+            })
     }
 
     /// Creates a session with a fresh id.
@@ -335,7 +567,7 @@ impl Sessions {
                 break id;
             }
         };
-        let session = Session::new(now);
+        let session = Session::new(now, &self.budgets);
         let snapshot = session.snapshot(id);
         state.live.insert(id, session);
         state.mark_dirty(id);
@@ -354,10 +586,21 @@ impl Sessions {
     /// Stores a new setup. A well-formed unknown id is created on demand (see
     /// [`Sessions::update_telemetry`]).
     pub fn update_setup(&self, id: SessionId, body: Bytes) -> Result<Applied, SessionError> {
-        self.update(id, Now::read(), |session, now| {
+        self.update_setup_at(id, body, Now::read())
+    }
+
+    /// [`Sessions::update_setup`], at `now` (see [`Now`]).
+    pub fn update_setup_at(
+        &self,
+        id: SessionId,
+        body: Bytes,
+        now: Now,
+    ) -> Result<Applied, SessionError> {
+        let size = body.len();
+        self.update(id, now, (size, Slot::Setup), |session, now| {
             session.setup = Some(Frame { body, at: now });
             session.stats.setup_count += 1;
-            None
+            (None, false)
         })
     }
 
@@ -385,20 +628,40 @@ impl Sessions {
         lap: Option<std::ops::Range<usize>>,
         now: Now,
     ) -> Result<Applied, SessionError> {
-        let max_laps = self.max_laps;
-        self.update(id, now, |session, now| {
+        let budgets = self.budgets;
+        let size = body.len();
+        self.update(id, now, (size, Slot::Telemetry), |session, at| {
             session.rate.record(session.last_activity);
-            session.stats.first_frame_at.get_or_insert(now);
+            session.stats.first_frame_at.get_or_insert(at);
             let previous = session.telemetry.as_ref().map(|f| &f.body);
-            let completed = session.lap.advance(id, lap, &body, previous, now);
-            session.telemetry = Some(Frame { body, at: now });
+            let completed = session.lap.advance(id, lap, &body, previous, at);
+            session.telemetry = Some(Frame { body, at });
             session.stats.telemetry_count += 1;
-            completed.map(|record| {
-                let record = std::sync::Arc::new(record);
-                session.laps.insert(record.clone(), max_laps);
-                record
-            })
+            let Some(record) = completed else {
+                return (None, false);
+            };
+            if budgets.laps_per_minute > 0.0
+                && session
+                    .lap_allowance
+                    .take(
+                        budgets.laps_per_minute / 60.0,
+                        budgets.laps_per_minute,
+                        now.instant,
+                    )
+                    .is_err()
+            {
+                session.stats.laps_dropped += 1;
+                return (None, true);
+            }
+            let record = std::sync::Arc::new(record);
+            session.laps.insert(record.clone(), budgets.history);
+            (Some(record), false)
         })
+    }
+
+    /// How many lap records a live session keeps.
+    pub fn laps_kept(&self, id: SessionId) -> Option<usize> {
+        self.lock().live.get(&id).map(|s| s.laps.len())
     }
 
     /// A session's completed laps, oldest first.
@@ -428,25 +691,40 @@ impl Sessions {
     }
 
     fn keep_stored_lap(&self, record: LapRecord, recovering: bool) -> bool {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let id = record.session_id;
         let record = std::sync::Arc::new(record);
-        if let Some(session) = state.live.get_mut(&id) {
-            if recovering && record.n > session.lap.completed {
-                // The document predates this lap's end: its running lap is the one
-                // that ended. What runs now is not known until the next frame,
-                // which starts it (rather than closing the stored lap again).
-                session.lap = laps::Running {
-                    completed: record.n,
-                    ..laps::Running::default()
-                };
-            }
-            return session.laps.insert(record, self.max_laps);
+        if let Some(session) = state.live.get_mut(&id)
+            && recovering
+            && record.n > session.lap.completed
+        {
+            // The document predates this lap's end: its running lap is the one
+            // that ended. What runs now is not known until the next frame, which
+            // starts it (rather than closing the stored lap again).
+            session.lap = laps::Running {
+                completed: record.n,
+                ..laps::Running::default()
+            };
         }
-        if let Some(ended) = state.ended.get_mut(&id) {
-            return ended.laps.insert(record, self.max_laps);
+        let n = record.n;
+        let history = match state.live.get_mut(&id) {
+            Some(session) => &mut session.laps,
+            None => match state.ended.get_mut(&id) {
+                Some(ended) => &mut ended.laps,
+                None => return false,
+            },
+        };
+        let before = (history.bytes(), history.len());
+        let new = history.insert(record, self.budgets.history);
+        let after = (history.bytes(), history.len());
+        state.held.laps = state.held.laps + after.0 - before.0;
+        state.held.lap_records = state.held.lap_records + after.1 - before.1;
+        if new {
+            state.lap_order.push_back((id, n));
         }
-        false
+        self.budgets_enforced(state);
+        new
     }
 
     /// Counts a rejected frame against a live session; unknown ids are ignored.
@@ -460,6 +738,7 @@ impl Sessions {
     pub fn delete(&self, id: SessionId) -> Result<Ended, SessionError> {
         let mut state = self.lock();
         match state.live.remove(&id) {
+            // What it holds moves to the archive with it: the budget's count stays.
             Some(session) => {
                 let last = session.snapshot(id);
                 let ended = Ended {
@@ -507,9 +786,17 @@ impl Sessions {
 
     /// Forgets ended sessions that ended before `before` (the archive retention).
     pub(crate) fn prune_ended(&self, before: DateTime<Utc>) -> usize {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let n = state.ended.len();
-        state.ended.retain(|_, e| e.at >= before);
+        let held = &mut state.held;
+        state.ended.retain(|_, e| {
+            let keep = e.at >= before;
+            if !keep {
+                held.forget_ended(e);
+            }
+            keep
+        });
         n - state.ended.len()
     }
 
@@ -554,18 +841,28 @@ impl Sessions {
     /// checked: these sessions existed before the restart).
     pub(crate) fn restore(&self, snapshot: Snapshot) {
         let id = snapshot.session_id;
-        self.lock()
-            .live
-            .insert(id, Session::from_snapshot(snapshot));
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let session = Session::from_snapshot(snapshot, &self.budgets);
+        state.held.frames += session.frame_bytes();
+        if let Some(old) = state.live.insert(id, session) {
+            state.held.forget_live(&old);
+        }
     }
 
     /// Records a session that ended before the restart: kept in the archive, and its
     /// data stays refused. An ended session wins over a live copy of it (a peer's
     /// write-behind may have stored one after the end).
     pub(crate) fn restore_ended(&self, ended: Ended) {
-        let mut state = self.lock();
-        state.live.remove(&ended.last.session_id);
-        state.ended.insert(ended.last.session_id, ended);
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if let Some(old) = state.live.remove(&ended.last.session_id) {
+            state.held.forget_live(&old);
+        }
+        state.held.frames += ended.frame_bytes();
+        if let Some(old) = state.ended.insert(ended.last.session_id, ended) {
+            state.held.forget_ended(&old);
+        }
     }
 
     /// A session another processor stored: added unless this processor knows the id
@@ -577,19 +874,33 @@ impl Sessions {
         if state.live.contains_key(&id) || state.ended.contains_key(&id) {
             return false;
         }
-        state.live.insert(id, Session::from_snapshot(snapshot));
+        let session = Session::from_snapshot(snapshot, &self.budgets);
+        state.held.frames += session.frame_bytes();
+        state.live.insert(id, session);
         true
     }
 
     /// A session another processor ended: ended here too. Returns whether it was
     /// live here (false when this processor had ended it already).
     pub(crate) fn adopt_end(&self, ended: Ended) -> bool {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let id = ended.last.session_id;
         if state.ended.contains_key(&id) {
             return false;
         }
-        let was_live = state.live.remove(&id).is_some();
+        // The peer's final state replaces this processor's copy; the laps this
+        // processor kept go with it (the archive's laps come from their bucket).
+        let was_live = match state.live.remove(&id) {
+            Some(old) => {
+                state.held.forget_live(&old);
+                true
+            }
+            None => false,
+        };
+        state.held.frames += ended.frame_bytes();
+        state.held.laps += ended.laps.bytes();
+        state.held.lap_records += ended.laps.len();
         state.ended.insert(id, ended);
         was_live
     }
@@ -622,14 +933,19 @@ impl Sessions {
         self.lock().mark_dirty(id);
     }
 
-    /// How many sessions are live, their telemetry rate together (frames/s), and
-    /// how many lap records they keep.
-    pub fn load(&self) -> (usize, f32, usize) {
+    /// How many sessions are live, their telemetry rate together, and what all
+    /// sessions hold against the budget: what `sessions.stats` reports.
+    pub fn load(&self) -> Load {
         let state = self.lock();
         let now = tokio::time::Instant::now();
-        let rate = state.live.values().map(|s| s.rate.current(now)).sum();
-        let laps = state.live.values().map(|s| s.laps.len()).sum();
-        (state.live.len(), rate, laps)
+        Load {
+            live: state.live.len(),
+            rate_hz: state.live.values().map(|s| s.rate.current(now)).sum(),
+            lap_records: state.live.values().map(|s| s.laps.len()).sum(),
+            held: state.held,
+            budget: self.budgets.max_memory,
+            over_budget: state.held.frames + self.budgets.session_reserve > self.budgets.max_memory,
+        }
     }
 
     /// How many sessions are live.
@@ -641,15 +957,19 @@ impl Sessions {
         self.len() == 0
     }
 
+    /// Applies a frame of `size` bytes to a session (created on demand if need
+    /// be); `slot` is the frame it takes the place of, for the memory budget. `apply` returns the lap record it kept, and whether it dropped one.
     fn update(
         &self,
         id: SessionId,
         Now { utc: now, instant }: Now,
-        apply: impl FnOnce(&mut Session, DateTime<Utc>) -> Option<std::sync::Arc<LapRecord>>,
+        (size, slot): (usize, Slot),
+        apply: impl FnOnce(&mut Session, DateTime<Utc>) -> (Option<std::sync::Arc<LapRecord>>, bool),
     ) -> Result<Applied, SessionError> {
         let mut guard = self.lock();
         let state = &mut *guard;
         let live = state.live.len();
+        let frames_held = state.held.frames;
         // One hash lookup per frame (this is the hot path): the entry, then fields.
         let (session, created) = match state.live.entry(id) {
             Entry::Occupied(entry) => (entry.into_mut(), false),
@@ -662,6 +982,13 @@ impl Sessions {
                         limit: self.max_sessions,
                     });
                 }
+                if frames_held + self.budgets.session_reserve > self.budgets.max_memory {
+                    return Err(SessionError::OverBudget {
+                        held: frames_held,
+                        limit: self.budgets.max_memory,
+                        what: "new sessions are",
+                    });
+                }
                 let limited = |why| SessionError::OnDemandLimited { id, why };
                 if live >= self.on_demand.max_live {
                     return Err(limited(OnDemandLimit::Share(live)));
@@ -671,28 +998,107 @@ impl Sessions {
                         .take(std::time::Instant::now())
                         .map_err(|retry| limited(OnDemandLimit::Rate(retry)))?;
                 }
-                (entry.insert(Session::new(now)), true)
+                (entry.insert(Session::new(now, &self.budgets)), true)
             }
         };
+        let replaced = frame_len(match slot {
+            Slot::Setup => &session.setup,
+            Slot::Telemetry => &session.telemetry,
+        });
+        let grows = size.saturating_sub(replaced);
+        // Frames cannot be trimmed: past the budget, a frame may not hold more than
+        // the one it replaces (laps are trimmed first to make room, below).
+        if grows > 0 && frames_held + grows > self.budgets.max_memory {
+            return Err(SessionError::OverBudget {
+                held: frames_held,
+                limit: self.budgets.max_memory,
+                what: "frames larger than the ones they replace are",
+            });
+        }
+        let laps_before = (session.laps.bytes(), session.laps.len());
         // Set before `apply`, which may read it (the telemetry rate).
         session.last_activity = instant;
-        let lap = apply(session, now);
+        let (lap, lap_dropped) = apply(session, now);
         session.last_update = now;
         if !session.dirty {
             session.dirty = true;
             state.dirty.push(id);
         }
+        let laps_after = (session.laps.bytes(), session.laps.len());
+        state.held.frames = state.held.frames + size - replaced;
+        state.held.laps = state.held.laps + laps_after.0 - laps_before.0;
+        state.held.lap_records = state.held.lap_records + laps_after.1 - laps_before.1;
+        if let Some(record) = &lap {
+            state.lap_order.push_back((id, record.n));
+        }
+        if lap.is_some() || grows > 0 {
+            self.budgets_enforced(state);
+        }
         Ok(Applied {
             at: now,
             created,
             lap,
+            lap_dropped,
         })
+    }
+
+    /// Brings what the sessions hold back within `--max-memory` by dropping lap
+    /// records, oldest first across sessions (live and ended). Frames are never
+    /// dropped here: their growth is refused instead (see `update`).
+    fn budgets_enforced(&self, state: &mut State) {
+        while state.held.total() > self.budgets.max_memory {
+            let Some((id, n)) = state.lap_order.pop_front() else {
+                break;
+            };
+            let history = match state.live.get_mut(&id) {
+                Some(session) => &mut session.laps,
+                None => match state.ended.get_mut(&id) {
+                    Some(ended) => &mut ended.laps,
+                    None => continue,
+                },
+            };
+            // The entry's record, or an older one of the same session; none when
+            // the history's own limits dropped it already.
+            if history.oldest().is_some_and(|oldest| oldest <= n)
+                && let Some(record) = history.pop_oldest()
+            {
+                state.held.laps -= record.bytes();
+                state.held.lap_records -= 1;
+                state.held.laps_trimmed += 1;
+            }
+        }
+        // Entries of records that left by their history's own limits: compacted
+        // once they are half the queue, so it stays within twice the records.
+        if state.lap_order.len() > 2 * state.held.lap_records + 1024 {
+            let State {
+                live,
+                ended,
+                lap_order,
+                ..
+            } = state;
+            lap_order.retain(|(id, n)| {
+                let oldest = live
+                    .get(id)
+                    .map(|s| &s.laps)
+                    .or_else(|| ended.get(id).map(|e| &e.laps))
+                    .and_then(laps::History::oldest);
+                oldest.is_some_and(|oldest| oldest <= *n)
+            });
+        }
     }
 
     fn check_capacity(&self, state: &State) -> Result<(), SessionError> {
         if state.live.len() >= self.max_sessions {
             return Err(SessionError::AtCapacity {
                 limit: self.max_sessions,
+            });
+        }
+        // Lap records can be trimmed to make room; frames cannot.
+        if state.held.frames + self.budgets.session_reserve > self.budgets.max_memory {
+            return Err(SessionError::OverBudget {
+                held: state.held.frames,
+                limit: self.budgets.max_memory,
+                what: "new sessions are",
             });
         }
         Ok(())
@@ -729,8 +1135,11 @@ impl State {
 
 impl Session {
     /// A session as stored elsewhere (a restart, another processor).
-    fn from_snapshot(snapshot: Snapshot) -> Self {
+    fn from_snapshot(snapshot: Snapshot, budgets: &Budgets) -> Self {
+        let now = tokio::time::Instant::now();
         Session {
+            frame_allowance: Allowance::full(budgets.frame_burst, now),
+            lap_allowance: Allowance::full(budgets.laps_per_minute, now),
             created_at: snapshot.created_at,
             setup: snapshot.setup,
             telemetry: snapshot.telemetry,
@@ -747,8 +1156,11 @@ impl Session {
         }
     }
 
-    fn new(now: DateTime<Utc>) -> Self {
+    fn new(now: DateTime<Utc>, budgets: &Budgets) -> Self {
+        let instant = tokio::time::Instant::now();
         Session {
+            frame_allowance: Allowance::full(budgets.frame_burst, instant),
+            lap_allowance: Allowance::full(budgets.laps_per_minute, instant),
             created_at: now,
             setup: None,
             telemetry: None,
@@ -760,6 +1172,11 @@ impl Session {
             lap: laps::Running::default(),
             laps: laps::History::default(),
         }
+    }
+
+    /// Bytes of frames it holds, as the memory budget counts them.
+    fn frame_bytes(&self) -> usize {
+        frame_len(&self.setup) + frame_len(&self.telemetry)
     }
 
     fn snapshot(&self, id: SessionId) -> Snapshot {
@@ -777,7 +1194,23 @@ impl Session {
     }
 }
 
+/// Which of a session's frames an update replaces.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Setup,
+    Telemetry,
+}
+
+fn frame_len(frame: &Option<Frame>) -> usize {
+    frame.as_ref().map_or(0, |f| f.body.len())
+}
+
 impl Snapshot {
+    /// Bytes of frames it holds, as the memory budget counts them.
+    fn frame_bytes(&self) -> usize {
+        frame_len(&self.setup) + frame_len(&self.telemetry)
+    }
+
     /// The session document as JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(&self.document()).expect("a session document always serializes")
@@ -796,6 +1229,8 @@ impl Snapshot {
                 telemetry_count: self.stats.telemetry_count,
                 setup_count: self.stats.setup_count,
                 rejected_count: self.stats.rejected_count,
+                rate_limited_count: self.stats.rate_limited_count,
+                laps_dropped: self.stats.laps_dropped,
                 first_frame_at: self.stats.first_frame_at,
                 last_frame_at: self.telemetry.as_ref().map(|f| f.at),
                 duration_s: (self.last_update - self.created_at).num_milliseconds() as f64 / 1000.0,
@@ -830,6 +1265,8 @@ impl Snapshot {
                 setup_count: doc.stats.setup_count,
                 rejected_count: doc.stats.rejected_count,
                 first_frame_at: doc.stats.first_frame_at,
+                rate_limited_count: doc.stats.rate_limited_count,
+                laps_dropped: doc.stats.laps_dropped,
             },
             rate_hz: 0.0,
             lap: laps::Running {
@@ -1095,7 +1532,7 @@ mod tests {
         }
         let rate = sessions.get(id).unwrap().rate_hz;
         assert!((9.0..=11.0).contains(&rate), "10 Hz: {rate}");
-        assert!((9.0..=11.0).contains(&sessions.load().1));
+        assert!((9.0..=11.0).contains(&sessions.load().rate_hz));
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(
             sessions.get(id).unwrap().rate_hz,
@@ -1126,7 +1563,7 @@ mod tests {
         // The share: at most 3 live sessions come from frames; creates go on.
         let sessions = Sessions::with_limits(
             10,
-            laps::DEFAULT_MAX_LAPS,
+            Budgets::UNLIMITED,
             OnDemand {
                 per_minute: 0,
                 max_live: 3,
@@ -1157,7 +1594,7 @@ mod tests {
         // The budget: 2 a minute, then refused with when to retry.
         let sessions = Sessions::with_limits(
             10,
-            laps::DEFAULT_MAX_LAPS,
+            Budgets::UNLIMITED,
             OnDemand {
                 per_minute: 2,
                 max_live: 10,
@@ -1180,5 +1617,157 @@ mod tests {
         // Sessions that exist take frames whatever the budget.
         let id = sessions.create().unwrap().session_id;
         sessions.update_telemetry(id, frame(), None).unwrap();
+    }
+
+    /// `n` telemetry frames of `size` bytes (padding), each with a new lap.
+    fn flood(sessions: &Sessions, id: SessionId, laps: std::ops::Range<u64>, size: usize) {
+        for lap in laps {
+            let head = format!(r#"{{"lap": {lap}, "pad": ""#);
+            let body = format!(
+                "{head}{}\"}}",
+                "x".repeat(size.saturating_sub(head.len() + 2))
+            );
+            let range = 8..8 + lap.to_string().len();
+            let _ = sessions.update_telemetry(id, Bytes::from(body), Some(range));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_past_its_frame_rate_is_refused_until_it_slows_down() {
+        let sessions = Sessions::with_limits(
+            10,
+            Budgets {
+                frame_rate: 10.0,
+                frame_burst: 20.0,
+                ..Budgets::UNLIMITED
+            },
+            OnDemand::UNLIMITED,
+        );
+        let id = sessions.create().unwrap().session_id;
+        let now = tokio::time::Instant::now();
+        let admitted = (0..100).filter(|_| sessions.admit(id, now).is_ok()).count();
+        assert_eq!(admitted, 20, "the burst");
+        let err = sessions.admit(id, now).unwrap_err();
+        assert_eq!(err.reason(), "rate_limited");
+        // A second later, ten more (the rate), not a burst again.
+        let later = now + std::time::Duration::from_secs(1);
+        let admitted = (0..100)
+            .filter(|_| sessions.admit(id, later).is_ok())
+            .count();
+        assert_eq!(admitted, 10);
+        assert_eq!(
+            sessions.get(id).unwrap().stats.rate_limited_count,
+            80 + 1 + 90
+        );
+        // Other sessions and unknown ids are not affected.
+        let other = sessions.create().unwrap().session_id;
+        assert!(sessions.admit(other, now).is_ok());
+        assert!(sessions.admit(SessionId::new_v4(), now).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lap_field_that_flaps_keeps_records_at_the_lap_rate_only() {
+        let sessions = Sessions::with_limits(
+            10,
+            Budgets {
+                laps_per_minute: 6.0,
+                ..Budgets::UNLIMITED
+            },
+            OnDemand::UNLIMITED,
+        );
+        let id = sessions.create().unwrap().session_id;
+        flood(&sessions, id, 1..101, 100);
+        let snapshot = sessions.get(id).unwrap();
+        assert_eq!(snapshot.lap.completed, 99, "every lap still counts");
+        assert_eq!(snapshot.laps, 6, "a minute's worth of records");
+        assert_eq!(snapshot.stats.laps_dropped, 93);
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        flood(&sessions, id, 101..111, 100);
+        assert_eq!(sessions.get(id).unwrap().laps, 7, "one more after 10 s");
+    }
+
+    #[test]
+    fn a_history_stays_within_its_bytes_and_huge_edge_frames_are_summarised() {
+        let max_bytes = 200 * 1024;
+        let sessions = Sessions::with_limits(
+            10,
+            Budgets {
+                history: laps::HistoryLimits {
+                    max_laps: 1_000,
+                    max_bytes,
+                },
+                ..Budgets::UNLIMITED
+            },
+            OnDemand::UNLIMITED,
+        );
+        let id = sessions.create().unwrap().session_id;
+        flood(&sessions, id, 1..200, 60 * 1024);
+        let records = sessions.laps(id).unwrap();
+        let bytes: usize = records.iter().map(|r| r.bytes()).sum();
+        assert!(bytes <= max_bytes, "{bytes}");
+        assert!(records.len() > 5, "{}", records.len());
+        let last = records.last().unwrap();
+        assert!(last.last_frame.len() <= laps::LAP_FRAME_MAX);
+        let summary: Value = serde_json::from_slice(&last.next_frame).unwrap();
+        assert_eq!(summary["lap"], json!(199));
+        assert!(summary[laps::TRIMMED_KEY].as_u64().unwrap() >= 60 * 1024);
+        assert!(summary.get("pad").is_none());
+        assert_eq!(sessions.held().laps, bytes);
+    }
+
+    #[test]
+    fn memory_past_the_budget_trims_laps_across_sessions_then_refuses_new_sessions() {
+        let max_memory = 2 * 1024 * 1024;
+        let sessions = Sessions::with_limits(
+            1_000,
+            Budgets {
+                max_memory,
+                session_reserve: 2 * 64 * 1024,
+                ..Budgets::UNLIMITED
+            },
+            OnDemand::UNLIMITED,
+        );
+        let first = sessions.create().unwrap().session_id;
+        // Frames small enough to be kept whole in its records: about 1.2 MB of laps.
+        flood(&sessions, first, 1..100, 6 * 1024);
+        let mut ids = vec![first];
+        // Sessions with big frames until the frames alone fill the budget.
+        let refused = loop {
+            match sessions.create() {
+                Ok(s) => {
+                    flood(&sessions, s.session_id, 1..4, 60 * 1024);
+                    ids.push(s.session_id);
+                }
+                Err(e) => break e,
+            }
+            assert!(ids.len() < 100, "never refused");
+        };
+        assert_eq!(refused.reason(), "over_budget");
+        let held = sessions.held();
+        assert!(held.total() <= max_memory, "{held:?}");
+        assert!(held.laps_trimmed > 0, "{held:?}");
+        // The first session's laps went first: it is the oldest.
+        assert!(sessions.laps(first).unwrap().len() < 90);
+        // A frame no larger than the one it replaces is still taken; a larger one not.
+        let id = ids[1];
+        let small = Bytes::from_static(b"{\"lap\": 3}");
+        assert!(sessions.update_telemetry(id, small.clone(), None).is_ok());
+        flood(&sessions, ids[2], 10..11, 60 * 1024);
+        let load = sessions.load();
+        assert!(load.held.total() <= max_memory);
+        // Ending and forgetting sessions gives the memory back.
+        for id in &ids {
+            sessions.delete(*id).unwrap();
+        }
+        assert!(sessions.held().total() > 0, "the archive holds them");
+        sessions.prune_ended(Utc::now() + chrono::Duration::seconds(1));
+        assert_eq!(
+            sessions.held(),
+            Held {
+                laps_trimmed: held.laps_trimmed.max(sessions.held().laps_trimmed),
+                ..Held::default()
+            }
+        );
+        assert!(sessions.create().is_ok());
     }
 }

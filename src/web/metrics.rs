@@ -150,6 +150,42 @@ impl Collector for Counters {
         )?;
         counter(
             &mut encoder,
+            "laps_dropped",
+            "Lap records not kept: completed faster than --max-lap-rate",
+            s.laps_dropped,
+        )?;
+        counter(
+            &mut encoder,
+            "laps_trimmed",
+            "Lap records dropped oldest first to stay within --max-memory",
+            s.laps_trimmed,
+        )?;
+        gauge(
+            &mut encoder,
+            "memory_frame_bytes",
+            "Bytes of setups and latest frames held (live and archived sessions)",
+            s.memory.frame_bytes as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "memory_lap_bytes",
+            "Bytes of lap records held (live and archived sessions)",
+            s.memory.lap_bytes as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "memory_budget_bytes",
+            "The most frames and lap records may hold (--max-memory)",
+            s.memory.budget_bytes as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "over_budget",
+            "1 while frames fill --max-memory and new sessions are refused",
+            i64::from(s.memory.over_budget),
+        )?;
+        counter(
+            &mut encoder,
             "slow_consumer_drops",
             "Messages the client dropped because the processor fell behind",
             crate::client::connect::slow_consumer_drops(),

@@ -8,6 +8,7 @@ mod bad_input;
 mod bench;
 mod broker;
 mod browser;
+mod budgets;
 mod cluster;
 mod commands;
 mod contract;

@@ -101,3 +101,99 @@ async fn metrics_are_valid_prometheus_text_and_count_what_happened() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
 }
+
+/// The page's security headers, as a browser receives them: a CSP that allows
+/// the page's own scripts and styles and connections to exactly the broker's
+/// WebSocket origin, no referrer, no sniffing; assets are not sniffed either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_with_its_security_headers() {
+    let server = NatsServer::start_websocket();
+    let http = format!("127.0.0.1:{}", free_port());
+    let ws = server.ws_url();
+    let _processor = serve_binary(&server.url(), &["--http-addr", &http, "--ws-url", &ws]);
+    until_status(&http, "/healthz", 200).await;
+    let id = paddock::SessionId::new_v4();
+    for path in ["/".to_string(), format!("/session/{id}")] {
+        let (status, headers) = http_headers(&http, &path).await;
+        assert_eq!(status, 200, "{path}");
+        let csp = &headers["content-security-policy"];
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            &format!("connect-src 'self' {ws}"),
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {directive} not in {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+    }
+    let (status, headers) = http_headers(&http, "/assets/app.js").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+}
+
+/// Past `--max-memory` new sessions are refused with 503 `over_budget`, and the
+/// processor says so on `/readyz`, `/metrics` and `sessions.stats`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_its_memory_budget_the_processor_refuses_new_sessions_and_says_so() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let http = format!("127.0.0.1:{}", free_port());
+    // Two frames of 16 KiB reserved per session: room for about ten of them.
+    let _processor = serve_binary(
+        &url,
+        &[
+            "--http-addr",
+            &http,
+            "--max-memory",
+            "400KiB",
+            "--max-payload",
+            "16384",
+        ],
+    );
+    let client = connect(&url).await;
+    wait_for_processors(&client, 1).await;
+    until_status(&http, "/readyz", 200).await;
+    let frame = |n: usize| format!(r#"{{"lap": 1, "pad": "{}"}}"#, "x".repeat(16_000 + n));
+    let mut made = 0;
+    let refused = loop {
+        let answer = ask(&client, "sessions.create", "{}".into()).await;
+        if answer.code.is_some() {
+            break answer;
+        }
+        let id = answer.ok()["session_id"].as_str().unwrap().to_string();
+        for kind in ["setup", "telemetry"] {
+            client
+                .publish(format!("session.{id}.{kind}"), frame(made).into())
+                .await
+                .unwrap();
+        }
+        sync(&client).await;
+        made += 1;
+        assert!(made < 100, "never refused");
+    };
+    refused.expect_error(503);
+    assert!(
+        refused.reason.as_deref().unwrap().contains("memory budget"),
+        "{refused:?}"
+    );
+    assert!((8..=14).contains(&made), "{made} sessions fit");
+    let why = until_status(&http, "/readyz", 503).await;
+    assert!(why.contains("over its memory budget"), "{why}");
+    let stats = ask(&client, "sessions.stats", "{}".into()).await.ok();
+    assert_eq!(stats["memory"]["over_budget"], true, "{stats}");
+    assert_eq!(stats["rejected"]["over_budget"], 1, "{stats}");
+    assert!(
+        stats["memory"]["frame_bytes"].as_u64().unwrap() <= 400 * 1024,
+        "{stats}"
+    );
+    let (_, metrics) = http_get(&http, "/metrics").await.unwrap();
+    assert!(metrics.contains("paddock_over_budget 1"), "{metrics}");
+    assert!(
+        metrics.contains("paddock_memory_budget_bytes 409600"),
+        "{metrics}"
+    );
+}

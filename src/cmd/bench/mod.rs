@@ -790,7 +790,14 @@ async fn kv_puts(
 ) -> anyhow::Result<f64> {
     let js = async_nats::jetstream::new(client.clone());
     let bucket = "paddock_bench";
-    crate::server::store::open_bucket(&js, bucket, None, 1).await?;
+    let config = crate::server::store::BucketConfig {
+        name: bucket.to_string(),
+        max_age: None,
+        replicas: 1,
+        max_bytes: usize::MAX,
+        when_full: crate::server::store::Full::Refuse,
+    };
+    crate::server::store::open_bucket(&js, &config).await?;
     let subjects: Vec<Subject> = ids
         .iter()
         .map(|id| Subject::from(subjects::kv_key(bucket, id)))

@@ -77,6 +77,17 @@ impl Processor {
             // The memory fill creates its sessions with frames, on demand: unbounded.
             .args(["serve", "--nats-url", url, "--max-sessions", "1000000"])
             .args(["--on-demand-limit", "0", "--on-demand-share", "100"])
+            // The budgets' checks run on every frame as in production, but never
+            // refuse one: the bench drives sessions far past any sim's rate, and
+            // its buffer is the old count-only one so bursts compare with raw.
+            .args(["--max-frame-rate", "1000000000", "--max-lap-rate", "0"])
+            .args([
+                "--ingest-buffer-bytes",
+                "1024GiB",
+                "--max-memory",
+                "1024GiB",
+            ])
+            .args(["--kv-max-bytes", "1GiB"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

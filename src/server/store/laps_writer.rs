@@ -134,7 +134,18 @@ impl LapWriter {
                 if let Err(e) = self.client.publish(subject, record.to_json().into()).await {
                     tracing::warn!(session_id = %record.session_id, error = %e, "could not announce a lap");
                 }
-                let max = self.app.limits.max_laps as u64;
+                // As many as the session keeps in memory (its --max-laps and
+                // --max-lap-bytes): the lap that many before this one leaves the
+                // bucket too. (When a large record made the history drop several
+                // at once, the others leave with the retention or the bucket's
+                // max_bytes.)
+                let kept = self
+                    .app
+                    .sessions
+                    .laps_kept(record.session_id)
+                    .unwrap_or(self.app.limits.budgets.history.max_laps)
+                    as u64;
+                let max = kept.max(1);
                 if record.n > max {
                     let old = laps::key(&record.session_id, record.n - max);
                     if let Err(e) = self.bucket.purge(&old).await {

@@ -47,7 +47,7 @@ mod recovery;
 use laps_writer::{LapQueue, LapWriter};
 use peers::{Peers, follow_peers};
 use persister::{Outage, Persister};
-pub(crate) use recovery::open_bucket;
+pub(crate) use recovery::{BucketConfig, Full, open_bucket};
 use recovery::{load, read_archived};
 
 /// Writes waiting for the persister beyond this make the sender wait (backpressure
@@ -75,6 +75,8 @@ pub struct StoreConfig {
     pub archive_retention: Duration,
     /// JetStream replicas for both buckets (3 on a 3-node cluster).
     pub replicas: usize,
+    /// Bytes each bucket may hold (`--kv-max-bytes`, default `--max-memory`).
+    pub max_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -85,6 +87,7 @@ impl Default for StoreConfig {
             persist_interval: Duration::from_secs(1),
             archive_retention: Duration::from_secs(7 * 24 * 3600),
             replicas: 1,
+            max_bytes: crate::server::sessions::DEFAULT_MAX_MEMORY,
         }
     }
 }
@@ -171,9 +174,19 @@ impl Storage {
         // Opening, watching and loading are retried together: a cluster that lost a
         // node can refuse new consumers for a while (about a minute on NATS 2.9).
         let opened = retry_while_starting(client, || async {
-            let live = open_bucket(&js, &config.bucket, None, config.replicas).await?;
-            let archive = open_bucket(&js, &archive_name, retention, config.replicas).await?;
-            let laps = open_bucket(&js, &laps_name, retention, config.replicas).await?;
+            // The live bucket refuses writes when full (its sessions stay in memory
+            // and are retried); the archive and laps drop their oldest instead.
+            let bucket = |name: &str, max_age, when_full| BucketConfig {
+                name: name.to_string(),
+                max_age,
+                replicas: config.replicas,
+                max_bytes: config.max_bytes,
+                when_full,
+            };
+            let live = open_bucket(&js, &bucket(&config.bucket, None, Full::Refuse)).await?;
+            let archive =
+                open_bucket(&js, &bucket(&archive_name, retention, Full::DropOldest)).await?;
+            let laps = open_bucket(&js, &bucket(&laps_name, retention, Full::DropOldest)).await?;
             // Watch for other processors' writes from before the load on: whatever
             // changes after this point arrives on the watchers, so nothing falls
             // between the load and the watch.

@@ -13,45 +13,121 @@ use crate::server::sessions::{EndReason, Ended, Snapshot};
 
 use super::StoreError;
 
-/// Opens a KV bucket, creating its stream first if it does not exist.
-pub(crate) async fn open_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    max_age: Option<Duration>,
-    replicas: usize,
-) -> Result<kv::Store, StoreError> {
-    let fail = |reason: String| StoreError::Open {
-        bucket: bucket.to_string(),
-        reason,
-    };
-    let stream_name = subjects::kv_stream(bucket);
-    if js.get_stream(&stream_name).await.is_err() {
-        // The stream a KV bucket is made of, as async-nats's create_key_value would
-        // configure it (history 1, rollups for purges, direct gets).
-        let config = stream::Config {
-            name: stream_name.clone(),
-            description: Some(format!("paddock sessions ({bucket})")),
-            subjects: vec![subjects::kv_subjects(bucket)],
-            max_messages_per_subject: 1,
-            max_age: max_age.unwrap_or_default(),
-            storage: stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            ..Default::default()
-        };
-        match js.create_stream(config).await {
-            Ok(_) => tracing::info!(bucket, replicas, "created JetStream bucket"),
-            // Another processor created it in the meantime: use theirs.
-            Err(e) if js.get_stream(&stream_name).await.is_ok() => {
-                tracing::debug!(bucket, error = %e, "bucket created concurrently");
-            }
-            Err(e) => return Err(fail(e.to_string())),
+/// What a bucket does when it holds its `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// Writes are refused (JetStream's DiscardNew): for the live sessions, whose
+    /// every key is needed; the processor keeps them in memory and retries.
+    Refuse,
+    /// The oldest entries go (DiscardOld): for the archive and the laps.
+    DropOldest,
+}
+
+/// How a bucket is made.
+#[derive(Debug, Clone)]
+pub(crate) struct BucketConfig {
+    pub(crate) name: String,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) replicas: usize,
+    pub(crate) max_bytes: usize,
+    pub(crate) when_full: Full,
+}
+
+impl BucketConfig {
+    fn discard(&self) -> stream::DiscardPolicy {
+        match self.when_full {
+            Full::Refuse => stream::DiscardPolicy::New,
+            Full::DropOldest => stream::DiscardPolicy::Old,
         }
     }
-    js.get_key_value(bucket)
+
+    /// JetStream's `max_bytes`: -1 (no limit) for sizes beyond what it takes.
+    fn max_bytes(&self) -> i64 {
+        i64::try_from(self.max_bytes)
+            .ok()
+            .filter(|&b| b < i64::MAX)
+            .unwrap_or(-1)
+    }
+}
+
+/// Opens a KV bucket, creating its stream first if it does not exist. A bucket
+/// that exists with another size limit or policy when full (made by an older
+/// paddock, or with other flags) is updated to this one: both can be changed on
+/// a live stream (2.9 and later). A failed update is logged, and the bucket used
+/// as it is.
+pub(crate) async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &BucketConfig,
+) -> Result<kv::Store, StoreError> {
+    let name = bucket.name.as_str();
+    let fail = |reason: String| StoreError::Open {
+        bucket: name.to_string(),
+        reason,
+    };
+    let stream_name = subjects::kv_stream(name);
+    match js.get_stream(&stream_name).await {
+        Ok(mut existing) => {
+            let mut config = existing.cached_info().config.clone();
+            if config.max_bytes != bucket.max_bytes() || config.discard != bucket.discard() {
+                tracing::info!(
+                    bucket = name,
+                    from = config.max_bytes,
+                    to = bucket.max_bytes(),
+                    "updating the bucket's size limit"
+                );
+                config.max_bytes = bucket.max_bytes();
+                config.discard = bucket.discard();
+                if let Err(e) = js.update_stream(config).await {
+                    tracing::warn!(bucket = name, error = %e, "could not update the bucket's size limit; using it as it is");
+                }
+            }
+            let _ = existing.info().await;
+        }
+        Err(_) => {
+            // The stream a KV bucket is made of, as async-nats's create_key_value
+            // would configure it (history 1, rollups for purges, direct gets),
+            // with a size limit.
+            let config = stream::Config {
+                name: stream_name.clone(),
+                description: Some(format!("paddock sessions ({name})")),
+                subjects: vec![subjects::kv_subjects(name)],
+                max_messages_per_subject: 1,
+                max_age: bucket.max_age.unwrap_or_default(),
+                max_bytes: bucket.max_bytes(),
+                storage: stream::StorageType::File,
+                num_replicas: bucket.replicas.max(1),
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: bucket.discard(),
+                ..Default::default()
+            };
+            match js.create_stream(config).await {
+                Ok(_) => {
+                    tracing::info!(
+                        bucket = name,
+                        replicas = bucket.replicas,
+                        max_bytes = bucket.max_bytes,
+                        "created JetStream bucket"
+                    )
+                }
+                // Another processor created it in the meantime: use theirs.
+                Err(e) if js.get_stream(&stream_name).await.is_ok() => {
+                    tracing::debug!(bucket = name, error = %e, "bucket created concurrently");
+                }
+                Err(e) if e.to_string().contains("insufficient storage") => {
+                    return Err(fail(format!(
+                        "{e}: the broker's JetStream cannot set aside {} bytes for it \
+                         (--kv-max-bytes, default --max-memory); lower that, or give \
+                         JetStream more storage",
+                        bucket.max_bytes
+                    )));
+                }
+                Err(e) => return Err(fail(e.to_string())),
+            }
+        }
+    }
+    js.get_key_value(name)
         .await
         .map_err(|e| fail(e.to_string()))
 }

@@ -2,18 +2,49 @@
 
 use std::time::{Duration, Instant};
 
+/// A client that takes any status as an answer, and gives up after 5 s.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .new_agent()
+}
+
 /// `GET http://<addr><path>`: the status and body (a 503 is an answer, not an error).
 pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let url = format!("http://{addr}{path}");
     tokio::task::spawn_blocking(move || {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .new_agent();
+        let agent = agent();
         let mut response = agent.get(&url).call().ok()?;
         let status = response.status().as_u16();
         Some((status, response.body_mut().read_to_string().ok()?))
+    })
+    .await
+    .unwrap()
+}
+
+/// `GET http://<addr><path>`: the status and the response's headers, by
+/// lowercase name.
+pub async fn http_headers(
+    addr: &str,
+    path: &str,
+) -> (u16, std::collections::HashMap<String, String>) {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent = agent();
+        let response = agent.get(&url).call().expect("the page answers");
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        (response.status().as_u16(), headers)
     })
     .await
     .unwrap()

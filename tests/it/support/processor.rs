@@ -75,6 +75,13 @@ pub fn test_limits() -> Limits {
         // tests (bad_input.rs).
         creates_per_minute: 0,
         on_demand: paddock::server::sessions::OnDemand::UNLIMITED,
+        // Tests send frames and laps faster than any car; the budgets have
+        // their own tests (budgets.rs).
+        budgets: paddock::server::sessions::Budgets {
+            frame_rate: 0.0,
+            laps_per_minute: 0.0,
+            ..Default::default()
+        },
         ..Limits::default()
     }
 }

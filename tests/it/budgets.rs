@@ -1,0 +1,245 @@
+//! The budgets (docs/SECURITY.md, "What one credential holder can cost you"): a
+//! monitor that floods its session with large frames and a new lap in each, and
+//! many sessions doing the same under the rate, against `paddock serve
+//! --max-memory 96MiB`, beside an honest car at 20 Hz. The processor's resident
+//! memory and the buckets stay within the budget; the honest car stays on time.
+
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use serde_json::Value;
+
+use crate::support::*;
+
+/// The budget the processor runs with, and what it may grow by beyond it.
+const BUDGET: &str = "96MiB";
+const MIB: u64 = 1024 * 1024;
+
+/// A frame of about `size` bytes: its lap, a sequence number, padding.
+fn big_frame(lap: u64, seq: u64, size: usize) -> Vec<u8> {
+    let head = format!(r#"{{"lap": {lap}, "seq": {seq}, "fuel": 50.5, "pad": ""#);
+    let mut frame = head.into_bytes();
+    frame.resize(size - 2, b'x');
+    frame.extend_from_slice(b"\"}");
+    frame
+}
+
+/// The processor's resident memory, from /proc.
+fn rss(processor: &Running) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", processor.child.id()))
+        .expect("the processor runs");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Bytes the three buckets' streams hold.
+async fn bucket_bytes(client: &Client) -> u64 {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut total = 0;
+    for name in [
+        "KV_paddock_sessions",
+        "KV_paddock_sessions_archive",
+        "KV_paddock_sessions_laps",
+    ] {
+        if let Ok(mut stream) = js.get_stream(name).await {
+            total += stream.info().await.unwrap().state.bytes;
+        }
+    }
+    total
+}
+
+/// An honest car: a frame at 20 Hz with a sequence number, and a probe that
+/// reads its session every 250 ms and records how far behind the stored frame
+/// is (in frames) and how long the answer took. Runs until `stop`.
+async fn honest_car(
+    client: Client,
+    id: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Duration, u64) {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let publisher = {
+        let (client, id, sent, stop) = (client.clone(), id.clone(), sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            let mut seq = 0u64;
+            while !*stop.borrow() {
+                tick.tick().await;
+                seq += 1;
+                let frame = format!(
+                    r#"{{"lap": {}, "seq": {seq}, "fuel": 40.0}}"#,
+                    seq / 200 + 1
+                );
+                client
+                    .publish(format!("session.{id}.telemetry"), frame.into())
+                    .await
+                    .unwrap();
+                sent.store(seq, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let (mut worst_answer, mut worst_behind) = (Duration::ZERO, 0u64);
+    while !*stop.borrow() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let before = sent.load(std::sync::atomic::Ordering::Relaxed);
+        let asked = Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request("sessions.get", id_body(&id).into()),
+        )
+        .await;
+        let took = asked.elapsed();
+        if took > Duration::from_millis(300) {
+            eprintln!("slow sessions.get: {took:?}");
+        }
+        worst_answer = worst_answer.max(took);
+        let Ok(Ok(message)) = answer else {
+            worst_answer = Duration::from_secs(2);
+            continue;
+        };
+        let doc: Value = serde_json::from_slice(&message.payload).unwrap();
+        let seq = doc["telemetry"]["seq"].as_u64().unwrap_or(0);
+        worst_behind = worst_behind.max(before.saturating_sub(seq));
+    }
+    publisher.await.unwrap();
+    (worst_answer, worst_behind)
+}
+
+async fn stats(client: &Client) -> Value {
+    ask(client, "sessions.stats", "{}".into()).await.ok()
+}
+
+/// The hostile monitor: one session flooded with 60 KB frames, a new lap in
+/// each, as fast as the test can publish, for 8 s; then 60 sessions at once, 40
+/// such frames each under the rate. The processor's memory and the buckets stay
+/// within the budget (plus 48 MiB), the flood is refused and counted, the honest
+/// car is never more than a second behind, and the processor answers after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_monitor_costs_no_more_than_its_budgets() {
+    let server = NatsServer::start();
+    let url = server.url();
+    // The defaults of the rates, which the other tests turn off.
+    let processor = serve_binary(
+        &url,
+        &[
+            "--max-memory",
+            BUDGET,
+            "--max-frame-rate",
+            "100",
+            "--max-lap-rate",
+            "30",
+        ],
+    );
+    let client = connect(&url).await;
+    wait_for_processors(&client, 1).await;
+    let honest = create(&client).await;
+    let flooded = create(&client).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_start = rss(&processor);
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let car = tokio::spawn(honest_car(connect(&url).await, honest.clone(), stop));
+
+    // The flood, on a connection of its own.
+    let flooder = connect(&url).await;
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut sent = 0u64;
+    while Instant::now() < until {
+        for _ in 0..64 {
+            sent += 1;
+            flooder
+                .publish(
+                    format!("session.{flooded}.telemetry"),
+                    big_frame(sent, sent, 60 * 1024).into(),
+                )
+                .await
+                .unwrap();
+        }
+        flooder.flush().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_flood = rss(&processor);
+    let buckets = bucket_bytes(&client).await;
+    let s = stats(&client).await;
+    let refused = s["rejected"]["rate_limited"].as_u64().unwrap();
+    assert!(sent > 2_000, "the flood sent only {sent} frames");
+    assert!(refused > sent / 2, "{refused} of {sent} refused: {s}");
+    let doc = ask(&client, "sessions.get", id_body(&flooded)).await.ok();
+    assert!(
+        doc["stats"]["rate_limited_count"].as_u64().unwrap() > 0,
+        "{doc}"
+    );
+    assert!(
+        after_flood.saturating_sub(rss_start) < 48 * MIB,
+        "the flood grew the processor by {} MiB ({sent} frames)",
+        after_flood.saturating_sub(rss_start) / MIB
+    );
+    assert!(buckets < 48 * MIB, "buckets hold {} MiB", buckets / MIB);
+
+    eprintln!(
+        "flood: {sent} frames of 60 KB in 8 s, {refused} refused; processor +{} MiB, buckets {} MiB",
+        after_flood.saturating_sub(rss_start) / MIB,
+        buckets / MIB
+    );
+    // Sixty sessions at once, each under the rate: 40 frames of 60 KB in 1 s.
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(create(&client).await);
+    }
+    let started = Instant::now();
+    for k in 0..40u64 {
+        for id in &ids {
+            flooder
+                .publish(
+                    format!("session.{id}.telemetry"),
+                    big_frame(k + 1, k, 60 * 1024).into(),
+                )
+                .await
+                .unwrap();
+        }
+        flooder.flush().await.unwrap();
+        tokio::time::sleep_until((started + Duration::from_millis(25 * (k + 1))).into()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_tx.send(true).unwrap();
+    let (worst_answer, worst_behind) = car.await.unwrap();
+
+    let budget = 96 * MIB;
+    let rss_end = rss(&processor);
+    let buckets = bucket_bytes(&client).await;
+    let s = stats(&client).await;
+    assert!(
+        rss_end < budget + 48 * MIB,
+        "the processor holds {} MiB: {s}",
+        rss_end / MIB
+    );
+    assert!(
+        buckets < budget + 48 * MIB,
+        "buckets hold {} MiB",
+        buckets / MIB
+    );
+    let held =
+        s["memory"]["frame_bytes"].as_u64().unwrap() + s["memory"]["lap_bytes"].as_u64().unwrap();
+    assert!(held <= budget, "{s}");
+    eprintln!(
+        "then 60 sessions x 40 frames: processor {} MiB, buckets {} MiB, held {} bytes; \
+         honest car: slowest get {worst_answer:?}, at most {worst_behind} frames behind",
+        rss_end / MIB,
+        buckets / MIB,
+        held
+    );
+    assert!(
+        worst_answer < Duration::from_secs(1),
+        "a get took {worst_answer:?}"
+    );
+    assert!(
+        worst_behind <= 20,
+        "the honest car was {worst_behind} frames behind"
+    );
+    // Still answering, with the honest car's latest frame.
+    let doc = ask(&client, "sessions.get", id_body(&honest)).await.ok();
+    assert!(doc["telemetry"]["seq"].as_u64().unwrap() > 100, "{doc}");
+}
