@@ -164,18 +164,34 @@ impl SessionsClient {
     /// processor serves the page, or this connection may not ask (per-session
     /// credentials).
     pub async fn dashboard_url(&self) -> Option<String> {
+        self.service_metadata(subjects::DASHBOARD_URL_METADATA)
+            .await
+    }
+
+    /// Whether the processor issues per-session credentials (its discovery
+    /// metadata says); `None` when this connection may not ask, or no processor
+    /// answers.
+    pub async fn issues_credentials(&self) -> Option<bool> {
+        self.service_metadata(subjects::ISSUES_CREDENTIALS_METADATA)
+            .await
+            .map(|v| v == "true")
+    }
+
+    /// One key of a processor's `$SRV.INFO` metadata.
+    async fn service_metadata(&self, key: &str) -> Option<String> {
         #[derive(serde::Deserialize)]
         struct Info {
             #[serde(default)]
             metadata: std::collections::HashMap<String, String>,
         }
-        // Short: a link is a convenience, and must not hold up a monitor's start.
+        // Short: what it is asked for is a convenience, and must not hold up a
+        // monitor's start.
         let ask = self.request_as(subjects::SERVICE_INFO.to_string(), Bytes::new());
         let info: Info = tokio::time::timeout(Duration::from_secs(1), ask)
             .await
             .ok()?
             .ok()?;
-        info.metadata.get(subjects::DASHBOARD_URL_METADATA).cloned()
+        info.metadata.get(key).cloned()
     }
 
     /// Fresh credentials of one role (`Endpoint::RenewMonitor` or

@@ -25,11 +25,11 @@ pub enum AuthCommand {
         out: PathBuf,
         /// Replace an existing setup in DIR. A new operator invalidates every
         /// credential the old one issued, so this is refused without it.
-        #[arg(long)]
+        #[arg(long, env = "PADDOCK_AUTH_FORCE")]
         force: bool,
         /// Write the subject mappings that split sessions into N partitions into
         /// the account (for `paddock serve --partitions N --owns …`); 1: none.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::server::partitions::MAX_PARTITIONS)))]
+        #[arg(long, env = "PADDOCK_PARTITIONS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::server::partitions::MAX_PARTITIONS)))]
         partitions: u32,
     },
 }

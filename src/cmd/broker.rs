@@ -20,7 +20,7 @@ pub enum BrokerCommand {
     /// go with `paddock serve --partitions N --owns …`.
     Mappings {
         /// How many partitions (2 to 64).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(2..=i64::from(crate::server::partitions::MAX_PARTITIONS)))]
+        #[arg(long, env = "PADDOCK_PARTITIONS", value_parser = clap::value_parser!(u32).range(2..=i64::from(crate::server::partitions::MAX_PARTITIONS)))]
         partitions: u32,
     },
 }

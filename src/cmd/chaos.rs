@@ -49,26 +49,26 @@ pub struct ChaosArgs {
     #[arg(long, env = "PADDOCK_CHAOS_SEED")]
     pub seed: Option<u64>,
     /// Simulated monitors, one session each.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "PADDOCK_CHAOS_MONITORS", default_value_t = 100)]
     pub monitors: usize,
     /// Telemetry frames per second per monitor.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "PADDOCK_CHAOS_HZ", default_value_t = 20)]
     pub hz: u32,
     /// Dashboards following a session live.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "PADDOCK_CHAOS_DASHBOARDS", default_value_t = 4)]
     pub dashboards: usize,
     /// Mean time between faults.
-    #[arg(long, default_value = "30s", value_parser = parse_period)]
+    #[arg(long, env = "PADDOCK_CHAOS_FAULT_EVERY", default_value = "30s", value_parser = parse_period)]
     pub fault_every: Duration,
     /// Outside fault windows, `sessions.get` p99 must stay within this.
-    #[arg(long, default_value = "250ms", value_parser = parse_period)]
+    #[arg(long, env = "PADDOCK_CHAOS_GET_P99_BOUND", default_value = "250ms", value_parser = parse_period)]
     pub get_p99_bound: Duration,
     /// Outside fault windows, no dashboard may wait longer than this for a frame.
-    #[arg(long, default_value = "1s", value_parser = parse_period)]
+    #[arg(long, env = "PADDOCK_CHAOS_GAP_BOUND", default_value = "1s", value_parser = parse_period)]
     pub gap_bound: Duration,
     /// A processor's memory at the end may exceed its value after warm-up by at
     /// most this factor (plus 32 MiB of allocator slack).
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, env = "PADDOCK_CHAOS_RSS_MARGIN", default_value_t = 1.5)]
     pub rss_margin: f64,
     /// The processors' --max-memory. After every hostile-monitor fault each
     /// processor's resident memory must stay within it plus its client buffer (a

@@ -256,6 +256,12 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                 }
             }
             Some((id, reason)) = ended.recv() => {
+                // The processor's reason names the session and why already
+                // ("session <id> has ended (deleted); ask sessions.create …").
+                let reason = reason.split("; ").next().unwrap_or(&reason);
+                if reason.contains(&id) {
+                    bail!("{reason}: its frames are refused, so the monitor stops");
+                }
                 bail!("session {id} has ended ({reason}): its frames are refused, so the monitor stops");
             }
             Some(stopped) = renewal.recv() => {

@@ -39,6 +39,8 @@ pub enum SessionsCommand {
     /// credentials, they are written into --credentials-dir as
     /// <id>-monitor.creds and <id>-dashboard.creds.
     Create {
+        /// Where to save a new session's monitor and dashboard credentials, when
+        /// the processor issues them (`<id>-monitor.creds`, `<id>-dashboard.creds`).
         #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
         credentials_dir: PathBuf,
     },
@@ -52,10 +54,10 @@ pub enum SessionsCommand {
     Laps {
         session_id: String,
         /// Only laps numbered at least this.
-        #[arg(long)]
+        #[arg(long, env = "PADDOCK_FROM_LAP")]
         from_lap: Option<f64>,
         /// From the archive (a deleted or expired session).
-        #[arg(long)]
+        #[arg(long, env = "PADDOCK_ARCHIVED")]
         archived: bool,
     },
     /// Service-wide counters.
@@ -65,8 +67,10 @@ pub enum SessionsCommand {
     /// saved credentials ran out while it was stopped.
     Renew {
         session_id: String,
-        #[arg(long, value_enum)]
+        /// Whose credentials: the session's monitor or its dashboard.
+        #[arg(long, env = "PADDOCK_ROLE", value_enum)]
         role: RoleArg,
+        /// Where to write the renewed credentials file.
         #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
         credentials_dir: PathBuf,
     },
@@ -81,10 +85,11 @@ pub enum SessionsCommand {
         /// <--credentials-dir>/<id>-dashboard.creds, as `sessions create` wrote it).
         #[arg(long, env = "PADDOCK_DASHBOARD_CREDS")]
         dashboard_creds: Option<PathBuf>,
+        /// Where `sessions create` saved the session's credentials.
         #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
         credentials_dir: PathBuf,
         /// Print the link only, without the QR code.
-        #[arg(long)]
+        #[arg(long, env = "PADDOCK_NO_QR")]
         no_qr: bool,
     },
 }
@@ -193,15 +198,23 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                      --public-url), or this connection may not ask; pass --dashboard-url"
                 );
             };
-            let access = match client.renew(&id, Endpoint::RenewDashboard).await {
+            // Fresh credentials only where the processor issues them (its
+            // discovery metadata says; a per-session connection may not ask,
+            // and then tries): asked of one that does not, renewal is refused,
+            // and counted as a refused request.
+            let renewed = match client.issues_credentials().await {
+                Some(false) => None,
+                _ => Some(client.renew(&id, Endpoint::RenewDashboard).await),
+            };
+            let access = match renewed {
                 // Per-session mode: fresh dashboard credentials for the link.
-                Ok(renewed) => Some(renewed.creds),
-                Err(e @ crate::client::ClientError::Service { code: 404, .. }) => {
+                Some(Ok(renewed)) => Some(renewed.creds),
+                Some(Err(e @ crate::client::ClientError::Service { code: 404, .. })) => {
                     return Err(e.into());
                 }
                 // Open or team mode (the processor issues none), or this
                 // connection may not ask: the saved file, if there is one.
-                Err(_) => {
+                None | Some(Err(_)) => {
                     let path = dashboard_creds
                         .clone()
                         .unwrap_or_else(|| credentials_dir.join(format!("{id}-dashboard.creds")));

@@ -152,6 +152,11 @@ pub const SERVICE_INFO: &str = "$SRV.INFO.sessions";
 /// (`paddock serve --public-url`), for clients that print share links.
 pub const DASHBOARD_URL_METADATA: &str = "dashboard_url";
 
+/// The key of the service metadata that says whether the processor issues
+/// per-session credentials ("true" or "false"): clients ask for fresh ones
+/// (`sessions.renew.…`) only where they are issued.
+pub const ISSUES_CREDENTIALS_METADATA: &str = "issues_credentials";
+
 /// A session's dashboard link on the page served at `base`. With per-session
 /// credentials the link carries the dashboard's JWT and seed and the inbox
 /// prefix in its fragment, which browsers never send to the server.

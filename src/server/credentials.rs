@@ -266,10 +266,15 @@ impl OperatorSetup {
             (
                 "nats-server.conf",
                 "# A broker for paddock's per-session access: nats-server -c <this file>.\n\
-                 # Add listen, cluster and websocket settings here; paths in `include`\n\
+                 # Add cluster and websocket settings here; paths in `include`\n\
                  # are relative to this file.\n\
                  include ./nats-operator.conf\n\
-                 jetstream: enabled\n"
+                 jetstream: enabled\n\
+                 # Loopback only: the drivers' monitors and the engineers' dashboards on\n\
+                 # other machines cannot reach it. To open it to the network (a pit-wall\n\
+                 # laptop), set host to 0.0.0.0, with TLS off a LAN you trust\n\
+                 # (docs/SECURITY.md).\n\
+                 host: 127.0.0.1\n"
                     .to_string(),
             ),
             ("issuer.account", format!("{}\n", self.account.public_key())),

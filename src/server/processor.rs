@@ -230,6 +230,10 @@ impl Processor {
         if let Some(url) = dashboard_url {
             metadata.insert(subjects::DASHBOARD_URL_METADATA.to_string(), url);
         }
+        metadata.insert(
+            subjects::ISSUES_CREDENTIALS_METADATA.to_string(),
+            app.issuer.is_some().to_string(),
+        );
         if partitions.is_partitioned() {
             metadata.insert("partitions".into(), partitions.count().to_string());
             metadata.insert("owns".into(), partitions.describe_owned());

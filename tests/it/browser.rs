@@ -180,19 +180,27 @@ async fn the_page_follows_a_session_live_through_staleness_and_a_broker_restart(
         .wait_shown("#stale", false, Duration::from_secs(3))
         .await;
 
-    // The broker goes down and comes back: the page reconnects and re-joins by
-    // itself, and frames sent afterwards show.
+    // The broker goes down and comes back while the page is frozen (the
+    // browser stopped), and a frame is stored that the page never receives
+    // live: once it wakes, only the fresh snapshot of its re-join can show it.
+    browser.signal(libc::SIGSTOP);
     server.restart();
     wait_for_processors(&nc, 1).await;
+    publish(&nc, &id, "telemetry", frame(15, 43.0, now.clone())).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ask(&nc, "sessions.get", id_body(&id)).await.ok()["telemetry"]["lap"] != 15 {
+        assert!(Instant::now() < deadline, "lap 15 never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.signal(libc::SIGCONT);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        publish(&nc, &id, "telemetry", frame(15, 43.0, now.clone())).await;
         if browser.text("[data-f=lap]").await == "15" && browser.text("#link").await == "LIVE" {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the page did not recover after the broker restart: link {:?}, lap {:?}, problem {:?}",
+            "the page did not show the stored frame after the broker restart: link {:?}, lap {:?}, problem {:?}",
             browser.text("#link").await,
             browser.text("[data-f=lap]").await,
             browser.text("#problem").await

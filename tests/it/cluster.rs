@@ -86,7 +86,8 @@ async fn stored_state_catches_up_after_a_node_loss() {
         )
         .await
         .unwrap();
-    let a = serve_binary(&urls, &["--kv-replicas", "3"]);
+    let http = format!("127.0.0.1:{}", free_port());
+    let a = serve_binary(&urls, &["--kv-replicas", "3", "--http-addr", &http]);
     wait_for_processors(&client, 1).await;
     let ids = sessions_with_setups(&client, 20).await;
     stream(&client, &ids, 1..=50).await;
@@ -94,6 +95,25 @@ async fn stored_state_catches_up_after_a_node_loss() {
     cluster.nodes[leader].kill();
     stream(&client, &ids, 51..=120).await;
     sync(&client).await;
+    // The write-behind met the leaderless stream: refused writes, counted (what
+    // this test is about; without them the retry path would not have run).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = http_get(&http, "/metrics").await.expect("metrics");
+        let failures: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("paddock_storage_write_failures_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        if failures > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no storage write was refused while the stream had no leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A fresh processor started after the survivor stops recovers every session
     // with its final frame. The lost node comes back first, as an operator would bring it back: a
     // cluster missing a node refuses new consumers for about a minute (NATS 2.9),

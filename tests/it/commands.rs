@@ -664,3 +664,25 @@ async fn watch_without_a_terminal_says_to_use_plain_and_a_closed_pipe_ends_it_qu
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// In open mode `sessions share` prints the plain link and costs the processor
+/// nothing it would count as a refusal: it asks for credentials only where the
+/// processor's discovery says it issues them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_in_open_mode_is_not_a_refused_request() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let http = format!("127.0.0.1:{}", free_port());
+    let _processor = serve_binary(&url, &["--http-addr", &http]);
+    let client = connect(&url).await;
+    wait_for_processors(&client, 1).await;
+    let id = create(&client).await;
+    for _ in 0..2 {
+        let (code, out, err) =
+            run_paddock(&["sessions", "share", &id, "--no-qr", "--nats-url", &url]).await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), format!("http://{http}/session/{id}"));
+    }
+    let stats = ask(&client, "sessions.stats", "{}".into()).await.ok();
+    assert_eq!(stats["rejected_total"], 0, "{stats}");
+}

@@ -265,3 +265,32 @@ async fn a_session_found_both_live_and_archived_comes_back_ended() {
     assert_eq!(list["count"], 0, "{list}");
     assert_eq!(processor.stop("-TERM"), 0);
 }
+
+/// `/readyz` says when storage refuses writes, and recovers by itself: the live
+/// bucket's stream is removed under a running processor (its flush is refused),
+/// then put back (the kept change lands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_while_storage_refuses_writes() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let http = format!("127.0.0.1:{}", free_port());
+    let processor = serve_binary(&url, &["--http-addr", &http]);
+    let client = client_for(&url).await;
+    let id = create(&client).await;
+    until_status(&http, "/readyz", 200).await;
+
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = "KV_paddock_sessions";
+    let config = stream_info(&client, stream).await.config;
+    js.delete_stream(stream).await.unwrap();
+    client
+        .publish(format!("session.{id}.telemetry"), frame(2).into())
+        .await
+        .unwrap();
+    let why = until_status(&http, "/readyz", 503).await;
+    assert!(why.contains("storage refuses writes"), "{why}");
+
+    js.create_stream(config).await.unwrap();
+    assert_eq!(until_status(&http, "/readyz", 200).await, "ready\n");
+    assert_eq!(processor.stop("-TERM"), 0);
+}

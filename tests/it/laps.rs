@@ -337,3 +337,90 @@ async fn paddock_sessions_laps_prints_the_history() {
     assert_eq!(code, 1);
     assert!(stderr.contains("(error 404)"), "{stderr}");
 }
+
+/// The lap keys a session has in the laps bucket, by number.
+async fn stored_laps(client: &async_nats::Client, id: &str) -> Vec<u64> {
+    let js = async_nats::jetstream::new(client.clone());
+    let kv = js.get_key_value("paddock_sessions_laps").await.unwrap();
+    let mut keys = kv.keys().await.unwrap();
+    let mut numbers = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.unwrap();
+        if let Some(n) = key.strip_prefix(&format!("{id}.")) {
+            numbers.push(n.parse().unwrap());
+        }
+    }
+    numbers.sort();
+    numbers
+}
+
+/// Past `--max-laps` the oldest laps leave memory and the laps bucket alike, so
+/// a restarted processor brings back what was served, not more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laps_beyond_max_laps_leave_the_bucket_too() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let processor = serve_binary(&url, &["--max-laps", "3"]);
+    let client = connect(&url).await;
+    wait_for_processors(&client, 1).await;
+    let id = create(&client).await;
+    drive(&client, &id, 1..=8, 2).await;
+    let served: Vec<u64> = laps_of(&client, &id).await["laps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["lap"].as_u64().unwrap())
+        .collect();
+    assert_eq!(served, [5, 6, 7]);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let stored = stored_laps(&client, &id).await;
+        if stored == [5, 6, 7] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bucket holds laps {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(processor.stop("-TERM"), 0);
+}
+
+/// `--lap-field` with a nested pointer completes laps on that field, and with
+/// `none` keeps no lap history at all, end to end through the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lap_field_may_be_nested_or_none() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let nested = serve_binary(&url, &["--lap-field", "/timing/lap"]);
+    let client = connect(&url).await;
+    wait_for_processors(&client, 1).await;
+    let id = create(&client).await;
+    for (lap, top) in [(1, 9), (1, 8), (2, 7), (3, 7)] {
+        // A top-level `lap` that changes on its own is not the lap field here.
+        let frame = json!({"lap": top, "timing": {"lap": lap, "sector": 2}});
+        client
+            .publish(format!("session.{id}.telemetry"), frame.to_string().into())
+            .await
+            .unwrap();
+    }
+    sync(&client).await;
+    let laps = laps_of(&client, &id).await;
+    assert_eq!(laps["count"], 2, "{laps}");
+    assert_eq!(laps["laps"][0]["lap"], 1);
+    assert_eq!(laps["laps"][1]["lap"], 2);
+    assert_eq!(laps["laps"][1]["next_frame"]["timing"]["lap"], 3);
+    assert_eq!(nested.stop("-TERM"), 0);
+
+    let none = serve_binary(&url, &["--lap-field", "none"]);
+    wait_for_processors(&client, 1).await;
+    let id = create(&client).await;
+    drive(&client, &id, 1..=4, 2).await;
+    let doc = ask(&client, "sessions.get", id_body(&id)).await.ok();
+    assert_eq!(doc["stats"]["laps_completed"], 0, "{doc}");
+    assert_eq!(doc["stats"]["current_lap"], Value::Null, "{doc}");
+    assert_eq!(laps_of(&client, &id).await["count"], 0);
+    assert_eq!(stored_laps(&client, &id).await, Vec::<u64>::new());
+    assert_eq!(none.stop("-TERM"), 0);
+}

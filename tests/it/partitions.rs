@@ -139,9 +139,18 @@ async fn four_processors_own_a_partition_each_and_answer_for_all() {
             assert_eq!(doc["setup"], serde_json::json!({"car": n}), "{id}");
             assert_eq!(doc["telemetry"]["lap"], 5, "{id}");
         }
-        ask(&client, &format!("sessions.laps.{id}"), String::new())
+        // Laps 1-4 completed (lap 5 is running), whichever processor answers.
+        let laps = ask(&client, &format!("sessions.laps.{id}"), String::new())
             .await
             .ok();
+        assert_eq!(laps["count"], 4, "{id}: {laps}");
+        let numbers: Vec<u64> = laps["laps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["lap"].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers, [1, 2, 3, 4], "{id}");
     }
     let unknown = SessionId::new_v4().to_string();
     ask(&client, "sessions.get", id_body(&unknown))
@@ -271,8 +280,19 @@ async fn in_operator_mode_the_account_partitions_and_session_credentials_still_w
     let ops = connect_with_creds(&url, path("ops.creds"), "_INBOX_ops").await;
     wait_for_processors(&ops, 2).await;
 
-    for n in 0..6 {
+    // Three sessions in each partition: ids are random, so six in a row would
+    // all land in one partition about one run in 32; keep creating until each
+    // partition has three (the others are deleted).
+    let mut per_partition = [0usize; 2];
+    let mut n = 0;
+    while n < 6 {
         let (id, _) = create_with_creator(&url, &dir).await;
+        let p = subjects::partition(&SessionId::parse(&id).unwrap(), 2) as usize;
+        if per_partition[p] == 3 {
+            ask(&ops, "sessions.delete", id_body(&id)).await.ok();
+            continue;
+        }
+        per_partition[p] += 1;
         let inbox = format!("_INBOX_{id}");
         let with =
             |role: &str| connect_with_creds(&url, path(&format!("{id}-{role}.creds")), &inbox);
@@ -294,6 +314,7 @@ async fn in_operator_mode_the_account_partitions_and_session_credentials_still_w
         )
         .ok();
         assert_eq!(doc["setup"]["car"], n, "{doc}");
+        n += 1;
     }
     let list = ask(&ops, "sessions.list", String::new()).await.ok();
     assert_eq!(list["total"], 6, "{list}");

@@ -218,21 +218,28 @@ async fn a_monitor_in_its_role_stops_when_its_session_is_deleted() {
     let processor = serve_as_processor(&url);
     let (ops, _) = client_as(&url, "ops").await;
     wait_for_processors(&ops, 1).await;
-    let monitor = Running::spawn(&[
-        "monitor",
-        "--nats-url",
-        &url,
-        "--user",
-        "monitor",
-        "--password",
-        password("monitor"),
-        "--inbox-prefix",
-        "_INBOX_monitor",
-        "--hz",
-        "20",
-        "--check-every",
-        "300ms",
-    ]);
+    let stderr = fresh_dir("monitor-in-role").join("stderr");
+    let child = paddock()
+        .args([
+            "monitor",
+            "--nats-url",
+            &url,
+            "--user",
+            "monitor",
+            "--password",
+            password("monitor"),
+            "--inbox-prefix",
+            "_INBOX_monitor",
+            "--hz",
+            "20",
+            "--check-every",
+            "300ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let monitor = Running::from_child(child);
     let id = monitor.line().strip_prefix("session ").unwrap().to_string();
     ask(&ops, "sessions.delete", id_body(&id)).await.ok();
     let started = std::time::Instant::now();
@@ -248,6 +255,14 @@ async fn a_monitor_in_its_role_stops_when_its_session_is_deleted() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(code, Some(1));
+    // Said once, naming the session, the end, and why the monitor stops.
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(said.matches("has ended").count(), 1, "{said}");
+    assert!(
+        said.contains(&format!("session {id} has ended (deleted)")),
+        "{said}"
+    );
+    assert!(said.contains("the monitor stops"), "{said}");
     assert_eq!(processor.stop("-TERM"), 0);
 }
 

@@ -120,6 +120,15 @@ impl Browser {
         browser
     }
 
+    /// Sends `signal` to the browser and its driver (their process group):
+    /// SIGSTOP freezes the page as a laptop's lid would, SIGCONT wakes it.
+    pub fn signal(&self, signal: i32) {
+        let group = self._driver.0.id() as i32;
+        // SAFETY: kill(2) on a process group this test created.
+        let done = unsafe { libc::kill(-group, signal) };
+        assert_eq!(done, 0, "cannot signal the browser");
+    }
+
     /// Makes the page's viewport `size` (the window's outer size is larger).
     pub async fn resize(&self, size: (u32, u32)) {
         self.client
