@@ -302,6 +302,10 @@ pub struct Stats {
     pub laps_dropped: u64,
     #[serde(default)]
     pub laps_trimmed: u64,
+    /// Laps dropped from the lap writer's queue before they were stored (the
+    /// queue is bounded: storage refused writes for long); kept in memory.
+    #[serde(default)]
+    pub laps_unstored: u64,
     /// What the budgets count (docs/SECURITY.md): bytes of frames and lap
     /// records held, and the most they may be (`--max-memory`).
     #[serde(default)]

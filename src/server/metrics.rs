@@ -53,6 +53,9 @@ pub struct Metrics {
     pub laps_completed: AtomicU64,
     /// Laps completed faster than `--max-lap-rate`, whose records were not kept.
     pub laps_dropped: AtomicU64,
+    /// Laps dropped from the lap writer's queue (full: storage down for long)
+    /// before they were stored; they stay in memory.
+    pub laps_unstored: AtomicU64,
     /// Rejected input by reason, indexed like [`REJECTION_REASONS`].
     rejected: [AtomicU64; REJECTION_REASONS.len()],
     /// Rate limiter for the rejection warning: when it was last logged, and how many
@@ -101,6 +104,7 @@ impl Default for Metrics {
             setup_frames: AtomicU64::new(0),
             laps_completed: AtomicU64::new(0),
             laps_dropped: AtomicU64::new(0),
+            laps_unstored: AtomicU64::new(0),
             rejected: Default::default(),
             reject_log: Mutex::new((None, 0)),
             requests: Family::default(),
@@ -206,6 +210,7 @@ impl Metrics {
             laps_completed: self.laps_completed.load(Relaxed),
             lap_records,
             laps_dropped: self.laps_dropped.load(Relaxed),
+            laps_unstored: self.laps_unstored.load(Relaxed),
             laps_trimmed: load.held.laps_trimmed,
             memory: crate::protocol::documents::MemoryStats {
                 frame_bytes: load.held.frames,

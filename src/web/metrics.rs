@@ -160,6 +160,12 @@ impl Collector for Counters {
             "Lap records dropped oldest first to stay within --max-memory",
             s.laps_trimmed,
         )?;
+        counter(
+            &mut encoder,
+            "laps_unstored",
+            "Laps dropped from the full lap writer's queue before they were stored",
+            s.laps_unstored,
+        )?;
         gauge(
             &mut encoder,
             "memory_frame_bytes",

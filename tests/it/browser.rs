@@ -486,3 +486,50 @@ async fn latency_publish_to_visible() {
     );
     browser.close().await;
 }
+
+/// The page draws at most four times a second, whatever the frame rate (the
+/// README's promise; a phone at 60 Hz must not redraw 60 times): frames at 50 Hz
+/// for 3 s change the shown speed at most 14 times in 3.3 s, and at least 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_draws_at_most_four_times_a_second() {
+    let stack = Stack::start().await;
+    let (http, nc, id) = (stack.http, stack.nc, stack.id);
+    publish(&nc, &id, "telemetry", frame(1, 60.0, json!({"speed": 1.0}))).await;
+    let browser = Browser::start(PHONE).await;
+    browser.open(&format!("http://{http}/session/{id}")).await;
+    browser
+        .wait_text("[data-f=speed]", "joined", |t| t == "1 km/h")
+        .await;
+    browser
+        .eval(
+            "window.__draws = 0; const el = document.querySelector('[data-f=speed]'); \
+             new MutationObserver(() => window.__draws++) \
+               .observe(el, {childList: true, characterData: true, subtree: true}); return true",
+        )
+        .await;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for i in 0..150u64 {
+        tick.tick().await;
+        let frame = frame(1, 60.0, json!({"speed": 100 + i}));
+        nc.publish(format!("session.{id}.telemetry"), frame.into())
+            .await
+            .unwrap();
+    }
+    nc.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let draws = browser
+        .eval("return window.__draws")
+        .await
+        .as_u64()
+        .unwrap();
+    assert!(
+        (6..=14).contains(&draws),
+        "{draws} draws in 3.3 s of 50 Hz frames"
+    );
+    assert_eq!(
+        browser.text("[data-f=speed]").await,
+        "249 km/h",
+        "the latest frame"
+    );
+    browser.close().await;
+}

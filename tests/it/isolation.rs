@@ -452,3 +452,60 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// `paddock watch` with a session's dashboard credentials renews them itself
+/// (and saves them) while the session lives: past three lifetimes of the
+/// credentials it still follows the monitor's frames live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_renews_its_own_credentials_past_their_lifetime() {
+    const TTL_S: u64 = 4;
+    let dir = fresh_dir("watch-ttl");
+    let out = dir.to_str().unwrap().to_string();
+    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let server = NatsServer::start_with(&["-c", dir.join("nats-server.conf").to_str().unwrap()]);
+    let url = server.url();
+    let _processor = serve_issuing(&url, &dir, &["--credentials-ttl", &format!("{TTL_S}s")]);
+    let _ops = ops_client(&url, &dir).await;
+    let (id, _) = create_with_creator(&url, &dir).await;
+    let file = |role: &str| dir.join(format!("{id}-{role}.creds"));
+    let inbox = format!("_INBOX_{id}");
+    let issued = std::fs::read_to_string(file("dashboard")).unwrap();
+    let with_creds = |role: &str| {
+        vec![
+            "--nats-url".to_string(),
+            url.clone(),
+            "--creds".into(),
+            file(role).to_str().unwrap().to_string(),
+            "--inbox-prefix".into(),
+            inbox.clone(),
+        ]
+    };
+    let _monitor = KillOnDrop(
+        paddock()
+            .args(["monitor", "--session", &id, "--hz", "10", "--progress", "0"])
+            .args(with_creds("monitor"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut args = vec!["watch".to_string(), id.clone(), "--plain".into()];
+    args.extend(with_creds("dashboard"));
+    let watch = Running::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_secs(3 * TTL_S)).await;
+    // The lines of the last two seconds: live, a frame under a second old.
+    let _ = watch.lines_for(Duration::from_millis(10));
+    let recent = watch.lines_for(Duration::from_secs(2));
+    assert!(!recent.is_empty(), "watch printed nothing");
+    for line in &recent {
+        assert!(
+            line.starts_with("lap") && line.contains("| frame 0."),
+            "after {}s: {line} ({recent:?})",
+            3 * TTL_S
+        );
+    }
+    let renewed = std::fs::read_to_string(file("dashboard")).unwrap();
+    assert_ne!(renewed, issued, "watch saved its renewed credentials");
+    assert_eq!(watch.stop("-INT"), 0);
+}

@@ -17,43 +17,104 @@ use super::persister::Outage;
 
 /// Laps waiting to be stored: filled by the ingest loop without waiting, drained
 /// by the [`LapWriter`].
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct LapQueue {
-    pub(super) pending: Arc<std::sync::Mutex<std::collections::VecDeque<Arc<LapRecord>>>>,
+    pending: Arc<std::sync::Mutex<Pending>>,
     pub(super) wake: Arc<tokio::sync::Notify>,
+    /// Where dropped laps are counted (`laps_unstored`).
+    app: Arc<App>,
 }
 
-/// Laps queued beyond this (storage down for long, or a monitor that changes its
-/// lap value in every frame) are dropped oldest first, counted and logged: memory
-/// stays bounded, and the laps stay in memory for `sessions.laps` meanwhile.
+/// The queue and the bytes of its records ([`LapRecord::bytes`]).
+#[derive(Default)]
+struct Pending {
+    laps: std::collections::VecDeque<Arc<LapRecord>>,
+    bytes: usize,
+}
+
+/// Laps queued beyond this many, or these many bytes (storage down for long, or
+/// a monitor that changes its lap value in every frame) are dropped oldest first,
+/// counted (`laps_unstored` in sessions.stats, /metrics) and logged: memory stays
+/// bounded, and the laps stay in memory for `sessions.laps` meanwhile. A record is
+/// at most two 8 KiB edge frames (laps::LAP_FRAME_MAX), so the bytes bind first
+/// only for large records: about 4,000 of them.
 const LAP_QUEUE_MAX: usize = 100_000;
+const LAP_QUEUE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Laps stored at once.
 const LAPS_IN_FLIGHT: usize = 64;
 
+impl Pending {
+    fn push_back(&mut self, record: Arc<LapRecord>) {
+        self.bytes += record.bytes();
+        self.laps.push_back(record);
+    }
+
+    fn push_front(&mut self, record: Arc<LapRecord>) {
+        self.bytes += record.bytes();
+        self.laps.push_front(record);
+    }
+
+    /// Drops the oldest while over either bound; returns how many and the last.
+    fn shed(&mut self) -> (u64, Option<Arc<LapRecord>>) {
+        let (mut n, mut last) = (0, None);
+        while self.laps.len() > LAP_QUEUE_MAX || self.bytes > LAP_QUEUE_MAX_BYTES {
+            let Some(lost) = self.laps.pop_front() else {
+                break;
+            };
+            self.bytes -= lost.bytes();
+            n += 1;
+            last = Some(lost);
+        }
+        (n, last)
+    }
+}
+
 impl LapQueue {
+    pub(super) fn new(app: Arc<App>) -> Self {
+        LapQueue {
+            pending: Default::default(),
+            wake: Default::default(),
+            app,
+        }
+    }
+
     pub(super) fn push(&self, record: Arc<LapRecord>) {
-        let dropped = {
+        let (dropped, last) = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             pending.push_back(record);
-            (pending.len() > LAP_QUEUE_MAX).then(|| pending.pop_front())
+            pending.shed()
         };
-        if let Some(Some(lost)) = dropped {
-            tracing::warn!(session_id = %lost.session_id, n = lost.n, "lap queue full: an unstored lap is dropped from it");
-        }
+        self.count_dropped(dropped, last);
         self.wake.notify_one();
+    }
+
+    fn count_dropped(&self, dropped: u64, last: Option<Arc<LapRecord>>) {
+        if let Some(lost) = last {
+            self.app
+                .metrics
+                .laps_unstored
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(session_id = %lost.session_id, n = lost.n, dropped, "lap queue full: unstored laps dropped from it");
+        }
     }
 
     fn take(&self) -> Vec<Arc<LapRecord>> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.drain(..).collect()
+        pending.bytes = 0;
+        pending.laps.drain(..).collect()
     }
 
-    /// Puts back laps whose write failed, ahead of newer ones.
+    /// Puts back laps whose write failed, ahead of newer ones (within the bounds:
+    /// the oldest go first).
     fn retry(&self, failed: Vec<Arc<LapRecord>>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for record in failed.into_iter().rev() {
-            pending.push_front(record);
-        }
+        let (dropped, last) = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for record in failed.into_iter().rev() {
+                pending.push_front(record);
+            }
+            pending.shed()
+        };
+        self.count_dropped(dropped, last);
     }
 }
 
@@ -164,5 +225,43 @@ impl LapWriter {
             }
             Err(e) => Err(StoreError::write(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_drops_the_oldest() {
+        let id = SessionId::new_v4();
+        let frame = bytes::Bytes::from(vec![b' '; 8 * 1024]);
+        let record = |n| {
+            Arc::new(LapRecord {
+                session_id: id,
+                n,
+                lap: bytes::Bytes::from_static(b"1"),
+                started_at: chrono::Utc::now(),
+                ended_at: chrono::Utc::now(),
+                frames: 1,
+                last_frame: frame.clone(),
+                next_frame: frame.clone(),
+            })
+        };
+        let mut pending = Pending::default();
+        let mut dropped = 0;
+        for n in 1..=10_000 {
+            pending.push_back(record(n));
+            dropped += pending.shed().0;
+        }
+        assert!(pending.bytes <= LAP_QUEUE_MAX_BYTES);
+        assert_eq!(
+            pending.bytes,
+            pending.laps.iter().map(|r| r.bytes()).sum::<usize>()
+        );
+        assert_eq!(dropped as usize + pending.laps.len(), 10_000);
+        // The newest stay.
+        assert_eq!(pending.laps.back().unwrap().n, 10_000);
+        assert_eq!(pending.laps.front().unwrap().n, dropped + 1);
     }
 }

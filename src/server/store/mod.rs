@@ -274,7 +274,7 @@ impl Storage {
             outage: Outage::default(),
         };
         tokio::spawn(persister.run(rx, config.persist_interval));
-        let lap_queue = LapQueue::default();
+        let lap_queue = LapQueue::new(Arc::clone(app));
         let writer = LapWriter {
             bucket: laps,
             client: client.clone(),
