@@ -362,6 +362,9 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
         "--progress",
         "0",
     ]);
+    let qr_before = browser
+        .eval("return document.getElementById('qr').toDataURL()")
+        .await;
     tokio::time::sleep(Duration::from_secs(2 * ttl)).await;
     let race_time = browser.text("[data-f=session_time]").await;
     browser
@@ -375,6 +378,15 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
         now_fragment.as_str().unwrap(),
         format!("#{}", fresh.split_once('#').unwrap().1),
         "the page put its renewed credentials in its own link"
+    );
+    // And its QR code is of the renewed link: a phone that scans it later gets
+    // credentials that still work.
+    let qr_after = browser
+        .eval("return document.getElementById('qr').toDataURL()")
+        .await;
+    assert_ne!(
+        qr_after, qr_before,
+        "the QR code still shows the first link"
     );
 
     // The first link, never kept open, has run out: the page says so. (From
