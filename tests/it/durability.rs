@@ -290,7 +290,41 @@ async fn readiness_says_while_storage_refuses_writes() {
     let why = until_status(&http, "/readyz", 503).await;
     assert!(why.contains("storage refuses writes"), "{why}");
 
-    js.create_stream(config).await.unwrap();
+    js.create_stream(config.clone()).await.unwrap();
     assert_eq!(until_status(&http, "/readyz", 200).await, "ready\n");
-    assert_eq!(processor.stop("-TERM"), 0);
+
+    // Shutting down: SIGTERM while storage refuses again, so the final flush
+    // keeps retrying (up to 15 s) and the stop is slow enough to be seen.
+    js.delete_stream(stream).await.unwrap();
+    client
+        .publish(format!("session.{id}.telemetry"), frame(3).into())
+        .await
+        .unwrap();
+    until_status(&http, "/readyz", 503).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &processor.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let why = until_status_saying(&http, "shutting down").await;
+    assert!(why.starts_with("not ready"), "{why}");
+    js.create_stream(config).await.unwrap();
+    assert_eq!(processor.exit_code(), 0);
+}
+
+/// Polls `/readyz` until its answer says `what`; returns it.
+async fn until_status_saying(http: &str, what: &str) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some((_, body)) = http_get(http, "/readyz").await
+            && body.contains(what)
+        {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never said {what:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
