@@ -29,6 +29,10 @@ pub enum ServiceError {
     /// Storage could not record the change, so it is not acknowledged.
     #[error("{0}; retry shortly")]
     Unavailable(String),
+    /// With partitions: the partition the request needs has no processor that
+    /// answers (none owns it, or its owner did not answer in time).
+    #[error("{0}; retry shortly")]
+    PartitionUnavailable(String),
     /// This client asked for too much of something in the last minute.
     #[error("too many {what} by this client; retry in {:.1} s", retry_after.as_secs_f64())]
     RateLimited {
@@ -51,7 +55,7 @@ impl ServiceError {
             ServiceError::Session(SessionError::OnDemandLimited { .. }) => 429,
             ServiceError::Session(SessionError::FrameRate { .. }) => 429,
             ServiceError::Session(SessionError::OverBudget { .. }) => 503,
-            ServiceError::Unavailable(_) => 503,
+            ServiceError::Unavailable(_) | ServiceError::PartitionUnavailable(_) => 503,
             ServiceError::RateLimited { .. } => 429,
         }
     }
@@ -64,6 +68,7 @@ impl ServiceError {
             ServiceError::Id(_) => "malformed_id",
             ServiceError::Session(e) => e.reason(),
             ServiceError::Unavailable(_) => "storage_unavailable",
+            ServiceError::PartitionUnavailable(_) => "partition_unavailable",
             ServiceError::RateLimited { .. } => "rate_limited",
         }
     }

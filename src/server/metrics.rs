@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 /// Every reason input can be rejected for, as counted. The labels match
 /// `PayloadError::reason`, `SessionError::reason` and `ServiceError::reason`.
-pub const REJECTION_REASONS: [&str; 14] = [
+pub const REJECTION_REASONS: [&str; 15] = [
     "empty",
     "too_large",
     "invalid_utf8",
@@ -31,6 +31,7 @@ pub const REJECTION_REASONS: [&str; 14] = [
     "rate_limited",
     "over_budget",
     "storage_unavailable",
+    "partition_unavailable",
 ];
 
 /// How often at most a warning about rejected input is logged. A flood of bad frames

@@ -156,7 +156,7 @@ pub async fn forward(
                 async_nats::RequestErrorKind::TimedOut => "its processor did not answer".into(),
                 _ => e.to_string(),
             };
-            ServiceError::Unavailable(format!("partition {partition}: {why}"))
+            ServiceError::PartitionUnavailable(format!("partition {partition}: {why}"))
         })
 }
 
@@ -171,7 +171,7 @@ async fn ask<T: DeserializeOwned>(
 ) -> Result<T, ServiceError> {
     let reply = forward(client, partition, endpoint, body).await?;
     let unavailable =
-        |why: String| ServiceError::Unavailable(format!("partition {partition} {why}"));
+        |why: String| ServiceError::PartitionUnavailable(format!("partition {partition} {why}"));
     if let Some(code) = reply
         .headers
         .as_ref()

@@ -686,3 +686,17 @@ async fn sharing_in_open_mode_is_not_a_refused_request() {
     let stats = ask(&client, "sessions.stats", "{}".into()).await.ok();
     assert_eq!(stats["rejected_total"], 0, "{stats}");
 }
+
+/// `watch` beside a broker that answers but no processor says that no processor
+/// answers, not that the broker is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_with_a_broker_and_no_processor_says_no_processor_answers() {
+    let server = NatsServer::start();
+    let id = paddock::SessionId::new_v4().to_string();
+    let watch = Running::spawn(&["watch", &id, "--plain", "--nats-url", &server.url()]);
+    let lines = watch.lines_for(Duration::from_secs(4));
+    let said = lines.join("\n");
+    assert!(said.contains("no paddock processor is answering"), "{said}");
+    assert!(!said.contains("unreachable"), "{said}");
+    assert_eq!(watch.stop("-INT"), 0);
+}

@@ -240,6 +240,8 @@ async fn four_processors_own_a_partition_each_and_answer_for_all() {
         list.reason.as_deref().unwrap_or("").contains("partition 3"),
         "{list:?}"
     );
+    // Its own label: a program reading `reason` must not take it for storage.
+    assert_eq!(list.body["reason"], "partition_unavailable", "{list:?}");
     let orphan = ids.iter().find(|id| partition_of(id) == 3).unwrap();
     ask(&client, "sessions.get", id_body(orphan))
         .await

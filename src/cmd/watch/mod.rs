@@ -169,8 +169,9 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                         state.problem = Some(format!("{reason}; waiting for it to appear"));
                         Some(tokio::time::Instant::now() + SNAPSHOT_RETRY)
                     }
-                    // With the link down the broker, not a processor, is missing.
-                    Err(_) if state.link != ViewLink::Live => {
+                    // With the connection down the broker, not a processor, is
+                    // missing (connected, the error says no processor answers).
+                    Err(_) if nats.connection_state() != async_nats::connection::State::Connected => {
                         state.problem = Some(format!("the broker at {url} is unreachable; reconnecting"));
                         Some(tokio::time::Instant::now() + SNAPSHOT_RETRY)
                     }
