@@ -147,6 +147,10 @@ fn observed(
                         tracing::info!("connected to NATS");
                         Some(Link::Up)
                     }
+                    Event::Disconnected if BROKER_STOPPING.load(std::sync::atomic::Ordering::Relaxed) => {
+                        tracing::debug!("disconnected from NATS: the broker is being stopped");
+                        Some(Link::Down)
+                    }
                     Event::Disconnected => {
                         tracing::warn!("disconnected from NATS; reconnecting (state is kept)");
                         Some(Link::Down)
@@ -194,6 +198,17 @@ fn observed(
         })
 }
 
+/// Set once this process stops the broker it started itself (`paddock demo`
+/// after a clean stop): its clients' disconnects are then expected, and not
+/// worth a warning each.
+static BROKER_STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the broker this process started as being stopped by it (see
+/// [`BROKER_STOPPING`]).
+pub fn broker_stopping() {
+    BROKER_STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// async-nats's default backoff (immediately, then doubling up to 4 s, forever), and a
 /// warning while the broker stays unreachable: at attempts 2, 4, 8, 16, 32, then about
 /// once a minute, so a long outage is visible without a line per attempt.
@@ -204,6 +219,7 @@ fn reconnect_delay(attempts: usize) -> Duration {
     };
     if attempts >= 2
         && (attempts.is_power_of_two() && attempts <= 32 || attempts.is_multiple_of(15))
+        && !BROKER_STOPPING.load(std::sync::atomic::Ordering::Relaxed)
     {
         tracing::warn!(attempt = attempts, retry_in = ?delay, "NATS broker unreachable; still retrying");
     }
@@ -231,12 +247,12 @@ async fn connect_with(
     tracing::info!(nats_url = args.nats_url, "connecting to NATS");
     match connect_to(options()?, args).await? {
         Ok(client) => return Ok(client),
-        Err(e) if refused(&e) => return Err(refused_or_unreachable(&args.nats_url, &e)),
+        Err(e) if refused(&e) => return Err(refused_or_unreachable(args, &e)),
         Err(e) => tracing::info!(error = %e, "NATS broker not reachable yet; waiting for it"),
     }
     connect_to(options()?.retry_on_initial_connect(), args)
         .await?
-        .map_err(|e| refused_or_unreachable(&args.nats_url, &e))
+        .map_err(|e| refused_or_unreachable(args, &e))
 }
 
 /// The processor's connection: persistent like [`connect_persistent`], with a
@@ -264,7 +280,7 @@ pub async fn connect_observed(
 pub async fn connect_once(args: &ConnectConfig, name: &str) -> anyhow::Result<Client> {
     connect_to(options(args, name, None)?, args)
         .await?
-        .map_err(|e| refused_or_unreachable(&args.nats_url, &e))
+        .map_err(|e| refused_or_unreachable(args, &e))
 }
 
 /// Adds what the broker may ask of a client besides a `.creds` file (see
@@ -336,10 +352,17 @@ fn refused(e: &async_nats::ConnectError) -> bool {
 /// A failed connection in one line that says which it was: the broker is not
 /// there, or it is and refused us (credentials, TLS). The client's error already
 /// quotes its cause, so only its text is kept (the chain would repeat it).
-fn refused_or_unreachable(url: &str, e: &async_nats::ConnectError) -> anyhow::Error {
+fn refused_or_unreachable(args: &ConnectConfig, e: &async_nats::ConnectError) -> anyhow::Error {
     use async_nats::ConnectErrorKind as Kind;
+    let url = &args.nats_url;
+    let has_credentials = args.creds.is_some() || args.user.is_some() || url.contains('@');
     match e.kind() {
         // Its text is "authorization violation: nats: authorization violation".
+        // Without credentials, the broker wants some (operator mode, or roles).
+        Kind::AuthorizationViolation if !has_credentials => anyhow::anyhow!(
+            "the NATS broker at {url} needs credentials (authorization violation): pass \
+             --creds (or NATS_CREDS), or --user and --password"
+        ),
         Kind::AuthorizationViolation => anyhow::anyhow!(
             "the NATS broker at {url} refused these credentials (authorization violation)"
         ),

@@ -71,6 +71,22 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                 .unwrap_or_else(|| NATS_CONF_WS_URL.to_string()),
         );
     }
+    // A broker that was already running (many machines run one on 4222) may
+    // have no WebSocket listener where the page is told to connect: then every
+    // dashboard link would show a page that cannot connect. Say so, and how to
+    // fix it, before printing them.
+    if let Some(ws) = web.ws_url.clone()
+        && broker.is_none()
+        && !websocket_answers(&ws).await
+    {
+        say!(
+            "paddock demo: WARNING: the broker at {url} has no WebSocket listener at {ws}, so \
+             the dashboard page cannot reach it (the terminal views work). Either stop that \
+             broker and run the demo again (it then starts its own from nats.conf), add \
+             `websocket {{ port: 8080, no_tls: true }}` to its configuration, or pass --ws-url \
+             with the listener it has."
+        );
+    }
     let served = run_stack(&args, shutdown).await;
     if let Some(broker) = broker {
         stop_broker(broker).await;
@@ -152,6 +168,8 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
 /// Stops the broker the demo started (SIGTERM, so JetStream syncs its store).
 async fn stop_broker(mut broker: LocalBroker) {
     say!("paddock demo: stopping the nats-server it started");
+    // Clients still open in this process see it go: expected, not a warning.
+    connect::broker_stopping();
     let _ = tokio::task::spawn_blocking(move || broker.stop(Duration::from_secs(10))).await;
 }
 
@@ -219,6 +237,37 @@ fn local_port(url: &str) -> Option<u16> {
     matches!(host, "127.0.0.1" | "localhost" | "[::1]")
         .then(|| port.trim_end_matches('/').parse().ok())
         .flatten()
+}
+
+/// Whether a WebSocket listener answers at `ws_url` (`ws://host:port`): a bare
+/// upgrade request, answered `101 Switching Protocols` by a NATS WebSocket
+/// listener. A `wss://` listener is not probed (it needs a TLS handshake).
+async fn websocket_answers(ws_url: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(rest) = ws_url.strip_prefix("ws://") else {
+        return true;
+    };
+    let authority = rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or(rest)
+        .to_string();
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(&authority).await.ok()?;
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = [0u8; 16];
+        let n = stream.read(&mut answer).await.ok()?;
+        Some(answer[..n].starts_with(b"HTTP/1.1 101"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Some(true))
+    )
 }
 
 /// Whether a broker accepts a connection at `url`. A bare client: the probe is not

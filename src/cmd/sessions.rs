@@ -23,7 +23,9 @@ use crate::protocol::subjects::Endpoint;
 pub struct SessionsArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// Print the processor's JSON instead of tables, for scripts.
+    /// Print JSON instead of tables, for scripts: the processor's reply (for
+    /// `renew`, `{session_id, role, file, expires_at}`: the credentials go to
+    /// the file, not to the terminal; for `share`, `{session_id, link}`).
     #[arg(long, env = "PADDOCK_JSON", global = true)]
     pub json: bool,
     /// How long to wait for a reply (e.g. 5s, 500ms).

@@ -184,11 +184,8 @@ async fn the_demo_starts_a_broker_and_live_sessions_and_stops_them() {
     .env("XDG_CACHE_HOME", &cache)
     .env("NATS_SERVER_BIN", &bin)
     .stdout(std::process::Stdio::piped())
-    .stderr(if std::env::var_os("TEST_LOG").is_some() {
-        std::process::Stdio::inherit()
-    } else {
-        std::process::Stdio::null()
-    });
+    // What it says to the person, read at the end.
+    .stderr(std::fs::File::create(cache.join("stderr")).unwrap());
     let demo = demo.spawn().unwrap();
     let running = Running::from_child(demo);
 
@@ -233,8 +230,16 @@ async fn the_demo_starts_a_broker_and_live_sessions_and_stops_them() {
         .await
         .unwrap();
     assert_eq!(code, 0);
-    // The broker it started is gone with it.
+    // The broker it started is gone with it, and its own clients' disconnects
+    // from it are not reported as an outage.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let said = std::fs::read_to_string(cache.join("stderr")).unwrap();
+    let after_stop = said
+        .split("stopping the nats-server it started")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(!after_stop.contains("reconnecting"), "{after_stop}");
+    assert!(!after_stop.contains("unreachable"), "{after_stop}");
 }
 
 async fn connect_when_up(url: &str) -> async_nats::Client {
@@ -249,4 +254,53 @@ async fn connect_when_up(url: &str) -> async_nats::Client {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Beside a broker that already runs without a WebSocket listener (many machines
+/// run one on 4222), the demo says plainly that the dashboard links cannot work
+/// and how to fix it; beside one with the listener it says nothing of the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_says_when_the_running_broker_has_no_websocket_listener() {
+    async fn demo_says(server: &NatsServer, ws: Option<String>) -> Vec<String> {
+        let mut args = vec![
+            "demo".to_string(),
+            "--nats-url".into(),
+            server.url(),
+            "--monitors".into(),
+            "1".into(),
+            "--http-addr".into(),
+            "127.0.0.1:0".into(),
+        ];
+        if let Some(ws) = ws {
+            args.extend(["--ws-url".into(), ws]);
+        }
+        // What the demo says to the person goes to stderr.
+        let stderr = fresh_dir("demo-ws").join("stderr");
+        let child = paddock()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let demo = Running::from_child(child);
+        let _ = demo.lines_for(Duration::from_secs(4));
+        assert_eq!(demo.stop("-INT"), 0);
+        std::fs::read_to_string(&stderr)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    let plain = NatsServer::start();
+    let said = demo_says(&plain, None).await.join("\n");
+    assert!(
+        said.contains("has no WebSocket listener at ws://127.0.0.1:8080"),
+        "{said}"
+    );
+    assert!(said.contains("--ws-url"), "{said}");
+
+    let with_ws = NatsServer::start_websocket();
+    let said = demo_says(&with_ws, Some(with_ws.ws_url())).await.join("\n");
+    assert!(!said.contains("WebSocket listener"), "{said}");
+    assert!(said.contains("processor running"), "{said}");
 }

@@ -169,6 +169,15 @@ async fn with_no_processor_the_commands_say_so() {
         assert!(err.ends_with(&refusal), "{command:?}: {err}");
         assert_eq!(err.matches("refused").count(), 1, "{command:?}: {err}");
     }
+    // No credentials at all: the broker wants some, and the error says which flags.
+    let (code, _, err) = run_paddock(&["sessions", "stats", "--nats-url", &guarded_url]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!(
+            "paddock: the NATS broker at {guarded_url} needs credentials"
+        )) && err.contains("--creds"),
+        "{err}"
+    );
     // A missing CA file is named before any connection is tried.
     let (code, _, err) = run_paddock(&[
         "sessions",
