@@ -308,14 +308,7 @@ async fn a_sessions_credentials_reach_that_session_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_renewed_while_the_session_lives_and_end_within_the_ttl_after_it() {
     const TTL_S: u64 = 4;
-    let dir = fresh_dir("auth-ttl");
-    let out = dir.to_str().unwrap().to_string();
-    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
-    assert_eq!(code, 0, "{stderr}");
-    let server = NatsServer::start_with(&["-c", dir.join("nats-server.conf").to_str().unwrap()]);
-    let url = server.url();
-    let _processor = serve_issuing(&url, &dir, &["--credentials-ttl", &format!("{TTL_S}s")]);
-    let ops = ops_client(&url, &dir).await;
+    let (dir, _server, url, _processor, ops) = issuing_with_ttl("auth-ttl", TTL_S).await;
     let (id, _) = create_with_creator(&url, &dir).await;
     let monitor_file = dir.join(format!("{id}-monitor.creds"));
     let issued = std::fs::read_to_string(&monitor_file).unwrap();
@@ -435,7 +428,7 @@ async fn credentials_are_renewed_while_the_session_lives_and_end_within_the_ttl_
         "--inbox-prefix",
         "_INBOX_ops",
         "--credentials-dir",
-        &out,
+        dir.to_str().unwrap(),
     ])
     .await;
     assert_eq!(code, 1, "{stderr}");
@@ -459,14 +452,7 @@ impl Drop for KillOnDrop {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_renews_its_own_credentials_past_their_lifetime() {
     const TTL_S: u64 = 4;
-    let dir = fresh_dir("watch-ttl");
-    let out = dir.to_str().unwrap().to_string();
-    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
-    assert_eq!(code, 0, "{stderr}");
-    let server = NatsServer::start_with(&["-c", dir.join("nats-server.conf").to_str().unwrap()]);
-    let url = server.url();
-    let _processor = serve_issuing(&url, &dir, &["--credentials-ttl", &format!("{TTL_S}s")]);
-    let _ops = ops_client(&url, &dir).await;
+    let (dir, _server, url, _processor, _ops) = issuing_with_ttl("watch-ttl", TTL_S).await;
     let (id, _) = create_with_creator(&url, &dir).await;
     let file = |role: &str| dir.join(format!("{id}-{role}.creds"));
     let inbox = format!("_INBOX_{id}");
@@ -508,4 +494,22 @@ async fn watch_renews_its_own_credentials_past_their_lifetime() {
     let renewed = std::fs::read_to_string(file("dashboard")).unwrap();
     assert_ne!(renewed, issued, "watch saved its renewed credentials");
     assert_eq!(watch.stop("-INT"), 0);
+}
+
+/// Per-session access with credentials that last `ttl_s` seconds: `auth init`
+/// into a fresh directory, its broker, an issuing processor, and an ops client
+/// once the processor answers.
+async fn issuing_with_ttl(
+    tag: &str,
+    ttl_s: u64,
+) -> (std::path::PathBuf, NatsServer, String, Running, Client) {
+    let dir = fresh_dir(tag);
+    let out = dir.to_str().unwrap().to_string();
+    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let server = NatsServer::start_with(&["-c", dir.join("nats-server.conf").to_str().unwrap()]);
+    let url = server.url();
+    let processor = serve_issuing(&url, &dir, &["--credentials-ttl", &format!("{ttl_s}s")]);
+    let ops = ops_client(&url, &dir).await;
+    (dir, server, url, processor, ops)
 }
