@@ -44,6 +44,7 @@ macro_rules! out {
 pub mod broker;
 pub mod client;
 pub mod cmd;
+pub mod gateway;
 pub mod protocol;
 pub mod server;
 pub mod web;

@@ -100,7 +100,7 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
     // The processor exactly as `paddock serve` runs it, from the same flags.
     let mut config = args.serve.config()?;
     let health = Arc::new(Health::default());
-    let web = args.serve.web.start(&health).await?;
+    let web = args.serve.start_web(&health).await?;
     let page = args.serve.web.public_url(web.as_ref().map(|w| w.addr));
     config.dashboard_url = page.clone();
     let client =

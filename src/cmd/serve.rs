@@ -13,6 +13,8 @@ use super::args::{
     ConnectArgs, LapField, parse_bytes, parse_count, parse_duration, parse_lap_field, parse_period,
 };
 use crate::client::connect;
+use crate::client::connect::ConnectConfig;
+use crate::gateway::{self, GatewayConfig, GatewayMetrics};
 use crate::server::app::Limits;
 use crate::server::health::Health;
 use crate::server::processor::Lifecycle;
@@ -20,6 +22,7 @@ use crate::server::sessions::OnDemand;
 use crate::server::store::{StoreConfig, StoreKind};
 use crate::server::{self, credentials::Issuer};
 use crate::web::{self, WebConfig};
+use socketioxide::layer::SocketIoLayer;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -183,6 +186,67 @@ pub struct WebArgs {
     /// own with ?stale=<seconds>).
     #[arg(long, env = "PADDOCK_STALE_AFTER", default_value = "5s", value_parser = parse_period)]
     pub stale_after: Duration,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// The Socket.IO gateway beside the page: the Race Dashboard's (1Lap) monitor
+/// and pages, unchanged (src/gateway).
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// Do not serve the Race Dashboard's Socket.IO protocol at /socket.io/
+    /// (served with --http-addr otherwise).
+    #[arg(long, env = "PADDOCK_NO_GATEWAY")]
+    pub no_gateway: bool,
+    /// Socket.IO clients must connect with ?token=<this> in their URL (in the
+    /// origin monitor's config.json: "server_url": "http://host:port?token=…").
+    #[arg(long, env = "PADDOCK_GATEWAY_TOKEN", hide_env_values = true)]
+    pub gateway_token: Option<String>,
+    /// The gateway's own NATS identity, a credentials file (default: the
+    /// processor's connection settings). Needed where the processor issues
+    /// per-session credentials: without it the gateway is off there.
+    #[arg(long, env = "PADDOCK_GATEWAY_CREDS")]
+    pub gateway_creds: Option<PathBuf>,
+    /// The gateway's NATS user (the `gateway` role of deploy/security/roles.conf) ...
+    #[arg(long, env = "PADDOCK_GATEWAY_USER", requires = "gateway_password")]
+    pub gateway_user: Option<String>,
+    /// ... and its password.
+    #[arg(long, env = "PADDOCK_GATEWAY_PASSWORD", hide_env_values = true)]
+    pub gateway_password: Option<String>,
+    /// Where the gateway's replies arrive (default: _INBOX_gateway with
+    /// --gateway-user or --gateway-creds, else the processor's prefix).
+    #[arg(long, env = "PADDOCK_GATEWAY_INBOX_PREFIX")]
+    pub gateway_inbox_prefix: Option<String>,
+    /// Socket.IO clients connected at once; more are refused at connect.
+    #[arg(long, env = "PADDOCK_GATEWAY_MAX_CONNECTIONS", default_value_t = GatewayConfig::default().max_connections, value_parser = parse_count)]
+    pub gateway_max_connections: usize,
+    /// Sessions followed for Socket.IO dashboards at once (one subscription
+    /// each); joins past it are refused.
+    #[arg(long, env = "PADDOCK_GATEWAY_MAX_ROOMS", default_value_t = GatewayConfig::default().max_rooms, value_parser = parse_count)]
+    pub gateway_max_rooms: usize,
+    /// Bytes of Socket.IO events waiting to be handled, all clients together;
+    /// past it events are refused (busy).
+    #[arg(long, env = "PADDOCK_GATEWAY_QUEUE_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub gateway_queue_bytes: usize,
+}
+
+impl GatewayArgs {
+    /// The gateway's NATS connection settings: its own identity when given,
+    /// else the processor's.
+    pub fn connect_config(&self, processor: &ConnectConfig) -> ConnectConfig {
+        let mut config = processor.clone();
+        let own = self.gateway_creds.is_some() || self.gateway_user.is_some();
+        if own {
+            config.creds = self.gateway_creds.clone();
+            config.user = self.gateway_user.clone();
+            config.password = self.gateway_password.clone();
+            config.inbox_prefix = "_INBOX_gateway".into();
+        }
+        if let Some(prefix) = &self.gateway_inbox_prefix {
+            config.inbox_prefix = prefix.clone();
+        }
+        config
+    }
 }
 
 impl WebArgs {
@@ -200,12 +264,17 @@ impl WebArgs {
         WebConfig {
             ws_url: self.ws_url.clone(),
             stale_after: self.stale_after,
+            gateway: None,
         }
     }
 
     /// Binds `--http-addr` (at once, so a taken port fails the start) and serves
     /// the page and ops endpoints until [`Web::stop`]. `None` without the flag.
-    pub async fn start(&self, health: &Arc<Health>) -> anyhow::Result<Option<Web>> {
+    pub async fn start(
+        &self,
+        health: &Arc<Health>,
+        gateway: Option<(SocketIoLayer, Arc<GatewayMetrics>)>,
+    ) -> anyhow::Result<Option<Web>> {
         let Some(addr) = self.http_addr else {
             return Ok(None);
         };
@@ -218,7 +287,9 @@ impl WebArgs {
             tracing::warn!("no --ws-url: the dashboard page cannot reach the broker");
         }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (config, health) = (self.config(), Arc::clone(health));
+        let mut config = self.config();
+        config.gateway = gateway;
+        let health = Arc::clone(health);
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
@@ -269,6 +340,47 @@ fn parse_http_url(s: &str) -> Result<String, String> {
 }
 
 impl ServeArgs {
+    /// The HTTP side with the Socket.IO gateway (when it is served): what
+    /// `serve` and `demo` start before the processor.
+    pub async fn start_web(&self, health: &Arc<Health>) -> anyhow::Result<Option<Web>> {
+        let gateway = match self.gateway()? {
+            Some(config) => {
+                let connect = self.web.gateway.connect_config(&self.connect.config());
+                let nats = connect::connect_persistent(&connect, "paddock-gateway")
+                    .await
+                    .context("the Socket.IO gateway's NATS connection (--gateway-*)")?;
+                Some(gateway::layer(nats, config))
+            }
+            None => None,
+        };
+        self.web.start(health, gateway).await
+    }
+
+    /// The gateway's settings, or `None` when it is not served: no
+    /// --http-addr, --no-gateway, or per-session credentials without an
+    /// identity of its own for the gateway (docs/SECURITY.md says why).
+    pub fn gateway(&self) -> anyhow::Result<Option<GatewayConfig>> {
+        let args = &self.web.gateway;
+        if self.web.http_addr.is_none() || args.no_gateway {
+            return Ok(None);
+        }
+        if self.issuer_account.is_some() && args.gateway_creds.is_none() {
+            tracing::warn!(
+                "the Socket.IO gateway is off: this processor issues per-session credentials, and \
+                 the Race Dashboard's monitor has none; pass --gateway-creds to serve it anyway \
+                 (docs/SECURITY.md)"
+            );
+            return Ok(None);
+        }
+        Ok(Some(GatewayConfig {
+            token: args.gateway_token.clone(),
+            max_payload: self.max_payload,
+            max_connections: args.gateway_max_connections,
+            max_rooms: args.gateway_max_rooms,
+            queue_bytes: args.gateway_queue_bytes,
+        }))
+    }
+
     /// Messages each subscription of the processor's client may buffer: within
     /// --ingest-buffer-bytes for frames of --max-payload over its data
     /// subscriptions (two per owned partition), and at most --ingest-buffer.
@@ -384,7 +496,7 @@ impl From<StoreArg> for StoreKind {
 pub async fn run(args: &ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut config = args.config()?;
     let health = Arc::new(Health::default());
-    let web = args.web.start(&health).await?;
+    let web = args.start_web(&health).await?;
     config.dashboard_url = args.web.public_url(web.as_ref().map(|w| w.addr));
     let client = connect::processor(&args.connect.config(), args.ingest_capacity()).await?;
     let served = server::serve(client, config, &health, shutdown)

@@ -7,7 +7,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,7 +61,7 @@ pub struct Metrics {
     rejected: [AtomicU64; REJECTION_REASONS.len()],
     /// Rate limiter for the rejection warning: when it was last logged, and how many
     /// rejections went unlogged since.
-    reject_log: Mutex<(Option<Instant>, u64)>,
+    reject_log: super::ratelimit::LogThrottle,
     /// Requests answered, by endpoint and reply code.
     pub requests: Family<RequestLabels, Counter>,
     /// Time from the loop taking a request to its reply being sent, by endpoint:
@@ -107,7 +107,7 @@ impl Default for Metrics {
             laps_dropped: AtomicU64::new(0),
             laps_unstored: AtomicU64::new(0),
             rejected: Default::default(),
-            reject_log: Mutex::new((None, 0)),
+            reject_log: Default::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(request_histogram),
             storage_write_failures: AtomicU64::new(0),
@@ -141,18 +141,10 @@ impl Metrics {
         if let Some(i) = REJECTION_REASONS.iter().position(|r| *r == reason) {
             self.rejected[i].fetch_add(1, Relaxed);
         }
-        let mut log = self.reject_log.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        match log.0 {
-            Some(last) if now.duration_since(last) < REJECT_LOG_INTERVAL => log.1 += 1,
-            _ => {
-                let suppressed = std::mem::take(&mut log.1);
-                log.0 = Some(now);
-                drop(log);
-                // Cap what hostile input can put into one log line.
-                let subject: String = subject.chars().take(120).collect();
-                tracing::warn!(reason, %subject, %detail, suppressed, "rejected input");
-            }
+        if let Some(suppressed) = self.reject_log.allow(REJECT_LOG_INTERVAL) {
+            // Cap what hostile input can put into one log line.
+            let subject: String = subject.chars().take(120).collect();
+            tracing::warn!(reason, %subject, %detail, suppressed, "rejected input");
         }
     }
 
@@ -241,6 +233,6 @@ mod tests {
         assert_eq!(s.rejected["too_large"], 1);
         assert_eq!(s.rejected_total, 1001);
         // One warning logged, the rest suppressed and carried to the next one.
-        assert_eq!(m.reject_log.lock().unwrap().1, 1000);
+        assert_eq!(m.reject_log.held_back(), 1000);
     }
 }

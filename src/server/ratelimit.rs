@@ -9,6 +9,7 @@
 //! deploy/security/ decide who may create at all.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `per_minute` tokens, refilled continuously; a full minute's worth may be spent
@@ -124,5 +125,34 @@ mod tests {
         assert_eq!(client_of("_INBOX.abc.7"), "_INBOX.abc");
         assert_eq!(client_of("_INBOX.abc.def.7"), "_INBOX.abc.def");
         assert_eq!(client_of("plain"), "plain");
+    }
+}
+
+/// At most one log line per interval for a kind of event that may come in
+/// floods (rejected input): the rest are counted and reported with the next line.
+#[derive(Debug, Default)]
+pub struct LogThrottle(Mutex<(Option<Instant>, u64)>);
+
+impl LogThrottle {
+    /// `Some(n)` when a line may be logged now, `n` being how many were held
+    /// back since the last one; `None` (and one more held back) otherwise.
+    pub fn allow(&self, interval: Duration) -> Option<u64> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < interval => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                state.0 = Some(now);
+                Some(std::mem::take(&mut state.1))
+            }
+        }
+    }
+
+    /// Lines held back since the last one logged.
+    pub fn held_back(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 }

@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::gateway::GatewayMetrics;
 use crate::server::app::App;
 use crate::server::health::Health;
 
@@ -21,13 +22,15 @@ use crate::server::health::Health;
 /// exist only then). Before that, only the readiness gauge is served.
 pub struct Exporter {
     health: Arc<Health>,
+    gateway: Option<Arc<GatewayMetrics>>,
     registry: OnceLock<Registry>,
 }
 
 impl Exporter {
-    pub fn new(health: Arc<Health>) -> Self {
+    pub fn new(health: Arc<Health>, gateway: Option<Arc<GatewayMetrics>>) -> Self {
         Exporter {
             health,
+            gateway,
             registry: OnceLock::new(),
         }
     }
@@ -36,7 +39,9 @@ impl Exporter {
         let mut text = String::new();
         match self.health.app() {
             Some(app) => {
-                let registry = self.registry.get_or_init(|| registry(app, &self.health));
+                let registry = self
+                    .registry
+                    .get_or_init(|| registry(app, &self.health, self.gateway.as_deref()));
                 prometheus_client::encoding::prometheus_text::encode(&mut text, registry)?;
             }
             None => {
@@ -49,8 +54,36 @@ impl Exporter {
     }
 }
 
-fn registry(app: &Arc<App>, health: &Arc<Health>) -> Registry {
+fn registry(app: &Arc<App>, health: &Arc<Health>, gateway: Option<&GatewayMetrics>) -> Registry {
     let mut registry = Registry::with_prefix("paddock");
+    if let Some(gateway) = gateway {
+        let sub = registry.sub_registry_with_prefix("gateway");
+        sub.register(
+            "connections",
+            "Socket.IO clients connected to the gateway now",
+            gateway.connections.clone(),
+        );
+        sub.register(
+            "rooms",
+            "Sessions the gateway follows for Socket.IO dashboards now",
+            gateway.rooms.clone(),
+        );
+        sub.register(
+            "events",
+            "Socket.IO events the gateway took, by event",
+            gateway.events.clone(),
+        );
+        sub.register(
+            "rejected",
+            "Socket.IO events the gateway refused, by reason",
+            gateway.rejected.clone(),
+        );
+        sub.register(
+            "dropped",
+            "Frames a Socket.IO dashboard could not take (its buffer was full)",
+            gateway.dropped.clone(),
+        );
+    }
     registry.register(
         "requests",
         "Requests to the sessions service answered, by endpoint and reply code",

@@ -9,7 +9,9 @@
 //! per-session link keeps its credentials in the URL fragment, which browsers
 //! never send to the server.
 //!
-//! - `/`, `/session/<id>`: the page (listing, or one session).
+//! - `/`, `/session/<id>`: the page (listing, or one session); `/dashboard/<id>`
+//!   (the Race Dashboard's links) redirects to `/session/<id>`.
+//! - `/socket.io/`: the Race Dashboard's Socket.IO protocol ([`crate::gateway`]).
 //! - `/config.json`: the broker's WebSocket URL and the stale threshold.
 //! - `/assets/<file>`: the page's scripts and styles.
 //! - `/healthz`: the process answers. `/readyz`: it serves (503 with the reason
@@ -27,11 +29,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use socketioxide::layer::SocketIoLayer;
+
+use crate::gateway::GatewayMetrics;
 use crate::protocol::id::SessionId;
 use crate::server::health::Health;
 
 /// What the page needs to know, from `serve`'s flags.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebConfig {
     /// The broker's WebSocket listener as the browser reaches it (`ws://` or
     /// `wss://`); without it the page says it cannot connect.
@@ -39,6 +44,8 @@ pub struct WebConfig {
     /// How long without a frame before the page shows STALE (a link may override
     /// it with `?stale=<seconds>`).
     pub stale_after: Duration,
+    /// The Socket.IO gateway at `/socket.io/` ([`crate::gateway`]), when served.
+    pub gateway: Option<(SocketIoLayer, Arc<GatewayMetrics>)>,
 }
 
 impl Default for WebConfig {
@@ -46,6 +53,7 @@ impl Default for WebConfig {
         WebConfig {
             ws_url: None,
             stale_after: Duration::from_secs(5),
+            gateway: None,
         }
     }
 }
@@ -62,21 +70,30 @@ struct Shared {
 /// The routes, ready for `axum::serve`.
 pub fn router(config: WebConfig, health: Arc<Health>) -> Router {
     let csp = content_security_policy(config.ws_url.as_deref());
+    let gateway = config.gateway.clone();
     let shared = Arc::new(Shared {
-        metrics: metrics::Exporter::new(Arc::clone(&health)),
+        metrics: metrics::Exporter::new(
+            Arc::clone(&health),
+            gateway.as_ref().map(|(_, m)| Arc::clone(m)),
+        ),
         config,
         health,
         csp,
     });
-    Router::new()
+    let router = Router::new()
         .route("/", get(page))
         .route("/session/{id}", get(session_page))
+        .route("/dashboard/{id}", get(origin_link))
         .route("/config.json", get(config_json))
         .route("/assets/{file}", get(asset))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(shared)
+        .with_state(shared);
+    match gateway {
+        Some((layer, _)) => router.layer(layer),
+        None => router,
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown`.
@@ -127,6 +144,15 @@ async fn page(State(shared): State<Arc<Shared>>) -> Response {
 async fn session_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     match SessionId::parse(&id) {
         Ok(_) => html(&shared, assets::INDEX_HTML),
+        Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    }
+}
+
+/// The Race Dashboard's links (`/dashboard/<id>`, what its monitor prints) open
+/// the session's page.
+async fn origin_link(Path(id): Path<String>) -> Response {
+    match SessionId::parse(&id) {
+        Ok(id) => axum::response::Redirect::to(&format!("/session/{id}")).into_response(),
         Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
     }
 }

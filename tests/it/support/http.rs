@@ -4,9 +4,14 @@ use std::time::{Duration, Instant};
 
 /// A client that takes any status as an answer, and gives up after 5 s.
 fn agent() -> ureq::Agent {
+    agent_waiting(Duration::from_secs(5))
+}
+
+/// A client that takes any status as an answer, and gives up after `timeout`.
+pub fn agent_waiting(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
+        .timeout_global(Some(timeout))
         .build()
         .new_agent()
 }

@@ -22,12 +22,14 @@ mod broker;
 pub mod browser;
 mod http;
 mod processor;
+mod socketio;
 
 pub use answers::*;
 pub use binary::*;
 pub use broker::*;
 pub use http::*;
 pub use processor::*;
+pub use socketio::*;
 
 use std::time::Duration;
 

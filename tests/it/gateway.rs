@@ -1,0 +1,489 @@
+//! The Socket.IO gateway as the Race Dashboard's (1Lap) monitor and pages use
+//! it: the origin's own socket tests ported (ids, late join, broadcast to rooms,
+//! order, bad input), plus what paddock adds (a gateway session is paddock's
+//! own, NATS frames reach Socket.IO pages, units, `NaN`, a kill -9 of the
+//! processor, the token, the old links). A real `paddock serve --http-addr`
+//! and a real broker per test; the clients are `rust_socketio` and the
+//! Engine.IO polling transport by hand.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// A broker and `paddock serve` with its HTTP side (and so the gateway), ready.
+struct Gateway {
+    server: NatsServer,
+    processor: Running,
+    http: String,
+    nats: async_nats::Client,
+}
+
+async fn gateway(extra: &[&str]) -> Gateway {
+    let server = NatsServer::start();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--http-addr", http.as_str()];
+    args.extend_from_slice(extra);
+    let processor = serve_binary(&server.url(), &args);
+    until_status(&http, "/readyz", 200).await;
+    let nats = connect(&server.url()).await;
+    Gateway {
+        server,
+        processor,
+        http,
+        nats,
+    }
+}
+
+fn telemetry_sample() -> Value {
+    serde_json::from_str(TELEMETRY).unwrap()
+}
+
+fn setup_sample() -> Value {
+    serde_json::from_str(include_str!("../data/setup.json")).unwrap()
+}
+
+async fn get(nats: &async_nats::Client, id: &str) -> Value {
+    ask(nats, &format!("sessions.get.{id}"), String::new())
+        .await
+        .ok()
+}
+
+/// Polls `sessions.get` until `check` holds (a publish is not acknowledged).
+async fn until_document(
+    nats: &async_nats::Client,
+    id: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = ask(nats, &format!("sessions.get.{id}"), String::new()).await;
+        if answer.code.is_none() && check(&answer.body) {
+            return answer.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never got there: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn count(events: &[(String, Value)], name: &str) -> usize {
+    events.iter().filter(|(e, _)| e == name).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_gets_exactly_one_canonical_id_and_the_session_is_paddocks_own() {
+    let g = gateway(&[]).await;
+    let mut monitor = Sio::connect(&g.http).await;
+    monitor.emit("request_session_id", json!({})).await;
+    let assigned = monitor.next("session_id_assigned").await;
+    let id = assigned["session_id"].as_str().unwrap().to_string();
+    assert!(is_uuid4(&id), "{assigned}");
+    assert_eq!(assigned.as_object().unwrap().len(), 1, "{assigned}");
+    let more = monitor.during(Duration::from_millis(500)).await;
+    assert_eq!(count(&more, "session_id_assigned"), 0, "{more:?}");
+
+    // Setup and a frame, as the origin's monitor sends them.
+    let setup = setup_sample();
+    monitor
+        .emit(
+            "setup_data",
+            json!({"session_id": id, "timestamp": "2026-12-04T10:00:00Z", "setup": setup}),
+        )
+        .await;
+    let telemetry = telemetry_sample();
+    monitor
+        .emit(
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": telemetry}),
+        )
+        .await;
+    let doc = until_document(&g.nats, &id, |d| !d["telemetry"].is_null()).await;
+    assert_eq!(doc["setup"], setup);
+    assert_eq!(doc["telemetry"], telemetry);
+    assert_eq!(doc["stats"]["telemetry_count"], 1);
+
+    // `paddock watch` shows it like any other session.
+    let url = g.server.url();
+    let watch = Running::spawn(&["watch", &id, "--plain", "--nats-url", &url]);
+    let line = watch.line();
+    assert!(
+        line.starts_with(&format!("lap {} ", telemetry["lap"])),
+        "{line}"
+    );
+
+    // The gateway counts what it took.
+    let metrics = until_status(&g.http, "/metrics", 200).await;
+    for event in ["request_session_id", "setup_data", "telemetry_update"] {
+        assert!(
+            metrics.contains(&format!(
+                "paddock_gateway_events_total{{event=\"{event}\"}} 1"
+            )),
+            "{event}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_gets_the_setup_then_the_telemetry_exactly_once() {
+    let g = gateway(&[]).await;
+    let mut monitor = Sio::connect(&g.http).await;
+    let id = monitor.request_session_id().await;
+    let (setup, telemetry) = (setup_sample(), telemetry_sample());
+    monitor
+        .emit(
+            "setup_data",
+            json!({"session_id": id, "timestamp": "t", "setup": setup}),
+        )
+        .await;
+    monitor
+        .emit(
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": telemetry}),
+        )
+        .await;
+    until_document(&g.nats, &id, |d| !d["telemetry"].is_null()).await;
+
+    let mut page = Sio::connect(&g.http).await;
+    page.emit("join_session", json!({"session_id": id})).await;
+    let seen = page.during(Duration::from_secs(2)).await;
+    let names: Vec<&str> = seen.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["setup_update", "telemetry_update"], "{seen:?}");
+    assert_eq!(seen[0].1["session_id"], json!(id));
+    assert_eq!(seen[0].1["setup"], setup);
+    assert!(is_rfc3339_utc(&seen[0].1["timestamp"]), "{seen:?}");
+    assert_eq!(seen[1].1, json!({"session_id": id, "telemetry": telemetry}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_reach_one_and_three_dashboards_in_order_and_no_other_room() {
+    let g = gateway(&[]).await;
+    let mut monitor = Sio::connect(&g.http).await;
+    let id = monitor.request_session_id().await;
+    let other = monitor.request_session_id().await;
+
+    let mut pages = Vec::new();
+    for _ in 0..3 {
+        let page = Sio::connect(&g.http).await;
+        page.emit("join_session", json!({"session_id": id})).await;
+        pages.push(page);
+    }
+    let mut elsewhere = Sio::connect(&g.http).await;
+    elsewhere
+        .emit("join_session", json!({"session_id": other}))
+        .await;
+    // Joined: each page's join went through (nothing to snapshot yet, so a
+    // first frame tells).
+    let mut first = telemetry_sample();
+    first["lap"] = json!(0);
+    monitor
+        .emit(
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": first}),
+        )
+        .await;
+    for page in &mut pages {
+        assert_eq!(page.next("telemetry_update").await["telemetry"]["lap"], 0);
+    }
+
+    for lap in 1..=10 {
+        let mut t = telemetry_sample();
+        t["lap"] = json!(lap);
+        monitor
+            .emit(
+                "telemetry_update",
+                json!({"session_id": id, "telemetry": t}),
+            )
+            .await;
+    }
+    for page in &mut pages {
+        let mut laps = Vec::new();
+        for _ in 1..=10 {
+            let update = page.next("telemetry_update").await;
+            assert_eq!(update["session_id"], json!(id));
+            laps.push(update["telemetry"]["lap"].as_u64().unwrap());
+        }
+        assert_eq!(laps, (1..=10).collect::<Vec<_>>());
+    }
+    let leaked = elsewhere.during(Duration::from_millis(500)).await;
+    assert!(leaked.is_empty(), "another room got {leaked:?}");
+
+    // One dashboard alone, after the others left.
+    for page in pages.drain(1..) {
+        page.client.disconnect().await.unwrap();
+    }
+    monitor
+        .emit(
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": telemetry_sample()}),
+        )
+        .await;
+    assert_eq!(
+        pages[0].next("telemetry_update").await["session_id"],
+        json!(id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_published_over_nats_reach_socketio_dashboards() {
+    let g = gateway(&[]).await;
+    let id = create(&g.nats).await;
+    let mut page = Sio::connect(&g.http).await;
+    page.emit("join_session", json!({"session_id": id})).await;
+    // The join is in place once the (empty) snapshot is done; a setup over NATS
+    // is acknowledged, so by then the page is in the room or the snapshot has it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let setup = setup_sample();
+    let ack = ask(&g.nats, &format!("session.{id}.setup"), setup.to_string()).await;
+    assert!(ack.code.is_none(), "{ack:?}");
+    let update = page.next("setup_update").await;
+    assert_eq!(update["setup"], setup);
+    g.nats
+        .publish(format!("session.{id}.telemetry"), frame(7).into())
+        .await
+        .unwrap();
+    let update = page.next("telemetry_update").await;
+    assert_eq!(update["telemetry"]["lap"], 7);
+    // What the processor would refuse is not passed on either.
+    g.nats
+        .publish(format!("session.{id}.telemetry"), "[1,2]".into())
+        .await
+        .unwrap();
+    g.nats
+        .publish(format!("session.{id}.telemetry"), frame(8).into())
+        .await
+        .unwrap();
+    assert_eq!(page.next("telemetry_update").await["telemetry"]["lap"], 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_unknown_or_missing_ids_and_bad_events_leave_every_client_connected() {
+    let g = gateway(&[]).await;
+    let mut monitor = Sio::connect(&g.http).await;
+    let id = monitor.request_session_id().await;
+    let mut page = Sio::connect(&g.http).await;
+    page.emit("join_session", json!({"session_id": id})).await;
+    let good = telemetry_sample();
+    monitor
+        .emit(
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": good}),
+        )
+        .await;
+    page.next("telemetry_update").await;
+    // The frame may come twice (in the join's snapshot and live): both go.
+    page.during(Duration::from_millis(300)).await;
+
+    let bad: [(&str, Value); 9] = [
+        (
+            "telemetry_update",
+            json!({"session_id": "not-an-id", "telemetry": {"lap": 99}}),
+        ),
+        ("telemetry_update", json!({"telemetry": {"lap": 99}})),
+        (
+            "telemetry_update",
+            json!({"session_id": 42, "telemetry": {"lap": 99}}),
+        ),
+        (
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": [1, 2, 3]}),
+        ),
+        (
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": "lap 99"}),
+        ),
+        ("telemetry_update", json!("just a string")),
+        ("setup_data", json!({"session_id": id, "setup": null})),
+        ("join_session", json!({"session_id": "../../etc"})),
+        ("no_such_event", json!({"session_id": id})),
+    ];
+    for (event, data) in &bad {
+        monitor.emit(event, data.clone()).await;
+        page.emit(event, data.clone()).await;
+    }
+    // Each was answered with paddock_error, and nothing else changed.
+    let errors = monitor.during(Duration::from_secs(1)).await;
+    assert_eq!(count(&errors, "paddock_error"), bad.len(), "{errors:?}");
+    let doc = get(&g.nats, &id).await;
+    assert_eq!(doc["telemetry"], good);
+    assert_eq!(doc["setup"], Value::Null);
+
+    // Both still connected and served.
+    let mut next = good.clone();
+    next["lap"] = json!(15);
+    monitor
+        .emit(
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": next}),
+        )
+        .await;
+    assert_eq!(page.next("telemetry_update").await["telemetry"]["lap"], 15);
+
+    // A well-formed id nobody created: the session is made on demand, as for a
+    // NATS frame, so a monitor that outlived its server keeps streaming.
+    let unknown = uuid::Uuid::new_v4().to_string();
+    monitor
+        .emit(
+            "telemetry_update",
+            json!({"session_id": unknown, "telemetry": good}),
+        )
+        .await;
+    until_document(&g.nats, &unknown, |d| d["telemetry"] == good).await;
+
+    let metrics = until_status(&g.http, "/metrics", 200).await;
+    for reason in ["malformed_id", "not_object", "unknown_event"] {
+        assert!(
+            metrics.contains(&format!(
+                "paddock_gateway_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_monitors_units_and_nan_arrive_in_the_schema() {
+    let g = gateway(&[]).await;
+    let id = create(&g.nats).await;
+    let (_watcher, mut live) = subscriber(&g.server.url(), format!("session.{id}.telemetry")).await;
+
+    // The real LMU capture (kPa, Kelvin), by hand over polling, with a NaN as
+    // Python's json writes it.
+    let capture: Value =
+        serde_json::from_str(include_str!("../data/origin-telemetry-lmu.json")).unwrap();
+    let mut telemetry = capture["telemetry"].clone();
+    telemetry["tire_pressures"] = json!({"fl": 165.5, "fr": 166.0, "rl": 160.0, "rr": 161.0});
+    let text = json!({"session_id": id, "telemetry": telemetry})
+        .to_string()
+        .replace("\"rpm\":0.0", "\"rpm\":NaN");
+    assert!(text.contains("NaN"));
+    let (polling, connected) = Polling::open(&g.http, "").await;
+    assert!(connected.starts_with("40"), "{connected}");
+    polling
+        .send(&format!("42[\"telemetry_update\",{text}]"))
+        .await;
+
+    let message = next(&mut live).await;
+    let frame: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(frame["rpm"], Value::Null);
+    assert_eq!(frame["tire_pressures"]["fl"], json!(24.004));
+    assert_eq!(frame["brake_temps"]["fl"], json!(34.43));
+    assert_eq!(frame["tire_temps"]["fl"], Value::Null);
+    assert_eq!(frame["tire_wear"]["fl"], json!(1.0));
+    assert_eq!(frame["player_name"], capture["telemetry"]["player_name"]);
+
+    // The origin's mock reader: psi, °C, percent worn.
+    let monitor = Sio::connect(&g.http).await;
+    let mock = json!({
+        "lap": 2, "tire_pressures": {"rl": 23.95, "rr": 23.63, "fl": 24.20, "fr": 23.32},
+        "brake_temps": {"rl": 611.19, "rr": 611.5, "fl": 474.79, "fr": 475.18},
+        "tire_wear": {"rl": 14.35, "rr": 13.1, "fl": 15.83, "fr": 11.88}
+    });
+    monitor
+        .emit(
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": mock}),
+        )
+        .await;
+    let frame: Value = serde_json::from_slice(&next(&mut live).await.payload).unwrap();
+    assert_eq!(frame["tire_pressures"], mock["tire_pressures"]);
+    assert_eq!(frame["brake_temps"], mock["brake_temps"]);
+    assert_eq!(frame["tire_wear"]["rl"], json!(0.8565));
+    monitor.client.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_of_the_processor_the_monitor_keeps_streaming_into_its_session() {
+    let mut g = gateway(&[]).await;
+    let mut monitor = Sio::connect(&g.http).await;
+    let id = monitor.request_session_id().await;
+    let mut t = telemetry_sample();
+    t["lap"] = json!(1);
+    monitor
+        .emit(
+            "telemetry_update",
+            json!({"session_id": id, "telemetry": t}),
+        )
+        .await;
+    until_document(&g.nats, &id, |d| d["telemetry"]["lap"] == 1).await;
+    // Stored (the write-behind window is 200 ms in tests).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    g.processor.stop("-KILL");
+    let http = g.http.clone();
+    g.processor = serve_binary(&g.server.url(), &["--http-addr", &http]);
+    until_status(&g.http, "/readyz", 200).await;
+
+    // The origin's monitor reconnects by itself and sends to the id it has; it
+    // never asks for a new one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut lap = 2;
+    loop {
+        t["lap"] = json!(lap);
+        let _ = monitor
+            .client
+            .emit(
+                "telemetry_update",
+                json!({"session_id": id, "telemetry": t}),
+            )
+            .await;
+        let doc = get(&g.nats, &id).await;
+        if doc["telemetry"]["lap"] == lap {
+            assert!(
+                doc["stats"]["telemetry_count"].as_u64().unwrap() >= 2,
+                "{doc}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never streamed again: {doc}"
+        );
+        lap += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let listed = ask(&g.nats, "sessions.list", String::new()).await.ok();
+    assert_eq!(listed["total"], 1, "still the one session: {listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_asked_for_and_the_old_links_open_the_page() {
+    let g = gateway(&["--gateway-token", "s3cret"]).await;
+    let (_, refused) = Polling::open(&g.http, "").await;
+    assert!(
+        refused.starts_with("44") && refused.contains("--gateway-token"),
+        "{refused}"
+    );
+    let (_, refused) = Polling::open(&g.http, "token=wrong").await;
+    assert!(
+        refused.starts_with("44") && refused.contains("not this paddock"),
+        "{refused}"
+    );
+    let (_, accepted) = Polling::open(&g.http, "token=s3cret").await;
+    assert!(accepted.starts_with("40"), "{accepted}");
+    let mut monitor = Sio::connect_url(&format!("http://{}?token=s3cret", g.http)).await;
+    let id = monitor.request_session_id().await;
+
+    // The origin's monitor prints `<server_url>/dashboard/<id>`.
+    let (status, page) = http_get(&g.http, &format!("/dashboard/{id}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<html") || page.contains("<!doctype"),
+        "{page}"
+    );
+    let (status, _) = http_get(&g.http, "/dashboard/nope").await.unwrap();
+    assert_eq!(status, 404);
+
+    // --no-gateway: nothing at /socket.io/.
+    drop(g);
+    let g = gateway(&["--no-gateway"]).await;
+    let (status, _) = http_get(&g.http, "/socket.io/?EIO=4&transport=polling")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+}

@@ -1,0 +1,80 @@
+//! The telemetry schema (docs/telemetry.schema.json) held to what paddock's own
+//! monitors send: the simulated car through two hours (pit stops included), the
+//! samples, and the Race Dashboard monitor's frames as the gateway converts them.
+//! No broker: these are pure.
+
+use paddock::gateway::origin::to_schema;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn validator() -> jsonschema::Validator {
+    let schema: Value =
+        serde_json::from_str(include_str!("../../docs/telemetry.schema.json")).unwrap();
+    jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema")
+}
+
+fn assert_valid(validator: &jsonschema::Validator, frame: &Value, what: &str) {
+    let errors: Vec<String> = validator
+        .iter_errors(frame)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{what}: {errors:?}\n{frame}");
+}
+
+#[test]
+fn the_simulated_car_and_the_samples_follow_the_schema() {
+    let validator = validator();
+    let mut race = paddock::cmd::sim::Race::new(7);
+    let mut pitted = false;
+    // Two hours of race time at 1 Hz: laps, fuel running down, pit stops.
+    for second in 0..7200 {
+        let frame = race.step(1.0);
+        pitted |= race.in_pits();
+        assert_valid(
+            &validator,
+            &frame,
+            &format!("simulated frame at {second} s"),
+        );
+    }
+    assert!(pitted, "two hours include a pit stop");
+    for (name, text) in [
+        ("telemetry.json", TELEMETRY),
+        ("telemetry-rich.json", TELEMETRY_RICH),
+    ] {
+        assert_valid(&validator, &serde_json::from_str(text).unwrap(), name);
+    }
+}
+
+#[test]
+fn the_origin_monitors_frames_follow_it_once_converted_and_not_before() {
+    let validator = validator();
+    let capture: Value =
+        serde_json::from_str(include_str!("../data/origin-telemetry-lmu.json")).unwrap();
+    // On track: the capture with the pressures and brakes a running car has.
+    let mut running = capture["telemetry"].clone();
+    running["tire_pressures"] = json!({"fl": 172.0, "fr": 171.0, "rl": 165.0, "rr": 166.0});
+    running["brake_temps"] = json!({"fl": 1023.0, "fr": 1020.0, "rl": 900.0, "rr": 905.0});
+    assert!(
+        !validator.is_valid(&running),
+        "kPa are not psi: the schema must catch an unconverted frame"
+    );
+    for (what, frame) in [
+        ("the LMU capture", capture["telemetry"].clone()),
+        ("on track", running),
+    ] {
+        let mut frame = frame.as_object().unwrap().clone();
+        to_schema(&mut frame);
+        assert_valid(&validator, &Value::Object(frame), what);
+    }
+    // The origin's mock reader: percent worn is not a fraction left.
+    let mock = json!({
+        "lap": 2, "tire_pressures": {"rl": 23.95, "rr": 23.63, "fl": 24.2, "fr": 23.32},
+        "brake_temps": {"rl": 611.19, "rr": 611.5, "fl": 474.79, "fr": 475.18},
+        "tire_wear": {"rl": 14.35, "rr": 13.1, "fl": 15.83, "fr": 11.88}
+    });
+    assert!(!validator.is_valid(&mock));
+    let mut converted = mock.as_object().unwrap().clone();
+    to_schema(&mut converted);
+    assert_valid(&validator, &Value::Object(converted), "the mock");
+}
