@@ -2,7 +2,8 @@
 //! serves them over NATS to race engineers' dashboards and ops tooling.
 //!
 //! Four layers, each depending only on the ones below it
-//! (`cmd → web → server`; `cmd → client, server, broker → protocol`):
+//! (`cmd → web → server, gateway`; `gateway → client`; `cmd → client, server,
+//! broker → protocol`):
 //!
 //! - [`protocol`]: the wire contract, with no I/O — every subject, session ids,
 //!   payload validation, and the typed documents server and clients exchange.
@@ -12,6 +13,8 @@
 //!   connection set-up.
 //! - [`broker`]: a local nats-server for demo, bench and tests: found, or fetched
 //!   (pinned and verified) into the user's cache, and started.
+//! - [`gateway`]: the Race Dashboard's (1Lap) Socket.IO protocol on the HTTP side,
+//!   a NATS client like any other (its monitor and pages work unchanged).
 //! - [`web`]: the processor's HTTP side — the race engineer's dashboard page
 //!   (embedded; it talks to NATS itself over WebSocket), `/healthz`, `/readyz`,
 //!   `/metrics`.

@@ -86,6 +86,73 @@ pub struct MonitorArgs {
     pub dashboard: super::sessions::DashboardArgs,
 }
 
+/// How a race engineer reads a session this monitor writes: the flags its printed
+/// `watch` command needs, and the credentials its page link carries.
+enum DashboardAccess {
+    /// No broker auth: nothing to add.
+    Open,
+    /// The shared-secret roles (deploy/security/roles.conf): the dashboard
+    /// role's user, its password from the environment the broker reads it from.
+    Roles,
+    /// Per-session credentials: the session's dashboard `.creds` beside the
+    /// monitor's (as `sessions create --credentials-dir` wrote them), when there.
+    Session {
+        creds: Option<(std::path::PathBuf, String, String)>,
+        inbox: String,
+    },
+}
+
+impl DashboardAccess {
+    fn of(connect: &super::args::ConnectArgs, id: &SessionId) -> Self {
+        if let Some(monitor_creds) = &connect.creds {
+            let path = monitor_creds
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(format!("{id}-dashboard.creds"));
+            let creds = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| crate::client::creds::parts(&text))
+                .map(|(jwt, seed)| (path, jwt, seed));
+            DashboardAccess::Session {
+                creds,
+                inbox: subjects::inbox_prefix(id),
+            }
+        } else if connect.user.is_some() {
+            DashboardAccess::Roles
+        } else {
+            DashboardAccess::Open
+        }
+    }
+
+    fn watch_flags(&self) -> String {
+        match self {
+            DashboardAccess::Open => String::new(),
+            DashboardAccess::Roles => {
+                " --user dashboard --password \"$PADDOCK_DASHBOARD_PASSWORD\" \
+                 --inbox-prefix _INBOX_dashboard"
+                    .into()
+            }
+            DashboardAccess::Session { creds, inbox } => {
+                let path = creds.as_ref().map_or_else(
+                    || "<id>-dashboard.creds".to_string(),
+                    |(path, _, _)| path.display().to_string(),
+                );
+                format!(" --creds {path} --inbox-prefix {inbox}")
+            }
+        }
+    }
+
+    fn link(&self) -> Option<(&str, &str, &str)> {
+        match self {
+            DashboardAccess::Session {
+                creds: Some((_, jwt, seed)),
+                inbox,
+            } => Some((jwt, seed, inbox)),
+            _ => None,
+        }
+    }
+}
+
 pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     if !(args.hz > 0.0 && args.hz <= 1000.0) {
         bail!(
@@ -124,17 +191,13 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     let client = SessionsClient::new(nats.clone(), url.clone(), Duration::from_secs(5));
 
     let mut shutdown = std::pin::pin!(shutdown);
-    // Only an open broker lets a monitor ask the service where its page is: a
-    // monitor's role or per-session credentials may not, and a refused request
-    // would be reported as a refusal. With credentials, --dashboard-url says.
+    // Where the page is: --dashboard-url, else the processor's discovery info,
+    // which every monitor may ask (roles.conf's monitor and per-session
+    // monitors may publish $SRV.INFO.sessions).
     let open_broker = args.connect.creds.is_none() && args.connect.user.is_none();
-    let dashboard = match &args.dashboard.dashboard_url {
-        Some(url) => Some(url.clone()),
-        None if !open_broker => None,
-        None => tokio::select! {
-            url = args.dashboard.resolve(&client) => url,
-            () = &mut shutdown => return Ok(()),
-        },
+    let dashboard = tokio::select! {
+        url = args.dashboard.resolve(&client) => url,
+        () = &mut shutdown => return Ok(()),
     };
     let mut cars = Vec::with_capacity(args.sessions);
     for index in 0..args.sessions {
@@ -146,13 +209,16 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             },
         };
         out!("session {id}");
+        let parsed = SessionId::parse(&id)?;
+        let access = DashboardAccess::of(&args.connect, &parsed);
         out!(
-            "  watch it: {} watch {id}{}",
+            "  watch it: {} watch {id}{}{}",
             crate::cmd::self_command(),
-            args.connect.as_flags()
+            args.connect.as_flags(),
+            access.watch_flags()
         );
         if let Some(base) = &dashboard {
-            let link = subjects::dashboard_link(base, &SessionId::parse(&id)?, None);
+            let link = subjects::dashboard_link(base, &parsed, access.link());
             out!("  open it: {link}");
             // One car: its code to scan with a phone. Several: links only.
             if args.sessions == 1 {

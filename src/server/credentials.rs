@@ -91,7 +91,8 @@ impl Issuer {
     }
 
     /// A monitor may publish the session's setup and telemetry (as requests too:
-    /// it reads replies under the session's inbox prefix); a dashboard may read
+    /// it reads replies under the session's inbox prefix) and ask the service's
+    /// discovery info (the page's address); a dashboard may read
     /// the session's subjects and ask `sessions.get` and `sessions.laps`. Each may
     /// renew its own credentials while the session lives. Both expire at
     /// `expires` (Unix seconds).
@@ -113,8 +114,12 @@ impl Issuer {
                     subjects::data(id, subjects::DataKind::Telemetry),
                     subjects::renew_one(subjects::Endpoint::RenewMonitor, id),
                 ];
+                // And the service's discovery info, where the page's address is
+                // (what the monitor prints); never mapped.
+                let mut publish = publish.map(subjects::with_mapped).concat();
+                publish.push(subjects::SERVICE_INFO.to_string());
                 json!({
-                    "pub": { "allow": publish.map(subjects::with_mapped).concat() },
+                    "pub": { "allow": publish },
                     "sub": { "allow": [inbox] },
                 })
             }
@@ -420,7 +425,8 @@ mod tests {
                 format!("session.{id}.telemetry"),
                 format!("session.{id}.telemetry.*"),
                 format!("sessions.renew.monitor.{id}"),
-                format!("sessions.renew.monitor.{id}.*")
+                format!("sessions.renew.monitor.{id}.*"),
+                "$SRV.INFO.sessions".to_string()
             ])
         );
         let dashboard = claims_of(&creds.dashboard);

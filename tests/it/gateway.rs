@@ -487,3 +487,176 @@ async fn a_token_is_asked_for_and_the_old_links_open_the_page() {
         .unwrap();
     assert_eq!(status, 404);
 }
+
+/// The gateway's benchmark (docs/BENCHMARKS.md, "Socket.IO gateway"), by hand:
+///
+/// ```console
+/// cargo test --release --test it gateway::benchmark -- --ignored --nocapture
+/// ```
+///
+/// Beside each Socket.IO figure, the same one for NATS clients in the same run:
+/// ingest (frames/s until the processor has counted them all) and monitor →
+/// dashboard latency at 50 Hz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand with --release"]
+async fn benchmark() {
+    const MONITORS: usize = 4;
+    const FRAMES: usize = 5000;
+    const LATENCY_FRAMES: usize = 1000;
+    // Buffers as `paddock bench` sets them: bursts far past any sim's rate must
+    // not be cut by the ingest buffer's bound.
+    let g = gateway(&[
+        "--ingest-buffer-bytes",
+        "1024GiB",
+        "--max-memory",
+        "1024GiB",
+        "--kv-max-bytes",
+        "1GiB",
+    ])
+    .await;
+    let epoch = std::time::Instant::now();
+    let base = telemetry_sample();
+
+    // Ingest: MONITORS monitors, FRAMES frames each, as fast as they go.
+    let mut socketio = Vec::new();
+    for _ in 0..MONITORS {
+        let mut monitor = Sio::connect(&g.http).await;
+        let id = monitor.request_session_id().await;
+        socketio.push((monitor, id));
+    }
+    let started = std::time::Instant::now();
+    let sends = socketio.iter().map(|(monitor, id)| {
+        let base = base.clone();
+        async move {
+            for n in 0..FRAMES {
+                let mut t = base.clone();
+                t["n"] = json!(n);
+                monitor
+                    .emit(
+                        "telemetry_update",
+                        json!({"session_id": id, "telemetry": t}),
+                    )
+                    .await;
+            }
+        }
+    });
+    futures::future::join_all(sends).await;
+    let sio_ids: Vec<String> = socketio.iter().map(|(_, id)| id.clone()).collect();
+    let (sio_counted, sio_took) = until_stable(&g.nats, &sio_ids, started).await;
+    let sio_rate = sio_counted as f64 / sio_took.as_secs_f64();
+
+    let mut nats_ids = Vec::new();
+    for _ in 0..MONITORS {
+        nats_ids.push(create(&g.nats).await);
+    }
+    let started = std::time::Instant::now();
+    let sends = nats_ids.iter().map(|id| {
+        let (base, url) = (base.clone(), g.server.url());
+        async move {
+            let monitor = connect(&url).await;
+            for n in 0..FRAMES {
+                let mut t = base.clone();
+                t["n"] = json!(n);
+                monitor
+                    .publish(format!("session.{id}.telemetry"), t.to_string().into())
+                    .await
+                    .unwrap();
+            }
+            monitor.flush().await.unwrap();
+        }
+    });
+    futures::future::join_all(sends).await;
+    let (nats_counted, nats_took) = until_stable(&g.nats, &nats_ids, started).await;
+    let nats_rate = nats_counted as f64 / nats_took.as_secs_f64();
+
+    // Latency at 50 Hz: Socket.IO monitor → Socket.IO page, and NATS monitor →
+    // NATS subscriber, each frame stamped with its send time.
+    let stamp = |t: &mut Value| t["bench_sent_ns"] = json!(epoch.elapsed().as_nanos() as u64);
+    let (monitor, id) = &socketio[0];
+    let mut page = Sio::connect(&g.http).await;
+    page.emit("join_session", json!({"session_id": id})).await;
+    page.during(Duration::from_millis(500)).await;
+    let mut sio_latencies = Vec::new();
+    for _ in 0..LATENCY_FRAMES {
+        let mut t = base.clone();
+        stamp(&mut t);
+        monitor
+            .emit(
+                "telemetry_update",
+                json!({"session_id": id, "telemetry": t}),
+            )
+            .await;
+        let update = page.next("telemetry_update").await;
+        let sent = update["telemetry"]["bench_sent_ns"].as_u64().unwrap();
+        sio_latencies.push(epoch.elapsed().as_nanos() as u64 - sent);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = &nats_ids[0];
+    let (_sub_client, mut live) =
+        subscriber(&g.server.url(), format!("session.{id}.telemetry")).await;
+    let mut nats_latencies = Vec::new();
+    for _ in 0..LATENCY_FRAMES {
+        let mut t = base.clone();
+        stamp(&mut t);
+        g.nats
+            .publish(format!("session.{id}.telemetry"), t.to_string().into())
+            .await
+            .unwrap();
+        let frame: Value = serde_json::from_slice(&next(&mut live).await.payload).unwrap();
+        let sent = frame["bench_sent_ns"].as_u64().unwrap();
+        nats_latencies.push(epoch.elapsed().as_nanos() as u64 - sent);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let percentile = |v: &mut Vec<u64>, p: f64| {
+        v.sort_unstable();
+        v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1e6
+    };
+    let sent = MONITORS * FRAMES;
+    println!("| what | Socket.IO (gateway) | NATS | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ingest, {MONITORS} monitors flooding {FRAMES} 0.5 KB frames each: frames stored per second | {:.0} frames/s | {:.0} frames/s | {:.2} |",
+        sio_rate,
+        nats_rate,
+        sio_rate / nats_rate
+    );
+    println!(
+        "| … of which stored (the rest refused, counted: the gateway's per-connection queue) | {sio_counted} of {sent} | {nats_counted} of {sent} | |"
+    );
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (s, n) = (
+            percentile(&mut sio_latencies, p),
+            percentile(&mut nats_latencies, p),
+        );
+        println!(
+            "| monitor → dashboard {name} at 50 Hz | {s:.2} ms | {n:.2} ms | {:.1} |",
+            s / n
+        );
+    }
+}
+
+/// Polls the sessions' telemetry counts until they stop moving (unchanged for
+/// 500 ms): their total, and when it last moved, from `started`.
+async fn until_stable(
+    nats: &async_nats::Client,
+    ids: &[String],
+    started: std::time::Instant,
+) -> (u64, Duration) {
+    let (mut last, mut moved) = (u64::MAX, started.elapsed());
+    let mut still = 0;
+    while still < 5 {
+        let mut total = 0;
+        for id in ids {
+            total += get(nats, id).await["stats"]["telemetry_count"]
+                .as_u64()
+                .unwrap();
+        }
+        if total == last {
+            still += 1;
+        } else {
+            (last, moved, still) = (total, started.elapsed(), 0);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (last, moved)
+}

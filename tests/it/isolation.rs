@@ -513,3 +513,64 @@ async fn issuing_with_ttl(
     let ops = ops_client(&url, &dir).await;
     (dir, server, url, processor, ops)
 }
+
+/// What a per-session monitor prints works when pasted: the `watch` command
+/// (with the session's dashboard credentials beside the monitor's) and the
+/// page's link, which carries them (#30 item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_session_monitors_printed_commands_work_when_pasted() {
+    let dir = fresh_dir("monitor-hints");
+    let out = dir.to_str().unwrap().to_string();
+    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let server = NatsServer::start_with(&["-c", dir.join("nats-server.conf").to_str().unwrap()]);
+    let url = server.url();
+    let http = format!("127.0.0.1:{}", free_port());
+    let _processor = serve_issuing(&url, &dir, &["--http-addr", &http]);
+    let _ops = ops_client(&url, &dir).await;
+    let (id, _) = create_with_creator(&url, &dir).await;
+    let creds = dir.join(format!("{id}-monitor.creds"));
+    let inbox = format!("_INBOX_{id}");
+    let monitor = Running::spawn(&[
+        "monitor",
+        "--session",
+        &id,
+        "--nats-url",
+        &url,
+        "--creds",
+        creds.to_str().unwrap(),
+        "--inbox-prefix",
+        &inbox,
+        "--progress",
+        "0",
+    ]);
+    let printed: Vec<String> = (0..3).map(|_| monitor.line()).collect();
+    let watch = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("watch it: "))
+        .unwrap_or_else(|| panic!("no watch command: {printed:?}"));
+    let link = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("open it: "))
+        .unwrap_or_else(|| panic!("no page link: {printed:?}"));
+    assert!(
+        link.starts_with(&format!("http://{http}/session/{id}#jwt="))
+            && link.ends_with(&format!("&inbox={inbox}")),
+        "{link}"
+    );
+    // The watch command as printed (its first word is this binary), plus --plain.
+    let words: Vec<&str> = watch.split_whitespace().skip(1).collect();
+    assert!(
+        watch.contains(&format!("{id}-dashboard.creds")) && words.contains(&inbox.as_str()),
+        "{watch}"
+    );
+    let mut args = words.clone();
+    args.push("--plain");
+    let pasted = Running::spawn(&args);
+    // The first line may come before the monitor's first frame.
+    let lines = pasted.lines_for(Duration::from_secs(4));
+    assert!(
+        lines.iter().any(|l| l.starts_with("lap")),
+        "{watch}: {lines:?}"
+    );
+}

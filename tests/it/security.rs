@@ -8,11 +8,12 @@ use crate::support::*;
 use async_nats::{Client, ConnectOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-const ROLES: [(&str, &str); 4] = [
+const ROLES: [(&str, &str); 5] = [
     ("processor", "processor-secret"),
     ("monitor", "monitor-secret"),
     ("dashboard", "dashboard-secret"),
     ("ops", "ops-secret"),
+    ("gateway", "gateway-secret"),
 ];
 
 fn password(user: &str) -> &'static str {
@@ -54,6 +55,21 @@ async fn client_as(url: &str, user: &str) -> (Client, UnboundedReceiver<String>)
     (client, errors)
 }
 
+/// `paddock monitor` as the monitor role, on `url`.
+fn monitor_in_role(url: &str) -> [&str; 9] {
+    [
+        "monitor",
+        "--nats-url",
+        url,
+        "--user",
+        "monitor",
+        "--password",
+        password("monitor"),
+        "--inbox-prefix",
+        "_INBOX_monitor",
+    ]
+}
+
 fn serve_as_processor(url: &str) -> Running {
     Running::spawn(&[
         "serve",
@@ -64,6 +80,68 @@ fn serve_as_processor(url: &str) -> Running {
         "--password",
         password("processor"),
     ])
+}
+
+/// The Socket.IO gateway with the `gateway` role: the Race Dashboard's monitor
+/// and page work through it, and the role can do nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_role_carries_the_origin_monitor_and_nothing_more() {
+    let config = roles_config();
+    let server = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    let url = server.url();
+    let http = format!("127.0.0.1:{}", free_port());
+    let _processor = Running::spawn(&[
+        "serve",
+        "--nats-url",
+        &url,
+        "--user",
+        "processor",
+        "--password",
+        password("processor"),
+        "--http-addr",
+        &http,
+        "--gateway-user",
+        "gateway",
+        "--gateway-password",
+        password("gateway"),
+    ]);
+    until_status(&http, "/readyz", 200).await;
+    let mut monitor = Sio::connect(&http).await;
+    let id = monitor.request_session_id().await;
+    let mut page = Sio::connect(&http).await;
+    page.emit("join_session", serde_json::json!({"session_id": id}))
+        .await;
+    monitor
+        .emit(
+            "setup_data",
+            serde_json::json!({"session_id": id, "setup": {"wing": 3}}),
+        )
+        .await;
+    assert_eq!(page.next("setup_update").await["setup"]["wing"], 3);
+    monitor
+        .emit(
+            "telemetry_update",
+            serde_json::json!({"session_id": id, "telemetry": {"lap": 4}}),
+        )
+        .await;
+    assert_eq!(page.next("telemetry_update").await["telemetry"]["lap"], 4);
+    let metrics = until_status(&http, "/metrics", 200).await;
+    assert!(
+        !metrics.contains("paddock_gateway_rejected_total{"),
+        "{metrics}"
+    );
+
+    // The role itself: no deletes, no listing, no one else's replies.
+    let (gateway, mut errors) = client_as(&url, "gateway").await;
+    gateway
+        .publish("sessions.delete", id_body(&id).into())
+        .await
+        .unwrap();
+    refused(&mut errors, "publish", "sessions.delete").await;
+    gateway.publish("sessions.list", "".into()).await.unwrap();
+    refused(&mut errors, "publish", "sessions.list").await;
+    let _sub = gateway.subscribe("_INBOX_ops.>").await.unwrap();
+    refused(&mut errors, "subscription", "_INBOX_ops.>").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,21 +298,8 @@ async fn a_monitor_in_its_role_stops_when_its_session_is_deleted() {
     wait_for_processors(&ops, 1).await;
     let stderr = fresh_dir("monitor-in-role").join("stderr");
     let child = paddock()
-        .args([
-            "monitor",
-            "--nats-url",
-            &url,
-            "--user",
-            "monitor",
-            "--password",
-            password("monitor"),
-            "--inbox-prefix",
-            "_INBOX_monitor",
-            "--hz",
-            "20",
-            "--check-every",
-            "300ms",
-        ])
+        .args(monitor_in_role(&url))
+        .args(["--hz", "20", "--check-every", "300ms"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
@@ -406,4 +471,43 @@ async fn tls_with_client_certificates() {
     .await;
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(processor.stop("-TERM"), 0);
+}
+
+/// A monitor in the monitor role prints a `watch` command for the dashboard
+/// role that works when pasted into a shell holding the role's password
+/// (#30 item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_in_its_role_prints_a_watch_command_for_the_dashboard_role() {
+    let config = roles_config();
+    let server = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    let url = server.url();
+    let _processor = serve_as_processor(&url);
+    let (ops, _) = client_as(&url, "ops").await;
+    wait_for_processors(&ops, 1).await;
+    let mut args = monitor_in_role(&url).to_vec();
+    args.extend(["--progress", "0"]);
+    let monitor = Running::spawn(&args);
+    let _session = monitor.line();
+    let watch = monitor.line();
+    let watch = watch
+        .trim()
+        .strip_prefix("watch it: ")
+        .unwrap_or(&watch)
+        .to_string();
+    assert!(
+        watch.contains("--user dashboard --password \"$PADDOCK_DASHBOARD_PASSWORD\"")
+            && watch.contains("--inbox-prefix _INBOX_dashboard"),
+        "{watch}"
+    );
+    // As a shell would run it with the variable set.
+    let pasted = watch.replace("\"$PADDOCK_DASHBOARD_PASSWORD\"", password("dashboard"));
+    let mut args: Vec<&str> = pasted.split_whitespace().skip(1).collect();
+    args.push("--plain");
+    let watching = Running::spawn(&args);
+    // The first line may come before the monitor's first frame.
+    let lines = watching.lines_for(Duration::from_secs(4));
+    assert!(
+        lines.iter().any(|l| l.starts_with("lap")),
+        "{pasted}: {lines:?}"
+    );
 }
