@@ -12,6 +12,7 @@ mod budgets;
 mod cluster;
 mod commands;
 mod contract;
+mod docs;
 mod durability;
 mod gateway;
 mod isolation;
