@@ -17,7 +17,13 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("uplot.js", JS, include_bytes!("vendor/uplot.js")),
     ("uplot.css", CSS, include_bytes!("vendor/uplot.css")),
     ("qrcode.js", JS, include_bytes!("vendor/qrcode.js")),
+    ("icon.svg", SVG, ICON),
 ];
+
+/// The page's icon (a chequered flag), also served at `/favicon.ico`, which
+/// browsers ask for on their own.
+pub const ICON: &[u8] = include_bytes!("page/icon.svg");
+pub const SVG: &str = "image/svg+xml";
 
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";

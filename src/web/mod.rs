@@ -13,7 +13,7 @@
 //!   (the Race Dashboard's links) redirects to `/session/<id>`.
 //! - `/socket.io/`: the Race Dashboard's Socket.IO protocol ([`crate::gateway`]).
 //! - `/config.json`: the broker's WebSocket URL and the stale threshold.
-//! - `/assets/<file>`: the page's scripts and styles.
+//! - `/assets/<file>`: the page's scripts, styles and icon (also at `/favicon.ico`).
 //! - `/healthz`: the process answers. `/readyz`: it serves (503 with the reason
 //!   otherwise). `/metrics`: Prometheus text format ([`metrics`]).
 
@@ -86,6 +86,7 @@ pub fn router(config: WebConfig, health: Arc<Health>) -> Router {
         .route("/dashboard/{id}", get(origin_link))
         .route("/config.json", get(config_json))
         .route("/assets/{file}", get(asset))
+        .route("/favicon.ico", get(|| asset(Path("icon.svg".to_string()))))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))

@@ -133,6 +133,12 @@ async fn the_page_is_served_with_its_security_headers() {
     let (status, headers) = http_headers(&http, "/assets/app.js").await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-content-type-options"], "nosniff");
+    // The icon browsers ask for by themselves: no 404 in the console.
+    for path in ["/favicon.ico", "/assets/icon.svg"] {
+        let (status, headers) = http_headers(&http, path).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(headers["content-type"], "image/svg+xml", "{path}");
+    }
 }
 
 /// Past `--max-memory` new sessions are refused with 503 `over_budget`, and the

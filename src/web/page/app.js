@@ -354,7 +354,13 @@ function setupCharts() {
     cursor: { show: false },
     scales: { x: { time: false } },
     axes: [
-      { stroke: axisColor, grid, label: "lap" },
+      // Laps are whole numbers: integer steps only, written without a
+      // thousands separator (uPlot's default would show 4,242.2).
+      {
+        stroke: axisColor, grid, label: "lap",
+        incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+        values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : "")),
+      },
       { stroke: axisColor, grid, size: 84, values: (u, vals) => vals.map(fmt) },
     ],
     series: [{}, { label, stroke: color, width: 2, points: { show: true, size: 6 }, spanGaps: false }],
