@@ -209,6 +209,18 @@ impl SessionsClient {
         self.request(subjects::CREATE, Value::Null).await
     }
 
+    /// A new session with its team and car labels (none: as [`Self::create`]).
+    pub async fn create_labelled(
+        &self,
+        label: &crate::protocol::documents::Label,
+    ) -> Result<SessionDocument<Value>, ClientError> {
+        if label.team.is_none() && label.car.is_none() {
+            return self.create().await;
+        }
+        let body = serde_json::to_value(label).expect("a label serializes");
+        self.request(subjects::CREATE, body).await
+    }
+
     /// A session's document, asked on `sessions.get.<id>` (what per-session
     /// credentials allow); an id that is not one goes in a body, for the server's
     /// 400.
@@ -265,13 +277,18 @@ impl SessionsClient {
     }
 
     /// Every live session, following `sessions.list` pages to the end.
-    pub async fn list_all(&self) -> Result<Vec<SessionSummary>, ClientError> {
+    /// Every live session (of `team` only, when given), page after page.
+    pub async fn list_all(&self, team: Option<&str>) -> Result<Vec<SessionSummary>, ClientError> {
         let mut rows = Vec::new();
         let mut offset = 0usize;
         loop {
-            let page: Page<SessionSummary> = self
-                .request(subjects::LIST, serde_json::json!({ "offset": offset }))
-                .await?;
+            let request = crate::protocol::documents::ListRequest {
+                limit: None,
+                offset,
+                team: team.map(str::to_string),
+            };
+            let body = serde_json::to_value(&request).expect("a list request serializes");
+            let page: Page<SessionSummary> = self.request(subjects::LIST, body).await?;
             rows.extend(page.sessions);
             match page.next_offset {
                 Some(next) if next > offset => offset = next,

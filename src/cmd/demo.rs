@@ -134,6 +134,7 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         dashboard: super::sessions::DashboardArgs {
             dashboard_url: (!page.is_empty()).then(|| page.clone()),
         },
+        label: Default::default(),
     };
     // One shutdown for all: the monitors stop, and the processor drains.
     let (stop_tx, stop_rx) = watch::channel(false);

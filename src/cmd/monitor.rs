@@ -84,6 +84,9 @@ pub struct MonitorArgs {
     pub check_every: Duration,
     #[command(flatten)]
     pub dashboard: super::sessions::DashboardArgs,
+    /// The labels of the session it creates (not with --session).
+    #[command(flatten)]
+    pub label: super::sessions::LabelArgs,
 }
 
 /// How a race engineer reads a session this monitor writes: the flags its printed
@@ -199,12 +202,13 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         url = args.dashboard.resolve(&client) => url,
         () = &mut shutdown => return Ok(()),
     };
+    let label = args.label.label();
     let mut cars = Vec::with_capacity(args.sessions);
     for index in 0..args.sessions {
         let id = match &args.session {
             Some(id) => id.clone(),
             None => tokio::select! {
-                id = create_session(&client) => id?,
+                id = create_session(&client, &label) => id?,
                 () = &mut shutdown => return Ok(()),
             },
         };
@@ -408,10 +412,13 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
 
 /// Asks for a new session, waiting (and saying so) while no processor answers or
 /// its storage is briefly unavailable.
-async fn create_session(client: &SessionsClient) -> anyhow::Result<String> {
+async fn create_session(
+    client: &SessionsClient,
+    label: &crate::protocol::documents::Label,
+) -> anyhow::Result<String> {
     let mut told = false;
     loop {
-        match client.create().await {
+        match client.create_labelled(label).await {
             Ok(doc) => return Ok(doc.session_id.to_string()),
             Err(e) if e.is_transient() => {
                 if !told {

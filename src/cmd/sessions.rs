@@ -45,9 +45,15 @@ pub enum SessionsCommand {
         /// the processor issues them (`<id>-monitor.creds`, `<id>-dashboard.creds`).
         #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
         credentials_dir: PathBuf,
+        #[command(flatten)]
+        label: LabelArgs,
     },
     /// Every live session, oldest first.
-    List,
+    List {
+        /// One team's sessions only.
+        #[arg(long, env = "PADDOCK_TEAM")]
+        team: Option<String>,
+    },
     /// One session: setup, latest telemetry, statistics.
     Get { session_id: String },
     /// End a session (its monitor's later data is refused).
@@ -96,6 +102,28 @@ pub enum SessionsCommand {
     },
 }
 
+/// A new session's labels: `sessions create` and `monitor`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LabelArgs {
+    /// The team the car races for (a short label: letters, digits, spaces,
+    /// # - _ . + & '; up to 32), shown on the pit wall and used by
+    /// `sessions list --team`.
+    #[arg(long, env = "PADDOCK_TEAM")]
+    pub team: Option<String>,
+    /// The car: its number or name (e.g. "#7"), same rules.
+    #[arg(long, env = "PADDOCK_CAR")]
+    pub car: Option<String>,
+}
+
+impl LabelArgs {
+    pub fn label(&self) -> crate::protocol::documents::Label {
+        crate::protocol::documents::Label {
+            team: self.team.clone(),
+            car: self.car.clone(),
+        }
+    }
+}
+
 /// `--role` of `sessions renew`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum RoleArg {
@@ -127,15 +155,18 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
     let nats = connect_once(&args.connect.config(), "paddock-ops").await?;
     let client = SessionsClient::new(nats, url.clone(), args.timeout);
     let out = match &args.command {
-        SessionsCommand::Create { credentials_dir } => {
-            let doc = client.create().await?;
+        SessionsCommand::Create {
+            credentials_dir,
+            label,
+        } => {
+            let doc = client.create_labelled(&label.label()).await?;
             // The credentials are saved either way: a script that asked for JSON
             // must not lose them.
             let text = created_text(&doc, credentials_dir, &args.connect.as_flags())?;
             if args.json { pretty(&doc) } else { text }
         }
-        SessionsCommand::List => {
-            let rows = client.list_all().await?;
+        SessionsCommand::List { team } => {
+            let rows = client.list_all(team.as_deref()).await?;
             if args.json {
                 // Every page, as one: the paging fields say so.
                 pretty(&crate::protocol::documents::Page {
@@ -306,13 +337,24 @@ pub fn list_table(rows: &[SessionSummary], now: DateTime<Utc>) -> String {
         return "no live sessions\n".into();
     }
     let mut table = vec![
-        ["SESSION", "CREATED", "LAST UPDATE", "FRAMES", "SETUP"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "SESSION",
+            "TEAM",
+            "CAR",
+            "CREATED",
+            "LAST UPDATE",
+            "FRAMES",
+            "SETUP",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for row in rows {
+        let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "-".into());
         table.push(vec![
             row.session_id.to_string(),
+            label(&row.team),
+            label(&row.car),
             time_and_age(row.created_at, now),
             time_and_age(row.last_update, now),
             row.telemetry_count.to_string(),

@@ -516,7 +516,7 @@ impl Connection {
             Value::Null
         };
         match event.as_str() {
-            "request_session_id" => self.create().await,
+            "request_session_id" => self.create(data).await,
             "telemetry_update" => self.telemetry(data).await,
             "setup_data" => self.setup(data).await,
             "join_session" => self.join(data).await,
@@ -557,8 +557,12 @@ impl Connection {
         }
     }
 
-    async fn create(&mut self) {
+    /// A new session; its `team` and `car` when the data names them (the
+    /// origin's monitor sends `{}`).
+    async fn create(&mut self, data: Value) {
         const EVENT: &str = "request_session_id";
+        let label: crate::protocol::documents::Label =
+            serde_json::from_value(data).unwrap_or_default();
         let gateway = &self.gateway;
         if let Err(wait) = self.creates.take(Instant::now()) {
             let detail = format!(
@@ -567,7 +571,7 @@ impl Connection {
             );
             return gateway.refuse(self.sid, "rate_limited", EVENT, &detail);
         }
-        match gateway.sessions.create().await {
+        match gateway.sessions.create_labelled(&label).await {
             Ok(document) => {
                 gateway.accepted(EVENT);
                 if let Some(socket) = gateway.io.get_socket(self.sid) {

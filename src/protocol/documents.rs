@@ -64,6 +64,12 @@ pub mod time {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionDocument<F = RawFrame> {
     pub session_id: SessionId,
+    /// The team and car labels given at create (absent in documents stored
+    /// before labels, hence the defaults).
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub car: Option<String>,
     #[serde(with = "time")]
     pub created_at: DateTime<Utc>,
     /// The latest setup exactly as sent.
@@ -148,10 +154,91 @@ pub struct Credentials {
     pub inbox_prefix: String,
 }
 
+/// Rows in one `sessions.list` reply when the request names no `limit`.
+pub const LIST_DEFAULT_LIMIT: usize = 1_000;
+/// Most rows in one reply: about 200 bytes each, so a page stays well inside the
+/// broker's 1 MB default max_payload.
+pub const LIST_MAX_LIMIT: usize = 5_000;
+
+/// The body of `sessions.list` and `sessions.archive.list`: a page, and
+/// optionally one team's sessions only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub offset: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+}
+
+impl ListRequest {
+    /// Where the page starts, and its most rows: `limit` (default
+    /// [`LIST_DEFAULT_LIMIT`]) capped at [`LIST_MAX_LIMIT`].
+    pub fn bounds(&self) -> (usize, usize) {
+        let limit = self
+            .limit
+            .unwrap_or(LIST_DEFAULT_LIMIT)
+            .clamp(1, LIST_MAX_LIMIT);
+        (self.offset, limit)
+    }
+
+    /// Whether a row of `team` belongs in the reply.
+    pub fn wants(&self, team: Option<&str>) -> bool {
+        self.team
+            .as_deref()
+            .is_none_or(|wanted| team == Some(wanted))
+    }
+}
+
+/// A session's `team` and `car`: short labels for the pit wall, set at create
+/// (`sessions.create {"team": "Blue", "car": "#7"}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Label {
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub car: Option<String>,
+}
+
+/// Most characters in a team or car label.
+pub const LABEL_MAX_CHARS: usize = 32;
+
+impl Label {
+    /// Each label present is 1 to [`LABEL_MAX_CHARS`] characters of letters,
+    /// digits, spaces and `# - _ . + & '`, not blank: what a timing tower shows,
+    /// and nothing a terminal or a page could take for markup or control.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, value) in [("team", &self.team), ("car", &self.car)] {
+            let Some(value) = value else { continue };
+            let chars = value.chars().count();
+            if chars == 0 || chars > LABEL_MAX_CHARS || value.trim().is_empty() {
+                return Err(format!(
+                    "{name} must be 1 to {LABEL_MAX_CHARS} characters, not blank"
+                ));
+            }
+            if let Some(c) = value
+                .chars()
+                .find(|c| !(c.is_alphanumeric() || " #-_.+&'".contains(*c)))
+            {
+                return Err(format!(
+                    "{name} may hold letters, digits, spaces and # - _ . + & ' only, not {c:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One row of `sessions.list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSummary {
     pub session_id: SessionId,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub car: Option<String>,
     #[serde(with = "time")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "time")]
@@ -219,6 +306,10 @@ impl std::fmt::Display for EndReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchivedSummary {
     pub session_id: SessionId,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub car: Option<String>,
     #[serde(with = "time")]
     pub created_at: DateTime<Utc>,
     #[serde(with = "time")]
@@ -376,10 +467,42 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn labels_are_short_and_plain() {
+        let label = |team: &str| Label {
+            team: Some(team.into()),
+            car: Some("#7".into()),
+        };
+        for good in [
+            "Blue",
+            "Team Rosso 2",
+            "A&B Racing",
+            "O'Neil #7",
+            "Équipe-1",
+        ] {
+            assert_eq!(label(good).check(), Ok(()), "{good}");
+        }
+        for bad in ["", "  ", "<b>", "a\u{1b}[31m", "x\ny", &"x".repeat(33)] {
+            assert!(label(bad).check().is_err(), "{bad:?}");
+        }
+        assert_eq!(Label::default().check(), Ok(()));
+        let wants = |team: Option<&str>| {
+            ListRequest {
+                team: Some("Blue".into()),
+                ..Default::default()
+            }
+            .wants(team)
+        };
+        assert!(wants(Some("Blue")) && !wants(Some("Red")) && !wants(None));
+        assert!(ListRequest::default().wants(None));
+    }
+
+    #[test]
     fn a_document_reads_back_as_written_with_frames_verbatim() {
         let frame: RawFrame = serde_json::from_str(r#"{"lap":14, "fuel" :41.20}"#).unwrap();
         let doc = SessionDocument {
             session_id: SessionId::new_v4(),
+            team: Some("Blue".into()),
+            car: None,
             created_at: Utc::now(),
             setup: None,
             setup_timestamp: None,

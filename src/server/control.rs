@@ -5,7 +5,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::protocol::documents::{ArchivedSession, ArchivedSummary, Deleted, Page};
+use crate::protocol::documents::{
+    ArchivedSession, ArchivedSummary, Deleted, Label, ListRequest, Page,
+};
 use crate::protocol::id::SessionId;
 use crate::protocol::payload::validate_object;
 use crate::protocol::subjects::{Endpoint, Event};
@@ -39,31 +41,6 @@ impl Reply {
             persist: None,
             announce: None,
         }
-    }
-}
-
-/// Rows in one `sessions.list` reply when the request names no `limit`.
-pub const LIST_DEFAULT_LIMIT: usize = 1_000;
-/// Most rows in one reply: about 170 bytes each, so a page stays well inside the
-/// broker's 1 MB default max_payload.
-pub const LIST_MAX_LIMIT: usize = 5_000;
-
-#[derive(Deserialize)]
-struct ListRequest {
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    offset: usize,
-}
-
-impl ListRequest {
-    /// Where the page starts, and its most rows.
-    fn bounds(&self) -> (usize, usize) {
-        let limit = self
-            .limit
-            .unwrap_or(LIST_DEFAULT_LIMIT)
-            .clamp(1, LIST_MAX_LIMIT);
-        (self.offset, limit)
     }
 }
 
@@ -129,13 +106,17 @@ impl App {
             Endpoint::List => {
                 let request = self.list_request(body)?;
                 let mut rows = self.sessions.list();
-                rows.retain(|row| in_partition(&row.session_id));
+                rows.retain(|row| {
+                    in_partition(&row.session_id) && request.wants(row.team.as_deref())
+                });
                 Ok(Reply::json(&page(rows, &request)))
             }
             Endpoint::ArchiveList => {
                 let request = self.list_request(body)?;
                 let mut rows = self.archived_rows();
-                rows.retain(|row| in_partition(&row.session_id));
+                rows.retain(|row| {
+                    in_partition(&row.session_id) && request.wants(row.team.as_deref())
+                });
                 Ok(Reply::json(&page(rows, &request)))
             }
             Endpoint::Stats => {
@@ -156,8 +137,8 @@ impl App {
 
     /// What a gathered list needs before it asks the partitions: the page
     /// (offset, limit) a valid request names.
-    pub fn page_request(&self, body: &[u8]) -> Result<(usize, usize), ServiceError> {
-        Ok(self.list_request(body)?.bounds())
+    pub fn page_request(&self, body: &[u8]) -> Result<ListRequest, ServiceError> {
+        self.list_request(body)
     }
 
     /// The session a body-form request names, if it names one well: for
@@ -231,8 +212,8 @@ impl App {
         body: &[u8],
         accept: impl Fn(&SessionId) -> bool,
     ) -> Result<Reply, ServiceError> {
-        self.optional_object(body)?;
-        let snapshot = self.sessions.create_where(accept)?;
+        let label = self.create_request(body)?;
+        let snapshot = self.sessions.create_where(accept, label)?;
         self.metrics.session_created();
         tracing::info!(session_id = %snapshot.session_id, via = "request", "session created");
         let mut doc = snapshot.document();
@@ -276,18 +257,33 @@ impl App {
     /// sessions, oldest first, with `next_offset` (null on the last page).
     fn list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         let request = self.list_request(body)?;
-        Ok(Reply::json(&page(self.sessions.list(), &request)))
+        let mut rows = self.sessions.list();
+        rows.retain(|row| request.wants(row.team.as_deref()));
+        Ok(Reply::json(&page(rows, &request)))
     }
 
-    fn list_request(&self, body: &[u8]) -> Result<ListRequest, ServiceError> {
+    /// The body of `sessions.create`: `{}` or an empty body, or the session's
+    /// `team` and `car` labels (other members are ignored).
+    fn create_request(&self, body: &[u8]) -> Result<Label, ServiceError> {
         self.optional_object(body)?;
         if body.trim_ascii().is_empty() {
-            return Ok(ListRequest {
-                limit: None,
-                offset: 0,
-            });
+            return Ok(Label::default());
         }
-        let hint = r#"send {} or {"limit": <1 or more; pages hold at most 5000>, "offset": <n>}"#;
+        let hint = r#"send {} or {"team": "<label>", "car": "<label>"}"#;
+        let label: Label = serde_json::from_slice(body)
+            .map_err(|e| ServiceError::BadRequest(format!("{e}: {hint}")))?;
+        label
+            .check()
+            .map_err(|e| ServiceError::BadRequest(format!("{e}: {hint}")))?;
+        Ok(label)
+    }
+
+    pub(crate) fn list_request(&self, body: &[u8]) -> Result<ListRequest, ServiceError> {
+        self.optional_object(body)?;
+        if body.trim_ascii().is_empty() {
+            return Ok(ListRequest::default());
+        }
+        let hint = r#"send {} or {"limit": <1 or more; pages hold at most 5000>, "offset": <n>, "team": "<label>"}"#;
         let request: ListRequest = serde_json::from_slice(body)
             .map_err(|e| ServiceError::BadRequest(format!("{e}: {hint}")))?;
         // A limit above the page's most is capped (ListRequest::bounds), as
@@ -326,7 +322,9 @@ impl App {
     /// recently ended first.
     fn archive_list(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         let request = self.list_request(body)?;
-        Ok(Reply::json(&page(self.archived_rows(), &request)))
+        let mut rows = self.archived_rows();
+        rows.retain(|row| request.wants(row.team.as_deref()));
+        Ok(Reply::json(&page(rows, &request)))
     }
 
     /// Every archived session, most recently ended first.
@@ -336,6 +334,8 @@ impl App {
             .iter()
             .map(|e| ArchivedSummary {
                 session_id: e.last.session_id,
+                team: e.last.label.team.clone(),
+                car: e.last.label.car.clone(),
                 created_at: e.last.created_at,
                 last_update: e.last.last_update,
                 ended_at: e.at,

@@ -22,7 +22,9 @@ use async_nats::{Client, HeaderMap, Message};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::protocol::documents::{ArchivedSummary, Page, SessionSummary, Stats};
+use crate::protocol::documents::{
+    ArchivedSummary, LIST_MAX_LIMIT, ListRequest, Page, SessionSummary, Stats,
+};
 use crate::protocol::id::SessionId;
 use crate::protocol::subjects::{self, Endpoint};
 use crate::server::error::ServiceError;
@@ -188,26 +190,27 @@ async fn ask<T: DeserializeOwned>(
 }
 
 /// `sessions.list` or `sessions.archive.list` across every partition: the page
-/// at `offset` of `limit` rows, in the order one processor lists them.
+/// the request asks for, in the order one processor lists them (one team's
+/// rows only when it names a team: each partition filters its own).
 pub async fn gather_page(
     client: &Client,
     partitions: Partitions,
     endpoint: Endpoint,
-    offset: usize,
-    limit: usize,
+    request: &ListRequest,
 ) -> Result<Bytes, ServiceError> {
-    let bounds = (offset, limit);
+    let bounds = request.bounds();
+    let team = request.team.as_deref();
     match endpoint {
         // Oldest first, like `Sessions::list`.
         Endpoint::List => {
-            merged_page::<SessionSummary, _>(client, partitions, endpoint, bounds, |row| {
+            merged_page::<SessionSummary, _>(client, partitions, endpoint, bounds, team, |row| {
                 (row.created_at, row.session_id)
             })
             .await
         }
         // Most recently ended first, like `Sessions::list_ended`.
         _ => {
-            merged_page::<ArchivedSummary, _>(client, partitions, endpoint, bounds, |row| {
+            merged_page::<ArchivedSummary, _>(client, partitions, endpoint, bounds, team, |row| {
                 std::cmp::Reverse((row.ended_at, row.session_id))
             })
             .await
@@ -222,12 +225,14 @@ async fn merged_page<T, K: Ord>(
     partitions: Partitions,
     endpoint: Endpoint,
     (offset, limit): (usize, usize),
+    team: Option<&str>,
     key: impl Fn(&T) -> K,
 ) -> Result<Bytes, ServiceError>
 where
     T: Serialize + DeserializeOwned,
 {
-    let (total, mut rows) = gather_rows::<T>(client, partitions, endpoint, offset + limit).await?;
+    let (total, mut rows) =
+        gather_rows::<T>(client, partitions, endpoint, offset + limit, team).await?;
     rows.sort_by_key(key);
     let page = Page::slice(rows, total, offset, limit);
     Ok(serde_json::to_vec(&page).expect("a page serializes").into())
@@ -240,15 +245,18 @@ async fn gather_rows<T: DeserializeOwned>(
     partitions: Partitions,
     endpoint: Endpoint,
     wanted: usize,
+    team: Option<&str>,
 ) -> Result<(usize, Vec<T>), ServiceError> {
     let each = (0..partitions.count()).map(|partition| async move {
         let mut rows = Vec::new();
         let mut offset = 0;
         loop {
-            let limit = wanted
-                .saturating_sub(offset)
-                .clamp(1, crate::server::control::LIST_MAX_LIMIT);
-            let body = serde_json::json!({ "limit": limit, "offset": offset }).to_string();
+            let request = ListRequest {
+                limit: Some(wanted.saturating_sub(offset).clamp(1, LIST_MAX_LIMIT)),
+                offset,
+                team: team.map(str::to_string),
+            };
+            let body = serde_json::to_string(&request).expect("a list request serializes");
             let page: Page<T> = ask(client, partition, endpoint, body.into()).await?;
             rows.extend(page.sessions);
             match page.next_offset {
@@ -317,8 +325,7 @@ pub enum Across {
     Page {
         partitions: Partitions,
         endpoint: Endpoint,
-        offset: usize,
-        limit: usize,
+        request: ListRequest,
     },
     /// `sessions.stats`, from every partition.
     Stats(Partitions),
@@ -339,10 +346,9 @@ impl Across {
             Across::Page {
                 partitions,
                 endpoint,
-                offset,
-                limit,
+                request,
             } => Ok((
-                gather_page(client, partitions, endpoint, offset, limit).await?,
+                gather_page(client, partitions, endpoint, &request).await?,
                 HeaderMap::new(),
             )),
             Across::Stats(partitions) => {

@@ -717,12 +717,11 @@ impl Ctx {
                 })
             }
             Endpoint::List | Endpoint::ArchiveList => {
-                let (offset, limit) = self.app.page_request(body).ok()?;
+                let request = self.app.page_request(body).ok()?;
                 Some(Across::Page {
                     partitions,
                     endpoint,
-                    offset,
-                    limit,
+                    request,
                 })
             }
             Endpoint::Stats => self

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 
-use crate::protocol::documents::{SessionDocument, SessionStats as DocumentStats};
+use crate::protocol::documents::{Label, SessionDocument, SessionStats as DocumentStats};
 use crate::protocol::id::SessionId;
 use crate::server::laps::{self, LapRecord};
 
@@ -226,6 +226,8 @@ pub struct SessionStats {
 struct Session {
     /// When the session was created (by request, or on demand by its first frame).
     created_at: DateTime<Utc>,
+    /// Its team and car, as given at create.
+    label: Label,
     /// The latest setup; kept apart from telemetry so neither clobbers the other.
     setup: Option<Frame>,
     /// The latest telemetry frame: what a late-joining dashboard sees first.
@@ -422,6 +424,7 @@ struct State {
 pub struct Snapshot {
     pub session_id: SessionId,
     pub created_at: DateTime<Utc>,
+    pub label: Label,
     pub setup: Option<Frame>,
     pub telemetry: Option<Frame>,
     pub last_update: DateTime<Utc>,
@@ -546,7 +549,7 @@ impl Sessions {
 
     /// Creates a session with a fresh id.
     pub fn create(&self) -> Result<Snapshot, SessionError> {
-        self.create_where(|_| true)
+        self.create_where(|_| true, Label::default())
     }
 
     /// Creates a session with a fresh id that `accept` takes: with partitioned
@@ -555,6 +558,7 @@ impl Sessions {
     pub fn create_where(
         &self,
         accept: impl Fn(&SessionId) -> bool,
+        label: Label,
     ) -> Result<Snapshot, SessionError> {
         let mut state = self.lock();
         self.check_capacity(&state)?;
@@ -567,7 +571,8 @@ impl Sessions {
                 break id;
             }
         };
-        let session = Session::new(now, &self.budgets);
+        let mut session = Session::new(now, &self.budgets);
+        session.label = label;
         let snapshot = session.snapshot(id);
         state.live.insert(id, session);
         state.mark_dirty(id);
@@ -821,6 +826,8 @@ impl Sessions {
                 .iter()
                 .map(|(id, s)| Summary {
                     session_id: *id,
+                    team: s.label.team.clone(),
+                    car: s.label.car.clone(),
                     created_at: s.created_at,
                     last_update: s.last_update,
                     has_setup: s.setup.is_some(),
@@ -1141,6 +1148,7 @@ impl Session {
             frame_allowance: Allowance::full(budgets.frame_burst, now),
             lap_allowance: Allowance::full(budgets.laps_per_minute, now),
             created_at: snapshot.created_at,
+            label: snapshot.label,
             setup: snapshot.setup,
             telemetry: snapshot.telemetry,
             last_update: snapshot.last_update,
@@ -1162,6 +1170,7 @@ impl Session {
             frame_allowance: Allowance::full(budgets.frame_burst, instant),
             lap_allowance: Allowance::full(budgets.laps_per_minute, instant),
             created_at: now,
+            label: Label::default(),
             setup: None,
             telemetry: None,
             last_update: now,
@@ -1183,6 +1192,7 @@ impl Session {
         Snapshot {
             session_id: id,
             created_at: self.created_at,
+            label: self.label.clone(),
             setup: self.setup.clone(),
             telemetry: self.telemetry.clone(),
             last_update: self.last_update,
@@ -1220,6 +1230,8 @@ impl Snapshot {
     pub fn document(&self) -> SessionDocument<&RawValue> {
         SessionDocument {
             session_id: self.session_id,
+            team: self.label.team.clone(),
+            car: self.label.car.clone(),
             created_at: self.created_at,
             setup: self.setup.as_ref().map(|f| raw(&f.body)),
             setup_timestamp: self.setup.as_ref().map(|f| f.at),
@@ -1257,6 +1269,10 @@ impl Snapshot {
         Ok(Snapshot {
             session_id: doc.session_id,
             created_at: doc.created_at,
+            label: Label {
+                team: doc.team,
+                car: doc.car,
+            },
             setup: frame(doc.setup, doc.setup_timestamp),
             telemetry: frame(doc.telemetry, doc.stats.last_frame_at),
             last_update: doc.last_update,

@@ -24,3 +24,4 @@ mod partitions;
 mod processors;
 mod schema;
 mod security;
+mod teams;

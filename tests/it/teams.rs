@@ -1,0 +1,195 @@
+//! Teams: a session's `team` and `car` labels, given at create, in the session
+//! document and the list rows, and `sessions.list {"team"}` (live and archived),
+//! on one processor and across partitions (#28 item 1).
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+async fn create_labelled(nats: &async_nats::Client, team: &str, car: &str) -> String {
+    let body = json!({"team": team, "car": car}).to_string();
+    let doc = ask(nats, "sessions.create", body).await.ok();
+    assert_eq!(doc["team"], team);
+    assert_eq!(doc["car"], car);
+    doc["session_id"].as_str().unwrap().to_string()
+}
+
+fn ids_of(page: &Value) -> Vec<String> {
+    page["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["session_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_carry_their_team_and_car_and_lists_filter_by_team() {
+    let mut app = spawn_app().await;
+    let nats = app.client.clone();
+    let blue = [
+        create_labelled(&nats, "Blue", "#7").await,
+        create_labelled(&nats, "Blue", "#8").await,
+    ];
+    let red = create_labelled(&nats, "Red", "#1").await;
+    let plain = create(&nats).await;
+
+    let doc = ask(&nats, &format!("sessions.get.{plain}"), String::new())
+        .await
+        .ok();
+    assert_eq!((&doc["team"], &doc["car"]), (&Value::Null, &Value::Null));
+    let page = ask(&nats, "sessions.list", json!({"team": "Blue"}).to_string())
+        .await
+        .ok();
+    assert_eq!(ids_of(&page), blue.to_vec());
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["sessions"][1]["car"], "#8");
+    let all = ask(&nats, "sessions.list", "{}".into()).await.ok();
+    assert_eq!(all["total"], 4);
+    assert_eq!(all["sessions"][2]["team"], "Red");
+
+    // Bad labels and bad list bodies: 400, nothing created.
+    for body in [
+        json!({"team": "<script>"}),
+        json!({"team": ""}),
+        json!({"car": "x".repeat(33)}),
+        json!({"team": 7}),
+    ] {
+        ask(&nats, "sessions.create", body.to_string())
+            .await
+            .expect_error(400);
+    }
+    ask(
+        &nats,
+        "sessions.list",
+        json!({"team": "Blue", "colour": 1}).to_string(),
+    )
+    .await
+    .expect_error(400);
+    assert_eq!(
+        ask(&nats, "sessions.list", "".into()).await.ok()["total"],
+        4
+    );
+
+    // Kept through a restart (stored with the document), and in the archive.
+    app.restart_processor(test_limits()).await;
+    let doc = ask(&nats, &format!("sessions.get.{red}"), String::new())
+        .await
+        .ok();
+    assert_eq!((&doc["team"], &doc["car"]), (&json!("Red"), &json!("#1")));
+    ask(&nats, "sessions.delete", id_body(&blue[0])).await.ok();
+    let archived = ask(
+        &nats,
+        "sessions.archive.list",
+        json!({"team": "Blue"}).to_string(),
+    )
+    .await
+    .ok();
+    assert_eq!(ids_of(&archived), vec![blue[0].clone()]);
+    assert_eq!(archived["sessions"][0]["car"], "#7");
+    let none = ask(
+        &nats,
+        "sessions.archive.list",
+        json!({"team": "Red"}).to_string(),
+    )
+    .await
+    .ok();
+    assert_eq!(none["total"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_label_and_filter() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let _processor = serve_binary(&url, &[]);
+    let nats = connect(&url).await;
+    wait_for_processors(&nats, 1).await;
+    let (code, stdout, stderr) = run_paddock(&[
+        "monitor",
+        "--nats-url",
+        &url,
+        "--team",
+        "Blue",
+        "--car",
+        "#7",
+        "--duration",
+        "1s",
+        "--progress",
+        "0",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let id = stdout
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("session ")
+        .to_string();
+    let (code, stdout, stderr) = run_paddock(&[
+        "sessions",
+        "create",
+        "--nats-url",
+        &url,
+        "--team",
+        "Red",
+        "--car",
+        "#1",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let red = stdout.lines().next().unwrap().to_string();
+    let (code, stdout, stderr) =
+        run_paddock(&["sessions", "list", "--nats-url", &url, "--team", "Blue"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&id) && stdout.contains("#7"), "{stdout}");
+    assert!(!stdout.contains(&red), "{stdout}");
+    let (code, _, stderr) =
+        run_paddock(&["sessions", "create", "--nats-url", &url, "--team", "<b>"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("team may hold letters"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_is_listed_whole_across_partitions() {
+    let server = NatsServer::start_websocket_with(paddock::broker::mappings_config(2));
+    let url = server.url();
+    let _owners = [
+        serve_binary(&url, &["--partitions", "2", "--owns", "0"]),
+        serve_binary(&url, &["--partitions", "2", "--owns", "1"]),
+    ];
+    let nats = connect(&url).await;
+    wait_for_processors(&nats, 2).await;
+    let mut blue = Vec::new();
+    for n in 0..16 {
+        blue.push(create_labelled(&nats, "Blue", &format!("#{n}")).await);
+        create_labelled(&nats, "Red", &format!("#{n}")).await;
+    }
+    let partitions: std::collections::HashSet<u32> = blue
+        .iter()
+        .map(|id| {
+            paddock::protocol::subjects::partition(&paddock::SessionId::parse(id).unwrap(), 2)
+        })
+        .collect();
+    assert_eq!(partitions.len(), 2, "sixteen sessions fall in both partitions");
+    let page = ask(
+        &nats,
+        "sessions.list",
+        json!({"team": "Blue", "limit": 4}).to_string(),
+    )
+    .await
+    .ok();
+    assert_eq!(page["total"], 16);
+    assert_eq!(page["count"], 4);
+    let mut seen = ids_of(&page);
+    let rest = ask(
+        &nats,
+        "sessions.list",
+        json!({"team": "Blue", "offset": 4}).to_string(),
+    )
+    .await
+    .ok();
+    seen.extend(ids_of(&rest));
+    seen.sort();
+    blue.sort();
+    assert_eq!(seen, blue);
+}
