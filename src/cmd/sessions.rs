@@ -58,6 +58,16 @@ pub enum SessionsCommand {
     Get { session_id: String },
     /// End a session (its monitor's later data is refused).
     Delete { session_id: String },
+    /// Change a live session's team or car label (an empty value clears it).
+    Label {
+        session_id: String,
+        /// The new team label.
+        #[arg(long, env = "PADDOCK_TEAM")]
+        team: Option<String>,
+        /// The new car label.
+        #[arg(long, env = "PADDOCK_CAR")]
+        car: Option<String>,
+    },
     /// A session's completed laps, oldest first: lap, lap time, frames, fuel.
     Laps {
         session_id: String,
@@ -186,6 +196,33 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 pretty(&doc)
             } else {
                 session_text(&doc, Utc::now())
+            }
+        }
+        SessionsCommand::Label {
+            session_id,
+            team,
+            car,
+        } => {
+            let mut body = serde_json::Map::new();
+            body.insert("session_id".into(), json!(session_id));
+            for (name, value) in [("team", team), ("car", car)] {
+                if let Some(value) = value {
+                    let value = (!value.is_empty()).then(|| value.clone());
+                    body.insert(name.into(), json!(value));
+                }
+            }
+            let doc: crate::protocol::documents::SessionDocument<Value> = client
+                .request(crate::protocol::subjects::LABEL, Value::Object(body))
+                .await?;
+            if args.json {
+                pretty(&doc)
+            } else {
+                let shown = |l: &Option<String>| l.clone().unwrap_or_else(|| "none".into());
+                format!(
+                    "{session_id}: team {}, car {}\n",
+                    shown(&doc.team),
+                    shown(&doc.car)
+                )
             }
         }
         SessionsCommand::Delete { session_id } => {

@@ -33,11 +33,12 @@ pub enum Endpoint {
     ArchiveLaps,
     RenewMonitor,
     RenewDashboard,
+    Label,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order `$SRV.INFO` lists them.
-    pub const ALL: [Endpoint; 11] = [
+    pub const ALL: [Endpoint; 12] = [
         Endpoint::Create,
         Endpoint::Get,
         Endpoint::List,
@@ -49,6 +50,7 @@ impl Endpoint {
         Endpoint::ArchiveLaps,
         Endpoint::RenewMonitor,
         Endpoint::RenewDashboard,
+        Endpoint::Label,
     ];
 
     /// The endpoint's name in the `sessions` group: `sessions.<name>`.
@@ -65,6 +67,7 @@ impl Endpoint {
             Endpoint::ArchiveLaps => ARCHIVE_LAPS,
             Endpoint::RenewMonitor => RENEW_MONITOR,
             Endpoint::RenewDashboard => RENEW_DASHBOARD,
+            Endpoint::Label => LABEL,
         }
     }
 
@@ -106,6 +109,8 @@ pub const ARCHIVE_LAPS: &str = "archive.laps";
 /// Fresh per-session credentials for a session's monitor or dashboard.
 pub const RENEW_MONITOR: &str = "renew.monitor";
 pub const RENEW_DASHBOARD: &str = "renew.dashboard";
+/// A session's team and car labels, changed by ops.
+pub const LABEL: &str = "label";
 
 /// `sessions.get.<id>`: the same as `sessions.get`, with the id in the subject, so
 /// that broker permissions can allow one session's snapshot and no other.

@@ -86,6 +86,7 @@ impl App {
             (Endpoint::ArchiveGet, _) => self.archive_get(body),
             (Endpoint::RenewMonitor, id) => self.renew(id, body, Role::Monitor),
             (Endpoint::RenewDashboard, id) => self.renew(id, body, Role::Dashboard),
+            (Endpoint::Label, _) => self.label(body),
         }
     }
 
@@ -152,7 +153,8 @@ impl App {
             | Endpoint::Laps
             | Endpoint::ArchiveLaps
             | Endpoint::RenewMonitor
-            | Endpoint::RenewDashboard => self.session_id(body).ok(),
+            | Endpoint::RenewDashboard
+            | Endpoint::Label => self.session_id(body).ok(),
             Endpoint::Create | Endpoint::List | Endpoint::Stats | Endpoint::ArchiveList => None,
         }
     }
@@ -315,6 +317,48 @@ impl App {
             announce: Some(announce),
             persist: Some(PersistAction::End(Box::new(ended))),
             ..reply
+        })
+    }
+
+    /// `sessions.label`: `{"session_id", "team", "car"}` → the session document
+    /// with its labels changed: a label given is set (`null` clears it), one not
+    /// given is kept. Stored before the reply, like a create.
+    fn label(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let id = self.session_id(body)?;
+        let hint =
+            r#"send {"session_id": "<uuid>", "team": "<label>" or null, "car": "<label>" or null}"#;
+        let fields: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+            .map_err(|e| ServiceError::BadRequest(format!("{e}: {hint}")))?;
+        let change = |name: &str| -> Result<Option<Option<String>>, ServiceError> {
+            match fields.get(name) {
+                None => Ok(None),
+                Some(serde_json::Value::Null) => Ok(Some(None)),
+                Some(serde_json::Value::String(s)) => Ok(Some(Some(s.clone()))),
+                Some(_) => Err(ServiceError::BadRequest(format!(
+                    "{name} must be a string or null: {hint}"
+                ))),
+            }
+        };
+        let (team, car) = (change("team")?, change("car")?);
+        if team.is_none() && car.is_none() {
+            return Err(ServiceError::BadRequest(format!(
+                "nothing to change: {hint}"
+            )));
+        }
+        let snapshot = self.sessions.relabel(id, |label| {
+            if let Some(team) = team {
+                label.team = team;
+            }
+            if let Some(car) = car {
+                label.car = car;
+            }
+            label.check()
+        })?;
+        tracing::info!(session_id = %id, team = ?snapshot.label.team, car = ?snapshot.label.car, "session labelled");
+        Ok(Reply {
+            body: snapshot.to_json().into(),
+            persist: Some(PersistAction::Session(id)),
+            announce: None,
         })
     }
 

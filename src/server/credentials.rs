@@ -320,7 +320,8 @@ fn ops_permissions() -> Value {
             Endpoint::Laps.subject(), control(subjects::LAPS_ONE),
             control(&format!("{}.*", subjects::LAPS_ONE)),
             Endpoint::List.subject(), Endpoint::Stats.subject(),
-            control("archive.>"), Endpoint::Delete.subject(), subjects::ALL_DISCOVERY,
+            control("archive.>"), Endpoint::Delete.subject(), Endpoint::Label.subject(),
+            subjects::ALL_DISCOVERY,
             // Fresh credentials for a live session: share links, a monitor's again.
             control("renew.>"),
         ] },

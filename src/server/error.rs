@@ -45,7 +45,9 @@ impl ServiceError {
     /// The micro error code.
     pub fn code(&self) -> u16 {
         match self {
-            ServiceError::BadRequest(_) | ServiceError::Id(_) => 400,
+            ServiceError::BadRequest(_)
+            | ServiceError::Id(_)
+            | ServiceError::Session(SessionError::BadLabel(_)) => 400,
             ServiceError::Payload(PayloadError::TooLarge { .. }) => 413,
             ServiceError::Payload(_) => 400,
             ServiceError::Session(

@@ -64,6 +64,9 @@ pub enum SessionError {
         limit: usize,
         what: &'static str,
     },
+    /// A team or car label that breaks the rules (`Label::check`).
+    #[error("{0}")]
+    BadLabel(String),
 }
 
 /// Why a session was not created on demand.
@@ -123,6 +126,7 @@ impl SessionError {
             SessionError::OnDemandLimited { .. } => "on_demand_limited",
             SessionError::FrameRate { .. } => "rate_limited",
             SessionError::OverBudget { .. } => "over_budget",
+            SessionError::BadLabel(_) => "bad_request",
         }
     }
 }
@@ -575,6 +579,25 @@ impl Sessions {
         session.label = label;
         let snapshot = session.snapshot(id);
         state.live.insert(id, session);
+        state.mark_dirty(id);
+        Ok(snapshot)
+    }
+
+    /// Changes a live session's labels with `change`, which says whether the
+    /// result is valid (else nothing changes): `sessions.label`.
+    pub fn relabel(
+        &self,
+        id: SessionId,
+        change: impl FnOnce(&mut Label) -> Result<(), String>,
+    ) -> Result<Snapshot, SessionError> {
+        let mut state = self.lock();
+        let Some(session) = state.live.get_mut(&id) else {
+            return Err(Self::missing(&state, id));
+        };
+        let mut label = session.label.clone();
+        change(&mut label).map_err(SessionError::BadLabel)?;
+        session.label = label;
+        let snapshot = session.snapshot(id);
         state.mark_dirty(id);
         Ok(snapshot)
     }

@@ -71,6 +71,58 @@ async fn sessions_carry_their_team_and_car_and_lists_filter_by_team() {
         4
     );
 
+    // Ops relabel: a label given is set, null clears, one not given is kept.
+    let relabelled = ask(
+        &nats,
+        "sessions.label",
+        json!({"session_id": plain, "team": "Blue", "car": "#9"}).to_string(),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        (&relabelled["team"], &relabelled["car"]),
+        (&json!("Blue"), &json!("#9"))
+    );
+    let cleared = ask(
+        &nats,
+        "sessions.label",
+        json!({"session_id": plain, "car": null}).to_string(),
+    )
+    .await
+    .ok();
+    assert_eq!(
+        (&cleared["team"], &cleared["car"]),
+        (&json!("Blue"), &Value::Null)
+    );
+    for body in [
+        json!({"session_id": plain, "team": "<b>"}),
+        json!({"session_id": plain, "team": 3}),
+        json!({"session_id": plain}),
+        json!({"team": "Blue"}),
+    ] {
+        ask(&nats, "sessions.label", body.to_string())
+            .await
+            .expect_error(400);
+    }
+    ask(
+        &nats,
+        "sessions.label",
+        json!({"session_id": "00000000-0000-4000-8000-000000000000", "team": "X"}).to_string(),
+    )
+    .await
+    .expect_error(404);
+    let page = ask(&nats, "sessions.list", json!({"team": "Blue"}).to_string())
+        .await
+        .ok();
+    assert_eq!(page["total"], 3);
+    ask(
+        &nats,
+        "sessions.label",
+        json!({"session_id": plain, "team": null}).to_string(),
+    )
+    .await
+    .ok();
+
     // Kept through a restart (stored with the document), and in the archive.
     app.restart_processor(test_limits()).await;
     let doc = ask(&nats, &format!("sessions.get.{red}"), String::new())
@@ -170,7 +222,11 @@ async fn a_team_is_listed_whole_across_partitions() {
             paddock::protocol::subjects::partition(&paddock::SessionId::parse(id).unwrap(), 2)
         })
         .collect();
-    assert_eq!(partitions.len(), 2, "sixteen sessions fall in both partitions");
+    assert_eq!(
+        partitions.len(),
+        2,
+        "sixteen sessions fall in both partitions"
+    );
     let page = ask(
         &nats,
         "sessions.list",
@@ -192,4 +248,20 @@ async fn a_team_is_listed_whole_across_partitions() {
     seen.sort();
     blue.sort();
     assert_eq!(seen, blue);
+
+    // Relabelled from whichever processor takes the request: the owner does it.
+    for id in &blue {
+        let doc = ask(
+            &nats,
+            "sessions.label",
+            json!({"session_id": id, "team": "Green"}).to_string(),
+        )
+        .await
+        .ok();
+        assert_eq!(doc["team"], "Green");
+    }
+    let green = ask(&nats, "sessions.list", json!({"team": "Green"}).to_string())
+        .await
+        .ok();
+    assert_eq!(green["total"], 16);
 }
