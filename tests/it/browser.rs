@@ -104,13 +104,32 @@ async fn the_page_follows_a_session_live_through_staleness_and_a_broker_restart(
     publish(&nc, &id, "telemetry", frame(13, 50.2, now.clone())).await;
 
     let browser = Browser::start(PHONE).await;
-    // The listing (open mode) links the session.
+    // The listing (open mode) links the session, grouped by team: a labelled
+    // car under its team's header, this one (no team) last.
+    let blue = ask(
+        &nc,
+        "sessions.create",
+        json!({"team": "Blue", "car": "#7"}).to_string(),
+    )
+    .await
+    .ok()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     browser.open(&format!("http://{http}/")).await;
     browser
-        .wait_text("#sessions tbody", "the list shows the session", |t| {
-            t.contains(&id)
+        .wait_text("#sessions tbody", "the list shows the sessions", |t| {
+            t.contains(&id) && t.contains(&blue)
         })
         .await;
+    let order = browser
+        .eval(
+            "return [...document.querySelectorAll('#sessions tbody tr')]\
+             .map(r => r.className === 'team' ? 'team:' + r.textContent : r.cells[0].textContent)",
+        )
+        .await;
+    assert_eq!(order, json!(["team:Blue", "#7", "team:No team", "—"]));
+    ask(&nc, "sessions.delete", id_body(&blue)).await.ok();
 
     browser
         .open(&format!("http://{http}/session/{id}?stale=2"))

@@ -191,6 +191,7 @@ async fn the_service_is_discoverable_through_srv_subjects() {
             "sessions.delete",
             "sessions.get",
             "sessions.get.*",
+            "sessions.label",
             "sessions.laps",
             "sessions.laps.*",
             "sessions.list",

@@ -428,22 +428,45 @@ async function list(nc) {
   watchStatus(nc, refresh);
 }
 
+/// The live sessions grouped by team (teams in name order, sessions without a
+/// team last), each group under a header row naming the team.
 function drawList(page) {
-  const rows = (page.sessions || []).map((s) => {
+  const sessions = [...(page.sessions || [])];
+  const teamOf = (s) => (typeof s.team === "string" ? s.team : "");
+  sessions.sort((a, b) => {
+    const [ta, tb] = [teamOf(a), teamOf(b)];
+    if (ta !== tb) return ta === "" ? 1 : tb === "" ? -1 : ta.localeCompare(tb);
+    return 0;
+  });
+  const rows = [];
+  let group = null;
+  for (const s of sessions) {
+    if (teamOf(s) !== group) {
+      group = teamOf(s);
+      const tr = document.createElement("tr");
+      tr.className = "team";
+      tr.dataset.team = group;
+      const th = document.createElement("th");
+      th.colSpan = 5;
+      th.textContent = group === "" ? "No team" : group;
+      tr.append(th);
+      rows.push(tr);
+    }
     const tr = document.createElement("tr");
     const a = document.createElement("a");
     a.href = `/session/${encodeURIComponent(s.session_id)}`;
     a.textContent = String(s.session_id);
-    const cells = [a, fmtTime(s.created_at), fmtTime(s.last_update), String(s.telemetry_count)];
+    const car = typeof s.car === "string" ? s.car : view.DASH;
+    const cells = [car, a, fmtTime(s.created_at), fmtTime(s.last_update), String(s.telemetry_count)];
     for (const cell of cells) {
       const td = document.createElement("td");
       td.append(cell);
       tr.append(td);
     }
-    return tr;
-  });
+    rows.push(tr);
+  }
   $("sessions").tBodies[0].replaceChildren(...rows);
-  $("list-note").textContent = rows.length ? `${page.total} live` : "No live sessions.";
+  $("list-note").textContent = sessions.length ? `${page.total} live` : "No live sessions.";
 }
 
 function fmtTime(t) {
