@@ -214,7 +214,8 @@ pub fn kv_key(bucket: &str, key: &impl std::fmt::Display) -> String {
 pub const ALL_SETUP: &str = "session.*.setup";
 pub const ALL_TELEMETRY: &str = "session.*.telemetry";
 
-const DATA_PREFIX: &str = "session.";
+/// What every subject of one session starts with: `session.<id>.…`.
+pub const DATA_PREFIX: &str = "session.";
 
 /// The kind of monitor data a subject carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -265,3 +265,79 @@ async fn a_team_is_listed_whole_across_partitions() {
         .ok();
     assert_eq!(green["total"], 16);
 }
+
+/// `paddock watch --team`: the team's cars by position, no other team's, and a
+/// car that stops sending turns STALE (#28 item 6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_a_teams_tower() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let _processor = serve_binary(&url, &[]);
+    let nats = connect(&url).await;
+    wait_for_processors(&nats, 1).await;
+    let second = create_labelled(&nats, "Blue", "#8").await;
+    let first = create_labelled(&nats, "Blue", "#7").await;
+    let red = create_labelled(&nats, "Red", "#1").await;
+    let send = |id: &str, position: u32, driver: &str| {
+        let frame = json!({"lap": 5, "position": position, "player_name": driver, "fuel": 30.0});
+        let (nats, subject) = (nats.clone(), format!("session.{id}.telemetry"));
+        async move {
+            nats.publish(subject, frame.to_string().into())
+                .await
+                .unwrap();
+            nats.flush().await.unwrap();
+        }
+    };
+    send(&second, 2, "B. Second").await;
+    send(&red, 1, "R. Other").await;
+    let watch = Running::spawn(&[
+        "watch",
+        "--team",
+        "Blue",
+        "--plain",
+        "--stale-after",
+        "2s",
+        "--nats-url",
+        &url,
+    ]);
+    // The first car joins after the watch started: found by the next listing
+    // (at once, on its creation event) and shown from its frames.
+    let sender = {
+        let (nats, subject) = (nats.clone(), format!("session.{first}.telemetry"));
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let frame = json!({"lap": 5, "position": 1, "player_name": "A. First", "fuel": 31.0});
+            loop {
+                nats.publish(subject.clone(), frame.to_string().into())
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let lines = watch.lines_for(std::time::Duration::from_secs(4));
+    sender.abort();
+    let tower = |lines: &[String]| -> Vec<String> {
+        let start = lines
+            .iter()
+            .rposition(|l| l.starts_with("team Blue"))
+            .unwrap();
+        lines[start..].iter().take(4).cloned().collect()
+    };
+    let last = tower(&lines);
+    assert_eq!(last[0], "team Blue: 2 cars", "{lines:?}");
+    assert!(
+        last[2].starts_with("P1") && last[2].contains("A. First"),
+        "{last:?}"
+    );
+    assert!(
+        last[3].starts_with("P2") && last[3].contains("#8"),
+        "{last:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("R. Other")), "{lines:?}");
+    // #8 sent once, more than two seconds ago.
+    assert!(
+        last[3].ends_with("STALE") && last[2].ends_with("LIVE"),
+        "{last:?}"
+    );
+}

@@ -6,6 +6,7 @@
 //! redraws in place; `--plain` prints one line a second for pipes and logs.
 
 pub mod state;
+pub mod team;
 pub mod ui;
 
 use std::future::Future;
@@ -44,7 +45,12 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// The session to watch.
-    pub session_id: String,
+    #[arg(required_unless_present = "team", conflicts_with = "team")]
+    pub session_id: Option<String>,
+    /// Every car of this team instead (sessions labelled with --team): one row
+    /// per car by position, with its state (LIVE, STALE, ENDED).
+    #[arg(long, env = "PADDOCK_TEAM")]
+    pub team: Option<String>,
     /// One line per second instead of the full-screen view, for pipes and logs.
     #[arg(long, env = "PADDOCK_PLAIN")]
     pub plain: bool,
@@ -54,7 +60,11 @@ pub struct WatchArgs {
 }
 
 pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let id = SessionId::parse(&args.session_id)?;
+    let (Some(session_id), None) = (&args.session_id, &args.team) else {
+        let team = args.team.as_deref().unwrap_or_default();
+        return team::run(args, team, shutdown).await;
+    };
+    let id = SessionId::parse(session_id)?;
     let url = &args.connect.nats_url;
     let config = args.connect.config();
     let (nats, mut links) = connect_observed(&config, "paddock-watch").await?;
@@ -138,7 +148,7 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                 Link::Up => snapshot_due = Some(tokio::time::Instant::now()),
             },
             () = tokio::time::sleep_until(snapshot_at), if snapshot_due.is_some() => {
-                snapshot_due = match client.get(&args.session_id).await {
+                snapshot_due = match client.get(session_id).await {
                     Ok(doc) => {
                         state.apply_snapshot(&doc, Instant::now());
                         // The recent laps, for the table and the chart (live ones
