@@ -9,7 +9,8 @@
 //! per-session link keeps its credentials in the URL fragment, which browsers
 //! never send to the server.
 //!
-//! - `/`, `/session/<id>`: the page (listing, or one session); `/dashboard/<id>`
+//! - `/`, `/session/<id>`, `/team/<team>`: the page (listing, one session, or
+//!   one team's cars by position); `/dashboard/<id>`
 //!   (the Race Dashboard's links) redirects to `/session/<id>`.
 //! - `/socket.io/`: the Race Dashboard's Socket.IO protocol ([`crate::gateway`]).
 //! - `/config.json`: the broker's WebSocket URL and the stale threshold.
@@ -84,6 +85,7 @@ pub fn router(config: WebConfig, health: Arc<Health>) -> Router {
         .route("/", get(page))
         .route("/session/{id}", get(session_page))
         .route("/dashboard/{id}", get(origin_link))
+        .route("/team/{team}", get(team_page))
         .route("/config.json", get(config_json))
         .route("/assets/{file}", get(asset))
         .route("/favicon.ico", get(|| asset(Path("icon.svg".to_string()))))
@@ -146,6 +148,18 @@ async fn session_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>)
     match SessionId::parse(&id) {
         Ok(_) => html(&shared, assets::INDEX_HTML),
         Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    }
+}
+
+/// A team's tower: the page, for a team name that could be a label.
+async fn team_page(State(shared): State<Arc<Shared>>, Path(team): Path<String>) -> Response {
+    let label = crate::protocol::documents::Label {
+        team: Some(team),
+        car: None,
+    };
+    match label.check() {
+        Ok(()) => html(&shared, assets::INDEX_HTML),
+        Err(e) => (StatusCode::NOT_FOUND, format!("no such team: {e}\n")).into_response(),
     }
 }
 

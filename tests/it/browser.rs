@@ -564,3 +564,98 @@ async fn the_page_draws_at_most_four_times_a_second() {
     );
     browser.close().await;
 }
+
+/// The team page (#28 item 2): the team's cars by position and no other team's,
+/// reordered when positions change, a silent car STALE and back, a row opening
+/// the car's page, which links back to its team.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_team_page_shows_its_cars_by_position() {
+    let stack = Stack::start().await;
+    let (http, nc) = (stack.http.clone(), stack.nc.clone());
+    let labelled = |team: &str, car: &str| {
+        let body = json!({"team": team, "car": car}).to_string();
+        let nc = nc.clone();
+        async move {
+            ask(&nc, "sessions.create", body).await.ok()["session_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let seven = labelled("Blue", "#7").await;
+    let eight = labelled("Blue", "#8").await;
+    let red = labelled("Red", "#1").await;
+    let send = |id: &String, position: u32, driver: &str| {
+        let extra = json!({"position": position, "player_name": driver});
+        let (nc, id) = (nc.clone(), id.clone());
+        async move { publish(&nc, &id, "telemetry", frame(4, 30.0, extra)).await }
+    };
+    send(&seven, 2, "A. Seven").await;
+    send(&eight, 1, "B. Eight").await;
+    send(&red, 1, "R. Red").await;
+
+    let browser = Browser::start(DESKTOP).await;
+    browser
+        .open(&format!("http://{http}/team/Blue?stale=2"))
+        .await;
+    let rows = "return [...document.querySelectorAll('#tower tbody tr')]\
+                .map(r => [r.cells[0].textContent, r.cells[1].textContent, r.cells[2].textContent, r.dataset.state])";
+    let until = |want: Value| {
+        let browser = &browser;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let seen = browser.eval(rows).await;
+                if seen == want {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "tower {seen} never became {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    until(json!([
+        ["P1", "#8", "B. Eight", "LIVE"],
+        ["P2", "#7", "A. Seven", "LIVE"]
+    ]))
+    .await;
+    // #7 takes the lead and keeps sending; #8 goes quiet: STALE, then back.
+    for _ in 0..12 {
+        send(&seven, 1, "A. Seven").await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    until(json!([
+        ["P1", "#7", "A. Seven", "LIVE"],
+        ["P1", "#8", "B. Eight", "STALE"]
+    ]))
+    .await;
+    send(&eight, 2, "B. Eight").await;
+    send(&seven, 1, "A. Seven").await;
+    until(json!([
+        ["P1", "#7", "A. Seven", "LIVE"],
+        ["P2", "#8", "B. Eight", "LIVE"]
+    ]))
+    .await;
+    assert!(!browser.text("#tower").await.contains("R. Red"));
+    // A row opens the car's page, which links back to the team.
+    browser
+        .eval("document.querySelector('#tower tbody tr a').click(); return null")
+        .await;
+    browser
+        .wait_text("#team-link", "the car page links its team", |t| {
+            t.eq_ignore_ascii_case("team Blue")
+        })
+        .await;
+    assert!(
+        browser
+            .eval("return location.pathname")
+            .await
+            .as_str()
+            .unwrap()
+            .ends_with(&seven)
+    );
+    browser.close().await;
+}

@@ -133,6 +133,15 @@ async fn the_page_is_served_with_its_security_headers() {
     let (status, headers) = http_headers(&http, "/assets/app.js").await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-content-type-options"], "nosniff");
+    // A team's page for a name that could be a team label; not for markup.
+    assert_eq!(
+        http_get(&http, "/team/Blue%20Racing").await.map(|a| a.0),
+        Some(200)
+    );
+    assert_eq!(
+        http_get(&http, "/team/%3Cb%3E").await.map(|a| a.0),
+        Some(404)
+    );
     // The icon browsers ask for by themselves: no 404 in the console.
     for path in ["/favicon.ico", "/assets/icon.svg"] {
         let (status, headers) = http_headers(&http, path).await;

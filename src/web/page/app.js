@@ -52,6 +52,8 @@ async function main() {
 
   const match = location.pathname.match(/^\/session\/([0-9a-fA-F-]{36})\/?$/);
   const id = match ? match[1].toLowerCase() : null;
+  const teamMatch = location.pathname.match(/^\/team\/([^/]+)\/?$/);
+  const team = teamMatch ? decodeURIComponent(teamMatch[1]) : null;
 
   if (!config.ws_url) {
     setLink("refused", "no broker configured");
@@ -95,9 +97,138 @@ async function main() {
   }
   if (id) {
     await session(nc, id);
+  } else if (team !== null) {
+    await tower(nc, team);
   } else {
     await list(nc);
   }
+}
+
+// ---------------------------------------------------------------------------
+// One team: every car in a row, by position (the pit wall)
+
+/// The team's cars: listed (`sessions.list {"team"}`) every few seconds and on a
+/// creation event, each from its snapshot, then its frames. Frames are kept as
+/// they arrive and parsed only when the table is drawn, once a second, so 30
+/// cars at 20 Hz cost one parse per car per second, not 600.
+async function tower(nc, team) {
+  $("team-view").hidden = false;
+  $("team-name").textContent = `Team ${team}`;
+  document.title = `paddock · ${team}`;
+  const cars = new Map();
+  let relistTimer = null;
+  const relist = async () => {
+    relistTimer = null;
+    let page;
+    try {
+      page = await ask(nc, "sessions.list", { team, limit: 1000 });
+    } catch (e) {
+      if (isPermission(e)) setLink("refused", "not allowed");
+      problem(`Cannot list the team's sessions: ${e.message || e}`);
+      return;
+    }
+    setLink("live");
+    clearProblem();
+    for (const row of page.sessions || []) {
+      const known = cars.get(row.session_id);
+      if (known) {
+        known.car = row.car;
+        continue;
+      }
+      const car = { car: row.car, frame: null, raw: null, seen: null, ended: false };
+      cars.set(row.session_id, car);
+      try {
+        const doc = await ask(nc, `sessions.get.${row.session_id}`);
+        if (doc.telemetry && typeof doc.telemetry === "object" && car.raw === null) {
+          car.frame = doc.telemetry;
+          const at = Date.parse(doc.stats && doc.stats.last_frame_at);
+          car.seen = Number.isFinite(at) ? Math.min(at, Date.now()) : Date.now();
+        }
+      } catch (e) {
+        console.warn("snapshot", row.session_id, e);
+      }
+    }
+  };
+  const soon = () => {
+    if (!relistTimer) relistTimer = setTimeout(relist, 300);
+  };
+  nc.subscribe("session.*.>", {
+    callback: (err, msg) => {
+      if (err) return;
+      const parts = msg.subject.split(".");
+      const car = cars.get(parts[1]);
+      const rest = parts.slice(2).join(".");
+      if (!car) {
+        if (rest === "events.created") soon();
+        return;
+      }
+      const kind = kindOf(rest);
+      if (kind === "telemetry") {
+        car.raw = msg.data;
+        car.seen = Date.now();
+      } else if (kind === "events.deleted" || kind === "events.expired") {
+        car.ended = true;
+      }
+    },
+  });
+  await relist();
+  drawTower(cars);
+  setInterval(relist, 5000);
+  setInterval(() => drawTower(cars), 1000);
+  watchStatus(nc, relist);
+}
+
+function drawTower(cars) {
+  const now = Date.now();
+  const entries = [...cars.entries()];
+  for (const [, car] of entries) {
+    if (car.raw === null) continue;
+    try {
+      const frame = JSON.parse(new TextDecoder().decode(car.raw));
+      if (frame && typeof frame === "object" && !Array.isArray(frame)) car.frame = frame;
+    } catch {
+      // frames come unvalidated from the broker: keep the last good one
+    }
+    car.raw = null;
+  }
+  const num = (car, k) => (car.frame && typeof car.frame[k] === "number" ? car.frame[k] : null);
+  const position = (car) => {
+    const p = num(car, "position");
+    return p !== null && p > 0 ? p : Infinity;
+  };
+  entries.sort((a, b) => position(a[1]) - position(b[1]));
+  const rows = entries.map(([id, car]) => {
+    const tr = document.createElement("tr");
+    const state = car.ended ? "ENDED" : car.seen === null || now - car.seen > staleAfterMs ? "STALE" : "LIVE";
+    tr.dataset.state = state;
+    tr.dataset.session = id;
+    const a = document.createElement("a");
+    a.href = `/session/${encodeURIComponent(id)}${location.hash}`;
+    a.textContent = typeof car.car === "string" ? car.car : id.slice(0, 8);
+    const pos = position(car);
+    const fuel = num(car, "fuel");
+    const pits = car.frame ? car.frame.in_pits : undefined;
+    const driver = car.frame && typeof car.frame.player_name === "string" ? car.frame.player_name : view.DASH;
+    const cells = [
+      Number.isFinite(pos) ? `P${pos}` : view.DASH,
+      a,
+      driver,
+      num(car, "lap") ?? view.DASH,
+      view.lapTime(num(car, "last_lap_time")),
+      view.lapTime(num(car, "best_lap_time")),
+      fuel === null ? view.DASH : `${fuel.toFixed(1)} L`,
+      pits === true ? "IN" : pits === false ? "out" : view.DASH,
+      state,
+    ];
+    for (const cell of cells) {
+      const td = document.createElement("td");
+      td.append(typeof cell === "object" ? cell : String(cell));
+      tr.append(td);
+    }
+    return tr;
+  });
+  $("tower").tBodies[0].replaceChildren(...rows);
+  $("team-note").textContent = `${entries.length} car${entries.length === 1 ? "" : "s"}`;
 }
 
 // ---------------------------------------------------------------------------
@@ -185,6 +316,12 @@ async function join(nc, id) {
   }
   setLink("live");
   clearProblem();
+  if (typeof doc.team === "string") {
+    const a = $("team-link");
+    a.href = `/team/${encodeURIComponent(doc.team)}${location.hash}`;
+    a.textContent = `team ${doc.team}`;
+    a.hidden = false;
+  }
   if (doc.setup && typeof doc.setup === "object") {
     state.setup = doc.setup;
     state.setupAt = Date.parse(doc.setup_timestamp) || null;
@@ -448,7 +585,14 @@ function drawList(page) {
       tr.dataset.team = group;
       const th = document.createElement("th");
       th.colSpan = 5;
-      th.textContent = group === "" ? "No team" : group;
+      if (group === "") {
+        th.textContent = "No team";
+      } else {
+        const a = document.createElement("a");
+        a.href = `/team/${encodeURIComponent(group)}`;
+        a.textContent = group;
+        th.append(a);
+      }
       tr.append(th);
       rows.push(tr);
     }
