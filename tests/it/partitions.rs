@@ -113,8 +113,10 @@ async fn four_processors_own_a_partition_each_and_answer_for_all() {
         per_partition[partition_of(id) as usize] += 1;
     }
     // Even: a quarter each (20 of 80) give or take chance; never one empty.
+    // The count is binomial (80, 1/4): standard deviation 3.9, so 5..=40 is
+    // five deviations either way (8..=32 failed once in CI, with 34).
     assert!(
-        per_partition.iter().all(|&n| (8..=32).contains(&n)),
+        per_partition.iter().all(|&n| (5..=40).contains(&n)),
         "{per_partition:?}"
     );
     publish_laps(&client, &ids, 1..=5).await;
