@@ -138,6 +138,11 @@ pub struct ServeArgs {
     /// archived and announced as expired); 0 keeps sessions forever.
     #[arg(long, env = "PADDOCK_EXPIRE_AFTER", default_value = "1h", value_parser = parse_duration)]
     pub expire_after: Duration,
+    /// Publish each team's cars as one message this often, on
+    /// team.<team>.tower (the team page and `watch --team` read it; PROTOCOL.md
+    /// "The pit wall"); 0 turns the feed off.
+    #[arg(long, env = "PADDOCK_TOWER_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub tower_interval: Duration,
     /// Runtime worker threads. One by default: the processor applies frames in one
     /// loop, and a second worker only moves the client's socket reading to another
     /// core, at the price of a cross-thread wake-up per batch: on 2 cores shared
@@ -438,6 +443,7 @@ impl ServeArgs {
         Lifecycle {
             expire_after: (!self.expire_after.is_zero()).then_some(self.expire_after),
             archive_retention: self.archive_retention,
+            tower_every: (!self.tower_interval.is_zero()).then_some(self.tower_interval),
         }
     }
 

@@ -546,3 +546,74 @@ mod tests {
         assert_eq!(time::format(&t), "2026-11-24T05:30:47.280515Z");
     }
 }
+
+/// One message of a team's tower feed (`team.<token>.tower`): the cars of
+/// `team` that `processor` holds, as of `at`. Under partitions several
+/// processors publish on one team's subject, each its own cars; a car missing
+/// from its processor's next message has ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tower {
+    pub team: String,
+    /// The publishing processor's micro service instance id.
+    pub processor: String,
+    #[serde(with = "time")]
+    pub at: DateTime<Utc>,
+    pub cars: Vec<TowerCar>,
+    /// Cars of the team left out of this message (past its car limit).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// One car of a team's tower. Readings the car's frames do not carry are left
+/// out; units as in the telemetry schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TowerCar {
+    pub session_id: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub car: Option<String>,
+    /// The frame's `player_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lap: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lap_time: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_lap_time: Option<f64>,
+    /// Seconds behind the car ahead on track position, where the frames carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap_ahead: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<f64>,
+    /// Litres per lap over the last few completed laps that used fuel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_per_lap: Option<f64>,
+    /// `fuel / fuel_per_lap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_laps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_pits: Option<bool>,
+    /// The frame's `pit_stops`, else the pit entries this processor saw.
+    pub pit_stops: u32,
+    /// Laps since the stint began (the last pit exit, or when this processor
+    /// first saw the car).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stint_laps: Option<f64>,
+    /// Seconds since the stint began: on the sim's clock (`session_time`) when
+    /// the frames carry it, else the processor's.
+    pub stint_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tyre_age_laps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tyre_compound: Option<String>,
+    /// Seconds since the car's latest frame arrived, as of the message's `at`;
+    /// absent before its first frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_age_s: Option<f64>,
+}

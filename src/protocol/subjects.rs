@@ -372,6 +372,40 @@ pub fn session_event(id: &SessionId, event: Event) -> String {
     format!("{DATA_PREFIX}{id}.events.{}", event.as_str())
 }
 
+/// `team.`: what every subject of a team starts with (the pit wall's feed).
+pub const TEAM_PREFIX: &str = "team.";
+
+/// Every team's tower feed, for tools that watch them all.
+pub const ALL_TEAM_TOWERS: &str = "team.*.tower";
+
+/// A team label as one subject token: bytes other than ASCII letters, digits,
+/// `-` and `_` written `%XX` (upper-case hex), so `Blue` is `Blue` and
+/// `Red Bull.2` is `Red%20Bull%2E2`. A label may hold spaces and dots, which a
+/// subject token may not; the page encodes the same way (src/web/page/app.js).
+pub fn team_token(team: &str) -> String {
+    use std::fmt::Write;
+    let mut token = String::with_capacity(team.len());
+    for byte in team.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            token.push(byte as char);
+        } else {
+            let _ = write!(token, "%{byte:02X}");
+        }
+    }
+    token
+}
+
+/// `team.<token>.tower`: the team's cars as the pit wall shows them, published
+/// by the processors holding them a few times a second (docs/PROTOCOL.md).
+pub fn team_tower(team: &str) -> String {
+    format!("{TEAM_PREFIX}{}.tower", team_token(team))
+}
+
+/// `team.<token>.>`: everything of one team (what a team link may read).
+pub fn team_wildcard(team: &str) -> String {
+    format!("{TEAM_PREFIX}{}.>", team_token(team))
+}
+
 /// `session.<id>.lap`: each completed lap of the session, announced once stored.
 /// Under the session's prefix, so a dashboard subscribed to `session.<id>.>` gets
 /// it; never a monitor data kind.
@@ -511,6 +545,9 @@ mod tests {
         let laps = format!("{}.0", archive_laps_one(&id));
         assert_eq!(id_token(&laps, Endpoint::ArchiveLaps), text);
         assert_eq!(id_token("sessions.get", Endpoint::Get), "");
+        assert_eq!(team_tower("Blue"), "team.Blue.tower");
+        assert_eq!(team_token("Red Bull.2"), "Red%20Bull%2E2");
+        assert_eq!(team_token("Équipe #7"), "%C3%89quipe%20%237");
         let subject = partition_request(3, Endpoint::ArchiveList);
         assert_eq!(subject, "sessions.partition.3.archive.list");
         assert_eq!(

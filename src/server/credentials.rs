@@ -326,7 +326,7 @@ fn ops_permissions() -> Value {
             control("renew.>"),
         ] },
         "sub": { "allow": [
-            subjects::ALL_SESSIONS, subjects::ALL_SERVICE_EVENTS,
+            subjects::ALL_SESSIONS, subjects::ALL_SERVICE_EVENTS, subjects::ALL_TEAM_TOWERS,
             subjects::inbox_wildcard(&subjects::inbox_prefix(&"ops")),
         ] },
     })

@@ -375,6 +375,15 @@ impl History {
     pub fn records(&self) -> Vec<Arc<LapRecord>> {
         self.laps.iter().cloned().collect()
     }
+
+    /// The last `n` records, oldest first.
+    pub fn latest(&self, n: usize) -> Vec<Arc<LapRecord>> {
+        self.laps
+            .iter()
+            .skip(self.laps.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
 }
 
 /// A `sessions.laps` request body.

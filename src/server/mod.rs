@@ -25,6 +25,7 @@ pub mod processor;
 pub mod ratelimit;
 pub mod sessions;
 pub mod store;
+pub mod tower;
 
 use std::future::Future;
 

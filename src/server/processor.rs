@@ -165,6 +165,8 @@ pub struct Lifecycle {
     pub expire_after: Option<Duration>,
     /// Forget archived sessions after this long.
     pub archive_retention: Duration,
+    /// Publish each team's tower this often (`--tower-interval`); `None`: never.
+    pub tower_every: Option<Duration>,
 }
 
 impl Default for Lifecycle {
@@ -172,6 +174,7 @@ impl Default for Lifecycle {
         Lifecycle {
             expire_after: Some(Duration::from_secs(3600)),
             archive_retention: Duration::from_secs(7 * 24 * 3600),
+            tower_every: Some(Duration::from_millis(500)),
         }
     }
 }
@@ -373,9 +376,21 @@ impl Processor {
         let mut shutdown = shutdown.fuse();
         let mut sweeps = tokio::time::interval(ctx.lifecycle.sweep_every());
         sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut towers = crate::server::tower::Towers::default();
+        let mut tower_ticks = ctx.lifecycle.tower_every.map(|every| {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                _ = async {
+                    match &mut tower_ticks {
+                        Some(ticks) => ticks.tick().await,
+                        None => std::future::pending().await,
+                    }
+                } => ctx.publish_towers(&mut towers).await,
                 // In this loop, not a task of its own: an expiry is ordered with the
                 // frames and requests around it, like everything else.
                 _ = sweeps.tick() => ctx.sweep().await,
@@ -844,6 +859,22 @@ impl Ctx {
             .prune_ended(chrono::Utc::now() - retention);
         if pruned > 0 {
             tracing::info!(pruned, "archived sessions past their retention forgotten");
+        }
+    }
+
+    /// Each team's tower (server/tower.rs), on `team.<token>.tower`. Published
+    /// without waiting for the broker: a lost message is replaced half a second on.
+    async fn publish_towers(&self, towers: &mut crate::server::tower::Towers) {
+        let cars = self.app.sessions.team_cars();
+        for tower in towers.tick(cars, chrono::Utc::now(), &self.processor) {
+            let body = serde_json::to_vec(&tower).expect("serializes");
+            if let Err(e) = self
+                .client
+                .publish(subjects::team_tower(&tower.team), body.into())
+                .await
+            {
+                tracing::warn!(team = %tower.team, error = %e, "could not publish the tower");
+            }
         }
     }
 

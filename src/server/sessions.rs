@@ -862,6 +862,26 @@ impl Sessions {
         rows
     }
 
+    /// Every live session with a team label, as the pit wall's feed reads it
+    /// (`server::tower`): refcounts of its latest frame and last few laps.
+    pub fn team_cars(&self) -> Vec<crate::server::tower::TeamCar> {
+        let state = self.lock();
+        state
+            .live
+            .iter()
+            .filter_map(|(id, s)| {
+                Some(crate::server::tower::TeamCar {
+                    session_id: *id,
+                    team: s.label.team.clone()?,
+                    car: s.label.car.clone(),
+                    created_at: s.created_at,
+                    telemetry: s.telemetry.clone(),
+                    laps: s.laps.latest(crate::server::tower::FUEL_LAPS + 1),
+                })
+            })
+            .collect()
+    }
+
     /// How many live sessions `which` picks, without building their rows.
     pub fn count_where(&self, mut which: impl FnMut(&SessionId) -> bool) -> usize {
         self.lock().live.keys().filter(|id| which(id)).count()

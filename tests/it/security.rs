@@ -511,3 +511,48 @@ async fn a_monitor_in_its_role_prints_a_watch_command_for_the_dashboard_role() {
         "{pasted}: {lines:?}"
     );
 }
+
+/// Team mode (roles.conf): the processor may publish the teams' towers, and a
+/// dashboard may read them; a monitor may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_team_mode_the_tower_feed_reaches_dashboards_and_not_monitors() {
+    use futures::StreamExt;
+    let config = roles_config();
+    let server = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    let url = server.url();
+    let _processor = serve_as_processor(&url);
+    let (dashboard, _) = client_as(&url, "dashboard").await;
+    let mut towers = dashboard.subscribe("team.*.tower").await.unwrap();
+    let (monitor, mut errors) = client_as(&url, "monitor").await;
+    let _refused = monitor.subscribe("team.*.tower").await.unwrap();
+    refused(&mut errors, "subscription", "team.*.tower").await;
+    // The monitor role creates a labelled car and sends a frame.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let reply = loop {
+        let body = serde_json::json!({"team": "Blue", "car": "#7"}).to_string();
+        match monitor.request("sessions.create", body.into()).await {
+            Ok(reply) => break reply,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no processor answered: {e}"),
+        }
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    let id = doc["session_id"].as_str().unwrap().to_string();
+    monitor
+        .publish(
+            format!("session.{id}.telemetry"),
+            r#"{"lap":2,"position":4}"#.into(),
+        )
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), towers.next())
+        .await
+        .expect("no tower within 10 s")
+        .unwrap();
+    assert_eq!(message.subject.as_str(), "team.Blue.tower");
+    let tower: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(tower["cars"][0]["session_id"], id.as_str());
+}

@@ -341,3 +341,123 @@ async fn watch_shows_a_teams_tower() {
         "{last:?}"
     );
 }
+
+/// The next tower message on `sub` that `want` accepts (the feed repeats every
+/// half second), failing the test after ten seconds.
+async fn tower_until(sub: &mut async_nats::Subscriber, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let message = next(sub).await;
+        let doc: Value = serde_json::from_slice(&message.payload).unwrap();
+        if want(&doc) {
+            return doc;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tower never became as wanted: {doc}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
+    let app = spawn_app().await;
+    let nats = app.client.clone();
+    // A label with a space and a dot: its subject token is percent-encoded.
+    let (_watcher, mut feed) =
+        subscriber(&app.server.url(), "team.Blue%20No%2E2.tower".into()).await;
+    let (_red_watcher, mut red_feed) = subscriber(&app.server.url(), "team.Red.tower".into()).await;
+    let seven = create_labelled(&nats, "Blue No.2", "#7").await;
+    let eight = create_labelled(&nats, "Blue No.2", "#8").await;
+    let red = create_labelled(&nats, "Red", "#1").await;
+    let send = |id: &String, frame: Value| {
+        let (app, subject) = (&app, format!("session.{id}.telemetry"));
+        async move { app.publish(subject, frame.to_string()).await }
+    };
+    // #7: laps 1-4 burning 3 L each, on the sim's clock, then a stop.
+    // The feed sees the car on its first lap (as it does a real one, whose
+    // laps take minutes), then its laps.
+    for (lap, fuel, t) in [
+        (1, 60.0, 0.0),
+        (2, 57.0, 100.0),
+        (3, 54.0, 200.0),
+        (4, 51.0, 300.0),
+    ] {
+        send(
+            &seven,
+            json!({"lap": lap, "fuel": fuel, "session_time": t, "in_pits": false,
+            "position": 3, "player_name": "Ann", "gap_ahead": 1.5, "tyre_compound": "soft"}),
+        )
+        .await;
+        if lap == 1 {
+            tower_until(&mut feed, |doc| doc["cars"][0]["lap"] == 1.0).await;
+        }
+    }
+    send(
+        &eight,
+        json!({"lap": 4, "position": 2, "player_name": "Bob"}),
+    )
+    .await;
+    send(&red, json!({"lap": 1, "position": 1})).await;
+    let doc = tower_until(&mut feed, |doc| {
+        doc["cars"]
+            .as_array()
+            .is_some_and(|cars| cars.len() == 2 && cars[1]["fuel"] == 51.0)
+    })
+    .await;
+    assert_eq!(doc["team"], "Blue No.2");
+    let cars = doc["cars"].as_array().unwrap();
+    assert_eq!(cars[0]["session_id"], eight.as_str(), "by position: {doc}");
+    assert_eq!(
+        (&cars[0]["car"], &cars[0]["driver"]),
+        (&json!("#8"), &json!("Bob"))
+    );
+    let ann = &cars[1];
+    assert_eq!(ann["fuel_per_lap"], 3.0, "{ann}");
+    assert_eq!(ann["fuel_laps"], 17.0);
+    assert_eq!(
+        (&ann["gap_ahead"], &ann["tyre_compound"]),
+        (&json!(1.5), &json!("soft"))
+    );
+    assert_eq!(
+        (&ann["stint_laps"], &ann["stint_s"], &ann["pit_stops"]),
+        (&json!(3.0), &json!(300.0), &json!(0))
+    );
+    assert!(
+        !doc.to_string().contains(red.as_str()),
+        "another team's car: {doc}"
+    );
+    let red_doc = tower_until(&mut red_feed, |_| true).await;
+    assert_eq!(red_doc["cars"][0]["session_id"], red.as_str());
+
+    // In the pits (counted once), out on lap 5 with a full tank: a new stint.
+    send(
+        &seven,
+        json!({"lap": 4, "fuel": 50.0, "session_time": 330.0, "in_pits": true}),
+    )
+    .await;
+    tower_until(&mut feed, |doc| doc["cars"][1]["pit_stops"] == 1).await;
+    send(
+        &seven,
+        json!({"lap": 5, "fuel": 90.0, "session_time": 360.0, "in_pits": false}),
+    )
+    .await;
+    let doc = tower_until(&mut feed, |doc| doc["cars"][1]["fuel"] == 90.0).await;
+    let ann = &doc["cars"][1];
+    assert_eq!(
+        (&ann["pit_stops"], &ann["stint_laps"], &ann["stint_s"]),
+        (&json!(1), &json!(0.0), &json!(0.0)),
+        "{ann}"
+    );
+
+    // A deleted car leaves its team's next message.
+    ask(
+        &nats,
+        "sessions.delete",
+        json!({"session_id": eight}).to_string(),
+    )
+    .await
+    .ok();
+    let doc = tower_until(&mut feed, |doc| doc["cars"].as_array().unwrap().len() == 1).await;
+    assert_eq!(doc["cars"][0]["session_id"], seven.as_str());
+}

@@ -107,117 +107,125 @@ async function main() {
 // ---------------------------------------------------------------------------
 // One team: every car in a row, by position (the pit wall)
 
-/// The team's cars: listed (`sessions.list {"team"}`) every few seconds and on a
-/// creation event, each from its snapshot, then its frames. Frames are kept as
-/// they arrive and parsed only when the table is drawn, once a second, so 30
-/// cars at 20 Hz cost one parse per car per second, not 600.
+/// The team's cars from the processors' tower feed (`team.<token>.tower`,
+/// docs/PROTOCOL.md "The pit wall"): one small message per processor a few
+/// times a second, whatever the cars' frame rates, so a phone draws 30 cars at
+/// 20 Hz as cheaply as one. Each message lists the cars its processor holds; a
+/// car missing from its processor's next message has ended.
 async function tower(nc, team) {
   $("team-view").hidden = false;
   $("team-name").textContent = `Team ${team}`;
   document.title = `paddock · ${team}`;
-  const cars = new Map();
-  let relistTimer = null;
-  const relist = async () => {
-    relistTimer = null;
-    let page;
-    try {
-      page = await ask(nc, "sessions.list", { team, limit: 1000 });
-    } catch (e) {
-      if (isPermission(e)) setLink("refused", "not allowed");
-      problem(`Cannot list the team's sessions: ${e.message || e}`);
-      return;
-    }
-    setLink("live");
-    clearProblem();
-    for (const row of page.sessions || []) {
-      const known = cars.get(row.session_id);
-      if (known) {
-        known.car = row.car;
-        continue;
-      }
-      const car = { car: row.car, frame: null, raw: null, seen: null, ended: false };
-      cars.set(row.session_id, car);
-      try {
-        const doc = await ask(nc, `sessions.get.${row.session_id}`);
-        if (doc.telemetry && typeof doc.telemetry === "object" && car.raw === null) {
-          car.frame = doc.telemetry;
-          const at = Date.parse(doc.stats && doc.stats.last_frame_at);
-          car.seen = Number.isFinite(at) ? Math.min(at, Date.now()) : Date.now();
-        }
-      } catch (e) {
-        console.warn("snapshot", row.session_id, e);
-      }
-    }
-  };
-  const soon = () => {
-    if (!relistTimer) relistTimer = setTimeout(relist, 300);
-  };
-  nc.subscribe("session.*.>", {
+  $("team-note").textContent = "waiting for the team's cars…";
+  const cars = new Map(); // session id → { row, processor, received, ended }
+  const byProcessor = new Map(); // processor → Set of its cars' ids
+  let heard = false;
+  nc.subscribe(teamSubject(team), {
     callback: (err, msg) => {
-      if (err) return;
-      const parts = msg.subject.split(".");
-      const car = cars.get(parts[1]);
-      const rest = parts.slice(2).join(".");
-      if (!car) {
-        if (rest === "events.created") soon();
+      if (err) {
+        if (isPermission(err)) {
+          setLink("refused", "not allowed");
+          problem(`The broker refused access to team ${team}: this link's credentials are ` +
+            "for another team, or have expired.");
+        }
         return;
       }
-      const kind = kindOf(rest);
-      if (kind === "telemetry") {
-        car.raw = msg.data;
-        car.seen = Date.now();
-      } else if (kind === "events.deleted" || kind === "events.expired") {
-        car.ended = true;
+      let doc;
+      try {
+        doc = msg.json();
+      } catch {
+        return;
       }
+      if (!doc || !Array.isArray(doc.cars) || typeof doc.processor !== "string") return;
+      heard = true;
+      const now = Date.now();
+      const listed = new Set();
+      for (const row of doc.cars) {
+        if (!row || typeof row.session_id !== "string") continue;
+        listed.add(row.session_id);
+        cars.set(row.session_id, { row, processor: doc.processor, received: now, ended: false });
+      }
+      for (const id of byProcessor.get(doc.processor) || []) {
+        const car = cars.get(id);
+        if (!listed.has(id) && car && car.processor === doc.processor) car.ended = true;
+      }
+      byProcessor.set(doc.processor, listed);
     },
   });
-  await relist();
-  drawTower(cars);
-  setInterval(relist, 5000);
-  setInterval(() => drawTower(cars), 1000);
-  watchStatus(nc, relist);
+  setLink("live");
+  const draw = () => {
+    if (heard) drawTower(cars);
+  };
+  setInterval(draw, 1000);
+  // The first message is at most one tick away: draw it as soon as it comes.
+  const first = setInterval(() => {
+    if (heard) {
+      clearInterval(first);
+      draw();
+    }
+  }, 100);
+  watchStatus(nc, () => {});
+}
+
+/// `team.<token>.tower`: the team label as one subject token, as the processor
+/// writes it (protocol::subjects::team_token): bytes other than ASCII letters,
+/// digits, `-` and `_` as `%XX`.
+function teamSubject(team) {
+  let token = "";
+  for (const b of new TextEncoder().encode(team)) {
+    const c = String.fromCharCode(b);
+    token += /[A-Za-z0-9_-]/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return `team.${token}.tower`;
 }
 
 function drawTower(cars) {
   const now = Date.now();
-  const entries = [...cars.entries()];
-  for (const [, car] of entries) {
-    if (car.raw === null) continue;
-    try {
-      const frame = JSON.parse(new TextDecoder().decode(car.raw));
-      if (frame && typeof frame === "object" && !Array.isArray(frame)) car.frame = frame;
-    } catch {
-      // frames come unvalidated from the broker: keep the last good one
-    }
-    car.raw = null;
-  }
-  const num = (car, k) => (car.frame && typeof car.frame[k] === "number" ? car.frame[k] : null);
-  const position = (car) => {
-    const p = num(car, "position");
+  const n = (row, k) => (typeof row[k] === "number" && Number.isFinite(row[k]) ? row[k] : null);
+  const position = (row) => {
+    const p = n(row, "position");
     return p !== null && p > 0 ? p : Infinity;
   };
-  entries.sort((a, b) => position(a[1]) - position(b[1]));
+  // By position; cars level on it (or without one) by their label.
+  const label = (row) => (typeof row.car === "string" ? row.car : "");
+  const entries = [...cars.entries()].sort((a, b) =>
+    position(a[1].row) - position(b[1].row) || label(a[1].row).localeCompare(label(b[1].row)));
   const rows = entries.map(([id, car]) => {
+    const { row } = car;
     const tr = document.createElement("tr");
-    const state = car.ended ? "ENDED" : car.seen === null || now - car.seen > staleAfterMs ? "STALE" : "LIVE";
+    // The frame's age as of the message, plus the time since: a processor gone
+    // quiet makes its cars STALE too.
+    const age = n(row, "frame_age_s");
+    const since = (now - car.received) / 1000;
+    const state = car.ended ? "ENDED"
+      : age === null || (age + since) * 1000 > staleAfterMs ? "STALE" : "LIVE";
     tr.dataset.state = state;
     tr.dataset.session = id;
     const a = document.createElement("a");
     a.href = `/session/${encodeURIComponent(id)}${location.hash}`;
-    a.textContent = typeof car.car === "string" ? car.car : id.slice(0, 8);
-    const pos = position(car);
-    const fuel = num(car, "fuel");
-    const pits = car.frame ? car.frame.in_pits : undefined;
-    const driver = car.frame && typeof car.frame.player_name === "string" ? car.frame.player_name : view.DASH;
+    a.textContent = typeof row.car === "string" ? row.car : id.slice(0, 8);
+    const pos = position(row);
+    const fuel = n(row, "fuel");
+    const fuelLaps = n(row, "fuel_laps");
+    const gap = n(row, "gap_ahead");
+    const tyres = [
+      typeof row.tyre_compound === "string" ? row.tyre_compound : null,
+      n(row, "tyre_age_laps") !== null ? `${n(row, "tyre_age_laps")} laps` : null,
+    ].filter((x) => x !== null).join(" · ");
+    const stintLaps = n(row, "stint_laps");
     const cells = [
       Number.isFinite(pos) ? `P${pos}` : view.DASH,
       a,
-      driver,
-      num(car, "lap") ?? view.DASH,
-      view.lapTime(num(car, "last_lap_time")),
-      view.lapTime(num(car, "best_lap_time")),
-      fuel === null ? view.DASH : `${fuel.toFixed(1)} L`,
-      pits === true ? "IN" : pits === false ? "out" : view.DASH,
+      typeof row.driver === "string" ? row.driver : view.DASH,
+      n(row, "lap") ?? view.DASH,
+      gap === null ? view.DASH : pos === 1 ? "leader" : `+${gap.toFixed(1)}`,
+      view.lapTime(n(row, "last_lap_time")),
+      view.lapTime(n(row, "best_lap_time")),
+      fuel === null ? view.DASH
+        : `${fuel.toFixed(1)} L` + (fuelLaps === null ? "" : ` · ${fuelLaps.toFixed(1)} laps`),
+      `${row.in_pits === true ? "IN · " : ""}${n(row, "pit_stops") ?? 0}`,
+      `${view.clock(n(row, "stint_s"))}${stintLaps === null ? "" : ` · ${stintLaps} laps`}`,
+      tyres || view.DASH,
       state,
     ];
     for (const cell of cells) {

@@ -1,0 +1,385 @@
+//! The pit wall's feed: each team's cars as one small message a few times a
+//! second (`team.<token>.tower`, docs/PROTOCOL.md "The pit wall"), so a team page
+//! costs the same whether its cars send 2 or 60 frames a second (30 cars at 20 Hz
+//! would be 600 frames a second for a phone to read; this is 2 messages).
+//!
+//! Built in the processor's loop from the session map, not from the data path:
+//! each tick parses each team car's latest frame once, and only the fields the
+//! tower shows. Pit stops and stints are read from successive ticks (`in_pits`
+//! changes), which is enough for a stop of seconds; a frame's own `pit_stops`
+//! wins when it has one. They are this processor's memory: a restarted
+//! processor counts the stint from when it first sees the car.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::protocol::documents::{Tower, TowerCar};
+use crate::protocol::id::SessionId;
+use crate::server::laps::LapRecord;
+use crate::server::sessions::Frame;
+
+/// Completed laps the fuel rate is taken over (the most recent that used fuel).
+pub const FUEL_LAPS: usize = 3;
+
+/// Most cars one message lists (about 400 bytes each, so under 64 KiB); a team
+/// past it is cut to its first cars by position and the message says how many
+/// were left out.
+pub const MAX_CARS: usize = 150;
+
+/// One labelled live session as the tower reads it (`Sessions::team_cars`).
+#[derive(Debug, Clone)]
+pub struct TeamCar {
+    pub session_id: SessionId,
+    pub team: String,
+    pub car: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub telemetry: Option<Frame>,
+    /// The last few completed laps, oldest first.
+    pub laps: Vec<Arc<LapRecord>>,
+}
+
+/// What the feed remembers of a car between ticks.
+#[derive(Debug, Clone)]
+struct Track {
+    in_pits: Option<bool>,
+    pit_entries: u32,
+    stint_lap: Option<f64>,
+    stint_session_time: Option<f64>,
+    stint_at: DateTime<Utc>,
+}
+
+/// The feed's state: per car its pit and stint memory, and the teams published
+/// last tick (a team whose last car left gets one empty message, so its pages
+/// mark the car ended).
+#[derive(Debug, Default)]
+pub struct Towers {
+    tracks: HashMap<SessionId, Track>,
+    published: HashSet<String>,
+}
+
+impl Towers {
+    /// One message per team, for the cars given (every labelled live session
+    /// this processor holds), as of `now`.
+    pub fn tick(&mut self, cars: Vec<TeamCar>, now: DateTime<Utc>, processor: &str) -> Vec<Tower> {
+        let mut teams: HashMap<String, Vec<TowerCar>> = HashMap::new();
+        let present: HashSet<SessionId> = cars.iter().map(|c| c.session_id).collect();
+        self.tracks.retain(|id, _| present.contains(id));
+        for car in cars {
+            let row = self.car(&car, now);
+            teams.entry(car.team).or_default().push(row);
+        }
+        let mut towers = Vec::with_capacity(teams.len() + self.published.len());
+        for team in std::mem::take(&mut self.published) {
+            if !teams.contains_key(&team) {
+                towers.push(Tower {
+                    team,
+                    processor: processor.to_string(),
+                    at: now,
+                    cars: Vec::new(),
+                    omitted: 0,
+                });
+            }
+        }
+        for (team, mut rows) in teams {
+            // By position; cars level on it (or without one) by label, then id.
+            rows.sort_by(|a, b| {
+                let key = |c: &TowerCar| c.position.filter(|p| *p > 0.0).unwrap_or(f64::MAX);
+                key(a)
+                    .total_cmp(&key(b))
+                    .then_with(|| a.car.cmp(&b.car))
+                    .then_with(|| a.session_id.to_string().cmp(&b.session_id.to_string()))
+            });
+            let omitted = rows.len().saturating_sub(MAX_CARS);
+            rows.truncate(MAX_CARS);
+            self.published.insert(team.clone());
+            towers.push(Tower {
+                team,
+                processor: processor.to_string(),
+                at: now,
+                cars: rows,
+                omitted,
+            });
+        }
+        towers
+    }
+
+    fn car(&mut self, car: &TeamCar, now: DateTime<Utc>) -> TowerCar {
+        let frame: Map<String, Value> = car
+            .telemetry
+            .as_ref()
+            .and_then(|f| serde_json::from_slice(&f.body).ok())
+            .unwrap_or_default();
+        let number = |key: &str| {
+            frame
+                .get(key)
+                .and_then(Value::as_f64)
+                .filter(|v| v.is_finite())
+        };
+        let text = |key: &str| frame.get(key).and_then(Value::as_str).map(str::to_string);
+        let lap = number("lap");
+        let session_time = number("session_time");
+        let in_pits = frame.get("in_pits").and_then(Value::as_bool);
+
+        let track = self.tracks.entry(car.session_id).or_insert_with(|| Track {
+            in_pits,
+            pit_entries: 0,
+            stint_lap: lap,
+            stint_session_time: session_time,
+            // A car first seen in a session's opening minute is at its start.
+            stint_at: if now - car.created_at < chrono::TimeDelta::minutes(1) {
+                car.created_at
+            } else {
+                now
+            },
+        });
+        match (track.in_pits, in_pits) {
+            (Some(false), Some(true)) => track.pit_entries += 1,
+            (Some(true), Some(false)) => {
+                track.stint_lap = lap;
+                track.stint_session_time = session_time;
+                track.stint_at = now;
+            }
+            _ => {}
+        }
+        if in_pits.is_some() {
+            track.in_pits = in_pits;
+        }
+        if track.stint_lap.is_none() {
+            track.stint_lap = lap;
+        }
+        if track.stint_session_time.is_none() {
+            track.stint_session_time = session_time;
+        }
+        let stint_s = match (session_time, track.stint_session_time) {
+            (Some(t), Some(start)) if t >= start => t - start,
+            _ => seconds(now - track.stint_at),
+        };
+
+        let fuel = number("fuel");
+        let fuel_per_lap = fuel_per_lap(&car.laps);
+        TowerCar {
+            session_id: car.session_id,
+            car: car.car.clone(),
+            driver: text("player_name"),
+            position: number("position"),
+            lap,
+            last_lap_time: number("last_lap_time"),
+            best_lap_time: number("best_lap_time"),
+            gap_ahead: number("gap_ahead"),
+            fuel,
+            fuel_per_lap: fuel_per_lap.map(round2),
+            fuel_laps: fuel.zip(fuel_per_lap).map(|(f, per)| round2(f / per)),
+            in_pits,
+            pit_stops: number("pit_stops")
+                .filter(|n| *n >= 0.0)
+                .map_or(track.pit_entries, |n| n as u32),
+            stint_laps: lap.zip(track.stint_lap).map(|(l, s)| (l - s).max(0.0)),
+            stint_s: round2(stint_s.max(0.0)),
+            tyre_age_laps: number("tyre_age_laps"),
+            tyre_compound: text("tyre_compound"),
+            frame_age_s: car
+                .telemetry
+                .as_ref()
+                .map(|f| round2(seconds(now - f.at).max(0.0))),
+        }
+    }
+}
+
+/// Litres per lap over the last [`FUEL_LAPS`] completed laps that burned fuel:
+/// each lap's use is the fuel at the previous line less the fuel at its own
+/// (`fuel` in the records' last frames); a lap that refuelled is skipped.
+fn fuel_per_lap(laps: &[Arc<LapRecord>]) -> Option<f64> {
+    let at_line: Vec<Option<f64>> = laps
+        .iter()
+        .map(|record| {
+            let frame: Map<String, Value> = serde_json::from_slice(&record.last_frame).ok()?;
+            frame.get("fuel")?.as_f64().filter(|f| f.is_finite())
+        })
+        .collect();
+    let used: Vec<f64> = at_line
+        .windows(2)
+        .filter_map(|pair| Some(pair[0]? - pair[1]?))
+        .filter(|used| *used > 0.0)
+        .collect();
+    let recent = &used[used.len().saturating_sub(FUEL_LAPS)..];
+    (!recent.is_empty()).then(|| recent.iter().sum::<f64>() / recent.len() as f64)
+}
+
+fn seconds(delta: chrono::TimeDelta) -> f64 {
+    delta.num_milliseconds() as f64 / 1000.0
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn record(id: SessionId, n: u64, fuel: f64) -> Arc<LapRecord> {
+        let frame = Bytes::from(format!(r#"{{"lap":{n},"fuel":{fuel}}}"#));
+        Arc::new(LapRecord {
+            session_id: id,
+            n,
+            lap: Bytes::from(n.to_string()),
+            started_at: at(0),
+            ended_at: at(1),
+            frames: 1,
+            last_frame: frame.clone(),
+            next_frame: frame,
+        })
+    }
+
+    fn car(
+        id: SessionId,
+        team: &str,
+        frame: &str,
+        seen: i64,
+        laps: Vec<Arc<LapRecord>>,
+    ) -> TeamCar {
+        TeamCar {
+            session_id: id,
+            team: team.into(),
+            car: Some("#7".into()),
+            created_at: at(0),
+            telemetry: Some(Frame {
+                body: Bytes::from(frame.to_string()),
+                at: at(seen),
+            }),
+            laps,
+        }
+    }
+
+    #[test]
+    fn a_team_is_one_message_by_position_with_the_fields_it_carries() {
+        let (a, b, c) = (
+            SessionId::new_v4(),
+            SessionId::new_v4(),
+            SessionId::new_v4(),
+        );
+        let mut towers = Towers::default();
+        let out = towers.tick(
+            vec![
+                car(a, "Blue", r#"{"position":5,"lap":3,"player_name":"Ann","gap_ahead":1.25}"#, 10, vec![]),
+                car(b, "Blue", r#"{"position":2,"lap":4,"fuel":30.5,"tyre_age_laps":4,"tyre_compound":"soft"}"#, 8, vec![]),
+                car(c, "Red", r#"{"position":1}"#, 10, vec![]),
+            ],
+            at(10),
+            "p1",
+        );
+        assert_eq!(out.len(), 2);
+        let blue = out.iter().find(|t| t.team == "Blue").unwrap();
+        assert_eq!(
+            blue.cars.iter().map(|c| c.session_id).collect::<Vec<_>>(),
+            [b, a]
+        );
+        assert_eq!(blue.cars[0].frame_age_s, Some(2.0));
+        assert_eq!(blue.cars[0].tyre_compound.as_deref(), Some("soft"));
+        assert_eq!(blue.cars[1].driver.as_deref(), Some("Ann"));
+        assert_eq!(blue.cars[1].gap_ahead, Some(1.25));
+        assert_eq!(blue.cars[1].fuel, None);
+        let json = serde_json::to_string(&blue.cars[1]).unwrap();
+        assert!(
+            !json.contains("fuel"),
+            "absent readings are left out: {json}"
+        );
+    }
+
+    #[test]
+    fn fuel_per_lap_skips_refuels_and_gives_laps_in_the_tank() {
+        let id = SessionId::new_v4();
+        let laps = vec![
+            record(id, 1, 60.0),
+            record(id, 2, 57.0),
+            record(id, 3, 90.0),
+            record(id, 4, 86.0),
+            record(id, 5, 83.0),
+        ];
+        let mut towers = Towers::default();
+        let out = towers.tick(vec![car(id, "Blue", r#"{"fuel":35}"#, 0, laps)], at(0), "p");
+        let row = &out[0].cars[0];
+        // 60→57 (3), 57→90 refuel skipped, 90→86 (4), 86→83 (3): mean 3.33.
+        assert_eq!(row.fuel_per_lap, Some(3.33));
+        assert_eq!(row.fuel_laps, Some(10.5));
+    }
+
+    #[test]
+    fn pit_stops_and_the_stint_follow_in_pits_on_the_sims_clock() {
+        let id = SessionId::new_v4();
+        let mut towers = Towers::default();
+        let mut tick = |frame: &str, now: i64| {
+            towers
+                .tick(vec![car(id, "Blue", frame, now, vec![])], at(now), "p")
+                .remove(0)
+                .cars
+                .remove(0)
+        };
+        let row = tick(r#"{"lap":1,"session_time":10,"in_pits":false}"#, 10);
+        assert_eq!(
+            (row.pit_stops, row.stint_laps, row.stint_s),
+            (0, Some(0.0), 0.0)
+        );
+        let row = tick(r#"{"lap":5,"session_time":400,"in_pits":false}"#, 400);
+        assert_eq!(
+            (row.pit_stops, row.stint_laps, row.stint_s),
+            (0, Some(4.0), 390.0)
+        );
+        let row = tick(r#"{"lap":5,"session_time":420,"in_pits":true}"#, 420);
+        assert_eq!(row.pit_stops, 1);
+        let row = tick(r#"{"lap":6,"session_time":450,"in_pits":false}"#, 450);
+        assert_eq!(
+            (row.pit_stops, row.stint_laps, row.stint_s),
+            (1, Some(0.0), 0.0)
+        );
+        // A replay 20× faster: the sim's clock, not the processor's.
+        let row = tick(r#"{"lap":7,"session_time":550,"in_pits":false}"#, 455);
+        assert_eq!((row.stint_laps, row.stint_s), (Some(1.0), 100.0));
+        // The frame's own count wins.
+        let row = tick(r#"{"lap":7,"session_time":560,"pit_stops":3}"#, 456);
+        assert_eq!(row.pit_stops, 3);
+    }
+
+    #[test]
+    fn a_team_whose_last_car_left_gets_one_empty_message() {
+        let id = SessionId::new_v4();
+        let mut towers = Towers::default();
+        assert_eq!(
+            towers
+                .tick(vec![car(id, "Blue", "{}", 0, vec![])], at(0), "p")
+                .len(),
+            1
+        );
+        let out = towers.tick(vec![], at(1), "p");
+        assert_eq!(out.len(), 1);
+        assert!(out[0].cars.is_empty());
+        assert!(towers.tick(vec![], at(2), "p").is_empty());
+    }
+
+    #[test]
+    fn garbage_frames_give_a_row_without_readings() {
+        let id = SessionId::new_v4();
+        let mut towers = Towers::default();
+        let out = towers.tick(
+            vec![car(
+                id,
+                "Blue",
+                r#"{"position":"first","lap":1e999,"fuel":null}"#,
+                0,
+                vec![],
+            )],
+            at(0),
+            "p",
+        );
+        let row = &out[0].cars[0];
+        assert_eq!((row.position, row.lap, row.fuel), (None, None, None));
+    }
+}
