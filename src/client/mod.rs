@@ -194,6 +194,22 @@ impl SessionsClient {
         info.metadata.get(key).cloned()
     }
 
+    /// A team link's credentials (`sessions.team`, per-session mode): the
+    /// team's, or with `car` those of that car's page opened from the link.
+    pub async fn team_access(
+        &self,
+        team: &str,
+        car: Option<crate::protocol::id::SessionId>,
+    ) -> Result<crate::protocol::documents::TeamAccess, ClientError> {
+        let request = crate::protocol::documents::TeamRequest {
+            team: team.to_string(),
+            session_id: car,
+        };
+        let body = serde_json::to_vec(&request).expect("serializes");
+        self.request_as(subjects::Endpoint::Team.subject(), body.into())
+            .await
+    }
+
     /// Fresh credentials of one role (`Endpoint::RenewMonitor` or
     /// `RenewDashboard`) for a live session, in per-session mode.
     pub async fn renew(

@@ -94,9 +94,15 @@ pub enum SessionsCommand {
     },
     /// A session's dashboard link and its QR code: open it in a browser, or scan
     /// it with a phone. With per-session credentials the link carries the
-    /// session's dashboard credentials (read-only, this session only).
+    /// session's dashboard credentials (read-only, this session only). With
+    /// --team, the team's page instead: its link reads that team's cars, those
+    /// that join later too, and nothing of any other team.
     Share {
-        session_id: String,
+        #[arg(required_unless_present = "team")]
+        session_id: Option<String>,
+        /// Share a team's page (the pit wall) rather than one session.
+        #[arg(long, env = "PADDOCK_SHARE_TEAM", conflicts_with = "session_id")]
+        team: Option<String>,
         #[command(flatten)]
         dashboard: DashboardArgs,
         /// The session's dashboard credentials (default:
@@ -248,12 +254,20 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
             }
         }
         SessionsCommand::Share {
+            team: Some(team),
+            dashboard,
+            no_qr,
+            ..
+        } => share_team(&client, team, dashboard, args.json, *no_qr).await?,
+        SessionsCommand::Share {
             session_id,
             dashboard,
             dashboard_creds,
             credentials_dir,
             no_qr,
+            ..
         } => {
+            let session_id = session_id.as_deref().unwrap_or_default();
             let id = crate::protocol::id::SessionId::parse(session_id)?;
             // A link to a session that is gone helps nobody; other failures (no
             // right to ask, as with per-session credentials) do not stop the link.
@@ -360,6 +374,73 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
         .write_all(out.as_bytes())
         .context("cannot write to stdout")?;
     Ok(())
+}
+
+/// `sessions share --team`: the team page's link, with a team link's
+/// credentials where the processor issues them (per-session mode); in open and
+/// team mode the page needs none.
+async fn share_team(
+    client: &SessionsClient,
+    team: &str,
+    dashboard: &DashboardArgs,
+    json: bool,
+    no_qr: bool,
+) -> anyhow::Result<String> {
+    crate::protocol::documents::Label {
+        team: Some(team.to_string()),
+        car: None,
+    }
+    .check()
+    .map_err(|e| anyhow::anyhow!("--team: {e}"))?;
+    let Some(base) = dashboard.resolve(client).await else {
+        anyhow::bail!(
+            "no dashboard address: no processor advertises one (serve --http-addr or \
+             --public-url), or this connection may not ask; pass --dashboard-url"
+        );
+    };
+    let access = match client.issues_credentials().await {
+        Some(false) => None,
+        // Per-session mode, or this connection may not ask: a refusal says why.
+        _ => Some(
+            client
+                .team_access(team, None)
+                .await
+                .context("cannot get the team link's credentials")?,
+        ),
+    };
+    let parts = access
+        .as_ref()
+        .map(|access| {
+            crate::client::creds::parts(&access.creds)
+                .context("not a .creds document")
+                .map(|(jwt, seed)| (jwt, seed, access.inbox_prefix.clone()))
+        })
+        .transpose()?;
+    let link = crate::protocol::subjects::team_link(
+        &base,
+        team,
+        parts
+            .as_ref()
+            .map(|(jwt, seed, inbox)| (jwt.as_str(), seed.as_str(), inbox.as_str())),
+    );
+    Ok(if json {
+        pretty(&json!({
+            "team": team,
+            "link": link,
+            "expires_at": access.as_ref().map(|a| a.expires_at),
+        }))
+    } else if no_qr {
+        format!("{link}\n")
+    } else {
+        let note = if access.is_some() {
+            "The link and code read this team's cars (read-only; cars that join later too, \
+             no other team's): share them with your team only. A page keeps them fresh while \
+             it is open.\n"
+        } else {
+            ""
+        };
+        format!("{link}\n{}{note}", format::qr(&link))
+    })
 }
 
 fn pretty(value: &impl serde::Serialize) -> String {

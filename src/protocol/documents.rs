@@ -143,6 +143,33 @@ pub struct Renewed {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A team link's request: `sessions.team {"team": …}` (ops), or
+/// `sessions.team.<team token>` with `{}` or `{"session_id": …}` (the link's
+/// holder; the processor reads the team from the subject).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRequest {
+    pub team: String,
+    /// One of the team's cars: its page's credentials instead of the team's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+}
+
+/// A team link's credentials (per-session mode), the reply of `sessions.team`:
+/// the team's (the tower, and asking again), or, with `session_id`, those of
+/// the car page opened from it (the team's and that car's session).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamAccess {
+    pub team: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+    /// The `.creds` document.
+    pub creds: String,
+    pub inbox_prefix: String,
+    /// When these credentials stop working unless asked for again.
+    #[serde(with = "time")]
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A session's credentials, issued at `sessions.create` in per-session mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {

@@ -34,11 +34,12 @@ pub enum Endpoint {
     RenewMonitor,
     RenewDashboard,
     Label,
+    Team,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order `$SRV.INFO` lists them.
-    pub const ALL: [Endpoint; 12] = [
+    pub const ALL: [Endpoint; 13] = [
         Endpoint::Create,
         Endpoint::Get,
         Endpoint::List,
@@ -51,6 +52,7 @@ impl Endpoint {
         Endpoint::RenewMonitor,
         Endpoint::RenewDashboard,
         Endpoint::Label,
+        Endpoint::Team,
     ];
 
     /// The endpoint's name in the `sessions` group: `sessions.<name>`.
@@ -68,6 +70,7 @@ impl Endpoint {
             Endpoint::RenewMonitor => RENEW_MONITOR,
             Endpoint::RenewDashboard => RENEW_DASHBOARD,
             Endpoint::Label => LABEL,
+            Endpoint::Team => TEAM,
         }
     }
 
@@ -111,6 +114,13 @@ pub const RENEW_MONITOR: &str = "renew.monitor";
 pub const RENEW_DASHBOARD: &str = "renew.dashboard";
 /// A session's team and car labels, changed by ops.
 pub const LABEL: &str = "label";
+/// A team link's credentials (per-session mode): the team's, or one of its
+/// cars' for the car page opened from the pit wall.
+pub const TEAM: &str = "team";
+/// `sessions.team.<team token>`: the same, with the team in the subject, so
+/// that a team link's credentials may ask for their own team and no other.
+/// Never mapped into partitions: a team is not a session.
+pub const TEAM_ONE: &str = "team.*";
 
 /// `sessions.get.<id>`: the same as `sessions.get`, with the id in the subject, so
 /// that broker permissions can allow one session's snapshot and no other.
@@ -131,6 +141,11 @@ pub fn get_one(id: &SessionId) -> String {
 /// `sessions.renew.<monitor|dashboard>.<id>`.
 pub fn renew_one(endpoint: Endpoint, id: &SessionId) -> String {
     format!("{CONTROL_PREFIX}.{}.{id}", endpoint.name())
+}
+
+/// `sessions.team.<team token>`: what a team link's holder asks.
+pub fn team_one(team: &str) -> String {
+    format!("{CONTROL_PREFIX}.{TEAM}.{}", team_token(team))
 }
 
 /// `sessions.laps.<id>`.
@@ -171,6 +186,24 @@ pub fn dashboard_link(base: &str, id: &SessionId, access: Option<(&str, &str, &s
         None => format!("{base}/session/{id}"),
         Some((jwt, seed, inbox)) => {
             format!("{base}/session/{id}#jwt={jwt}&seed={seed}&inbox={inbox}")
+        }
+    }
+}
+
+/// A team's page on the page served at `base` (`/team/<team>`). With a team
+/// link's credentials (per-session mode) the fragment carries them, their
+/// inbox prefix and the team, so a car page opened from it can ask for the
+/// car's. The team is percent-encoded as in [`team_token`], which a URL's path
+/// and fragment read back as the label.
+pub fn team_link(base: &str, team: &str, access: Option<(&str, &str, &str)>) -> String {
+    let base = base.trim_end_matches('/');
+    let team = team_token(team);
+    match access {
+        None => format!("{base}/team/{team}"),
+        Some((jwt, seed, inbox)) => {
+            // The fragment is read as form values: the inbox's `%` is itself encoded.
+            let inbox = inbox.replace('%', "%25");
+            format!("{base}/team/{team}#jwt={jwt}&seed={seed}&inbox={inbox}&team={team}")
         }
     }
 }
@@ -395,6 +428,32 @@ pub fn team_token(team: &str) -> String {
     token
 }
 
+/// The team label a [`team_token`] stands for, if `token` is one as
+/// `team_token` writes it (upper-case hex, only where needed, UTF-8).
+pub fn team_of_token(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut label = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            label.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            label.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let label = String::from_utf8(label).ok()?;
+    // One token per label: `%41` for `A`, or lower-case hex, is not one.
+    (team_token(&label) == token).then_some(label)
+}
+
+/// `_INBOX_team_<token>`: the inbox prefix of a team link's credentials.
+pub fn team_inbox_prefix(team: &str) -> String {
+    inbox_prefix(&format!("team_{}", team_token(team)))
+}
+
 /// `team.<token>.tower`: the team's cars as the pit wall shows them, published
 /// by the processors holding them a few times a second (docs/PROTOCOL.md).
 pub fn team_tower(team: &str) -> String {
@@ -548,6 +607,19 @@ mod tests {
         assert_eq!(team_tower("Blue"), "team.Blue.tower");
         assert_eq!(team_token("Red Bull.2"), "Red%20Bull%2E2");
         assert_eq!(team_token("Équipe #7"), "%C3%89quipe%20%237");
+        for team in ["Blue", "Red Bull.2", "Équipe #7", "a%b"] {
+            assert_eq!(team_of_token(&team_token(team)).as_deref(), Some(team));
+        }
+        // One token per label, and nothing that does not decode.
+        for token in ["%42lue", "Red%2e2", "%", "%4", "%zz", "%FF", "a.b", "a b"] {
+            assert_eq!(team_of_token(token), None, "{token}");
+        }
+        assert_eq!(team_one("Red Bull"), "sessions.team.Red%20Bull");
+        assert_eq!(
+            id_token("sessions.team.Red%20Bull", Endpoint::Team),
+            "Red%20Bull"
+        );
+        assert_eq!(team_inbox_prefix("Red Bull"), "_INBOX_team_Red%20Bull");
         let subject = partition_request(3, Endpoint::ArchiveList);
         assert_eq!(subject, "sessions.partition.3.archive.list");
         assert_eq!(

@@ -6,11 +6,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::protocol::documents::{
-    ArchivedSession, ArchivedSummary, Deleted, Label, ListRequest, Page,
+    ArchivedSession, ArchivedSummary, Deleted, Label, ListRequest, Page, TeamAccess, TeamRequest,
 };
 use crate::protocol::id::SessionId;
 use crate::protocol::payload::validate_object;
-use crate::protocol::subjects::{Endpoint, Event};
+use crate::protocol::subjects::{self, Endpoint, Event};
 use crate::server::app::{Announcement, App};
 use crate::server::credentials::Role;
 use crate::server::error::ServiceError;
@@ -87,6 +87,7 @@ impl App {
             (Endpoint::RenewMonitor, id) => self.renew(id, body, Role::Monitor),
             (Endpoint::RenewDashboard, id) => self.renew(id, body, Role::Dashboard),
             (Endpoint::Label, _) => self.label(body),
+            (Endpoint::Team, _) => self.team(body),
         }
     }
 
@@ -155,6 +156,7 @@ impl App {
             | Endpoint::RenewMonitor
             | Endpoint::RenewDashboard
             | Endpoint::Label => self.session_id(body).ok(),
+            Endpoint::Team => self.team_request(body).ok()?.session_id,
             Endpoint::Create | Endpoint::List | Endpoint::Stats | Endpoint::ArchiveList => None,
         }
     }
@@ -194,6 +196,90 @@ impl App {
             persist: None,
             announce: None,
         })
+    }
+
+    /// `sessions.team`: `{"team"}` → a team link's credentials (the team's
+    /// subjects and asking again), `{"team", "session_id"}` → the credentials
+    /// of that car's page opened from the team link, for a live session of
+    /// that team only. Good for `--credentials-ttl`; the link's holder asks
+    /// again on `sessions.team.<team token>` (see [`App::team_subject_request`]).
+    fn team(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let request = self.team_request(body)?;
+        let Some(issuer) = &self.issuer else {
+            return Err(ServiceError::BadRequest(
+                "this processor issues no credentials (started without --issuer-account): \
+                 team pages need no team link here"
+                    .into(),
+            ));
+        };
+        if let Some(id) = request.session_id {
+            let session = self.sessions.get(id)?;
+            if session.label.team.as_deref() != Some(request.team.as_str()) {
+                return Err(ServiceError::NotInTeam {
+                    id,
+                    team: request.team,
+                });
+            }
+        }
+        let expires_at = self.credentials_expiry();
+        let creds = issuer
+            .for_team(
+                &request.team,
+                request.session_id.as_ref(),
+                expires_at.timestamp(),
+            )
+            .map_err(|e| ServiceError::Unavailable(format!("cannot issue credentials: {e}")))?;
+        tracing::debug!(team = %request.team, session_id = ?request.session_id, %expires_at, "team credentials issued");
+        Ok(Reply::json(&TeamAccess {
+            inbox_prefix: subjects::team_inbox_prefix(&request.team),
+            team: request.team,
+            session_id: request.session_id,
+            creds,
+            expires_at,
+        }))
+    }
+
+    fn team_request(&self, body: &[u8]) -> Result<TeamRequest, ServiceError> {
+        validate_object(body, self.limits.max_payload)?;
+        let hint = r#"send {"team": "<label>"} or {"team": "<label>", "session_id": "<uuid>"}"#;
+        let request: TeamRequest = serde_json::from_slice(body)
+            .map_err(|e| ServiceError::BadRequest(format!("{e}: {hint}")))?;
+        Label {
+            team: Some(request.team.clone()),
+            car: None,
+        }
+        .check()
+        .map_err(|e| ServiceError::BadRequest(format!("{e}: {hint}")))?;
+        Ok(request)
+    }
+
+    /// `sessions.team.<team token>` with `{}` or `{"session_id"}`, as the body
+    /// form's request: the team comes from the subject, which the link's
+    /// credentials pin to their own team.
+    pub fn team_subject_request(&self, token: &str, body: &[u8]) -> Result<Bytes, ServiceError> {
+        #[derive(Deserialize)]
+        struct Car {
+            #[serde(default)]
+            session_id: Option<SessionId>,
+        }
+        let team = subjects::team_of_token(token).ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "not a team token: {token:?} (protocol::subjects::team_token)"
+            ))
+        })?;
+        self.optional_object(body)?;
+        let car = if body.trim_ascii().is_empty() {
+            Car { session_id: None }
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                ServiceError::BadRequest(format!(r#"{e}: send {{}} or {{"session_id": "<uuid>"}}"#))
+            })?
+        };
+        let request = TeamRequest {
+            team,
+            session_id: car.session_id,
+        };
+        Ok(serde_json::to_vec(&request).expect("serializes").into())
     }
 
     /// When credentials issued now expire.

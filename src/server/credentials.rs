@@ -142,6 +142,35 @@ impl Issuer {
         )
     }
 
+    /// A team link's credentials (per-session mode): read the team's subjects
+    /// (`team.<token>.>`: the pit wall's feed) and ask `sessions.team.<token>`
+    /// for fresh ones, and nothing of any other team or session. With `car`,
+    /// also that session's, as its dashboard reads it: what the car page opened
+    /// from the tower holds. The processor gives `car` only for a session of
+    /// `team`. The inbox prefix is the team's, so the page swaps credentials on
+    /// one connection.
+    pub fn for_team(&self, team: &str, car: Option<&SessionId>, expires: i64) -> Result<String> {
+        let mut publish = vec![subjects::team_one(team)];
+        let mut subscribe = vec![
+            subjects::team_wildcard(team),
+            subjects::inbox_wildcard(&subjects::team_inbox_prefix(team)),
+        ];
+        if let Some(id) = car {
+            publish.extend(subjects::with_mapped(subjects::get_one(id)));
+            publish.extend(subjects::with_mapped(subjects::laps_one(id)));
+            subscribe.push(subjects::session_wildcard(id));
+        }
+        let name = match car {
+            Some(id) => format!("team {} car {id}", subjects::team_token(team)),
+            None => format!("team {}", subjects::team_token(team)),
+        };
+        self.user(
+            &name,
+            json!({ "pub": { "allow": publish }, "sub": { "allow": subscribe } }),
+            Some(expires),
+        )
+    }
+
     /// A new user with `permissions` (`{"pub": …, "sub": …}`), as a `.creds` document.
     pub fn user(&self, name: &str, permissions: Value, expires: Option<i64>) -> Result<String> {
         let user = KeyPair::new_user();
@@ -321,6 +350,8 @@ fn ops_permissions() -> Value {
             control(&format!("{}.*", subjects::LAPS_ONE)),
             Endpoint::List.subject(), Endpoint::Stats.subject(),
             control("archive.>"), Endpoint::Delete.subject(), Endpoint::Label.subject(),
+            // Team links (`sessions share --team`).
+            Endpoint::Team.subject(), control(subjects::TEAM_ONE),
             subjects::ALL_DISCOVERY,
             // Fresh credentials for a live session: share links, a monitor's again.
             control("renew.>"),
@@ -454,6 +485,47 @@ mod tests {
             .unwrap()
             .verify(input.as_bytes(), &signature)
             .unwrap();
+    }
+
+    #[test]
+    fn team_credentials_name_one_team_and_one_car_at_most() {
+        let account = KeyPair::new_account();
+        let signing = KeyPair::new_account();
+        let issuer = Issuer::new(&account.public_key(), &signing.seed().unwrap()).unwrap();
+        let team = claims_of(&issuer.for_team("Red Bull", None, 4_000_000_000).unwrap());
+        assert_eq!(
+            team["nats"]["pub"]["allow"],
+            json!(["sessions.team.Red%20Bull"])
+        );
+        assert_eq!(
+            team["nats"]["sub"]["allow"],
+            json!(["team.Red%20Bull.>", "_INBOX_team_Red%20Bull.>"])
+        );
+        let id = SessionId::new_v4();
+        let car = claims_of(
+            &issuer
+                .for_team("Red Bull", Some(&id), 4_000_000_000)
+                .unwrap(),
+        );
+        assert_eq!(
+            car["nats"]["pub"]["allow"],
+            json!([
+                "sessions.team.Red%20Bull".to_string(),
+                format!("sessions.get.{id}"),
+                format!("sessions.get.{id}.*"),
+                format!("sessions.laps.{id}"),
+                format!("sessions.laps.{id}.*"),
+            ])
+        );
+        assert_eq!(
+            car["nats"]["sub"]["allow"],
+            json!([
+                "team.Red%20Bull.>".to_string(),
+                "_INBOX_team_Red%20Bull.>".to_string(),
+                format!("session.{id}.>"),
+            ])
+        );
+        assert_eq!(car["exp"], 4_000_000_000i64);
     }
 
     #[test]

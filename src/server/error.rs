@@ -33,6 +33,12 @@ pub enum ServiceError {
     /// answers (none owns it, or its owner did not answer in time).
     #[error("{0}; retry shortly")]
     PartitionUnavailable(String),
+    /// A team link asked for a car of another team (`sessions.team`).
+    #[error("no live session {id} in team {team}")]
+    NotInTeam {
+        id: crate::protocol::id::SessionId,
+        team: String,
+    },
     /// This client asked for too much of something in the last minute.
     #[error("too many {what} by this client; retry in {:.1} s", retry_after.as_secs_f64())]
     RateLimited {
@@ -53,6 +59,7 @@ impl ServiceError {
             ServiceError::Session(
                 SessionError::NotFound(_) | SessionError::Ended(..) | SessionError::NotArchived(_),
             ) => 404,
+            ServiceError::NotInTeam { .. } => 404,
             ServiceError::Session(SessionError::AtCapacity { .. }) => 503,
             ServiceError::Session(SessionError::OnDemandLimited { .. }) => 429,
             ServiceError::Session(SessionError::FrameRate { .. }) => 429,
@@ -72,6 +79,7 @@ impl ServiceError {
             ServiceError::Unavailable(_) => "storage_unavailable",
             ServiceError::PartitionUnavailable(_) => "partition_unavailable",
             ServiceError::RateLimited { .. } => "rate_limited",
+            ServiceError::NotInTeam { .. } => "not_in_team",
         }
     }
 

@@ -233,39 +233,88 @@ async fn the_page_follows_a_session_live_through_staleness_and_a_broker_restart(
     browser.close().await;
 }
 
+/// Waits until `rows` (a page expression) evaluates to `want`, failing the
+/// test after `within`.
+async fn rows_become(browser: &Browser, rows: &str, want: Value, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = browser.eval(rows).await;
+        if seen == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tower {seen} never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Per-session mode with the page: `auth init` into a fresh directory, its
+/// broker with a WebSocket listener, an issuing `paddock serve --http-addr`
+/// whose credentials last `ttl_s`, answering (as ops see it).
+struct PerSession {
+    dir: std::path::PathBuf,
+    _server: NatsServer,
+    url: String,
+    /// The page's `host:port`.
+    http: String,
+    _processor: Running,
+}
+
+impl PerSession {
+    async fn start(tag: &str, ttl_s: u64) -> Self {
+        let dir = fresh_dir(tag);
+        let out = dir.to_str().unwrap().to_string();
+        let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
+        assert_eq!(code, 0, "{stderr}");
+        // The operator-mode configuration auth init wrote, plus a WebSocket listener.
+        std::fs::write(
+            dir.join("with-websocket.conf"),
+            "include \"nats-server.conf\"\nwebsocket { host: 127.0.0.1, port: -1, no_tls: true }\n",
+        )
+        .unwrap();
+        let conf = dir.join("with-websocket.conf");
+        let server = NatsServer::start_with(&["-c", conf.to_str().unwrap()]);
+        let url = server.url();
+        let http = format!("127.0.0.1:{}", free_port());
+        let processor = serve_issuing(
+            &url,
+            &dir,
+            &[
+                "--http-addr",
+                &http,
+                "--ws-url",
+                &server.ws_url(),
+                "--credentials-ttl",
+                &format!("{ttl_s}s"),
+            ],
+        );
+        let ops = connect_with_creds(&url, dir.join("ops.creds"), "_INBOX_ops").await;
+        wait_for_processors(&ops, 1).await;
+        PerSession {
+            dir,
+            _server: server,
+            url,
+            http,
+            _processor: processor,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
-    let dir = fresh_dir("web-auth");
-    let out = dir.to_str().unwrap().to_string();
-    let (code, _, stderr) = run_paddock(&["auth", "init", "--out", &out]).await;
-    assert_eq!(code, 0, "{stderr}");
-    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    // The operator-mode configuration auth init wrote, plus a WebSocket listener.
-    std::fs::write(
-        dir.join("with-websocket.conf"),
-        "include \"nats-server.conf\"\nwebsocket { host: 127.0.0.1, port: -1, no_tls: true }\n",
-    )
-    .unwrap();
-    let server = NatsServer::start_with(&["-c", &path("with-websocket.conf")]);
-    let url = server.url();
-    let http = format!("127.0.0.1:{}", free_port());
-    let ws = server.ws_url();
     // Short-lived credentials, so the test sees the page renew its own.
     let ttl = 5u64;
-    let _processor = serve_issuing(
-        &url,
-        &dir,
-        &[
-            "--http-addr",
-            &http,
-            "--ws-url",
-            &ws,
-            "--credentials-ttl",
-            &format!("{ttl}s"),
-        ],
-    );
-    let ops = connect_with_creds(&url, path("ops.creds"), "_INBOX_ops").await;
-    wait_for_processors(&ops, 1).await;
+    let PerSession {
+        dir,
+        _server,
+        url,
+        http,
+        _processor,
+    } = PerSession::start("web-auth", ttl).await;
+    let out = dir.to_str().unwrap().to_string();
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
 
     let mut ids = Vec::new();
     for _ in 0..2 {
@@ -600,23 +649,7 @@ async fn the_team_page_shows_its_cars_by_position() {
         .await;
     let rows = "return [...document.querySelectorAll('#tower tbody tr')]\
                 .map(r => [r.cells[0].textContent, r.cells[1].textContent, r.cells[2].textContent, r.dataset.state])";
-    let until = |want: Value| {
-        let browser = &browser;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let seen = browser.eval(rows).await;
-                if seen == want {
-                    return;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "tower {seen} never became {want}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let until = |want: Value| rows_become(&browser, rows, want, Duration::from_secs(10));
     until(json!([
         ["P1", "#8", "B. Eight", "LIVE"],
         ["P2", "#7", "A. Seven", "LIVE"]
@@ -640,6 +673,8 @@ async fn the_team_page_shows_its_cars_by_position() {
     ]))
     .await;
     assert!(!browser.text("#tower").await.contains("R. Red"));
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
     // A row opens the car's page, which links back to the team.
     browser
         .eval("document.querySelector('#tower tbody tr a').click(); return null")
@@ -657,6 +692,173 @@ async fn the_team_page_shows_its_cars_by_position() {
             .unwrap()
             .ends_with(&seven)
     );
+    browser.close().await;
+}
+
+/// A team link in per-session mode (`sessions share --team`, #28 item 4): the
+/// tower shows that team's cars, one created after the link too, and stays
+/// live past the credentials' life; a row opens the car's page, which works
+/// with the same link and links back; another team's car is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_link_shows_its_teams_cars_and_opens_their_pages() {
+    // Short-lived credentials: the pages renew theirs while the test watches.
+    let ttl = 6u64;
+    let PerSession {
+        dir,
+        _server,
+        url,
+        http,
+        _processor,
+    } = PerSession::start("web-team-link", ttl).await;
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let creator = connect_with_creds(&url, path("creator.creds"), "_INBOX_creator").await;
+    // The cars' frames come through one unrestricted client: a monitor's
+    // credentials would run out with the short TTL (`paddock monitor` renews
+    // them; isolation.rs holds monitors to their sessions).
+    let frames = connect_with_creds(&url, path("processor.creds"), "_INBOX").await;
+    let create = |team: &str, car: &str| {
+        let body = json!({"team": team, "car": car}).to_string();
+        let (creator, frames) = (creator.clone(), frames.clone());
+        async move {
+            let doc = ask(&creator, "sessions.create", body).await.ok();
+            (doc["session_id"].as_str().unwrap().to_string(), frames)
+        }
+    };
+    let send = |monitor: &Client, id: &str, lap: u64, position: u32, driver: &str| {
+        let extra = json!({"position": position, "player_name": driver});
+        let (monitor, id) = (monitor.clone(), id.to_string());
+        async move { publish(&monitor, &id, "telemetry", frame(lap, 30.0, extra)).await }
+    };
+    let (seven, seven_nc) = create("Blue", "#7").await;
+    let (red, red_nc) = create("Red", "#1").await;
+    send(&seven_nc, &seven, 4, 2, "A. Seven").await;
+    send(&red_nc, &red, 9, 1, "R. Red").await;
+    // Cars keep sending, as a race does, while the pages renew.
+    let streaming = {
+        let cars = [(seven_nc.clone(), seven.clone(), 4, 2, "A. Seven")];
+        tokio::spawn(async move {
+            for tick in 0u64.. {
+                for (nc, id, lap, position, driver) in &cars {
+                    // The race clock moves: what the page shows changes.
+                    let extra = json!({"position": position, "player_name": driver,
+                        "session_time": 600 + tick});
+                    publish(nc, id, "telemetry", frame(*lap, 30.0, extra)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+
+    let browser = Browser::start(DESKTOP).await;
+    let (code, stdout, stderr) = run_paddock(&[
+        "sessions",
+        "share",
+        "--team",
+        "Blue",
+        "--nats-url",
+        &url,
+        "--creds",
+        &path("ops.creds"),
+        "--inbox-prefix",
+        "_INBOX_ops",
+        "--dashboard-url",
+        &format!("http://{http}"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let link = stdout.lines().next().unwrap().to_string();
+    assert!(
+        link.starts_with(&format!("http://{http}/team/Blue#jwt=")),
+        "{link}"
+    );
+    assert!(stdout.contains("no other team's"), "{stdout}");
+    browser.open(&link).await;
+    let rows = "return [...document.querySelectorAll('#tower tbody tr')]\
+                .map(r => [r.cells[1].textContent, r.cells[2].textContent, r.dataset.state])";
+    let until = |want: Value| rows_become(&browser, rows, want, Duration::from_secs(15));
+    until(json!([["#7", "A. Seven", "LIVE"]])).await;
+    // A car that joins after the link was made shows up on it.
+    let (eight, eight_nc) = create("Blue", "#8").await;
+    send(&eight_nc, &eight, 3, 1, "B. Eight").await;
+    until(json!([
+        ["#8", "B. Eight", "STALE"],
+        ["#7", "A. Seven", "LIVE"]
+    ]))
+    .await;
+    // Past the credentials' life the page has renewed them and is still live.
+    tokio::time::sleep(Duration::from_secs(ttl + 2)).await;
+    until(json!([
+        ["#8", "B. Eight", "STALE"],
+        ["#7", "A. Seven", "LIVE"]
+    ]))
+    .await;
+    assert_eq!(browser.text("#link").await, "LIVE");
+    assert!(!browser.text("#tower").await.contains("R. Red"));
+    let renewed = browser.eval("return location.hash").await;
+    assert_ne!(
+        renewed.as_str().unwrap(),
+        format!("#{}", link.split_once('#').unwrap().1),
+        "the team page put its renewed credentials in its own link"
+    );
+
+    // #7's row opens its page, with the car's credentials had with the team's.
+    browser
+        .eval("[...document.querySelectorAll('#tower tbody tr')].find(r => r.cells[1].textContent === '#7').querySelector('a').click(); return null")
+        .await;
+    browser
+        .wait_text("[data-f=lap]", "the car's page from the team link", |t| {
+            t == "4"
+        })
+        .await;
+    browser
+        .wait_text("#link", "the car's page live", |t| t == "LIVE")
+        .await;
+    let race_time = browser.text("[data-f=session_time]").await;
+    // Past the credentials' life again: still live.
+    tokio::time::sleep(Duration::from_secs(ttl + 2)).await;
+    browser
+        .wait_text("[data-f=session_time]", "live after renewals", |t| {
+            t != race_time && t != "—"
+        })
+        .await;
+    assert_eq!(browser.text("#link").await, "LIVE");
+    // And back to the team, with the team's credentials.
+    browser
+        .wait_text("#team-link", "the car page links its team", |t| {
+            t.eq_ignore_ascii_case("team Blue")
+        })
+        .await;
+    browser
+        .eval("document.getElementById('team-link').click(); return null")
+        .await;
+    until(json!([
+        ["#8", "B. Eight", "STALE"],
+        ["#7", "A. Seven", "LIVE"]
+    ]))
+    .await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    // Another team's car with this link: refused, and said so.
+    let fragment = browser.eval("return location.hash").await;
+    browser.open("about:blank").await;
+    browser
+        .open(&format!(
+            "http://{http}/session/{red}{}",
+            fragment.as_str().unwrap()
+        ))
+        .await;
+    let problem = browser
+        .wait_text("#problem", "another team's car", |t| {
+            t.contains("does not show")
+        })
+        .await;
+    assert!(problem.contains(&red), "{problem}");
+    assert!(
+        !browser.shown("#session-view").await,
+        "the other team's car is not drawn"
+    );
+    streaming.abort();
     browser.close().await;
 }
 

@@ -199,7 +199,9 @@ async fn the_service_is_discoverable_through_srv_subjects() {
             "sessions.renew.dashboard.*",
             "sessions.renew.monitor",
             "sessions.renew.monitor.*",
-            "sessions.stats"
+            "sessions.stats",
+            "sessions.team",
+            "sessions.team.*"
         ]
     );
     for endpoint in info["endpoints"].as_array().unwrap() {

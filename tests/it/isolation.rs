@@ -574,3 +574,157 @@ async fn a_per_session_monitors_printed_commands_work_when_pasted() {
         "{watch}: {lines:?}"
     );
 }
+
+/// A team link (`sessions share --team`, #28 item 4): its credentials read that
+/// team's tower and nothing of another team; with them the page asks for a
+/// car's credentials, for the team's cars only, those created after the link
+/// too; and they are asked for again on the team's own subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_link_reads_its_teams_cars_and_no_other_team() {
+    let (dir, _server, url, _processor, ops) = issuing_with_ttl("team-link", 300).await;
+    let creator_creds = std::fs::read_to_string(dir.join("creator.creds")).unwrap();
+    let (creator, _) = client_with(&url, &creator_creds, "_INBOX_creator").await;
+    let create = |team: &str, car: &str| {
+        let body = json!({"team": team, "car": car}).to_string();
+        let creator = creator.clone();
+        async move {
+            let doc = ask(&creator, "sessions.create", body).await.ok();
+            let id = doc["session_id"].as_str().unwrap().to_string();
+            let monitor = doc["credentials"]["monitor"].as_str().unwrap().to_string();
+            (id, monitor)
+        }
+    };
+    let (blue, blue_monitor) = create("Blue Moon", "#7").await;
+    let (red, _) = create("Red", "#1").await;
+
+    // The share command prints the team page's link with the team's credentials.
+    let ops_creds = dir.join("ops.creds");
+    let (code, stdout, stderr) = run_paddock(&[
+        "sessions",
+        "share",
+        "--team",
+        "Blue Moon",
+        "--json",
+        "--nats-url",
+        &url,
+        "--creds",
+        ops_creds.to_str().unwrap(),
+        "--inbox-prefix",
+        "_INBOX_ops",
+        "--dashboard-url",
+        "http://pit.example:8080/",
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let shared: Value = serde_json::from_str(&stdout).unwrap();
+    let link = shared["link"].as_str().unwrap();
+    let (page, fragment) = link.split_once('#').unwrap();
+    assert_eq!(page, "http://pit.example:8080/team/Blue%20Moon");
+    let fragment: std::collections::HashMap<_, _> =
+        url::form_urlencoded::parse(fragment.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(fragment["team"], "Blue Moon");
+    assert_eq!(fragment["inbox"], "_INBOX_team_Blue%20Moon");
+    let claims = jwt_claims(&format!(
+        "-----BEGIN NATS USER JWT-----\n{}\n",
+        fragment["jwt"]
+    ));
+    assert_eq!(
+        claims["nats"]["sub"]["allow"],
+        json!(["team.Blue%20Moon.>", "_INBOX_team_Blue%20Moon.>"])
+    );
+
+    // The same credentials as a client: ops asks for them as the command did.
+    let team = ask(
+        &ops,
+        "sessions.team",
+        json!({"team": "Blue Moon"}).to_string(),
+    )
+    .await
+    .ok();
+    assert_eq!(team["inbox_prefix"], "_INBOX_team_Blue%20Moon");
+    let inbox = team["inbox_prefix"].as_str().unwrap();
+    let (link_client, mut errors) = client_with(&url, team["creds"].as_str().unwrap(), inbox).await;
+    let mut tower = link_client
+        .subscribe("team.Blue%20Moon.tower")
+        .await
+        .unwrap();
+    let message = next(&mut tower).await;
+    let doc: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(doc["team"], "Blue Moon");
+    assert_eq!(doc["cars"][0]["session_id"], blue.as_str(), "{doc}");
+
+    // Another team's tower and any session's data: refused by the broker.
+    let _other = link_client.subscribe("team.Red.tower").await.unwrap();
+    refused(&mut errors, "subscription", "team.Red.tower").await;
+    let subject = format!("session.{blue}.>");
+    let _data = link_client.subscribe(subject.clone()).await.unwrap();
+    refused(&mut errors, "subscription", &subject).await;
+
+    // Asked again on the team's own subject: fresh team credentials; a car of
+    // the team: that car's; a car of another team, or none: not found.
+    let own = "sessions.team.Blue%20Moon";
+    let again = ask(&link_client, own, "{}".into()).await.ok();
+    assert_ne!(again["creds"], team["creds"]);
+    assert!(again.get("session_id").is_none(), "{again}");
+    let car = ask(&link_client, own, id_body(&blue)).await.ok();
+    assert_eq!(car["session_id"], blue.as_str());
+    ask(&link_client, own, id_body(&red))
+        .await
+        .expect_error(404);
+    let missing = uuid::Uuid::new_v4().to_string();
+    ask(&link_client, own, id_body(&missing))
+        .await
+        .expect_error(404);
+    ask(&link_client, own, r#"{"session_id": 7}"#.into())
+        .await
+        .expect_error(400);
+    // Another team's subject, or the body form that names any team: refused.
+    let _ = link_client.publish("sessions.team.Red", "{}".into()).await;
+    refused(&mut errors, "publish", "sessions.team.Red").await;
+    let _ = link_client
+        .publish("sessions.team", json!({"team": "Red"}).to_string().into())
+        .await;
+    refused(&mut errors, "publish", "sessions.team").await;
+
+    // The car's credentials, on the same inbox: the car page's reads, that car only.
+    let (car_client, mut car_errors) =
+        client_with(&url, car["creds"].as_str().unwrap(), inbox).await;
+    let mut data = car_client
+        .subscribe(format!("session.{blue}.>"))
+        .await
+        .unwrap();
+    // (A reply after the subscription: the broker has it.)
+    let doc = ask(&car_client, &format!("sessions.get.{blue}"), String::new())
+        .await
+        .ok();
+    assert_eq!(doc["team"], "Blue Moon");
+    let (monitor, _) = client_with(&url, &blue_monitor, &format!("_INBOX_{blue}")).await;
+    monitor
+        .publish(format!("session.{blue}.telemetry"), frame(4).into())
+        .await
+        .unwrap();
+    let got = next_frame(&mut data).await;
+    assert!(got.subject.as_str().ends_with(".telemetry"));
+    let _ = car_client
+        .publish(format!("sessions.get.{red}"), "".into())
+        .await;
+    refused(&mut car_errors, "publish", &format!("sessions.get.{red}")).await;
+
+    // A car that joins after the link was made: the same link reaches it.
+    let (later, _) = create("Blue Moon", "#8").await;
+    let car = ask(&link_client, own, id_body(&later)).await.ok();
+    assert_eq!(car["session_id"], later.as_str());
+    // Relabelled into another team, a car leaves the link's reach.
+    ask(
+        &ops,
+        "sessions.label",
+        json!({"session_id": later, "team": "Red"}).to_string(),
+    )
+    .await
+    .ok();
+    ask(&link_client, own, id_body(&later))
+        .await
+        .expect_error(404);
+}

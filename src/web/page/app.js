@@ -33,7 +33,10 @@ let staleAfterMs = 5000;
 
 /// A per-session link's credentials (from the fragment), kept fresh while the
 /// session lives: they are short-lived, so an ended session's links stop working.
-const access = { jwt: null, seed: null, inbox: null };
+/// A team link's (`team` in the fragment) are the team's; on a car page opened
+/// from it the connection holds that car's, asked for with the team's, and the
+/// fragment keeps the team's for the way back (`teamJwt`, `teamSeed`).
+const access = { jwt: null, seed: null, inbox: null, team: null, teamJwt: null, teamSeed: null };
 
 main().catch((e) => problem(`The page could not start: ${e.message || e}`));
 
@@ -49,6 +52,7 @@ async function main() {
   const jwt = fragment.get("jwt");
   const seed = fragment.get("seed");
   const inbox = fragment.get("inbox");
+  const linkTeam = fragment.get("team");
 
   const match = location.pathname.match(/^\/session\/([0-9a-fA-F-]{36})\/?$/);
   const id = match ? match[1].toLowerCase() : null;
@@ -75,6 +79,11 @@ async function main() {
     access.jwt = jwt;
     access.seed = seed;
     access.inbox = inbox;
+    if (linkTeam) {
+      access.team = linkTeam;
+      access.teamJwt = jwt;
+      access.teamSeed = seed;
+    }
     options.authenticator = (nonce) =>
       jwtAuthenticator(access.jwt, new TextEncoder().encode(access.seed))(nonce);
   }
@@ -94,6 +103,21 @@ async function main() {
       problem(`The broker refused the connection: ${e.message || e}`);
     }
     return;
+  }
+  if (id && access.team) {
+    // A car page opened from a team link: the car's credentials, then the
+    // same connection signs in with them.
+    try {
+      await teamCredentials(nc, id);
+      await nc.reconnect();
+    } catch (e) {
+      setLink("refused", "not allowed");
+      problem(e.code === 404
+        ? `This team link (team ${access.team}) does not show session ${id}: it is another ` +
+          "team's car, or it has ended."
+        : `The car's credentials could not be had with this team link: ${e.message || e}`);
+      return;
+    }
   }
   if (id) {
     await session(nc, id);
@@ -164,19 +188,26 @@ async function tower(nc, team) {
       draw();
     }
   }, 100);
-  watchStatus(nc, () => {});
+  // The client restores the subscription on a reconnect: nothing to ask again.
+  watchStatus(nc, () => setLink("live"));
+  if (access.team) keepFresh(nc, null);
 }
 
-/// `team.<token>.tower`: the team label as one subject token, as the processor
-/// writes it (protocol::subjects::team_token): bytes other than ASCII letters,
-/// digits, `-` and `_` as `%XX`.
-function teamSubject(team) {
+/// The team label as one subject token, as the processor writes it
+/// (protocol::subjects::team_token): bytes other than ASCII letters, digits,
+/// `-` and `_` as `%XX`.
+function teamToken(team) {
   let token = "";
   for (const b of new TextEncoder().encode(team)) {
     const c = String.fromCharCode(b);
     token += /[A-Za-z0-9_-]/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
   }
-  return `team.${token}.tower`;
+  return token;
+}
+
+/// `team.<token>.tower`.
+function teamSubject(team) {
+  return `team.${teamToken(team)}.tower`;
 }
 
 function drawTower(cars) {
@@ -202,7 +233,7 @@ function drawTower(cars) {
     tr.dataset.state = state;
     tr.dataset.session = id;
     const a = document.createElement("a");
-    a.href = `/session/${encodeURIComponent(id)}${location.hash}`;
+    a.href = `/session/${encodeURIComponent(id)}${access.jwt ? linkFragment() : ""}`;
     a.textContent = typeof row.car === "string" ? row.car : id.slice(0, 8);
     const pos = position(row);
     const fuel = n(row, "fuel");
@@ -276,23 +307,53 @@ function claimsOf(jwt) {
   }
 }
 
+/// The JWT and seed of a `.creds` document.
+function credsParts(creds) {
+  const jwt = /-----BEGIN NATS USER JWT-----\s*([^\s-][^\s]*)/.exec(creds);
+  const seed = /-----BEGIN USER NKEY SEED-----\s*([^\s-][^\s]*)/.exec(creds);
+  if (!jwt || !seed) throw new Error("unreadable credentials");
+  return { jwt: jwt[1], seed: seed[1] };
+}
+
+/// A team link's fresh credentials (`sessions.team.<team>`): the team's, for
+/// this page's link; and on a car page (`id`) the car's, for the connection.
+async function teamCredentials(nc, id) {
+  const subject = `sessions.team.${teamToken(access.team)}`;
+  const team = credsParts((await ask(nc, subject)).creds);
+  access.teamJwt = team.jwt;
+  access.teamSeed = team.seed;
+  const held = id ? credsParts((await ask(nc, subject, { session_id: id })).creds) : team;
+  access.jwt = held.jwt;
+  access.seed = held.seed;
+}
+
+/// This page's link with the credentials held now: what a reload, a QR code
+/// or a link to the team's other pages carries.
+function linkFragment() {
+  const fragment = access.team
+    ? { jwt: access.teamJwt, seed: access.teamSeed, inbox: access.inbox || "", team: access.team }
+    : { jwt: access.jwt, seed: access.seed, inbox: access.inbox || "" };
+  return `#${new URLSearchParams(fragment)}`;
+}
+
 /// Renews the link's credentials when two thirds of their life have passed, puts
 /// the new ones in this page's own link (and its QR code), and reconnects with them.
+/// `id`: the session of a car page, or null on a team page.
 function keepFresh(nc, id) {
   const claims = claimsOf(access.jwt);
   if (!claims || typeof claims.exp !== "number" || typeof claims.iat !== "number") return;
   const due = (claims.iat + ((claims.exp - claims.iat) * 2) / 3) * 1000;
   setTimeout(async () => {
     try {
-      const renewed = await ask(nc, `sessions.renew.dashboard.${id}`);
-      const jwt = /-----BEGIN NATS USER JWT-----\s*([^\s-][^\s]*)/.exec(renewed.creds);
-      const seed = /-----BEGIN USER NKEY SEED-----\s*([^\s-][^\s]*)/.exec(renewed.creds);
-      if (!jwt || !seed) throw new Error("unreadable credentials");
-      access.jwt = jwt[1];
-      access.seed = seed[1];
-      const fragment = new URLSearchParams({ jwt: access.jwt, seed: access.seed, inbox: access.inbox || "" });
-      history.replaceState(null, "", `${location.pathname}${location.search}#${fragment}`);
-      showQr();
+      if (access.team) {
+        await teamCredentials(nc, id);
+      } else {
+        const renewed = credsParts((await ask(nc, `sessions.renew.dashboard.${id}`)).creds);
+        access.jwt = renewed.jwt;
+        access.seed = renewed.seed;
+      }
+      history.replaceState(null, "", `${location.pathname}${location.search}${linkFragment()}`);
+      if (id) showQr();
       await nc.reconnect();
       keepFresh(nc, id);
     } catch (e) {
@@ -326,7 +387,7 @@ async function join(nc, id) {
   clearProblem();
   if (typeof doc.team === "string") {
     const a = $("team-link");
-    a.href = `/team/${encodeURIComponent(doc.team)}${location.hash}`;
+    a.href = `/team/${encodeURIComponent(doc.team)}${access.jwt ? linkFragment() : ""}`;
     a.textContent = `team ${doc.team}`;
     a.hidden = false;
   }

@@ -95,6 +95,8 @@ impl Browser {
                 ],
             }),
         );
+        // The page's console, for `console_errors`.
+        caps.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = loop {
@@ -250,7 +252,54 @@ impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
     }
 }
 
+/// The browser's log entries since the last call, through chromedriver's
+/// `POST /session/<id>/se/log` (with `goog:loggingPrefs`).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"type": "browser"}).to_string()),
+        )
+    }
+}
+
 impl Browser {
+    /// The errors the page's console logged since the last call: script errors,
+    /// `console.error`, and failed loads (a 404 for an icon, say), as Chromium
+    /// reports them in its console.
+    pub async fn console_errors(&self) -> Vec<String> {
+        let entries = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .unwrap_or_else(|e| panic!("the browser's log: {e}"));
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+            // The broker's, not the page's: nats-server before 2.10.24 answers a
+            // browser's close (the page reconnecting with renewed credentials)
+            // with status 1005, which RFC 6455 reserves (nats-io/nats-server#6259,
+            // fixed by #6260); Debian 12's 2.9 does.
+            .filter(|message| {
+                !message.contains("broken close frame containing a reserved status code")
+            })
+            .collect()
+    }
+
     /// Runs a DevTools command (`Emulation.setCPUThrottlingRate`,
     /// `Performance.getMetrics`, …) on the page and returns its result.
     pub async fn cdp(&self, cmd: &str, params: serde_json::Value) -> serde_json::Value {
