@@ -292,6 +292,15 @@ impl SessionsClient {
         }
     }
 
+    /// A session's stints, live or ended (`sessions.stints.<id>`).
+    pub async fn stints(
+        &self,
+        id: &crate::protocol::id::SessionId,
+    ) -> Result<crate::protocol::documents::Stints, ClientError> {
+        self.request_as(subjects::stints_one(id), Bytes::new())
+            .await
+    }
+
     /// Every live session, following `sessions.list` pages to the end.
     /// Every live session (of `team` only, when given), page after page.
     pub async fn list_all(&self, team: Option<&str>) -> Result<Vec<SessionSummary>, ClientError> {

@@ -156,6 +156,14 @@ pub fn parse_bytes(input: &str) -> Result<usize, String> {
     }
 }
 
+/// Laps of fuel reserve: a number from 0 to 100.
+pub fn parse_reserve(input: &str) -> Result<f64, String> {
+    match input.trim().parse::<f64>() {
+        Ok(laps) if (0.0..=100.0).contains(&laps) => Ok(laps),
+        _ => Err(format!("{input:?} is not a number of laps from 0 to 100")),
+    }
+}
+
 pub fn parse_count(input: &str) -> Result<usize, String> {
     match input.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),

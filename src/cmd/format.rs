@@ -101,3 +101,175 @@ mod tests {
         );
     }
 }
+
+/// One CSV record (RFC 4180): fields with a comma, quote, CR or LF quoted,
+/// quotes doubled; CRLF at the end.
+pub fn csv_record<S: AsRef<str>>(fields: &[S]) -> String {
+    let quoted: Vec<String> = fields
+        .iter()
+        .map(|f| {
+            let f = f.as_ref();
+            if f.contains([',', '"', '\r', '\n']) {
+                format!("\"{}\"", f.replace('"', "\"\""))
+            } else {
+                f.to_string()
+            }
+        })
+        .collect();
+    format!("{}\r\n", quoted.join(","))
+}
+
+/// A number for CSV: as JSON writes it, empty when absent.
+fn csv_number(value: Option<f64>) -> String {
+    value.map_or_else(String::new, |v| serde_json::Value::from(v).to_string())
+}
+
+/// A frame's number at `key`, or at `key`/`corner` for per-corner readings.
+fn reading(frame: &serde_json::Value, key: &str, corner: Option<&str>) -> Option<f64> {
+    let value = &frame[key];
+    match corner {
+        Some(c) => value[c].as_f64(),
+        None => value.as_f64(),
+    }
+    .filter(|v| v.is_finite())
+}
+
+const CORNERS: [&str; 4] = ["fl", "fr", "rl", "rr"];
+
+/// `sessions laps --csv`: a header row (units in the names), then one row
+/// per lap with the sim's lap time and what its last frame said at the line.
+/// Fuel used is the fall since the previous lap's line (empty for the first
+/// lap, and for a lap that refuelled).
+pub fn laps_csv(laps: &[crate::protocol::documents::LapRecord<serde_json::Value>]) -> String {
+    let mut header: Vec<String> = [
+        "lap",
+        "lap_time_s",
+        "driver",
+        "position",
+        "fuel_at_line_l",
+        "fuel_used_l",
+        "in_pits",
+    ]
+    .map(String::from)
+    .to_vec();
+    header.extend(CORNERS.map(|c| format!("tyre_temp_{c}_c")));
+    header.extend(CORNERS.map(|c| format!("tyre_wear_{c}_fraction_left")));
+    header.extend(CORNERS.map(|c| format!("tyre_pressure_{c}_psi")));
+    header.extend(CORNERS.map(|c| format!("brake_temp_{c}_c")));
+    header.extend(["frames", "started_at", "ended_at"].map(String::from));
+    let mut out = csv_record(&header);
+    let mut previous_fuel: Option<f64> = None;
+    for lap in laps {
+        let line = &lap.last_frame;
+        let fuel = reading(line, "fuel", None);
+        let used = previous_fuel
+            .zip(fuel)
+            .map(|(b, a)| b - a)
+            .filter(|u| *u >= 0.0);
+        previous_fuel = fuel;
+        let mut row = vec![
+            match &lap.lap {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+            csv_number(reading(&lap.next_frame, "last_lap_time", None)),
+            line["player_name"].as_str().unwrap_or_default().to_string(),
+            csv_number(reading(line, "position", None)),
+            csv_number(fuel),
+            csv_number(used.map(|u| (u * 1000.0).round() / 1000.0)),
+            lap.pitted.to_string(),
+        ];
+        for key in ["tire_temps", "tire_wear", "tire_pressures", "brake_temps"] {
+            row.extend(CORNERS.map(|c| csv_number(reading(line, key, Some(c)))));
+        }
+        row.push(lap.frames.to_string());
+        row.push(crate::protocol::documents::time::format(&lap.started_at));
+        row.push(crate::protocol::documents::time::format(&lap.ended_at));
+        out.push_str(&csv_record(&row));
+    }
+    out
+}
+
+/// `sessions stints --csv`.
+pub fn stints_csv(stints: &[crate::protocol::documents::Stint]) -> String {
+    let mut out = csv_record(&[
+        "stint",
+        "driver",
+        "first_lap",
+        "last_lap",
+        "laps",
+        "start_time_s",
+        "end_time_s",
+        "duration_s",
+        "best_lap_time_s",
+        "mean_lap_time_s",
+        "green_laps",
+        "fuel_used_l",
+        "fuel_per_lap_l",
+        "ended_by",
+    ]);
+    for s in stints {
+        out.push_str(&csv_record(&[
+            s.n.to_string(),
+            s.driver.clone().unwrap_or_default(),
+            csv_number(s.first_lap),
+            csv_number(s.last_lap),
+            s.laps.to_string(),
+            csv_number(s.start_time_s),
+            csv_number(s.end_time_s),
+            csv_number(s.duration_s),
+            csv_number(s.best_lap_time),
+            csv_number(s.mean_lap_time),
+            s.green_laps.to_string(),
+            csv_number(s.fuel_used),
+            csv_number(s.fuel_per_lap),
+            s.ended_by.clone().unwrap_or_default(),
+        ]));
+    }
+    out
+}
+
+/// `sessions stints`: the stints as a table.
+pub fn stints_table(stints: &[crate::protocol::documents::Stint]) -> String {
+    if stints.is_empty() {
+        return "no completed laps\n".into();
+    }
+    let laps = |v: Option<f64>| v.map_or("—".into(), |v| v.to_string());
+    let mut rows = vec![
+        [
+            "STINT", "DRIVER", "LAPS", "FROM", "TO", "TIME", "BEST", "MEAN", "FUEL/LAP", "ENDED BY",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for s in stints {
+        rows.push(vec![
+            s.n.to_string(),
+            s.driver.clone().unwrap_or_else(|| "—".into()),
+            s.laps.to_string(),
+            laps(s.first_lap),
+            laps(s.last_lap),
+            s.duration_s
+                .map_or("—".into(), |d| age(Duration::from_secs_f64(d.max(0.0)))),
+            lap_time(s.best_lap_time),
+            lap_time(s.mean_lap_time),
+            s.fuel_per_lap.map_or("—".into(), |f| format!("{f:.2} L")),
+            s.ended_by.clone().unwrap_or_else(|| "running".into()),
+        ]);
+    }
+    columns(&rows)
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        assert_eq!(csv_record(&["a", "b c"]), "a,b c\r\n");
+        assert_eq!(
+            csv_record(&["x,y", "say \"hi\"", "two\nlines"]),
+            "\"x,y\",\"say \"\"hi\"\"\",\"two\nlines\"\r\n"
+        );
+    }
+}

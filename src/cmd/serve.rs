@@ -11,6 +11,7 @@ use clap::Args;
 
 use super::args::{
     ConnectArgs, LapField, parse_bytes, parse_count, parse_duration, parse_lap_field, parse_period,
+    parse_reserve,
 };
 use crate::client::connect;
 use crate::client::connect::ConnectConfig;
@@ -103,6 +104,10 @@ pub struct ServeArgs {
     /// this time.
     #[arg(long, env = "PADDOCK_CREDENTIALS_TTL", default_value = "5m", value_parser = parse_period)]
     pub credentials_ttl: Duration,
+    /// Laps of fuel the strategy keeps in hand at the finish: its fuel to add
+    /// at the next stop is what reaches the flag plus this many laps' worth.
+    #[arg(long, env = "PADDOCK_FUEL_RESERVE_LAPS", default_value_t = 1.0, value_parser = parse_reserve)]
+    pub fuel_reserve_laps: f64,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions, value_parser = parse_count)]
     pub max_sessions: usize,
@@ -424,6 +429,7 @@ impl ServeArgs {
                     as usize,
             },
             credentials_ttl: self.credentials_ttl,
+            fuel_reserve_laps: self.fuel_reserve_laps,
         }
     }
 

@@ -77,6 +77,18 @@ pub enum SessionsCommand {
         /// From the archive (a deleted or expired session).
         #[arg(long, env = "PADDOCK_ARCHIVED")]
         archived: bool,
+        /// As CSV (RFC 4180, a header row with units): one row per lap, with
+        /// the driver, fuel and tyres at the line, for a spreadsheet.
+        #[arg(long, env = "PADDOCK_CSV")]
+        csv: bool,
+    },
+    /// A session's stints (between pit stops and driver changes), live or
+    /// ended: driver, laps, times, best and mean lap, fuel used, why it ended.
+    Stints {
+        session_id: String,
+        /// As CSV (RFC 4180, a header row with units).
+        #[arg(long, env = "PADDOCK_CSV")]
+        csv: bool,
     },
     /// Service-wide counters.
     Stats,
@@ -244,13 +256,27 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
             session_id,
             from_lap,
             archived,
+            csv,
         } => {
             let id = crate::protocol::id::SessionId::parse(session_id)?;
             let laps = client.laps(&id, *from_lap, *archived).await?;
-            if args.json {
+            if *csv {
+                format::laps_csv(&laps)
+            } else if args.json {
                 pretty(&json!({ "session_id": id, "count": laps.len(), "laps": laps }))
             } else {
                 laps_table(&laps)
+            }
+        }
+        SessionsCommand::Stints { session_id, csv } => {
+            let id = crate::protocol::id::SessionId::parse(session_id)?;
+            let stints = client.stints(&id).await?;
+            if *csv {
+                format::stints_csv(&stints.stints)
+            } else if args.json {
+                pretty(&stints)
+            } else {
+                format::stints_table(&stints.stints)
             }
         }
         SessionsCommand::Share {

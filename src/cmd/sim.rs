@@ -74,6 +74,9 @@ struct Tyre {
     pressure: f64,
 }
 
+/// The simulated race's length, seconds (Le Mans: 24 hours).
+const RACE_LENGTH_S: f64 = 24.0 * 3600.0;
+
 /// One car's race.
 #[derive(Debug, Clone)]
 pub struct Race {
@@ -298,6 +301,8 @@ impl Race {
             "rpm": rpm.round(),
             "gear": gear,
             "session_time": round(self.session_time, 2),
+            // A 24-hour race: what the strategy's fuel to the finish reads.
+            "session_time_left": round((RACE_LENGTH_S - self.session_time).max(0.0), 2),
             "session_type": "RACE",
             "flag": "green",
             "in_pits": self.in_pits(),

@@ -85,6 +85,9 @@ pub struct SessionDocument<F = RawFrame> {
     /// A new session's credentials, when the processor issues them (create only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Credentials>,
+    /// Fuel to the finish (`sessions.get` of a live session with laps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
 }
 
 /// A session's counters and its running lap.
@@ -122,6 +125,9 @@ pub struct SessionStats<F = RawFrame> {
     pub current_lap_started_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub current_lap_frames: u64,
+    /// Whether a frame of the running lap said `"in_pits": true`.
+    #[serde(default)]
+    pub current_lap_pitted: bool,
 }
 
 fn none<F>() -> Option<F> {
@@ -463,6 +469,75 @@ pub struct LapRecord<F = RawFrame> {
     pub last_frame: F,
     /// The next lap's first frame, exactly as sent.
     pub next_frame: F,
+    /// Whether a frame of the lap said `"in_pits": true`.
+    #[serde(default)]
+    pub pitted: bool,
+}
+
+/// One stint of a car: laps between pit stops or driver changes
+/// (`sessions.stints.<id>`, docs/PROTOCOL.md "Stints and strategy"). Times
+/// are the sim's own (`last_lap_time`, `session_time`), never arrival times.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stint {
+    /// From 1.
+    pub n: u32,
+    /// The driver (`player_name`) at the stint's first lap line.
+    pub driver: Option<String>,
+    /// Lap values at the lap field (numbers where the lap field holds numbers).
+    pub first_lap: Option<f64>,
+    pub last_lap: Option<f64>,
+    /// Completed laps in the stint.
+    pub laps: u32,
+    /// The sim's `session_time` (s) at the line before its first lap and at
+    /// its last lap's line, when frames carry it.
+    pub start_time_s: Option<f64>,
+    pub end_time_s: Option<f64>,
+    /// Sum of its laps' times (s).
+    pub duration_s: Option<f64>,
+    /// Over green laps (no pit in the lap, a time given).
+    pub best_lap_time: Option<f64>,
+    pub mean_lap_time: Option<f64>,
+    pub green_laps: u32,
+    /// Fuel burned over its laps that burned fuel (L), and per such lap.
+    pub fuel_used: Option<f64>,
+    pub fuel_per_lap: Option<f64>,
+    /// `pit_stop` (a frame said `in_pits`), `refuel` (fuel went up without
+    /// one), `driver_change`, or null: the stint runs on.
+    pub ended_by: Option<String>,
+}
+
+/// `sessions.stints.<id>`: a session's stints, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stints {
+    pub session_id: SessionId,
+    pub stints: Vec<Stint>,
+}
+
+/// Fuel to the finish, in the session document (`strategy`), from the lap
+/// history and the latest frame (docs/PROTOCOL.md "Stints and strategy").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Strategy {
+    /// L per lap: the mean of this stint's last (up to 5) green laps that
+    /// burned fuel, else the session's.
+    pub fuel_per_lap: Option<f64>,
+    /// Where `fuel_per_lap` came from: `stint` or `session`.
+    pub fuel_per_lap_from: Option<String>,
+    /// s: the mean of the same laps' times (the race clock's laps).
+    pub lap_time: Option<f64>,
+    /// `fuel / fuel_per_lap`.
+    pub laps_in_tank: Option<f64>,
+    /// The frame's `laps_left`, else `ceil(session_time_left / lap_time)`.
+    pub race_laps_left: Option<f64>,
+    /// `race_laps_left * fuel_per_lap`.
+    pub fuel_to_finish: Option<f64>,
+    /// `max(0, fuel_to_finish + reserve_laps * fuel_per_lap - fuel)`.
+    pub fuel_to_add: Option<f64>,
+    /// Stops that adds up to at the frame's `fuel_capacity`, when it has one.
+    pub stops_needed: Option<u32>,
+    pub reserve_laps: f64,
+    /// The last lap the car can stop on keeping the reserve:
+    /// `lap + floor(laps_in_tank - reserve_laps)`.
+    pub last_lap_to_stop: Option<f64>,
 }
 
 /// One page of `sessions.laps[.<id>]`.
@@ -550,8 +625,10 @@ mod tests {
                 current_lap: None,
                 current_lap_started_at: None,
                 current_lap_frames: 0,
+                current_lap_pitted: false,
             },
             credentials: None,
+            strategy: None,
         };
         let json = serde_json::to_string(&doc).unwrap();
         assert!(

@@ -35,11 +35,12 @@ pub enum Endpoint {
     RenewDashboard,
     Label,
     Team,
+    Stints,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order `$SRV.INFO` lists them.
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 14] = [
         Endpoint::Create,
         Endpoint::Get,
         Endpoint::List,
@@ -53,6 +54,7 @@ impl Endpoint {
         Endpoint::RenewDashboard,
         Endpoint::Label,
         Endpoint::Team,
+        Endpoint::Stints,
     ];
 
     /// The endpoint's name in the `sessions` group: `sessions.<name>`.
@@ -71,6 +73,7 @@ impl Endpoint {
             Endpoint::RenewDashboard => RENEW_DASHBOARD,
             Endpoint::Label => LABEL,
             Endpoint::Team => TEAM,
+            Endpoint::Stints => STINTS,
         }
     }
 
@@ -86,6 +89,7 @@ impl Endpoint {
         match self {
             Endpoint::Get => Some(("get-one", GET_ONE)),
             Endpoint::Laps => Some(("laps-one", LAPS_ONE)),
+            Endpoint::Stints => Some(("stints-one", STINTS_ONE)),
             Endpoint::ArchiveLaps => Some(("archive-laps-one", ARCHIVE_LAPS_ONE)),
             Endpoint::RenewMonitor => Some(("renew-monitor-one", RENEW_MONITOR_ONE)),
             Endpoint::RenewDashboard => Some(("renew-dashboard-one", RENEW_DASHBOARD_ONE)),
@@ -128,6 +132,9 @@ pub const GET_ONE: &str = "get.*";
 /// `sessions.laps.<id>` and `sessions.archive.laps.<id>`, likewise.
 pub const LAPS_ONE: &str = "laps.*";
 pub const ARCHIVE_LAPS_ONE: &str = "archive.laps.*";
+/// A session's stints (live or ended), and `sessions.stints.<id>`.
+pub const STINTS: &str = "stints";
+pub const STINTS_ONE: &str = "stints.*";
 /// `sessions.renew.monitor.<id>`, `sessions.renew.dashboard.<id>`: what a holder
 /// of the session's credentials may ask, to keep them fresh.
 pub const RENEW_MONITOR_ONE: &str = "renew.monitor.*";
@@ -146,6 +153,11 @@ pub fn renew_one(endpoint: Endpoint, id: &SessionId) -> String {
 /// `sessions.team.<team token>`: what a team link's holder asks.
 pub fn team_one(team: &str) -> String {
     format!("{CONTROL_PREFIX}.{TEAM}.{}", team_token(team))
+}
+
+/// `sessions.stints.<id>`.
+pub fn stints_one(id: &SessionId) -> String {
+    format!("{CONTROL_PREFIX}.{STINTS}.{id}")
 }
 
 /// `sessions.laps.<id>`.
@@ -589,7 +601,7 @@ mod tests {
             "sessions.renew.monitor.{{wildcard(1)}}.{{partition(4,1)}}".to_string()
         )));
         // Setup, telemetry, every id-form endpoint and the start-up check.
-        assert_eq!(mappings.len(), 2 + 5 + 1);
+        assert_eq!(mappings.len(), 2 + 6 + 1);
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Limits {
     /// How long issued per-session credentials work unless renewed: the bound on
     /// how long an ended session's credentials keep working.
     pub credentials_ttl: std::time::Duration,
+    /// Laps of fuel the strategy keeps in hand at the finish (`fuel_to_add`).
+    pub fuel_reserve_laps: f64,
 }
 
 impl Default for Limits {
@@ -49,6 +51,7 @@ impl Default for Limits {
                 max_live: 10_000 * DEFAULT_ON_DEMAND_SHARE_PERCENT / 100,
             },
             credentials_ttl: DEFAULT_CREDENTIALS_TTL,
+            fuel_reserve_laps: 1.0,
         }
     }
 }

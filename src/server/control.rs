@@ -6,7 +6,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::protocol::documents::{
-    ArchivedSession, ArchivedSummary, Deleted, Label, ListRequest, Page, TeamAccess, TeamRequest,
+    ArchivedSession, ArchivedSummary, Deleted, Label, ListRequest, Page, Stints, TeamAccess,
+    TeamRequest,
 };
 use crate::protocol::id::SessionId;
 use crate::protocol::payload::validate_object;
@@ -14,6 +15,7 @@ use crate::protocol::subjects::{self, Endpoint, Event};
 use crate::server::app::{Announcement, App};
 use crate::server::credentials::Role;
 use crate::server::error::ServiceError;
+use crate::server::race;
 use crate::server::sessions::{Ended, SessionError};
 
 /// A successful reply, what must be stored before it is sent, and what to announce
@@ -88,6 +90,7 @@ impl App {
             (Endpoint::RenewDashboard, id) => self.renew(id, body, Role::Dashboard),
             (Endpoint::Label, _) => self.label(body),
             (Endpoint::Team, _) => self.team(body),
+            (Endpoint::Stints, id) => self.stints(id, body),
         }
     }
 
@@ -155,6 +158,7 @@ impl App {
             | Endpoint::ArchiveLaps
             | Endpoint::RenewMonitor
             | Endpoint::RenewDashboard
+            | Endpoint::Stints
             | Endpoint::Label => self.session_id(body).ok(),
             Endpoint::Team => self.team_request(body).ok()?.session_id,
             Endpoint::Create | Endpoint::List | Endpoint::Stats | Endpoint::ArchiveList => None,
@@ -332,13 +336,39 @@ impl App {
     }
 
     /// `sessions.get`: `{"session_id": …}` (or `sessions.get.<id>`) → the session
-    /// document.
+    /// document, with its fuel strategy when its frames give one.
     fn get(&self, id: SessionId) -> Result<Reply, ServiceError> {
-        Ok(Reply {
-            body: self.sessions.get(id)?.to_json().into(),
-            persist: None,
-            announce: None,
-        })
+        let snapshot = self.sessions.get(id)?;
+        let mut doc = snapshot.document();
+        if let Some(frame) = &snapshot.telemetry {
+            let laps = self.sessions.laps(id).unwrap_or_default();
+            doc.strategy = race::strategy(&laps, &frame.body, self.limits.fuel_reserve_laps);
+        }
+        Ok(Reply::json(&doc))
+    }
+
+    /// `sessions.stints[.<id>]`: `{}` (or `{"session_id"}` without an id in the
+    /// subject) → the session's stints from its lap history, live or ended.
+    fn stints(&self, id: Option<SessionId>, body: &[u8]) -> Result<Reply, ServiceError> {
+        let id = match id {
+            Some(id) => {
+                self.optional_object(body)?;
+                id
+            }
+            None => self.session_id(body)?,
+        };
+        let records = match self.sessions.laps(id) {
+            Ok(records) => records,
+            Err(e) => match self.sessions.ended(id) {
+                Some(ended) => ended.laps.records(),
+                None => return Err(e.into()),
+            },
+        };
+        let laps: Vec<race::Lap> = records.iter().map(|r| race::Lap::of(r)).collect();
+        Ok(Reply::json(&Stints {
+            session_id: id,
+            stints: race::stints(&laps),
+        }))
     }
 
     /// `sessions.list`: `{}`, or `{"limit": n, "offset": k}` → one page of live

@@ -127,6 +127,7 @@ impl Issuer {
                 let publish = [
                     subjects::get_one(id),
                     subjects::laps_one(id),
+                    subjects::stints_one(id),
                     subjects::renew_one(subjects::Endpoint::RenewDashboard, id),
                 ];
                 json!({
@@ -158,6 +159,7 @@ impl Issuer {
         if let Some(id) = car {
             publish.extend(subjects::with_mapped(subjects::get_one(id)));
             publish.extend(subjects::with_mapped(subjects::laps_one(id)));
+            publish.extend(subjects::with_mapped(subjects::stints_one(id)));
             subscribe.push(subjects::session_wildcard(id));
         }
         let name = match car {
@@ -348,6 +350,8 @@ fn ops_permissions() -> Value {
             control(&format!("{}.*", subjects::GET_ONE)),
             Endpoint::Laps.subject(), control(subjects::LAPS_ONE),
             control(&format!("{}.*", subjects::LAPS_ONE)),
+            Endpoint::Stints.subject(), control(subjects::STINTS_ONE),
+            control(&format!("{}.*", subjects::STINTS_ONE)),
             Endpoint::List.subject(), Endpoint::Stats.subject(),
             control("archive.>"), Endpoint::Delete.subject(), Endpoint::Label.subject(),
             // Team links (`sessions share --team`).
@@ -469,6 +473,8 @@ mod tests {
                 format!("sessions.get.{id}.*"),
                 format!("sessions.laps.{id}"),
                 format!("sessions.laps.{id}.*"),
+                format!("sessions.stints.{id}"),
+                format!("sessions.stints.{id}.*"),
                 format!("sessions.renew.dashboard.{id}"),
                 format!("sessions.renew.dashboard.{id}.*")
             ])
@@ -515,6 +521,8 @@ mod tests {
                 format!("sessions.get.{id}.*"),
                 format!("sessions.laps.{id}"),
                 format!("sessions.laps.{id}.*"),
+                format!("sessions.stints.{id}"),
+                format!("sessions.stints.{id}.*"),
             ])
         );
         assert_eq!(

@@ -56,6 +56,9 @@ pub struct LapRecord {
     pub last_frame: Bytes,
     /// The next lap's first frame, exactly as sent.
     pub next_frame: Bytes,
+    /// Whether a frame of the lap said `"in_pits": true` (see [`in_pits`]):
+    /// a stop between the lines, which neither edge frame may show.
+    pub pitted: bool,
 }
 
 /// The record as stored: the served shape plus whose and which it is.
@@ -72,6 +75,8 @@ struct Stored<'a> {
     last_frame: &'a RawValue,
     #[serde(borrow)]
     next_frame: &'a RawValue,
+    #[serde(default)]
+    pitted: bool,
 }
 
 /// Borrows validated JSON bytes as a raw value.
@@ -93,6 +98,7 @@ impl LapRecord {
             frames: self.frames,
             last_frame: raw(&self.last_frame),
             next_frame: raw(&self.next_frame),
+            pitted: self.pitted,
         }
     }
 
@@ -112,6 +118,7 @@ impl LapRecord {
             frames: self.frames,
             last_frame: raw(&self.last_frame),
             next_frame: raw(&self.next_frame),
+            pitted: self.pitted,
         })
         .expect("a lap record serializes")
     }
@@ -131,6 +138,7 @@ impl LapRecord {
             frames: s.frames,
             last_frame: own(s.last_frame),
             next_frame: own(s.next_frame),
+            pitted: s.pitted,
         })
     }
 
@@ -242,6 +250,21 @@ pub struct Running {
     pub frames: u64,
     /// Laps the session completed before it (the next record's `n` is this + 1).
     pub completed: u64,
+    /// Whether one of its frames said `"in_pits": true`.
+    pub pitted: bool,
+}
+
+/// Whether a frame says `"in_pits": true`: the first `"in_pits"` key in it, by
+/// a byte search rather than a parse (every frame passes here; a parse of a
+/// 2 KB frame would cost more than the rest of its ingest). The schema's
+/// `in_pits` is top-level and no sim's frame nests another.
+pub fn in_pits(frame: &[u8]) -> bool {
+    let Some(at) = memchr::memmem::find(frame, b"\"in_pits\"") else {
+        return false;
+    };
+    let rest = frame[at + 9..].trim_ascii_start();
+    rest.strip_prefix(b":")
+        .is_some_and(|value| value.trim_ascii_start().starts_with(b"true"))
 }
 
 impl Running {
@@ -256,6 +279,7 @@ impl Running {
         previous: Option<&Bytes>,
         now: DateTime<Utc>,
     ) -> Option<LapRecord> {
+        let pits = in_pits(frame);
         let mut completed = None;
         if let Some(value) = value.and_then(|range| frame.get(range)) {
             match &self.value {
@@ -272,6 +296,7 @@ impl Running {
                         // A running lap has had a frame, so there is a previous one.
                         last_frame: fit(previous.unwrap_or(frame)),
                         next_frame: fit(frame),
+                        pitted: self.pitted,
                     });
                     self.start(value, now);
                 }
@@ -280,6 +305,7 @@ impl Running {
         }
         if self.value.is_some() {
             self.frames += 1;
+            self.pitted |= pits;
         }
         completed
     }
@@ -289,6 +315,7 @@ impl Running {
         self.value = Some(Bytes::copy_from_slice(value));
         self.started_at = Some(now);
         self.frames = 0;
+        self.pitted = false;
     }
 }
 
@@ -445,6 +472,42 @@ pub fn page(session_id: SessionId, laps: &[Arc<LapRecord>], request: &PageReques
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_pits_is_read_without_a_parse() {
+        assert!(in_pits(br#"{"lap":3,"in_pits":true}"#));
+        assert!(in_pits(br#"{"in_pits" :  true, "x": 1}"#));
+        assert!(!in_pits(br#"{"in_pits":false}"#));
+        assert!(!in_pits(br#"{"lap":3}"#));
+        assert!(!in_pits(br#"{"in_pits""#));
+        assert!(!in_pits(br#"{"in_pits":"true"}"#));
+    }
+
+    #[test]
+    fn a_lap_with_a_frame_in_the_pits_is_marked() {
+        let id = SessionId::new_v4();
+        let mut running = Running::default();
+        let mut last: Option<Bytes> = None;
+        let mut records = Vec::new();
+        for (lap, pits) in [
+            (1, false),
+            (1, true),
+            (1, false),
+            (2, false),
+            (2, false),
+            (3, false),
+        ] {
+            let frame = Bytes::from(format!(r#"{{"lap":{lap},"in_pits":{pits}}}"#));
+            let at = frame.iter().position(|b| b.is_ascii_digit()).unwrap();
+            if let Some(r) =
+                running.advance(id, Some(at..at + 1), &frame, last.as_ref(), Utc::now())
+            {
+                records.push(r.pitted);
+            }
+            last = Some(frame);
+        }
+        assert_eq!(records, [true, false]);
+    }
     use serde_json::{Value, json};
 
     fn frame(lap: u64, fuel: f64) -> Bytes {
@@ -519,6 +582,7 @@ mod tests {
             frames: 10,
             last_frame: frame(n, 1.0),
             next_frame: frame(n + 1, 0.5),
+            pitted: false,
         })
     }
 

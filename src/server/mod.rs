@@ -22,6 +22,7 @@ pub mod laps;
 pub mod metrics;
 pub mod partitions;
 pub mod processor;
+pub mod race;
 pub mod ratelimit;
 pub mod sessions;
 pub mod store;

@@ -1295,8 +1295,10 @@ impl Snapshot {
                 current_lap: self.lap.value.as_ref().map(raw),
                 current_lap_started_at: self.lap.started_at,
                 current_lap_frames: self.lap.frames,
+                current_lap_pitted: self.lap.pitted,
             },
             credentials: None,
+            strategy: None,
         }
     }
 
@@ -1336,6 +1338,7 @@ impl Snapshot {
                 started_at: doc.stats.current_lap_started_at,
                 frames: doc.stats.current_lap_frames,
                 completed: doc.stats.laps_completed,
+                pitted: doc.stats.current_lap_pitted,
             },
             laps: doc.stats.laps,
         })
@@ -1389,6 +1392,7 @@ mod tests {
             frames: 1,
             last_frame: last,
             next_frame: next,
+            pitted: false,
         }
     }
 

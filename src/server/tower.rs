@@ -236,6 +236,7 @@ mod tests {
             frames: 1,
             last_frame: frame.clone(),
             next_frame: frame,
+            pitted: false,
         })
     }
 

@@ -200,6 +200,8 @@ async fn the_service_is_discoverable_through_srv_subjects() {
             "sessions.renew.monitor",
             "sessions.renew.monitor.*",
             "sessions.stats",
+            "sessions.stints",
+            "sessions.stints.*",
             "sessions.team",
             "sessions.team.*"
         ]

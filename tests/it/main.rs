@@ -22,6 +22,7 @@ mod live;
 mod ops;
 mod partitions;
 mod processors;
+mod race;
 mod schema;
 mod security;
 mod teams;

@@ -246,6 +246,7 @@ mod tests {
                 frames: 1,
                 last_frame: frame.clone(),
                 next_frame: frame.clone(),
+                pitted: false,
             })
         };
         let mut pending = Pending::default();

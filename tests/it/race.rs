@@ -1,0 +1,170 @@
+//! The engineer's numbers over the broker (#29): a race scripted frame by frame
+//! (known fuel use, a pit stop with a refuel between the lines, a driver
+//! change, a race clock counting down) gives exact stints, fuel to the finish,
+//! and CSV that reads back.
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Lap times 100 s, 3 L a lap, 4 frames a lap; on lap 5 the car stops mid-lap
+/// (two frames `in_pits`, fuel to 60 L, lap time 130 s) and Bob takes over from
+/// Ann. The race is 3,600 s. Ends with the car on lap 10.
+async fn scripted_race(app: &TestApp, id: &str) {
+    let mut fuel = 50.0_f64;
+    let mut clock = 0.0_f64;
+    let mut last_lap_time: Option<f64> = None;
+    for lap in 1..=10u64 {
+        let pit_lap = lap == 5;
+        let time = if pit_lap { 130.0 } else { 100.0 };
+        for step in 0..4u64 {
+            let driver = if lap < 5 || (pit_lap && step < 2) {
+                "Ann"
+            } else {
+                "Bob"
+            };
+            let in_pits = pit_lap && (step == 1 || step == 2);
+            if pit_lap && step == 2 {
+                fuel = 60.0 + 0.75 * 3.0; // refuelled; the lap's last quarter still burns
+            }
+            let frame = json!({
+                "lap": lap,
+                "fuel": fuel,
+                "fuel_capacity": 75.0,
+                "player_name": driver,
+                "in_pits": in_pits,
+                "last_lap_time": last_lap_time,
+                "session_time": clock,
+                "session_time_left": 3600.0 - clock,
+                "tire_temps": {"fl": 80.0 + lap as f64, "fr": 81.0, "rl": 82.0, "rr": 83.0},
+            });
+            app.send_telemetry(id, frame.to_string()).await;
+            fuel -= 0.75;
+            clock += time / 4.0;
+        }
+        // The line: the next frame carries this lap's time.
+        last_lap_time = Some(time);
+    }
+    // The car on lap 11's first frame, so lap 10 is complete too.
+    let frame = json!({"lap": 11, "fuel": fuel, "fuel_capacity": 75.0, "player_name": "Bob",
+        "in_pits": false, "last_lap_time": 100.0, "session_time": clock,
+        "session_time_left": 3600.0 - clock});
+    app.send_telemetry(id, frame.to_string()).await;
+    sync(&app.client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_race_gives_stints_fuel_to_the_finish_and_csv() {
+    let app = spawn_app().await;
+    let id = app.new_session().await;
+    scripted_race(&app, &id).await;
+
+    let reply = app.request(&format!("sessions.stints.{id}"), "").await.ok();
+    let stints = reply["stints"].as_array().unwrap();
+    assert_eq!(stints.len(), 2, "{reply:#}");
+    let (ann, bob) = (&stints[0], &stints[1]);
+    assert_eq!(ann["driver"], "Ann");
+    assert_eq!(
+        (ann["first_lap"].as_f64(), ann["last_lap"].as_f64()),
+        (Some(1.0), Some(5.0))
+    );
+    assert_eq!(ann["ended_by"], "pit_stop");
+    assert_eq!(ann["green_laps"], 4);
+    assert_eq!(ann["best_lap_time"], 100.0);
+    assert_eq!(ann["duration_s"], 530.0);
+    // The lines of laps 1-4 are 3 L apart: laps 2-4 burned 9 L.
+    assert_eq!(
+        (ann["fuel_used"].as_f64(), ann["fuel_per_lap"].as_f64()),
+        (Some(9.0), Some(3.0))
+    );
+    assert_eq!(bob["driver"], "Bob");
+    assert_eq!(
+        (bob["first_lap"].as_f64(), bob["laps"].as_u64()),
+        (Some(6.0), Some(5))
+    );
+    assert_eq!(bob["ended_by"], Value::Null);
+    assert_eq!(bob["fuel_per_lap"], 3.0);
+    assert_eq!(bob["start_time_s"], 530.0);
+
+    // Fuel to the finish, on lap 11's first frame: 3,600 - 1,030 = 2,570 s
+    // left at 100 s a lap is 26 laps; 78 L to the flag plus 3 L of reserve.
+    let doc = app.get(&id).await.ok();
+    let s = &doc["strategy"];
+    let fuel = doc["telemetry"]["fuel"].as_f64().unwrap();
+    assert_eq!(s["fuel_per_lap"], 3.0, "{s}");
+    assert_eq!(s["fuel_per_lap_from"], "stint");
+    assert_eq!(s["lap_time"], 100.0);
+    assert_eq!(s["race_laps_left"], 26.0);
+    assert_eq!(s["fuel_to_finish"], 78.0);
+    let expected = ((78.0 + 3.0 - fuel) * 100.0_f64).round() / 100.0;
+    assert_eq!(
+        s["fuel_to_add"].as_f64(),
+        Some(expected),
+        "{s} with {fuel} L"
+    );
+    assert_eq!(s["reserve_laps"], 1.0);
+    assert_eq!(
+        s["last_lap_to_stop"].as_f64(),
+        Some(11.0 + (fuel / 3.0 - 1.0).floor())
+    );
+
+    // The same as CSV from the command, read back.
+    let url = app.server.url();
+    let (code, stdout, stderr) =
+        run_paddock(&["sessions", "laps", &id, "--csv", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<Vec<&str>> = stdout
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').collect())
+        .collect();
+    let header = &rows[0];
+    assert_eq!(rows.len(), 11, "a header and 10 laps: {stdout}");
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("{name} in {header:?}"))
+    };
+    let (lap, time, driver, used, pits, temp) = (
+        col("lap"),
+        col("lap_time_s"),
+        col("driver"),
+        col("fuel_used_l"),
+        col("in_pits"),
+        col("tyre_temp_fl_c"),
+    );
+    assert_eq!(rows[3][lap], "3");
+    assert_eq!(rows[3][time], "100.0");
+    assert_eq!(rows[3][used], "3.0");
+    assert_eq!(rows[3][temp], "83.0");
+    assert_eq!(
+        (rows[5][driver], rows[5][pits], rows[5][time]),
+        ("Bob", "true", "130.0")
+    );
+    assert_eq!(
+        rows[5][used], "",
+        "a refuelled lap burned nothing countable"
+    );
+    assert_eq!(rows[6][driver], "Bob");
+    let (code, stdout, stderr) =
+        run_paddock(&["sessions", "stints", &id, "--csv", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("stint,driver,first_lap"), "{stdout}");
+    assert!(lines[1].starts_with("1,Ann,1.0,5.0,5,"), "{stdout}");
+    assert!(lines[1].ends_with(",pit_stop"), "{stdout}");
+    let (code, stdout, _) = run_paddock(&["sessions", "stints", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0);
+    assert!(stdout.contains("running"), "{stdout}");
+
+    // Stints stay readable once the session ends; unknown ids are 404.
+    app.request("sessions.delete", id_body(&id)).await.ok();
+    let reply = app.request(&format!("sessions.stints.{id}"), "").await.ok();
+    assert_eq!(reply["stints"].as_array().unwrap().len(), 2);
+    let unknown = uuid::Uuid::new_v4().to_string();
+    app.request(&format!("sessions.stints.{unknown}"), "")
+        .await
+        .expect_error(404);
+}
