@@ -108,6 +108,25 @@ pub struct ServeArgs {
     /// at the next stop is what reaches the flag plus this many laps' worth.
     #[arg(long, env = "PADDOCK_FUEL_RESERVE_LAPS", default_value_t = 1.0, value_parser = parse_reserve)]
     pub fuel_reserve_laps: f64,
+    /// Alerts (docs/PROTOCOL.md "Alerts"): fuel for fewer laps than this is
+    /// `fuel_low` (fewer than --fuel-reserve-laps is `pit_overdue`).
+    #[arg(long, env = "PADDOCK_ALERT_FUEL_LAPS", default_value_t = 2.0)]
+    pub alert_fuel_laps: f64,
+    /// A tyre colder than this (°C) is `tyre_cold`.
+    #[arg(long, env = "PADDOCK_ALERT_TYRE_MIN", default_value_t = 60.0)]
+    pub alert_tyre_min: f64,
+    /// A tyre hotter than this (°C) is `tyre_hot`.
+    #[arg(long, env = "PADDOCK_ALERT_TYRE_MAX", default_value_t = 105.0)]
+    pub alert_tyre_max: f64,
+    /// A brake hotter than this (°C) is `brake_hot`.
+    #[arg(long, env = "PADDOCK_ALERT_BRAKE_MAX", default_value_t = 700.0)]
+    pub alert_brake_max: f64,
+    /// A tyre worn past this fraction (0.8: 80 % worn) is `tyre_worn`.
+    #[arg(long, env = "PADDOCK_ALERT_WEAR_MAX", default_value_t = 0.8)]
+    pub alert_wear_max: f64,
+    /// No frame for this long is `stale`.
+    #[arg(long, env = "PADDOCK_ALERT_STALE", default_value = "10s", value_parser = parse_period)]
+    pub alert_stale: Duration,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions, value_parser = parse_count)]
     pub max_sessions: usize,
@@ -430,6 +449,14 @@ impl ServeArgs {
             },
             credentials_ttl: self.credentials_ttl,
             fuel_reserve_laps: self.fuel_reserve_laps,
+            alerts: crate::server::alerts::Thresholds {
+                fuel_laps: self.alert_fuel_laps,
+                tyre_min_c: self.alert_tyre_min,
+                tyre_max_c: self.alert_tyre_max,
+                brake_max_c: self.alert_brake_max,
+                wear_max: self.alert_wear_max,
+                stale_s: self.alert_stale.as_secs_f64(),
+            },
         }
     }
 

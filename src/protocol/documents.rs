@@ -88,6 +88,9 @@ pub struct SessionDocument<F = RawFrame> {
     /// Fuel to the finish (`sessions.get` of a live session with laps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// The active alerts (`sessions.get`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<Vec<Alert>>,
 }
 
 /// A session's counters and its running lap.
@@ -540,6 +543,42 @@ pub struct Strategy {
     pub last_lap_to_stop: Option<f64>,
 }
 
+/// What an alert says (in [`Alert`] and [`AlertEvent`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertReading {
+    /// `fuel_low`, `pit_overdue`, `tyre_hot`, `tyre_cold`, `brake_hot`,
+    /// `tyre_worn`, `stale`.
+    pub kind: String,
+    /// `warning` or `critical`.
+    pub level: String,
+    /// The reading now (laps of fuel, °C, fraction worn, s without a frame).
+    pub value: f64,
+    pub threshold: f64,
+    pub message: String,
+}
+
+/// An active alert (the session document's `alerts`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    #[serde(flatten)]
+    pub reading: AlertReading,
+    /// When it was raised.
+    #[serde(with = "time")]
+    pub since: DateTime<Utc>,
+}
+
+/// An alert raised or cleared, on `session.<id>.alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub session_id: SessionId,
+    /// `raised` or `cleared`.
+    pub state: String,
+    #[serde(flatten)]
+    pub reading: AlertReading,
+    #[serde(with = "time")]
+    pub at: DateTime<Utc>,
+}
+
 /// One page of `sessions.laps[.<id>]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LapPage<F = RawFrame> {
@@ -629,6 +668,7 @@ mod tests {
             },
             credentials: None,
             strategy: None,
+            alerts: None,
         };
         let json = serde_json::to_string(&doc).unwrap();
         assert!(
@@ -720,4 +760,7 @@ pub struct TowerCar {
     /// absent before its first frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_age_s: Option<f64>,
+    /// The car's active alerts (docs/PROTOCOL.md "Alerts"), when it has any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertReading>,
 }

@@ -484,6 +484,12 @@ pub fn session_lap(id: &SessionId) -> String {
     format!("{DATA_PREFIX}{id}.lap")
 }
 
+/// `session.<id>.alerts`: an alert raised or cleared (docs/PROTOCOL.md
+/// "Alerts"); under the session's prefix, never a monitor data kind.
+pub fn session_alerts(id: &SessionId) -> String {
+    format!("{DATA_PREFIX}{id}.alerts")
+}
+
 /// `sessions.events.<kind>`: the service-wide lifecycle feed (a session list follows it).
 pub fn service_event(event: Event) -> String {
     format!("{CONTROL_PREFIX}.events.{}", event.as_str())
@@ -510,6 +516,8 @@ pub fn control(endpoint: &str) -> String {
 pub enum SessionMessage {
     Data(DataKind),
     Lap,
+    /// An alert raised or cleared (`session.<id>.alerts`).
+    Alerts,
     Event(Event),
 }
 
@@ -526,6 +534,7 @@ pub fn session_message(rest: &str) -> Option<SessionMessage> {
     }
     match rest {
         b"lap" => Some(SessionMessage::Lap),
+        b"alerts" => Some(SessionMessage::Alerts),
         _ => {
             let event = rest.strip_prefix(b"events.")?;
             [Event::Created, Event::Deleted, Event::Expired]

@@ -32,8 +32,11 @@ pub struct Limits {
     /// How long issued per-session credentials work unless renewed: the bound on
     /// how long an ended session's credentials keep working.
     pub credentials_ttl: std::time::Duration,
-    /// Laps of fuel the strategy keeps in hand at the finish (`fuel_to_add`).
+    /// Laps of fuel the strategy keeps in hand at the finish (`fuel_to_add`);
+    /// fewer in the tank is the `pit_overdue` alert.
     pub fuel_reserve_laps: f64,
+    /// When alerts are raised (`--alert-*`).
+    pub alerts: crate::server::alerts::Thresholds,
 }
 
 impl Default for Limits {
@@ -52,6 +55,7 @@ impl Default for Limits {
             },
             credentials_ttl: DEFAULT_CREDENTIALS_TTL,
             fuel_reserve_laps: 1.0,
+            alerts: Default::default(),
         }
     }
 }
@@ -78,6 +82,8 @@ pub struct App {
     /// The partitions this processor owns (`--partitions`, `--owns`): only their
     /// sessions are held here.
     pub partitions: crate::server::partitions::Partitions,
+    /// Each session's active alerts, checked once a second by the processor.
+    pub alerts: std::sync::Mutex<crate::server::alerts::Board>,
 }
 
 impl App {
@@ -96,6 +102,7 @@ impl App {
             limits,
             issuer: None,
             partitions: Default::default(),
+            alerts: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@
 //!   the requests answered across partitions.
 //! - [`health`]: what readiness depends on (read by `crate::web`).
 
+pub mod alerts;
 pub mod app;
 pub mod control;
 pub mod credentials;

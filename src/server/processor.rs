@@ -36,6 +36,7 @@ use async_nats::{Client, HeaderMap, Message, Subscriber};
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 
+use crate::protocol::id::SessionId;
 use crate::protocol::subjects;
 use crate::protocol::subjects::{DataKind, Endpoint, Event};
 use crate::server::app::{Announcement, App};
@@ -49,6 +50,10 @@ use crate::server::store::{Storage, StoreError};
 /// How long shutdown waits for already-delivered messages before giving up on them.
 /// Bounded so a wedged connection can never keep the process from exiting.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often every session's alerts are checked: at most one raise or clear
+/// per kind per second, whatever the frame rate.
+const ALERT_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a graceful stop keeps trying to store the last changes: long enough
 /// for a JetStream cluster to elect new leaders after losing a node. (systemd's
@@ -391,6 +396,10 @@ impl Processor {
         let mut sweeps = tokio::time::interval(ctx.lifecycle.sweep_every());
         sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut towers = crate::server::tower::Towers::default();
+        // Alerts are checked once a second, whatever the frame rates.
+        let mut alert_ticks = tokio::time::interval(ALERT_EVERY);
+        alert_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut paces = std::collections::HashMap::new();
         let mut tower_ticks = ctx.lifecycle.tower_every.map(|every| {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -405,6 +414,7 @@ impl Processor {
                         None => std::future::pending().await,
                     }
                 } => ctx.publish_towers(&mut towers).await,
+                _ = alert_ticks.tick() => ctx.check_alerts(&mut paces).await,
                 // In this loop, not a task of its own: an expiry is ordered with the
                 // frames and requests around it, like everything else.
                 _ = sweeps.tick() => ctx.sweep().await,
@@ -924,7 +934,22 @@ impl Ctx {
     /// without waiting for the broker: a lost message is replaced half a second on.
     async fn publish_towers(&self, towers: &mut crate::server::tower::Towers) {
         let cars = self.app.sessions.team_cars();
-        for tower in towers.tick(cars, chrono::Utc::now(), &self.processor) {
+        let mut ticked = towers.tick(cars, chrono::Utc::now(), &self.processor);
+        {
+            let board = self
+                .app
+                .alerts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for car in ticked.iter_mut().flat_map(|tower| tower.cars.iter_mut()) {
+                car.alerts = board
+                    .active(&car.session_id)
+                    .into_iter()
+                    .map(|alert| alert.reading)
+                    .collect();
+            }
+        }
+        for tower in ticked {
             let body = serde_json::to_vec(&tower).expect("serializes");
             if let Err(e) = self
                 .client
@@ -932,6 +957,58 @@ impl Ctx {
                 .await
             {
                 tracing::warn!(team = %tower.team, error = %e, "could not publish the tower");
+            }
+        }
+    }
+
+    /// Checks every live session's alerts and announces what was raised or
+    /// cleared on `session.<id>.alerts`. Each session's pace (fuel per lap) is
+    /// read from its laps again only when it completed one.
+    async fn check_alerts(
+        &self,
+        paces: &mut std::collections::HashMap<SessionId, (u64, Option<f64>)>,
+    ) {
+        let now = chrono::Utc::now();
+        let cars = self.app.sessions.alert_inputs();
+        let live: std::collections::HashSet<SessionId> = cars.iter().map(|(id, ..)| *id).collect();
+        paces.retain(|id, _| live.contains(id));
+        let mut events = Vec::new();
+        {
+            let mut board = self
+                .app
+                .alerts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            board.retain(|id| live.contains(id));
+            for (id, frame, laps) in &cars {
+                // A session that never sent a frame has nothing to say yet.
+                let Some(frame) = frame else { continue };
+                let fuel_per_lap = match paces.get(id) {
+                    Some((seen, pace)) if seen == laps => *pace,
+                    _ => {
+                        let records = self.app.sessions.laps(*id).unwrap_or_default();
+                        let pace = crate::server::race::pace(&records).fuel_per_lap;
+                        paces.insert(*id, (*laps, pace));
+                        pace
+                    }
+                };
+                let input = crate::server::alerts::Input {
+                    frame: &frame.body,
+                    frame_age_s: ((now - frame.at).num_milliseconds() as f64 / 1000.0).max(0.0),
+                    fuel_per_lap,
+                    reserve_laps: self.app.limits.fuel_reserve_laps,
+                };
+                events.extend(board.check(*id, &self.app.limits.alerts, &input, now));
+            }
+        }
+        for event in events {
+            let body = serde_json::to_vec(&event).expect("serializes");
+            if let Err(e) = self
+                .client
+                .publish(subjects::session_alerts(&event.session_id), body.into())
+                .await
+            {
+                tracing::warn!(session_id = %event.session_id, error = %e, "could not announce an alert");
             }
         }
     }

@@ -63,7 +63,12 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
 impl Reading {
     /// What a frame says; an unreadable frame says nothing.
     pub fn of(frame: &[u8]) -> Self {
-        serde_json::from_slice(frame).unwrap_or_default()
+        // An object's members only: serde would read an array's items as the
+        // fields in order.
+        match frame.trim_ascii_start().first() {
+            Some(b'{') => serde_json::from_slice(frame).unwrap_or_default(),
+            _ => Reading::default(),
+        }
     }
 }
 
@@ -207,12 +212,19 @@ fn round(v: f64, places: i32) -> f64 {
     (v * scale).round() / scale
 }
 
-/// Fuel to the finish from the newest laps of a history (at most
-/// [`STRATEGY_LOOKBACK`] are read) and the latest frame; `None` without a frame
-/// that gives the fuel.
-pub fn strategy(records: &[Arc<LapRecord>], latest: &[u8], reserve_laps: f64) -> Option<Strategy> {
-    let now = Reading::of(latest);
-    let fuel = now.fuel?;
+/// The car's recent pace from the newest laps of a history (at most
+/// [`STRATEGY_LOOKBACK`] are read): fuel per lap and lap time over the last
+/// [`RECENT_LAPS`] green laps that burned fuel of the running stint, else of
+/// the laps before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    pub fuel_per_lap: Option<f64>,
+    pub lap_time: Option<f64>,
+    /// `stint` or `session`.
+    pub from: &'static str,
+}
+
+pub fn pace(records: &[Arc<LapRecord>]) -> Pace {
     let from = records.len().saturating_sub(STRATEGY_LOOKBACK);
     let laps: Vec<Lap> = records[from..].iter().map(|r| Lap::of(r)).collect();
     let all = stints(&laps);
@@ -237,8 +249,23 @@ pub fn strategy(records: &[Arc<LapRecord>], latest: &[u8], reserve_laps: f64) ->
         stint if !stint.is_empty() => (stint, "stint"),
         _ => (usable(0..laps.len()), "session"),
     };
-    let fuel_per_lap = mean(&recent.iter().map(|(used, _)| *used).collect::<Vec<_>>());
-    let lap_time = mean(&recent.iter().filter_map(|(_, t)| *t).collect::<Vec<_>>());
+    Pace {
+        fuel_per_lap: mean(&recent.iter().map(|(used, _)| *used).collect::<Vec<_>>()),
+        lap_time: mean(&recent.iter().filter_map(|(_, t)| *t).collect::<Vec<_>>()),
+        from: from_what,
+    }
+}
+
+/// Fuel to the finish from a history's [`pace`] and the latest frame; `None`
+/// without a frame that gives the fuel.
+pub fn strategy(records: &[Arc<LapRecord>], latest: &[u8], reserve_laps: f64) -> Option<Strategy> {
+    let now = Reading::of(latest);
+    let fuel = now.fuel?;
+    let Pace {
+        fuel_per_lap,
+        lap_time,
+        from: from_what,
+    } = pace(records);
     let laps_in_tank = fuel_per_lap.map(|per| fuel / per);
     let race_laps_left = now.laps_left.filter(|l| *l >= 0.0).or_else(|| {
         let left = now.session_time_left.filter(|t| *t >= 0.0)?;

@@ -882,6 +882,17 @@ impl Sessions {
             .collect()
     }
 
+    /// Every live session's latest telemetry frame (a refcount) and its count
+    /// of completed laps, for the alerts (`server::alerts`).
+    pub fn alert_inputs(&self) -> Vec<(SessionId, Option<Frame>, u64)> {
+        let state = self.lock();
+        state
+            .live
+            .iter()
+            .map(|(id, s)| (*id, s.telemetry.clone(), s.lap.completed))
+            .collect()
+    }
+
     /// How many live sessions `which` picks, without building their rows.
     pub fn count_where(&self, mut which: impl FnMut(&SessionId) -> bool) -> usize {
         self.lock().live.keys().filter(|id| which(id)).count()
@@ -1299,6 +1310,7 @@ impl Snapshot {
             },
             credentials: None,
             strategy: None,
+            alerts: None,
         }
     }
 

@@ -184,6 +184,7 @@ impl Towers {
                 .telemetry
                 .as_ref()
                 .map(|f| round2(seconds(now - f.at).max(0.0))),
+            alerts: Vec::new(),
         }
     }
 }

@@ -1000,3 +1000,82 @@ async fn cpu_budget() {
     );
     assert!(car_busy < 0.25 && car_draws >= 1.0, "car page over budget");
 }
+
+/// The engineer's numbers on the car page (#29): the stints table, fuel to
+/// the finish, an alert at the top and on its box, and the laps as CSV made
+/// in the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
+    let stack = Stack::start().await;
+    let (http, nc, id) = (stack.http.clone(), stack.nc.clone(), stack.id.clone());
+    // 100 s laps at 3 L; a stop with a refuel and a driver swap on lap 5.
+    let mut fuel = 50.0;
+    for lap in 1..=9u64 {
+        let pit = lap == 5;
+        if pit {
+            fuel = 60.0;
+        }
+        let driver = if lap < 5 { "Ann" } else { "Bob" };
+        let extra = json!({"in_pits": pit, "player_name": driver, "last_lap_time": 100.0,
+            "session_time_left": 3600.0 - 100.0 * lap as f64});
+        publish(&nc, &id, "telemetry", frame(lap, fuel, extra)).await;
+        fuel -= 3.0;
+    }
+    let browser = Browser::start(DESKTOP).await;
+    browser.open(&format!("http://{http}/session/{id}")).await;
+    browser
+        .wait_text("#stints tbody", "two stints", |t| {
+            t.contains("Ann") && t.contains("Bob")
+        })
+        .await;
+    let rows = browser
+        .eval("return [...document.querySelectorAll('#stints tbody tr')].map(r => [r.cells[1].textContent, r.cells[2].textContent, r.cells[7].textContent])")
+        .await;
+    assert_eq!(
+        rows,
+        json!([["Ann", "5", "pit stop"], ["Bob", "3", "running"]])
+    );
+    assert_ne!(browser.text("[data-s=fuel_to_add]").await, "—");
+    // ceil(2,700 s left / 100 s a lap).
+    assert_eq!(browser.text("[data-s=race_laps_left]").await, "27");
+    // Low fuel: the alert shows at the top and on the fuel box within a second or two.
+    publish(
+        &nc,
+        &id,
+        "telemetry",
+        frame(9, 4.0, json!({"player_name": "Bob"})),
+    )
+    .await;
+    browser
+        .wait_text("#alerts", "the fuel alert", |t| t.contains("laps of fuel"))
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('card-fuel').hasAttribute('data-alert')")
+            .await,
+        json!(true)
+    );
+    browser.screenshot("engineer-desktop.png").await;
+    // Refuelled: it clears.
+    publish(
+        &nc,
+        &id,
+        "telemetry",
+        frame(9, 60.0, json!({"player_name": "Bob"})),
+    )
+    .await;
+    browser
+        .wait_shown("#alerts", false, Duration::from_secs(5))
+        .await;
+    // The CSV, made in the page.
+    let csv = browser
+        .eval("const a = document.getElementById('csv'); a.dispatchEvent(new MouseEvent('click')); return decodeURIComponent(a.href.slice(a.href.indexOf(',') + 1))")
+        .await;
+    let csv = csv.as_str().unwrap();
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert!(lines[0].starts_with("lap,lap_time_s,fuel_used_l"), "{csv}");
+    assert_eq!(lines.len(), 1 + 8, "{csv}");
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+}

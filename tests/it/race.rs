@@ -168,3 +168,109 @@ async fn a_scripted_race_gives_stints_fuel_to_the_finish_and_csv() {
         .await
         .expect_error(404);
 }
+
+/// Alerts (#29 item 3) over the broker: each raised once on
+/// `session.<id>.alerts` and listed in the document while active, each
+/// cleared once; checked once a second, so a burst of frames raises nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_raised_and_cleared_once_and_listed_in_the_document() {
+    use futures::StreamExt;
+    let mut limits = test_limits();
+    limits.alerts.stale_s = 2.0;
+    let app = spawn_app_with(limits).await;
+    let id = app.new_session().await;
+    let mut alerts = app
+        .client
+        .subscribe(format!("session.{id}.alerts"))
+        .await
+        .unwrap();
+    sync(&app.client).await;
+    let frame = |lap: u64, fuel: f64, brake: f64| {
+        json!({"lap": lap, "fuel": fuel, "last_lap_time": 100.0,
+            "brake_temps": {"fl": brake, "fr": 500, "rl": 400, "rr": 400}})
+        .to_string()
+    };
+    // Four laps at 3 L a lap: the pace the fuel alerts read.
+    for lap in 1..=5u64 {
+        app.send_telemetry(&id, frame(lap, 50.0 - 3.0 * lap as f64, 500.0))
+            .await;
+    }
+    // 5 L is under 2 laps; a brake at 750 °C; sent many times within a second.
+    for _ in 0..20 {
+        app.send_telemetry(&id, frame(5, 5.0, 750.0)).await;
+    }
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let mut next_event = async || {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), alerts.next())
+            .await
+            .expect("an alert event")
+            .unwrap();
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(event["session_id"], id.as_str());
+        (
+            event["state"].as_str().unwrap().to_string(),
+            event["kind"].as_str().unwrap().to_string(),
+            event,
+        )
+    };
+    for _ in 0..2 {
+        let (state, kind, event) = next_event().await;
+        if kind == "fuel_low" {
+            assert_eq!(
+                (event["value"].as_f64(), event["threshold"].as_f64()),
+                (Some(1.67), Some(2.0))
+            );
+            assert_eq!(event["level"], "warning");
+        }
+        seen.push((state, kind));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("raised".to_string(), "brake_hot".to_string()),
+            ("raised".to_string(), "fuel_low".to_string())
+        ]
+    );
+    let doc = app.get(&id).await.ok();
+    let mut active: Vec<&str> = doc["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    active.sort();
+    assert_eq!(active, ["brake_hot", "fuel_low"], "{doc:#}");
+
+    // Refuelled and cooled: both clear, once.
+    for _ in 0..10 {
+        app.send_telemetry(&id, frame(6, 60.0, 500.0)).await;
+    }
+    let mut cleared = vec![next_event().await, next_event().await]
+        .into_iter()
+        .map(|(state, kind, _)| (state, kind))
+        .collect::<Vec<_>>();
+    cleared.sort();
+    assert_eq!(
+        cleared,
+        [
+            ("cleared".to_string(), "brake_hot".to_string()),
+            ("cleared".to_string(), "fuel_low".to_string())
+        ]
+    );
+    let doc = app.get(&id).await.ok();
+    assert_eq!(doc["alerts"], json!([]));
+
+    // Silence past the stale window (2 s here), then a frame again.
+    let (state, kind, _) = next_event().await;
+    assert_eq!((state.as_str(), kind.as_str()), ("raised", "stale"));
+    app.send_telemetry(&id, frame(6, 60.0, 500.0)).await;
+    let (state, kind, _) = next_event().await;
+    assert_eq!((state.as_str(), kind.as_str()), ("cleared", "stale"));
+    // Nothing else was announced.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(1500), alerts.next())
+            .await
+            .is_err()
+    );
+}

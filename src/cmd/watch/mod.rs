@@ -33,6 +33,9 @@ use state::{Link as ViewLink, WatchState};
 const REDRAW: Duration = Duration::from_millis(250);
 /// How often a missing snapshot (no processor yet, unknown session) is retried.
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(3);
+/// How often the view asks again for the strategy and the alerts (the
+/// processor computes them from the latest frame; alerts also arrive live).
+const NUMBERS_EVERY: Duration = Duration::from_secs(5);
 
 /// What the keyboard asks for.
 enum Key {
@@ -105,6 +108,8 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
     let start = tokio::time::Instant::now();
     let mut ticker =
         tokio::time::interval_at(if args.plain { start + period } else { start }, period);
+    let mut numbers = tokio::time::interval_at(start + NUMBERS_EVERY, NUMBERS_EVERY);
+    numbers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = std::pin::pin!(shutdown);
     let (keys_tx, mut keys) = mpsc::unbounded_channel();
     if let Some(screen) = &screen {
@@ -190,6 +195,12 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                         Some(tokio::time::Instant::now() + SNAPSHOT_RETRY)
                     }
                 };
+            }
+            // Fuel to the finish and the alerts follow the tank between laps.
+            _ = numbers.tick(), if snapshot_due.is_none() => {
+                if let Ok(doc) = client.get(session_id).await {
+                    state.apply_numbers(&doc);
+                }
             }
             _ = ticker.tick() => {
                 // Redraw (or print a line) on the clock only: the age and the STALE

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::protocol::documents::{LapRecord, SessionDocument};
+use crate::protocol::documents::{AlertEvent, AlertReading, LapRecord, SessionDocument, Strategy};
 use crate::protocol::subjects;
 
 /// Laps of fuel history used for the burn-rate estimate.
@@ -67,6 +67,10 @@ pub struct WatchState {
     first_lap_partial: bool,
     /// Completed laps, oldest first, at most [`LAPS_KEPT`].
     pub laps: Vec<LapRow>,
+    /// Fuel to the finish, as the processor last computed it.
+    pub strategy: Option<Strategy>,
+    /// The active alerts by kind, from the document and `session.<id>.alerts`.
+    pub alerts: std::collections::BTreeMap<String, AlertReading>,
 }
 
 impl WatchState {
@@ -83,6 +87,8 @@ impl WatchState {
             fuel_at_lap: VecDeque::new(),
             first_lap_partial: true,
             laps: Vec::new(),
+            strategy: None,
+            alerts: Default::default(),
         }
     }
 
@@ -140,6 +146,7 @@ impl WatchState {
     /// Applies a `sessions.get` document. The frame's age counts from `now`: the
     /// document's own times are the processor's clock, not this machine's.
     pub fn apply_snapshot(&mut self, doc: &SessionDocument<Value>, now: Instant) {
+        self.apply_numbers(doc);
         self.problem = None;
         self.link = Link::Live;
         if let Some(setup) = &doc.setup {
@@ -156,6 +163,18 @@ impl WatchState {
                 .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
                 .unwrap_or_default();
             self.last_frame_at = Some(now.checked_sub(age).unwrap_or(now));
+        }
+    }
+
+    /// Takes the engineer's numbers of a `sessions.get` document: the
+    /// strategy and the active alerts (refreshed every few seconds).
+    pub fn apply_numbers(&mut self, doc: &SessionDocument<Value>) {
+        self.strategy = doc.strategy.clone();
+        if let Some(alerts) = &doc.alerts {
+            self.alerts = alerts
+                .iter()
+                .map(|a| (a.reading.kind.clone(), a.reading.clone()))
+                .collect();
         }
     }
 
@@ -196,6 +215,19 @@ impl WatchState {
             }
             SessionMessage::Event(Event::Expired) => {
                 self.problem = Some("this session expired (no data for too long)".into())
+            }
+            SessionMessage::Alerts => {
+                if let Ok(event) = serde_json::from_slice::<AlertEvent>(payload) {
+                    match event.state.as_str() {
+                        "raised" => {
+                            self.alerts
+                                .insert(event.reading.kind.clone(), event.reading);
+                        }
+                        _ => {
+                            self.alerts.remove(&event.reading.kind);
+                        }
+                    }
+                }
             }
             SessionMessage::Event(Event::Created) => {}
         }

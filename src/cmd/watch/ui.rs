@@ -182,6 +182,15 @@ fn draw_header(frame: &mut Frame, area: Rect, state: &WatchState, now: Instant) 
     } else if let Some(age) = state.frame_age(now) {
         spans.push(Span::raw(format!("last frame {} ago", format::age(age))));
     }
+    if let Some(text) = numbers_text(state) {
+        let style = if state.alerts.is_empty() {
+            Style::new()
+        } else {
+            Style::new().fg(Color::White).bg(Color::Red)
+        };
+        spans.push(Span::raw("  "));
+        spans.push(Span::styled(text, style));
+    }
     let title = format!(" paddock watch {} ", state.session_id);
     frame.render_widget(
         Paragraph::new(Line::from(spans)).block(Block::bordered().title(title)),
@@ -324,14 +333,33 @@ pub fn plain_line(state: &WatchState, now: Instant) -> String {
     let remaining = state
         .laps_remaining()
         .map_or(String::new(), |l| format!(" (~{l:.1} laps)"));
+    let finish = numbers_text(state).map_or(String::new(), |text| format!(" | {text}"));
     format!(
-        "{stale}lap {} P{} | {} | fuel {} L{remaining} | {} | frame {age}",
+        "{stale}lap {} P{} | {} | fuel {} L{remaining} | {} | frame {age}{finish}",
         number(&t["lap"], 0),
         number(&t["position"], 0),
         lap_time(&t["lap_time"]),
         number(&t["fuel"], 1),
         tyres.join(", "),
     )
+}
+
+/// Fuel to the finish and the active alerts, as one line of text.
+fn numbers_text(state: &WatchState) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(s) = &state.strategy
+        && let Some(add) = s.fuel_to_add
+    {
+        let stop = s
+            .last_lap_to_stop
+            .map_or(String::new(), |lap| format!(", stop by lap {lap}"));
+        parts.push(format!("to the finish: add {add:.1} L{stop}"));
+    }
+    if !state.alerts.is_empty() {
+        let alerts: Vec<&str> = state.alerts.values().map(|a| a.message.as_str()).collect();
+        parts.push(format!("ALERT {}", alerts.join("; ")));
+    }
+    (!parts.is_empty()).then(|| parts.join(" | "))
 }
 
 fn text(v: &Value) -> String {
@@ -481,5 +509,33 @@ mod tests {
         );
         assert!(line.contains("FL 85°C 28.5psi 91%"), "{line}");
         assert!(plain_line(&state, start + Duration::from_secs(6)).starts_with("STALE "));
+    }
+
+    #[test]
+    fn alerts_and_fuel_to_the_finish_show_until_cleared() {
+        let start = Instant::now();
+        let mut state = state_with_frame(start);
+        state.strategy = serde_json::from_value(serde_json::json!({
+            "fuel_per_lap": 3.0, "fuel_per_lap_from": "stint", "lap_time": 100.0,
+            "laps_in_tank": 13.7, "race_laps_left": 20.0, "fuel_to_finish": 60.0,
+            "fuel_to_add": 21.8, "stops_needed": 1, "reserve_laps": 1.0, "last_lap_to_stop": 26.0
+        }))
+        .unwrap();
+        let event = |state: &str| {
+            serde_json::json!({"session_id": uuid::Uuid::new_v4().to_string(), "state": state,
+                "kind": "brake_hot", "level": "warning", "value": 720.0, "threshold": 700.0,
+                "message": "RL brake at 720 °C", "at": "2026-12-05T07:00:00Z"})
+            .to_string()
+        };
+        state.apply_message("alerts", event("raised").as_bytes(), start);
+        let line = plain_line(&state, start);
+        assert!(
+            line.ends_with(
+                "| to the finish: add 21.8 L, stop by lap 26 | ALERT RL brake at 720 °C"
+            ),
+            "{line}"
+        );
+        state.apply_message("alerts", event("cleared").as_bytes(), start);
+        assert!(!plain_line(&state, start).contains("ALERT"));
     }
 }

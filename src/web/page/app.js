@@ -16,6 +16,7 @@ import * as view from "./view.js";
 
 const DRAW_EVERY_MS = 250;
 const REQUEST_TIMEOUT_MS = 5000;
+const STRATEGY_EVERY_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -27,6 +28,10 @@ const state = {
   laps: [], // lap rows, oldest first (view.lapRow)
   lapsChanged: true,
   ended: null,
+  strategy: null, // the document's fuel to the finish
+  stints: [], // sessions.stints
+  alerts: new Map(), // kind → active alert
+  stintsChanged: false,
 };
 
 let staleAfterMs = 5000;
@@ -232,6 +237,9 @@ function drawTower(cars) {
       : age === null || (age + since) * 1000 > staleAfterMs ? "STALE" : "LIVE";
     tr.dataset.state = state;
     tr.dataset.session = id;
+    const alerts = Array.isArray(row.alerts)
+      ? row.alerts.filter((a) => a && typeof a.message === "string") : [];
+    if (alerts.length) tr.dataset.alert = "";
     const a = document.createElement("a");
     a.href = `/session/${encodeURIComponent(id)}${access.jwt ? linkFragment() : ""}`;
     a.textContent = typeof row.car === "string" ? row.car : id.slice(0, 8);
@@ -257,7 +265,7 @@ function drawTower(cars) {
       `${row.in_pits === true ? "IN · " : ""}${n(row, "pit_stops") ?? 0}`,
       `${view.clock(n(row, "stint_s"))}${stintLaps === null ? "" : ` · ${stintLaps} laps`}`,
       tyres || view.DASH,
-      state,
+      alerts.length ? `${state} · ${alerts.map((a) => a.message).join(" · ")}` : state,
     ];
     for (const cell of cells) {
       const td = document.createElement("td");
@@ -273,8 +281,20 @@ function drawTower(cars) {
 // ---------------------------------------------------------------------------
 // One session
 
+/// The session this page follows, for refreshes triggered by messages.
+const followed = { nc: null, id: null };
+
 async function session(nc, id) {
+  followed.nc = nc;
+  followed.id = id;
   $("session-view").hidden = false;
+  $("csv").download = `laps-${id.slice(0, 8)}.csv`;
+  // Fuel to the finish follows the tank between laps too (the processor
+  // computes it from the latest frame when asked).
+  setInterval(() => refreshNumbers(nc, id), STRATEGY_EVERY_MS);
+  $("csv").addEventListener("click", (e) => {
+    e.currentTarget.href = `data:text/csv;charset=utf-8,${encodeURIComponent(lapsCsv())}`;
+  });
   $("session-id").textContent = `session ${id}`;
   document.title = `paddock · ${id.slice(0, 8)}`;
   showQr();
@@ -402,13 +422,46 @@ async function join(nc, id) {
     const at = Date.parse(doc.stats && doc.stats.last_frame_at);
     state.lastFrameAt = Number.isFinite(at) ? Math.min(at, Date.now()) : Date.now();
   }
+  takeNumbers(doc);
   try {
     await loadLaps(nc, id);
+    await loadStints(nc, id);
   } catch (e) {
     // The session shows without its history; the next reconnect tries again.
     console.warn("lap history", e);
   }
   requestDraw();
+}
+
+/// The engineer's numbers a session document carries: fuel to the finish and
+/// the active alerts.
+function takeNumbers(doc) {
+  state.strategy = doc.strategy && typeof doc.strategy === "object" ? doc.strategy : null;
+  if (Array.isArray(doc.alerts)) {
+    state.alerts = new Map(doc.alerts.filter((a) => a && typeof a.kind === "string")
+      .map((a) => [a.kind, a]));
+  }
+}
+
+async function loadStints(nc, id) {
+  const reply = await ask(nc, `sessions.stints.${id}`);
+  state.stints = Array.isArray(reply.stints) ? reply.stints : [];
+  state.stintsChanged = true;
+}
+
+/// After each completed lap: the stints and the strategy follow it.
+let numbersPending = false;
+function refreshNumbers(nc, id) {
+  if (numbersPending) return;
+  numbersPending = true;
+  setTimeout(async () => {
+    numbersPending = false;
+    try {
+      takeNumbers(await ask(nc, `sessions.get.${id}`));
+      await loadStints(nc, id);
+      requestDraw();
+    } catch { /* the next lap asks again */ }
+  }, 200);
 }
 
 async function loadLaps(nc, id) {
@@ -440,7 +493,8 @@ function pushLap(record) {
 function kindOf(rest) {
   const data = /^(telemetry|setup)(\.[0-9]+)?$/.exec(rest);
   if (data) return data[1];
-  if (rest === "lap" || rest === "events.deleted" || rest === "events.expired") return rest;
+  if (rest === "lap" || rest === "alerts" || rest === "events.deleted" ||
+    rest === "events.expired") return rest;
   return null;
 }
 
@@ -465,6 +519,14 @@ function onMessage(rest, msg) {
       break;
     case "lap":
       pushLap(value);
+      if (followed.nc) refreshNumbers(followed.nc, followed.id);
+      break;
+    case "alerts":
+      if (typeof value.kind !== "string") return;
+      if (value.state === "raised") state.alerts.set(value.kind, value);
+      else if (value.state === "cleared") state.alerts.delete(value.kind);
+      // A fuel alert means the tank changed: the strategy with it.
+      if (followed.nc) refreshNumbers(followed.nc, followed.id);
       break;
     case "events.deleted":
       state.ended = "This session was deleted.";
@@ -506,11 +568,80 @@ function draw() {
     state.lapsChanged = false;
     drawLaps();
   }
+  drawNumbers();
   if (state.ended) {
     setLink("ended", "ended");
     problem(state.ended);
   }
   tick();
+}
+
+/// Which card an alert belongs on.
+const ALERT_CARD = {
+  fuel_low: "card-fuel", pit_overdue: "card-fuel", tyre_hot: "card-tyres",
+  tyre_cold: "card-tyres", brake_hot: "card-tyres", tyre_worn: "card-tyres",
+};
+
+/// The alerts banner and boxes, fuel to the finish, the stints.
+function drawNumbers() {
+  const alerts = [...state.alerts.values()];
+  const banner = $("alerts");
+  const text = alerts.map((a) => `${a.level === "critical" ? "⚠ " : ""}${a.message}`).join(" · ");
+  if (banner.textContent !== text) banner.textContent = text;
+  banner.hidden = alerts.length === 0;
+  for (const card of ["card-fuel", "card-tyres"]) {
+    const on = alerts.some((a) => ALERT_CARD[a.kind] === card);
+    if (on) $(card).dataset.alert = "";
+    else delete $(card).dataset.alert;
+  }
+  const s = state.strategy || {};
+  const n = (k) => (typeof s[k] === "number" && Number.isFinite(s[k]) ? s[k] : null);
+  const running = state.stints.length ? state.stints[state.stints.length - 1] : null;
+  const values = {
+    race_laps_left: n("race_laps_left") ?? view.DASH,
+    fuel_to_add: n("fuel_to_add") === null ? view.DASH : `${n("fuel_to_add").toFixed(1)} L`,
+    last_lap_to_stop: n("last_lap_to_stop") ?? view.DASH,
+    stint: running && running.ended_by === null
+      ? `${running.laps} laps · ${view.clock(running.duration_s)}` : view.DASH,
+  };
+  for (const el of document.querySelectorAll("[data-s]")) {
+    const v = String(values[el.dataset.s]);
+    if (el.textContent !== v) el.textContent = v;
+  }
+  if (state.stintsChanged) {
+    state.stintsChanged = false;
+    const rows = state.stints.map((st) => {
+      const tr = document.createElement("tr");
+      const cells = [
+        st.n, typeof st.driver === "string" ? st.driver : view.DASH, st.laps,
+        view.clock(st.duration_s), view.lapTime(st.best_lap_time), view.lapTime(st.mean_lap_time),
+        typeof st.fuel_per_lap === "number" ? `${st.fuel_per_lap.toFixed(2)} L` : view.DASH,
+        typeof st.ended_by === "string" ? st.ended_by.replace("_", " ") : "running",
+      ];
+      for (const c of cells) {
+        const td = document.createElement("td");
+        td.textContent = String(c);
+        tr.append(td);
+      }
+      return tr;
+    });
+    $("stints").tBodies[0].replaceChildren(...rows);
+  }
+}
+
+/// The laps as CSV (RFC 4180, units in the header), made in the page from
+/// the laps it holds: no round trip.
+function lapsCsv() {
+  const cell = (v) => {
+    const s = v === null || v === undefined ? "" : String(v);
+    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const rows = [["lap", "lap_time_s", "fuel_used_l", "fuel_after_l", "in_pits", "frames", "ended_at"]];
+  for (const l of state.laps) {
+    rows.push([l.lap, l.time, l.fuelUsed === null ? null : Math.round(l.fuelUsed * 1000) / 1000,
+      l.fuelAtEnd, l.pit, l.frames, l.endedAt]);
+  }
+  return rows.map((r) => r.map(cell).join(",")).join("\r\n") + "\r\n";
 }
 
 /// The age line and the STALE banner, every half second between draws.

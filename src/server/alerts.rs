@@ -1,0 +1,379 @@
+//! Alerts: what an engineer must not miss, raised and cleared by the processor
+//! at most once a second per session (not per frame), announced on
+//! `session.<id>.alerts` and listed in the session document (docs/PROTOCOL.md
+//! "Alerts").
+//!
+//! Pure: the latest frame, its age and the fuel use in, conditions and their
+//! changes out; the caller passes the time, so tests run on a clock of their own.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::protocol::documents::{Alert, AlertEvent, AlertReading};
+use crate::protocol::id::SessionId;
+
+/// When an alert is raised (serve's `--alert-*` flags).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Fuel for fewer laps than this: `fuel_low`.
+    pub fuel_laps: f64,
+    /// A tyre below or above this window (°C): `tyre_cold`, `tyre_hot`.
+    pub tyre_min_c: f64,
+    pub tyre_max_c: f64,
+    /// A brake above this (°C): `brake_hot`.
+    pub brake_max_c: f64,
+    /// A tyre worn past this fraction (0.8: 80 % worn, 20 % left): `tyre_worn`.
+    pub wear_max: f64,
+    /// No frame for this long: `stale`.
+    pub stale_s: f64,
+}
+
+impl Default for Thresholds {
+    /// The Race Dashboard's plan where it fits a race car: fuel under 2 laps,
+    /// brakes over 700 °C, wear past 80 %. Its tyres-over-90 °C is inside a
+    /// slick's working range (80-100 °C), so the window is 60-105 °C.
+    fn default() -> Self {
+        Thresholds {
+            fuel_laps: 2.0,
+            tyre_min_c: 60.0,
+            tyre_max_c: 105.0,
+            brake_max_c: 700.0,
+            wear_max: 0.8,
+            stale_s: 10.0,
+        }
+    }
+}
+
+/// A value must come back this far inside its threshold (a share of it) to
+/// clear: a tyre hovering at the limit does not raise and clear every second.
+const HYSTERESIS: f64 = 0.02;
+
+/// The frame's readings the alerts look at.
+#[derive(Debug, Default, Deserialize)]
+struct Readings {
+    #[serde(default)]
+    fuel: Option<serde_json::Value>,
+    #[serde(default)]
+    tire_temps: Option<serde_json::Value>,
+    #[serde(default)]
+    brake_temps: Option<serde_json::Value>,
+    #[serde(default)]
+    tire_wear: Option<serde_json::Value>,
+}
+
+const CORNERS: [&str; 4] = ["fl", "fr", "rl", "rr"];
+
+/// The corner with the highest (or, `low`, lowest) finite reading.
+fn worst(value: &Option<serde_json::Value>, low: bool) -> Option<(&'static str, f64)> {
+    let value = value.as_ref()?;
+    CORNERS
+        .into_iter()
+        .filter_map(|c| Some((c, value.get(c)?.as_f64().filter(|v| v.is_finite())?)))
+        .reduce(|a, b| if (b.1 < a.1) == low { b } else { a })
+}
+
+/// What one session's latest frame says now.
+pub struct Input<'a> {
+    pub frame: &'a [u8],
+    /// Seconds since the frame arrived.
+    pub frame_age_s: f64,
+    /// L per lap (the strategy's), when known.
+    pub fuel_per_lap: Option<f64>,
+    /// Laps of fuel kept in hand (`--fuel-reserve-laps`): fewer is `pit_overdue`.
+    pub reserve_laps: f64,
+}
+
+/// A condition that holds now: (kind, level, value, threshold, message).
+type Condition = (&'static str, &'static str, f64, f64, String);
+
+/// The conditions that hold for `input`. `active` says which hold already, so
+/// they clear only past the hysteresis.
+fn conditions(t: &Thresholds, input: &Input<'_>, active: &[Alert]) -> Vec<Condition> {
+    let held = |kind: &str| active.iter().any(|a| a.reading.kind == kind);
+    // Past `limit` upwards (or downwards, `below`), or still within the
+    // hysteresis of it when already raised.
+    let past = |kind: &str, value: f64, limit: f64, below: bool| {
+        let margin = limit.abs() * HYSTERESIS * if held(kind) { 1.0 } else { 0.0 };
+        if below {
+            value < limit + margin
+        } else {
+            value > limit - margin
+        }
+    };
+    let mut out: Vec<Condition> = Vec::new();
+    if input.frame_age_s > t.stale_s {
+        out.push((
+            "stale",
+            "warning",
+            (input.frame_age_s * 10.0).round() / 10.0,
+            t.stale_s,
+            format!("no frame for {:.0} s", input.frame_age_s),
+        ));
+        // The rest would describe a car that is not reporting.
+        return out;
+    }
+    // An object's members (ingest lets only objects in; serde would read an
+    // array's items as the fields in order).
+    let r: Readings = match input.frame.trim_ascii_start().first() {
+        Some(b'{') => serde_json::from_slice(input.frame).unwrap_or_default(),
+        _ => Readings::default(),
+    };
+    let fuel = r
+        .fuel
+        .as_ref()
+        .and_then(|f| f.as_f64())
+        .filter(|f| f.is_finite());
+    if let Some(laps) = fuel
+        .zip(input.fuel_per_lap.filter(|p| *p > 0.0))
+        .map(|(fuel, per)| fuel / per)
+    {
+        let laps = (laps * 100.0).round() / 100.0;
+        if past("pit_overdue", laps, input.reserve_laps, true) {
+            out.push((
+                "pit_overdue",
+                "critical",
+                laps,
+                input.reserve_laps,
+                format!("{laps:.1} laps of fuel: the reserve is gone, pit now"),
+            ));
+        } else if past("fuel_low", laps, t.fuel_laps, true) {
+            out.push((
+                "fuel_low",
+                "warning",
+                laps,
+                t.fuel_laps,
+                format!("{laps:.1} laps of fuel left"),
+            ));
+        }
+    }
+    // Temperatures per corner: the hottest above a limit, the coldest below one.
+    let temperatures = [
+        ("tyre_hot", &r.tire_temps, t.tyre_max_c, false, "tyre"),
+        ("tyre_cold", &r.tire_temps, t.tyre_min_c, true, "tyre"),
+        ("brake_hot", &r.brake_temps, t.brake_max_c, false, "brake"),
+    ];
+    for (kind, readings, limit, below, what) in temperatures {
+        if let Some((corner, temp)) = worst(readings, below)
+            && past(kind, temp, limit, below)
+        {
+            let corner = corner.to_uppercase();
+            let message = format!("{corner} {what} at {temp:.0} °C");
+            out.push((kind, "warning", temp, limit, message));
+        }
+    }
+    // The schema's wear is the fraction left: worn = 1 - left.
+    if let Some((corner, left)) = worst(&r.tire_wear, true) {
+        let worn = ((1.0 - left) * 1000.0).round() / 1000.0;
+        if past("tyre_worn", worn, t.wear_max, false) {
+            out.push((
+                "tyre_worn",
+                "warning",
+                worn,
+                t.wear_max,
+                format!("{} tyre {:.0} % worn", corner.to_uppercase(), worn * 100.0),
+            ));
+        }
+    }
+    out
+}
+
+/// Every session's active alerts, and what the fuel alerts read.
+#[derive(Debug, Default)]
+pub struct Board {
+    active: HashMap<SessionId, Vec<Alert>>,
+}
+
+impl Board {
+    /// One session's check at `now`: the alerts raised and cleared since its
+    /// last check. A kind already raised stays raised (its value is updated,
+    /// not announced again).
+    pub fn check(
+        &mut self,
+        id: SessionId,
+        thresholds: &Thresholds,
+        input: &Input<'_>,
+        now: DateTime<Utc>,
+    ) -> Vec<AlertEvent> {
+        let active = self.active.entry(id).or_default();
+        let holding = conditions(thresholds, input, active);
+        let mut events = Vec::new();
+        let event = |state: &str, alert: &Alert| AlertEvent {
+            session_id: id,
+            state: state.to_string(),
+            reading: alert.reading.clone(),
+            at: now,
+        };
+        active.retain(|alert| {
+            let still = holding.iter().any(|(kind, ..)| *kind == alert.reading.kind);
+            if !still {
+                events.push(event("cleared", alert));
+            }
+            still
+        });
+        for (kind, level, value, threshold, message) in holding {
+            match active.iter_mut().find(|a| a.reading.kind == kind) {
+                Some(alert) => {
+                    alert.reading.value = value;
+                    alert.reading.message = message;
+                }
+                None => {
+                    let alert = Alert {
+                        reading: AlertReading {
+                            kind: kind.to_string(),
+                            level: level.to_string(),
+                            value,
+                            threshold,
+                            message,
+                        },
+                        since: now,
+                    };
+                    events.push(event("raised", &alert));
+                    active.push(alert);
+                }
+            }
+        }
+        events
+    }
+
+    /// A session's active alerts.
+    pub fn active(&self, id: &SessionId) -> Vec<Alert> {
+        self.active.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Forgets sessions that are no longer live (their alerts end with them).
+    pub fn retain(&mut self, live: impl Fn(&SessionId) -> bool) {
+        self.active.retain(|id, _| live(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn check(
+        board: &mut Board,
+        id: SessionId,
+        frame: serde_json::Value,
+        age: f64,
+        now: i64,
+    ) -> Vec<(String, String)> {
+        let frame = frame.to_string();
+        let input = Input {
+            frame: frame.as_bytes(),
+            frame_age_s: age,
+            fuel_per_lap: Some(3.0),
+            reserve_laps: 1.0,
+        };
+        board
+            .check(id, &Thresholds::default(), &input, at(now))
+            .into_iter()
+            .map(|e| (e.state, e.reading.kind))
+            .collect()
+    }
+
+    fn pair(state: &str, kind: &str) -> (String, String) {
+        (state.to_string(), kind.to_string())
+    }
+
+    #[test]
+    fn each_alert_is_raised_once_and_cleared_once() {
+        let mut board = Board::default();
+        let id = SessionId::new_v4();
+        let good = json!({"fuel": 30.0, "tire_temps": {"fl": 85, "fr": 86, "rl": 84, "rr": 85},
+            "brake_temps": {"fl": 500, "fr": 510, "rl": 400, "rr": 410},
+            "tire_wear": {"fl": 0.9, "fr": 0.9, "rl": 0.95, "rr": 0.95}});
+        assert!(check(&mut board, id, good.clone(), 0.1, 0).is_empty());
+        // Each threshold crossed in turn; raised once, however many checks.
+        let cases = [
+            ("fuel", json!(5.0), "fuel_low"),
+            ("fuel", json!(2.0), "pit_overdue"),
+            (
+                "tire_temps",
+                json!({"fl": 85, "fr": 110, "rl": 84, "rr": 85}),
+                "tyre_hot",
+            ),
+            (
+                "tire_temps",
+                json!({"fl": 55, "fr": 86, "rl": 84, "rr": 85}),
+                "tyre_cold",
+            ),
+            (
+                "brake_temps",
+                json!({"fl": 500, "fr": 510, "rl": 720, "rr": 410}),
+                "brake_hot",
+            ),
+            (
+                "tire_wear",
+                json!({"fl": 0.9, "fr": 0.1, "rl": 0.95, "rr": 0.95}),
+                "tyre_worn",
+            ),
+        ];
+        for (n, (key, value, kind)) in cases.into_iter().enumerate() {
+            let mut bad = good.clone();
+            bad[key] = value;
+            let now = 10 * n as i64;
+            assert_eq!(
+                check(&mut board, id, bad.clone(), 0.1, now + 1),
+                [pair("raised", kind)],
+                "{kind}"
+            );
+            assert!(
+                check(&mut board, id, bad, 0.1, now + 2).is_empty(),
+                "{kind} again"
+            );
+            assert_eq!(
+                check(&mut board, id, good.clone(), 0.1, now + 3),
+                [pair("cleared", kind)],
+                "{kind}"
+            );
+        }
+        // Silence past the stale window, then a frame again.
+        assert_eq!(
+            check(&mut board, id, good.clone(), 10.5, 100),
+            [pair("raised", "stale")]
+        );
+        assert!(check(&mut board, id, good.clone(), 11.5, 101).is_empty());
+        assert_eq!(
+            check(&mut board, id, good, 0.2, 102),
+            [pair("cleared", "stale")]
+        );
+        assert!(board.active(&id).is_empty());
+    }
+
+    #[test]
+    fn a_value_at_the_limit_does_not_flap() {
+        let mut board = Board::default();
+        let id = SessionId::new_v4();
+        let temps = |fr: f64| json!({"tire_temps": {"fl": 85, "fr": fr, "rl": 84, "rr": 85}});
+        assert_eq!(
+            check(&mut board, id, temps(106.0), 0.1, 0),
+            [pair("raised", "tyre_hot")]
+        );
+        // Back under 105 but within 2 %: still raised, the value follows.
+        assert!(check(&mut board, id, temps(104.0), 0.1, 1).is_empty());
+        assert_eq!(board.active(&id)[0].reading.value, 104.0);
+        assert_eq!(
+            check(&mut board, id, temps(100.0), 0.1, 2),
+            [pair("cleared", "tyre_hot")]
+        );
+        // Missing, null or garbage readings raise nothing.
+        assert!(
+            check(
+                &mut board,
+                id,
+                json!({"tire_temps": null, "fuel": "x"}),
+                0.1,
+                3
+            )
+            .is_empty()
+        );
+        assert!(check(&mut board, id, json!([1, 2]), 0.1, 4).is_empty());
+    }
+}
