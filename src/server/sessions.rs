@@ -876,7 +876,7 @@ impl Sessions {
                     car: s.label.car.clone(),
                     created_at: s.created_at,
                     telemetry: s.telemetry.clone(),
-                    laps: s.laps.latest(crate::server::tower::FUEL_LAPS + 1),
+                    laps: s.laps.latest(crate::server::tower::PACE_LAPS),
                 })
             })
             .collect()

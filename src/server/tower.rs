@@ -21,8 +21,8 @@ use crate::protocol::id::SessionId;
 use crate::server::laps::LapRecord;
 use crate::server::sessions::Frame;
 
-/// Completed laps the fuel rate is taken over (the most recent that used fuel).
-pub const FUEL_LAPS: usize = 3;
+/// Completed laps a car's pace is read from (`race::pace` reads at most as many).
+pub const PACE_LAPS: usize = 60;
 
 /// Most cars one message lists (about 400 bytes each, so under 64 KiB); a team
 /// past it is cut to its first cars by position and the message says how many
@@ -37,7 +37,7 @@ pub struct TeamCar {
     pub car: Option<String>,
     pub created_at: DateTime<Utc>,
     pub telemetry: Option<Frame>,
-    /// The last few completed laps, oldest first.
+    /// The last [`PACE_LAPS`] completed laps, oldest first (refcounts).
     pub laps: Vec<Arc<LapRecord>>,
 }
 
@@ -49,6 +49,9 @@ struct Track {
     stint_lap: Option<f64>,
     stint_session_time: Option<f64>,
     stint_at: DateTime<Utc>,
+    /// The strategy's fuel per lap (`race::pace`) as of the newest lap record
+    /// (its `n`): read again only when the car completes a lap.
+    pace: Option<(u64, Option<f64>)>,
 }
 
 /// The feed's state: per car its pit and stint memory, and the teams published
@@ -134,6 +137,7 @@ impl Towers {
             } else {
                 now
             },
+            pace: None,
         });
         match (track.in_pits, in_pits) {
             (Some(false), Some(true)) => track.pit_entries += 1,
@@ -159,7 +163,17 @@ impl Towers {
         };
 
         let fuel = number("fuel");
-        let fuel_per_lap = fuel_per_lap(&car.laps);
+        // The pace the session document's strategy gives, so the tower, the car
+        // page and watch show one number.
+        let newest = car.laps.last().map(|record| record.n);
+        let fuel_per_lap = match track.pace {
+            Some((n, pace)) if Some(n) == newest => pace,
+            _ => {
+                let pace = crate::server::race::pace(&car.laps).fuel_per_lap;
+                track.pace = newest.map(|n| (n, pace));
+                pace
+            }
+        };
         TowerCar {
             session_id: car.session_id,
             car: car.car.clone(),
@@ -187,26 +201,6 @@ impl Towers {
             alerts: Vec::new(),
         }
     }
-}
-
-/// Litres per lap over the last [`FUEL_LAPS`] completed laps that burned fuel:
-/// each lap's use is the fuel at the previous line less the fuel at its own
-/// (`fuel` in the records' last frames); a lap that refuelled is skipped.
-fn fuel_per_lap(laps: &[Arc<LapRecord>]) -> Option<f64> {
-    let at_line: Vec<Option<f64>> = laps
-        .iter()
-        .map(|record| {
-            let frame: Map<String, Value> = serde_json::from_slice(&record.last_frame).ok()?;
-            frame.get("fuel")?.as_f64().filter(|f| f.is_finite())
-        })
-        .collect();
-    let used: Vec<f64> = at_line
-        .windows(2)
-        .filter_map(|pair| Some(pair[0]? - pair[1]?))
-        .filter(|used| *used > 0.0)
-        .collect();
-    let recent = &used[used.len().saturating_sub(FUEL_LAPS)..];
-    (!recent.is_empty()).then(|| recent.iter().sum::<f64>() / recent.len() as f64)
 }
 
 fn seconds(delta: chrono::TimeDelta) -> f64 {
@@ -297,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn fuel_per_lap_skips_refuels_and_gives_laps_in_the_tank() {
+    fn fuel_per_lap_is_the_strategys_pace_and_gives_laps_in_the_tank() {
         let id = SessionId::new_v4();
         let laps = vec![
             record(id, 1, 60.0),
@@ -309,9 +303,10 @@ mod tests {
         let mut towers = Towers::default();
         let out = towers.tick(vec![car(id, "Blue", r#"{"fuel":35}"#, 0, laps)], at(0), "p");
         let row = &out[0].cars[0];
-        // 60→57 (3), 57→90 refuel skipped, 90→86 (4), 86→83 (3): mean 3.33.
-        assert_eq!(row.fuel_per_lap, Some(3.33));
-        assert_eq!(row.fuel_laps, Some(10.5));
+        // The strategy's pace: the stint since the refuel on lap 3,
+        // 90→86 (4) and 86→83 (3): 3.5 a lap.
+        assert_eq!(row.fuel_per_lap, Some(3.5));
+        assert_eq!(row.fuel_laps, Some(10.0));
     }
 
     #[test]

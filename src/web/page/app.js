@@ -114,7 +114,7 @@ async function main() {
     // same connection signs in with them.
     try {
       await teamCredentials(nc, id);
-      await nc.reconnect();
+      await reconnected(nc);
     } catch (e) {
       setLink("refused", "not allowed");
       problem(e.code === 404
@@ -310,6 +310,18 @@ async function session(nc, id) {
   setInterval(tick, 500);
   watchStatus(nc, () => join(nc, id));
   if (access.jwt) keepFresh(nc, id);
+}
+
+/// Reconnects (to sign in with the credentials held now) and waits until the
+/// connection is back, or 10 s: what follows asks on it at once.
+async function reconnected(nc) {
+  const status = nc.status();
+  const back = (async () => {
+    for await (const s of status) if (s.type === "reconnect") return;
+  })();
+  await nc.reconnect();
+  await Promise.race([back, new Promise((resolve) => setTimeout(resolve, 10000))]);
+  if (typeof status.stop === "function") status.stop();
 }
 
 /// When a JWT expires (ms since the epoch), or null.
