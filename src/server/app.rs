@@ -106,6 +106,13 @@ impl App {
         }
     }
 
+    /// The alerts board (one lock; a panic elsewhere never takes it down).
+    pub fn alert_board(&self) -> std::sync::MutexGuard<'_, crate::server::alerts::Board> {
+        self.alerts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     pub fn with_issuer(limits: Limits, issuer: Option<crate::server::credentials::Issuer>) -> Self {
         App {
             issuer,

@@ -344,11 +344,7 @@ impl App {
             let laps = self.sessions.laps(id).unwrap_or_default();
             doc.strategy = race::strategy(&laps, &frame.body, self.limits.fuel_reserve_laps);
         }
-        let alerts = self
-            .alerts
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .active(&id);
+        let alerts = self.alert_board().active(&id);
         doc.alerts = Some(alerts);
         Ok(Reply::json(&doc))
     }

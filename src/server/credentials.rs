@@ -124,14 +124,13 @@ impl Issuer {
                 })
             }
             Role::Dashboard => {
-                let publish = [
-                    subjects::get_one(id),
-                    subjects::laps_one(id),
-                    subjects::stints_one(id),
-                    subjects::renew_one(subjects::Endpoint::RenewDashboard, id),
-                ];
+                let mut publish = dashboard_requests(id);
+                publish.extend(subjects::with_mapped(subjects::renew_one(
+                    subjects::Endpoint::RenewDashboard,
+                    id,
+                )));
                 json!({
-                    "pub": { "allow": publish.map(subjects::with_mapped).concat() },
+                    "pub": { "allow": publish },
                     "sub": { "allow": [subjects::session_wildcard(id), inbox] },
                 })
             }
@@ -157,9 +156,7 @@ impl Issuer {
             subjects::inbox_wildcard(&subjects::team_inbox_prefix(team)),
         ];
         if let Some(id) = car {
-            publish.extend(subjects::with_mapped(subjects::get_one(id)));
-            publish.extend(subjects::with_mapped(subjects::laps_one(id)));
-            publish.extend(subjects::with_mapped(subjects::stints_one(id)));
+            publish.extend(dashboard_requests(id));
             subscribe.push(subjects::session_wildcard(id));
         }
         let name = match car {
@@ -338,6 +335,19 @@ impl OperatorSetup {
         }
         Ok(())
     }
+}
+
+/// What a session's page asks of the processor: its snapshot, laps and stints,
+/// each in both forms a partition mapping may give it (`subjects::with_mapped`).
+/// A session's dashboard and a car page opened from a team link hold these.
+fn dashboard_requests(id: &SessionId) -> Vec<String> {
+    [
+        subjects::get_one(id),
+        subjects::laps_one(id),
+        subjects::stints_one(id),
+    ]
+    .map(subjects::with_mapped)
+    .concat()
 }
 
 /// The ops role of deploy/security/roles.conf, as JWT permissions.

@@ -936,11 +936,7 @@ impl Ctx {
         let cars = self.app.sessions.team_cars();
         let mut ticked = towers.tick(cars, chrono::Utc::now(), &self.processor);
         {
-            let board = self
-                .app
-                .alerts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let board = self.app.alert_board();
             for car in ticked.iter_mut().flat_map(|tower| tower.cars.iter_mut()) {
                 car.alerts = board
                     .active(&car.session_id)
@@ -974,11 +970,7 @@ impl Ctx {
         paces.retain(|id, _| live.contains(id));
         let mut events = Vec::new();
         {
-            let mut board = self
-                .app
-                .alerts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut board = self.app.alert_board();
             board.retain(|id| live.contains(id));
             for (id, frame, laps) in &cars {
                 // A session that never sent a frame has nothing to say yet.
