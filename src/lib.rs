@@ -18,6 +18,8 @@
 //! - [`web`]: the processor's HTTP side — the race engineer's dashboard page
 //!   (embedded; it talks to NATS itself over WebSocket), `/healthz`, `/readyz`,
 //!   `/metrics`.
+//! - [`sources`]: real sims' telemetry (EA F1 over UDP, iRacing `.ibt` files)
+//!   decoded into schema frames; pure, no I/O (the monitor command does that).
 //! - [`cmd`]: the binary's commands; the only place clap appears.
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -50,6 +52,7 @@ pub mod cmd;
 pub mod gateway;
 pub mod protocol;
 pub mod server;
+pub mod sources;
 pub mod web;
 
 pub use protocol::id::SessionId;

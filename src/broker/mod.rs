@@ -339,6 +339,9 @@ impl LocalBroker {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // No SIGTERM on Windows: the broker is ended at once.
+        #[cfg(not(unix))]
+        let _ = grace;
         self.kill();
     }
 

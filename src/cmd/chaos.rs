@@ -156,12 +156,16 @@ impl Processor {
             log,
         })
     }
+    #[cfg(unix)]
     fn signal(&self, signal: i32) {
         // SAFETY: a plain kill(2) on our own child.
         unsafe {
             libc::kill(self.child.id() as i32, signal);
         }
     }
+    /// Never called: `run` refuses to start without Unix signals.
+    #[cfg(not(unix))]
+    fn signal(&self, _signal: i32) {}
     fn restart(&mut self) -> anyhow::Result<()> {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -225,7 +229,26 @@ struct Observed {
     all_down: Vec<(Instant, Instant)>,
 }
 
+/// The signals the faults send (kill -9, pause, resume).
+#[cfg(unix)]
+mod sig {
+    pub(super) const KILL: i32 = libc::SIGKILL;
+    pub(super) const STOP: i32 = libc::SIGSTOP;
+    pub(super) const CONT: i32 = libc::SIGCONT;
+}
+#[cfg(not(unix))]
+mod sig {
+    pub(super) const KILL: i32 = 9;
+    pub(super) const STOP: i32 = 19;
+    pub(super) const CONT: i32 = 18;
+}
+
 pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
+    if cfg!(not(unix)) {
+        bail!(
+            "paddock chaos pauses and kills processes with Unix signals: run it on Linux or macOS"
+        );
+    }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -730,14 +753,14 @@ async fn inject(
     let which = rng.below(processors.len() as u64) as usize;
     match fault {
         Fault::KillProcessor => {
-            processors[which].signal(libc::SIGKILL);
+            processors[which].signal(sig::KILL);
             tokio::time::sleep(Duration::from_secs(2)).await;
             processors[which].restart()?;
         }
         Fault::PauseProcessor => {
-            processors[which].signal(libc::SIGSTOP);
+            processors[which].signal(sig::STOP);
             tokio::time::sleep(STALE + Duration::from_secs(2)).await;
-            processors[which].signal(libc::SIGCONT);
+            processors[which].signal(sig::CONT);
         }
         Fault::KillBroker => {
             // Half the time the node that leads the live bucket's stream.
@@ -755,7 +778,7 @@ async fn inject(
         Fault::StopAllProcessors => {
             let from = Instant::now();
             for p in processors.iter() {
-                p.signal(libc::SIGKILL);
+                p.signal(sig::KILL);
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
             for p in processors.iter_mut() {

@@ -49,6 +49,58 @@ enum Source {
         setup: Option<Value>,
         frames: Vec<(Duration, Bytes)>,
     },
+    /// An iRacing file: the rows to send, each after its delay, with the
+    /// fastest the car had gone by then (rows between sent ones count too).
+    Ibt {
+        file: crate::sources::ibt::Ibt,
+        plan: Vec<(Duration, usize, Option<f64>)>,
+    },
+}
+
+impl Source {
+    fn replays(&self) -> bool {
+        !matches!(self, Source::Simulated)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Source::Simulated => 0,
+            Source::Replay { frames, .. } => frames.len(),
+            Source::Ibt { plan, .. } => plan.len(),
+        }
+    }
+
+    /// The replay's frame `n` and the delay before frame `n + 1`.
+    fn frame(&self, n: usize) -> Option<(Bytes, Duration)> {
+        let next =
+            |delays: &mut dyn Iterator<Item = Duration>| delays.next().unwrap_or(Duration::ZERO);
+        match self {
+            Source::Simulated => None,
+            Source::Replay { frames, .. } => {
+                let (_, body) = frames.get(n)?;
+                Some((
+                    body.clone(),
+                    next(&mut frames.get(n + 1).map(|(d, _)| *d).into_iter()),
+                ))
+            }
+            Source::Ibt { file, plan } => {
+                let (_, row, top) = plan.get(n)?;
+                let mut frame = file.frame(*row, *top);
+                if let Value::Object(map) = &mut frame {
+                    map.insert(
+                        "timestamp".into(),
+                        Value::String(
+                            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        ),
+                    );
+                }
+                Some((
+                    Bytes::from(frame.to_string()),
+                    next(&mut plan.get(n + 1).map(|(d, _, _)| *d).into_iter()),
+                ))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -64,10 +116,28 @@ pub struct MonitorArgs {
     /// Monitors to run in this process, each with its own session (load generation).
     #[arg(long, env = "PADDOCK_SESSIONS", default_value_t = 1)]
     pub sessions: usize,
-    /// Replay a JSON-lines recording (one frame per line) at its recorded pace
-    /// instead of simulating. A line {"setup": {…}} is sent as the setup.
+    /// Where frames come from: the simulated car, or EA F1 24/25's UDP
+    /// telemetry (the player's car; see --listen).
+    #[arg(long, env = "PADDOCK_SOURCE", value_enum, default_value_t = SourceArg::Sim)]
+    pub source: SourceArg,
+    /// With --source f1: the address and port to receive the game's UDP
+    /// telemetry on (the game's "UDP IP address" is this machine's, its port this port).
+    #[arg(long, env = "PADDOCK_LISTEN", default_value = "0.0.0.0:20777")]
+    pub listen: std::net::SocketAddr,
+    /// With --source f1: when the game starts another session (its session UID
+    /// changes: practice to qualifying, the next race), ask for a new paddock
+    /// session and print its id. Without it the car stays in one session.
+    #[arg(long, env = "PADDOCK_NEW_SESSION_PER_RACE")]
+    pub new_session_per_race: bool,
+    /// Replay a recording at its recorded pace instead of simulating: a
+    /// JSON-lines file (one frame per line; a line {"setup": {…}} is sent as
+    /// the setup) or an iRacing telemetry file (.ibt: its rows as frames, its
+    /// car setup as the setup). Exits when the last frame is sent.
     #[arg(long, env = "PADDOCK_REPLAY")]
     pub replay: Option<PathBuf>,
+    /// What --replay holds; by default its extension says (.ibt, else JSON lines).
+    #[arg(long, env = "PADDOCK_FORMAT", value_enum)]
+    pub format: Option<ReplayFormat>,
     /// Race time per real second (1 is real time; 20 makes a Le Mans lap ~10 s).
     #[arg(long, env = "PADDOCK_TIME_SCALE", default_value_t = 1.0)]
     pub time_scale: f64,
@@ -87,6 +157,22 @@ pub struct MonitorArgs {
     /// The labels of the session it creates (not with --session).
     #[command(flatten)]
     pub label: super::sessions::LabelArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceArg {
+    /// The simulated car (src/cmd/sim.rs).
+    Sim,
+    /// EA F1 24 and F1 25 UDP telemetry.
+    F1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayFormat {
+    /// One JSON frame per line.
+    Jsonl,
+    /// An iRacing telemetry file.
+    Ibt,
 }
 
 /// How a race engineer reads a session this monitor writes: the flags its printed
@@ -171,8 +257,28 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     if let Some(id) = &args.session {
         SessionId::parse(id)?;
     }
+    if !(args.time_scale > 0.0 && args.time_scale.is_finite()) {
+        bail!("--time-scale must be more than 0 (got {})", args.time_scale);
+    }
+    if args.source == SourceArg::F1 {
+        if args.sessions != 1 || args.replay.is_some() {
+            bail!("--source f1 reads one car (the player's): not with --sessions or --replay");
+        }
+        return super::f1::run(args, shutdown).await;
+    }
     let source = match &args.replay {
-        Some(path) => read_recording(path, args.hz, args.time_scale)?,
+        Some(path) => {
+            let ibt = args.format == Some(ReplayFormat::Ibt)
+                || (args.format.is_none()
+                    && path
+                        .extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("ibt")));
+            if ibt {
+                read_ibt(path, args.hz, args.time_scale)?
+            } else {
+                read_recording(path, args.hz, args.time_scale)?
+            }
+        }
         None => Source::Simulated,
     };
 
@@ -212,28 +318,13 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                 () = &mut shutdown => return Ok(()),
             },
         };
-        out!("session {id}");
-        let parsed = SessionId::parse(&id)?;
-        let access = DashboardAccess::of(&args.connect, &parsed);
-        out!(
-            "  watch it: {} watch {id}{}{}",
-            crate::cmd::self_command(),
-            args.connect.as_flags(),
-            access.watch_flags()
-        );
-        if let Some(base) = &dashboard {
-            let link = subjects::dashboard_link(base, &parsed, access.link());
-            out!("  open it: {link}");
-            // One car: its code to scan with a phone. Several: links only.
-            if args.sessions == 1 {
-                out!("{}", super::format::qr(&link).trim_end());
-            }
-        }
+        announce(args, dashboard.as_deref(), &id)?;
         let parsed = SessionId::parse(&id)?;
         let race = Race::new(seed(&id) ^ index as u64);
         let setup = match &source {
             Source::Simulated => Some(race.setup()),
             Source::Replay { setup, .. } => setup.clone(),
+            Source::Ibt { file, .. } => file.setup(),
         };
         cars.push(Car {
             telemetry_subject: subjects::data(&parsed, DataKind::Telemetry),
@@ -284,14 +375,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
 
     let started = Instant::now();
     let mut progress = Progress::new(args.sessions, args.progress);
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let until_deadline = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    let mut until_deadline = std::pin::pin!(until_deadline);
+    let mut until_deadline = std::pin::pin!(after(args.duration));
     let period = Duration::from_secs_f64(1.0 / args.hz);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -375,10 +459,9 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                     }
                 }
             }
-            () = tokio::time::sleep_until(next_replay_at), if matches!(source, Source::Replay { .. }) => {
-                let Source::Replay { frames, .. } = &source else { unreachable!() };
-                let Some((_, body)) = frames.get(replay_position) else {
-                    say!("monitor: replay finished ({} frames per session)", frames.len());
+            () = tokio::time::sleep_until(next_replay_at), if source.replays() => {
+                let Some((body, delay)) = source.frame(replay_position) else {
+                    say!("monitor: replay finished ({} frames per session)", source.len());
                     break;
                 };
                 let connected = nats.connection_state() == State::Connected;
@@ -393,7 +476,6 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                     }
                 }
                 replay_position += 1;
-                let delay = frames.get(replay_position).map_or(Duration::ZERO, |(d, _)| *d);
                 next_replay_at += delay;
             }
         }
@@ -410,9 +492,44 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     Ok(())
 }
 
+/// Prints a session's id, the command to watch it and its page link (with a
+/// QR code for one car), on stdout where a script or a person reads them.
+pub(super) fn announce(
+    args: &MonitorArgs,
+    dashboard: Option<&str>,
+    id: &str,
+) -> anyhow::Result<()> {
+    out!("session {id}");
+    let parsed = SessionId::parse(id)?;
+    let access = DashboardAccess::of(&args.connect, &parsed);
+    out!(
+        "  watch it: {} watch {id}{}{}",
+        crate::cmd::self_command(),
+        args.connect.as_flags(),
+        access.watch_flags()
+    );
+    if let Some(base) = dashboard {
+        let link = subjects::dashboard_link(base, &parsed, access.link());
+        out!("  open it: {link}");
+        // One car: its code to scan with a phone. Several: links only.
+        if args.sessions == 1 {
+            out!("{}", super::format::qr(&link).trim_end());
+        }
+    }
+    Ok(())
+}
+
+/// Completes `duration` from now (`--duration`), or never when there is none.
+pub(super) async fn after(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Asks for a new session, waiting (and saying so) while no processor answers or
 /// its storage is briefly unavailable.
-async fn create_session(
+pub(super) async fn create_session(
     client: &SessionsClient,
     label: &crate::protocol::documents::Label,
 ) -> anyhow::Result<String> {
@@ -434,10 +551,20 @@ async fn create_session(
 
 /// Sends the setup as a request, so it is known to be stored; waits for a processor.
 async fn send_setup(client: &SessionsClient, car: &Car) -> anyhow::Result<()> {
-    let Some(setup) = &car.setup else {
-        return Ok(());
-    };
-    let id = SessionId::parse(&car.id)?;
+    match &car.setup {
+        Some(setup) => send_setup_of(client, &car.id, setup).await,
+        None => Ok(()),
+    }
+}
+
+/// Sends `setup` for session `id` as a request; waits for a processor.
+pub(super) async fn send_setup_of(
+    client: &SessionsClient,
+    id: &str,
+    setup: &Value,
+) -> anyhow::Result<()> {
+    let car_id = id;
+    let id = SessionId::parse(id)?;
     let body = Bytes::from(setup.to_string());
     loop {
         match client
@@ -447,7 +574,7 @@ async fn send_setup(client: &SessionsClient, car: &Car) -> anyhow::Result<()> {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_secs(1)).await,
             Err(e) => {
-                return Err(e).with_context(|| format!("the setup for {} was refused", car.id));
+                return Err(e).with_context(|| format!("the setup for {car_id} was refused"));
             }
         }
     }
@@ -495,6 +622,49 @@ fn read_recording(path: &Path, hz: f64, time_scale: f64) -> anyhow::Result<Sourc
         bail!("{}: no frames to replay", path.display());
     }
     Ok(Source::Replay { setup, frames })
+}
+
+/// Reads an iRacing telemetry file and plans its replay: rows at their
+/// recorded pace (`SessionTime`) sped up by `time_scale`, at most `hz` a second
+/// (a row is sent when at least `time_scale / hz` of sim time has passed since
+/// the last one sent), the last row always. The file is held in memory.
+fn read_ibt(path: &Path, hz: f64, time_scale: f64) -> anyhow::Result<Source> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = crate::sources::ibt::Ibt::parse(bytes)
+        .with_context(|| format!("{}: cannot replay it", path.display()))?;
+    let gap = time_scale / hz;
+    let tick = 1.0 / f64::from(file.tick_rate);
+    let mut plan = Vec::new();
+    let mut top: Option<f64> = None;
+    let mut last_sent: Option<f64> = None;
+    let rows = file.rows();
+    for row in 0..rows {
+        let at = file.time(row).unwrap_or(row as f64 * tick);
+        if let Some(speed) = file.speed_kmh(row) {
+            top = Some(top.map_or(speed, |t| t.max(speed)));
+        }
+        let due = last_sent.is_none_or(|sent| at - sent >= gap - 1e-9 || at < sent);
+        if due || row + 1 == rows {
+            let delay = last_sent.map_or(0.0, |sent| ((at - sent) / time_scale).max(0.0));
+            plan.push((Duration::from_secs_f64(delay), row, top));
+            last_sent = Some(at);
+        }
+    }
+    let names = file.names();
+    say!(
+        "monitor: {}: {} rows at {} Hz ({:.1} s), {} to send{}",
+        path.display(),
+        rows,
+        file.tick_rate,
+        plan.iter().map(|(d, _, _)| d.as_secs_f64()).sum::<f64>() * time_scale,
+        plan.len(),
+        names
+            .get("player_name")
+            .and_then(Value::as_str)
+            .map(|n| format!(", driver {n}"))
+            .unwrap_or_default()
+    );
+    Ok(Source::Ibt { file, plan })
 }
 
 /// A stable seed from the session id, so a session's race is the same on restart.

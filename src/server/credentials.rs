@@ -385,16 +385,17 @@ fn creator_permissions() -> Value {
     })
 }
 
-/// Writes a file only its owner may read (seeds, credentials).
+/// Writes a file only its owner may read (seeds, credentials): mode 0600 on
+/// Unix. On Windows a new file takes its directory's access list, which for
+/// the user's profile (where a driver keeps a monitor's credentials) is the
+/// user's own.
 pub fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
     file.write_all(content.as_bytes())
 }
 

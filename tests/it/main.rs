@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! paddock's integration tests, one binary (the zero2prod layout): every module
 //! starts its own nats-server per test and talks to it over the wire.
 
@@ -25,4 +26,5 @@ mod processors;
 mod race;
 mod schema;
 mod security;
+mod sims;
 mod teams;

@@ -78,3 +78,42 @@ fn the_origin_monitors_frames_follow_it_once_converted_and_not_before() {
     to_schema(&mut converted);
     assert_valid(&validator, &Value::Object(converted), "the mock");
 }
+
+#[test]
+fn the_sim_bridges_frames_follow_it() {
+    use paddock::sources::{f1, ibt};
+    let validator = validator();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+    for (dir, files) in [
+        ("f1-24", ["01", "02", "04", "05", "06", "07", "10"]),
+        (
+            "f1-25",
+            [
+                "Session",
+                "LapData",
+                "Participants",
+                "CarSetups",
+                "CarTelemetry",
+                "CarStatus",
+                "CarDamage",
+            ],
+        ),
+    ] {
+        let mut decoder = f1::Decoder::new();
+        for file in files {
+            decoder.read(&std::fs::read(format!("{data}/{dir}/{file}.bin")).unwrap());
+            if let Some(frame) = decoder.frame() {
+                assert_valid(&validator, &frame, &format!("{dir} after {file}"));
+            }
+        }
+    }
+    let file =
+        ibt::Ibt::parse(std::fs::read(format!("{data}/ibt/valid_test_file.ibt")).unwrap()).unwrap();
+    for row in 0..file.rows() {
+        assert_valid(
+            &validator,
+            &file.frame(row, file.speed_kmh(row)),
+            &format!("ibt row {row}"),
+        );
+    }
+}

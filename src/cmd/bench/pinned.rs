@@ -7,13 +7,16 @@
 //! machine: the broker and the publisher (this process) on core 0, the consumer
 //! (the processor, or the plain subscriber `bench-sink`) on core 1.
 
-use anyhow::{Context, bail};
+#[cfg(target_os = "linux")]
+use anyhow::Context;
+use anyhow::bail;
 
 /// The core the consumer gets; everything else runs on core 0.
 pub(crate) const CONSUMER_CORE: usize = 1;
 
 /// Restricts every thread of process `pid` to `cores` (Linux); threads it starts
 /// later inherit it.
+#[cfg(target_os = "linux")]
 pub(crate) fn pin(pid: u32, cores: &[usize]) -> anyhow::Result<()> {
     // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -41,8 +44,22 @@ pub(crate) fn pin(pid: u32, cores: &[usize]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pinning needs Linux's sched_setaffinity(2) and /proc: elsewhere this mode
+/// says so rather than measure something else.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn pin(_pid: u32, _cores: &[usize]) -> anyhow::Result<()> {
+    bail!("--only pinned needs Linux (sched_setaffinity and /proc)")
+}
+
+/// Every core of the machine (elsewhere than Linux, as many as the process may use).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn all_cores() -> Vec<usize> {
+    (0..std::thread::available_parallelism().map_or(1, usize::from)).collect()
+}
+
 /// Every core of the machine that is online (not `available_parallelism`, which
 /// answers the calling thread's own affinity, pinned or not).
+#[cfg(target_os = "linux")]
 pub(crate) fn all_cores() -> Vec<usize> {
     // SAFETY: sysconf(3) with a valid name.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };

@@ -150,9 +150,14 @@ impl Processor {
     /// SIGTERM, and wait for the graceful stop (which stores the last changes).
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         // SAFETY: kill(2) on our own child's pid with a valid signal number.
+        #[cfg(unix)]
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
+        // No SIGTERM on Windows: the processor is ended as ctrl-c would not
+        // be delivered to a child without a console of its own.
+        #[cfg(not(unix))]
+        let _ = self.child.kill();
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.child.try_wait()?.is_none() {
             if Instant::now() > deadline {

@@ -1,0 +1,204 @@
+//! `paddock monitor --source f1`: EA F1 24/25's UDP telemetry as a session.
+//!
+//! The game sends its packets to one address and port (its telemetry
+//! settings); this binds there, feeds every datagram to the pure decoder
+//! (src/sources/f1.rs) and sends the player's car as frames at most `--hz` a
+//! second — the latest state, so a burst of packets is one frame, and nothing
+//! read is older than 1/hz when it leaves. The setup goes as a request when it
+//! changes. Packets that are not F1 24/25, are cut short or name no car are
+//! counted on the progress line and otherwise ignored.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::connection::State;
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::Value;
+
+use super::monitor::{MonitorArgs, announce, create_session, send_setup_of};
+use crate::client::SessionsClient;
+use crate::client::connect::connect_observed;
+use crate::protocol::id::SessionId;
+use crate::protocol::subjects::{self, DataKind, Endpoint};
+use crate::sources::f1::Decoder;
+
+/// The largest datagram read: F1's largest packet is 1,460 bytes; anything
+/// longer is not F1 (and is counted as malformed, from its first bytes).
+const DATAGRAM: usize = 2048;
+
+pub(super) async fn run(
+    args: &MonitorArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let socket = tokio::net::UdpSocket::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen for F1 telemetry on {}", args.listen))?;
+    let listening = socket.local_addr()?;
+    let config = args.connect.config();
+    let (nats, mut links) = connect_observed(&config, "paddock-monitor").await?;
+    let renewing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _renewal = match &args.session {
+        Some(id) => super::args::keep_credentials_fresh(
+            &config,
+            &nats,
+            SessionId::parse(id)?,
+            Endpoint::RenewMonitor,
+            renewing,
+        ),
+        None => tokio::sync::mpsc::channel(1).1,
+    };
+    let client = SessionsClient::new(
+        nats.clone(),
+        args.connect.nats_url.clone(),
+        Duration::from_secs(5),
+    );
+    let mut shutdown = std::pin::pin!(shutdown);
+    let dashboard = tokio::select! {
+        url = args.dashboard.resolve(&client) => url,
+        () = &mut shutdown => return Ok(()),
+    };
+    let label = args.label.label();
+    let mut id = match &args.session {
+        Some(id) => id.clone(),
+        None => tokio::select! {
+            id = create_session(&client, &label) => id?,
+            () = &mut shutdown => return Ok(()),
+        },
+    };
+    announce(args, dashboard.as_deref(), &id)?;
+    let mut subject = subjects::data(&SessionId::parse(&id)?, DataKind::Telemetry);
+    say!(
+        "monitor: listening for F1 24/25 telemetry on udp {listening}; set the game's UDP \
+         telemetry to this machine's address, port {}, format 2024 or 2025",
+        listening.port()
+    );
+
+    let mut decoder = Decoder::new();
+    let mut buffer = vec![0u8; DATAGRAM];
+    let mut dirty = false;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.hz));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut until_deadline = std::pin::pin!(super::monitor::after(args.duration));
+    let (mut sent, mut skipped) = (0u64, 0u64);
+    let mut reported = Instant::now();
+    let started = Instant::now();
+    // Setups go one at a time, in order, off the packet loop: a slow answer
+    // must not leave datagrams in the socket's buffer.
+    let (setups, mut setup_rx) = tokio::sync::mpsc::channel::<(String, Value)>(4);
+    let setup_client = client.clone();
+    let setup_task = tokio::spawn(async move {
+        while let Some((id, setup)) = setup_rx.recv().await {
+            if let Err(e) = send_setup_of(&setup_client, &id, &setup).await {
+                say!("monitor: {e:#}");
+            }
+        }
+    });
+    let progress = |decoder: &Decoder, sent: u64, skipped: u64| {
+        let c = decoder.counts();
+        say!(
+            "monitor: f1 {}: {} packets read, {} not read (other ids), {} rejected \
+             ({} not F1 24/25, {} malformed); {} frames sent, {} skipped while disconnected",
+            decoder
+                .format()
+                .map_or("(no packets yet)".to_string(), |f| f.year().to_string()),
+            c.read,
+            c.ignored,
+            c.rejected(),
+            c.other_format,
+            c.malformed,
+            sent,
+            skipped
+        );
+    };
+
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = &mut until_deadline => break,
+            Some(_) = links.recv() => {
+                // A link back: the processor may have lost the setup meanwhile.
+                if nats.connection_state() == State::Connected
+                    && let Some(setup) = decoder.setup()
+                {
+                    let _ = setups.try_send((id.clone(), setup.clone()));
+                }
+            }
+            received = socket.recv_from(&mut buffer) => {
+                let (len, _) = match received {
+                    Ok(got) => got,
+                    // Windows reports an earlier send's ICMP refusal here; the
+                    // socket is still good.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "udp receive");
+                        continue;
+                    }
+                };
+                let outcome = decoder.read(&buffer[..len]);
+                if outcome.new_session {
+                    if args.new_session_per_race && args.session.is_none() {
+                        id = create_session(&client, &label).await?;
+                        subject = subjects::data(&SessionId::parse(&id)?, DataKind::Telemetry);
+                        say!("monitor: the game started another session; a new paddock session:");
+                        announce(args, dashboard.as_deref(), &id)?;
+                    } else {
+                        say!(
+                            "monitor: the game started another session (uid {}); its frames go on \
+                             in session {id} (--new-session-per-race starts a new one)",
+                            decoder.session_uid().unwrap_or(0)
+                        );
+                    }
+                }
+                if outcome.setup && let Some(setup) = decoder.setup() {
+                    let _ = setups.try_send((id.clone(), setup.clone()));
+                }
+                dirty |= outcome.frame;
+            }
+            _ = ticker.tick() => {
+                if dirty && let Some(frame) = decoder.frame() {
+                    dirty = false;
+                    if nats.connection_state() == State::Connected {
+                        nats.publish(subject.clone(), Bytes::from(stamped(frame).to_string())).await?;
+                        sent += 1;
+                    } else {
+                        skipped += 1;
+                    }
+                }
+                if !args.progress.is_zero() && reported.elapsed() >= args.progress {
+                    progress(&decoder, sent, skipped);
+                    reported = Instant::now();
+                }
+            }
+        }
+    }
+    // The latest state read goes out, however recently the last frame went.
+    if dirty
+        && nats.connection_state() == State::Connected
+        && let Some(frame) = decoder.frame()
+    {
+        nats.publish(subject.clone(), Bytes::from(stamped(frame).to_string()))
+            .await?;
+        sent += 1;
+    }
+    drop(setups);
+    let _ = tokio::time::timeout(Duration::from_secs(5), setup_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
+    progress(&decoder, sent, skipped);
+    say!(
+        "monitor: stopped after {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The frame with `timestamp`: when the monitor read it (the schema's meaning).
+fn stamped(mut frame: Value) -> Value {
+    if let Value::Object(map) = &mut frame {
+        map.insert(
+            "timestamp".into(),
+            Value::String(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+    }
+    frame
+}

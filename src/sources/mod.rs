@@ -1,0 +1,44 @@
+//! Real sims' telemetry turned into frames of the documented telemetry schema
+//! (docs/telemetry.schema.json, PROTOCOL.md "Telemetry schema").
+//!
+//! Each decoder is pure — bytes in, schema frames out, no I/O and no clock of
+//! its own — so it is tested on bytes (real captures under tests/data and
+//! sequences built from the games' specs) and fuzzed (fuzz/). `paddock monitor`
+//! (src/cmd/monitor.rs) does the I/O: a UDP socket for EA F1, a file for iRacing.
+//!
+//! Units are converted here, once: what leaves a decoder is in the schema's
+//! units (s, L, km/h, °C, psi, tread left as a fraction) with corners keyed
+//! `fl fr rl rr`, whatever order and unit the game used.
+
+pub mod f1;
+pub mod ibt;
+pub mod yaml;
+
+use serde_json::{Map, Value};
+
+/// Per-corner values in the schema's shape: `{"fl": …, "fr": …, "rl": …, "rr": …}`.
+pub(crate) fn corners(fl: Value, fr: Value, rl: Value, rr: Value) -> Value {
+    let mut map = Map::with_capacity(4);
+    map.insert("fl".into(), fl);
+    map.insert("fr".into(), fr);
+    map.insert("rl".into(), rl);
+    map.insert("rr".into(), rr);
+    Value::Object(map)
+}
+
+/// A JSON number from a float, `null` when it is not finite (JSON has no NaN).
+pub(crate) fn number(value: f64) -> Value {
+    serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number)
+}
+
+/// `value` rounded to `digits` decimals: the games send f32, whose noise
+/// (23.899999618530273) is not worth the bytes on every frame.
+pub(crate) fn rounded(value: f64, digits: i32) -> Value {
+    let scale = 10f64.powi(digits);
+    number((value * scale).round() / scale)
+}
+
+/// kPa to psi (1 psi = 6.894757 kPa).
+pub(crate) fn kpa_to_psi(kpa: f64) -> f64 {
+    kpa / 6.894_757
+}
