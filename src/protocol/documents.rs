@@ -741,6 +741,15 @@ pub struct TowerCar {
     /// `fuel / fuel_per_lap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel_laps: Option<f64>,
+    /// The strategy's race laps left, fuel to add at the next stop and last
+    /// lap to stop on (docs/PROTOCOL.md "Stints and strategy"), as in the
+    /// session document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race_laps_left: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel_to_add: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lap_to_stop: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_pits: Option<bool>,
     /// The frame's `pit_stops`, else the pit entries this processor saw.

@@ -395,7 +395,7 @@ impl Processor {
         let mut shutdown = shutdown.fuse();
         let mut sweeps = tokio::time::interval(ctx.lifecycle.sweep_every());
         sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut towers = crate::server::tower::Towers::default();
+        let mut towers = crate::server::tower::Towers::new(ctx.app.limits.fuel_reserve_laps);
         // Alerts are checked once a second, whatever the frame rates.
         let mut alert_ticks = tokio::time::interval(ALERT_EVERY);
         alert_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -259,13 +259,19 @@ pub fn pace(records: &[Arc<LapRecord>]) -> Pace {
 /// Fuel to the finish from a history's [`pace`] and the latest frame; `None`
 /// without a frame that gives the fuel.
 pub fn strategy(records: &[Arc<LapRecord>], latest: &[u8], reserve_laps: f64) -> Option<Strategy> {
+    strategy_at(pace(records), latest, reserve_laps)
+}
+
+/// [`strategy`] from a pace already read (the tower keeps each car's until
+/// the car completes another lap).
+pub fn strategy_at(pace: Pace, latest: &[u8], reserve_laps: f64) -> Option<Strategy> {
     let now = Reading::of(latest);
     let fuel = now.fuel?;
     let Pace {
         fuel_per_lap,
         lap_time,
         from: from_what,
-    } = pace(records);
+    } = pace;
     let laps_in_tank = fuel_per_lap.map(|per| fuel / per);
     let race_laps_left = now.laps_left.filter(|l| *l >= 0.0).or_else(|| {
         let left = now.session_time_left.filter(|t| *t >= 0.0)?;

@@ -49,9 +49,9 @@ struct Track {
     stint_lap: Option<f64>,
     stint_session_time: Option<f64>,
     stint_at: DateTime<Utc>,
-    /// The strategy's fuel per lap (`race::pace`) as of the newest lap record
-    /// (its `n`): read again only when the car completes a lap.
-    pace: Option<(u64, Option<f64>)>,
+    /// The strategy's pace (`race::pace`) as of the newest lap record (its
+    /// `n`): read again only when the car completes a lap.
+    pace: Option<(u64, crate::server::race::Pace)>,
 }
 
 /// The feed's state: per car its pit and stint memory, and the teams published
@@ -61,9 +61,18 @@ struct Track {
 pub struct Towers {
     tracks: HashMap<SessionId, Track>,
     published: HashSet<String>,
+    /// `--fuel-reserve-laps`, for each car's fuel to add and last lap to stop.
+    reserve_laps: f64,
 }
 
 impl Towers {
+    pub fn new(reserve_laps: f64) -> Self {
+        Towers {
+            reserve_laps,
+            ..Towers::default()
+        }
+    }
+
     /// One message per team, for the cars given (every labelled live session
     /// this processor holds), as of `now`.
     pub fn tick(&mut self, cars: Vec<TeamCar>, now: DateTime<Utc>, processor: &str) -> Vec<Tower> {
@@ -166,14 +175,19 @@ impl Towers {
         // The pace the session document's strategy gives, so the tower, the car
         // page and watch show one number.
         let newest = car.laps.last().map(|record| record.n);
-        let fuel_per_lap = match track.pace {
+        let pace = match track.pace {
             Some((n, pace)) if Some(n) == newest => pace,
             _ => {
-                let pace = crate::server::race::pace(&car.laps).fuel_per_lap;
+                let pace = crate::server::race::pace(&car.laps);
                 track.pace = newest.map(|n| (n, pace));
                 pace
             }
         };
+        let fuel_per_lap = pace.fuel_per_lap;
+        let strategy = car
+            .telemetry
+            .as_ref()
+            .and_then(|f| crate::server::race::strategy_at(pace, &f.body, self.reserve_laps));
         TowerCar {
             session_id: car.session_id,
             car: car.car.clone(),
@@ -186,6 +200,9 @@ impl Towers {
             fuel,
             fuel_per_lap: fuel_per_lap.map(round2),
             fuel_laps: fuel.zip(fuel_per_lap).map(|(f, per)| round2(f / per)),
+            race_laps_left: strategy.as_ref().and_then(|s| s.race_laps_left),
+            fuel_to_add: strategy.as_ref().and_then(|s| s.fuel_to_add),
+            last_lap_to_stop: strategy.as_ref().and_then(|s| s.last_lap_to_stop),
             in_pits,
             pit_stops: number("pit_stops")
                 .filter(|n| *n >= 0.0)
@@ -300,13 +317,20 @@ mod tests {
             record(id, 4, 86.0),
             record(id, 5, 83.0),
         ];
-        let mut towers = Towers::default();
-        let out = towers.tick(vec![car(id, "Blue", r#"{"fuel":35}"#, 0, laps)], at(0), "p");
+        let mut towers = Towers::new(1.0);
+        let frame = r#"{"fuel":35,"lap":6,"laps_left":20}"#;
+        let out = towers.tick(vec![car(id, "Blue", frame, 0, laps)], at(0), "p");
         let row = &out[0].cars[0];
         // The strategy's pace: the stint since the refuel on lap 3,
         // 90→86 (4) and 86→83 (3): 3.5 a lap.
         assert_eq!(row.fuel_per_lap, Some(3.5));
         assert_eq!(row.fuel_laps, Some(10.0));
+        // To the flag: 20 laps × 3.5 = 70 L, plus a lap's reserve, less 35 in
+        // the tank; 10 laps in it, one kept in reserve: stop by lap 6 + 9.
+        assert_eq!(
+            (row.race_laps_left, row.fuel_to_add, row.last_lap_to_stop),
+            (Some(20.0), Some(38.5), Some(15.0))
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! fail on real files where this one reads every line it can: a line it cannot
 //! place is skipped, never an error.
 //!
-//! Scalars are typed as YAML's core schema types them — integers, floats,
-//! `true`/`false`, `null`/`~`/empty; a float needs its dot, as in YAML 1.1,
-//! which pyirsdk's reader uses — and everything else is a string, so
+//! Scalars are typed as YAML 1.1 (PyYAML, which pyirsdk's reader uses) types
+//! them — integers, floats with their dot, `true`/`yes`/`on` and
+//! `false`/`no`/`off`, `null`/`~`/empty — and everything else is a string, so
 //! `UpdateCount: 11` reads as 11 and `Camber: -3.15 deg` as "-3.15 deg", as any
 //! YAML reader gives them.
 
@@ -135,8 +135,13 @@ fn scalar(text: &str) -> Value {
     }
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-        "true" | "True" | "TRUE" => return Value::Bool(true),
-        "false" | "False" | "FALSE" => return Value::Bool(false),
+        // YAML 1.1's booleans, as PyYAML (pyirsdk's reader) resolves them.
+        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => {
+            return Value::Bool(true);
+        }
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => {
+            return Value::Bool(false);
+        }
         _ => {}
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
@@ -190,6 +195,7 @@ mod tests {
         assert_eq!(parse("   deep: 1\nTop: 2\n- x\n:\n"), json!({"Top": 2}));
         assert_eq!(scalar("-0.5"), json!(-0.5));
         assert_eq!(scalar("1e5"), json!("1e5"));
+        assert_eq!((scalar("Off"), scalar("yes")), (json!(false), json!(true)));
         assert_eq!(scalar("12:00 pm"), json!("12:00 pm"));
         assert_eq!(scalar("2024.05.22.01"), json!("2024.05.22.01"));
     }

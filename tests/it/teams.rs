@@ -386,7 +386,8 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
         send(
             &seven,
             json!({"lap": lap, "fuel": fuel, "session_time": t, "in_pits": false,
-            "position": 3, "player_name": "Ann", "gap_ahead": 1.5, "tyre_compound": "soft"}),
+            "position": 3, "player_name": "Ann", "gap_ahead": 1.5, "tyre_compound": "soft",
+            "laps_left": 24 - lap}),
         )
         .await;
         if lap == 1 {
@@ -415,6 +416,16 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
     let ann = &cars[1];
     assert_eq!(ann["fuel_per_lap"], 3.0, "{ann}");
     assert_eq!(ann["fuel_laps"], 17.0);
+    // The strategy's: 20 laps × 3 L + 1 lap's reserve − 51 L; 17 laps in the
+    // tank less the reserve from lap 4.
+    assert_eq!(
+        (
+            &ann["race_laps_left"],
+            &ann["fuel_to_add"],
+            &ann["last_lap_to_stop"]
+        ),
+        (&json!(20.0), &json!(12.0), &json!(20.0))
+    );
     assert_eq!(
         (&ann["gap_ahead"], &ann["tyre_compound"]),
         (&json!(1.5), &json!("soft"))

@@ -262,7 +262,10 @@ function drawTower(cars) {
       view.lapTime(n(row, "best_lap_time")),
       fuel === null ? view.DASH
         : `${fuel.toFixed(1)} L` + (fuelLaps === null ? "" : ` · ${fuelLaps.toFixed(1)} laps`),
-      `${row.in_pits === true ? "IN · " : ""}${n(row, "pit_stops") ?? 0}`,
+      `${row.in_pits === true ? "IN · " : ""}${n(row, "pit_stops") ?? 0}`
+        + (n(row, "fuel_to_add") === null ? ""
+          : ` · add ${n(row, "fuel_to_add").toFixed(1)} L`)
+        + (n(row, "last_lap_to_stop") === null ? "" : ` by L${n(row, "last_lap_to_stop")}`),
       `${view.clock(n(row, "stint_s"))}${stintLaps === null ? "" : ` · ${stintLaps} laps`}`,
       tyres || view.DASH,
       alerts.length ? `${state} · ${alerts.map((a) => a.message).join(" · ")}` : state,
