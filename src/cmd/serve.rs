@@ -127,6 +127,12 @@ pub struct ServeArgs {
     /// No frame for this long is `stale`.
     #[arg(long, env = "PADDOCK_ALERT_STALE", default_value = "10s", value_parser = parse_period)]
     pub alert_stale: Duration,
+    /// A team's own alert thresholds, for its labelled sessions:
+    /// `TEAM:key=value,…` (keys fuel_laps, tyre_min, tyre_max, brake_max,
+    /// wear_max, stale in s; the rest stay the --alert-* values). Repeat the flag
+    /// per team; in the environment, separate teams with `;`.
+    #[arg(long, env = "PADDOCK_TEAM_ALERTS", value_delimiter = ';', value_parser = parse_team_alerts)]
+    pub team_alerts: Vec<(String, String)>,
     /// Most live sessions; past it, sessions.create answers 503.
     #[arg(long, env = "PADDOCK_MAX_SESSIONS", default_value_t = Limits::default().max_sessions, value_parser = parse_count)]
     pub max_sessions: usize,
@@ -352,6 +358,20 @@ impl Web {
     }
 }
 
+/// `TEAM:key=value,…` of --team-alerts, its keys checked against the defaults
+/// (the values are checked again on top of --alert-* when serve starts).
+fn parse_team_alerts(s: &str) -> Result<(String, String), String> {
+    let (team, spec) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not TEAM:key=value,… (e.g. Blue:tyre_max=110)"))?;
+    let team = team.trim();
+    if team.is_empty() {
+        return Err(format!("{s:?} names no team"));
+    }
+    crate::server::alerts::Thresholds::default().with(spec)?;
+    Ok((team.to_string(), spec.to_string()))
+}
+
 fn parse_ws_url(s: &str) -> Result<String, String> {
     if (s.starts_with("ws://") || s.starts_with("wss://")) && s.len() > "wss://".len() {
         Ok(s.to_string())
@@ -424,8 +444,8 @@ impl ServeArgs {
         per_subscription.max(16).min(self.ingest_buffer)
     }
 
-    pub fn limits(&self) -> Limits {
-        Limits {
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        let mut limits = Limits {
             max_payload: self.max_payload,
             max_sessions: self.max_sessions,
             creates_per_minute: self.create_limit,
@@ -457,7 +477,17 @@ impl ServeArgs {
                 wear_max: self.alert_wear_max,
                 stale_s: self.alert_stale.as_secs_f64(),
             },
+            team_alerts: Default::default(),
+        };
+        // On top of the --alert-* values; a team named twice keeps the last.
+        for (team, spec) in &self.team_alerts {
+            let thresholds = limits
+                .alerts
+                .with(spec)
+                .map_err(|e| anyhow::anyhow!("--team-alerts {team}: {e}"))?;
+            limits.team_alerts.insert(team.clone(), thresholds);
         }
+        Ok(limits)
     }
 
     /// The credentials issuer, when `--issuer-account` and `--issuer-signing-seed`
@@ -496,7 +526,7 @@ impl ServeArgs {
     /// The processor's configuration from these flags.
     pub fn config(&self) -> anyhow::Result<server::Config> {
         Ok(server::Config {
-            limits: self.limits(),
+            limits: self.limits()?,
             store: self.store_config(),
             lifecycle: self.lifecycle(),
             issuer: self

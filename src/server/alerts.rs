@@ -30,6 +30,46 @@ pub struct Thresholds {
     pub stale_s: f64,
 }
 
+impl Thresholds {
+    /// These thresholds with some replaced, from `key=value,key=value` (keys
+    /// `fuel_laps`, `tyre_min`, `tyre_max`, `brake_max`, `wear_max`, `stale`
+    /// in seconds): what `serve --team-alerts TEAM:…` gives one team.
+    pub fn with(&self, spec: &str) -> Result<Self, String> {
+        let mut out = *self;
+        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not key=value"))?;
+            let value: f64 = value
+                .trim()
+                .trim_end_matches('s')
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("`{pair}`: not a number of 0 or more"))?;
+            let field = match key.trim() {
+                "fuel_laps" => &mut out.fuel_laps,
+                "tyre_min" => &mut out.tyre_min_c,
+                "tyre_max" => &mut out.tyre_max_c,
+                "brake_max" => &mut out.brake_max_c,
+                "wear_max" => &mut out.wear_max,
+                "stale" => &mut out.stale_s,
+                other => {
+                    return Err(format!(
+                        "unknown threshold `{other}` (fuel_laps, tyre_min, tyre_max, brake_max, \
+                         wear_max, stale)"
+                    ));
+                }
+            };
+            *field = value;
+        }
+        if out.tyre_min_c >= out.tyre_max_c {
+            return Err("tyre_min must be below tyre_max".into());
+        }
+        Ok(out)
+    }
+}
+
 impl Default for Thresholds {
     /// The Race Dashboard's plan where it fits a race car: fuel under 2 laps,
     /// brakes over 700 °C, wear past 80 %. Its tyres-over-90 °C is inside a
@@ -280,6 +320,24 @@ mod tests {
 
     fn pair(state: &str, kind: &str) -> (String, String) {
         (state.to_string(), kind.to_string())
+    }
+
+    #[test]
+    fn a_teams_thresholds_replace_some_and_keep_the_rest() {
+        let base = Thresholds::default();
+        let blue = base.with("tyre_max=110, stale=20s,brake_max=750").unwrap();
+        assert_eq!(
+            (blue.tyre_max_c, blue.stale_s, blue.brake_max_c),
+            (110.0, 20.0, 750.0)
+        );
+        assert_eq!((blue.tyre_min_c, blue.fuel_laps), (60.0, 2.0));
+        assert!(
+            base.with("tyre_hot=3")
+                .unwrap_err()
+                .contains("unknown threshold")
+        );
+        assert!(base.with("tyre_max").is_err() && base.with("stale=-1").is_err());
+        assert!(base.with("tyre_min=120").unwrap_err().contains("below"));
     }
 
     #[test]

@@ -37,6 +37,16 @@ pub struct Limits {
     pub fuel_reserve_laps: f64,
     /// When alerts are raised (`--alert-*`).
     pub alerts: crate::server::alerts::Thresholds,
+    /// A team's own thresholds (`--team-alerts`), for sessions labelled with it.
+    pub team_alerts: std::collections::HashMap<String, crate::server::alerts::Thresholds>,
+}
+
+impl Limits {
+    /// The thresholds a session of `team` is held to.
+    pub fn alerts_for(&self, team: Option<&str>) -> &crate::server::alerts::Thresholds {
+        team.and_then(|t| self.team_alerts.get(t))
+            .unwrap_or(&self.alerts)
+    }
 }
 
 impl Default for Limits {
@@ -56,6 +66,7 @@ impl Default for Limits {
             credentials_ttl: DEFAULT_CREDENTIALS_TTL,
             fuel_reserve_laps: 1.0,
             alerts: Default::default(),
+            team_alerts: Default::default(),
         }
     }
 }

@@ -972,7 +972,7 @@ impl Ctx {
         {
             let mut board = self.app.alert_board();
             board.retain(|id| live.contains(id));
-            for (id, frame, laps) in &cars {
+            for (id, team, frame, laps) in &cars {
                 // A session that never sent a frame has nothing to say yet.
                 let Some(frame) = frame else { continue };
                 let fuel_per_lap = match paces.get(id) {
@@ -990,7 +990,8 @@ impl Ctx {
                     fuel_per_lap,
                     reserve_laps: self.app.limits.fuel_reserve_laps,
                 };
-                events.extend(board.check(*id, &self.app.limits.alerts, &input, now));
+                let thresholds = self.app.limits.alerts_for(team.as_deref());
+                events.extend(board.check(*id, thresholds, &input, now));
             }
         }
         for event in events {

@@ -882,14 +882,21 @@ impl Sessions {
             .collect()
     }
 
-    /// Every live session's latest telemetry frame (a refcount) and its count
-    /// of completed laps, for the alerts (`server::alerts`).
-    pub fn alert_inputs(&self) -> Vec<(SessionId, Option<Frame>, u64)> {
+    /// Every live session's team label, latest telemetry frame (a refcount)
+    /// and count of completed laps, for the alerts (`server::alerts`).
+    pub fn alert_inputs(&self) -> Vec<(SessionId, Option<String>, Option<Frame>, u64)> {
         let state = self.lock();
         state
             .live
             .iter()
-            .map(|(id, s)| (*id, s.telemetry.clone(), s.lap.completed))
+            .map(|(id, s)| {
+                (
+                    *id,
+                    s.label.team.clone(),
+                    s.telemetry.clone(),
+                    s.lap.completed,
+                )
+            })
             .collect()
     }
 

@@ -274,3 +274,48 @@ async fn alerts_are_raised_and_cleared_once_and_listed_in_the_document() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_teams_own_thresholds_hold_for_its_cars_only() {
+    let mut limits = test_limits();
+    let blue = limits.alerts.with("brake_max=800").unwrap();
+    limits.team_alerts.insert("Blue".into(), blue);
+    let app = spawn_app_with(limits).await;
+    let body = json!({"team": "Blue", "car": "#7"}).to_string();
+    let blues = app.request("sessions.create", body).await.ok()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = app.new_session().await;
+    // 750 °C: past the serve-wide 700, inside Blue's 800.
+    let frame = json!({"lap": 1, "brake_temps": {"fl": 750, "fr": 500, "rl": 400, "rr": 400}});
+    for id in [&blues, &other] {
+        app.send_telemetry(id, frame.to_string()).await;
+    }
+    let kinds = |doc: &Value| -> Vec<String> {
+        doc["alerts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["kind"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let doc = app
+        .get_until(&other, "brake_hot on the unlabelled car", |d| {
+            kinds(d) == ["brake_hot"]
+        })
+        .await;
+    assert_eq!(doc["alerts"][0]["threshold"], 700.0);
+    // The same check ran for Blue's car in the same second.
+    assert!(kinds(&app.get(&blues).await.ok()).is_empty());
+    app.send_telemetry(&blues, frame.to_string().replace("750", "850"))
+        .await;
+    let doc = app
+        .get_until(&blues, "brake_hot past Blue's 800", |d| {
+            kinds(d) == ["brake_hot"]
+        })
+        .await;
+    assert_eq!(doc["alerts"][0]["threshold"], 800.0);
+}
