@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::connection::State;
 use bytes::Bytes;
-use chrono::Utc;
 use serde_json::Value;
 
-use super::monitor::{MonitorArgs, announce, create_session, send_setup_of};
+use super::monitor::{MonitorArgs, announce, create_session, send_setup_of, stamped};
 use crate::client::SessionsClient;
 use crate::client::connect::connect_observed;
 use crate::protocol::id::SessionId;
@@ -190,15 +189,4 @@ pub(super) async fn run(
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// The frame with `timestamp`: when the monitor read it (the schema's meaning).
-fn stamped(mut frame: Value) -> Value {
-    if let Value::Object(map) = &mut frame {
-        map.insert(
-            "timestamp".into(),
-            Value::String(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        );
-    }
-    frame
 }

@@ -72,35 +72,32 @@ impl Source {
 
     /// The replay's frame `n` and the delay before frame `n + 1`.
     fn frame(&self, n: usize) -> Option<(Bytes, Duration)> {
-        let next =
-            |delays: &mut dyn Iterator<Item = Duration>| delays.next().unwrap_or(Duration::ZERO);
         match self {
             Source::Simulated => None,
             Source::Replay { frames, .. } => {
                 let (_, body) = frames.get(n)?;
-                Some((
-                    body.clone(),
-                    next(&mut frames.get(n + 1).map(|(d, _)| *d).into_iter()),
-                ))
+                let delay = frames.get(n + 1).map_or(Duration::ZERO, |(d, _)| *d);
+                Some((body.clone(), delay))
             }
             Source::Ibt { file, plan } => {
                 let (_, row, top) = plan.get(n)?;
-                let mut frame = file.frame(*row, *top);
-                if let Value::Object(map) = &mut frame {
-                    map.insert(
-                        "timestamp".into(),
-                        Value::String(
-                            Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                        ),
-                    );
-                }
-                Some((
-                    Bytes::from(frame.to_string()),
-                    next(&mut plan.get(n + 1).map(|(d, _, _)| *d).into_iter()),
-                ))
+                let frame = stamped(file.frame(*row, *top));
+                let delay = plan.get(n + 1).map_or(Duration::ZERO, |(d, _, _)| *d);
+                Some((Bytes::from(frame.to_string()), delay))
             }
         }
     }
+}
+
+/// The frame with `timestamp`: when the monitor read it (the schema's meaning).
+pub(super) fn stamped(mut frame: Value) -> Value {
+    if let Value::Object(map) = &mut frame {
+        map.insert(
+            "timestamp".into(),
+            Value::String(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+    }
+    frame
 }
 
 #[derive(Debug, Clone, Args)]

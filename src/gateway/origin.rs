@@ -18,8 +18,6 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-/// One kPa in psi.
-const PSI_PER_KPA: f64 = 0.145_037_737_73;
 /// 0 °C in Kelvin.
 const ZERO_CELSIUS_K: f64 = 273.15;
 /// Above this a tyre pressure is kPa: racing and road tyres run 15-40 psi,
@@ -160,7 +158,9 @@ pub fn to_schema(frame: &mut Map<String, Value>) -> Units {
         (c > -ZERO_CELSIUS_K + 0.005).then_some(c)
     });
     if units == Units::Sim {
-        convert("tire_pressures", &|kpa| Some(round(kpa * PSI_PER_KPA, 3)));
+        convert("tire_pressures", &|kpa| {
+            Some(round(crate::sources::kpa_to_psi(kpa), 3))
+        });
         convert("brake_temps", &|k| {
             (k > 0.0).then(|| round(k - ZERO_CELSIUS_K, 2))
         });

@@ -38,7 +38,8 @@ pub(crate) fn rounded(value: f64, digits: i32) -> Value {
     number((value * scale).round() / scale)
 }
 
-/// kPa to psi (1 psi = 6.894757 kPa).
+/// kPa to psi (1 psi = 6.894757 kPa): the one conversion, also the Socket.IO
+/// gateway's for the Race Dashboard's LMU frames.
 pub(crate) fn kpa_to_psi(kpa: f64) -> f64 {
-    kpa / 6.894_757
+    kpa * 0.145_037_737_73
 }
