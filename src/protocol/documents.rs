@@ -535,7 +535,13 @@ pub struct Strategy {
     pub fuel_to_finish: Option<f64>,
     /// `max(0, fuel_to_finish + reserve_laps * fuel_per_lap - fuel)`.
     pub fuel_to_add: Option<f64>,
-    /// Stops that adds up to at the frame's `fuel_capacity`, when it has one.
+    /// What the next stop adds, when the frame has `fuel_capacity`:
+    /// `min(fuel_to_add, fuel_capacity - reserve_laps * fuel_per_lap)` (a stop
+    /// on the last lap to stop has about the reserve left in the tank).
+    #[serde(default)]
+    pub next_stop_fuel: Option<f64>,
+    /// Stops `fuel_to_add` takes at that fill each:
+    /// `ceil(fuel_to_add / (fuel_capacity - reserve_laps * fuel_per_lap))`.
     pub stops_needed: Option<u32>,
     pub reserve_laps: f64,
     /// The last lap the car can stop on keeping the reserve:
@@ -748,6 +754,12 @@ pub struct TowerCar {
     pub race_laps_left: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel_to_add: Option<f64>,
+    /// The strategy's `next_stop_fuel` and `stops_needed` (when the frame
+    /// has `fuel_capacity`): in a long race `fuel_to_add` is the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_stop_fuel: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stops_needed: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_lap_to_stop: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

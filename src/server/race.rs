@@ -265,7 +265,12 @@ pub fn strategy(records: &[Arc<LapRecord>], latest: &[u8], reserve_laps: f64) ->
 /// [`strategy`] from a pace already read (the tower keeps each car's until
 /// the car completes another lap).
 pub fn strategy_at(pace: Pace, latest: &[u8], reserve_laps: f64) -> Option<Strategy> {
-    let now = Reading::of(latest);
+    strategy_of(pace, &Reading::of(latest), reserve_laps)
+}
+
+/// [`strategy_at`] from a frame already read (the tower reads each car's
+/// latest frame once a tick, for its own fields and these).
+pub fn strategy_of(pace: Pace, now: &Reading, reserve_laps: f64) -> Option<Strategy> {
     let fuel = now.fuel?;
     let Pace {
         fuel_per_lap,
@@ -281,9 +286,18 @@ pub fn strategy_at(pace: Pace, latest: &[u8], reserve_laps: f64) -> Option<Strat
     let fuel_to_add = fuel_to_finish
         .zip(fuel_per_lap)
         .map(|(need, per)| (need + reserve_laps * per - fuel).max(0.0));
+    // A stop made on the last lap to stop has about the reserve left in the
+    // tank, so it can take the tank less the reserve: the next stop's fill,
+    // and what each stop adds in a race that needs several.
+    let per_stop = now
+        .fuel_capacity
+        .zip(fuel_per_lap)
+        .map(|(capacity, per)| capacity - reserve_laps * per)
+        .filter(|room| *room > 0.0);
+    let next_stop_fuel = fuel_to_add.zip(per_stop).map(|(add, room)| add.min(room));
     let stops_needed = fuel_to_add
-        .zip(now.fuel_capacity.filter(|c| *c > 0.0))
-        .map(|(add, capacity)| (add / capacity).ceil() as u32);
+        .zip(per_stop)
+        .map(|(add, room)| (add / room).ceil() as u32);
     let last_lap_to_stop = laps_in_tank
         .zip(now.lap)
         .map(|(tank, lap)| lap + (tank - reserve_laps).floor().max(0.0));
@@ -295,6 +309,7 @@ pub fn strategy_at(pace: Pace, latest: &[u8], reserve_laps: f64) -> Option<Strat
         race_laps_left,
         fuel_to_finish: fuel_to_finish.map(|v| round(v, 2)),
         fuel_to_add: fuel_to_add.map(|v| round(v, 2)),
+        next_stop_fuel: next_stop_fuel.map(|v| round(v, 2)),
         stops_needed,
         reserve_laps,
         last_lap_to_stop,
@@ -437,9 +452,22 @@ mod tests {
         assert_eq!(s.race_laps_left, Some(27.0));
         assert_eq!(s.fuel_to_finish, Some(81.0));
         assert_eq!(s.fuel_to_add, Some(38.5));
+        // It all fits in one stop: 75 L less the 3 L reserve is room for 72.
+        assert_eq!(s.next_stop_fuel, Some(38.5));
         assert_eq!(s.stops_needed, Some(1));
         // 10 + floor(15.17 - 1) = 24.
         assert_eq!(s.last_lap_to_stop, Some(24.0));
+        // A long race: 600 laps × 3 = 1800 L to the flag, 1757.5 to add, at
+        // most 72 a stop: the next stop fills 72, and it takes 25 of them.
+        let latest = json!({"lap": 10, "fuel": 45.5, "fuel_capacity": 75, "laps_left": 600});
+        let s = strategy(&records, latest.to_string().as_bytes(), 1.0).unwrap();
+        assert_eq!(s.fuel_to_add, Some(1757.5));
+        assert_eq!(s.next_stop_fuel, Some(72.0));
+        assert_eq!(s.stops_needed, Some(25));
+        // Without the tank's size only the total is known.
+        let latest = json!({"lap": 10, "fuel": 45.5, "laps_left": 600});
+        let s = strategy(&records, latest.to_string().as_bytes(), 1.0).unwrap();
+        assert_eq!((s.next_stop_fuel, s.stops_needed), (None, None));
         // The frame's own laps_left wins over the clock.
         let latest = json!({"lap": 10, "fuel": 45.5, "laps_left": 10, "session_time_left": 2670.0});
         let s = strategy(&records, latest.to_string().as_bytes(), 1.0).unwrap();

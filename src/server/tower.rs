@@ -14,11 +14,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::protocol::documents::{Tower, TowerCar};
 use crate::protocol::id::SessionId;
 use crate::server::laps::LapRecord;
+use crate::server::race::{self, Reading};
 use crate::server::sessions::Frame;
 
 /// Completed laps a car's pace is read from (`race::pace` reads at most as many).
@@ -51,7 +53,7 @@ struct Track {
     stint_at: DateTime<Utc>,
     /// The strategy's pace (`race::pace`) as of the newest lap record (its
     /// `n`): read again only when the car completes a lap.
-    pace: Option<(u64, crate::server::race::Pace)>,
+    pace: Option<(u64, race::Pace)>,
 }
 
 /// The feed's state: per car its pit and stint memory, and the teams published
@@ -119,11 +121,18 @@ impl Towers {
     }
 
     fn car(&mut self, car: &TeamCar, now: DateTime<Utc>) -> TowerCar {
-        let frame: Map<String, Value> = car
+        // The frame is parsed once, for the fields shown and the strategy's.
+        let parsed: Value = car
             .telemetry
             .as_ref()
             .and_then(|f| serde_json::from_slice(&f.body).ok())
-            .unwrap_or_default();
+            .unwrap_or(Value::Null);
+        let reading = match &parsed {
+            Value::Object(_) => Reading::deserialize(&parsed).unwrap_or_default(),
+            _ => Reading::default(),
+        };
+        let empty = Map::new();
+        let frame = parsed.as_object().unwrap_or(&empty);
         let number = |key: &str| {
             frame
                 .get(key)
@@ -178,16 +187,13 @@ impl Towers {
         let pace = match track.pace {
             Some((n, pace)) if Some(n) == newest => pace,
             _ => {
-                let pace = crate::server::race::pace(&car.laps);
+                let pace = race::pace(&car.laps);
                 track.pace = newest.map(|n| (n, pace));
                 pace
             }
         };
         let fuel_per_lap = pace.fuel_per_lap;
-        let strategy = car
-            .telemetry
-            .as_ref()
-            .and_then(|f| crate::server::race::strategy_at(pace, &f.body, self.reserve_laps));
+        let strategy = race::strategy_of(pace, &reading, self.reserve_laps);
         TowerCar {
             session_id: car.session_id,
             car: car.car.clone(),
@@ -202,6 +208,8 @@ impl Towers {
             fuel_laps: fuel.zip(fuel_per_lap).map(|(f, per)| round2(f / per)),
             race_laps_left: strategy.as_ref().and_then(|s| s.race_laps_left),
             fuel_to_add: strategy.as_ref().and_then(|s| s.fuel_to_add),
+            next_stop_fuel: strategy.as_ref().and_then(|s| s.next_stop_fuel),
+            stops_needed: strategy.as_ref().and_then(|s| s.stops_needed),
             last_lap_to_stop: strategy.as_ref().and_then(|s| s.last_lap_to_stop),
             in_pits,
             pit_stops: number("pit_stops")
@@ -318,7 +326,7 @@ mod tests {
             record(id, 5, 83.0),
         ];
         let mut towers = Towers::new(1.0);
-        let frame = r#"{"fuel":35,"lap":6,"laps_left":20}"#;
+        let frame = r#"{"fuel":35,"fuel_capacity":40,"lap":6,"laps_left":20}"#;
         let out = towers.tick(vec![car(id, "Blue", frame, 0, laps)], at(0), "p");
         let row = &out[0].cars[0];
         // The strategy's pace: the stint since the refuel on lap 3,
@@ -330,6 +338,11 @@ mod tests {
         assert_eq!(
             (row.race_laps_left, row.fuel_to_add, row.last_lap_to_stop),
             (Some(20.0), Some(38.5), Some(15.0))
+        );
+        // A 40 L tank stopped on the reserve takes 36.5 a stop: two stops.
+        assert_eq!(
+            (row.next_stop_fuel, row.stops_needed),
+            (Some(36.5), Some(2))
         );
     }
 

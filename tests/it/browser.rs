@@ -1017,7 +1017,7 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
         }
         let driver = if lap < 5 { "Ann" } else { "Bob" };
         let extra = json!({"in_pits": pit, "player_name": driver, "last_lap_time": 100.0,
-            "session_time_left": 3600.0 - 100.0 * lap as f64});
+            "session_time_left": 3600.0 - 100.0 * lap as f64, "fuel_capacity": 70.0});
         publish(&nc, &id, "telemetry", frame(lap, fuel, extra)).await;
         fuel -= 3.0;
     }
@@ -1035,9 +1035,12 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
         rows,
         json!([["Ann", "5", "pit stop"], ["Bob", "3", "running"]])
     );
-    assert_ne!(browser.text("[data-s=fuel_to_add]").await, "—");
-    // ceil(2,700 s left / 100 s a lap).
+    // ceil(2,700 s left / 100 s a lap) = 27 laps at 3 L, and a lap's
+    // reserve, less the 48 L in the tank: one stop of 36 L.
     assert_eq!(browser.text("[data-s=race_laps_left]").await, "27");
+    assert_eq!(browser.text("[data-s=fuel_to_add]").await, "36.0 L");
+    assert_eq!(browser.text("[data-s=next_stop_fuel]").await, "36.0 L");
+    assert_eq!(browser.text("[data-s=stops_needed]").await, "1");
     // Low fuel: the alert shows at the top and on the fuel box within a second or two.
     publish(
         &nc,

@@ -387,7 +387,7 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
             &seven,
             json!({"lap": lap, "fuel": fuel, "session_time": t, "in_pits": false,
             "position": 3, "player_name": "Ann", "gap_ahead": 1.5, "tyre_compound": "soft",
-            "laps_left": 24 - lap}),
+            "laps_left": 24 - lap, "fuel_capacity": 62.0}),
         )
         .await;
         if lap == 1 {
@@ -425,6 +425,11 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
             &ann["last_lap_to_stop"]
         ),
         (&json!(20.0), &json!(12.0), &json!(20.0))
+    );
+    // One stop does it: the tank less the reserve has room for 59 L.
+    assert_eq!(
+        (&ann["next_stop_fuel"], &ann["stops_needed"]),
+        (&json!(12.0), &json!(1))
     );
     assert_eq!(
         (&ann["gap_ahead"], &ann["tyre_compound"]),

@@ -353,7 +353,13 @@ fn numbers_text(state: &WatchState) -> Option<String> {
         let stop = s
             .last_lap_to_stop
             .map_or(String::new(), |lap| format!(", stop by lap {lap}"));
-        parts.push(format!("to the finish: add {add:.1} L{stop}"));
+        // In a long race the total is many stops' worth: the next fill first.
+        match (s.next_stop_fuel, s.stops_needed) {
+            (Some(next), Some(stops)) if stops > 1 => parts.push(format!(
+                "to the finish: add {next:.1} L{stop}, {stops} stops ({add:.1} L in all)"
+            )),
+            _ => parts.push(format!("to the finish: add {add:.1} L{stop}")),
+        }
     }
     if !state.alerts.is_empty() {
         let alerts: Vec<&str> = state.alerts.values().map(|a| a.message.as_str()).collect();
@@ -537,5 +543,19 @@ mod tests {
         );
         state.apply_message("alerts", event("cleared").as_bytes(), start);
         assert!(!plain_line(&state, start).contains("ALERT"));
+        // A long race: the next stop's fill, and the stops it takes.
+        let strategy = state.strategy.as_mut().unwrap();
+        (
+            strategy.fuel_to_add,
+            strategy.next_stop_fuel,
+            strategy.stops_needed,
+        ) = (Some(1757.5), Some(72.0), Some(25));
+        let line = plain_line(&state, start);
+        assert!(
+            line.ends_with(
+                "| to the finish: add 72.0 L, stop by lap 26, 25 stops (1757.5 L in all)"
+            ),
+            "{line}"
+        );
     }
 }

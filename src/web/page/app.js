@@ -263,9 +263,8 @@ function drawTower(cars) {
       fuel === null ? view.DASH
         : `${fuel.toFixed(1)} L` + (fuelLaps === null ? "" : ` · ${fuelLaps.toFixed(1)} laps`),
       `${row.in_pits === true ? "IN · " : ""}${n(row, "pit_stops") ?? 0}`
-        + (n(row, "fuel_to_add") === null ? ""
-          : ` · add ${n(row, "fuel_to_add").toFixed(1)} L`)
-        + (n(row, "last_lap_to_stop") === null ? "" : ` by L${n(row, "last_lap_to_stop")}`),
+        + view.nextStop(n(row, "next_stop_fuel") ?? n(row, "fuel_to_add"),
+          n(row, "last_lap_to_stop"), n(row, "stops_needed")),
       `${view.clock(n(row, "stint_s"))}${stintLaps === null ? "" : ` · ${stintLaps} laps`}`,
       tyres || view.DASH,
       alerts.length ? `${state} · ${alerts.map((a) => a.message).join(" · ")}` : state,
@@ -614,6 +613,10 @@ function drawNumbers() {
   const running = state.stints.length ? state.stints[state.stints.length - 1] : null;
   const values = {
     race_laps_left: n("race_laps_left") ?? view.DASH,
+    // The next stop's fill; in a long race fuel_to_add is the total of many.
+    next_stop_fuel: (n("next_stop_fuel") ?? n("fuel_to_add")) === null ? view.DASH
+      : `${(n("next_stop_fuel") ?? n("fuel_to_add")).toFixed(1)} L`,
+    stops_needed: n("stops_needed") ?? view.DASH,
     fuel_to_add: n("fuel_to_add") === null ? view.DASH : `${n("fuel_to_add").toFixed(1)} L`,
     last_lap_to_stop: n("last_lap_to_stop") ?? view.DASH,
     stint: running && running.ended_by === null

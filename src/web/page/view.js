@@ -39,6 +39,15 @@ export function clock(s) {
 }
 
 /// A number with `digits` decimals and a unit, or "—".
+/// The team tower's pits cell after the stop count: the next stop's fill,
+/// the lap to make it by, and the stops left when there are several.
+export function nextStop(fill, byLap, stops) {
+  if (fill === null) return "";
+  return ` · add ${fill.toFixed(1)} L`
+    + (byLap === null ? "" : ` by L${byLap}`)
+    + (stops !== null && stops > 1 ? ` · ${stops} stops` : "");
+}
+
 export function fixed(v, digits, unit = "") {
   return v === null ? DASH : `${v.toFixed(digits)}${unit}`;
 }
