@@ -282,6 +282,14 @@ impl Board {
         self.active.get(id).cloned().unwrap_or_default()
     }
 
+    /// An alert raised before a restart (the stored alerts, server/store/):
+    /// held, so it is not raised again, and cleared when it no longer holds.
+    pub fn restore(&mut self, id: SessionId, alert: Alert) {
+        let active = self.active.entry(id).or_default();
+        active.retain(|a| a.reading.kind != alert.reading.kind);
+        active.push(alert);
+    }
+
     /// Forgets sessions that are no longer live (their alerts end with them).
     pub fn retain(&mut self, live: impl Fn(&SessionId) -> bool) {
         self.active.retain(|id, _| live(id));

@@ -994,14 +994,10 @@ impl Ctx {
                 events.extend(board.check(*id, thresholds, &input, now));
             }
         }
+        // Announced by the alert writer (once across processors), or here.
         for event in events {
-            let body = serde_json::to_vec(&event).expect("serializes");
-            if let Err(e) = self
-                .client
-                .publish(subjects::session_alerts(&event.session_id), body.into())
-                .await
-            {
-                tracing::warn!(session_id = %event.session_id, error = %e, "could not announce an alert");
+            if let Some(event) = self.storage.alert(event) {
+                crate::server::store::publish_alert(&self.client, &event).await;
             }
         }
     }

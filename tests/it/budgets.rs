@@ -36,7 +36,7 @@ fn rss(processor: &Running) -> u64 {
     kib * 1024
 }
 
-/// Bytes the three buckets' streams hold.
+/// Bytes the buckets' streams hold.
 async fn bucket_bytes(client: &Client) -> u64 {
     let js = async_nats::jetstream::new(client.clone());
     let mut total = 0;
@@ -44,6 +44,7 @@ async fn bucket_bytes(client: &Client) -> u64 {
         "KV_paddock_sessions",
         "KV_paddock_sessions_archive",
         "KV_paddock_sessions_laps",
+        "KV_paddock_sessions_alerts",
     ] {
         if let Ok(mut stream) = js.get_stream(name).await {
             total += stream.info().await.unwrap().state.bytes;

@@ -141,3 +141,59 @@ async fn an_expiry_is_announced_once_however_many_processors_see_it() {
     }
     assert_eq!((a.stop("-TERM"), b.stop("-TERM")), (0, 0));
 }
+
+/// An alert with two processors (#29): both check the session and find the
+/// same raise and clear, and each is announced once; a processor restarted
+/// while it is raised holds it (no second raise) and the clear still comes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_is_announced_once_however_many_processors_check_it() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let quiet = ["--alert-stale", "60"];
+    let mut a = serve_binary(&url, &quiet);
+    let b = serve_binary(&url, &quiet);
+    let client = connect(&url).await;
+    wait_for_processors(&client, 2).await;
+    let id = create(&client).await;
+    let (_watcher, mut alerts) = subscriber(&url, format!("session.{id}.alerts")).await;
+    let brakes = |fl: f64| {
+        serde_json::json!({"lap": 1, "brake_temps": {"fl": fl, "fr": 500, "rl": 400, "rr": 400}})
+            .to_string()
+    };
+    let send = |body: String| {
+        let (client, subject) = (client.clone(), format!("session.{id}.telemetry"));
+        async move {
+            client.publish(subject, body.into()).await.unwrap();
+            client.flush().await.unwrap();
+        }
+    };
+    let quiet_for = async |alerts: &mut async_nats::Subscriber, what: &str| {
+        let more = tokio::time::timeout(Duration::from_millis(2500), alerts.next()).await;
+        assert!(more.is_err(), "{what}: {more:?}");
+    };
+
+    send(brakes(750.0)).await;
+    let event: Value = serde_json::from_slice(&next(&mut alerts).await.payload).unwrap();
+    assert_eq!(
+        (&event["state"], &event["kind"]),
+        (&"raised".into(), &"brake_hot".into())
+    );
+    quiet_for(&mut alerts, "raised twice").await;
+
+    // A restarts while the brake is still hot: nothing new to say.
+    assert_eq!(a.stop("-TERM"), 0);
+    a = serve_binary(&url, &quiet);
+    wait_for_processors(&client, 2).await;
+    send(brakes(760.0)).await;
+    quiet_for(&mut alerts, "raised again after a restart").await;
+
+    // Cooled: cleared once.
+    send(brakes(500.0)).await;
+    let event: Value = serde_json::from_slice(&next(&mut alerts).await.payload).unwrap();
+    assert_eq!(
+        (&event["state"], &event["kind"]),
+        (&"cleared".into(), &"brake_hot".into())
+    );
+    quiet_for(&mut alerts, "cleared twice").await;
+    assert_eq!((a.stop("-TERM"), b.stop("-TERM")), (0, 0));
+}

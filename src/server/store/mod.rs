@@ -12,6 +12,11 @@
 //!   session's laps leave with it (and a session live for longer than that keeps
 //!   older laps in memory only). The oldest beyond `--max-laps` are removed.
 //!
+//! - `<bucket>_alerts` holds each session's last announced alert event per kind
+//!   under `<id>.<kind>` (alerts_writer.rs): a change is announced by the
+//!   processor that moves the key to it, so once across processors, and a
+//!   restarted processor reads the raised ones back.
+//!
 //! One task, the persister, owns every write, so writes land in order, and each
 //! write renders the session as it is *at write time*: the last write is always the
 //! newest state. Telemetry is written behind: changed sessions are flushed together
@@ -34,16 +39,20 @@ use async_nats::Client;
 use async_nats::jetstream::{self, kv};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::protocol::documents::{Alert, AlertEvent};
 use crate::protocol::id::SessionId;
 use crate::server::app::App;
 use crate::server::laps::LapRecord;
 use crate::server::sessions::{Ended, Snapshot};
 
+mod alerts_writer;
 mod laps_writer;
 mod peers;
 mod persister;
 mod recovery;
 
+pub(crate) use alerts_writer::publish as publish_alert;
+use alerts_writer::{ALERT_QUEUE, ALERTS_BUCKET_BYTES, AlertWriter};
 use laps_writer::{LapQueue, LapWriter};
 use peers::{Peers, follow_peers};
 use persister::{Outage, Persister};
@@ -143,6 +152,8 @@ pub struct Storage {
     laps: Option<LapQueue>,
     /// The live bucket, for reads outside the persister (see [`Storage::lookup`]).
     live: Option<kv::Store>,
+    /// Alert events for the alert writer.
+    alerts: Option<mpsc::Sender<AlertEvent>>,
 }
 
 impl Storage {
@@ -151,6 +162,7 @@ impl Storage {
             jobs: None,
             laps: None,
             live: None,
+            alerts: None,
         }
     }
 
@@ -169,6 +181,7 @@ impl Storage {
         let js = jetstream::new(client.clone());
         let archive_name = format!("{}_archive", config.bucket);
         let laps_name = format!("{}_laps", config.bucket);
+        let alerts_name = format!("{}_alerts", config.bucket);
         let retention = Some(config.archive_retention);
         let started = std::time::Instant::now();
         // Opening, watching and loading are retried together: a cluster that lost a
@@ -187,6 +200,14 @@ impl Storage {
             let archive =
                 open_bucket(&js, &bucket(&archive_name, retention, Full::DropOldest)).await?;
             let laps = open_bucket(&js, &bucket(&laps_name, retention, Full::DropOldest)).await?;
+            let alerts = open_bucket(
+                &js,
+                &BucketConfig {
+                    max_bytes: config.max_bytes.min(ALERTS_BUCKET_BYTES),
+                    ..bucket(&alerts_name, retention, Full::DropOldest)
+                },
+            )
+            .await?;
             // Watch for other processors' writes from before the load on: whatever
             // changes after this point arrives on the watchers, so nothing falls
             // between the load and the watch.
@@ -205,18 +226,23 @@ impl Storage {
             let live_values = load(&live, &config.bucket).await?;
             let archive_values = load(&archive, &archive_name).await?;
             let lap_values = load(&laps, &laps_name).await?;
+            let alert_values = load(&alerts, &alerts_name).await?;
             Ok((
-                (live, archive, laps),
+                (live, archive, laps, alerts),
                 Peers {
                     live: peers_live,
                     archive: peers_archive,
                     laps: peers_laps,
                 },
-                (live_values, archive_values, lap_values),
+                (live_values, archive_values, lap_values, alert_values),
             ))
         })
         .await?;
-        let ((live, archive, laps), peers, (live_values, archive_values, lap_values)) = opened;
+        let (
+            (live, archive, laps, alerts),
+            peers,
+            (live_values, archive_values, lap_values, alert_values),
+        ) = opened;
 
         // With partitions, the buckets hold every processor's sessions; this one
         // restores (and later adopts) those of the partitions it owns.
@@ -256,10 +282,35 @@ impl Storage {
                 Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored lap"),
             }
         }
+        // The alerts raised when the last processor stopped: held, not raised
+        // again, and cleared (announced) when they no longer hold. The board
+        // forgets those of sessions that are not live at its first check.
+        let mut raised = 0usize;
+        {
+            let mut board = app.alert_board();
+            for (key, value) in alert_values {
+                match serde_json::from_slice::<AlertEvent>(&value) {
+                    Ok(event) if !app.partitions.owns(&event.session_id) => {}
+                    Ok(event) if event.state == "raised" => {
+                        let alert = Alert {
+                            reading: event.reading,
+                            since: event.at,
+                        };
+                        board.restore(event.session_id, alert);
+                        raised += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(key, error = %e, "skipping an unreadable stored alert")
+                    }
+                }
+            }
+        }
         tracing::info!(
             restored,
             archived,
             lap_records,
+            raised,
             elapsed_ms = started.elapsed().as_millis() as u64,
             bucket = config.bucket,
             "recovered sessions from JetStream"
@@ -283,10 +334,17 @@ impl Storage {
         };
         tokio::spawn(writer.run(config.persist_interval));
         tokio::spawn(follow_peers(peers, Arc::clone(app), tx.clone()));
+        let (alerts_tx, alerts_rx) = mpsc::channel(ALERT_QUEUE);
+        let alert_writer = AlertWriter {
+            bucket: alerts,
+            client: client.clone(),
+        };
+        tokio::spawn(alert_writer.run(alerts_rx));
         Ok(Storage {
             jobs: Some(tx),
             laps: Some(lap_queue),
             live: Some(live),
+            alerts: Some(alerts_tx),
         })
     }
 
@@ -326,6 +384,21 @@ impl Storage {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Hands an alert event to the alert writer, which announces it on
+    /// `session.<id>.alerts` unless another processor already did. Never
+    /// waits. Gives the event back when the caller must announce it itself:
+    /// with `--store memory`, or when the writer is that far behind.
+    pub fn alert(&self, event: AlertEvent) -> Option<AlertEvent> {
+        match &self.alerts {
+            Some(writer) => match writer.try_send(event) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(event))
+                | Err(mpsc::error::TrySendError::Closed(event)) => Some(event),
+            },
+            None => Some(event),
         }
     }
 
