@@ -172,13 +172,17 @@ async fn an_alert_is_announced_once_however_many_processors_check_it() {
         assert!(more.is_err(), "{what}: {more:?}");
     };
 
+    let expect = async |alerts: &mut async_nats::Subscriber, state: &str| {
+        let event: Value = serde_json::from_slice(&next(alerts).await.payload).unwrap();
+        assert_eq!(
+            (&event["state"], &event["kind"]),
+            (&state.into(), &"brake_hot".into())
+        );
+        quiet_for(alerts, &format!("{state} twice")).await;
+    };
+
     send(brakes(750.0)).await;
-    let event: Value = serde_json::from_slice(&next(&mut alerts).await.payload).unwrap();
-    assert_eq!(
-        (&event["state"], &event["kind"]),
-        (&"raised".into(), &"brake_hot".into())
-    );
-    quiet_for(&mut alerts, "raised twice").await;
+    expect(&mut alerts, "raised").await;
 
     // A restarts while the brake is still hot: nothing new to say.
     assert_eq!(a.stop("-TERM"), 0);
@@ -189,11 +193,6 @@ async fn an_alert_is_announced_once_however_many_processors_check_it() {
 
     // Cooled: cleared once.
     send(brakes(500.0)).await;
-    let event: Value = serde_json::from_slice(&next(&mut alerts).await.payload).unwrap();
-    assert_eq!(
-        (&event["state"], &event["kind"]),
-        (&"cleared".into(), &"brake_hot".into())
-    );
-    quiet_for(&mut alerts, "cleared twice").await;
+    expect(&mut alerts, "cleared").await;
     assert_eq!((a.stop("-TERM"), b.stop("-TERM")), (0, 0));
 }
