@@ -1042,13 +1042,8 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
     assert_eq!(browser.text("[data-s=next_stop_fuel]").await, "36.0 L");
     assert_eq!(browser.text("[data-s=stops_needed]").await, "1");
     // Low fuel: the alert shows at the top and on the fuel box within a second or two.
-    publish(
-        &nc,
-        &id,
-        "telemetry",
-        frame(9, 4.0, json!({"player_name": "Bob"})),
-    )
-    .await;
+    let low = json!({"player_name": "Bob", "session_time_left": 2700.0, "fuel_capacity": 70.0});
+    publish(&nc, &id, "telemetry", frame(9, 4.0, low)).await;
     browser
         .wait_text("#alerts", "the fuel alert", |t| t.contains("laps of fuel"))
         .await;
@@ -1058,6 +1053,15 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
             .await,
         json!(true)
     );
+    // The alert brings the strategy again: 4 L at 3 L a lap, stop on this lap.
+    browser
+        .wait_text("[data-s=last_lap_to_stop]", "stop by lap 9", |t| t == "9")
+        .await;
+    // 81 L to the flag and 3 in reserve, less 4: 80 to add, at most 67 (the
+    // 70 L tank less the reserve) a stop.
+    assert_eq!(browser.text("[data-s=fuel_to_add]").await, "80.0 L");
+    assert_eq!(browser.text("[data-s=next_stop_fuel]").await, "67.0 L");
+    assert_eq!(browser.text("[data-s=stops_needed]").await, "2");
     browser.screenshot("engineer-desktop.png").await;
     // Refuelled: it clears.
     publish(
@@ -1076,8 +1080,37 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
         .await;
     let csv = csv.as_str().unwrap();
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
-    assert!(lines[0].starts_with("lap,lap_time_s,fuel_used_l"), "{csv}");
     assert_eq!(lines.len(), 1 + 8, "{csv}");
+    // The same columns and values as `paddock sessions laps --csv` (numbers
+    // compared as numbers: JavaScript writes 100 where serde writes 100.0).
+    let (code, command, stderr) = run_paddock(&[
+        "sessions",
+        "laps",
+        &id,
+        "--csv",
+        "--nats-url",
+        &stack.server.url(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let cells = |csv: &str| -> Vec<Vec<String>> {
+        csv.split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.split(',')
+                    .map(|c| match c.parse::<f64>() {
+                        Ok(v) => format!("{v}"),
+                        Err(_) => c.to_string(),
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(
+        cells(csv),
+        cells(&command),
+        "page:\n{csv}\ncommand:\n{command}"
+    );
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;

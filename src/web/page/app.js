@@ -295,7 +295,7 @@ async function session(nc, id) {
   // computes it from the latest frame when asked).
   setInterval(() => refreshNumbers(nc, id), STRATEGY_EVERY_MS);
   $("csv").addEventListener("click", (e) => {
-    e.currentTarget.href = `data:text/csv;charset=utf-8,${encodeURIComponent(lapsCsv())}`;
+    e.currentTarget.href = `data:text/csv;charset=utf-8,${encodeURIComponent(view.lapsCsv(state.laps))}`;
   });
   $("session-id").textContent = `session ${id}`;
   document.title = `paddock · ${id.slice(0, 8)}`;
@@ -645,21 +645,6 @@ function drawNumbers() {
     });
     $("stints").tBodies[0].replaceChildren(...rows);
   }
-}
-
-/// The laps as CSV (RFC 4180, units in the header), made in the page from
-/// the laps it holds: no round trip.
-function lapsCsv() {
-  const cell = (v) => {
-    const s = v === null || v === undefined ? "" : String(v);
-    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-  };
-  const rows = [["lap", "lap_time_s", "fuel_used_l", "fuel_after_l", "in_pits", "frames", "ended_at"]];
-  for (const l of state.laps) {
-    rows.push([l.lap, l.time, l.fuelUsed === null ? null : Math.round(l.fuelUsed * 1000) / 1000,
-      l.fuelAtEnd, l.pit, l.frames, l.endedAt]);
-  }
-  return rows.map((r) => r.map(cell).join(",")).join("\r\n") + "\r\n";
 }
 
 /// The age line and the STALE banner, every half second between draws.

@@ -38,7 +38,6 @@ export function clock(s) {
   return `${h}:${String(m).padStart(2, "0")}:${String(t % 60).padStart(2, "0")}`;
 }
 
-/// A number with `digits` decimals and a unit, or "—".
 /// The team tower's pits cell after the stop count: the next stop's fill,
 /// the lap to make it by, and the stops left when there are several.
 export function nextStop(fill, byLap, stops) {
@@ -48,6 +47,7 @@ export function nextStop(fill, byLap, stops) {
     + (stops !== null && stops > 1 ? ` · ${stops} stops` : "");
 }
 
+/// A number with `digits` decimals and a unit, or "—".
 export function fixed(v, digits, unit = "") {
   return v === null ? DASH : `${v.toFixed(digits)}${unit}`;
 }
@@ -74,7 +74,51 @@ export function lapRow(record, previous) {
     frames: num(record, "frames"),
     endedAt: record.ended_at,
     pit: refuelled || last.in_pits === true || next.in_pits === true,
+    // What the CSV export adds (the columns of `paddock sessions laps --csv`):
+    // the line as the lap's last frame saw it.
+    line: {
+      simTime: num(next, "last_lap_time"),
+      driver: typeof last.player_name === "string" ? last.player_name : null,
+      position: num(last, "position"),
+      fuel: num(last, "fuel"),
+      pitted: record.pitted === true,
+      corners: CSV_CORNER_KEYS.map((key) => CORNERS.map((c) => {
+        const v = last[key] && typeof last[key] === "object" ? last[key][c] : null;
+        return typeof v === "number" && Number.isFinite(v) ? v : null;
+      })),
+      startedAt: record.started_at,
+    },
   };
+}
+
+const CORNERS = ["fl", "fr", "rl", "rr"];
+const CSV_CORNER_KEYS = ["tire_temps", "tire_wear", "tire_pressures", "brake_temps"];
+
+/// The laps as CSV, with the columns and numbers of `paddock sessions laps
+/// --csv` (RFC 4180, units in the header, CRLF): lap time from the sim, the
+/// rest as the lap's last frame had it at the line, fuel used since the
+/// previous lap's line (empty for the first and for a lap that refuelled).
+export function lapsCsv(rows) {
+  const cell = (v) => {
+    const s = v === null || v === undefined ? "" : String(v);
+    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  const header = ["lap", "lap_time_s", "driver", "position", "fuel_at_line_l", "fuel_used_l", "in_pits"];
+  for (const what of ["tyre_temp_%_c", "tyre_wear_%_fraction_left", "tyre_pressure_%_psi", "brake_temp_%_c"]) {
+    header.push(...CORNERS.map((c) => what.replace("%", c)));
+  }
+  header.push("frames", "started_at", "ended_at");
+  const out = [header];
+  let previous = null;
+  for (const r of rows) {
+    const l = r.line;
+    const used = previous !== null && l.fuel !== null && previous - l.fuel >= 0
+      ? Math.round((previous - l.fuel) * 1000) / 1000 : null;
+    previous = l.fuel;
+    out.push([r.lap, l.simTime, l.driver, l.position, l.fuel, used, l.pitted,
+      ...l.corners.flat(), r.frames, l.startedAt, r.endedAt]);
+  }
+  return out.map((r) => r.map(cell).join(",")).join("\r\n") + "\r\n";
 }
 
 /// Laps whose fuel burn is averaged for the fuel estimate.
