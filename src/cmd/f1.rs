@@ -83,13 +83,18 @@ pub(super) async fn run(
     let (mut sent, mut skipped) = (0u64, 0u64);
     let mut reported = Instant::now();
     let started = Instant::now();
-    // Setups go one at a time, in order, off the packet loop: a slow answer
-    // must not leave datagrams in the socket's buffer.
-    let (setups, mut setup_rx) = tokio::sync::mpsc::channel::<(String, Value)>(4);
+    // Setups go one at a time off the packet loop (a slow answer must not leave
+    // datagrams in the socket's buffer), and only the latest: changes made
+    // while one is on its way replace each other rather than queue or drop.
+    let (setups, mut setup_rx) = tokio::sync::watch::channel::<Option<(String, Value)>>(None);
     let setup_client = client.clone();
     let setup_task = tokio::spawn(async move {
-        while let Some((id, setup)) = setup_rx.recv().await {
-            if let Err(e) = send_setup_of(&setup_client, &id, &setup).await {
+        // Also true once the loop has gone, for a last change not yet sent.
+        while setup_rx.changed().await.is_ok() {
+            let latest = setup_rx.borrow_and_update().clone();
+            if let Some((id, setup)) = latest
+                && let Err(e) = send_setup_of(&setup_client, &id, &setup).await
+            {
                 say!("monitor: {e:#}");
             }
         }
@@ -121,7 +126,7 @@ pub(super) async fn run(
                 if nats.connection_state() == State::Connected
                     && let Some(setup) = decoder.setup()
                 {
-                    let _ = setups.try_send((id.clone(), setup.clone()));
+                    setups.send_replace(Some((id.clone(), setup.clone())));
                 }
             }
             received = socket.recv_from(&mut buffer) => {
@@ -150,7 +155,7 @@ pub(super) async fn run(
                     }
                 }
                 if outcome.setup && let Some(setup) = decoder.setup() {
-                    let _ = setups.try_send((id.clone(), setup.clone()));
+                    setups.send_replace(Some((id.clone(), setup.clone())));
                 }
                 dirty |= outcome.frame;
             }
