@@ -11,6 +11,7 @@
 
 use async_nats::Client;
 use async_nats::jetstream::kv;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::protocol::documents::AlertEvent;
@@ -36,14 +37,16 @@ pub(super) struct AlertWriter {
 }
 
 /// The key of a session's alert of one kind.
-pub(super) fn key(event: &AlertEvent) -> String {
+fn key(event: &AlertEvent) -> String {
     format!("{}.{}", event.session_id, event.reading.kind)
 }
 
 impl AlertWriter {
     pub(super) async fn run(self, mut events: mpsc::Receiver<AlertEvent>) {
         while let Some(event) = events.recv().await {
-            let announce = match self.claim(&event).await {
+            // Serialized once: the stored value is the announced body.
+            let body = body(&event);
+            let announce = match self.claim(&event, &body).await {
                 Ok(announce) => announce,
                 Err(e) => {
                     // Storage down: announcing twice beats not announcing.
@@ -57,15 +60,14 @@ impl AlertWriter {
                     state = event.state, "alert already announced by another processor");
                 continue;
             }
-            publish(&self.client, &event).await;
+            publish_body(&self.client, &event, body).await;
         }
     }
 
     /// Moves the key to the event's state; false when it is there already
     /// (another processor announced this change).
-    async fn claim(&self, event: &AlertEvent) -> Result<bool, async_nats::Error> {
+    async fn claim(&self, event: &AlertEvent, value: &Bytes) -> Result<bool, async_nats::Error> {
         let key = key(event);
-        let value: bytes::Bytes = serde_json::to_vec(event).expect("serializes").into();
         for _ in 0..ATTEMPTS {
             let entry = self.bucket.entry(key.as_str()).await?;
             let written = match entry {
@@ -100,7 +102,7 @@ impl AlertWriter {
 }
 
 /// The `state` of a stored event.
-pub(super) fn state_of(value: &[u8]) -> Option<String> {
+fn state_of(value: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct State {
         state: String,
@@ -110,9 +112,16 @@ pub(super) fn state_of(value: &[u8]) -> Option<String> {
 
 /// Announces an alert event on `session.<id>.alerts`.
 pub(crate) async fn publish(client: &Client, event: &AlertEvent) {
-    let body = serde_json::to_vec(event).expect("serializes");
+    publish_body(client, event, body(event)).await;
+}
+
+fn body(event: &AlertEvent) -> Bytes {
+    serde_json::to_vec(event).expect("serializes").into()
+}
+
+async fn publish_body(client: &Client, event: &AlertEvent, body: Bytes) {
     if let Err(e) = client
-        .publish(subjects::session_alerts(&event.session_id), body.into())
+        .publish(subjects::session_alerts(&event.session_id), body)
         .await
     {
         tracing::warn!(session_id = %event.session_id, error = %e, "could not announce an alert");

@@ -614,10 +614,9 @@ function drawNumbers() {
   const values = {
     race_laps_left: n("race_laps_left") ?? view.DASH,
     // The next stop's fill; in a long race fuel_to_add is the total of many.
-    next_stop_fuel: (n("next_stop_fuel") ?? n("fuel_to_add")) === null ? view.DASH
-      : `${(n("next_stop_fuel") ?? n("fuel_to_add")).toFixed(1)} L`,
+    next_stop_fuel: view.fixed(n("next_stop_fuel") ?? n("fuel_to_add"), 1, " L"),
     stops_needed: n("stops_needed") ?? view.DASH,
-    fuel_to_add: n("fuel_to_add") === null ? view.DASH : `${n("fuel_to_add").toFixed(1)} L`,
+    fuel_to_add: view.fixed(n("fuel_to_add"), 1, " L"),
     last_lap_to_stop: n("last_lap_to_stop") ?? view.DASH,
     stint: running && running.ended_by === null
       ? `${running.laps} laps · ${view.clock(running.duration_s)}` : view.DASH,

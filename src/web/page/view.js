@@ -82,10 +82,7 @@ export function lapRow(record, previous) {
       position: num(last, "position"),
       fuel: num(last, "fuel"),
       pitted: record.pitted === true,
-      corners: CSV_CORNER_KEYS.map((key) => CORNERS.map((c) => {
-        const v = last[key] && typeof last[key] === "object" ? last[key][c] : null;
-        return typeof v === "number" && Number.isFinite(v) ? v : null;
-      })),
+      corners: CSV_CORNER_KEYS.map((key) => CORNERS.map((c) => num(last[key], c))),
       startedAt: record.started_at,
     },
   };
@@ -168,7 +165,7 @@ export function fields(t, rows, setupAt) {
   f.laps_left = fuel !== null && perLap ? (fuel / perLap).toFixed(1) : DASH;
 
   const corners = (key) => (t && typeof t[key] === "object" && t[key] !== null ? t[key] : {});
-  for (const c of ["fl", "fr", "rl", "rr"]) {
+  for (const c of CORNERS) {
     f[`tt_${c}`] = fixed(num(corners("tire_temps"), c), 0, " °C");
     f[`tp_${c}`] = fixed(num(corners("tire_pressures"), c), 1, " psi");
     const wear = num(corners("tire_wear"), c);
