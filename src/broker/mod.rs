@@ -448,6 +448,32 @@ impl LocalCluster {
             .collect::<Vec<_>>()
             .join(",")
     }
+
+    /// Waits until every node answers a JetStream API request, i.e. the cluster
+    /// has elected its metadata leader, so that what starts next (a processor
+    /// opening its buckets) does not race the election.
+    pub async fn jetstream_ready(&self, patience: Duration) -> Result<(), BrokerError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        for node in &self.nodes {
+            let url = node.url();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answered = match async_nats::connect(url.as_str()).await {
+                // Any stream will do: "not found" is an answer.
+                Ok(client) => {
+                    crate::client::jetstream_answers(&client, "PADDOCK_READY", left).await
+                }
+                Err(_) => false,
+            };
+            if !answered {
+                return Err(BrokerError::Start {
+                    bin: node.bin.clone(),
+                    what: format!("at {url} gave no JetStream answer within {patience:?}"),
+                    log: tail(&node.log),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A nats.conf `mappings` block that splits sessions into `partitions`

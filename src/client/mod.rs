@@ -81,6 +81,37 @@ pub async fn processors_answering(nats: &Client) -> Result<usize, async_nats::Er
     Ok(seen)
 }
 
+/// Waits, at most `patience`, until the broker answers a JetStream API request
+/// about `stream`: its state, or "not found". Answers whether it did.
+///
+/// A node of a cluster drops such requests without a reply until the cluster has
+/// elected its metadata leader (about a second after the nodes meet), and
+/// async-nats's JetStream calls wait out a 10 s timeout each time; this asks
+/// every half second instead. It gives up at once when the connection is down
+/// or the server has no JetStream: that does not change by waiting here.
+pub async fn jetstream_answers(nats: &Client, stream: &str, patience: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + patience;
+    let subject = subjects::stream_info(stream);
+    loop {
+        if nats.connection_state() != async_nats::connection::State::Connected
+            || !nats.server_info().jetstream
+        {
+            return false;
+        }
+        let asked = nats.request(subject.clone(), Bytes::new());
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_millis(500), asked).await {
+            // 503 is "JetStream system temporarily unavailable": not yet.
+            if !reply.payload.windows(11).any(|w| w == br#""code":503"#) {
+                return true;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Requests to the `sessions` service over one connection.
 #[derive(Debug, Clone)]
 pub struct SessionsClient {

@@ -260,6 +260,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         unsafe { std::env::set_var("NATS_SERVER_BIN", bin) };
     }
     let cluster = tokio::task::spawn_blocking(|| LocalCluster::start(3, None)).await??;
+    cluster.jetstream_ready(Duration::from_secs(30)).await?;
     let cluster = Arc::new(Mutex::new(cluster));
     let urls = cluster.lock().unwrap().urls();
     let dir = crate::broker::fresh_dir("chaos");

@@ -244,6 +244,11 @@ pub fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")
 }
 
+/// `$JS.API.STREAM.INFO.<stream>`: JetStream's API for a stream's state.
+pub fn stream_info(stream: &str) -> String {
+    format!("$JS.API.STREAM.INFO.{stream}")
+}
+
 /// `$KV.<bucket>.>`: every key of a bucket.
 pub fn kv_subjects(bucket: &str) -> String {
     format!("$KV.{bucket}.>")

@@ -16,7 +16,7 @@ async fn stream(client: &async_nats::Client, ids: &[String], laps: std::ops::Ran
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_a_broker_node_and_a_processor_loses_nothing() {
-    let mut cluster = NatsCluster::start(3);
+    let mut cluster = NatsCluster::start(3).await;
     let urls = cluster.urls();
     // The monitors' connection is to a node that stays up.
     let client = connect(&cluster.nodes[2].url()).await;
@@ -75,7 +75,7 @@ async fn losing_a_broker_node_and_a_processor_loses_nothing() {
 /// the retry path) happen in every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stored_state_catches_up_after_a_node_loss() {
-    let mut cluster = NatsCluster::start(3);
+    let mut cluster = NatsCluster::start(3).await;
     let urls = cluster.urls();
     // Connected to every node: whichever node is killed, the test's client stays.
     let client = async_nats::ConnectOptions::new()

@@ -91,7 +91,7 @@ async fn holdings(client: &async_nats::Client, processors: usize) -> Vec<(String
 /// a clear 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processors_own_a_partition_each_and_answer_for_all() {
-    let cluster = NatsCluster::start_with(3, Some(paddock::broker::mappings_config(4)));
+    let cluster = NatsCluster::start_with(3, Some(paddock::broker::mappings_config(4))).await;
     let urls = cluster.urls();
     let client = connect(&cluster.nodes[1].url()).await;
     let serve = |owns: &str| {

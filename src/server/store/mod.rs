@@ -187,6 +187,11 @@ impl Storage {
         // Opening, watching and loading are retried together: a cluster that lost a
         // node can refuse new consumers for a while (about a minute on NATS 2.9).
         let opened = retry_while_starting(client, || async {
+            // A cluster still electing its metadata leader drops JetStream
+            // requests unanswered, and each would wait out a 10 s timeout: ask
+            // cheaply until it answers, then open.
+            let live_stream = crate::protocol::subjects::kv_stream(&config.bucket);
+            crate::client::jetstream_answers(client, &live_stream, STARTUP_PATIENCE).await;
             // The live bucket refuses writes when full (its sessions stay in memory
             // and are retried); the archive and laps drop their oldest instead.
             let bucket = |name: &str, max_age, when_full| BucketConfig {

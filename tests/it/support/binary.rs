@@ -1,7 +1,9 @@
 //! The paddock binary, run as a user runs it.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::PATIENCE;
@@ -29,10 +31,18 @@ pub async fn run_paddock(args: &[&str]) -> (i32, String, String) {
 /// A running paddock process whose stdout lines are collected as they come. Its
 /// methods block: use it from a multi-threaded test runtime, so the in-process
 /// processor keeps running on the other worker.
+///
+/// Its stderr (the logs) is kept, the last [`STDERR_LINES`] lines, and printed
+/// into the test's output when it is dropped: a failing test shows why a
+/// process did not come up, or what it did before it stopped.
 pub struct Running {
     pub child: Child,
     lines: std::sync::mpsc::Receiver<String>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// How many of a process's last stderr lines a failing test prints.
+const STDERR_LINES: usize = 200;
 
 impl Running {
     pub fn spawn(args: &[&str]) -> Self {
@@ -42,7 +52,7 @@ impl Running {
             .stderr(if std::env::var_os("TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
-                Stdio::null()
+                Stdio::piped()
             })
             .spawn()
             .expect("the paddock binary starts");
@@ -60,7 +70,24 @@ impl Running {
                 }
             }
         });
-        Running { child, lines }
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        if let Some(pipe) = child.stderr.take() {
+            let kept = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut kept = kept.lock().unwrap();
+                    if kept.len() == STDERR_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            stderr,
+        }
     }
 
     /// The next stdout line, waiting up to `PATIENCE`.
@@ -120,6 +147,23 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The reader thread drains what the pipe still holds.
+        std::thread::sleep(Duration::from_millis(20));
+        let kept = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.is_empty() {
+            return;
+        }
+        // Into the test's captured output: shown only if the test fails, and
+        // then for every process it ran, stopped or not (a processor stopped
+        // earlier in the test is often the one that explains the failure).
+        eprintln!(
+            "--- paddock (pid {}): the last {} lines of its stderr ---",
+            self.child.id(),
+            kept.len()
+        );
+        for line in kept.iter() {
+            eprintln!("{line}");
+        }
     }
 }
 

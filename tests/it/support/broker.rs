@@ -1,6 +1,7 @@
 //! Brokers for tests: paddock's own `LocalBroker`, one per test, and clusters.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use paddock::broker::{BrokerConfig, LocalBroker};
 
@@ -107,14 +108,20 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
-    pub fn start(size: usize) -> Self {
-        Self::start_with(size, None)
+    pub async fn start(size: usize) -> Self {
+        Self::start_with(size, None).await
     }
 
-    /// Each node also reads `extra_config` (e.g. subject mappings).
-    pub fn start_with(size: usize, extra_config: Option<String>) -> Self {
+    /// Each node also reads `extra_config` (e.g. subject mappings). Returns once
+    /// every node answers JetStream requests (the metadata leader is elected),
+    /// so what a test starts next does not race the election.
+    pub async fn start_with(size: usize, extra_config: Option<String>) -> Self {
         let echo = std::env::var_os("TEST_LOG").map(|_| "nats-server: ".to_string());
         let cluster = paddock::broker::LocalCluster::start_with(size, echo, extra_config)
+            .unwrap_or_else(|e| panic!("{e}"));
+        cluster
+            .jetstream_ready(Duration::from_secs(30))
+            .await
             .unwrap_or_else(|e| panic!("{e}"));
         NatsCluster {
             urls: cluster.urls(),
