@@ -499,6 +499,16 @@ impl Processor {
                 }
             }
         }
+        // The laps completed before the stop: the lap writer may be behind (a
+        // burst, or storage that refused writes for a while).
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let unstored = ctx.storage.laps_stored(left.max(DRAIN_TIMEOUT)).await;
+        if unstored > 0 {
+            tracing::error!(
+                unstored,
+                "laps completed before the stop could not be stored"
+            );
+        }
         tracing::info!(live_sessions = ctx.app.sessions.len(), "shutdown complete");
     }
 }

@@ -105,6 +105,8 @@ async fn a_graceful_restart_keeps_the_exact_last_frame() {
     let doc = ask(&client, "sessions.get", id_body(&id)).await.ok();
     assert_eq!(doc["telemetry"]["lap"], 500);
     assert_eq!(doc["stats"]["telemetry_count"], 500);
+    // Every completed lap too: the lap writer's queue is stored before exit.
+    assert_eq!(doc["stats"]["laps"], 499);
     assert_eq!(processor.stop("-TERM"), 0);
 }
 

@@ -25,11 +25,14 @@ pub(super) struct LapQueue {
     app: Arc<App>,
 }
 
-/// The queue and the bytes of its records ([`LapRecord::bytes`]).
+/// The queue and the bytes of its records ([`LapRecord::bytes`]), and whether
+/// the writer holds a batch taken from it (so an empty queue with no batch out
+/// means every lap handed in was stored, or dropped and counted).
 #[derive(Default)]
 struct Pending {
     laps: std::collections::VecDeque<Arc<LapRecord>>,
     bytes: usize,
+    writing: bool,
 }
 
 /// Laps queued beyond this many, or these many bytes (storage down for long, or
@@ -98,23 +101,50 @@ impl LapQueue {
         }
     }
 
+    /// The whole queue, as the writer's batch.
     fn take(&self) -> Vec<Arc<LapRecord>> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.bytes = 0;
+        pending.writing = !pending.laps.is_empty();
         pending.laps.drain(..).collect()
     }
 
-    /// Puts back laps whose write failed, ahead of newer ones (within the bounds:
-    /// the oldest go first).
+    /// Ends the writer's batch, putting back laps whose write failed ahead of
+    /// newer ones (within the bounds: the oldest go first).
     fn retry(&self, failed: Vec<Arc<LapRecord>>) {
         let (dropped, last) = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             for record in failed.into_iter().rev() {
                 pending.push_front(record);
             }
+            pending.writing = false;
             pending.shed()
         };
         self.count_dropped(dropped, last);
+    }
+
+    /// Whether every lap handed in so far is stored (or was dropped, counted).
+    pub(super) fn is_stored(&self) -> bool {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.laps.is_empty() && !pending.writing
+    }
+
+    /// Waits until every lap handed in is stored, at most `patience`: what a
+    /// graceful stop does, so the laps of its last moments are not lost with the
+    /// process. Answers how many are still waiting when it gives up.
+    pub(super) async fn stored(&self, patience: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + patience;
+        self.wake.notify_one();
+        loop {
+            if self.is_stored() {
+                return 0;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                return pending.laps.len();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -412,6 +412,17 @@ impl Storage {
         self.ask((), |done| Job::FlushAll { done }).await
     }
 
+    /// Waits, at most `patience`, until the lap writer has stored every lap
+    /// handed to it (at shutdown: a writer behind, after a burst or while
+    /// storage refused writes, would otherwise lose its queue with the process).
+    /// Answers how many laps are still unstored when it gives up.
+    pub async fn laps_stored(&self, patience: Duration) -> usize {
+        match &self.laps {
+            Some(queue) => queue.stored(patience).await,
+            None => 0,
+        }
+    }
+
     /// Hands a job to the persister and waits for its answer; with `--store
     /// memory` there is no persister and the answer is `memory`.
     async fn ask<T>(
