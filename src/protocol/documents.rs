@@ -433,6 +433,10 @@ pub struct Stats {
     /// queue is bounded: storage refused writes for long); kept in memory.
     #[serde(default)]
     pub laps_unstored: u64,
+    /// Alert events announced without the once-across-processors check, the
+    /// alert writer's queue being full (storage slow for long).
+    #[serde(default)]
+    pub alerts_unqueued: u64,
     /// What the budgets count (docs/SECURITY.md): bytes of frames and lap
     /// records held, and the most they may be (`--max-memory`).
     #[serde(default)]

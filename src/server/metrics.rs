@@ -57,6 +57,10 @@ pub struct Metrics {
     /// Laps dropped from the lap writer's queue (full: storage down for long)
     /// before they were stored; they stay in memory.
     pub laps_unstored: AtomicU64,
+    /// Alert events announced straight away because the alert writer's queue
+    /// was full (storage slow for long): not checked against the other
+    /// processors' announcements, so possibly announced twice.
+    pub alerts_unqueued: AtomicU64,
     /// Rejected input by reason, indexed like [`REJECTION_REASONS`].
     rejected: [AtomicU64; REJECTION_REASONS.len()],
     /// Rate limiter for the rejection warning: when it was last logged, and how many
@@ -106,6 +110,7 @@ impl Default for Metrics {
             laps_completed: AtomicU64::new(0),
             laps_dropped: AtomicU64::new(0),
             laps_unstored: AtomicU64::new(0),
+            alerts_unqueued: AtomicU64::new(0),
             rejected: Default::default(),
             reject_log: Default::default(),
             requests: Family::default(),
@@ -204,6 +209,7 @@ impl Metrics {
             lap_records,
             laps_dropped: self.laps_dropped.load(Relaxed),
             laps_unstored: self.laps_unstored.load(Relaxed),
+            alerts_unqueued: self.alerts_unqueued.load(Relaxed),
             laps_trimmed: load.held.laps_trimmed,
             memory: crate::protocol::documents::MemoryStats {
                 frame_bytes: load.held.frames,

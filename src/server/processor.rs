@@ -45,7 +45,7 @@ use crate::server::error::ServiceError;
 use crate::server::partitions::Across;
 use crate::server::ratelimit::{self, PerClient, TokenBucket};
 use crate::server::sessions::{Ended, Now, SessionError};
-use crate::server::store::{Storage, StoreError};
+use crate::server::store::{AlertHandoff, Storage, StoreError};
 
 /// How long shutdown waits for already-delivered messages before giving up on them.
 /// Bounded so a wedged connection can never keep the process from exiting.
@@ -1006,9 +1006,18 @@ impl Ctx {
         }
         // Announced by the alert writer (once across processors), or here.
         for event in events {
-            if let Some(event) = self.storage.alert(event) {
-                crate::server::store::publish_alert(&self.client, &event).await;
-            }
+            let event = match self.storage.alert(event) {
+                AlertHandoff::Queued => continue,
+                AlertHandoff::Announce(event) => event,
+                AlertHandoff::Overflow(event) => {
+                    self.app
+                        .metrics
+                        .alerts_unqueued
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    event
+                }
+            };
+            crate::server::store::publish_alert(&self.client, &event).await;
         }
     }
 

@@ -199,6 +199,12 @@ impl Collector for Counters {
             "Laps dropped from the full lap writer's queue before they were stored",
             s.laps_unstored,
         )?;
+        counter(
+            &mut encoder,
+            "alerts_unqueued",
+            "Alert events announced directly, the alert writer's queue being full",
+            s.alerts_unqueued,
+        )?;
         gauge(
             &mut encoder,
             "memory_frame_bytes",

@@ -395,15 +395,16 @@ impl Storage {
     /// Hands an alert event to the alert writer, which announces it on
     /// `session.<id>.alerts` unless another processor already did. Never
     /// waits. Gives the event back when the caller must announce it itself:
-    /// with `--store memory`, or when the writer is that far behind.
-    pub fn alert(&self, event: AlertEvent) -> Option<AlertEvent> {
+    /// with `--store memory`, or when the writer is that far behind
+    /// ([`AlertHandoff::Overflow`], to be counted).
+    pub fn alert(&self, event: AlertEvent) -> AlertHandoff {
         match &self.alerts {
             Some(writer) => match writer.try_send(event) {
-                Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(event))
-                | Err(mpsc::error::TrySendError::Closed(event)) => Some(event),
+                Ok(()) => AlertHandoff::Queued,
+                Err(mpsc::error::TrySendError::Full(event)) => AlertHandoff::Overflow(event),
+                Err(mpsc::error::TrySendError::Closed(event)) => AlertHandoff::Announce(event),
             },
-            None => Some(event),
+            None => AlertHandoff::Announce(event),
         }
     }
 
@@ -439,6 +440,16 @@ impl Storage {
             .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
+}
+
+/// What became of an alert event handed to [`Storage::alert`].
+pub enum AlertHandoff {
+    /// The alert writer has it.
+    Queued,
+    /// The caller announces it: there is no alert writer (`--store memory`).
+    Announce(AlertEvent),
+    /// The caller announces it: the writer's queue ([`ALERT_QUEUE`]) is full.
+    Overflow(AlertEvent),
 }
 
 /// How long start-up waits for JetStream to become available (a cluster electing
