@@ -6,7 +6,8 @@
 //! second — the latest state, so a burst of packets is one frame, and nothing
 //! read is older than 1/hz when it leaves. The setup goes as a request when it
 //! changes. Packets that are not F1 24/25, are cut short or name no car are
-//! counted on the progress line and otherwise ignored.
+//! counted on the progress line and otherwise ignored. A session deleted or
+//! expired under it stops it, as it stops `paddock monitor` (cmd/endings.rs).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ pub(super) async fn run(
     let config = args.connect.config();
     let (nats, mut links) = connect_observed(&config, "paddock-monitor").await?;
     let renewing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let _renewal = match &args.session {
+    let mut renewal = match &args.session {
         Some(id) => super::args::keep_credentials_fresh(
             &config,
             &nats,
@@ -59,6 +60,12 @@ pub(super) async fn run(
         () = &mut shutdown => return Ok(()),
     };
     let label = args.label.label();
+    // A session ended meanwhile (deleted, or idle past its expiry) is noticed,
+    // as `paddock monitor` notices it: its frames would only be refused.
+    let open_broker = args.connect.creds.is_none() && args.connect.user.is_none();
+    let (checks, mut endings) =
+        super::endings::watch(&nats, &client, open_broker, args.check_every, 1).await?;
+    let mut check_at = checks.first();
     let mut id = match &args.session {
         Some(id) => id.clone(),
         None => tokio::select! {
@@ -121,6 +128,19 @@ pub(super) async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             () = &mut until_deadline => break,
+            ended = endings.next() => {
+                if ended.id == id {
+                    anyhow::bail!("{}", ended.message);
+                }
+            }
+            Some(stopped) = renewal.recv() => {
+                if let crate::client::creds::Stopped::SessionEnded(e) = stopped {
+                    anyhow::bail!(
+                        "session {id} has ended ({e}); its credentials are not renewed, so it \
+                         cannot be written to any more"
+                    );
+                }
+            }
             Some(_) = links.recv() => {
                 // A link back: the processor may have lost the setup meanwhile.
                 if nats.connection_state() == State::Connected
@@ -163,7 +183,10 @@ pub(super) async fn run(
                 if dirty && let Some(frame) = decoder.frame() {
                     dirty = false;
                     if nats.connection_state() == State::Connected {
-                        nats.publish(subject.clone(), Bytes::from(stamped(frame).to_string())).await?;
+                        let body = Bytes::from(stamped(frame).to_string());
+                        if !checks.send(&mut check_at, &id, &subject, body.clone()) {
+                            nats.publish(subject.clone(), body).await?;
+                        }
                         sent += 1;
                     } else {
                         skipped += 1;

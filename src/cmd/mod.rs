@@ -8,6 +8,7 @@ pub mod bench;
 pub mod broker;
 pub mod chaos;
 pub mod demo;
+mod endings;
 mod f1;
 pub mod format;
 pub mod monitor;

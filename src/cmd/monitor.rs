@@ -24,13 +24,13 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::{ConnectArgs, parse_duration};
+use crate::client::SessionsClient;
 use crate::client::connect::{Link, connect_observed};
 use crate::client::creds::Stopped;
-use crate::client::{ClientError, SessionsClient};
 use crate::cmd::sim::Race;
 use crate::protocol::documents::Ack;
 use crate::protocol::id::SessionId;
-use crate::protocol::subjects::{self, DataKind, Endpoint, Event};
+use crate::protocol::subjects::{self, DataKind, Endpoint};
 
 /// One simulated car and where its frames go.
 struct Car {
@@ -306,6 +306,10 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         () = &mut shutdown => return Ok(()),
     };
     let label = args.label.label();
+    // On an open broker the monitor hears when its sessions end (deleted, or
+    // expired); with any credentials a frame now and then goes as a request.
+    let (checks, mut endings) =
+        super::endings::watch(&nats, &client, open_broker, args.check_every, args.sessions).await?;
     let mut cars = Vec::with_capacity(args.sessions);
     for index in 0..args.sessions {
         let id = match &args.session {
@@ -328,7 +332,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             id,
             race,
             setup,
-            check_at: tokio::time::Instant::now() + args.check_every,
+            check_at: checks.first(),
         });
     }
     for car in &cars {
@@ -338,36 +342,10 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         }
     }
 
-    // On an open broker the monitor hears when its sessions end (deleted, or
-    // expired): frames to them would only be refused, so it says so and stops.
-    // (Per-session credentials may not subscribe there; renewal tells them.)
-    let mut endings = match open_broker {
-        true => Some(nats.subscribe(subjects::ALL_SERVICE_EVENTS).await?),
-        false => None,
-    };
     let ours: std::collections::HashSet<String> = cars.iter().map(|c| c.id.clone()).collect();
-    // Answers to the frames sent as requests that say the session has ended.
-    let (ended_tx, mut ended) = tokio::sync::mpsc::channel::<(String, String)>(cars.len());
-    // Sends `body` for `car`: published, or, when its check is due, as a request
-    // whose answer comes back on `ended` if the session is gone. The request is
-    // awaited on a task of its own, so a slow processor never holds the stream.
+    // Sends `body` for `car` as a request when its check is due; else false.
     let send = |car: &mut Car, body: Bytes| {
-        let now = tokio::time::Instant::now();
-        if args.check_every.is_zero() || now < car.check_at {
-            return false;
-        }
-        car.check_at = now + args.check_every;
-        let (client, ended_tx) = (client.clone(), ended_tx.clone());
-        let (id, subject) = (car.id.clone(), car.telemetry_subject.clone());
-        tokio::spawn(async move {
-            if let Err(ClientError::Service {
-                code: 404, reason, ..
-            }) = client.request_as::<Ack>(subject, body).await
-            {
-                let _ = ended_tx.send((id, reason)).await;
-            }
-        });
-        true
+        checks.send(&mut car.check_at, &car.id, &car.telemetry_subject, body)
     };
 
     let started = Instant::now();
@@ -384,36 +362,10 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         tokio::select! {
             () = &mut shutdown => break,
             () = &mut until_deadline => break,
-            Some(event) = async {
-                match endings.as_mut() {
-                    Some(sub) => futures::StreamExt::next(sub).await,
-                    None => std::future::pending().await,
+            ended = endings.next() => {
+                if ours.contains(&ended.id) {
+                    bail!("{}", ended.message);
                 }
-            } => {
-                let ended = subjects::event_of(&event.subject)
-                    .filter(|kind| matches!(kind, Event::Deleted | Event::Expired));
-                let session = serde_json::from_slice::<Value>(&event.payload)
-                    .ok()
-                    .and_then(|v| v["session_id"].as_str().map(str::to_string));
-                if let (Some(kind), Some(id)) = (ended, session)
-                    && ours.contains(&id)
-                {
-                    bail!(
-                        "session {id} was {} (sessions.events.{}): its frames would be \
-                         refused, so the monitor stops",
-                        if kind == Event::Deleted { "deleted" } else { "ended after being idle" },
-                        kind.as_str()
-                    );
-                }
-            }
-            Some((id, reason)) = ended.recv() => {
-                // The processor's reason names the session and why already
-                // ("session <id> has ended (deleted); ask sessions.create …").
-                let reason = reason.split("; ").next().unwrap_or(&reason);
-                if reason.contains(&id) {
-                    bail!("{reason}: its frames are refused, so the monitor stops");
-                }
-                bail!("session {id} has ended ({reason}): its frames are refused, so the monitor stops");
             }
             Some(stopped) = renewal.recv() => {
                 if let Stopped::SessionEnded(e) = stopped {

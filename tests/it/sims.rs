@@ -30,7 +30,58 @@ struct Car {
     speed: u16,
 }
 
+impl Car {
+    /// Lap 1, ten seconds in, fifth, 30 kg of fuel.
+    const ANN: Car = Car {
+        lap: 1,
+        last_lap_ms: 0,
+        current_lap_ms: 10_000,
+        position: 5,
+        pit_status: 0,
+        pit_stops: 0,
+        fuel_kg: 30.0,
+        tyre_age: 4,
+        name: "ANN",
+        speed: 287,
+    };
+}
+
 const PLAYER: usize = 3;
+
+/// `paddock monitor --source f1` on a free loopback port, sending at most 50
+/// frames a second, plus `extra`: the monitor, where to send packets, and the
+/// file its stderr goes to.
+fn f1_monitor(url: &str, extra: &[&str]) -> (Running, String, std::path::PathBuf) {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let to = format!("127.0.0.1:{port}");
+    let log = fresh_dir("f1-monitor").join("stderr");
+    let monitor = Running::from_child(
+        paddock()
+            .args([
+                "monitor",
+                "--nats-url",
+                url,
+                "--source",
+                "f1",
+                "--listen",
+                &to,
+                "--hz",
+                "50",
+                "--progress",
+                "0",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    (monitor, to, log)
+}
 
 /// A packet of `len` bytes with the header filled in, the player's car's
 /// bytes (`car_size` each, from `start` after the header) written by `fill`.
@@ -187,51 +238,13 @@ async fn send_ticks(socket: &UdpSocket, to: &str, format: u16, uid: u64, car: &C
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f1_packets_over_udp_become_a_session_with_laps_a_pit_stop_and_a_new_race() {
     let app = spawn_app().await;
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let to = format!("127.0.0.1:{port}");
-    let log = fresh_dir("f1-monitor").join("stderr");
-    let monitor = Running::from_child(
-        paddock()
-            .args([
-                "monitor",
-                "--nats-url",
-                &app.server.url(),
-                "--source",
-                "f1",
-                "--listen",
-                &to,
-                "--hz",
-                "50",
-                "--progress",
-                "0",
-                "--new-session-per-race",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (monitor, to, log) = f1_monitor(&app.server.url(), &["--new-session-per-race"]);
     let first = monitor.line().strip_prefix("session ").unwrap().to_string();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
 
     // F1 24: lap 1, then lap 2 (1:30.500), a stop in lap 2, lap 3 (1:50.250) by another driver.
     let uid = 0x1234_5678;
-    let mut car = Car {
-        lap: 1,
-        last_lap_ms: 0,
-        current_lap_ms: 10_000,
-        position: 5,
-        pit_status: 0,
-        pit_stops: 0,
-        fuel_kg: 30.0,
-        tyre_age: 4,
-        name: "ANN",
-        speed: 287,
-    };
+    let mut car = Car::ANN;
     send_ticks(&socket, &to, 2024, uid, &car, 4).await;
     for p in garbage(2024, uid, &car) {
         socket.send_to(&p, &to).unwrap();
@@ -439,5 +452,27 @@ async fn a_file_that_is_not_ibt_is_refused_plainly() {
     assert!(
         err.contains("cannot replay it") && err.contains("cut short"),
         "{err}"
+    );
+}
+
+/// A session deleted under the F1 monitor: it says so and stops, as `paddock
+/// monitor` does, rather than send frames that would only be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_f1_monitor_stops_when_its_session_is_deleted() {
+    let app = spawn_app().await;
+    let (monitor, to, log) = f1_monitor(&app.server.url(), &[]);
+    let id = monitor.line().strip_prefix("session ").unwrap().to_string();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let car = Car::ANN;
+    send_ticks(&socket, &to, 2024, 7, &car, 3).await;
+    app.get_until(&id, "ANN's car", |d| d["telemetry"]["player_name"] == "ANN")
+        .await;
+    app.request("sessions.delete", id_body(&id)).await.ok();
+    send_ticks(&socket, &to, 2024, 7, &car, 3).await;
+    assert_ne!(monitor.exit_code(), 0);
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        err.contains(&format!("session {id} was deleted")),
+        "the monitor says why it stops: {err}"
     );
 }
