@@ -41,15 +41,16 @@ pub(super) struct Ended {
     pub message: String,
 }
 
-/// Starts listening for endings: the lifecycle events when `open_broker`, and
-/// the answers to checks sent every `every` (0: none) through `client`.
+/// Starts listening for endings: the lifecycle events on an open broker (no
+/// credentials given), and the answers to checks sent every `--check-every`
+/// (0: none) through `client`.
 pub(super) async fn watch(
     nats: &Client,
     client: &SessionsClient,
-    open_broker: bool,
-    every: Duration,
-    sessions: usize,
+    args: &super::monitor::MonitorArgs,
 ) -> anyhow::Result<(Checks, Endings)> {
+    let (every, sessions) = (args.check_every, args.sessions);
+    let open_broker = args.connect.creds.is_none() && args.connect.user.is_none();
     let events = match open_broker {
         true => Some(nats.subscribe(subjects::ALL_SERVICE_EVENTS).await?),
         false => None,

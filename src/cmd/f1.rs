@@ -62,9 +62,7 @@ pub(super) async fn run(
     let label = args.label.label();
     // A session ended meanwhile (deleted, or idle past its expiry) is noticed,
     // as `paddock monitor` notices it: its frames would only be refused.
-    let open_broker = args.connect.creds.is_none() && args.connect.user.is_none();
-    let (checks, mut endings) =
-        super::endings::watch(&nats, &client, open_broker, args.check_every, 1).await?;
+    let (checks, mut endings) = super::endings::watch(&nats, &client, args).await?;
     let mut check_at = checks.first();
     let mut id = match &args.session {
         Some(id) => id.clone(),

@@ -300,7 +300,6 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     // Where the page is: --dashboard-url, else the processor's discovery info,
     // which every monitor may ask (roles.conf's monitor and per-session
     // monitors may publish $SRV.INFO.sessions).
-    let open_broker = args.connect.creds.is_none() && args.connect.user.is_none();
     let dashboard = tokio::select! {
         url = args.dashboard.resolve(&client) => url,
         () = &mut shutdown => return Ok(()),
@@ -308,8 +307,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     let label = args.label.label();
     // On an open broker the monitor hears when its sessions end (deleted, or
     // expired); with any credentials a frame now and then goes as a request.
-    let (checks, mut endings) =
-        super::endings::watch(&nats, &client, open_broker, args.check_every, args.sessions).await?;
+    let (checks, mut endings) = super::endings::watch(&nats, &client, args).await?;
     let mut cars = Vec::with_capacity(args.sessions);
     for index in 0..args.sessions {
         let id = match &args.session {
