@@ -217,6 +217,12 @@ pub struct BrokerConfig {
     /// Run in its own process group, so a terminal's ctrl-c reaches only paddock,
     /// which then stops the broker itself after draining against it.
     pub own_process_group: bool,
+    /// Linux: the broker is sent SIGTERM when the thread that started it ends
+    /// (the parent-death signal), so a parent killed outright (SIGKILL) leaves
+    /// no broker behind. Only for a broker started from a thread that lives as
+    /// long as it should (`paddock demo` starts it from the main thread): a
+    /// pooled thread that ends while idle would stop it.
+    pub die_with_parent: bool,
 }
 
 /// A nats-server child process. Killed (and a temporary store removed) on drop.
@@ -548,6 +554,27 @@ fn spawn(
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
+    #[cfg(target_os = "linux")]
+    if config.die_with_parent {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec only async-signal-safe calls: prctl(2)
+        // and getppid(2), no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died before the signal was armed: go now.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("the parent is gone"));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = config.die_with_parent;
     let mut child = cmd.spawn().map_err(|source| BrokerError::Spawn {
         bin: bin.to_path_buf(),
         source,

@@ -6,7 +6,8 @@
 //! simulated monitors in this process until ctrl-c. The child broker runs in its own
 //! process group, so the terminal's ctrl-c reaches only paddock: the processor
 //! drains against a live broker first, and only then is the broker stopped
-//! (SIGTERM, so JetStream shuts down cleanly).
+//! (SIGTERM, so JetStream shuts down cleanly). On Linux the broker is also told
+//! to stop when the demo dies without a word (SIGKILL): nothing outlives it.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ use std::sync::Arc;
 
 /// Where the demo serves the dashboard unless `--http-addr` says otherwise.
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8081";
+/// The team the demo's cars race for (numbered #1, #2, …).
+pub const DEMO_TEAM: &str = "Demo";
 /// The WebSocket listener nats.conf configures, for a broker already running.
 const NATS_CONF_WS_URL: &str = "ws://127.0.0.1:8080";
 
@@ -49,12 +52,21 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Listened to from the first moment: ctrl-c while the broker is fetched or
+    // started, or while the processor waits for its buckets, stops the demo.
+    let mut shutdown = std::pin::pin!(shutdown);
     let url = &args.serve.connect.nats_url;
     let broker = if broker_answers(url).await {
         say!("paddock demo: using the NATS broker already running at {url}");
         None
     } else {
-        Some(start_broker(args).await?)
+        tokio::select! {
+            started = start_broker(args) => Some(started?),
+            () = &mut shutdown => {
+                say!("paddock demo: stopped before the broker started");
+                return Ok(());
+            }
+        }
     };
     // The dashboard is on by default here: the broker's WebSocket listener (from
     // nats.conf, or the one the demo's broker reports) and a page on 8081.
@@ -100,15 +112,35 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
     // The processor exactly as `paddock serve` runs it, from the same flags.
     let mut config = args.serve.config()?;
     let health = Arc::new(Health::default());
+    config.store.progress = health.progress();
     let web = args.serve.start_web(&health).await?;
     let page = args.serve.web.public_url(web.as_ref().map(|w| w.addr));
     config.dashboard_url = page.clone();
     let client =
         connect::processor(&args.serve.connect.config(), args.serve.ingest_capacity()).await?;
     health.connecting(client.clone());
-    let processor = server::Processor::start(client, config)
-        .await
-        .context("cannot start the processor")?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let started = tokio::select! {
+        started = server::Processor::start(client, config) => Some(started),
+        () = &mut shutdown => None,
+    };
+    let processor = match started {
+        Some(Ok(processor)) => processor,
+        Some(Err(e)) => {
+            health.failed(&e);
+            if let Some(web) = web {
+                web.stop().await;
+            }
+            return Err(e).context("cannot start the processor");
+        }
+        None => {
+            say!("paddock demo: stopped before the processor started");
+            if let Some(web) = web {
+                web.stop().await;
+            }
+            return Ok(());
+        }
+    };
     health.started(processor.app());
     let me = crate::cmd::self_command();
     let flags = args.serve.connect.as_flags();
@@ -116,8 +148,9 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
     say!(
         "paddock demo: processor running on {url}; starting {} simulated monitor{}. \
          Stop everything with ctrl-c.\n\
-         Dashboard (every live session): {page}/\n\
-         In another terminal:\n  {me} sessions list{flags}\n  {me} watch <session id>{flags}",
+         Dashboard (every live session): {page}/ and the team's: {page}/team/{DEMO_TEAM}\n\
+         In another terminal:\n  {me} sessions list{flags}\n  {me} watch <session id>{flags}\n  \
+         {me} watch --team {DEMO_TEAM}{flags}",
         args.monitors,
         if args.monitors == 1 { "" } else { "s" }
     );
@@ -138,7 +171,11 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         dashboard: super::sessions::DashboardArgs {
             dashboard_url: (!page.is_empty()).then(|| page.clone()),
         },
-        label: Default::default(),
+        // A team, so the team page and `watch --team` can be tried from the demo.
+        label: super::sessions::LabelArgs {
+            team: Some(DEMO_TEAM.to_string()),
+            car: None,
+        },
     };
     // One shutdown for all: the monitors stop, and the processor drains.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -212,6 +249,8 @@ async fn start_broker(args: &DemoArgs) -> anyhow::Result<LocalBroker> {
         port: Some(port),
         // ctrl-c in the terminal must not stop it before the processor has drained.
         own_process_group: true,
+        // Killed outright, the demo leaves no broker behind.
+        die_with_parent: true,
         ..config
     };
     say!(
@@ -227,9 +266,9 @@ async fn start_broker(args: &DemoArgs) -> anyhow::Result<LocalBroker> {
             .as_ref()
             .map_or(String::new(), |c| format!(" -c {}", c.display()))
     );
-    let broker = tokio::task::spawn_blocking(move || LocalBroker::start(config))
-        .await
-        .context("the broker start failed")??;
+    // Started from this (the main) thread, which lives as long as the demo:
+    // the broker's parent-death signal follows the thread that started it.
+    let broker = tokio::task::block_in_place(move || LocalBroker::start(config))?;
     Ok(broker)
 }
 

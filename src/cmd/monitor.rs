@@ -310,10 +310,11 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     let (checks, mut endings) = super::endings::watch(&nats, &client, args).await?;
     let mut cars = Vec::with_capacity(args.sessions);
     for index in 0..args.sessions {
+        let car = car_label(&label, index, args.sessions);
         let id = match &args.session {
             Some(id) => id.clone(),
             None => tokio::select! {
-                id = create_session(&client, &label) => id?,
+                id = create_session(&client, &car) => id?,
                 () = &mut shutdown => return Ok(()),
             },
         };
@@ -472,6 +473,20 @@ pub(super) async fn after(duration: Option<Duration>) {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// The label of car `index` of `cars`: a team's cars sent by one monitor are told
+/// apart on the pit wall by number (#1, #2, …) unless `--car` names them.
+fn car_label(
+    label: &crate::protocol::documents::Label,
+    index: usize,
+    cars: usize,
+) -> crate::protocol::documents::Label {
+    let mut label = label.clone();
+    if cars > 1 && label.team.is_some() && label.car.is_none() {
+        label.car = Some(format!("#{}", index + 1));
+    }
+    label
 }
 
 /// Asks for a new session, waiting (and saying so) while no processor answers or

@@ -73,10 +73,13 @@ pub struct ServeArgs {
     /// /readyz, /metrics and sessions.stats report it.
     #[arg(long, env = "PADDOCK_MAX_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
     pub max_memory: usize,
-    /// Bytes each JetStream bucket may hold (live, archive, laps): default
-    /// --max-memory. When full, the live bucket refuses writes (kept in memory
-    /// and retried, /readyz says so); the archive and laps buckets drop their
-    /// oldest entries.
+    /// Bytes all of paddock's JetStream buckets together may hold (default
+    /// --max-memory: what they hold is a copy of what memory holds), shared as
+    /// laps 1/2, live 3/8, archive 1/8 after the alerts bucket's 16 MiB. The
+    /// broker sets this aside when the buckets are made, so it must fit its
+    /// JetStream storage (nats.conf's max_file_store): a start that does not fit
+    /// is refused, saying so. When full, the live bucket refuses writes (kept in
+    /// memory and retried, /readyz says so); the others drop their oldest.
     #[arg(long, env = "PADDOCK_KV_MAX_BYTES", value_parser = parse_bytes)]
     pub kv_max_bytes: Option<usize>,
     /// Sessions one client (one connection) may create per minute; past it,
@@ -149,10 +152,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PADDOCK_STORE", value_enum, default_value_t = StoreArg::Jetstream)]
     pub store: StoreArg,
     /// The JetStream bucket for live sessions; ended ones go to `<bucket>_archive`,
-    /// completed laps to `<bucket>_laps`.
+    /// completed laps to `<bucket>_laps`, announced alerts to `<bucket>_alerts`.
     #[arg(long, env = "PADDOCK_KV_BUCKET", default_value = "paddock_sessions")]
     pub kv_bucket: String,
-    /// Replicas for both buckets (3 on a 3-node cluster).
+    /// Replicas for every bucket (3 on a 3-node cluster); each replica takes
+    /// --kv-max-bytes on its node.
     #[arg(long, env = "PADDOCK_KV_REPLICAS", default_value_t = 1, value_parser = parse_count)]
     pub kv_replicas: usize,
     /// Write-behind window: telemetry is stored at least this often, so after a
@@ -518,6 +522,7 @@ impl ServeArgs {
             archive_retention: self.archive_retention,
             replicas: self.kv_replicas,
             max_bytes: self.kv_max_bytes.unwrap_or(self.max_memory),
+            progress: Default::default(),
         }
     }
 }
@@ -565,11 +570,13 @@ impl From<StoreArg> for StoreKind {
 pub async fn run(args: &ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut config = args.config()?;
     let health = Arc::new(Health::default());
+    config.store.progress = health.progress();
     let web = args.start_web(&health).await?;
     config.dashboard_url = args.web.public_url(web.as_ref().map(|w| w.addr));
     let client = connect::processor(&args.connect.config(), args.ingest_capacity()).await?;
     let served = server::serve(client, config, &health, shutdown)
         .await
+        .inspect_err(|e| health.failed(e))
         .context("cannot start the processor");
     if let Some(web) = web {
         web.stop().await;

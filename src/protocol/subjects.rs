@@ -244,6 +244,9 @@ pub fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")
 }
 
+/// `$JS.API.INFO`: JetStream's account information (its storage limits).
+pub const JS_ACCOUNT_INFO: &str = "$JS.API.INFO";
+
 /// `$JS.API.STREAM.INFO.<stream>`: JetStream's API for a stream's state.
 pub fn stream_info(stream: &str) -> String {
     format!("$JS.API.STREAM.INFO.{stream}")

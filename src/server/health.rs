@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use async_nats::Client;
 
 use super::app::App;
+use super::store::StartupProgress;
 
 /// Filled in as the processor starts; read by the HTTP endpoints, which start
 /// first so `/healthz` answers while the processor still waits for its broker.
@@ -15,12 +16,26 @@ pub struct Health {
     client: OnceLock<Client>,
     app: OnceLock<Arc<App>>,
     stopping: AtomicBool,
+    /// What start-up is waiting for (the store writes it while it opens).
+    progress: StartupProgress,
 }
 
 impl Health {
     /// The processor's connection exists (it may still be connecting).
     pub fn connecting(&self, client: Client) {
         let _ = self.client.set(client);
+    }
+
+    /// Where start-up reports what it waits for: give it to the store's
+    /// configuration (`StoreConfig::progress`).
+    pub fn progress(&self) -> StartupProgress {
+        self.progress.clone()
+    }
+
+    /// Start-up failed for good (e.g. the buckets do not fit the broker): said
+    /// by `/readyz` until the process ends.
+    pub fn failed(&self, why: impl std::fmt::Display) {
+        self.progress.say(format!("failed to start: {why}"));
     }
 
     /// Recovery is done and every subscription confirmed: the processor serves.
@@ -40,6 +55,11 @@ impl Health {
 
     /// `Ok` when the processor serves, else why not, in words for an operator.
     pub fn readiness(&self) -> Result<(), String> {
+        if self.app.get().is_none()
+            && let Some(failed) = self.progress.get().filter(|p| p.starts_with("failed"))
+        {
+            return Err(failed);
+        }
         if self.stopping.load(Ordering::Relaxed) {
             return Err("shutting down".into());
         }
@@ -51,7 +71,10 @@ impl Health {
             return Err(format!("not connected to the NATS broker ({state})"));
         }
         let Some(app) = self.app.get() else {
-            return Err("starting: recovering sessions and subscribing".into());
+            return Err(self
+                .progress
+                .get()
+                .unwrap_or_else(|| "starting: recovering sessions and subscribing".into()));
         };
         if let Some(why) = app.metrics.storage_refusing() {
             return Err(format!("storage refuses writes: {why}"));

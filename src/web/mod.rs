@@ -106,6 +106,15 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // TCP_NODELAY on every accepted socket: axum does not set it, and without it
+    // Nagle's algorithm holds small writes (a Socket.IO frame, an ack) until the
+    // peer's delayed ACK, ~40 ms stalls on a latency-bound stream.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted socket");
+        }
+    });
     axum::serve(listener, router(config, health))
         .with_graceful_shutdown(shutdown)
         .await
@@ -256,6 +265,76 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The server's end of a connection has TCP_NODELAY: found among this
+    /// process's sockets by its peer (the test's client) and asked with
+    /// getsockopt(2).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_sockets_have_tcp_nodelay() {
+        use std::os::fd::AsRawFd;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            WebConfig::default(),
+            Arc::new(Health::default()),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = [0u8; 12];
+        client.read_exact(&mut answer).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        let client_addr = client.local_addr().unwrap();
+        let peer_of = |fd: i32| -> Option<std::net::SocketAddr> {
+            let mut storage: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            // SAFETY: getpeername(2) writes at most `len` bytes into `storage`.
+            let got = unsafe {
+                libc::getpeername(fd, (&raw mut storage).cast(), &raw mut len)
+            };
+            (got == 0 && i32::from(storage.sin_family) == libc::AF_INET).then(|| {
+                std::net::SocketAddr::from((
+                    u32::from_be(storage.sin_addr.s_addr).to_be_bytes(),
+                    u16::from_be(storage.sin_port),
+                ))
+            })
+        };
+        let nodelay_of = |fd: i32| -> i32 {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt(2) writes one c_int into `value`.
+            unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&raw mut value).cast(),
+                    &raw mut len,
+                );
+            }
+            value
+        };
+        let accepted: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&fd| fd != client.as_raw_fd() && peer_of(fd) == Some(client_addr))
+            .collect();
+        assert_eq!(accepted.len(), 1, "the server's end of the connection");
+        assert_eq!(nodelay_of(accepted[0]), 1, "TCP_NODELAY on the accepted socket");
+        let _ = stop.send(());
+        drop(client);
+        server.await.unwrap().unwrap();
+    }
 
     #[test]
     fn the_policy_names_the_broker_origin_and_nothing_a_flag_could_smuggle() {

@@ -24,6 +24,7 @@ mod ops;
 mod partitions;
 mod processors;
 mod race;
+mod readme;
 mod schema;
 mod security;
 mod sims;

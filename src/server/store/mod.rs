@@ -82,10 +82,82 @@ pub struct StoreConfig {
     pub persist_interval: Duration,
     /// How long ended sessions are kept in the archive.
     pub archive_retention: Duration,
-    /// JetStream replicas for both buckets (3 on a 3-node cluster).
+    /// JetStream replicas for every bucket (3 on a 3-node cluster).
     pub replicas: usize,
-    /// Bytes each bucket may hold (`--kv-max-bytes`, default `--max-memory`).
+    /// Bytes all the buckets together may hold (`--kv-max-bytes`, default
+    /// `--max-memory`), shared as [`BucketSizes::split`] says.
     pub max_bytes: usize,
+    /// Where start-up says what it is waiting for (`/readyz` reads it).
+    pub progress: StartupProgress,
+}
+
+/// What start-up is waiting for, in words for an operator: written while the
+/// buckets are opened, read by `/readyz` (`Health`) before the processor serves.
+#[derive(Debug, Clone, Default)]
+pub struct StartupProgress(Arc<std::sync::Mutex<Option<String>>>);
+
+impl StartupProgress {
+    pub fn say(&self, what: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(what.into());
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// How `--kv-max-bytes` is shared among the buckets. JetStream sets aside each
+/// stream's `max_bytes` (times its replicas) from the broker's (or account's)
+/// storage when the stream is made, so what paddock asks for in all must fit what
+/// the broker grants: the buckets share one budget instead of each taking it.
+///
+/// Everything the buckets hold is a copy of what `--max-memory` bounds in memory
+/// (live sessions, ended ones, lap records), so the budget defaults to it. Its
+/// shares follow what each holds: lap records are most of it (up to
+/// `--max-lap-bytes` per session), the live documents (a setup and a frame each)
+/// are next, the archive holds ended sessions' final documents, and the alerts
+/// bucket about 300 bytes per session and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketSizes {
+    pub live: usize,
+    pub archive: usize,
+    pub laps: usize,
+    pub alerts: usize,
+}
+
+impl BucketSizes {
+    /// `budget` shared: the alerts bucket its 16 MiB (at most a sixteenth), then
+    /// of the rest laps 1/2, live 3/8, archive 1/8. A budget JetStream cannot
+    /// take as a size (beyond `i64::MAX`) means no limit for any bucket.
+    pub fn split(budget: usize) -> Self {
+        if i64::try_from(budget).is_err() {
+            return BucketSizes {
+                live: usize::MAX,
+                archive: usize::MAX,
+                laps: usize::MAX,
+                alerts: usize::MAX,
+            };
+        }
+        let alerts = ALERTS_BUCKET_BYTES.min(budget / 16);
+        let rest = budget - alerts;
+        let live = rest / 8 * 3;
+        let archive = rest / 8;
+        BucketSizes {
+            live,
+            archive,
+            laps: rest - live - archive,
+            alerts,
+        }
+    }
+
+    /// Bytes asked of JetStream in all (each replica counts).
+    pub fn total(&self, replicas: usize) -> u128 {
+        [self.live, self.archive, self.laps, self.alerts]
+            .iter()
+            .map(|&b| b as u128)
+            .sum::<u128>()
+            * replicas.max(1) as u128
+    }
 }
 
 impl Default for StoreConfig {
@@ -97,6 +169,7 @@ impl Default for StoreConfig {
             archive_retention: Duration::from_secs(7 * 24 * 3600),
             replicas: 1,
             max_bytes: crate::server::sessions::DEFAULT_MAX_MEMORY,
+            progress: StartupProgress::default(),
         }
     }
 }
@@ -108,6 +181,10 @@ pub enum StoreError {
          e.g. nats-server -js? --store memory runs without it, keeping nothing)"
     )]
     Open { bucket: String, reason: String },
+    /// The broker's JetStream cannot set aside what the buckets ask: a
+    /// configuration that cannot work, refused at start (never retried).
+    #[error("{0}")]
+    NoRoom(String),
     /// A read came from a replica that has not caught up with the stream's leader.
     #[error(
         "the {bucket} bucket was read from a replica behind its leader (message {read} of {leader})"
@@ -183,36 +260,51 @@ impl Storage {
         let laps_name = format!("{}_laps", config.bucket);
         let alerts_name = format!("{}_alerts", config.bucket);
         let retention = Some(config.archive_retention);
+        let sizes = BucketSizes::split(config.max_bytes);
         let started = std::time::Instant::now();
         // Opening, watching and loading are retried together: a cluster that lost a
         // node can refuse new consumers for a while (about a minute on NATS 2.9).
-        let opened = retry_while_starting(client, || async {
+        let opened = retry_while_starting(client, &config.progress, || async {
             // A cluster still electing its metadata leader drops JetStream
             // requests unanswered, and each would wait out a 10 s timeout: ask
             // cheaply until it answers, then open.
             let live_stream = crate::protocol::subjects::kv_stream(&config.bucket);
+            config.progress.say("starting: waiting for the broker's JetStream to answer");
             crate::client::jetstream_answers(client, &live_stream, STARTUP_PATIENCE).await;
+            config.progress.say("starting: opening the JetStream buckets");
+            check_account(client, &sizes, config).await?;
             // The live bucket refuses writes when full (its sessions stay in memory
             // and are retried); the archive and laps drop their oldest instead.
-            let bucket = |name: &str, max_age, when_full| BucketConfig {
+            let bucket = |name: &str, max_age, max_bytes, when_full| BucketConfig {
                 name: name.to_string(),
                 max_age,
                 replicas: config.replicas,
-                max_bytes: config.max_bytes,
+                max_bytes,
                 when_full,
             };
-            let live = open_bucket(&js, &bucket(&config.bucket, None, Full::Refuse)).await?;
-            let archive =
-                open_bucket(&js, &bucket(&archive_name, retention, Full::DropOldest)).await?;
-            let laps = open_bucket(&js, &bucket(&laps_name, retention, Full::DropOldest)).await?;
-            let alerts = open_bucket(
-                &js,
-                &BucketConfig {
-                    max_bytes: config.max_bytes.min(ALERTS_BUCKET_BYTES),
-                    ..bucket(&alerts_name, retention, Full::DropOldest)
-                },
-            )
+            let js = &js;
+            let open = |bucket: BucketConfig| async move {
+                open_bucket(js, &bucket)
+                    .await
+                    .map_err(|e| no_room(e, &sizes, config))
+            };
+            let live = open(bucket(&config.bucket, None, sizes.live, Full::Refuse)).await?;
+            let archive = open(bucket(
+                &archive_name,
+                retention,
+                sizes.archive,
+                Full::DropOldest,
+            ))
             .await?;
+            let laps = open(bucket(&laps_name, retention, sizes.laps, Full::DropOldest)).await?;
+            let alerts = open(bucket(
+                &alerts_name,
+                retention,
+                sizes.alerts,
+                Full::DropOldest,
+            ))
+            .await?;
+            config.progress.say("starting: recovering sessions");
             // Watch for other processors' writes from before the load on: whatever
             // changes after this point arrives on the watchers, so nothing falls
             // between the load and the watch.
@@ -477,7 +569,11 @@ impl Link for Client {
 /// replica behind its leader ([`StoreError::Behind`]) or a cluster still electing
 /// leaders is read again. A broker that says it has no JetStream will not grow
 /// one: that fails at once.
-async fn retry_while_starting<T, F, Fut>(client: &impl Link, mut open: F) -> Result<T, StoreError>
+async fn retry_while_starting<T, F, Fut>(
+    client: &impl Link,
+    progress: &StartupProgress,
+    mut open: F,
+) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -488,6 +584,8 @@ where
         match open().await {
             Ok(value) => return Ok(value),
             Err(e) if connected && !client.has_jetstream() => return Err(e),
+            // A configuration that cannot fit is not going to start fitting.
+            Err(e @ StoreError::NoRoom(_)) => return Err(e),
             // No broker yet: wait for one without limit (systemd or compose may
             // start the processor first); the patience counts once connected.
             Err(_) if !connected => {
@@ -496,6 +594,7 @@ where
             }
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "JetStream not ready; retrying");
+                progress.say(format!("starting: JetStream not ready ({e}); retrying"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => return Err(e),
@@ -507,6 +606,95 @@ impl StoreError {
     fn write(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         StoreError::Write(std::sync::Arc::from(cause.into()))
     }
+}
+
+/// The buckets' sizes in words: "1.0 GiB in all (paddock_sessions 378 MiB, …)".
+fn describe_sizes(sizes: &BucketSizes, config: &StoreConfig) -> String {
+    let b = &config.bucket;
+    let replicas = if config.replicas > 1 {
+        format!(", each {} times (--kv-replicas)", config.replicas)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} in all ({b} {}, {b}_archive {}, {b}_laps {}, {b}_alerts {}{replicas})",
+        human_bytes(sizes.total(config.replicas)),
+        human_bytes(sizes.live as u128),
+        human_bytes(sizes.archive as u128),
+        human_bytes(sizes.laps as u128),
+        human_bytes(sizes.alerts as u128),
+    )
+}
+
+/// `1.5 GiB`, `378 MiB`, `912 B`: sizes as a configuration file writes them.
+fn human_bytes(bytes: u128) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value >= 100.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// What to change when the buckets do not fit, after what did not.
+fn no_room_advice(sizes: &BucketSizes, config: &StoreConfig) -> String {
+    format!(
+        "paddock's JetStream buckets need {}: give the broker's JetStream at least that much \
+         file storage (nats.conf: `jetstream {{ max_file_store: ... }}`; in operator mode the \
+         account's disk_storage limit), or lower --kv-max-bytes (PADDOCK_KV_MAX_BYTES; default \
+         --max-memory)",
+        describe_sizes(sizes, config)
+    )
+}
+
+/// A bucket the broker had no room for, said with every number and what to
+/// change; other errors as they are.
+fn no_room(e: StoreError, sizes: &BucketSizes, config: &StoreConfig) -> StoreError {
+    match e {
+        StoreError::NoRoom(refused) => {
+            StoreError::NoRoom(format!("{refused}; {}", no_room_advice(sizes, config)))
+        }
+        e => e,
+    }
+}
+
+/// Refuses at once a budget the account's own JetStream limit (operator mode:
+/// the account JWT's `disk_storage`) cannot hold, before any bucket is made. A
+/// broker-wide limit (`max_file_store`) is not in the account's information:
+/// that one is found when a bucket is refused ([`no_room`]).
+async fn check_account(
+    client: &Client,
+    sizes: &BucketSizes,
+    config: &StoreConfig,
+) -> Result<(), StoreError> {
+    let asked = client.request(crate::protocol::subjects::JS_ACCOUNT_INFO, bytes::Bytes::new());
+    let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(5), asked).await else {
+        return Ok(());
+    };
+    let Ok(info) = serde_json::from_slice::<serde_json::Value>(&reply.payload) else {
+        return Ok(());
+    };
+    let limit = info
+        .pointer("/limits/max_storage")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(-1);
+    if limit >= 0 && sizes.total(config.replicas) > limit as u128 {
+        return Err(StoreError::NoRoom(format!(
+            "the account's JetStream storage limit is {} ({limit} bytes); {}",
+            human_bytes(limit as u128),
+            no_room_advice(sizes, config)
+        )));
+    }
+    Ok(())
 }
 
 fn open_error(bucket: &str, e: impl std::fmt::Display) -> StoreError {
@@ -546,7 +734,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_from_a_replica_behind_is_read_again() {
         let attempts = std::sync::atomic::AtomicUsize::new(0);
-        let loaded = retry_while_starting(&Up { jetstream: true }, || async {
+        let loaded = retry_while_starting(&Up { jetstream: true }, &StartupProgress::default(), || async {
             match attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
                 0 => Err(behind()),
                 _ => Ok("complete"),
@@ -560,7 +748,7 @@ mod tests {
     #[tokio::test]
     async fn a_broker_without_jetstream_fails_at_once() {
         let attempts = std::sync::atomic::AtomicUsize::new(0);
-        let loaded: Result<(), _> = retry_while_starting(&Up { jetstream: false }, || async {
+        let loaded: Result<(), _> = retry_while_starting(&Up { jetstream: false }, &StartupProgress::default(), || async {
             attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Err(behind())
         })

@@ -115,11 +115,10 @@ pub(crate) async fn open_bucket(
                 Err(e) if js.get_stream(&stream_name).await.is_ok() => {
                     tracing::debug!(bucket = name, error = %e, "bucket created concurrently");
                 }
-                Err(e) if e.to_string().contains("insufficient storage") => {
-                    return Err(fail(format!(
-                        "{e}: the broker's JetStream cannot set aside {} bytes for it \
-                         (--kv-max-bytes, default --max-memory); lower that, or give \
-                         JetStream more storage",
+                Err(e) if no_room(&e.to_string()) => {
+                    return Err(StoreError::NoRoom(format!(
+                        "the broker's JetStream refused to set aside {} bytes for the {name} \
+                         bucket ({e})",
                         bucket.max_bytes
                     )));
                 }
@@ -130,6 +129,17 @@ pub(crate) async fn open_bucket(
     js.get_key_value(name)
         .await
         .map_err(|e| fail(e.to_string()))
+}
+
+/// Whether JetStream refused a stream for want of storage: "insufficient
+/// storage resources" (10047, the server's `max_file_store`), "insufficient
+/// resources" (10023), or an account's or tier's limit ("maximum storage
+/// exceeded", "exceeds account limit").
+fn no_room(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    ["insufficient", "storage exceeded", "exceeds account limit"]
+        .iter()
+        .any(|words| error.contains(words))
 }
 
 /// How long reading a bucket at start-up may make no progress before the attempt
