@@ -3,14 +3,16 @@
 //! with `--http-addr`, and frames published over the wire.
 //!
 //! Needs Debian's chromium and chromium-driver (`.ci/run` installs them); without
-//! them each test fails saying so. Leave them out with `cargo test -- --skip browser::`.
+//! them the tests are left out, saying so in one line, except under `CI=true`,
+//! where they fail (support/needs.rs). Each test finds them before it starts
+//! anything.
 
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use serde_json::{Value, json};
 
-use crate::support::browser::{Browser, DESKTOP, PHONE};
+use crate::support::browser::{Browser, Chromium, DESKTOP, PHONE};
 use crate::support::*;
 
 /// A driver name that would run script if it were ever inserted as markup.
@@ -96,6 +98,9 @@ impl Stack {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_follows_a_session_live_through_staleness_and_a_broker_restart() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
     let stack = Stack::start().await;
     let (mut server, http, nc, id) = (stack.server, stack.http, stack.nc, stack.id);
     publish(&nc, &id, "setup", SETUP.as_bytes().to_vec()).await;
@@ -103,7 +108,7 @@ async fn the_page_follows_a_session_live_through_staleness_and_a_broker_restart(
     let now = json!({"player_name": XSS_NAME, "speed": 287.4, "tire_temps": {"fl": 85.2, "fr": 86.1, "rl": 84.5, "rr": 85.0}});
     publish(&nc, &id, "telemetry", frame(13, 50.2, now.clone())).await;
 
-    let browser = Browser::start(PHONE).await;
+    let browser = chromium.start(PHONE).await;
     // The listing (open mode) links the session, grouped by team: a labelled
     // car under its team's header, this one (no team) last.
     let blue = ask(
@@ -304,6 +309,9 @@ impl PerSession {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
     // Short-lived credentials, so the test sees the page renew its own.
     let ttl = 5u64;
     let PerSession {
@@ -354,7 +362,7 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
     };
     // The browser first: each link below is opened as soon as it is made, well
     // within the credentials' short life.
-    let browser = Browser::start(PHONE).await;
+    let browser = chromium.start(PHONE).await;
     let stdout = share().await;
     let link = stdout.lines().next().unwrap().to_string();
     assert!(
@@ -473,11 +481,14 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: cargo test --test it browser::latency -- --ignored --nocapture"]
 async fn latency_publish_to_visible() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
     let stack = Stack::start().await;
     let (server, http, nc, id) = (stack.server, stack.http, stack.nc, stack.id);
     let url = server.url();
     publish(&nc, &id, "telemetry", frame(1, 60.0, json!({"speed": 1.0}))).await;
-    let browser = Browser::start(PHONE).await;
+    let browser = chromium.start(PHONE).await;
     browser.open(&format!("http://{http}/session/{id}")).await;
     browser
         .wait_text("[data-f=speed]", "joined", |t| t == "1 km/h")
@@ -572,10 +583,13 @@ async fn latency_publish_to_visible() {
 /// for 3 s change the shown speed at most 14 times in 3.3 s, and at least 6.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_draws_at_most_four_times_a_second() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
     let stack = Stack::start().await;
     let (http, nc, id) = (stack.http, stack.nc, stack.id);
     publish(&nc, &id, "telemetry", frame(1, 60.0, json!({"speed": 1.0}))).await;
-    let browser = Browser::start(PHONE).await;
+    let browser = chromium.start(PHONE).await;
     browser.open(&format!("http://{http}/session/{id}")).await;
     browser
         .wait_text("[data-f=speed]", "joined", |t| t == "1 km/h")
@@ -619,6 +633,9 @@ async fn the_page_draws_at_most_four_times_a_second() {
 /// the car's page, which links back to its team.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_team_page_shows_its_cars_by_position() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
     let stack = Stack::start().await;
     let (http, nc) = (stack.http.clone(), stack.nc.clone());
     let labelled = |team: &str, car: &str| {
@@ -643,7 +660,7 @@ async fn the_team_page_shows_its_cars_by_position() {
     send(&eight, 1, "B. Eight").await;
     send(&red, 1, "R. Red").await;
 
-    let browser = Browser::start(DESKTOP).await;
+    let browser = chromium.start(DESKTOP).await;
     browser
         .open(&format!("http://{http}/team/Blue?stale=2"))
         .await;
@@ -701,6 +718,9 @@ async fn the_team_page_shows_its_cars_by_position() {
 /// with the same link and links back; another team's car is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_team_link_shows_its_teams_cars_and_opens_their_pages() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
     // Short-lived credentials: the pages renew theirs while the test watches.
     let ttl = 6u64;
     let PerSession {
@@ -749,7 +769,7 @@ async fn a_team_link_shows_its_teams_cars_and_opens_their_pages() {
         })
     };
 
-    let browser = Browser::start(DESKTOP).await;
+    let browser = chromium.start(DESKTOP).await;
     let (code, stdout, stderr) = run_paddock(&[
         "sessions",
         "share",
@@ -925,6 +945,9 @@ fn stream(nc: &Client, ids: Vec<String>, hz: u32) -> tokio::task::JoinHandle<()>
 #[ignore = "a measurement: run it explicitly"]
 async fn cpu_budget() {
     const WINDOW: Duration = Duration::from_secs(10);
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
     let stack = Stack::start().await;
     let mut ids = Vec::new();
     for n in 0..30 {
@@ -933,7 +956,7 @@ async fn cpu_budget() {
         ids.push(doc["session_id"].as_str().unwrap().to_string());
     }
     let feed = stream(&stack.nc, ids, 20);
-    let browser = Browser::start(PHONE).await;
+    let browser = chromium.start(PHONE).await;
     browser.cdp("Performance.enable", json!({})).await;
     browser
         .cdp("Emulation.setCPUThrottlingRate", json!({"rate": 4}))
@@ -1006,6 +1029,9 @@ async fn cpu_budget() {
 /// in the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
     let stack = Stack::start().await;
     let (http, nc, id) = (stack.http.clone(), stack.nc.clone(), stack.id.clone());
     // 100 s laps at 3 L; a stop with a refuel and a driver swap on lap 5.
@@ -1021,7 +1047,7 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
         publish(&nc, &id, "telemetry", frame(lap, fuel, extra)).await;
         fuel -= 3.0;
     }
-    let browser = Browser::start(DESKTOP).await;
+    let browser = chromium.start(DESKTOP).await;
     browser.open(&format!("http://{http}/session/{id}")).await;
     browser
         .wait_text("#stints tbody", "two stints", |t| {

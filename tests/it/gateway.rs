@@ -3,8 +3,8 @@
 //! order, bad input), plus what paddock adds (a gateway session is paddock's
 //! own, NATS frames reach Socket.IO pages, units, `NaN`, a kill -9 of the
 //! processor, the token, the old links). A real `paddock serve --http-addr`
-//! and a real broker per test; the clients are `rust_socketio` and the
-//! Engine.IO polling transport by hand.
+//! and a real broker per test; the clients are Socket.IO over WebSocket and
+//! the Engine.IO polling transport, both by hand (support/socketio.rs).
 
 use std::time::Duration;
 

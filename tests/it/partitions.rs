@@ -363,14 +363,15 @@ async fn a_partitioned_processor_refuses_a_broker_that_does_not_partition() {
 }
 
 /// The live-following test drives Chromium: in a module named `browser` so that
-/// `cargo test -- --skip browser::` leaves it out with the other browser tests.
+/// `cargo test -- --skip browser::` leaves it out with the other browser tests
+/// (as a missing chromium does, support/needs.rs).
 mod browser {
     use std::time::Duration;
 
     use paddock::SessionId;
     use paddock::protocol::subjects;
 
-    use crate::support::browser::{Browser, PHONE};
+    use crate::support::browser::{Chromium, PHONE};
     use crate::support::*;
 
     /// Partitioned sessions are followed live like any other (docs/ARCHITECTURE.md:
@@ -380,6 +381,9 @@ mod browser {
     /// published after they joined; the lap announcement and the end arrive too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_partitioned_session_is_followed_live_by_every_consumer() {
+        let Some(chromium) = Chromium::find() else {
+            return;
+        };
         let server = NatsServer::start_websocket_with(paddock::broker::mappings_config(2));
         let url = server.url();
         let http = format!("127.0.0.1:{}", free_port());
@@ -421,7 +425,7 @@ mod browser {
             sync(&client).await;
             let watch = Running::spawn(&["watch", id, "--plain", "--nats-url", &url]);
             assert!(watch.line().starts_with("lap 1 "), "partition {p}");
-            let browser = Browser::start(PHONE).await;
+            let browser = chromium.start(PHONE).await;
             browser.open(&format!("http://{http}/session/{id}")).await;
             browser
                 .wait_text("[data-f=lap]", "the snapshot's lap", |t| t == "1")

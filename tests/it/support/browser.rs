@@ -2,9 +2,10 @@
 //! `chromedriver` (WebDriver) with fantoccini. One driver and one headless browser
 //! per test, on a free port, stopped on drop.
 //!
-//! Without chromium and chromedriver these tests cannot run, and say so by
-//! failing with how to install them (`apt-get install chromium chromium-driver`),
-//! or how to leave them out on purpose (`cargo test -- --skip browser::`).
+//! A browser test starts with [`Chromium::find`]: without chromium or
+//! chromedriver (on PATH, or at `CHROME_BIN` / `CHROMEDRIVER`) the browser tests
+//! are left out, with one line saying how to install them, or fail under
+//! `CI=true` ([`super::needs`]).
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -15,6 +16,12 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 use super::broker::free_port;
+use super::needs::{Group, on_path};
+
+static BROWSER_TESTS: Group = Group::new(
+    "browser tests",
+    "sudo apt-get install chromium chromium-driver",
+);
 
 /// A phone (a common Android size) and a laptop.
 pub const PHONE: (u32, u32) = (412, 915);
@@ -42,37 +49,53 @@ impl Drop for Driver {
 }
 
 fn find(env: &str, candidates: &[&str]) -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(env) {
-        return Some(PathBuf::from(path));
+    match std::env::var_os(env) {
+        Some(path) => Some(PathBuf::from(path)),
+        None => on_path(candidates),
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    candidates.iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    })
+}
+
+/// The programs a browser test drives: found before the test starts anything.
+pub struct Chromium {
+    driver: PathBuf,
+    chrome: PathBuf,
+}
+
+impl Chromium {
+    /// chromium and chromedriver, or `None` when they are not both there and
+    /// the test is to return, left out (under `CI=true` it fails here).
+    pub fn find() -> Option<Chromium> {
+        let driver = find("CHROMEDRIVER", &["chromedriver"]);
+        let chrome = find(
+            "CHROME_BIN",
+            &["chromium", "chromium-browser", "google-chrome"],
+        );
+        match (chrome, driver) {
+            (Some(chrome), Some(driver)) => Some(Chromium { driver, chrome }),
+            (chrome, driver) => {
+                let missing: Vec<&str> = [(chrome, "chromium"), (driver, "chromedriver")]
+                    .into_iter()
+                    .filter(|(found, _)| found.is_none())
+                    .map(|(_, name)| name)
+                    .collect();
+                BROWSER_TESTS.left_out(&missing.join("/"));
+                None
+            }
+        }
+    }
+
+    /// A headless chromium at `size`.
+    pub async fn start(&self, size: (u32, u32)) -> Browser {
+        Browser::start(self, size).await
+    }
 }
 
 impl Browser {
-    /// A headless chromium at `size`, or a failure that says what is missing.
-    pub async fn start(size: (u32, u32)) -> Self {
-        let missing = |what: &str| -> ! {
-            panic!(
-                "browser test did not run: {what} not found. Install Debian's \
-                 `apt-get install chromium chromium-driver` (or set CHROMEDRIVER / CHROME_BIN), \
-                 or leave these tests out with `cargo test -- --skip browser::`"
-            )
-        };
-        let driver_bin =
-            find("CHROMEDRIVER", &["chromedriver"]).unwrap_or_else(|| missing("chromedriver"));
-        let chrome_bin = find(
-            "CHROME_BIN",
-            &["chromium", "chromium-browser", "google-chrome"],
-        )
-        .unwrap_or_else(|| missing("chromium"));
+    async fn start(programs: &Chromium, size: (u32, u32)) -> Self {
+        let (driver_bin, chrome_bin) = (&programs.driver, &programs.chrome);
         let port = free_port();
         let driver = Driver(
-            Command::new(&driver_bin)
+            Command::new(driver_bin)
                 .arg(format!("--port={port}"))
                 .process_group(0)
                 .stdout(Stdio::null())

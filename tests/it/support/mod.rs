@@ -1,7 +1,8 @@
 //! Test harness: a real `nats-server` per test, and the processor in-process.
 //! By concern: [`broker`], [`processor`], [`binary`] (the paddock binary as a
 //! user runs it), [`answers`] (requests, replies, messages), [`browser`] (headless
-//! chromium through chromedriver, for the dashboard page).
+//! chromium through chromedriver, for the dashboard page), [`needs`] (what a
+//! group of tests does without the programs it drives).
 //!
 //! Modelled on async-nats's own `nats-server` test crate: the real binary is spawned
 //! on a random port (`-p -1`), the port is read from its log, JetStream keeps its
@@ -21,6 +22,7 @@ mod binary;
 mod broker;
 pub mod browser;
 mod http;
+pub mod needs;
 mod processor;
 mod socketio;
 

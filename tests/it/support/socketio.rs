@@ -1,20 +1,83 @@
-//! Socket.IO clients for the gateway's tests: `rust_socketio` (a client library
-//! no one here wrote) as the origin's monitor and pages use theirs, and the
-//! Engine.IO polling transport by hand for what that library cannot send
-//! (Python's `NaN`) or see (a refused connect).
+//! Socket.IO clients for the gateway's tests, both by hand: [`Sio`], the
+//! WebSocket transport as the origin's monitor and pages use theirs, and
+//! [`Polling`], the polling transport, for what a client library would not send
+//! (Python's `NaN`) or let a test see (a refused connect's `44`).
+//!
+//! [`Sio`] speaks Socket.IO v5 over Engine.IO v4 on tokio-tungstenite (plain
+//! `ws://` on loopback: no TLS stack, so building the tests needs nothing but
+//! Rust). What it does, all the gateway's tests rely on:
+//!
+//! - connect to `ws://<host>/socket.io/?EIO=4&transport=websocket[&token=…]`,
+//!   read the Engine.IO open packet `0{…}`, send the namespace's connect `40`,
+//!   and wait for `40{"sid":…}` (a `44{…}` connect error fails the connect);
+//! - emit `42["name",data]`; receive `42["name",data…]` (and `42<id>[…]`: the
+//!   gateway asks no acks, so none is sent) as `(name, first data)`;
+//! - answer the Engine.IO ping `2` with the pong `3`;
+//! - when the connection drops (a `kill -9` of the server), reconnect on its
+//!   own, as the origin's monitor does; the server's `41` (disconnect) ends it;
+//! - disconnect with `41`.
+//!
+//! Binary events (`45…`, `46…`, and their attachments) are skipped: the gateway
+//! sends JSON text only.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use rust_socketio::asynchronous::{Client, ClientBuilder};
-use rust_socketio::{Event, Payload};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::{Error, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Times the client tries again after its connection dropped, and the wait
+/// between tries (the origin's monitor, python-socketio, keeps trying too).
+const RECONNECTS: u32 = 100;
+const RECONNECT_DELAY: (Duration, Duration) =
+    (Duration::from_millis(200), Duration::from_millis(500));
 
 /// One connected Socket.IO client and every event it has received, in order.
 pub struct Sio {
     pub client: Client,
     events: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+/// The sending side of a [`Sio`].
+#[derive(Clone)]
+pub struct Client {
+    /// The open connection's sending half; `None` while it (re)connects and
+    /// after a disconnect, so an emit then fails instead of waiting.
+    writer: Arc<Mutex<Option<SplitSink<Ws, Message>>>>,
+    /// Set by [`Client::disconnect`] (or the server's `41`): no reconnecting.
+    done: Arc<AtomicBool>,
+}
+
+impl Client {
+    /// Sends the event `42["name",data]`; fails while not connected.
+    pub async fn emit(&self, event: &str, data: Value) -> Result<(), Error> {
+        self.send(format!("42{}", Value::from(vec![Value::from(event), data])))
+            .await
+    }
+
+    /// Leaves the namespace (`41`) and closes the connection, for good.
+    pub async fn disconnect(&self) -> Result<(), Error> {
+        self.done.store(true, Ordering::SeqCst);
+        let mut writer = self.writer.lock().await;
+        let mut open = writer.take().ok_or(Error::AlreadyClosed)?;
+        open.send(Message::text("41")).await?;
+        open.close().await
+    }
+
+    async fn send(&self, packet: String) -> Result<(), Error> {
+        match self.writer.lock().await.as_mut() {
+            Some(open) => open.send(Message::text(packet)).await,
+            None => Err(Error::AlreadyClosed),
+        }
+    }
 }
 
 impl Sio {
@@ -24,34 +87,30 @@ impl Sio {
         Sio::connect_url(&format!("http://{http}")).await
     }
 
+    /// As [`Sio::connect`], to a server URL as the origin's monitor takes it:
+    /// `http://host:port`, with its query (`?token=…`) passed on.
     pub async fn connect_url(url: &str) -> Sio {
+        let server = url::Url::parse(url).expect("a server URL");
+        let mut ws = server.clone();
+        ws.set_scheme("ws").unwrap();
+        ws.set_path("/socket.io/");
+        let query = match server.query() {
+            Some(query) => format!("EIO=4&transport=websocket&{query}"),
+            None => "EIO=4&transport=websocket".to_string(),
+        };
+        ws.set_query(Some(&query));
+        let client = Client {
+            writer: Arc::new(Mutex::new(None)),
+            done: Arc::new(AtomicBool::new(false)),
+        };
         let (tx, events) = mpsc::unbounded_channel();
-        let (ready_tx, mut ready) = mpsc::unbounded_channel();
-        let client = ClientBuilder::new(url)
-            .namespace("/")
-            .reconnect_delay(200, 500)
-            .max_reconnect_attempts(100)
-            .on(Event::Connect, move |_, _| {
-                let _ = ready_tx.send(());
-                async {}.boxed()
-            })
-            .on_any(move |event, payload, _| {
-                if let Payload::Text(mut values) = payload {
-                    let value = if values.is_empty() {
-                        Value::Null
-                    } else {
-                        values.swap_remove(0)
-                    };
-                    let _ = tx.send((String::from(event), value));
-                }
-                async {}.boxed()
-            })
-            .connect()
-            .await
-            .expect("the gateway accepts a Socket.IO connection");
-        tokio::time::timeout(Duration::from_secs(10), ready.recv())
-            .await
-            .expect("the gateway acknowledges the namespace within 10 s");
+        let (ready_tx, ready) = oneshot::channel();
+        tokio::spawn(run(ws.to_string(), client.clone(), tx, ready_tx));
+        match tokio::time::timeout(Duration::from_secs(10), ready).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("the gateway accepts a Socket.IO connection: {e}"),
+            _ => panic!("the gateway acknowledges the namespace within 10 s"),
+        }
         Sio { client, events }
     }
 
@@ -90,6 +149,143 @@ impl Sio {
         let assigned = self.next("session_id_assigned").await;
         assigned["session_id"].as_str().unwrap().to_string()
     }
+}
+
+/// The connection, for the life of its [`Sio`]: connects, reports the first
+/// outcome on `ready`, reads until the connection drops, then connects again
+/// (unless told to stop, or the [`Sio`] is gone).
+async fn run(
+    url: String,
+    client: Client,
+    events: mpsc::UnboundedSender<(String, Value)>,
+    ready: oneshot::Sender<Result<(), String>>,
+) {
+    let mut ready = Some(ready);
+    let mut tries = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), open(&url)).await {
+            Ok(Ok((writer, reader))) => {
+                tries = 0;
+                *client.writer.lock().await = Some(writer);
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Ok(()));
+                }
+                read(reader, &client, &events).await;
+                *client.writer.lock().await = None;
+            }
+            Ok(Err(e)) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            }
+            Err(_) => {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(Err(format!("no Socket.IO connect from {url} in 10 s")));
+                    return;
+                }
+            }
+        }
+        tries += 1;
+        if client.done.load(Ordering::SeqCst) || events.is_closed() || tries > RECONNECTS {
+            return;
+        }
+        let wait = RECONNECT_DELAY.0 * tries;
+        tokio::time::sleep(wait.min(RECONNECT_DELAY.1)).await;
+    }
+}
+
+/// One connection up to the namespace's `40{"sid":…}`: the Engine.IO open
+/// packet, our connect, the server's answer (pings answered on the way).
+async fn open(url: &str) -> Result<(SplitSink<Ws, Message>, SplitStream<Ws>), String> {
+    // TCP_NODELAY: small frames someone waits for (the benchmark's latency).
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let (mut writer, mut reader) = ws.split();
+    let mut opened = false;
+    loop {
+        let packet = match reader.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(format!("{url}: {e}")),
+            None => return Err(format!("{url} closed the connection")),
+        };
+        let packet = packet.as_str();
+        if !opened {
+            // `0{"sid":…,"pingInterval":…}`
+            if !packet.starts_with('0') {
+                return Err(format!("{url}: no Engine.IO open packet but {packet}"));
+            }
+            opened = true;
+            writer
+                .send(Message::text("40"))
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+        } else if let Some(payload) = packet.strip_prefix('2') {
+            writer
+                .send(Message::text(format!("3{payload}")))
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+        } else if packet.starts_with("40") {
+            return Ok((writer, reader));
+        } else if packet.starts_with("44") {
+            return Err(format!("{url} refused the connect: {packet}"));
+        } else {
+            return Err(format!("{url}: {packet} before the namespace's connect"));
+        }
+    }
+}
+
+/// Reads one connection's packets until it drops or the [`Sio`] is gone:
+/// events into `events`, pings answered.
+async fn read(
+    mut reader: SplitStream<Ws>,
+    client: &Client,
+    events: &mpsc::UnboundedSender<(String, Value)>,
+) {
+    loop {
+        let message = tokio::select! {
+            message = reader.next() => message,
+            _ = events.closed() => return,
+        };
+        let packet = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+            Some(Ok(_)) => continue,
+        };
+        let packet = packet.as_str();
+        if let Some(payload) = packet.strip_prefix('2') {
+            // Fails only if the connection is gone, which the next read says.
+            let _ = client.send(format!("3{payload}")).await;
+        } else if packet == "1" {
+            // Engine.IO's close: the transport is gone, connect again.
+            return;
+        } else if packet == "41" {
+            // The server's disconnect: not to be undone (as socket.io-client).
+            client.done.store(true, Ordering::SeqCst);
+            return;
+        } else if let Some(event) = packet.strip_prefix("42").and_then(parse_event) {
+            let _ = events.send(event);
+        }
+    }
+}
+
+/// An event's name and first data (`Null` when it has none) from
+/// `42["name",data…]` past the `42`, with or without an ack id before the array.
+fn parse_event(packet: &str) -> Option<(String, Value)> {
+    let array = packet.trim_start_matches(|c: char| c.is_ascii_digit());
+    let mut values: Vec<Value> = serde_json::from_str(array).ok()?;
+    if values.is_empty() {
+        return None;
+    }
+    let name = values.remove(0).as_str()?.to_string();
+    let data = if values.is_empty() {
+        Value::Null
+    } else {
+        values.swap_remove(0)
+    };
+    Some((name, data))
 }
 
 /// The Engine.IO v4 polling transport by hand: a handshake, the namespace's
