@@ -298,9 +298,7 @@ mod tests {
             let mut storage: libc::sockaddr_in = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             // SAFETY: getpeername(2) writes at most `len` bytes into `storage`.
-            let got = unsafe {
-                libc::getpeername(fd, (&raw mut storage).cast(), &raw mut len)
-            };
+            let got = unsafe { libc::getpeername(fd, (&raw mut storage).cast(), &raw mut len) };
             (got == 0 && i32::from(storage.sin_family) == libc::AF_INET).then(|| {
                 std::net::SocketAddr::from((
                     u32::from_be(storage.sin_addr.s_addr).to_be_bytes(),
@@ -330,7 +328,11 @@ mod tests {
             .filter(|&fd| fd != client.as_raw_fd() && peer_of(fd) == Some(client_addr))
             .collect();
         assert_eq!(accepted.len(), 1, "the server's end of the connection");
-        assert_eq!(nodelay_of(accepted[0]), 1, "TCP_NODELAY on the accepted socket");
+        assert_eq!(
+            nodelay_of(accepted[0]),
+            1,
+            "TCP_NODELAY on the accepted socket"
+        );
         let _ = stop.send(());
         drop(client);
         server.await.unwrap().unwrap();

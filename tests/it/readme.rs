@@ -50,7 +50,10 @@ fn nats_conf_on(ports: &Ports) -> String {
             "\nhttp_port: 8222\n",
             format!("\nhttp_port: {}\n", ports.monitoring),
         ),
-        ("\n  port: 8080\n", format!("\n  port: {}\n", ports.websocket)),
+        (
+            "\n  port: 8080\n",
+            format!("\n  port: {}\n", ports.websocket),
+        ),
         (
             "\"http://127.0.0.1:8081\", \"http://localhost:8081\"",
             format!(
@@ -71,9 +74,13 @@ fn nats_conf_on(ports: &Ports) -> String {
 
 /// The broker binary the tests use, for the demo to start (`NATS_SERVER_BIN`).
 fn nats_server_bin() -> PathBuf {
-    paddock::broker::locate(std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).as_deref())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .0
+    paddock::broker::locate(
+        std::env::var_os("NATS_SERVER_BIN")
+            .map(PathBuf::from)
+            .as_deref(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .0
 }
 
 /// A `paddock` process whose stdout and stderr lines arrive on one channel.
@@ -94,7 +101,10 @@ impl Watched {
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         for (pipe, tx) in [
-            (Box::new(stdout) as Box<dyn std::io::Read + Send>, tx.clone()),
+            (
+                Box::new(stdout) as Box<dyn std::io::Read + Send>,
+                tx.clone(),
+            ),
             (Box::new(stderr), tx),
         ] {
             std::thread::spawn(move || {
@@ -121,7 +131,12 @@ impl Watched {
         loop {
             let left = deadline
                 .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| panic!("no {what} within {patience:?}; it printed:\n{}", self.printed()));
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no {what} within {patience:?}; it printed:\n{}",
+                        self.printed()
+                    )
+                });
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
@@ -181,7 +196,10 @@ fn children_of(pid: u32) -> Vec<u32> {
     };
     for task in tasks.flatten() {
         if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            children.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            children.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     children
@@ -225,7 +243,11 @@ fn demo(dir: &Path, ports: &Ports) -> Watched {
         .env("NATS_SERVER_BIN", nats_server_bin())
         .env("NATS_URL", format!("nats://127.0.0.1:{}", ports.nats))
         .env("PADDOCK_HTTP_ADDR", format!("127.0.0.1:{}", ports.http));
-    for var in ["PADDOCK_KV_MAX_BYTES", "PADDOCK_MAX_MEMORY", "PADDOCK_STORE"] {
+    for var in [
+        "PADDOCK_KV_MAX_BYTES",
+        "PADDOCK_MAX_MEMORY",
+        "PADDOCK_STORE",
+    ] {
         command.env_remove(var);
     }
     Watched::spawn(command)
@@ -261,10 +283,15 @@ async fn the_readme_demo_runs_three_cars_and_ctrl_c_leaves_nothing_running() {
 
     // Ready: the processor runs and it says what to run in another terminal.
     let ready = Duration::from_secs(90);
-    demo.until(ready, "the processor running", |l| l.contains("processor running"));
+    demo.until(ready, "the processor running", |l| {
+        l.contains("processor running")
+    });
     let list_command = demo
         .until(ready, "the `sessions list` command", |l| {
-            l.trim_end().ends_with(&format!("sessions list --nats-url nats://127.0.0.1:{}", ports.nats))
+            l.trim_end().ends_with(&format!(
+                "sessions list --nats-url nats://127.0.0.1:{}",
+                ports.nats
+            ))
         })
         .trim()
         .to_string();
@@ -281,7 +308,11 @@ async fn the_readme_demo_runs_three_cars_and_ctrl_c_leaves_nothing_running() {
         }
     }
     let broker_pids = children_of(demo.child.id());
-    assert_eq!(broker_pids.len(), 1, "the demo started one nats-server: {broker_pids:?}");
+    assert_eq!(
+        broker_pids.len(),
+        1,
+        "the demo started one nats-server: {broker_pids:?}"
+    );
 
     // `paddock sessions list`, as printed: three live sessions of the demo's team.
     let deadline = Instant::now() + ready;
@@ -296,7 +327,10 @@ async fn the_readme_demo_runs_three_cars_and_ctrl_c_leaves_nothing_running() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert!(listed.contains("Demo"), "the demo's cars carry a team label:\n{listed}");
+    assert!(
+        listed.contains("Demo"),
+        "the demo's cars carry a team label:\n{listed}"
+    );
 
     // The page answers: the index, a car's page, the team's page.
     let http = format!("127.0.0.1:{}", ports.http);
@@ -339,9 +373,18 @@ async fn the_readme_demo_runs_three_cars_and_ctrl_c_leaves_nothing_running() {
 
     // Ctrl-C: everything stops within 5 s, exit 0, and nothing is left.
     let (code, took) = demo.signal_and_wait(libc::SIGINT, Duration::from_secs(5));
-    assert_eq!(code, Some(0), "exit status after ctrl-c:\n{}", demo.printed());
+    assert_eq!(
+        code,
+        Some(0),
+        "exit status after ctrl-c:\n{}",
+        demo.printed()
+    );
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    assert_eq!(all_gone(&broker_pids, Duration::from_secs(1)), Vec::<u32>::new(), "left running");
+    assert_eq!(
+        all_gone(&broker_pids, Duration::from_secs(1)),
+        Vec::<u32>::new(),
+        "left running"
+    );
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", ports.nats)).is_err(),
         "something still listens on the demo's broker port"
@@ -371,18 +414,24 @@ async fn a_demo_killed_outright_leaves_no_broker_behind() {
 
 /// A broker from the shipped nats.conf with its JetStream storage cut to
 /// `max_file_store`.
-fn broker_with_file_store(dir: &Path, ports: &Ports, max_file_store: &str) -> paddock::broker::LocalBroker {
+fn broker_with_file_store(
+    dir: &Path,
+    ports: &Ports,
+    max_file_store: &str,
+) -> paddock::broker::LocalBroker {
     let conf = nats_conf_on(ports);
     let line = conf
         .lines()
         .find(|l| l.trim_start().starts_with("max_file_store:"))
         .expect("nats.conf sets max_file_store");
     let conf = conf.replace(line, &format!("  max_file_store: {max_file_store}"));
+    assert_eq!(conf.matches("store_dir: \".paddock/nats\"").count(), 1);
+    let store = dir.join("store");
+    let conf = conf.replace(".paddock/nats", store.to_str().unwrap());
     let file = dir.join("nats.conf");
     std::fs::write(&file, conf).unwrap();
     paddock::broker::LocalBroker::start(paddock::broker::BrokerConfig {
         config_file: Some(file),
-        store_dir: Some(dir.join("store")),
         port: Some(ports.nats),
         ..Default::default()
     })
@@ -400,7 +449,10 @@ async fn a_broker_too_small_for_the_buckets_is_refused_at_once_with_the_numbers(
     let code = serve.exit_code();
     let took = started.elapsed();
     assert_eq!(code, 1);
-    assert!(took < Duration::from_secs(15), "refused after {took:?}, not at once");
+    assert!(
+        took < Duration::from_secs(15),
+        "refused after {took:?}, not at once"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -441,7 +493,11 @@ async fn serve_stops_at_once_on_a_signal_while_it_waits_for_a_broker() {
         std::thread::sleep(Duration::from_millis(500));
         let started = Instant::now();
         assert_eq!(serve.stop(signal), 0, "{signal}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{signal}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{signal}: {:?}",
+            started.elapsed()
+        );
     }
 }
 

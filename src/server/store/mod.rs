@@ -269,9 +269,13 @@ impl Storage {
             // requests unanswered, and each would wait out a 10 s timeout: ask
             // cheaply until it answers, then open.
             let live_stream = crate::protocol::subjects::kv_stream(&config.bucket);
-            config.progress.say("starting: waiting for the broker's JetStream to answer");
+            config
+                .progress
+                .say("starting: waiting for the broker's JetStream to answer");
             crate::client::jetstream_answers(client, &live_stream, STARTUP_PATIENCE).await;
-            config.progress.say("starting: opening the JetStream buckets");
+            config
+                .progress
+                .say("starting: opening the JetStream buckets");
             check_account(client, &sizes, config).await?;
             // The live bucket refuses writes when full (its sessions stay in memory
             // and are retried); the archive and laps drop their oldest instead.
@@ -676,7 +680,10 @@ async fn check_account(
     sizes: &BucketSizes,
     config: &StoreConfig,
 ) -> Result<(), StoreError> {
-    let asked = client.request(crate::protocol::subjects::JS_ACCOUNT_INFO, bytes::Bytes::new());
+    let asked = client.request(
+        crate::protocol::subjects::JS_ACCOUNT_INFO,
+        bytes::Bytes::new(),
+    );
     let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(5), asked).await else {
         return Ok(());
     };
@@ -734,12 +741,16 @@ mod tests {
     #[tokio::test]
     async fn a_read_from_a_replica_behind_is_read_again() {
         let attempts = std::sync::atomic::AtomicUsize::new(0);
-        let loaded = retry_while_starting(&Up { jetstream: true }, &StartupProgress::default(), || async {
-            match attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
-                0 => Err(behind()),
-                _ => Ok("complete"),
-            }
-        })
+        let loaded = retry_while_starting(
+            &Up { jetstream: true },
+            &StartupProgress::default(),
+            || async {
+                match attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                    0 => Err(behind()),
+                    _ => Ok("complete"),
+                }
+            },
+        )
         .await;
         assert_eq!(loaded.unwrap(), "complete");
         assert_eq!(attempts.into_inner(), 2);
@@ -748,10 +759,14 @@ mod tests {
     #[tokio::test]
     async fn a_broker_without_jetstream_fails_at_once() {
         let attempts = std::sync::atomic::AtomicUsize::new(0);
-        let loaded: Result<(), _> = retry_while_starting(&Up { jetstream: false }, &StartupProgress::default(), || async {
-            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Err(behind())
-        })
+        let loaded: Result<(), _> = retry_while_starting(
+            &Up { jetstream: false },
+            &StartupProgress::default(),
+            || async {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(behind())
+            },
+        )
         .await;
         assert!(matches!(loaded, Err(StoreError::Behind { .. })));
         assert_eq!(attempts.into_inner(), 1);
