@@ -366,6 +366,13 @@ async fn the_readme_demo_runs_three_cars_and_ctrl_c_leaves_nothing_running() {
         code == 0 && stdout.contains("lap"),
         "`{watch} --plain` exit {code}:\n{stdout}{stderr}"
     );
+    let team = list_command.replace("sessions list", "watch --team Demo --plain");
+    let (code, stdout, stderr) =
+        run_printed(&dir, &format!("timeout --preserve-status -s INT 3 {team}"));
+    assert!(
+        code == 0 && stdout.contains("#1") && stdout.contains("#3"),
+        "`{team}` exit {code}:\n{stdout}{stderr}"
+    );
     let share = list_command.replace("sessions list", &format!("sessions share {}", ids[0]));
     let (code, stdout, stderr) = run_printed(&dir, &share);
     assert_eq!(code, 0, "`{share}`: {stderr}");

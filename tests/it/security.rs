@@ -340,6 +340,10 @@ async fn sync_as(client: &Client) {
         .expect("stats answered");
 }
 
+/// The TLS test makes its certificates with the openssl command.
+static TLS_TEST: crate::support::needs::Group =
+    crate::support::needs::Group::new("security::tls test", "sudo apt-get install openssl");
+
 /// Runs openssl (as a test tool, like nats-server) to make a CA, a server
 /// certificate for 127.0.0.1, and a client certificate.
 fn certificates(dir: &Path) {
@@ -412,6 +416,10 @@ fn certificates(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates() {
+    if crate::support::needs::on_path(&["openssl"]).is_none() {
+        TLS_TEST.left_out("openssl");
+        return;
+    }
     let dir = fresh_dir("tls");
     certificates(&dir);
     let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
