@@ -119,9 +119,19 @@ pub fn csv_record<S: AsRef<str>>(fields: &[S]) -> String {
     format!("{}\r\n", quoted.join(","))
 }
 
-/// A number for CSV: as JSON writes it, empty when absent.
+/// A number for CSV, empty when absent: whole numbers as integers (`17`, not
+/// `17.0`), others in the shortest form that reads back the same — the text
+/// JavaScript's `String(n)` gives, so the car page's CSV is the same text.
 fn csv_number(value: Option<f64>) -> String {
-    value.map_or_else(String::new, |v| serde_json::Value::from(v).to_string())
+    let Some(v) = value.filter(|v| v.is_finite()) else {
+        return String::new();
+    };
+    if v.fract() == 0.0 && v.abs() < 1e21 {
+        // JavaScript writes whole numbers below 1e21 without a fraction.
+        format!("{v:.0}")
+    } else {
+        serde_json::Value::from(v).to_string()
+    }
 }
 
 /// A frame's number at `key`, or at `key`/`corner` for per-corner readings.
@@ -170,6 +180,7 @@ pub fn laps_csv(laps: &[crate::protocol::documents::LapRecord<serde_json::Value>
         let mut row = vec![
             match &lap.lap {
                 serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => csv_number(n.as_f64()),
                 other => other.to_string(),
             },
             csv_number(reading(&lap.next_frame, "last_lap_time", None)),
@@ -263,6 +274,36 @@ pub fn stints_table(stints: &[crate::protocol::documents::Stint]) -> String {
 #[cfg(test)]
 mod csv_tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn csv_numbers_are_written_as_javascript_writes_them() {
+        assert_eq!(csv_number(Some(17.0)), "17");
+        assert_eq!(csv_number(Some(-2.0)), "-2");
+        assert_eq!(csv_number(Some(0.0)), "0");
+        assert_eq!(csv_number(Some(40.25)), "40.25");
+        assert_eq!(csv_number(Some(0.1 + 0.2)), "0.30000000000000004");
+        assert_eq!(csv_number(None), "");
+        assert_eq!(csv_number(Some(f64::NAN)), "");
+    }
+
+    #[test]
+    fn the_laps_csv_writes_positions_and_laps_as_integers() {
+        let record: crate::protocol::documents::LapRecord<serde_json::Value> =
+            serde_json::from_value(json!({
+                "lap": 3.0,
+                "started_at": "2026-12-05T07:45:01.000000Z",
+                "ended_at": "2026-12-05T07:46:41.000000Z",
+                "frames": 100,
+                "last_frame": {"position": 17.0, "fuel": 40.0, "player_name": "Ann"},
+                "next_frame": {"last_lap_time": 100.5},
+                "pitted": false,
+            }))
+            .unwrap();
+        let csv = laps_csv(&[record]);
+        let row = csv.lines().nth(1).unwrap();
+        assert!(row.starts_with("3,100.5,Ann,17,40,,false,"), "{csv}");
+    }
 
     #[test]
     fn csv_quotes_what_needs_it() {
