@@ -134,6 +134,13 @@ fn csv_number(value: Option<f64>) -> String {
     }
 }
 
+/// [`csv_number`] rounded to `decimals`: figures computed here (sums, means,
+/// differences) without float noise such as `-0.09999999999999432`.
+fn csv_rounded(value: Option<f64>, decimals: i32) -> String {
+    let scale = 10f64.powi(decimals);
+    csv_number(value.map(|v| (v * scale).round() / scale))
+}
+
 /// A frame's number at `key`, or at `key`/`corner` for per-corner readings.
 fn reading(frame: &serde_json::Value, key: &str, corner: Option<&str>) -> Option<f64> {
     let value = &frame[key];
@@ -226,14 +233,14 @@ pub fn stints_csv(stints: &[crate::protocol::documents::Stint]) -> String {
             csv_number(s.first_lap),
             csv_number(s.last_lap),
             s.laps.to_string(),
-            csv_number(s.start_time_s),
-            csv_number(s.end_time_s),
-            csv_number(s.duration_s),
-            csv_number(s.best_lap_time),
-            csv_number(s.mean_lap_time),
+            csv_rounded(s.start_time_s, 3),
+            csv_rounded(s.end_time_s, 3),
+            csv_rounded(s.duration_s, 3),
+            csv_rounded(s.best_lap_time, 3),
+            csv_rounded(s.mean_lap_time, 3),
             s.green_laps.to_string(),
-            csv_number(s.fuel_used),
-            csv_number(s.fuel_per_lap),
+            csv_rounded(s.fuel_used, 3),
+            csv_rounded(s.fuel_per_lap, 3),
             s.ended_by.clone().unwrap_or_default(),
         ]));
     }
@@ -285,6 +292,8 @@ mod csv_tests {
         assert_eq!(csv_number(Some(0.1 + 0.2)), "0.30000000000000004");
         assert_eq!(csv_number(None), "");
         assert_eq!(csv_number(Some(f64::NAN)), "");
+        assert_eq!(csv_rounded(Some(2.9 - 3.0), 3), "-0.1");
+        assert_eq!(csv_rounded(Some(100.00000000001), 3), "100");
     }
 
     #[test]
@@ -303,6 +312,23 @@ mod csv_tests {
         let csv = laps_csv(&[record]);
         let row = csv.lines().nth(1).unwrap();
         assert!(row.starts_with("3,100.5,Ann,17,40,,false,"), "{csv}");
+    }
+
+    #[test]
+    fn the_stints_csv_rounds_away_float_noise() {
+        let stint: crate::protocol::documents::Stint = serde_json::from_value(json!({
+            "n": 1, "driver": "Ann", "first_lap": 1.0, "last_lap": 5.0, "laps": 5,
+            "start_time_s": 0.0, "end_time_s": 530.0000000000001,
+            "duration_s": 530.0000000000001, "best_lap_time": 100.0,
+            "mean_lap_time": 100.33333333333333, "green_laps": 4,
+            "fuel_used": -0.09999999999999432, "fuel_per_lap": 3.0, "ended_by": "pit_stop"
+        }))
+        .unwrap();
+        let csv = stints_csv(&[stint]);
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            "1,Ann,1,5,5,0,530,530,100,100.333,4,-0.1,3,pit_stop"
+        );
     }
 
     #[test]

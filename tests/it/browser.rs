@@ -1081,8 +1081,8 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
     let csv = csv.as_str().unwrap();
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 1 + 8, "{csv}");
-    // The same columns and values as `paddock sessions laps --csv` (numbers
-    // compared as numbers: JavaScript writes 100 where serde writes 100.0).
+    // The same text as `paddock sessions laps --csv`, cell for cell: whole
+    // numbers as integers (100, not 100.0) on both sides.
     let (code, command, stderr) = run_paddock(&[
         "sessions",
         "laps",
@@ -1096,14 +1096,7 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
     let cells = |csv: &str| -> Vec<Vec<String>> {
         csv.split("\r\n")
             .filter(|l| !l.is_empty())
-            .map(|l| {
-                l.split(',')
-                    .map(|c| match c.parse::<f64>() {
-                        Ok(v) => format!("{v}"),
-                        Err(_) => c.to_string(),
-                    })
-                    .collect()
-            })
+            .map(|l| l.split(',').map(str::to_string).collect())
             .collect()
     };
     assert_eq!(
@@ -1111,6 +1104,7 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
         cells(&command),
         "page:\n{csv}\ncommand:\n{command}"
     );
+    assert_eq!(csv, command);
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
