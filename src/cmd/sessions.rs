@@ -25,7 +25,8 @@ pub struct SessionsArgs {
     pub connect: ConnectArgs,
     /// Print JSON instead of tables, for scripts: the processor's reply (for
     /// `renew`, `{session_id, role, file, expires_at}`: the credentials go to
-    /// the file, not to the terminal; for `share`, `{session_id, link}`).
+    /// the file, not to the terminal; for `share`, `{session_id, link}`, and
+    /// for `share --team`, `{team, link, expires_at}`).
     #[arg(long, env = "PADDOCK_JSON", global = true)]
     pub json: bool,
     /// How long to wait for a reply (e.g. 5s, 500ms).
@@ -117,8 +118,10 @@ pub enum SessionsCommand {
         team: Option<String>,
         #[command(flatten)]
         dashboard: DashboardArgs,
-        /// The session's dashboard credentials (default:
-        /// <--credentials-dir>/<id>-dashboard.creds, as `sessions create` wrote it).
+        /// The session's dashboard credentials for the link when the processor
+        /// gives no fresh ones (it issues none, or this connection may not ask;
+        /// default: <--credentials-dir>/<id>-dashboard.creds, as `sessions
+        /// create` wrote it). Where it issues them, the link carries fresh ones.
         #[arg(long, env = "PADDOCK_DASHBOARD_CREDS")]
         dashboard_creds: Option<PathBuf>,
         /// Where `sessions create` saved the session's credentials.

@@ -570,7 +570,8 @@ pub struct Strategy {
     pub stops_needed: Option<u32>,
     pub reserve_laps: f64,
     /// The last lap the car can stop on keeping the reserve:
-    /// `lap + floor(laps_in_tank - reserve_laps)`.
+    /// `lap + max(0, floor(laps_in_tank - reserve_laps))`, never before the
+    /// current lap (inside the reserve: stop now).
     #[serde(serialize_with = "integral::serialize")]
     pub last_lap_to_stop: Option<f64>,
 }

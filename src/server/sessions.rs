@@ -303,7 +303,9 @@ impl Allowance {
 pub struct Budgets {
     /// Frames (setup and telemetry) per second per session; 0: no limit.
     pub frame_rate: f32,
-    /// Frames a session may send at once beyond the rate (a reconnect's backlog).
+    /// Frames a session may send at once: the rate's bucket size (it starts
+    /// full and refills at `frame_rate`), so a reconnect's backlog of this many
+    /// is taken whole.
     pub frame_burst: f32,
     /// Lap records kept per minute per session (the burst is as many); 0: no limit.
     pub laps_per_minute: f32,
