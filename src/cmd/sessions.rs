@@ -101,7 +101,7 @@ pub enum SessionsCommand {
         /// Whose credentials: the session's monitor or its dashboard.
         #[arg(long, env = "PADDOCK_ROLE", value_enum)]
         role: RoleArg,
-        /// Where to write the renewed credentials file.
+        /// Where to write the renewed credentials file (made if missing).
         #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
         credentials_dir: PathBuf,
     },
@@ -374,6 +374,9 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 RoleArg::Dashboard => Endpoint::RenewDashboard,
             };
             let renewed = client.renew(&id, endpoint).await?;
+            // As `create` does: a directory named for the credentials is made.
+            std::fs::create_dir_all(credentials_dir)
+                .with_context(|| format!("cannot create {}", credentials_dir.display()))?;
             let path = credentials_dir.join(format!("{id}-{}.creds", renewed.role));
             crate::server::credentials::write_private(&path, &renewed.creds)
                 .with_context(|| format!("cannot write {}", path.display()))?;

@@ -435,6 +435,37 @@ async fn credentials_are_renewed_while_the_session_lives_and_end_within_the_ttl_
     assert!(stderr.contains("404"), "{stderr}");
 }
 
+/// `sessions renew --credentials-dir NEW` makes the directory, as `create`
+/// does, and writes the renewed credentials there (#39 item 5.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_makes_a_missing_credentials_dir() {
+    let (dir, _server, url, _processor, _ops) = issuing_with_ttl("renew-dir", 300).await;
+    let (id, _) = create_with_creator(&url, &dir).await;
+    let new = dir.join("renewed").join("here");
+    assert!(!new.exists());
+    let (code, stdout, stderr) = run_paddock(&[
+        "sessions",
+        "renew",
+        &id,
+        "--role",
+        "monitor",
+        "--nats-url",
+        &url,
+        "--creds",
+        dir.join("ops.creds").to_str().unwrap(),
+        "--inbox-prefix",
+        "_INBOX_ops",
+        "--credentials-dir",
+        new.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let file = new.join(format!("{id}-monitor.creds"));
+    assert!(stdout.starts_with(file.to_str().unwrap()), "{stdout}");
+    let creds = std::fs::read_to_string(&file).unwrap();
+    assert!(creds.contains("BEGIN NATS USER JWT"), "{creds}");
+}
+
 /// A child process killed when the test lets go of it, failing or not, so a
 /// failed assertion leaves no monitor running after the test.
 struct KillOnDrop(std::process::Child);
