@@ -46,23 +46,74 @@ pub fn columns(rows: &[Vec<String>]) -> String {
         .collect()
 }
 
-/// `text` as a QR code drawn with half blocks (two rows per line), dark on a
-/// light quiet zone so a phone reads it off a dark terminal too.
-pub fn qr(text: &str) -> String {
-    match qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L) {
-        Ok(code) => {
-            let mut s = code
-                .render::<qrcode::render::unicode::Dense1x2>()
-                .dark_color(qrcode::render::unicode::Dense1x2::Light)
-                .light_color(qrcode::render::unicode::Dense1x2::Dark)
-                .quiet_zone(true)
-                .build();
-            s.push('\n');
-            s
-        }
-        // Longer than a QR code holds: the link alone is printed.
-        Err(_) => String::new(),
+/// Columns a QR code may take when the terminal's width is unknown (a pipe):
+/// the classic terminal's 80.
+pub const QR_COLUMNS: usize = 80;
+
+/// The columns of the terminal on stdout: its own width, else `$COLUMNS`,
+/// else [`QR_COLUMNS`].
+pub fn terminal_columns() -> usize {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal()
+        && let Ok((columns, _)) = ratatui::crossterm::terminal::size()
+        && columns > 0
+    {
+        return usize::from(columns);
     }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|c| *c > 0)
+        .unwrap_or(QR_COLUMNS)
+}
+
+/// `text` as the smallest QR code that holds it: the lowest error correction
+/// (L), so the fewest modules for a link read off a screen.
+fn qr_code(text: &str) -> Option<qrcode::QrCode> {
+    qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L).ok()
+}
+
+/// The standard's quiet zone, in modules, on each side.
+const QUIET_ZONE: usize = 4;
+
+/// `text` as a QR code drawn with half blocks (two module rows per line, one
+/// module per column), dark on a light quiet zone so a phone reads it off a
+/// dark terminal too — when it fits in `columns`. When it does not (a link
+/// with per-session credentials is over 1,000 characters, a code of some
+/// 145 columns), a line saying so, the width it needs and `hint` (where else
+/// to get the code), rather than a code wrapped beyond scanning.
+pub fn qr(text: &str, columns: usize, hint: &str) -> String {
+    let Some(code) = qr_code(text) else {
+        return format!("(no QR code: the link is longer than a QR code holds; {hint})\n");
+    };
+    let needed = code.width() + 2 * QUIET_ZONE;
+    if needed > columns {
+        return format!(
+            "(no QR code: this link needs one {needed} columns wide and the terminal has \
+             {columns}; {hint})\n"
+        );
+    }
+    let mut s = code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .quiet_zone(true)
+        .build();
+    s.push('\n');
+    s
+}
+
+/// `text` as a QR code in SVG (black on white, with its quiet zone), for
+/// `sessions share --qr-file`: a code too wide for the terminal, opened in a
+/// browser or printed, and scanned from there.
+pub fn qr_svg(text: &str) -> Option<String> {
+    let code = qr_code(text)?;
+    Some(
+        code.render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(400, 400)
+            .quiet_zone(true)
+            .build(),
+    )
 }
 
 #[cfg(test)]
@@ -79,6 +130,57 @@ mod tests {
         assert_eq!(lap_time(Some(-1.0)), "—");
     }
 
+    /// A link as `sessions share` prints it in per-session mode: the page, the
+    /// session, and its credentials (a user JWT of about 1,000 characters).
+    fn long_link() -> String {
+        let id = "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b";
+        format!(
+            "http://127.0.0.1:8081/session/{id}#jwt=eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.{}\
+             &seed=SUAM{}&inbox=_INBOX_{id}",
+            "x".repeat(1000),
+            "A".repeat(54)
+        )
+    }
+
+    fn widest(text: &str) -> usize {
+        text.lines().map(|l| l.chars().count()).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_short_links_qr_code_fits_an_80_column_terminal() {
+        let link = "http://127.0.0.1:8081/session/3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b";
+        let code = qr(link, QR_COLUMNS, "hint");
+        assert!(code.contains('█'), "{code}");
+        assert!(widest(&code) <= QR_COLUMNS, "{} columns", widest(&code));
+        // Half blocks: two module rows per line, so it is about half as tall as wide.
+        assert!(code.lines().count() * 2 <= widest(&code) + 2, "{code}");
+    }
+
+    #[test]
+    fn a_code_too_wide_for_the_terminal_is_not_drawn_and_says_why() {
+        let link = long_link();
+        let note = qr(&link, QR_COLUMNS, "use --qr-file");
+        assert_eq!(note.lines().count(), 1, "{note}");
+        assert!(
+            note.contains("columns wide and the terminal has 80") && note.contains("--qr-file"),
+            "{note}"
+        );
+        // In a terminal wide enough it is drawn, as wide as it said.
+        let needed: usize = note
+            .split("needs one ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(needed > QR_COLUMNS, "{note}");
+        let code = qr(&link, needed, "hint");
+        assert_eq!(widest(&code), needed);
+        // Past what a QR code holds: the note, never a panic.
+        assert!(qr(&"x".repeat(8000), 500, "hint").contains("longer than a QR code holds"));
+        // As SVG, any size.
+        assert!(qr_svg(&link).unwrap().starts_with("<?xml"));
+    }
+
     #[test]
     fn columns_line_up() {
         let rows = vec![
@@ -90,7 +192,11 @@ mod tests {
 
     #[test]
     fn a_qr_code_is_drawn_with_half_blocks_and_a_quiet_zone() {
-        let code = qr("http://127.0.0.1:8081/session/9bd7ace8-e1ee-4f59-9644-ae24632b7403");
+        let code = qr(
+            "http://127.0.0.1:8081/session/9bd7ace8-e1ee-4f59-9644-ae24632b7403",
+            QR_COLUMNS,
+            "hint",
+        );
         let lines: Vec<&str> = code.lines().collect();
         // Version 4 (33 modules) plus a 4-module quiet zone each side; two rows a line.
         assert_eq!(lines[0].chars().count(), 33 + 8);

@@ -460,7 +460,10 @@ pub(super) fn announce(
         out!("  open it: {link}");
         // One car: its code to scan with a phone. Several: links only.
         if args.sessions == 1 {
-            out!("{}", super::format::qr(&link).trim_end());
+            let hint =
+                format!("`paddock sessions share {id} --qr-file qr.svg` writes it as an image");
+            let code = super::format::qr(&link, super::format::terminal_columns(), &hint);
+            out!("{}", code.trim_end());
         }
     }
     Ok(())

@@ -130,6 +130,11 @@ pub enum SessionsCommand {
         /// Print the link only, without the QR code.
         #[arg(long, env = "PADDOCK_NO_QR")]
         no_qr: bool,
+        /// Also write the QR code to this file as an SVG image, to open in a
+        /// browser or print and scan from there: a link with per-session
+        /// credentials needs a code wider than most terminals.
+        #[arg(long, env = "PADDOCK_QR_FILE")]
+        qr_file: Option<PathBuf>,
     },
 }
 
@@ -286,14 +291,19 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
             team: Some(team),
             dashboard,
             no_qr,
+            qr_file,
             ..
-        } => share_team(&client, team, dashboard, args.json, *no_qr).await?,
+        } => {
+            let link = share_team(&client, team, dashboard).await?;
+            shared(&link, args.json, *no_qr, qr_file.as_deref())?
+        }
         SessionsCommand::Share {
             session_id,
             dashboard,
             dashboard_creds,
             credentials_dir,
             no_qr,
+            qr_file,
             ..
         } => {
             let session_id = session_id.as_deref().unwrap_or_default();
@@ -349,19 +359,17 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|(jwt, seed)| (jwt.as_str(), seed.as_str(), inbox.as_str())),
             );
-            if args.json {
-                pretty(&json!({ "session_id": id, "link": link }))
-            } else if *no_qr {
-                format!("{link}\n")
-            } else {
-                let note = if access.is_some() {
+            let link = Shared {
+                json: json!({ "session_id": id, "link": link }),
+                link,
+                note: if access.is_some() {
                     "The link and code carry this session's dashboard credentials \
                      (read-only, this session): share them with your team only.\n"
                 } else {
                     ""
-                };
-                format!("{link}\n{}{note}", format::qr(&link))
-            }
+                },
+            };
+            shared(&link, args.json, *no_qr, qr_file.as_deref())?
         }
         SessionsCommand::Renew {
             session_id,
@@ -408,6 +416,44 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A link `sessions share` prints: its `--json` form, and the note under
+/// its QR code.
+struct Shared {
+    link: String,
+    json: Value,
+    note: &'static str,
+}
+
+/// What `sessions share` prints: the link, then its QR code where it fits the
+/// terminal (else why not), or the JSON; with `--qr-file` the code is also
+/// written to that file as SVG.
+fn shared(
+    shared: &Shared,
+    json: bool,
+    no_qr: bool,
+    qr_file: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    let link = &shared.link;
+    let mut written = String::new();
+    if let Some(path) = qr_file {
+        let svg = format::qr_svg(link)
+            .context("the link is longer than a QR code holds: share the link itself")?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+        written = format!("QR code written to {}\n", path.display());
+    }
+    Ok(if json {
+        pretty(&shared.json)
+    } else if no_qr {
+        format!("{link}\n{written}")
+    } else if !written.is_empty() {
+        format!("{link}\n{written}{}", shared.note)
+    } else {
+        let hint = "widen the terminal, or write it to a file with --qr-file qr.svg";
+        let code = format::qr(link, format::terminal_columns(), hint);
+        format!("{link}\n{code}{}", shared.note)
+    })
+}
+
 /// `sessions share --team`: the team page's link, with a team link's
 /// credentials where the processor issues them (per-session mode); in open and
 /// team mode the page needs none.
@@ -415,9 +461,7 @@ async fn share_team(
     client: &SessionsClient,
     team: &str,
     dashboard: &DashboardArgs,
-    json: bool,
-    no_qr: bool,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Shared> {
     crate::protocol::documents::Label {
         team: Some(team.to_string()),
         car: None,
@@ -455,23 +499,20 @@ async fn share_team(
             .as_ref()
             .map(|(jwt, seed, inbox)| (jwt.as_str(), seed.as_str(), inbox.as_str())),
     );
-    Ok(if json {
-        pretty(&json!({
+    Ok(Shared {
+        json: json!({
             "team": team,
             "link": link,
             "expires_at": access.as_ref().map(|a| a.expires_at),
-        }))
-    } else if no_qr {
-        format!("{link}\n")
-    } else {
-        let note = if access.is_some() {
+        }),
+        link,
+        note: if access.is_some() {
             "The link and code read this team's cars (read-only; cars that join later too, \
              no other team's): share them with your team only. A page keeps them fresh while \
              it is open.\n"
         } else {
             ""
-        };
-        format!("{link}\n{}{note}", format::qr(&link))
+        },
     })
 }
 

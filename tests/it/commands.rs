@@ -692,6 +692,12 @@ async fn sharing_in_open_mode_is_not_a_refused_request() {
         assert_eq!(code, 0, "{err}");
         assert_eq!(out.trim(), format!("http://{http}/session/{id}"));
     }
+    // With its QR code, which fits an 80-column terminal (#39 item 5.7).
+    let (code, out, err) = run_paddock(&["sessions", "share", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().count() > 15 && out.contains('█'), "{out}");
+    let widest = out.lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest <= 80, "{widest} columns:\n{out}");
     let stats = ask(&client, "sessions.stats", "{}".into()).await.ok();
     assert_eq!(stats["rejected_total"], 0, "{stats}");
 }
