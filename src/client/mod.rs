@@ -332,6 +332,43 @@ impl SessionsClient {
             .await
     }
 
+    /// Every archived session (of `team` only, when given), following
+    /// `sessions.archive.list` pages to the end.
+    pub async fn archive_list_all(
+        &self,
+        team: Option<&str>,
+    ) -> Result<Vec<crate::protocol::documents::ArchivedSummary>, ClientError> {
+        let mut rows = Vec::new();
+        let mut offset = 0usize;
+        loop {
+            let request = crate::protocol::documents::ListRequest {
+                limit: None,
+                offset,
+                team: team.map(str::to_string),
+            };
+            let body = serde_json::to_value(&request).expect("a list request serializes");
+            let page: Page<crate::protocol::documents::ArchivedSummary> =
+                self.request(subjects::ARCHIVE_LIST, body).await?;
+            rows.extend(page.sessions);
+            match page.next_offset {
+                Some(next) if next > offset => offset = next,
+                _ => return Ok(rows),
+            }
+        }
+    }
+
+    /// An ended session's final state (`sessions.archive.get`).
+    pub async fn archive_get(
+        &self,
+        id: &str,
+    ) -> Result<crate::protocol::documents::ArchivedSession<Value>, ClientError> {
+        self.request(
+            subjects::ARCHIVE_GET,
+            serde_json::json!({ "session_id": id }),
+        )
+        .await
+    }
+
     /// Every live session, following `sessions.list` pages to the end.
     /// Every live session (of `team` only, when given), page after page.
     pub async fn list_all(&self, team: Option<&str>) -> Result<Vec<SessionSummary>, ClientError> {

@@ -93,6 +93,10 @@ pub enum SessionsCommand {
     },
     /// Service-wide counters.
     Stats,
+    /// Ended sessions (deleted or expired), kept for serve's
+    /// --archive-retention with their final state.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Fresh credentials for a live session's monitor or dashboard (per-session
     /// mode), written to <--credentials-dir>/<id>-<role>.creds: for a monitor whose
     /// saved credentials ran out while it was stopped.
@@ -136,6 +140,20 @@ pub enum SessionsCommand {
         #[arg(long, env = "PADDOCK_QR_FILE")]
         qr_file: Option<PathBuf>,
     },
+}
+
+/// `sessions archive …`: `sessions.archive.list` and `sessions.archive.get`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ArchiveCommand {
+    /// Every ended session still archived, most recently ended first.
+    List {
+        /// One team's sessions only.
+        #[arg(long, env = "PADDOCK_TEAM")]
+        team: Option<String>,
+    },
+    /// One ended session: when and why it ended, and its final state (its
+    /// laps: `sessions laps <id> --archived`).
+    Get { session_id: String },
 }
 
 /// A new session's labels: `sessions create` and `monitor`.
@@ -409,6 +427,40 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 stats_text(&stats)
             }
         }
+        SessionsCommand::Archive(ArchiveCommand::List { team }) => {
+            let rows = client.archive_list_all(team.as_deref()).await?;
+            if args.json {
+                pretty(&crate::protocol::documents::Page {
+                    total: rows.len(),
+                    count: rows.len(),
+                    offset: 0,
+                    next_offset: None,
+                    sessions: rows,
+                })
+            } else {
+                archive_table(&rows, Utc::now())
+            }
+        }
+        SessionsCommand::Archive(ArchiveCommand::Get { session_id }) => {
+            let archived = client.archive_get(session_id).await?;
+            if args.json {
+                pretty(&archived)
+            } else {
+                let now = Utc::now();
+                let mut out = format!(
+                    "{:<12} {} ({})\n",
+                    "ended",
+                    time_and_age(archived.ended_at, now),
+                    archived.reason.as_str()
+                );
+                out.push_str(&session_text(&archived.session, now));
+                out.push_str(&format!(
+                    "{:<12} paddock sessions laps {} --archived\n",
+                    "its laps", archived.session_id
+                ));
+                out
+            }
+        }
     };
     std::io::stdout()
         .write_all(out.as_bytes())
@@ -516,6 +568,42 @@ async fn share_team(
     })
 }
 
+/// The archive as a table, most recently ended first.
+pub fn archive_table(
+    rows: &[crate::protocol::documents::ArchivedSummary],
+    now: DateTime<Utc>,
+) -> String {
+    if rows.is_empty() {
+        return "no archived sessions\n".into();
+    }
+    let mut table = vec![
+        [
+            "SESSION", "TEAM", "CAR", "CREATED", "ENDED", "HOW", "FRAMES",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for row in rows {
+        let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "-".into());
+        table.push(vec![
+            row.session_id.to_string(),
+            label(&row.team),
+            label(&row.car),
+            time_and_age(row.created_at, now),
+            time_and_age(row.ended_at, now),
+            row.reason.as_str().to_string(),
+            row.telemetry_count.to_string(),
+        ]);
+    }
+    let mut out = format::columns(&table);
+    out.push_str(&format!(
+        "{} archived session{}\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
+    out
+}
+
 fn pretty(value: &impl serde::Serialize) -> String {
     let mut s = serde_json::to_string_pretty(value).expect("documents serialize");
     s.push('\n');
@@ -592,8 +680,11 @@ pub fn session_text(doc: &SessionDocument<Value>, now: DateTime<Utc>) -> String 
         None => "none".into(),
     };
     let s = &doc.stats;
-    let lines = [
+    let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "—".into());
+    let mut lines = vec![
         ("session", doc.session_id.to_string()),
+        ("team", label(&doc.team)),
+        ("car", label(&doc.car)),
         ("created", time_and_age(doc.created_at, now)),
         ("last update", time_and_age(doc.last_update, now)),
         ("setup", setup),
@@ -611,10 +702,63 @@ pub fn session_text(doc: &SessionDocument<Value>, now: DateTime<Utc>) -> String 
             format!("{} kept, {} completed", s.laps, s.laps_completed),
         ),
     ];
+    if let Some(strategy) = &doc.strategy {
+        lines.push(("strategy", strategy_text(strategy)));
+    }
+    match doc.alerts.as_deref() {
+        None => {}
+        Some([]) => lines.push(("alerts", "none".into())),
+        Some(alerts) => {
+            for (n, alert) in alerts.iter().enumerate() {
+                let r = &alert.reading;
+                lines.push((
+                    if n == 0 { "alerts" } else { "" },
+                    format!(
+                        "{} {}: {} (since {})",
+                        r.level.to_uppercase(),
+                        r.kind,
+                        r.message,
+                        time_and_age(alert.since, now)
+                    ),
+                ));
+            }
+        }
+    }
     lines
         .iter()
         .map(|(k, v)| format!("{k:<12} {v}\n"))
         .collect()
+}
+
+/// Fuel to the finish (the document's `strategy`) on one line: what is known.
+fn strategy_text(s: &crate::protocol::documents::Strategy) -> String {
+    let mut parts = Vec::new();
+    if let Some(per) = s.fuel_per_lap {
+        let from = s.fuel_per_lap_from.as_deref().unwrap_or("laps");
+        parts.push(format!("{per:.2} L/lap ({from})"));
+    }
+    if let Some(laps) = s.laps_in_tank {
+        parts.push(format!("{laps:.1} laps in the tank"));
+    }
+    if let Some(left) = s.race_laps_left {
+        parts.push(format!("{left} race laps left"));
+    }
+    if let Some(add) = s.fuel_to_add {
+        match (s.next_stop_fuel, s.stops_needed) {
+            (Some(next), Some(stops)) if stops > 1 => parts.push(format!(
+                "add {next:.1} L at the next stop, {stops} stops ({add:.1} L in all)"
+            )),
+            _ => parts.push(format!("add {add:.1} L")),
+        }
+    }
+    if let Some(lap) = s.last_lap_to_stop {
+        parts.push(format!("stop by lap {lap}"));
+    }
+    if parts.is_empty() {
+        "no fuel use yet (needs completed laps)".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// Service-wide counters, one per line; rejections by reason when there are any.
@@ -629,6 +773,11 @@ pub fn stats_text(stats: &Stats) -> String {
         ("setup frames", stats.setup_frames.to_string()),
         ("laps completed", stats.laps_completed.to_string()),
         ("lap records", stats.lap_records.to_string()),
+        ("laps dropped", stats.laps_dropped.to_string()),
+        ("laps trimmed", stats.laps_trimmed.to_string()),
+        ("laps unstored", stats.laps_unstored.to_string()),
+        ("alerts unqueued", stats.alerts_unqueued.to_string()),
+        ("memory", memory_text(&stats.memory)),
         ("rejected total", stats.rejected_total.to_string()),
     ];
     let mut out = String::new();
@@ -642,6 +791,29 @@ pub fn stats_text(stats: &Stats) -> String {
         ));
     }
     out
+}
+
+/// The memory budget on one line: what frames and laps hold of it.
+fn memory_text(m: &crate::protocol::documents::MemoryStats) -> String {
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let held = m.frame_bytes + m.lap_bytes;
+    let share = if m.budget_bytes > 0 {
+        format!(" ({:.0} %)", 100.0 * held as f64 / m.budget_bytes as f64)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:.1} MiB of {:.1} MiB{share}: frames {:.1} MiB, laps {:.1} MiB{}",
+        mib(held),
+        mib(m.budget_bytes),
+        mib(m.frame_bytes),
+        mib(m.lap_bytes),
+        if m.over_budget {
+            "; OVER BUDGET: new sessions are refused"
+        } else {
+            ""
+        }
+    )
 }
 
 fn time_and_age(t: DateTime<Utc>, now: DateTime<Utc>) -> String {

@@ -715,3 +715,106 @@ async fn watch_with_a_broker_and_no_processor_says_no_processor_answers() {
     assert!(!said.contains("unreachable"), "{said}");
     assert_eq!(watch.stop("-INT"), 0);
 }
+
+/// What the README walk missed (#39 item 5.9): `sessions get` shows the
+/// labels, the strategy and the alerts; `stats` the memory and lap counters;
+/// an ended session is found in `sessions archive list|get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_get_stats_and_archive_show_what_the_json_has() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let id = labelled_session_with_a_frame(&app, "Blue").await;
+
+    let (code, out, err) = run_paddock(&["sessions", "get", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "team         Blue",
+        "car          #7",
+        "strategy     ",
+        "alerts       none",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
+
+    let (code, out, err) = run_paddock(&["sessions", "stats", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "laps dropped",
+        "laps trimmed",
+        "memory             ",
+        " MiB of 1024.0 MiB",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
+
+    let (code, _, err) = run_paddock(&["sessions", "delete", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_paddock(&["sessions", "archive", "list", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("SESSION") && lines[0].contains("ENDED"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&id) && lines[1].contains("Blue") && lines[1].contains("deleted"),
+        "{out}"
+    );
+    assert_eq!(lines[2], "1 archived session");
+    let (code, out, _) = run_paddock(&[
+        "sessions",
+        "archive",
+        "list",
+        "--team",
+        "Red",
+        "--json",
+        "--nats-url",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["total"], 0);
+
+    let (code, out, err) =
+        run_paddock(&["sessions", "archive", "get", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ended        "), "{out}");
+    assert!(out.contains("(deleted)"), "{out}");
+    assert!(out.contains(&format!("session      {id}")), "{out}");
+    assert!(out.contains("lap 14, P3"), "{out}");
+    let (code, out, _) = run_paddock(&[
+        "sessions",
+        "archive",
+        "get",
+        &id,
+        "--json",
+        "--nats-url",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let archived: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(archived["reason"], "deleted");
+    assert_eq!(archived["session"]["team"], "Blue");
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (code, _, err) =
+        run_paddock(&["sessions", "archive", "get", &unknown, "--nats-url", &url]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+}
+
+/// A session labelled `team`, car `#7`, with the sample frame stored.
+async fn labelled_session_with_a_frame(app: &TestApp, team: &str) -> String {
+    let doc = app
+        .request(
+            "sessions.create",
+            serde_json::json!({"team": team, "car": "#7"}).to_string(),
+        )
+        .await
+        .ok();
+    let id = doc["session_id"].as_str().unwrap().to_string();
+    app.send_telemetry(&id, TELEMETRY).await;
+    app.get_until(&id, "frame stored", |d| !d["telemetry"].is_null())
+        .await;
+    id
+}
