@@ -114,11 +114,12 @@ pub enum SessionsCommand {
     /// session's dashboard credentials (read-only, this session only). With
     /// --team, the team's page instead: its link reads that team's cars, those
     /// that join later too, and nothing of any other team.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["session_id", "team"])))]
     Share {
-        #[arg(required_unless_present = "team")]
+        /// The session to share (or --team).
         session_id: Option<String>,
         /// Share a team's page (the pit wall) rather than one session.
-        #[arg(long, env = "PADDOCK_SHARE_TEAM", conflicts_with = "session_id")]
+        #[arg(long, env = "PADDOCK_SHARE_TEAM")]
         team: Option<String>,
         #[command(flatten)]
         dashboard: DashboardArgs,
@@ -230,12 +231,26 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                     next_offset: None,
                     sessions: rows,
                 })
+            } else if rows.is_empty()
+                && let Some(team) = team
+            {
+                // Labels are case-sensitive: a near miss is worth saying.
+                let teams: std::collections::BTreeSet<String> = client
+                    .list_all(None)
+                    .await?
+                    .into_iter()
+                    .filter_map(|row| row.team)
+                    .collect();
+                no_team_sessions(team, &teams)
             } else {
                 list_table(&rows, Utc::now())
             }
         }
         SessionsCommand::Get { session_id } => {
-            let doc = client.get(session_id).await?;
+            let doc = client
+                .get(session_id)
+                .await
+                .map_err(|e| ended_hint(e, session_id))?;
             if args.json {
                 pretty(&doc)
             } else {
@@ -285,7 +300,10 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
             csv,
         } => {
             let id = crate::protocol::id::SessionId::parse(session_id)?;
-            let laps = client.laps(&id, *from_lap, *archived).await?;
+            let laps = client
+                .laps(&id, *from_lap, *archived)
+                .await
+                .map_err(|e| ended_hint(e, session_id))?;
             if *csv {
                 format::laps_csv(&laps)
             } else if args.json {
@@ -566,6 +584,49 @@ async fn share_team(
             ""
         },
     })
+}
+
+/// A live-session request refused because the session has ended: where its
+/// final state and laps are now (the processor's own reason speaks to monitors).
+fn ended_hint(e: crate::client::ClientError, session_id: &str) -> anyhow::Error {
+    match &e {
+        crate::client::ClientError::Service {
+            code: 404,
+            reason,
+            kind,
+        } if kind.as_deref() == Some("ended_session") => {
+            let ended = reason.split(';').next().unwrap_or(reason);
+            anyhow::anyhow!(
+                "{ended} (error 404); it is archived: `paddock sessions archive get {session_id}` \
+                 shows its final state, `paddock sessions laps {session_id} --archived` its laps"
+            )
+        }
+        _ => e.into(),
+    }
+}
+
+/// `sessions list --team <team>` that matched nothing: teams whose label
+/// differs only in case, else the teams there are.
+pub fn no_team_sessions(team: &str, teams: &std::collections::BTreeSet<String>) -> String {
+    let near: Vec<&str> = teams
+        .iter()
+        .filter(|t| t.to_lowercase() == team.to_lowercase())
+        .map(String::as_str)
+        .collect();
+    if !near.is_empty() {
+        format!(
+            "no live sessions of team {team}; team labels are case-sensitive: did you mean {}?\n",
+            near.join(" or ")
+        )
+    } else if teams.is_empty() {
+        format!("no live sessions of team {team} (no live session has a team)\n")
+    } else {
+        let all: Vec<&str> = teams.iter().map(String::as_str).collect();
+        format!(
+            "no live sessions of team {team}; teams with live sessions: {}\n",
+            all.join(", ")
+        )
+    }
 }
 
 /// The archive as a table, most recently ended first.

@@ -31,7 +31,10 @@ use crate::server::laps::{self, LapRecord};
 pub enum SessionError {
     #[error("unknown session {0}")]
     NotFound(SessionId),
-    #[error("session {0} has ended ({1}); ask sessions.create for a new id")]
+    #[error(
+        "session {0} has ended ({1}); its final state is in the archive (sessions.archive.get); \
+         to send data, ask sessions.create for a new id"
+    )]
     Ended(SessionId, EndReason),
     #[error("no archived session {0}: it never ended, or its archive retention passed")]
     NotArchived(SessionId),

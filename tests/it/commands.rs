@@ -818,3 +818,43 @@ async fn labelled_session_with_a_frame(app: &TestApp, team: &str) -> String {
         .await;
     id
 }
+
+/// Messages that point the way (#39 item 5.8): `get` and `laps` of an ended
+/// session name the archive, not `sessions.create`; a team label in another
+/// case is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_and_a_miscased_team_are_pointed_to() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let id = labelled_session_with_a_frame(&app, "Blue").await;
+    let (code, out, err) =
+        run_paddock(&["sessions", "list", "--team", "blue", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("case-sensitive: did you mean Blue?"), "{out}");
+    let (_, out, _) = run_paddock(&["sessions", "list", "--team", "Red", "--nats-url", &url]).await;
+    assert!(out.contains("teams with live sessions: Blue"), "{out}");
+
+    let (code, _, err) = run_paddock(&["sessions", "delete", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    for command in ["get", "laps"] {
+        let (code, _, err) = run_paddock(&["sessions", command, &id, "--nats-url", &url]).await;
+        assert_eq!(code, 1, "{command}");
+        assert!(
+            err.contains("has ended (deleted)")
+                && err.contains(&format!("paddock sessions archive get {id}"))
+                && err.contains(&format!("paddock sessions laps {id} --archived"))
+                && !err.contains("sessions.create"),
+            "{command}: {err}"
+        );
+    }
+}
+
+/// `watch` and `share` without a session name `--team` as the other way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_share_without_an_id_mention_team() {
+    for args in [&["watch"][..], &["sessions", "share"][..]] {
+        let (code, _, err) = run_paddock(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("--team"), "{args:?}: {err}");
+    }
+}
