@@ -1063,6 +1063,24 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
     assert_eq!(browser.text("[data-s=fuel_to_add]").await, "80.0 L");
     assert_eq!(browser.text("[data-s=next_stop_fuel]").await, "67.0 L");
     assert_eq!(browser.text("[data-s=stops_needed]").await, "2");
+    // The three top cards are each as tall as what they hold, not stretched
+    // to the tallest (#39 item 5.10).
+    let slack = browser
+        .eval(
+            "return ['card-car', 'card-fuel', 'card-tyres'].map(id => { \
+               const c = document.getElementById(id); \
+               return c.getBoundingClientRect().bottom - c.lastElementChild.getBoundingClientRect().bottom; })",
+        )
+        .await;
+    for (card, px) in ["car", "fuel", "tyres"]
+        .iter()
+        .zip(slack.as_array().unwrap())
+    {
+        assert!(
+            px.as_f64().unwrap() < 40.0,
+            "the {card} card stretched: {slack}"
+        );
+    }
     browser.screenshot("engineer-desktop.png").await;
     // Refuelled: it clears.
     publish(
@@ -1106,6 +1124,22 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
         "page:\n{csv}\ncommand:\n{command}"
     );
     assert_eq!(csv, command);
+    // A count of one reads "1 lap"; on a phone nothing scrolls sideways.
+    assert_eq!(
+        browser
+            .eval("return import('/assets/view.js').then(v => [v.laps(1), v.laps(3)])")
+            .await,
+        json!(["1 lap", "3 laps"])
+    );
+    browser.resize(PHONE).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let widths = browser
+        .eval("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        .await;
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "the page scrolls sideways: {widths}"
+    );
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
