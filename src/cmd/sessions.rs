@@ -223,14 +223,7 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
         SessionsCommand::List { team } => {
             let rows = client.list_all(team.as_deref()).await?;
             if args.json {
-                // Every page, as one: the paging fields say so.
-                pretty(&crate::protocol::documents::Page {
-                    total: rows.len(),
-                    count: rows.len(),
-                    offset: 0,
-                    next_offset: None,
-                    sessions: rows,
-                })
+                pretty(&one_page(rows))
             } else if rows.is_empty()
                 && let Some(team) = team
             {
@@ -448,13 +441,7 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
         SessionsCommand::Archive(ArchiveCommand::List { team }) => {
             let rows = client.archive_list_all(team.as_deref()).await?;
             if args.json {
-                pretty(&crate::protocol::documents::Page {
-                    total: rows.len(),
-                    count: rows.len(),
-                    offset: 0,
-                    next_offset: None,
-                    sessions: rows,
-                })
+                pretty(&one_page(rows))
             } else {
                 archive_table(&rows, Utc::now())
             }
@@ -634,35 +621,56 @@ pub fn archive_table(
     rows: &[crate::protocol::documents::ArchivedSummary],
     now: DateTime<Utc>,
 ) -> String {
-    if rows.is_empty() {
-        return "no archived sessions\n".into();
-    }
-    let mut table = vec![
-        [
-            "SESSION", "TEAM", "CAR", "CREATED", "ENDED", "HOW", "FRAMES",
-        ]
-        .map(String::from)
-        .to_vec(),
+    let header = [
+        "SESSION", "TEAM", "CAR", "CREATED", "ENDED", "HOW", "FRAMES",
     ];
-    for row in rows {
-        let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "-".into());
-        table.push(vec![
-            row.session_id.to_string(),
-            label(&row.team),
-            label(&row.car),
-            time_and_age(row.created_at, now),
+    let cells = |row: &crate::protocol::documents::ArchivedSummary| {
+        let mut cells = session_cells(row.session_id, &row.team, &row.car, row.created_at, now);
+        cells.extend([
             time_and_age(row.ended_at, now),
             row.reason.as_str().to_string(),
             row.telemetry_count.to_string(),
         ]);
+        cells
+    };
+    counted_table(&header, rows.iter().map(cells), "archived session")
+}
+
+/// A session row's first cells: id, team, car and when it was created.
+fn session_cells(
+    id: crate::protocol::id::SessionId,
+    team: &Option<String>,
+    car: &Option<String>,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "-".into());
+    vec![
+        id.to_string(),
+        label(team),
+        label(car),
+        time_and_age(created_at, now),
+    ]
+}
+
+/// `header` and `rows` lined up, then their count ("2 live sessions"), or
+/// "no live sessions" when there are none.
+fn counted_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>, what: &str) -> String {
+    let mut table = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    table.extend(rows);
+    let n = table.len() - 1;
+    if n == 0 {
+        return format!("no {what}s\n");
     }
     let mut out = format::columns(&table);
-    out.push_str(&format!(
-        "{} archived session{}\n",
-        rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
-    ));
+    out.push_str(&format!("{n} {what}{}\n", if n == 1 { "" } else { "s" }));
     out
+}
+
+/// Every page of a listing as one, for --json: the paging fields say so.
+fn one_page<T>(rows: Vec<T>) -> crate::protocol::documents::Page<T> {
+    let total = rows.len();
+    crate::protocol::documents::Page::slice(rows, total, 0, total)
 }
 
 fn pretty(value: &impl serde::Serialize) -> String {
@@ -673,41 +681,25 @@ fn pretty(value: &impl serde::Serialize) -> String {
 
 /// The session list as a table, oldest first.
 pub fn list_table(rows: &[SessionSummary], now: DateTime<Utc>) -> String {
-    if rows.is_empty() {
-        return "no live sessions\n".into();
-    }
-    let mut table = vec![
-        [
-            "SESSION",
-            "TEAM",
-            "CAR",
-            "CREATED",
-            "LAST UPDATE",
-            "FRAMES",
-            "SETUP",
-        ]
-        .map(String::from)
-        .to_vec(),
+    let header = [
+        "SESSION",
+        "TEAM",
+        "CAR",
+        "CREATED",
+        "LAST UPDATE",
+        "FRAMES",
+        "SETUP",
     ];
-    for row in rows {
-        let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "-".into());
-        table.push(vec![
-            row.session_id.to_string(),
-            label(&row.team),
-            label(&row.car),
-            time_and_age(row.created_at, now),
+    let cells = |row: &SessionSummary| {
+        let mut cells = session_cells(row.session_id, &row.team, &row.car, row.created_at, now);
+        cells.extend([
             time_and_age(row.last_update, now),
             row.telemetry_count.to_string(),
             if row.has_setup { "yes" } else { "no" }.to_string(),
         ]);
-    }
-    let mut out = format::columns(&table);
-    out.push_str(&format!(
-        "{} live session{}\n",
-        rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
-    ));
-    out
+        cells
+    };
+    counted_table(&header, rows.iter().map(cells), "live session")
 }
 
 /// One session, as a few labelled lines. The frames are the sim's own JSON, read
