@@ -332,9 +332,40 @@ impl SessionsClient {
             .await
     }
 
-    /// Every live session, following `sessions.list` pages to the end.
-    /// Every live session (of `team` only, when given), page after page.
+    /// Every archived session (of `team` only, when given), following
+    /// `sessions.archive.list` pages to the end.
+    pub async fn archive_list_all(
+        &self,
+        team: Option<&str>,
+    ) -> Result<Vec<crate::protocol::documents::ArchivedSummary>, ClientError> {
+        self.every_page(subjects::ARCHIVE_LIST, team).await
+    }
+
+    /// An ended session's final state (`sessions.archive.get`).
+    pub async fn archive_get(
+        &self,
+        id: &str,
+    ) -> Result<crate::protocol::documents::ArchivedSession<Value>, ClientError> {
+        self.request(
+            subjects::ARCHIVE_GET,
+            serde_json::json!({ "session_id": id }),
+        )
+        .await
+    }
+
+    /// Every live session (of `team` only, when given), following
+    /// `sessions.list` pages to the end.
     pub async fn list_all(&self, team: Option<&str>) -> Result<Vec<SessionSummary>, ClientError> {
+        self.every_page(subjects::LIST, team).await
+    }
+
+    /// The rows of every page of a paged listing (`sessions.list`,
+    /// `sessions.archive.list`), of `team` only when given.
+    async fn every_page<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        team: Option<&str>,
+    ) -> Result<Vec<T>, ClientError> {
         let mut rows = Vec::new();
         let mut offset = 0usize;
         loop {
@@ -344,7 +375,7 @@ impl SessionsClient {
                 team: team.map(str::to_string),
             };
             let body = serde_json::to_value(&request).expect("a list request serializes");
-            let page: Page<SessionSummary> = self.request(subjects::LIST, body).await?;
+            let page: Page<T> = self.request(endpoint, body).await?;
             rows.extend(page.sessions);
             match page.next_offset {
                 Some(next) if next > offset => offset = next,

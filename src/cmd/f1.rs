@@ -107,8 +107,9 @@ pub(super) async fn run(
     let progress = |decoder: &Decoder, sent: u64, skipped: u64| {
         let c = decoder.counts();
         say!(
-            "monitor: f1 {}: {} packets read, {} not read (other ids), {} rejected \
-             ({} not F1 24/25, {} malformed); {} frames sent, {} skipped while disconnected",
+            "monitor: f1 {}: {} packets read, {} not used (motion, events and other ids \
+             paddock does not read), {} rejected ({} not F1 24/25, {} malformed or of unknown \
+             ids); {} frames sent, {} skipped while disconnected",
             decoder
                 .format()
                 .map_or("(no packets yet)".to_string(), |f| f.year().to_string()),

@@ -46,23 +46,74 @@ pub fn columns(rows: &[Vec<String>]) -> String {
         .collect()
 }
 
-/// `text` as a QR code drawn with half blocks (two rows per line), dark on a
-/// light quiet zone so a phone reads it off a dark terminal too.
-pub fn qr(text: &str) -> String {
-    match qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L) {
-        Ok(code) => {
-            let mut s = code
-                .render::<qrcode::render::unicode::Dense1x2>()
-                .dark_color(qrcode::render::unicode::Dense1x2::Light)
-                .light_color(qrcode::render::unicode::Dense1x2::Dark)
-                .quiet_zone(true)
-                .build();
-            s.push('\n');
-            s
-        }
-        // Longer than a QR code holds: the link alone is printed.
-        Err(_) => String::new(),
+/// Columns a QR code may take when the terminal's width is unknown (a pipe):
+/// the classic terminal's 80.
+pub const QR_COLUMNS: usize = 80;
+
+/// The columns of the terminal on stdout: its own width, else `$COLUMNS`,
+/// else [`QR_COLUMNS`].
+pub fn terminal_columns() -> usize {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal()
+        && let Ok((columns, _)) = ratatui::crossterm::terminal::size()
+        && columns > 0
+    {
+        return usize::from(columns);
     }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|c| *c > 0)
+        .unwrap_or(QR_COLUMNS)
+}
+
+/// `text` as the smallest QR code that holds it: the lowest error correction
+/// (L), so the fewest modules for a link read off a screen.
+fn qr_code(text: &str) -> Option<qrcode::QrCode> {
+    qrcode::QrCode::with_error_correction_level(text, qrcode::EcLevel::L).ok()
+}
+
+/// The standard's quiet zone, in modules, on each side.
+const QUIET_ZONE: usize = 4;
+
+/// `text` as a QR code drawn with half blocks (two module rows per line, one
+/// module per column), dark on a light quiet zone so a phone reads it off a
+/// dark terminal too — when it fits in `columns`. When it does not (a link
+/// with per-session credentials is over 1,000 characters, a code of some
+/// 145 columns), a line saying so, the width it needs and `hint` (where else
+/// to get the code), rather than a code wrapped beyond scanning.
+pub fn qr(text: &str, columns: usize, hint: &str) -> String {
+    let Some(code) = qr_code(text) else {
+        return format!("(no QR code: the link is longer than a QR code holds; {hint})\n");
+    };
+    let needed = code.width() + 2 * QUIET_ZONE;
+    if needed > columns {
+        return format!(
+            "(no QR code: this link needs one {needed} columns wide and the terminal has \
+             {columns}; {hint})\n"
+        );
+    }
+    let mut s = code
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+        .quiet_zone(true)
+        .build();
+    s.push('\n');
+    s
+}
+
+/// `text` as a QR code in SVG (black on white, with its quiet zone), for
+/// `sessions share --qr-file`: a code too wide for the terminal, opened in a
+/// browser or printed, and scanned from there.
+pub fn qr_svg(text: &str) -> Option<String> {
+    let code = qr_code(text)?;
+    Some(
+        code.render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(400, 400)
+            .quiet_zone(true)
+            .build(),
+    )
 }
 
 #[cfg(test)]
@@ -79,6 +130,57 @@ mod tests {
         assert_eq!(lap_time(Some(-1.0)), "—");
     }
 
+    /// A link as `sessions share` prints it in per-session mode: the page, the
+    /// session, and its credentials (a user JWT of about 1,000 characters).
+    fn long_link() -> String {
+        let id = "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b";
+        format!(
+            "http://127.0.0.1:8081/session/{id}#jwt=eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.{}\
+             &seed=SUAM{}&inbox=_INBOX_{id}",
+            "x".repeat(1000),
+            "A".repeat(54)
+        )
+    }
+
+    fn widest(text: &str) -> usize {
+        text.lines().map(|l| l.chars().count()).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_short_links_qr_code_fits_an_80_column_terminal() {
+        let link = "http://127.0.0.1:8081/session/3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b";
+        let code = qr(link, QR_COLUMNS, "hint");
+        assert!(code.contains('█'), "{code}");
+        assert!(widest(&code) <= QR_COLUMNS, "{} columns", widest(&code));
+        // Half blocks: two module rows per line, so it is about half as tall as wide.
+        assert!(code.lines().count() * 2 <= widest(&code) + 2, "{code}");
+    }
+
+    #[test]
+    fn a_code_too_wide_for_the_terminal_is_not_drawn_and_says_why() {
+        let link = long_link();
+        let note = qr(&link, QR_COLUMNS, "use --qr-file");
+        assert_eq!(note.lines().count(), 1, "{note}");
+        assert!(
+            note.contains("columns wide and the terminal has 80") && note.contains("--qr-file"),
+            "{note}"
+        );
+        // In a terminal wide enough it is drawn, as wide as it said.
+        let needed: usize = note
+            .split("needs one ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(needed > QR_COLUMNS, "{note}");
+        let code = qr(&link, needed, "hint");
+        assert_eq!(widest(&code), needed);
+        // Past what a QR code holds: the note, never a panic.
+        assert!(qr(&"x".repeat(8000), 500, "hint").contains("longer than a QR code holds"));
+        // As SVG, any size.
+        assert!(qr_svg(&link).unwrap().starts_with("<?xml"));
+    }
+
     #[test]
     fn columns_line_up() {
         let rows = vec![
@@ -90,7 +192,11 @@ mod tests {
 
     #[test]
     fn a_qr_code_is_drawn_with_half_blocks_and_a_quiet_zone() {
-        let code = qr("http://127.0.0.1:8081/session/9bd7ace8-e1ee-4f59-9644-ae24632b7403");
+        let code = qr(
+            "http://127.0.0.1:8081/session/9bd7ace8-e1ee-4f59-9644-ae24632b7403",
+            QR_COLUMNS,
+            "hint",
+        );
         let lines: Vec<&str> = code.lines().collect();
         // Version 4 (33 modules) plus a 4-module quiet zone each side; two rows a line.
         assert_eq!(lines[0].chars().count(), 33 + 8);
@@ -119,9 +225,26 @@ pub fn csv_record<S: AsRef<str>>(fields: &[S]) -> String {
     format!("{}\r\n", quoted.join(","))
 }
 
-/// A number for CSV: as JSON writes it, empty when absent.
+/// A number for CSV, empty when absent: whole numbers as integers (`17`, not
+/// `17.0`), others in the shortest form that reads back the same — the text
+/// JavaScript's `String(n)` gives, so the car page's CSV is the same text.
 fn csv_number(value: Option<f64>) -> String {
-    value.map_or_else(String::new, |v| serde_json::Value::from(v).to_string())
+    let Some(v) = value.filter(|v| v.is_finite()) else {
+        return String::new();
+    };
+    if v.fract() == 0.0 && v.abs() < 1e21 {
+        // JavaScript writes whole numbers below 1e21 without a fraction.
+        format!("{v:.0}")
+    } else {
+        serde_json::Value::from(v).to_string()
+    }
+}
+
+/// [`csv_number`] rounded to `decimals`: figures computed here (sums, means,
+/// differences) without float noise such as `-0.09999999999999432`.
+fn csv_rounded(value: Option<f64>, decimals: i32) -> String {
+    let scale = 10f64.powi(decimals);
+    csv_number(value.map(|v| (v * scale).round() / scale))
 }
 
 /// A frame's number at `key`, or at `key`/`corner` for per-corner readings.
@@ -170,6 +293,7 @@ pub fn laps_csv(laps: &[crate::protocol::documents::LapRecord<serde_json::Value>
         let mut row = vec![
             match &lap.lap {
                 serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => csv_number(n.as_f64()),
                 other => other.to_string(),
             },
             csv_number(reading(&lap.next_frame, "last_lap_time", None)),
@@ -215,14 +339,14 @@ pub fn stints_csv(stints: &[crate::protocol::documents::Stint]) -> String {
             csv_number(s.first_lap),
             csv_number(s.last_lap),
             s.laps.to_string(),
-            csv_number(s.start_time_s),
-            csv_number(s.end_time_s),
-            csv_number(s.duration_s),
-            csv_number(s.best_lap_time),
-            csv_number(s.mean_lap_time),
+            csv_rounded(s.start_time_s, 3),
+            csv_rounded(s.end_time_s, 3),
+            csv_rounded(s.duration_s, 3),
+            csv_rounded(s.best_lap_time, 3),
+            csv_rounded(s.mean_lap_time, 3),
             s.green_laps.to_string(),
-            csv_number(s.fuel_used),
-            csv_number(s.fuel_per_lap),
+            csv_rounded(s.fuel_used, 3),
+            csv_rounded(s.fuel_per_lap, 3),
             s.ended_by.clone().unwrap_or_default(),
         ]));
     }
@@ -263,6 +387,55 @@ pub fn stints_table(stints: &[crate::protocol::documents::Stint]) -> String {
 #[cfg(test)]
 mod csv_tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn csv_numbers_are_written_as_javascript_writes_them() {
+        assert_eq!(csv_number(Some(17.0)), "17");
+        assert_eq!(csv_number(Some(-2.0)), "-2");
+        assert_eq!(csv_number(Some(0.0)), "0");
+        assert_eq!(csv_number(Some(40.25)), "40.25");
+        assert_eq!(csv_number(Some(0.1 + 0.2)), "0.30000000000000004");
+        assert_eq!(csv_number(None), "");
+        assert_eq!(csv_number(Some(f64::NAN)), "");
+        assert_eq!(csv_rounded(Some(2.9 - 3.0), 3), "-0.1");
+        assert_eq!(csv_rounded(Some(100.00000000001), 3), "100");
+    }
+
+    #[test]
+    fn the_laps_csv_writes_positions_and_laps_as_integers() {
+        let record: crate::protocol::documents::LapRecord<serde_json::Value> =
+            serde_json::from_value(json!({
+                "lap": 3.0,
+                "started_at": "2026-12-05T07:45:01.000000Z",
+                "ended_at": "2026-12-05T07:46:41.000000Z",
+                "frames": 100,
+                "last_frame": {"position": 17.0, "fuel": 40.0, "player_name": "Ann"},
+                "next_frame": {"last_lap_time": 100.5},
+                "pitted": false,
+            }))
+            .unwrap();
+        let csv = laps_csv(&[record]);
+        let row = csv.lines().nth(1).unwrap();
+        assert!(row.starts_with("3,100.5,Ann,17,40,,false,"), "{csv}");
+    }
+
+    #[test]
+    fn the_stints_csv_rounds_away_float_noise() {
+        let stint: crate::protocol::documents::Stint = serde_json::from_value(json!({
+            "n": 1, "driver": "Ann", "first_lap": 1.0, "last_lap": 5.0, "laps": 5,
+            "start_time_s": 0.0, "end_time_s": 530.0000000000001,
+            "duration_s": 530.0000000000001, "best_lap_time": 100.0,
+            "mean_lap_time": 100.33333333333333, "green_laps": 4,
+            "fuel_used": -0.09999999999999432, "fuel_per_lap": 3.0, "ended_by": "pit_stop"
+        }))
+        .unwrap();
+        let csv = stints_csv(&[stint]);
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            "1,Ann,1,5,5,0,530,530,100,100.333,4,-0.1,3,pit_stop"
+        );
+    }
 
     #[test]
     fn csv_quotes_what_needs_it() {

@@ -461,7 +461,10 @@ pub(super) fn announce(
         out!("  open it: {link}");
         // One car: its code to scan with a phone. Several: links only.
         if args.sessions == 1 {
-            out!("{}", super::format::qr(&link).trim_end());
+            let hint =
+                format!("`paddock sessions share {id} --qr-file qr.svg` writes it as an image");
+            let code = super::format::qr(&link, super::format::terminal_columns(), &hint);
+            out!("{}", code.trim_end());
         }
     }
     Ok(())
@@ -546,8 +549,24 @@ pub(super) async fn send_setup_of(
 /// Frames are paced by their `timestamp` fields where both neighbours have one, and
 /// at `hz` otherwise; `time_scale` speeds the replay up.
 fn read_recording(path: &Path, hz: f64, time_scale: f64) -> anyhow::Result<Source> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        // Binary: most likely an iRacing file under another name (only `.ibt`
+        // files are read as iRacing's by default).
+        Err(e) => {
+            let what = if crate::sources::ibt::Ibt::parse(e.into_bytes()).is_ok() {
+                "is an iRacing telemetry file"
+            } else {
+                "is not a JSON-lines recording (not UTF-8 text)"
+            };
+            bail!(
+                "{} {what}: to replay an iRacing telemetry file whose name does not end \
+                 in .ibt, pass --format ibt",
+                path.display()
+            );
+        }
+    };
     let mut setup = None;
     let mut frames = Vec::new();
     let mut previous: Option<DateTime<Utc>> = None;
@@ -711,6 +730,23 @@ mod tests {
         std::fs::write(&path, "{\"lap\": 1}\n[1]\n").unwrap();
         let err = read_recording(&path, 10.0, 1.0).err().unwrap().to_string();
         assert!(err.ends_with(":2: not a JSON object"), "{err}");
+        // Binary under another name: the message says how to read it as iRacing's.
+        std::fs::write(&path, [0x02, 0x00, 0xff, 0xfe, 0x80]).unwrap();
+        let err = read_recording(&path, 10.0, 1.0).err().unwrap().to_string();
+        assert!(
+            err.contains("not UTF-8") && err.contains("--format ibt"),
+            "{err}"
+        );
+        let ibt = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/ibt/valid_test_file.ibt"
+        );
+        std::fs::copy(ibt, &path).unwrap();
+        let err = read_recording(&path, 10.0, 1.0).err().unwrap().to_string();
+        assert!(
+            err.contains("is an iRacing telemetry file") && err.contains("pass --format ibt"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -51,8 +51,10 @@ pub struct ServeArgs {
     /// answered 429 when sent as requests. Sims send 2-60 Hz. 0: no limit.
     #[arg(long, env = "PADDOCK_MAX_FRAME_RATE", default_value_t = crate::server::sessions::DEFAULT_FRAME_RATE)]
     pub max_frame_rate: f32,
-    /// Frames a session may send at once beyond --max-frame-rate (the backlog a
-    /// monitor's connection delivers after a network stall).
+    /// Frames a session may send at once: the size of its --max-frame-rate
+    /// bucket, which starts full and refills at that rate. A burst of this many
+    /// is taken whole (the backlog a monitor's connection delivers after a
+    /// network stall), then frames are taken at the rate; not this many on top.
     #[arg(long, env = "PADDOCK_MAX_FRAME_BURST", default_value_t = crate::server::sessions::DEFAULT_FRAME_BURST)]
     pub max_frame_burst: f32,
     /// Lap records one session may keep per minute (as many at once); laps
@@ -68,9 +70,11 @@ pub struct ServeArgs {
     pub max_lap_bytes: usize,
     /// Bytes of frames, setups and lap records all sessions together may hold
     /// (live and archived). Past it, lap records are dropped oldest first across
-    /// sessions; when frames alone fill it, new sessions are refused (503
-    /// over_budget) and no frame may be larger than the one it replaces.
-    /// /readyz, /metrics and sessions.stats report it.
+    /// sessions. Frames cannot be dropped: a new session is refused (503
+    /// over_budget) unless the setups and latest frames held plus room for its
+    /// own two (2 × --max-payload) fit in it, and past it no frame may be
+    /// larger than the one it replaces. /readyz, /metrics and sessions.stats
+    /// report it.
     #[arg(long, env = "PADDOCK_MAX_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
     pub max_memory: usize,
     /// Bytes all of paddock's JetStream buckets together may hold (default
@@ -164,8 +168,8 @@ pub struct ServeArgs {
     /// deletes are stored before they are acknowledged.
     #[arg(long, env = "PADDOCK_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_period)]
     pub persist_interval: Duration,
-    /// How long ended (deleted) sessions are kept in the archive; their ids stay
-    /// refused that long.
+    /// How long ended sessions (deleted or expired) are kept in the archive;
+    /// their ids stay refused that long.
     #[arg(long, env = "PADDOCK_ARCHIVE_RETENTION", default_value = "168h", value_parser = parse_duration)]
     pub archive_retention: Duration,
     /// End a session when no setup or telemetry arrived for this long (it is
@@ -173,8 +177,9 @@ pub struct ServeArgs {
     #[arg(long, env = "PADDOCK_EXPIRE_AFTER", default_value = "1h", value_parser = parse_duration)]
     pub expire_after: Duration,
     /// Publish each team's cars as one message this often, on
-    /// team.<team>.tower (the team page and `watch --team` read it; PROTOCOL.md
-    /// "The pit wall"); 0 turns the feed off.
+    /// team.<team>.tower (the team page reads it; `watch --team` reads the
+    /// cars' own frames instead; PROTOCOL.md "The pit wall"); 0 turns the feed
+    /// off.
     #[arg(long, env = "PADDOCK_TOWER_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
     pub tower_interval: Duration,
     /// Runtime worker threads. One by default: the processor applies frames in one

@@ -25,7 +25,8 @@ pub struct SessionsArgs {
     pub connect: ConnectArgs,
     /// Print JSON instead of tables, for scripts: the processor's reply (for
     /// `renew`, `{session_id, role, file, expires_at}`: the credentials go to
-    /// the file, not to the terminal; for `share`, `{session_id, link}`).
+    /// the file, not to the terminal; for `share`, `{session_id, link}`, and
+    /// for `share --team`, `{team, link, expires_at}`).
     #[arg(long, env = "PADDOCK_JSON", global = true)]
     pub json: bool,
     /// How long to wait for a reply (e.g. 5s, 500ms).
@@ -92,6 +93,10 @@ pub enum SessionsCommand {
     },
     /// Service-wide counters.
     Stats,
+    /// Ended sessions (deleted or expired), kept for serve's
+    /// --archive-retention with their final state.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Fresh credentials for a live session's monitor or dashboard (per-session
     /// mode), written to <--credentials-dir>/<id>-<role>.creds: for a monitor whose
     /// saved credentials ran out while it was stopped.
@@ -100,7 +105,7 @@ pub enum SessionsCommand {
         /// Whose credentials: the session's monitor or its dashboard.
         #[arg(long, env = "PADDOCK_ROLE", value_enum)]
         role: RoleArg,
-        /// Where to write the renewed credentials file.
+        /// Where to write the renewed credentials file (made if missing).
         #[arg(long, env = "PADDOCK_CREDENTIALS_DIR", default_value = ".")]
         credentials_dir: PathBuf,
     },
@@ -109,16 +114,19 @@ pub enum SessionsCommand {
     /// session's dashboard credentials (read-only, this session only). With
     /// --team, the team's page instead: its link reads that team's cars, those
     /// that join later too, and nothing of any other team.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["session_id", "team"])))]
     Share {
-        #[arg(required_unless_present = "team")]
+        /// The session to share (or --team).
         session_id: Option<String>,
         /// Share a team's page (the pit wall) rather than one session.
-        #[arg(long, env = "PADDOCK_SHARE_TEAM", conflicts_with = "session_id")]
+        #[arg(long, env = "PADDOCK_SHARE_TEAM")]
         team: Option<String>,
         #[command(flatten)]
         dashboard: DashboardArgs,
-        /// The session's dashboard credentials (default:
-        /// <--credentials-dir>/<id>-dashboard.creds, as `sessions create` wrote it).
+        /// The session's dashboard credentials for the link when the processor
+        /// gives no fresh ones (it issues none, or this connection may not ask;
+        /// default: <--credentials-dir>/<id>-dashboard.creds, as `sessions
+        /// create` wrote it). Where it issues them, the link carries fresh ones.
         #[arg(long, env = "PADDOCK_DASHBOARD_CREDS")]
         dashboard_creds: Option<PathBuf>,
         /// Where `sessions create` saved the session's credentials.
@@ -127,7 +135,26 @@ pub enum SessionsCommand {
         /// Print the link only, without the QR code.
         #[arg(long, env = "PADDOCK_NO_QR")]
         no_qr: bool,
+        /// Also write the QR code to this file as an SVG image, to open in a
+        /// browser or print and scan from there: a link with per-session
+        /// credentials needs a code wider than most terminals.
+        #[arg(long, env = "PADDOCK_QR_FILE")]
+        qr_file: Option<PathBuf>,
     },
+}
+
+/// `sessions archive …`: `sessions.archive.list` and `sessions.archive.get`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ArchiveCommand {
+    /// Every ended session still archived, most recently ended first.
+    List {
+        /// One team's sessions only.
+        #[arg(long, env = "PADDOCK_TEAM")]
+        team: Option<String>,
+    },
+    /// One ended session: when and why it ended, and its final state (its
+    /// laps: `sessions laps <id> --archived`).
+    Get { session_id: String },
 }
 
 /// A new session's labels: `sessions create` and `monitor`.
@@ -196,20 +223,27 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
         SessionsCommand::List { team } => {
             let rows = client.list_all(team.as_deref()).await?;
             if args.json {
-                // Every page, as one: the paging fields say so.
-                pretty(&crate::protocol::documents::Page {
-                    total: rows.len(),
-                    count: rows.len(),
-                    offset: 0,
-                    next_offset: None,
-                    sessions: rows,
-                })
+                pretty(&one_page(rows))
+            } else if rows.is_empty()
+                && let Some(team) = team
+            {
+                // Labels are case-sensitive: a near miss is worth saying.
+                let teams: std::collections::BTreeSet<String> = client
+                    .list_all(None)
+                    .await?
+                    .into_iter()
+                    .filter_map(|row| row.team)
+                    .collect();
+                no_team_sessions(team, &teams)
             } else {
                 list_table(&rows, Utc::now())
             }
         }
         SessionsCommand::Get { session_id } => {
-            let doc = client.get(session_id).await?;
+            let doc = client
+                .get(session_id)
+                .await
+                .map_err(|e| ended_hint(e, session_id))?;
             if args.json {
                 pretty(&doc)
             } else {
@@ -259,7 +293,10 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
             csv,
         } => {
             let id = crate::protocol::id::SessionId::parse(session_id)?;
-            let laps = client.laps(&id, *from_lap, *archived).await?;
+            let laps = client
+                .laps(&id, *from_lap, *archived)
+                .await
+                .map_err(|e| ended_hint(e, session_id))?;
             if *csv {
                 format::laps_csv(&laps)
             } else if args.json {
@@ -283,14 +320,19 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
             team: Some(team),
             dashboard,
             no_qr,
+            qr_file,
             ..
-        } => share_team(&client, team, dashboard, args.json, *no_qr).await?,
+        } => {
+            let link = share_team(&client, team, dashboard).await?;
+            shared(&link, args.json, *no_qr, qr_file.as_deref())?
+        }
         SessionsCommand::Share {
             session_id,
             dashboard,
             dashboard_creds,
             credentials_dir,
             no_qr,
+            qr_file,
             ..
         } => {
             let session_id = session_id.as_deref().unwrap_or_default();
@@ -346,19 +388,17 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|(jwt, seed)| (jwt.as_str(), seed.as_str(), inbox.as_str())),
             );
-            if args.json {
-                pretty(&json!({ "session_id": id, "link": link }))
-            } else if *no_qr {
-                format!("{link}\n")
-            } else {
-                let note = if access.is_some() {
+            let link = Shared {
+                json: json!({ "session_id": id, "link": link }),
+                link,
+                note: if access.is_some() {
                     "The link and code carry this session's dashboard credentials \
                      (read-only, this session): share them with your team only.\n"
                 } else {
                     ""
-                };
-                format!("{link}\n{}{note}", format::qr(&link))
-            }
+                },
+            };
+            shared(&link, args.json, *no_qr, qr_file.as_deref())?
         }
         SessionsCommand::Renew {
             session_id,
@@ -371,6 +411,9 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 RoleArg::Dashboard => Endpoint::RenewDashboard,
             };
             let renewed = client.renew(&id, endpoint).await?;
+            // As `create` does: a directory named for the credentials is made.
+            std::fs::create_dir_all(credentials_dir)
+                .with_context(|| format!("cannot create {}", credentials_dir.display()))?;
             let path = credentials_dir.join(format!("{id}-{}.creds", renewed.role));
             crate::server::credentials::write_private(&path, &renewed.creds)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -395,11 +438,77 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 stats_text(&stats)
             }
         }
+        SessionsCommand::Archive(ArchiveCommand::List { team }) => {
+            let rows = client.archive_list_all(team.as_deref()).await?;
+            if args.json {
+                pretty(&one_page(rows))
+            } else {
+                archive_table(&rows, Utc::now())
+            }
+        }
+        SessionsCommand::Archive(ArchiveCommand::Get { session_id }) => {
+            let archived = client.archive_get(session_id).await?;
+            if args.json {
+                pretty(&archived)
+            } else {
+                let now = Utc::now();
+                let mut out = format!(
+                    "{:<12} {} ({})\n",
+                    "ended",
+                    time_and_age(archived.ended_at, now),
+                    archived.reason.as_str()
+                );
+                out.push_str(&session_text(&archived.session, now));
+                out.push_str(&format!(
+                    "{:<12} paddock sessions laps {} --archived\n",
+                    "its laps", archived.session_id
+                ));
+                out
+            }
+        }
     };
     std::io::stdout()
         .write_all(out.as_bytes())
         .context("cannot write to stdout")?;
     Ok(())
+}
+
+/// A link `sessions share` prints: its `--json` form, and the note under
+/// its QR code.
+struct Shared {
+    link: String,
+    json: Value,
+    note: &'static str,
+}
+
+/// What `sessions share` prints: the link, then its QR code where it fits the
+/// terminal (else why not), or the JSON; with `--qr-file` the code is also
+/// written to that file as SVG.
+fn shared(
+    shared: &Shared,
+    json: bool,
+    no_qr: bool,
+    qr_file: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    let link = &shared.link;
+    let mut written = String::new();
+    if let Some(path) = qr_file {
+        let svg = format::qr_svg(link)
+            .context("the link is longer than a QR code holds: share the link itself")?;
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+        written = format!("QR code written to {}\n", path.display());
+    }
+    Ok(if json {
+        pretty(&shared.json)
+    } else if no_qr {
+        format!("{link}\n{written}")
+    } else if !written.is_empty() {
+        format!("{link}\n{written}{}", shared.note)
+    } else {
+        let hint = "widen the terminal, or write it to a file with --qr-file qr.svg";
+        let code = format::qr(link, format::terminal_columns(), hint);
+        format!("{link}\n{code}{}", shared.note)
+    })
 }
 
 /// `sessions share --team`: the team page's link, with a team link's
@@ -409,9 +518,7 @@ async fn share_team(
     client: &SessionsClient,
     team: &str,
     dashboard: &DashboardArgs,
-    json: bool,
-    no_qr: bool,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Shared> {
     crate::protocol::documents::Label {
         team: Some(team.to_string()),
         car: None,
@@ -449,24 +556,121 @@ async fn share_team(
             .as_ref()
             .map(|(jwt, seed, inbox)| (jwt.as_str(), seed.as_str(), inbox.as_str())),
     );
-    Ok(if json {
-        pretty(&json!({
+    Ok(Shared {
+        json: json!({
             "team": team,
             "link": link,
             "expires_at": access.as_ref().map(|a| a.expires_at),
-        }))
-    } else if no_qr {
-        format!("{link}\n")
-    } else {
-        let note = if access.is_some() {
+        }),
+        link,
+        note: if access.is_some() {
             "The link and code read this team's cars (read-only; cars that join later too, \
              no other team's): share them with your team only. A page keeps them fresh while \
              it is open.\n"
         } else {
             ""
-        };
-        format!("{link}\n{}{note}", format::qr(&link))
+        },
     })
+}
+
+/// A live-session request refused because the session has ended: where its
+/// final state and laps are now (the processor's own reason speaks to monitors).
+fn ended_hint(e: crate::client::ClientError, session_id: &str) -> anyhow::Error {
+    match &e {
+        crate::client::ClientError::Service {
+            code: 404,
+            reason,
+            kind,
+        } if kind.as_deref() == Some("ended_session") => {
+            let ended = reason.split(';').next().unwrap_or(reason);
+            anyhow::anyhow!(
+                "{ended} (error 404); it is archived: `paddock sessions archive get {session_id}` \
+                 shows its final state, `paddock sessions laps {session_id} --archived` its laps"
+            )
+        }
+        _ => e.into(),
+    }
+}
+
+/// `sessions list --team <team>` that matched nothing: teams whose label
+/// differs only in case, else the teams there are.
+pub fn no_team_sessions(team: &str, teams: &std::collections::BTreeSet<String>) -> String {
+    let near: Vec<&str> = teams
+        .iter()
+        .filter(|t| t.to_lowercase() == team.to_lowercase())
+        .map(String::as_str)
+        .collect();
+    if !near.is_empty() {
+        format!(
+            "no live sessions of team {team}; team labels are case-sensitive: did you mean {}?\n",
+            near.join(" or ")
+        )
+    } else if teams.is_empty() {
+        format!("no live sessions of team {team} (no live session has a team)\n")
+    } else {
+        let all: Vec<&str> = teams.iter().map(String::as_str).collect();
+        format!(
+            "no live sessions of team {team}; teams with live sessions: {}\n",
+            all.join(", ")
+        )
+    }
+}
+
+/// The archive as a table, most recently ended first.
+pub fn archive_table(
+    rows: &[crate::protocol::documents::ArchivedSummary],
+    now: DateTime<Utc>,
+) -> String {
+    let header = [
+        "SESSION", "TEAM", "CAR", "CREATED", "ENDED", "HOW", "FRAMES",
+    ];
+    let cells = |row: &crate::protocol::documents::ArchivedSummary| {
+        let mut cells = session_cells(row.session_id, &row.team, &row.car, row.created_at, now);
+        cells.extend([
+            time_and_age(row.ended_at, now),
+            row.reason.as_str().to_string(),
+            row.telemetry_count.to_string(),
+        ]);
+        cells
+    };
+    counted_table(&header, rows.iter().map(cells), "archived session")
+}
+
+/// A session row's first cells: id, team, car and when it was created.
+fn session_cells(
+    id: crate::protocol::id::SessionId,
+    team: &Option<String>,
+    car: &Option<String>,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "-".into());
+    vec![
+        id.to_string(),
+        label(team),
+        label(car),
+        time_and_age(created_at, now),
+    ]
+}
+
+/// `header` and `rows` lined up, then their count ("2 live sessions"), or
+/// "no live sessions" when there are none.
+fn counted_table(header: &[&str], rows: impl Iterator<Item = Vec<String>>, what: &str) -> String {
+    let mut table = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    table.extend(rows);
+    let n = table.len() - 1;
+    if n == 0 {
+        return format!("no {what}s\n");
+    }
+    let mut out = format::columns(&table);
+    out.push_str(&format!("{n} {what}{}\n", if n == 1 { "" } else { "s" }));
+    out
+}
+
+/// Every page of a listing as one, for --json: the paging fields say so.
+fn one_page<T>(rows: Vec<T>) -> crate::protocol::documents::Page<T> {
+    let total = rows.len();
+    crate::protocol::documents::Page::slice(rows, total, 0, total)
 }
 
 fn pretty(value: &impl serde::Serialize) -> String {
@@ -477,41 +681,25 @@ fn pretty(value: &impl serde::Serialize) -> String {
 
 /// The session list as a table, oldest first.
 pub fn list_table(rows: &[SessionSummary], now: DateTime<Utc>) -> String {
-    if rows.is_empty() {
-        return "no live sessions\n".into();
-    }
-    let mut table = vec![
-        [
-            "SESSION",
-            "TEAM",
-            "CAR",
-            "CREATED",
-            "LAST UPDATE",
-            "FRAMES",
-            "SETUP",
-        ]
-        .map(String::from)
-        .to_vec(),
+    let header = [
+        "SESSION",
+        "TEAM",
+        "CAR",
+        "CREATED",
+        "LAST UPDATE",
+        "FRAMES",
+        "SETUP",
     ];
-    for row in rows {
-        let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "-".into());
-        table.push(vec![
-            row.session_id.to_string(),
-            label(&row.team),
-            label(&row.car),
-            time_and_age(row.created_at, now),
+    let cells = |row: &SessionSummary| {
+        let mut cells = session_cells(row.session_id, &row.team, &row.car, row.created_at, now);
+        cells.extend([
             time_and_age(row.last_update, now),
             row.telemetry_count.to_string(),
             if row.has_setup { "yes" } else { "no" }.to_string(),
         ]);
-    }
-    let mut out = format::columns(&table);
-    out.push_str(&format!(
-        "{} live session{}\n",
-        rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
-    ));
-    out
+        cells
+    };
+    counted_table(&header, rows.iter().map(cells), "live session")
 }
 
 /// One session, as a few labelled lines. The frames are the sim's own JSON, read
@@ -545,8 +733,11 @@ pub fn session_text(doc: &SessionDocument<Value>, now: DateTime<Utc>) -> String 
         None => "none".into(),
     };
     let s = &doc.stats;
-    let lines = [
+    let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "—".into());
+    let mut lines = vec![
         ("session", doc.session_id.to_string()),
+        ("team", label(&doc.team)),
+        ("car", label(&doc.car)),
         ("created", time_and_age(doc.created_at, now)),
         ("last update", time_and_age(doc.last_update, now)),
         ("setup", setup),
@@ -564,10 +755,63 @@ pub fn session_text(doc: &SessionDocument<Value>, now: DateTime<Utc>) -> String 
             format!("{} kept, {} completed", s.laps, s.laps_completed),
         ),
     ];
+    if let Some(strategy) = &doc.strategy {
+        lines.push(("strategy", strategy_text(strategy)));
+    }
+    match doc.alerts.as_deref() {
+        None => {}
+        Some([]) => lines.push(("alerts", "none".into())),
+        Some(alerts) => {
+            for (n, alert) in alerts.iter().enumerate() {
+                let r = &alert.reading;
+                lines.push((
+                    if n == 0 { "alerts" } else { "" },
+                    format!(
+                        "{} {}: {} (since {})",
+                        r.level.to_uppercase(),
+                        r.kind,
+                        r.message,
+                        time_and_age(alert.since, now)
+                    ),
+                ));
+            }
+        }
+    }
     lines
         .iter()
         .map(|(k, v)| format!("{k:<12} {v}\n"))
         .collect()
+}
+
+/// Fuel to the finish (the document's `strategy`) on one line: what is known.
+fn strategy_text(s: &crate::protocol::documents::Strategy) -> String {
+    let mut parts = Vec::new();
+    if let Some(per) = s.fuel_per_lap {
+        let from = s.fuel_per_lap_from.as_deref().unwrap_or("laps");
+        parts.push(format!("{per:.2} L/lap ({from})"));
+    }
+    if let Some(laps) = s.laps_in_tank {
+        parts.push(format!("{laps:.1} laps in the tank"));
+    }
+    if let Some(left) = s.race_laps_left {
+        parts.push(format!("{left} race laps left"));
+    }
+    if let Some(add) = s.fuel_to_add {
+        match (s.next_stop_fuel, s.stops_needed) {
+            (Some(next), Some(stops)) if stops > 1 => parts.push(format!(
+                "add {next:.1} L at the next stop, {stops} stops ({add:.1} L in all)"
+            )),
+            _ => parts.push(format!("add {add:.1} L")),
+        }
+    }
+    if let Some(lap) = s.last_lap_to_stop {
+        parts.push(format!("stop by lap {lap}"));
+    }
+    if parts.is_empty() {
+        "no fuel use yet (needs completed laps)".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// Service-wide counters, one per line; rejections by reason when there are any.
@@ -582,6 +826,11 @@ pub fn stats_text(stats: &Stats) -> String {
         ("setup frames", stats.setup_frames.to_string()),
         ("laps completed", stats.laps_completed.to_string()),
         ("lap records", stats.lap_records.to_string()),
+        ("laps dropped", stats.laps_dropped.to_string()),
+        ("laps trimmed", stats.laps_trimmed.to_string()),
+        ("laps unstored", stats.laps_unstored.to_string()),
+        ("alerts unqueued", stats.alerts_unqueued.to_string()),
+        ("memory", memory_text(&stats.memory)),
         ("rejected total", stats.rejected_total.to_string()),
     ];
     let mut out = String::new();
@@ -595,6 +844,29 @@ pub fn stats_text(stats: &Stats) -> String {
         ));
     }
     out
+}
+
+/// The memory budget on one line: what frames and laps hold of it.
+fn memory_text(m: &crate::protocol::documents::MemoryStats) -> String {
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let held = m.frame_bytes + m.lap_bytes;
+    let share = if m.budget_bytes > 0 {
+        format!(" ({:.0} %)", 100.0 * held as f64 / m.budget_bytes as f64)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:.1} MiB of {:.1} MiB{share}: frames {:.1} MiB, laps {:.1} MiB{}",
+        mib(held),
+        mib(m.budget_bytes),
+        mib(m.frame_bytes),
+        mib(m.lap_bytes),
+        if m.over_budget {
+            "; OVER BUDGET: new sessions are refused"
+        } else {
+            ""
+        }
+    )
 }
 
 fn time_and_age(t: DateTime<Utc>, now: DateTime<Utc>) -> String {

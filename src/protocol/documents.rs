@@ -60,6 +60,24 @@ pub mod time {
     }
 }
 
+/// Counts held as `f64` (a lap, a position, laps in a stint: read from frames,
+/// where any number may come): written as JSON integers when they are whole,
+/// so `17` stays `17` on the wire, not `17.0`, and as numbers otherwise.
+pub mod integral {
+    use serde::Serializer;
+
+    /// Whole numbers up to 2^53 (exact in an `f64`, and in JavaScript).
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+
+    pub fn serialize<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match *v {
+            Some(v) if v.fract() == 0.0 && v.abs() <= EXACT => s.serialize_i64(v as i64),
+            Some(v) => s.serialize_f64(v),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// One session: what `sessions.get` and `sessions.create` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionDocument<F = RawFrame> {
@@ -491,7 +509,9 @@ pub struct Stint {
     /// The driver (`player_name`) at the stint's first lap line.
     pub driver: Option<String>,
     /// Lap values at the lap field (numbers where the lap field holds numbers).
+    #[serde(serialize_with = "integral::serialize")]
     pub first_lap: Option<f64>,
+    #[serde(serialize_with = "integral::serialize")]
     pub last_lap: Option<f64>,
     /// Completed laps in the stint.
     pub laps: u32,
@@ -534,6 +554,7 @@ pub struct Strategy {
     /// `fuel / fuel_per_lap`.
     pub laps_in_tank: Option<f64>,
     /// The frame's `laps_left`, else `ceil(session_time_left / lap_time)`.
+    #[serde(serialize_with = "integral::serialize")]
     pub race_laps_left: Option<f64>,
     /// `race_laps_left * fuel_per_lap`.
     pub fuel_to_finish: Option<f64>,
@@ -549,7 +570,9 @@ pub struct Strategy {
     pub stops_needed: Option<u32>,
     pub reserve_laps: f64,
     /// The last lap the car can stop on keeping the reserve:
-    /// `lap + floor(laps_in_tank - reserve_laps)`.
+    /// `lap + max(0, floor(laps_in_tank - reserve_laps))`, never before the
+    /// current lap (inside the reserve: stop now).
+    #[serde(serialize_with = "integral::serialize")]
     pub last_lap_to_stop: Option<f64>,
 }
 
@@ -732,9 +755,17 @@ pub struct TowerCar {
     /// The frame's `player_name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "integral::serialize"
+    )]
     pub position: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "integral::serialize"
+    )]
     pub lap: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_lap_time: Option<f64>,
@@ -754,7 +785,11 @@ pub struct TowerCar {
     /// The strategy's race laps left, fuel to add at the next stop and last
     /// lap to stop on (docs/PROTOCOL.md "Stints and strategy"), as in the
     /// session document.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "integral::serialize"
+    )]
     pub race_laps_left: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel_to_add: Option<f64>,
@@ -764,7 +799,11 @@ pub struct TowerCar {
     pub next_stop_fuel: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stops_needed: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "integral::serialize"
+    )]
     pub last_lap_to_stop: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_pits: Option<bool>,
@@ -772,12 +811,20 @@ pub struct TowerCar {
     pub pit_stops: u32,
     /// Laps since the stint began (the last pit exit, or when this processor
     /// first saw the car).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "integral::serialize"
+    )]
     pub stint_laps: Option<f64>,
     /// Seconds since the stint began: on the sim's clock (`session_time`) when
     /// the frames carry it, else the processor's.
     pub stint_s: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "integral::serialize"
+    )]
     pub tyre_age_laps: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tyre_compound: Option<String>,

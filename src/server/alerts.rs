@@ -90,6 +90,10 @@ impl Default for Thresholds {
 /// clear: a tyre hovering at the limit does not raise and clear every second.
 const HYSTERESIS: f64 = 0.02;
 
+/// The kind raised when no frame came for `stale_s`; while it holds, the
+/// other kinds are held as they were.
+const STALE: &str = "stale";
+
 /// The frame's readings the alerts look at.
 #[derive(Debug, Default, Deserialize)]
 struct Readings {
@@ -145,7 +149,7 @@ fn conditions(t: &Thresholds, input: &Input<'_>, active: &[Alert]) -> Vec<Condit
     let mut out: Vec<Condition> = Vec::new();
     if input.frame_age_s > t.stale_s {
         out.push((
-            "stale",
+            STALE,
             "warning",
             (input.frame_age_s * 10.0).round() / 10.0,
             t.stale_s,
@@ -245,8 +249,13 @@ impl Board {
             reading: alert.reading.clone(),
             at: now,
         };
+        // A car that is not reporting says nothing new about its fuel, tyres or
+        // brakes: what was raised before it went quiet is held (not cleared,
+        // not raised) until a frame comes again and says otherwise.
+        let stale = holding.iter().any(|(kind, ..)| *kind == STALE);
         active.retain(|alert| {
-            let still = holding.iter().any(|(kind, ..)| *kind == alert.reading.kind);
+            let still = (stale && alert.reading.kind != STALE)
+                || holding.iter().any(|(kind, ..)| *kind == alert.reading.kind);
             if !still {
                 events.push(event("cleared", alert));
             }
@@ -409,6 +418,52 @@ mod tests {
         assert_eq!(
             check(&mut board, id, good, 0.2, 102),
             [pair("cleared", "stale")]
+        );
+        assert!(board.active(&id).is_empty());
+    }
+
+    #[test]
+    fn a_stale_car_keeps_its_other_alerts_without_announcing_them() {
+        let mut board = Board::default();
+        let id = SessionId::new_v4();
+        let low = json!({"fuel": 2.0});
+        assert_eq!(
+            check(&mut board, id, low.clone(), 0.1, 0),
+            [pair("raised", "pit_overdue")]
+        );
+        // The car goes quiet: stale is raised, pit_overdue is neither cleared
+        // nor raised again, and stays active.
+        assert_eq!(
+            check(&mut board, id, low.clone(), 10.5, 11),
+            [pair("raised", "stale")]
+        );
+        assert!(check(&mut board, id, low.clone(), 20.0, 20).is_empty());
+        let kinds = |board: &Board| {
+            let mut kinds: Vec<String> = board
+                .active(&id)
+                .into_iter()
+                .map(|a| a.reading.kind)
+                .collect();
+            kinds.sort();
+            kinds
+        };
+        assert_eq!(kinds(&board), ["pit_overdue", "stale"]);
+        // Frames again, still low on fuel: only stale clears.
+        assert_eq!(
+            check(&mut board, id, low, 0.1, 21),
+            [pair("cleared", "stale")]
+        );
+        assert_eq!(kinds(&board), ["pit_overdue"]);
+        // Quiet again, then back refuelled: pit_overdue clears only then.
+        assert_eq!(
+            check(&mut board, id, json!({"fuel": 2.0}), 11.0, 40),
+            [pair("raised", "stale")]
+        );
+        let mut back = check(&mut board, id, json!({"fuel": 60.0}), 0.1, 41);
+        back.sort();
+        assert_eq!(
+            back,
+            [pair("cleared", "pit_overdue"), pair("cleared", "stale")]
         );
         assert!(board.active(&id).is_empty());
     }

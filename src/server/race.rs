@@ -401,6 +401,23 @@ mod tests {
     }
 
     #[test]
+    fn laps_are_whole_numbers_in_the_json() {
+        let laps: Vec<Lap> = race().iter().map(|r| Lap::of(r)).collect();
+        let json = serde_json::to_string(&stints(&laps)[0]).unwrap();
+        assert!(
+            json.contains(r#""first_lap":1,"last_lap":5,"laps":5,"#),
+            "{json}"
+        );
+        // Not a count: a lap time keeps its decimals.
+        assert!(json.contains(r#""best_lap_time":100.0"#), "{json}");
+        let latest = json!({"lap": 10, "fuel": 45.5, "session_time_left": 2670.0});
+        let s = strategy(&race(), latest.to_string().as_bytes(), 1.0).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""race_laps_left":27,"#), "{json}");
+        assert!(json.contains(r#""last_lap_to_stop":24}"#), "{json}");
+    }
+
+    #[test]
     fn a_driver_change_without_a_stop_or_a_refuel_alone_ends_a_stint() {
         let line = |lap: u64, fuel: f64, driver: &str| json!({"lap": lap, "fuel": fuel, "player_name": driver});
         let next = |lap: u64| json!({"lap": lap + 1, "last_lap_time": 90.0});

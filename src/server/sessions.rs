@@ -31,7 +31,10 @@ use crate::server::laps::{self, LapRecord};
 pub enum SessionError {
     #[error("unknown session {0}")]
     NotFound(SessionId),
-    #[error("session {0} has ended ({1}); ask sessions.create for a new id")]
+    #[error(
+        "session {0} has ended ({1}); its final state is in the archive (sessions.archive.get); \
+         to send data, ask sessions.create for a new id"
+    )]
     Ended(SessionId, EndReason),
     #[error("no archived session {0}: it never ended, or its archive retention passed")]
     NotArchived(SessionId),
@@ -303,7 +306,9 @@ impl Allowance {
 pub struct Budgets {
     /// Frames (setup and telemetry) per second per session; 0: no limit.
     pub frame_rate: f32,
-    /// Frames a session may send at once beyond the rate (a reconnect's backlog).
+    /// Frames a session may send at once: the rate's bucket size (it starts
+    /// full and refills at `frame_rate`), so a reconnect's backlog of this many
+    /// is taken whole.
     pub frame_burst: f32,
     /// Lap records kept per minute per session (the burst is as many); 0: no limit.
     pub laps_per_minute: f32,

@@ -313,6 +313,12 @@ mod tests {
             !json.contains("fuel"),
             "absent readings are left out: {json}"
         );
+        // Counts are JSON integers: 5, not 5.0.
+        assert!(json.contains(r#""position":5,"lap":3,"#), "{json}");
+        assert!(json.contains(r#""stint_laps":0,"#), "{json}");
+        let json = serde_json::to_string(&blue.cars[0]).unwrap();
+        assert!(json.contains(r#""tyre_age_laps":4,"#), "{json}");
+        assert!(json.contains(r#""fuel":30.5,"#), "{json}");
     }
 
     #[test]

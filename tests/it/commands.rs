@@ -692,6 +692,12 @@ async fn sharing_in_open_mode_is_not_a_refused_request() {
         assert_eq!(code, 0, "{err}");
         assert_eq!(out.trim(), format!("http://{http}/session/{id}"));
     }
+    // With its QR code, which fits an 80-column terminal (#39 item 5.7).
+    let (code, out, err) = run_paddock(&["sessions", "share", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().count() > 15 && out.contains('█'), "{out}");
+    let widest = out.lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest <= 80, "{widest} columns:\n{out}");
     let stats = ask(&client, "sessions.stats", "{}".into()).await.ok();
     assert_eq!(stats["rejected_total"], 0, "{stats}");
 }
@@ -708,4 +714,147 @@ async fn watch_with_a_broker_and_no_processor_says_no_processor_answers() {
     assert!(said.contains("no paddock processor is answering"), "{said}");
     assert!(!said.contains("unreachable"), "{said}");
     assert_eq!(watch.stop("-INT"), 0);
+}
+
+/// What the README walk missed (#39 item 5.9): `sessions get` shows the
+/// labels, the strategy and the alerts; `stats` the memory and lap counters;
+/// an ended session is found in `sessions archive list|get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_get_stats_and_archive_show_what_the_json_has() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let id = labelled_session_with_a_frame(&app, "Blue").await;
+
+    let (code, out, err) = run_paddock(&["sessions", "get", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "team         Blue",
+        "car          #7",
+        "strategy     ",
+        "alerts       none",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
+
+    let (code, out, err) = run_paddock(&["sessions", "stats", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "laps dropped",
+        "laps trimmed",
+        "memory             ",
+        " MiB of 1024.0 MiB",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
+
+    let (code, _, err) = run_paddock(&["sessions", "delete", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_paddock(&["sessions", "archive", "list", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("SESSION") && lines[0].contains("ENDED"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&id) && lines[1].contains("Blue") && lines[1].contains("deleted"),
+        "{out}"
+    );
+    assert_eq!(lines[2], "1 archived session");
+    let (code, out, _) = run_paddock(&[
+        "sessions",
+        "archive",
+        "list",
+        "--team",
+        "Red",
+        "--json",
+        "--nats-url",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["total"], 0);
+
+    let (code, out, err) =
+        run_paddock(&["sessions", "archive", "get", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("ended        "), "{out}");
+    assert!(out.contains("(deleted)"), "{out}");
+    assert!(out.contains(&format!("session      {id}")), "{out}");
+    assert!(out.contains("lap 14, P3"), "{out}");
+    let (code, out, _) = run_paddock(&[
+        "sessions",
+        "archive",
+        "get",
+        &id,
+        "--json",
+        "--nats-url",
+        &url,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let archived: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(archived["reason"], "deleted");
+    assert_eq!(archived["session"]["team"], "Blue");
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (code, _, err) =
+        run_paddock(&["sessions", "archive", "get", &unknown, "--nats-url", &url]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+}
+
+/// A session labelled `team`, car `#7`, with the sample frame stored.
+async fn labelled_session_with_a_frame(app: &TestApp, team: &str) -> String {
+    let doc = app
+        .request(
+            "sessions.create",
+            serde_json::json!({"team": team, "car": "#7"}).to_string(),
+        )
+        .await
+        .ok();
+    let id = doc["session_id"].as_str().unwrap().to_string();
+    app.send_telemetry(&id, TELEMETRY).await;
+    app.get_until(&id, "frame stored", |d| !d["telemetry"].is_null())
+        .await;
+    id
+}
+
+/// Messages that point the way (#39 item 5.8): `get` and `laps` of an ended
+/// session name the archive, not `sessions.create`; a team label in another
+/// case is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_and_a_miscased_team_are_pointed_to() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let id = labelled_session_with_a_frame(&app, "Blue").await;
+    let (code, out, err) =
+        run_paddock(&["sessions", "list", "--team", "blue", "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("case-sensitive: did you mean Blue?"), "{out}");
+    let (_, out, _) = run_paddock(&["sessions", "list", "--team", "Red", "--nats-url", &url]).await;
+    assert!(out.contains("teams with live sessions: Blue"), "{out}");
+
+    let (code, _, err) = run_paddock(&["sessions", "delete", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    for command in ["get", "laps"] {
+        let (code, _, err) = run_paddock(&["sessions", command, &id, "--nats-url", &url]).await;
+        assert_eq!(code, 1, "{command}");
+        assert!(
+            err.contains("has ended (deleted)")
+                && err.contains(&format!("paddock sessions archive get {id}"))
+                && err.contains(&format!("paddock sessions laps {id} --archived"))
+                && !err.contains("sessions.create"),
+            "{command}: {err}"
+        );
+    }
+}
+
+/// `watch` and `share` without a session name `--team` as the other way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_share_without_an_id_mention_team() {
+    for args in [&["watch"][..], &["sessions", "share"][..]] {
+        let (code, _, err) = run_paddock(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("--team"), "{args:?}: {err}");
+    }
 }

@@ -435,6 +435,95 @@ async fn credentials_are_renewed_while_the_session_lives_and_end_within_the_ttl_
     assert!(stderr.contains("404"), "{stderr}");
 }
 
+/// `sessions renew --credentials-dir NEW` makes the directory, as `create`
+/// does, and writes the renewed credentials there (#39 item 5.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_makes_a_missing_credentials_dir() {
+    let (dir, _server, url, _processor, _ops) = issuing_with_ttl("renew-dir", 300).await;
+    let (id, _) = create_with_creator(&url, &dir).await;
+    let new = dir.join("renewed").join("here");
+    assert!(!new.exists());
+    let (code, stdout, stderr) = run_paddock(&[
+        "sessions",
+        "renew",
+        &id,
+        "--role",
+        "monitor",
+        "--nats-url",
+        &url,
+        "--creds",
+        dir.join("ops.creds").to_str().unwrap(),
+        "--inbox-prefix",
+        "_INBOX_ops",
+        "--credentials-dir",
+        new.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let file = new.join(format!("{id}-monitor.creds"));
+    assert!(stdout.starts_with(file.to_str().unwrap()), "{stdout}");
+    let creds = std::fs::read_to_string(&file).unwrap();
+    assert!(creds.contains("BEGIN NATS USER JWT"), "{creds}");
+}
+
+/// A per-session link carries over 1,000 characters of credentials: no QR
+/// code of it fits an 80-column terminal, so `sessions share` prints the link
+/// and says so rather than a code too wide to scan, and `--qr-file` writes the
+/// code as an SVG image (#39 item 5.7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_session_links_qr_code_goes_to_a_file_when_the_terminal_is_too_narrow() {
+    let (dir, _server, url, _processor, _ops) = issuing_with_ttl("share-qr", 300).await;
+    let (id, _) = create_with_creator(&url, &dir).await;
+    let ops_creds = dir.join("ops.creds");
+    let svg = dir.join("qr.svg");
+    let share = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "sessions",
+            "share",
+            &id,
+            "--nats-url",
+            &url,
+            "--creds",
+            ops_creds.to_str().unwrap(),
+            "--inbox-prefix",
+            "_INBOX_ops",
+            "--dashboard-url",
+            "http://pit.example:8081",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_paddock(&args).await
+        }
+    };
+    let (code, stdout, stderr) = share(&[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let mut lines = stdout.lines();
+    let link = lines.next().unwrap();
+    assert!(link.contains("#jwt="), "{link}");
+    let rest: Vec<&str> = lines.collect();
+    assert!(
+        rest[0].starts_with("(no QR code: this link needs one ")
+            && rest[0].contains("the terminal has 80")
+            && rest[0].contains("--qr-file"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('█'), "{stdout}");
+    let (code, stdout, stderr) = share(&["--qr-file", svg.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("QR code written to {}", svg.display())),
+        "{stdout}"
+    );
+    let image = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        image.starts_with("<?xml") && image.contains("<svg"),
+        "{image:.200}"
+    );
+}
+
 /// A child process killed when the test lets go of it, failing or not, so a
 /// failed assertion leaves no monitor running after the test.
 struct KillOnDrop(std::process::Child);

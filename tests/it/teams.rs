@@ -424,7 +424,8 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
             &ann["fuel_to_add"],
             &ann["last_lap_to_stop"]
         ),
-        (&json!(20.0), &json!(12.0), &json!(20.0))
+        // Laps are JSON integers.
+        (&json!(20), &json!(12.0), &json!(20))
     );
     // One stop does it: the tank less the reserve has room for 59 L.
     assert_eq!(
@@ -437,7 +438,7 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
     );
     assert_eq!(
         (&ann["stint_laps"], &ann["stint_s"], &ann["pit_stops"]),
-        (&json!(3.0), &json!(300.0), &json!(0))
+        (&json!(3), &json!(300.0), &json!(0))
     );
     assert!(
         !doc.to_string().contains(red.as_str()),
@@ -462,7 +463,7 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
     let ann = &doc["cars"][1];
     assert_eq!(
         (&ann["pit_stops"], &ann["stint_laps"], &ann["stint_s"]),
-        (&json!(1), &json!(0.0), &json!(0.0)),
+        (&json!(1), &json!(0), &json!(0.0)),
         "{ann}"
     );
 

@@ -44,11 +44,13 @@ enum Key {
 }
 
 #[derive(Debug, Clone, Args)]
+// One of the two: clap's error without either names both
+// (`<SESSION_ID|--team <TEAM>>`), so --team is found from the message.
+#[command(group(clap::ArgGroup::new("what").required(true).args(["session_id", "team"])))]
 pub struct WatchArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
-    /// The session to watch.
-    #[arg(required_unless_present = "team", conflicts_with = "team")]
+    /// The session to watch (or --team).
     pub session_id: Option<String>,
     /// Every car of this team instead (sessions labelled with --team): one row
     /// per car by position, with its state (LIVE, STALE, ENDED).

@@ -155,14 +155,7 @@ impl WatchState {
         if let Some(telemetry) = &doc.telemetry {
             self.track_fuel(telemetry);
             self.telemetry = Some(telemetry.clone());
-            // The frame's age from when the processor stored it (a quiet session
-            // shows as stale at once), not from when this snapshot arrived.
-            let age = doc
-                .stats
-                .last_frame_at
-                .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
-                .unwrap_or_default();
-            self.last_frame_at = Some(now.checked_sub(age).unwrap_or(now));
+            self.last_frame_at = Some(snapshot_frame_seen(doc, now, chrono::Utc::now()));
         }
     }
 
@@ -304,9 +297,24 @@ impl WatchState {
 }
 
 /// A session document with these frames, for the view's tests.
+/// When a snapshot's frame arrived, on this machine's clock: `now` less the
+/// frame's age when the processor stored it (`stats.last_frame_at`, else the
+/// document's `last_update`), so a quiet session shows as stale at once rather
+/// than from when the snapshot arrived. A clock ahead of this one counts as age 0.
+pub fn snapshot_frame_seen(
+    doc: &SessionDocument<Value>,
+    now: Instant,
+    wall_now: chrono::DateTime<chrono::Utc>,
+) -> Instant {
+    let at = doc.stats.last_frame_at.unwrap_or(doc.last_update);
+    let age = (wall_now - at).to_std().unwrap_or_default();
+    now.checked_sub(age).unwrap_or(now)
+}
+
+/// A document whose frame has just arrived (its `last_frame_at` is now).
 #[cfg(test)]
 pub(crate) fn test_document(setup: Value, telemetry: Value) -> SessionDocument<Value> {
-    serde_json::from_value(serde_json::json!({
+    let mut doc: SessionDocument<Value> = serde_json::from_value(serde_json::json!({
         "session_id": "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b",
         "created_at": "2026-11-24T10:00:00Z",
         "setup": setup,
@@ -316,7 +324,9 @@ pub(crate) fn test_document(setup: Value, telemetry: Value) -> SessionDocument<V
         "stats": {"telemetry_count": 1, "setup_count": 0, "rejected_count": 0,
                   "first_frame_at": null, "last_frame_at": null, "duration_s": 0.0, "rate_hz": 0.0}
     }))
-    .expect("a well-formed document")
+    .expect("a well-formed document");
+    doc.stats.last_frame_at = Some(chrono::Utc::now());
+    doc
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use super::WatchArgs;
+use super::state::snapshot_frame_seen;
 use crate::client::SessionsClient;
 use crate::client::connect::connect_observed;
 use crate::cmd::format;
@@ -98,6 +99,12 @@ pub fn tower(team: &str, cars: &BTreeMap<SessionId, Car>, now: Instant, stale: D
     )
 }
 
+/// What the view shows before the team's first listing has answered: not a
+/// table of "0 cars", which would be wrong.
+pub fn loading(team: &str) -> String {
+    format!("team {team}: loading the team's cars…")
+}
+
 pub async fn run(
     args: &WatchArgs,
     team: &str,
@@ -112,6 +119,8 @@ pub async fn run(
     // Subscribed before any snapshot: nothing published in between is missed.
     let mut live = nats.subscribe(subjects::ALL_SESSIONS).await?;
     let mut cars: BTreeMap<SessionId, Car> = BTreeMap::new();
+    // Until the first listing answers the tower is unknown, not empty.
+    let mut listed = false;
     let mut relist = tokio::time::interval(RELIST);
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -133,11 +142,15 @@ pub async fn run(
                     }
                     let mut car = Car { car: row.car, ..Car::default() };
                     if let Ok(doc) = client.get(&row.session_id.to_string()).await {
+                        // The frame's real age: a car that has gone quiet is STALE at once.
+                        car.seen = doc.telemetry.as_ref().map(|_| {
+                            snapshot_frame_seen(&doc, Instant::now(), chrono::Utc::now())
+                        });
                         car.frame = doc.telemetry;
-                        car.seen = car.frame.as_ref().map(|_| Instant::now());
                     }
                     cars.insert(row.session_id, car);
                 }
+                listed = true;
             }
             message = live.next() => {
                 let Some(message) = message else {
@@ -171,7 +184,11 @@ pub async fn run(
                 }
             }
             _ = redraw.tick() => {
-                let text = tower(team, &cars, Instant::now(), args.stale_after);
+                let text = if listed {
+                    tower(team, &cars, Instant::now(), args.stale_after)
+                } else {
+                    loading(team)
+                };
                 let shown = if args.plain { text } else { format!("\x1b[H\x1b[2J{text}") };
                 if !super::print_line(shown.trim_end()) {
                     return Ok(());
@@ -223,5 +240,42 @@ mod tests {
             lines[4].contains("#9") && lines[4].ends_with("ENDED"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_car_silent_before_the_view_started_is_stale_at_once() {
+        let now = Instant::now();
+        let wall = chrono::Utc::now();
+        let doc = |silent_for: i64| {
+            let mut doc = crate::cmd::watch::state::test_document(json!({}), json!({"lap": 3}));
+            doc.session_id = SessionId::new_v4();
+            doc.stats.last_frame_at = Some(wall - chrono::Duration::seconds(silent_for));
+            doc.last_update = wall - chrono::Duration::seconds(silent_for);
+            doc
+        };
+        let mut cars = BTreeMap::new();
+        for (label, silent_for) in [("#7", 0), ("#8", 60)] {
+            let doc = doc(silent_for);
+            cars.insert(
+                doc.session_id,
+                Car {
+                    car: Some(label.into()),
+                    frame: Some(json!({"lap": 3})),
+                    seen: Some(snapshot_frame_seen(&doc, now, wall)),
+                    ended: false,
+                },
+            );
+        }
+        let text = tower("Blue", &cars, now, Duration::from_secs(5));
+        let row = |car: &str| text.lines().find(|l| l.contains(car)).unwrap().to_string();
+        assert!(row("#7").ends_with("LIVE"), "{text}");
+        assert!(row("#8").ends_with("STALE"), "{text}");
+    }
+
+    #[test]
+    fn before_the_first_listing_the_view_says_loading_not_zero_cars() {
+        let text = loading("Blue");
+        assert!(text.contains("loading"), "{text}");
+        assert!(!text.contains("0 cars"), "{text}");
     }
 }

@@ -249,7 +249,7 @@ function drawTower(cars) {
     const gap = n(row, "gap_ahead");
     const tyres = [
       typeof row.tyre_compound === "string" ? row.tyre_compound : null,
-      n(row, "tyre_age_laps") !== null ? `${n(row, "tyre_age_laps")} laps` : null,
+      n(row, "tyre_age_laps") !== null ? view.laps(n(row, "tyre_age_laps")) : null,
     ].filter((x) => x !== null).join(" · ");
     const stintLaps = n(row, "stint_laps");
     const cells = [
@@ -265,7 +265,7 @@ function drawTower(cars) {
       `${row.in_pits === true ? "IN · " : ""}${n(row, "pit_stops") ?? 0}`
         + view.nextStop(n(row, "next_stop_fuel") ?? n(row, "fuel_to_add"),
           n(row, "last_lap_to_stop"), n(row, "stops_needed")),
-      `${view.clock(n(row, "stint_s"))}${stintLaps === null ? "" : ` · ${stintLaps} laps`}`,
+      `${view.clock(n(row, "stint_s"))}${stintLaps === null ? "" : ` · ${view.laps(stintLaps)}`}`,
       tyres || view.DASH,
       alerts.length ? `${state} · ${alerts.map((a) => a.message).join(" · ")}` : state,
     ];
@@ -619,7 +619,7 @@ function drawNumbers() {
     fuel_to_add: view.fixed(n("fuel_to_add"), 1, " L"),
     last_lap_to_stop: n("last_lap_to_stop") ?? view.DASH,
     stint: running && running.ended_by === null
-      ? `${running.laps} laps · ${view.clock(running.duration_s)}` : view.DASH,
+      ? `${view.laps(running.laps)} · ${view.clock(running.duration_s)}` : view.DASH,
   };
   for (const el of document.querySelectorAll("[data-s]")) {
     const v = String(values[el.dataset.s]);

@@ -47,6 +47,11 @@ export function nextStop(fill, byLap, stops) {
     + (stops !== null && stops > 1 ? ` · ${stops} stops` : "");
 }
 
+/// A count of laps: "1 lap", "3 laps".
+export function laps(n) {
+  return `${n} ${n === 1 ? "lap" : "laps"}`;
+}
+
 /// A number with `digits` decimals and a unit, or "—".
 export function fixed(v, digits, unit = "") {
   return v === null ? DASH : `${v.toFixed(digits)}${unit}`;

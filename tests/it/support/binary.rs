@@ -10,7 +10,11 @@ use super::PATIENCE;
 
 /// The paddock binary built for these tests, as a command to add arguments to.
 pub fn paddock() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_paddock"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_paddock"));
+    // Its stdout is a pipe, 80 columns wide to the commands (QR codes), whatever
+    // width the shell running the tests exported.
+    command.env_remove("COLUMNS");
+    command
 }
 
 /// Runs the binary to completion; returns (exit code, stdout, stderr).
