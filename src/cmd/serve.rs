@@ -79,7 +79,7 @@ pub struct ServeArgs {
     pub max_memory: usize,
     /// Bytes all of paddock's JetStream buckets together may hold (default
     /// --max-memory: what they hold is a copy of what memory holds), shared as
-    /// laps 1/2, live 3/8, archive 1/8 after the alerts bucket's 16 MiB. The
+    /// live 1/2, laps 3/8, archive 1/8 after the alerts bucket's 16 MiB. The
     /// broker sets this aside when the buckets are made, so it must fit its
     /// JetStream storage (nats.conf's max_file_store): a start that does not fit
     /// is refused, saying so. When full, the live bucket refuses writes (kept in

@@ -657,14 +657,18 @@ async fn the_team_page_shows_its_cars_by_position() {
         let (nc, id) = (nc.clone(), id.clone());
         async move { publish(&nc, &id, "telemetry", frame(4, 30.0, extra)).await }
     };
+    // The browser first: under load it takes seconds to start, and frames sent
+    // before it would be past the page's 2 s stale window when it opens.
+    let browser = chromium.start(DESKTOP).await;
     send(&seven, 2, "A. Seven").await;
     send(&eight, 1, "B. Eight").await;
     send(&red, 1, "R. Red").await;
-
-    let browser = chromium.start(DESKTOP).await;
     browser
         .open(&format!("http://{http}/team/Blue?stale=2"))
         .await;
+    // And again once it is open, so both are fresh whatever the page load took.
+    send(&seven, 2, "A. Seven").await;
+    send(&eight, 1, "B. Eight").await;
     let rows = "return [...document.querySelectorAll('#tower tbody tr')]\
                 .map(r => [r.cells[0].textContent, r.cells[1].textContent, r.cells[2].textContent, r.dataset.state])";
     let until = |want: Value| rows_become(&browser, rows, want, Duration::from_secs(10));

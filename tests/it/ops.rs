@@ -169,6 +169,11 @@ async fn over_its_memory_budget_the_processor_refuses_new_sessions_and_says_so()
             "400KiB",
             "--max-payload",
             "16384",
+            // The memory budget is what this test fills; the buckets share
+            // --kv-max-bytes (default --max-memory), whose live half (~190 KiB)
+            // would refuse writes first at 32 KiB of frames per session.
+            "--kv-max-bytes",
+            "4MiB",
         ],
     );
     let client = connect(&url).await;

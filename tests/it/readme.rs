@@ -216,6 +216,22 @@ fn running(pid: u32) -> bool {
         .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
+/// The processes whose working directory is `dir` (what the demo started
+/// there: its broker).
+fn running_in(dir: &Path) -> Vec<u32> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == dir))
+        .filter(|&pid| running(pid))
+        .collect()
+}
+
 /// Waits up to `patience` for every pid in `pids` to be gone.
 fn all_gone(pids: &[u32], patience: Duration) -> Vec<u32> {
     let deadline = Instant::now() + patience;
@@ -392,6 +408,11 @@ async fn the_readme_demo_runs_three_cars_and_ctrl_c_leaves_nothing_running() {
         Vec::<u32>::new(),
         "left running"
     );
+    assert_eq!(
+        running_in(&dir),
+        Vec::<u32>::new(),
+        "left running in its directory"
+    );
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", ports.nats)).is_err(),
         "something still listens on the demo's broker port"
@@ -473,7 +494,7 @@ async fn the_refusal_names_the_numbers_and_what_to_change() {
     let last = stderr.lines().last().unwrap_or_default();
     for words in [
         "1.0 GiB in all",
-        "paddock_sessions_laps 504 MiB",
+        "paddock_sessions 504 MiB",
         "max_file_store",
         "--kv-max-bytes",
     ] {
@@ -684,5 +705,29 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Ctrl-C while the demo is still starting (its broker coming up, the
+/// processor opening its buckets) stops it within 2 s, exit 0, and its broker
+/// with it.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_stops_at_once_when_interrupted_while_starting() {
+    for wait in [Duration::from_millis(150), Duration::from_millis(600)] {
+        let dir = fresh_dir("readme-early");
+        let ports = Ports::free();
+        let mut demo = demo(&dir, &ports);
+        std::thread::sleep(wait);
+        let (code, took) = demo.signal_and_wait(libc::SIGINT, Duration::from_secs(2));
+        assert_eq!(code, Some(0), "after {wait:?}:\n{}", demo.printed());
+        assert!(took < Duration::from_secs(2), "after {wait:?}: {took:?}");
+        // Whatever it had started by then runs in its directory.
+        assert_eq!(
+            all_gone(&running_in(&dir), Duration::from_secs(1)),
+            Vec::<u32>::new(),
+            "after {wait:?}: left running"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

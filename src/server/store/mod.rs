@@ -113,10 +113,11 @@ impl StartupProgress {
 ///
 /// Everything the buckets hold is a copy of what `--max-memory` bounds in memory
 /// (live sessions, ended ones, lap records), so the budget defaults to it. Its
-/// shares follow what each holds: lap records are most of it (up to
-/// `--max-lap-bytes` per session), the live documents (a setup and a frame each)
-/// are next, the archive holds ended sessions' final documents, and the alerts
-/// bucket about 300 bytes per session and kind.
+/// shares follow what each holds and what a full one costs: the live documents
+/// (a setup and a frame each) get half, as a full live bucket refuses writes
+/// (`/readyz` fails); lap records (up to `--max-lap-bytes` per session) 3/8, as
+/// a full laps bucket only drops its oldest; the archive (ended sessions' final
+/// documents) 1/8; the alerts bucket about 300 bytes per session and kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketSizes {
     pub live: usize,
@@ -127,7 +128,7 @@ pub struct BucketSizes {
 
 impl BucketSizes {
     /// `budget` shared: the alerts bucket its 16 MiB (at most a sixteenth), then
-    /// of the rest laps 1/2, live 3/8, archive 1/8. A budget JetStream cannot
+    /// of the rest live 1/2, laps 3/8, archive 1/8. A budget JetStream cannot
     /// take as a size (beyond `i64::MAX`) means no limit for any bucket.
     pub fn split(budget: usize) -> Self {
         if i64::try_from(budget).is_err() {
@@ -140,12 +141,12 @@ impl BucketSizes {
         }
         let alerts = ALERTS_BUCKET_BYTES.min(budget / 16);
         let rest = budget - alerts;
-        let live = rest / 8 * 3;
+        let laps = rest / 8 * 3;
         let archive = rest / 8;
         BucketSizes {
-            live,
+            live: rest - laps - archive,
             archive,
-            laps: rest - live - archive,
+            laps,
             alerts,
         }
     }
@@ -612,7 +613,7 @@ impl StoreError {
     }
 }
 
-/// The buckets' sizes in words: "1.0 GiB in all (paddock_sessions 378 MiB, …)".
+/// The buckets' sizes in words: "1.0 GiB in all (paddock_sessions 504 MiB, …)".
 fn describe_sizes(sizes: &BucketSizes, config: &StoreConfig) -> String {
     let b = &config.bucket;
     let replicas = if config.replicas > 1 {
@@ -754,6 +755,25 @@ mod tests {
         .await;
         assert_eq!(loaded.unwrap(), "complete");
         assert_eq!(attempts.into_inner(), 2);
+    }
+
+    #[test]
+    fn the_buckets_share_one_budget() {
+        const MIB: usize = 1024 * 1024;
+        let sizes = BucketSizes::split(1024 * MIB);
+        assert_eq!(sizes.alerts, 16 * MIB);
+        assert_eq!(sizes.laps, 378 * MIB);
+        assert_eq!(sizes.archive, 126 * MIB);
+        assert_eq!(sizes.live, 504 * MIB);
+        assert_eq!(sizes.total(1), 1024 * MIB as u128);
+        assert_eq!(sizes.total(3), 3 * 1024 * MIB as u128);
+        // A small budget: the alerts bucket takes at most a sixteenth.
+        assert_eq!(BucketSizes::split(64 * MIB).alerts, 4 * MIB);
+        assert_eq!(BucketSizes::split(64 * MIB).total(1), 64 * MIB as u128);
+        // Beyond what JetStream takes as a size: no limit anywhere.
+        assert_eq!(BucketSizes::split(usize::MAX).live, usize::MAX);
+        assert_eq!(human_bytes(504 * MIB as u128), "504 MiB");
+        assert_eq!(human_bytes(1024 * MIB as u128), "1.0 GiB");
     }
 
     #[tokio::test]
