@@ -18,6 +18,8 @@ pub struct Health {
     stopping: AtomicBool,
     /// What start-up is waiting for (the store writes it while it opens).
     progress: StartupProgress,
+    /// Why start-up failed for good, said until the process ends.
+    failed: OnceLock<String>,
 }
 
 impl Health {
@@ -35,7 +37,7 @@ impl Health {
     /// Start-up failed for good (e.g. the buckets do not fit the broker): said
     /// by `/readyz` until the process ends.
     pub fn failed(&self, why: impl std::fmt::Display) {
-        self.progress.say(format!("failed to start: {why}"));
+        let _ = self.failed.set(format!("failed to start: {why}"));
     }
 
     /// Recovery is done and every subscription confirmed: the processor serves.
@@ -55,10 +57,8 @@ impl Health {
 
     /// `Ok` when the processor serves, else why not, in words for an operator.
     pub fn readiness(&self) -> Result<(), String> {
-        if self.app.get().is_none()
-            && let Some(failed) = self.progress.get().filter(|p| p.starts_with("failed"))
-        {
-            return Err(failed);
+        if let Some(failed) = self.failed.get() {
+            return Err(failed.clone());
         }
         if self.stopping.load(Ordering::Relaxed) {
             return Err("shutting down".into());
