@@ -33,16 +33,17 @@ pub struct ServeArgs {
     /// Keep it below the broker's max_payload (1 MiB by default).
     #[arg(long, env = "PADDOCK_MAX_PAYLOAD", default_value_t = Limits::default().max_payload, value_parser = parse_count)]
     pub max_payload: usize,
-    /// Frames (and requests) the processor buffers while it is busy, per
-    /// subscription: a burst beyond this is dropped by the client and logged as
-    /// "slow consumer". The bytes bound below usually binds first.
+    /// Messages the processor's client may hold per subscription before they
+    /// reach the ingest queue (below) or the request loop. The queue's task takes
+    /// them as they come, so this holds only a moment's worth; past it the
+    /// client drops them ("slow consumer", /metrics).
     #[arg(long, env = "PADDOCK_INGEST_BUFFER", default_value_t = crate::server::processor::DEFAULT_INGEST_BUFFER, value_parser = parse_count)]
     pub ingest_buffer: usize,
-    /// Bytes the processor's client may buffer while the processor is busy, all
-    /// its data subscriptions together (default: a quarter of --max-memory): each
-    /// holds at most (this / --max-payload / data subscriptions) messages, and no
-    /// more than --ingest-buffer, so even a flood of frames of --max-payload stays
-    /// within it. What overflows is dropped and counted (slow consumer, /metrics).
+    /// Bytes of frames waiting for the processor while it is busy (default: a
+    /// quarter of --max-memory), counted as they are: payload, subject and
+    /// about 250 bytes each. A burst of small frames fills it no faster than
+    /// their bytes. Past it, frames are dropped and counted: in all
+    /// (sessions.stats `ingest`, /metrics) and per session (`dropped_count`).
     #[arg(long, env = "PADDOCK_INGEST_BUFFER_BYTES", value_parser = parse_bytes)]
     pub ingest_buffer_bytes: Option<usize>,
     /// Frames (setup and telemetry) per second one session may send; beyond it
@@ -439,24 +440,29 @@ impl ServeArgs {
         }))
     }
 
-    /// Messages each subscription of the processor's client may buffer: within
-    /// --ingest-buffer-bytes for frames of --max-payload over its data
-    /// subscriptions (two per owned partition), and at most --ingest-buffer.
+    /// Messages each subscription of the processor's client may buffer
+    /// (`--ingest-buffer`): the bound in bytes is the ingest queue's.
     pub fn ingest_capacity(&self) -> usize {
-        let owned = self
-            .owns
-            .as_ref()
-            .map_or(self.partitions as usize, Vec::len)
-            .max(1);
-        let bytes = self.ingest_buffer_bytes.unwrap_or(self.max_memory / 4);
-        let per_subscription = bytes / self.max_payload.max(1) / (2 * owned);
-        per_subscription.max(16).min(self.ingest_buffer)
+        self.ingest_buffer.max(16)
+    }
+
+    /// `--ingest-buffer-bytes`, or its default.
+    pub fn ingest_buffer_bytes(&self) -> usize {
+        self.ingest_buffer_bytes.unwrap_or(self.max_memory / 4)
     }
 
     pub fn limits(&self) -> anyhow::Result<Limits> {
+        // Less could never queue a frame of the largest size accepted.
+        anyhow::ensure!(
+            self.ingest_buffer_bytes() >= 2 * self.max_payload,
+            "--ingest-buffer-bytes ({}) must hold at least two frames of --max-payload ({} bytes)",
+            self.ingest_buffer_bytes(),
+            self.max_payload
+        );
         let mut limits = Limits {
             max_payload: self.max_payload,
             max_sessions: self.max_sessions,
+            ingest_buffer_bytes: self.ingest_buffer_bytes(),
             creates_per_minute: self.create_limit,
             lap_field: self.lap_field.0.clone(),
             budgets: crate::server::sessions::Budgets {

@@ -88,6 +88,13 @@ pub struct SessionDocument<F = RawFrame> {
     pub team: Option<String>,
     #[serde(default)]
     pub car: Option<String>,
+    /// When `sessions.label` last changed them; absent while they are as created.
+    #[serde(
+        default,
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub labelled_at: Option<DateTime<Utc>>,
     #[serde(with = "time")]
     pub created_at: DateTime<Utc>,
     /// The latest setup exactly as sent.
@@ -121,6 +128,10 @@ pub struct SessionStats<F = RawFrame> {
     /// Frames refused for coming faster than the processor's `--max-frame-rate`.
     #[serde(default)]
     pub rate_limited_count: u64,
+    /// Frames dropped unread because the processor's ingest queue was full
+    /// (`--ingest-buffer-bytes`).
+    #[serde(default)]
+    pub dropped_count: u64,
     /// Laps completed faster than `--max-lap-rate`, whose records were not kept.
     #[serde(default)]
     pub laps_dropped: u64,
@@ -459,6 +470,9 @@ pub struct Stats {
     /// records held, and the most they may be (`--max-memory`).
     #[serde(default)]
     pub memory: MemoryStats,
+    /// The queue frames wait in for the processor (`--ingest-buffer-bytes`).
+    #[serde(default)]
+    pub ingest: IngestStats,
     pub rejected_total: u64,
     /// Rejected input by reason (`malformed_json`, `too_large`, …).
     pub rejected: BTreeMap<String, u64>,
@@ -476,6 +490,20 @@ pub struct MemoryStats {
     /// Frames the budget held at the budget: new sessions are refused (503
     /// `over_budget`) while this is true.
     pub over_budget: bool,
+}
+
+/// The ingest queue's figures, in `sessions.stats` and `/metrics`: frames wait
+/// there between the broker and the processor, bounded in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestStats {
+    /// Bytes queued now (payload, subject and a fixed cost per frame).
+    pub held_bytes: usize,
+    /// The most queued at once since the processor started.
+    pub peak_bytes: usize,
+    /// `--ingest-buffer-bytes`.
+    pub buffer_bytes: usize,
+    /// Frames dropped unread because the queue was full.
+    pub dropped: u64,
 }
 
 /// One completed lap: on `session.<id>.lap` and in `sessions.laps` pages.
@@ -677,6 +705,7 @@ mod tests {
             session_id: SessionId::new_v4(),
             team: Some("Blue".into()),
             car: None,
+            labelled_at: None,
             created_at: Utc::now(),
             setup: None,
             setup_timestamp: None,
@@ -687,6 +716,7 @@ mod tests {
                 setup_count: 0,
                 rejected_count: 0,
                 rate_limited_count: 0,
+                dropped_count: 0,
                 laps_dropped: 0,
                 first_frame_at: Some(Utc::now()),
                 last_frame_at: Some(Utc::now()),

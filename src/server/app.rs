@@ -20,6 +20,9 @@ pub struct Limits {
     pub max_payload: usize,
     /// Most live sessions; past it, creation answers 503.
     pub max_sessions: usize,
+    /// Bytes of frames waiting for the processor (`--ingest-buffer-bytes`,
+    /// server/intake.rs); past it, frames are dropped and counted.
+    pub ingest_buffer_bytes: usize,
     /// Sessions one client may create per minute (0: no limit); past it, 429.
     pub creates_per_minute: u32,
     /// The telemetry field whose change completes a lap (`None`: no lap history).
@@ -54,6 +57,7 @@ impl Default for Limits {
         Limits {
             max_payload: 64 * 1024,
             max_sessions: 10_000,
+            ingest_buffer_bytes: DEFAULT_INGEST_BUFFER_BYTES,
             creates_per_minute: 600,
             lap_field: Some(
                 crate::protocol::payload::Pointer::parse("/lap").expect("a valid pointer"),
@@ -70,6 +74,9 @@ impl Default for Limits {
         }
     }
 }
+
+/// `--ingest-buffer-bytes` at the default `--max-memory` (a quarter of it).
+pub const DEFAULT_INGEST_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 
 /// How long per-session credentials work unless renewed, by default.
 pub const DEFAULT_CREDENTIALS_TTL: std::time::Duration = std::time::Duration::from_secs(5 * 60);

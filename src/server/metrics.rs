@@ -6,7 +6,7 @@
 //! which are the same kind of atomics with the histogram arithmetic done for us.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -75,6 +75,21 @@ pub struct Metrics {
     pub storage_write_failures: AtomicU64,
     /// Why storage is refusing writes right now; `None` while it accepts them.
     storage_refusing: Mutex<Option<String>>,
+    /// The ingest queue's bytes and drops (server/intake.rs).
+    pub ingest: IngestCounters,
+}
+
+/// The ingest queue's figures (server/intake.rs), kept up by the queue itself.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    /// `--ingest-buffer-bytes`, set when the queue starts.
+    pub limit: AtomicUsize,
+    /// Bytes queued now, as the queue counts them (`intake::cost`).
+    pub held: AtomicUsize,
+    /// The most ever queued at once: how close a run came to the bound.
+    pub peak: AtomicUsize,
+    /// Frames dropped because the queue was full.
+    pub dropped: AtomicU64,
 }
 
 /// Labels of `paddock_requests_total`.
@@ -117,6 +132,7 @@ impl Default for Metrics {
             request_seconds: Family::new_with_constructor(request_histogram),
             storage_write_failures: AtomicU64::new(0),
             storage_refusing: Mutex::new(None),
+            ingest: Default::default(),
         }
     }
 }
@@ -216,6 +232,12 @@ impl Metrics {
                 lap_bytes: load.held.laps,
                 budget_bytes: load.budget,
                 over_budget: load.over_budget,
+            },
+            ingest: crate::protocol::documents::IngestStats {
+                held_bytes: self.ingest.held.load(Relaxed),
+                peak_bytes: self.ingest.peak.load(Relaxed),
+                buffer_bytes: self.ingest.limit.load(Relaxed),
+                dropped: self.ingest.dropped.load(Relaxed),
             },
             rejected_total: rejected.values().sum(),
             rejected,

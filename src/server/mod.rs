@@ -19,6 +19,7 @@ pub mod credentials;
 pub mod error;
 pub mod health;
 pub mod ingest;
+pub mod intake;
 pub mod laps;
 pub mod metrics;
 pub mod partitions;

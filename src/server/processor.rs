@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::service::{Request, Service, ServiceExt};
-use async_nats::{Client, HeaderMap, Message, Subscriber};
+use async_nats::{Client, HeaderMap, Message};
 use futures::stream::{BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 
@@ -42,6 +42,7 @@ use crate::protocol::subjects::{DataKind, Endpoint, Event};
 use crate::server::app::{Announcement, App};
 use crate::server::control::PersistAction;
 use crate::server::error::ServiceError;
+use crate::server::intake::Intake;
 use crate::server::partitions::Across;
 use crate::server::ratelimit::{self, PerClient, TokenBucket};
 use crate::server::sessions::{Ended, Now, SessionError};
@@ -60,57 +61,17 @@ const ALERT_EVERY: Duration = Duration::from_secs(1);
 /// TimeoutStopSec in deploy/ leaves room for it.)
 const FINAL_FLUSH_PATIENCE: Duration = Duration::from_secs(15);
 
-/// Setup and telemetry frames, as they arrive: every data subscription (two, or
-/// two per owned partition), polled in turn from where the last frame came.
-/// Not `SelectAll`: it re-queues its stream in a FuturesUnordered after every
-/// item, a measurable cost per frame; this is `select` for any number.
-struct DataStream {
-    subscriptions: Vec<Subscriber>,
-    next: usize,
-}
-
-impl futures::Stream for DataStream {
-    type Item = Message;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Message>> {
-        let this = &mut *self;
-        let n = this.subscriptions.len();
-        let mut ended = 0;
-        for i in 0..n {
-            let k = if this.next + i >= n {
-                this.next + i - n
-            } else {
-                this.next + i
-            };
-            match this.subscriptions[k].poll_next_unpin(cx) {
-                std::task::Poll::Ready(Some(message)) => {
-                    this.next = if k + 1 == n { 0 } else { k + 1 };
-                    return std::task::Poll::Ready(Some(message));
-                }
-                std::task::Poll::Ready(None) => ended += 1,
-                std::task::Poll::Pending => {}
-            }
-        }
-        if ended == n {
-            std::task::Poll::Ready(None)
-        } else {
-            std::task::Poll::Pending
-        }
-    }
-}
-
-/// How many frames the processor's client buffers per subscription by default
-/// (`--ingest-buffer`): about a second of the most this machine ingests, so a
-/// burst, or the backlog after a reconnect, is absorbed rather than dropped.
+/// How many messages the processor's client may buffer per subscription by
+/// default (`--ingest-buffer`), before the ingest queue (server/intake.rs) takes
+/// them. They wait there only until the queue's task next runs; the channel
+/// allocates as it fills, so a large bound costs nothing while unused.
 pub const DEFAULT_INGEST_BUFFER: usize = 262_144;
 
-/// Most data messages applied before a control request is answered: two full
-/// subscription buffers at the default size, so everything delivered before the
-/// request is covered, and the wait is bounded even while a flood keeps arriving.
-const CATCH_UP_LIMIT: usize = 2 * DEFAULT_INGEST_BUFFER;
+/// Most data messages applied before a control request is answered: the most
+/// the ingest queue holds of the smallest frames at the default
+/// `--ingest-buffer-bytes`, so everything delivered before the request is
+/// covered, and the wait is bounded even while a flood keeps arriving.
+const CATCH_UP_LIMIT: usize = 1 << 20;
 
 /// Storage reads for unknown ids per minute, all clients together (see `Ctx`).
 /// Well above what read-your-writes across processors needs: one per create.
@@ -198,7 +159,7 @@ pub struct Processor {
     ctx: Ctx,
     service: Service,
     control: SelectAll<ControlStream>,
-    data: DataStream,
+    data: Intake,
 }
 
 impl Processor {
@@ -333,10 +294,7 @@ impl Processor {
                 Err(source) => return Err(StartError::Subscribe { subject, source }),
             }
         }
-        let data = DataStream {
-            subscriptions,
-            next: 0,
-        };
+        let data = Intake::start(subscriptions, Arc::clone(&app));
 
         confirm_subscriptions(&client, &service).await?;
         if partitions.is_partitioned() {
@@ -414,7 +372,12 @@ impl Processor {
                         None => std::future::pending().await,
                     }
                 } => ctx.publish_towers(&mut towers).await,
-                _ = alert_ticks.tick() => ctx.check_alerts(&mut paces).await,
+                _ = alert_ticks.tick() => {
+                    for (id, dropped) in data.take_dropped() {
+                        ctx.app.sessions.note_dropped(id, dropped);
+                    }
+                    ctx.check_alerts(&mut paces).await;
+                }
                 // In this loop, not a task of its own: an expiry is ordered with the
                 // frames and requests around it, like everything else.
                 _ = sweeps.tick() => ctx.sweep().await,
@@ -425,6 +388,9 @@ impl Processor {
                 }
                 Some((route, request)) = control.next() => {
                     let taken = std::time::Instant::now();
+                    // Frames the client delivered before this request may not be
+                    // in the queue yet.
+                    data.flush().await;
                     ctx.catch_up(&mut data, CATCH_UP_LIMIT, Now::read()).await;
                     ctx.respond(route, request, taken).await;
                 }
@@ -451,27 +417,29 @@ impl Processor {
                  frames in flight may be lost"
             );
         }
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            loop {
-                if let Some(Some(message)) = data.next().now_or_never() {
-                    ctx.ingest(message, Now::read()).await;
-                } else if let Some(Some((route, request))) = control.next().now_or_never() {
-                    let taken = std::time::Instant::now();
-                    ctx.respond(route, request, taken).await;
-                } else {
-                    break;
+        data.flush().await;
+        // Outside tokio's budget, like `catch_up`: within it the queue would
+        // answer `Pending` after 128 frames with more waiting.
+        let drained = tokio::time::timeout(
+            DRAIN_TIMEOUT,
+            tokio::task::unconstrained(async {
+                loop {
+                    if let Some(Some(message)) = data.next().now_or_never() {
+                        ctx.ingest(message, Now::read()).await;
+                    } else if let Some(Some((route, request))) = control.next().now_or_never() {
+                        let taken = std::time::Instant::now();
+                        ctx.respond(route, request, taken).await;
+                    } else {
+                        break;
+                    }
                 }
-            }
-        })
+            }),
+        )
         .await;
         if drained.is_err() {
             tracing::warn!("gave up applying in-flight messages after {DRAIN_TIMEOUT:?}");
         }
-        for sub in &mut data.subscriptions {
-            if let Err(e) = sub.unsubscribe().await {
-                tracing::debug!(error = %e, "could not unsubscribe a data subscription");
-            }
-        }
+        data.stop().await;
         if tokio::time::timeout(DRAIN_TIMEOUT, ctx.client.flush())
             .await
             .is_err()
@@ -612,7 +580,7 @@ impl Ctx {
     ///
     /// `now` is the batch's time (see `Now`), read again every [`BATCH`] frames so
     /// a long catch-up still stamps each frame within a batch's time of its own.
-    async fn catch_up(&self, data: &mut DataStream, limit: usize, mut now: Now) {
+    async fn catch_up(&self, data: &mut Intake, limit: usize, mut now: Now) {
         tokio::task::unconstrained(async {
             for n in 1..=limit {
                 match data.next().now_or_never() {

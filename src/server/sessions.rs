@@ -227,6 +227,9 @@ pub struct SessionStats {
     /// Laps completed faster than `--max-lap-rate`, whose records were not kept:
     /// a lap field that changes on every frame shows up here.
     pub laps_dropped: u64,
+    /// Frames dropped unread because the processor's ingest queue was full
+    /// (`--ingest-buffer-bytes`): the processor, not the monitor, fell behind.
+    pub dropped_count: u64,
 }
 
 #[derive(Debug)]
@@ -235,6 +238,9 @@ struct Session {
     created_at: DateTime<Utc>,
     /// Its team and car, as given at create.
     label: Label,
+    /// When `sessions.label` last changed them (`None`: as created): which of
+    /// two processors' copies is newer (see [`Sessions::follow`]).
+    labelled_at: Option<DateTime<Utc>>,
     /// The latest setup; kept apart from telemetry so neither clobbers the other.
     setup: Option<Frame>,
     /// The latest telemetry frame: what a late-joining dashboard sees first.
@@ -434,6 +440,7 @@ pub struct Snapshot {
     pub session_id: SessionId,
     pub created_at: DateTime<Utc>,
     pub label: Label,
+    pub labelled_at: Option<DateTime<Utc>>,
     pub setup: Option<Frame>,
     pub telemetry: Option<Frame>,
     pub last_update: DateTime<Utc>,
@@ -444,6 +451,17 @@ pub struct Snapshot {
     pub lap: laps::Running,
     /// How many completed laps the session keeps.
     pub laps: usize,
+}
+
+/// What following a peer's copy of a session did (see [`Sessions::follow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Followed {
+    /// Unknown here: now held.
+    Adopted,
+    /// Its setup or labels were newer, and are now this processor's.
+    Taken,
+    /// Nothing to take.
+    Same,
 }
 
 /// When a frame is applied: its wall-clock time (`last_update`, the frame's
@@ -602,6 +620,7 @@ impl Sessions {
         let mut label = session.label.clone();
         change(&mut label).map_err(SessionError::BadLabel)?;
         session.label = label;
+        session.labelled_at = Some(Utc::now());
         let snapshot = session.snapshot(id);
         state.mark_dirty(id);
         Ok(snapshot)
@@ -761,6 +780,14 @@ impl Sessions {
     }
 
     /// Counts a rejected frame against a live session; unknown ids are ignored.
+    /// Counts frames of `id` dropped unread, the ingest queue being full
+    /// (server/intake.rs).
+    pub fn note_dropped(&self, id: SessionId, frames: u64) {
+        if let Some(session) = self.lock().live.get_mut(&id) {
+            session.stats.dropped_count += frames;
+        }
+    }
+
     pub(crate) fn note_rejected(&self, id: SessionId) {
         if let Some(session) = self.lock().live.get_mut(&id) {
             session.stats.rejected_count += 1;
@@ -951,6 +978,76 @@ impl Sessions {
         state.held.frames += session.frame_bytes();
         state.live.insert(id, session);
         true
+    }
+
+    /// A copy of a session another processor (or this one) stored: adopted if
+    /// unknown here; if live here, its setup and labels are taken when they are
+    /// newer than this processor's, so a setup or label this processor missed
+    /// (restarting, recovering, or a frame dropped) is served here all the same.
+    /// When this processor's are newer, it writes its copy again: the bucket
+    /// must not keep an older setup than one acknowledged. Telemetry is left
+    /// alone: the next frame replaces it anyway.
+    pub(crate) fn follow(&self, peer: Snapshot) -> Followed {
+        let id = peer.session_id;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.ended.contains_key(&id) {
+            return Followed::Same;
+        }
+        let Some(session) = state.live.get_mut(&id) else {
+            drop(guard);
+            return if self.adopt(peer) {
+                Followed::Adopted
+            } else {
+                Followed::Same
+            };
+        };
+        let mut taken = false;
+        let mut ours_newer = false;
+        // Which setup is newer: the one more setups in (each processor counts
+        // every setup it applies, so one that missed some counts fewer, whatever
+        // the clocks say), then the later, then the larger body, so two
+        // processors always agree.
+        let setup_rank =
+            |count: u64, f: &Option<Frame>| (count, f.as_ref().map(|f| (f.at, f.body.clone())));
+        let theirs = setup_rank(peer.stats.setup_count, &peer.setup);
+        let ours = setup_rank(session.stats.setup_count, &session.setup);
+        let same_body = |a: &Option<Frame>, b: &Option<Frame>| {
+            a.as_ref().map(|f| &f.body) == b.as_ref().map(|f| &f.body)
+        };
+        if !same_body(&peer.setup, &session.setup) {
+            if theirs > ours {
+                let before = frame_len(&session.setup);
+                session.setup = peer.setup;
+                session.stats.setup_count = peer.stats.setup_count;
+                state.held.frames = state.held.frames - before + frame_len(&session.setup);
+                taken = true;
+            } else {
+                ours_newer = true;
+            }
+        }
+        // Labels change by request only, one processor answering: the time
+        // it answered orders them (then the text, for a tie).
+        let label_rank = |at: Option<DateTime<Utc>>, l: &Label| (at, l.team.clone(), l.car.clone());
+        if peer.label != session.label {
+            if label_rank(peer.labelled_at, &peer.label)
+                > label_rank(session.labelled_at, &session.label)
+            {
+                session.label = peer.label;
+                session.labelled_at = peer.labelled_at;
+                taken = true;
+            } else {
+                ours_newer = true;
+            }
+        }
+        if ours_newer {
+            state.mark_dirty(id);
+        }
+        if taken {
+            Followed::Taken
+        } else {
+            Followed::Same
+        }
     }
 
     /// A session another processor ended: ended here too. Returns whether it was
@@ -1215,6 +1312,7 @@ impl Session {
             lap_allowance: Allowance::full(budgets.laps_per_minute, now),
             created_at: snapshot.created_at,
             label: snapshot.label,
+            labelled_at: snapshot.labelled_at,
             setup: snapshot.setup,
             telemetry: snapshot.telemetry,
             last_update: snapshot.last_update,
@@ -1237,6 +1335,7 @@ impl Session {
             lap_allowance: Allowance::full(budgets.laps_per_minute, instant),
             created_at: now,
             label: Label::default(),
+            labelled_at: None,
             setup: None,
             telemetry: None,
             last_update: now,
@@ -1259,6 +1358,7 @@ impl Session {
             session_id: id,
             created_at: self.created_at,
             label: self.label.clone(),
+            labelled_at: self.labelled_at,
             setup: self.setup.clone(),
             telemetry: self.telemetry.clone(),
             last_update: self.last_update,
@@ -1298,6 +1398,7 @@ impl Snapshot {
             session_id: self.session_id,
             team: self.label.team.clone(),
             car: self.label.car.clone(),
+            labelled_at: self.labelled_at,
             created_at: self.created_at,
             setup: self.setup.as_ref().map(|f| raw(&f.body)),
             setup_timestamp: self.setup.as_ref().map(|f| f.at),
@@ -1308,6 +1409,7 @@ impl Snapshot {
                 setup_count: self.stats.setup_count,
                 rejected_count: self.stats.rejected_count,
                 rate_limited_count: self.stats.rate_limited_count,
+                dropped_count: self.stats.dropped_count,
                 laps_dropped: self.stats.laps_dropped,
                 first_frame_at: self.stats.first_frame_at,
                 last_frame_at: self.telemetry.as_ref().map(|f| f.at),
@@ -1342,6 +1444,7 @@ impl Snapshot {
                 team: doc.team,
                 car: doc.car,
             },
+            labelled_at: doc.labelled_at,
             setup: frame(doc.setup, doc.setup_timestamp),
             telemetry: frame(doc.telemetry, doc.stats.last_frame_at),
             last_update: doc.last_update,
@@ -1351,6 +1454,7 @@ impl Snapshot {
                 rejected_count: doc.stats.rejected_count,
                 first_frame_at: doc.stats.first_frame_at,
                 rate_limited_count: doc.stats.rate_limited_count,
+                dropped_count: doc.stats.dropped_count,
                 laps_dropped: doc.stats.laps_dropped,
             },
             rate_hz: 0.0,
@@ -1418,6 +1522,53 @@ mod tests {
             next_frame: next,
             pitted: false,
         }
+    }
+
+    #[test]
+    fn a_setup_or_label_this_processor_missed_is_taken_from_a_peers_copy() {
+        // Two processors, `here` and `peer`, hold the same session (adopted
+        // from one stored copy). `here` misses setup B (restarting, say).
+        let (here, peer) = (Sessions::new(10), Sessions::new(10));
+        let id = session_with(&peer, br#"{"rev":1}"#, b"{}");
+        here.adopt(Snapshot::from_json(&peer.get(id).unwrap().to_json()).unwrap());
+        peer.update_setup(id, Bytes::from_static(br#"{"rev":2}"#))
+            .unwrap();
+        peer.relabel(id, |l| {
+            l.team = Some("Red".into());
+            Ok(())
+        })
+        .unwrap();
+        let stored = peer.get(id).unwrap().to_json();
+        assert_eq!(
+            here.follow(Snapshot::from_json(&stored).unwrap()),
+            Followed::Taken
+        );
+        let now = doc(&here.get(id).unwrap());
+        assert_eq!(now["setup"], json!({"rev": 2}));
+        assert_eq!(now["team"], "Red");
+        assert_eq!(now["stats"]["setup_count"], 2);
+        // The same copy again, or one with both: nothing more to take.
+        assert_eq!(
+            here.follow(Snapshot::from_json(&stored).unwrap()),
+            Followed::Same
+        );
+        // An older copy (here's own earlier write, or a stale peer's) does not
+        // win: here writes its newer copy again instead.
+        here.take_dirty();
+        // Its clock a minute ahead: the count, not the clock, decides.
+        let mut stale = Snapshot::from_json(&stored).unwrap();
+        stale.setup = Some(Frame {
+            body: Bytes::from_static(br#"{"rev":1}"#),
+            at: Utc::now() + chrono::Duration::seconds(60),
+        });
+        stale.stats.setup_count = 1;
+        assert_eq!(here.follow(stale), Followed::Same);
+        assert_eq!(doc(&here.get(id).unwrap())["setup"], json!({"rev": 2}));
+        assert_eq!(
+            here.take_dirty().len(),
+            1,
+            "the newer copy is written again"
+        );
     }
 
     #[test]

@@ -229,6 +229,30 @@ impl Collector for Counters {
             "1 while frames fill --max-memory and new sessions are refused",
             i64::from(s.memory.over_budget),
         )?;
+        gauge(
+            &mut encoder,
+            "ingest_held_bytes",
+            "Bytes of frames waiting for the processor in its ingest queue",
+            s.ingest.held_bytes as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "ingest_peak_bytes",
+            "The most bytes the ingest queue held at once since the start",
+            s.ingest.peak_bytes as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "ingest_buffer_bytes",
+            "The most the ingest queue may hold (--ingest-buffer-bytes)",
+            s.ingest.buffer_bytes as i64,
+        )?;
+        counter(
+            &mut encoder,
+            "ingest_dropped",
+            "Frames dropped unread because the ingest queue was full",
+            s.ingest.dropped,
+        )?;
         counter(
             &mut encoder,
             "slow_consumer_drops",

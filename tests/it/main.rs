@@ -16,6 +16,7 @@ mod contract;
 mod docs;
 mod durability;
 mod gateway;
+mod ingest;
 mod isolation;
 mod laps;
 mod lifecycle;

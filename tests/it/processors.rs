@@ -196,3 +196,112 @@ async fn an_alert_is_announced_once_however_many_processors_check_it() {
     expect(&mut alerts, "cleared").await;
     assert_eq!((a.stop("-TERM"), b.stop("-TERM")), (0, 0));
 }
+
+/// A processor that restarts while another acknowledges setups serves the last
+/// acknowledged setup of every session (#40): what was acknowledged between its
+/// loading the bucket and its subscribing is taken from the other's stored
+/// copy, not left until the session's next setup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_processor_serves_every_setup_acknowledged_meanwhile() {
+    const SESSIONS: usize = 2_000;
+    let server = NatsServer::start();
+    let url = server.url();
+    let a = serve_binary(&url, &["--create-limit", "0"]);
+    let b = serve_binary(&url, &["--create-limit", "0"]);
+    let client = connect(&url).await;
+    wait_for_processors(&client, 2).await;
+    let ids: Vec<String> = futures::stream::iter(0..SESSIONS)
+        .map(|_| create(&client))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let setup = |id: &str, rev: usize| {
+        let client = client.clone();
+        let id = id.to_string();
+        async move {
+            ask(
+                &client,
+                &format!("session.{id}.setup"),
+                format!(r#"{{"rev": {rev}}}"#),
+            )
+            .await
+            .ok();
+        }
+    };
+    futures::stream::iter(ids.iter().map(|id| setup(id, 0)))
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+
+    // A stops; B alone acknowledges setups from here, round after round, all
+    // through A's start, until A answers again.
+    assert_eq!(a.stop("-TERM"), 0);
+    let mut last = vec![0; SESSIONS];
+    let mut round = 0;
+    let mut a = None;
+    loop {
+        round += 1;
+        for chunk in (0..SESSIONS).collect::<Vec<_>>().chunks(100) {
+            futures::stream::iter(chunk.iter().map(|&k| setup(&ids[k], round)))
+                .buffer_unordered(32)
+                .collect::<Vec<_>>()
+                .await;
+            for &k in chunk {
+                last[k] = round;
+            }
+            if a.is_none() {
+                a = Some(serve_binary(&url, &["--create-limit", "0"]));
+            } else if paddock::client::processors_answering(&client)
+                .await
+                .unwrap()
+                >= 2
+            {
+                break;
+            }
+        }
+        if paddock::client::processors_answering(&client)
+            .await
+            .unwrap()
+            >= 2
+        {
+            break;
+        }
+    }
+    // Only A answers now.
+    assert_eq!(b.stop("-TERM"), 0);
+    wait_for_processors(&client, 1).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let served: Vec<(usize, Value)> = futures::stream::iter(0..SESSIONS)
+            .map(|k| {
+                let client = client.clone();
+                let id = ids[k].clone();
+                async move {
+                    let doc = ask(&client, &format!("sessions.get.{id}"), String::new())
+                        .await
+                        .ok();
+                    (k, doc["setup"]["rev"].clone())
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let behind: Vec<String> = served
+            .iter()
+            .filter(|(k, rev)| *rev != last[*k])
+            .map(|(k, rev)| format!("{}: served {rev}, acknowledged {}", ids[*k], last[*k]))
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted processor serves {} older setups than acknowledged ({round} rounds), \
+             e.g. {:?}",
+            behind.len(),
+            &behind[..behind.len().min(3)]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(a);
+}

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::server::app::App;
 use crate::server::laps::LapRecord;
-use crate::server::sessions::Snapshot;
+use crate::server::sessions::{Followed, Snapshot};
 
 use super::Job;
 use super::recovery::read_archived;
@@ -20,8 +20,10 @@ pub(super) struct Peers {
     pub(super) laps: kv::Watch,
 }
 
-/// Applies other processors' writes (to sessions of the partitions this one owns): sessions they created are adopted, sessions
-/// they ended are ended here, laps they stored are kept here (their copy wins).
+/// Applies other processors' writes (to sessions of the partitions this one
+/// owns): sessions they created are adopted, newer setups and labels taken
+/// (`Sessions::follow`), sessions they ended are ended here, laps they stored
+/// are kept here (their copy wins).
 /// This processor's own writes come back too, and are no-ops (the id is known, or
 /// already ended; the lap is the same).
 pub(super) async fn follow_peers(peers: Peers, app: Arc<App>, jobs: mpsc::Sender<Job>) {
@@ -54,9 +56,15 @@ pub(super) async fn follow_peers(peers: Peers, app: Arc<App>, jobs: mpsc::Sender
                     && app.partitions.owns(&snapshot.session_id)
                 {
                     let id = snapshot.session_id;
-                    if app.sessions.adopt(snapshot) {
-                        app.metrics.session_created();
-                        tracing::debug!(session_id = %id, "adopted a session another processor stored");
+                    match app.sessions.follow(snapshot) {
+                        Followed::Adopted => {
+                            app.metrics.session_created();
+                            tracing::debug!(session_id = %id, "adopted a session another processor stored");
+                        }
+                        Followed::Taken => {
+                            tracing::info!(session_id = %id, "took a newer setup or label another processor stored");
+                        }
+                        Followed::Same => {}
                     }
                 }
             }
