@@ -63,6 +63,11 @@ pub struct ChaosArgs {
     /// Outside fault windows, `sessions.get` p99 must stay within this.
     #[arg(long, env = "PADDOCK_CHAOS_GET_P99_BOUND", default_value = "250ms", value_parser = parse_period)]
     pub get_p99_bound: Duration,
+    /// Within fault windows, the longest `sessions.get` may go unanswered: the
+    /// longest fault (a processor paused 7 s, which keeps its share of the
+    /// queue group) plus a restart and the recovery of every session.
+    #[arg(long, env = "PADDOCK_CHAOS_UNAVAILABLE_BOUND", default_value = "15s", value_parser = parse_period)]
+    pub unavailable_bound: Duration,
     /// Outside fault windows, no dashboard may wait longer than this for a frame.
     #[arg(long, env = "PADDOCK_CHAOS_GAP_BOUND", default_value = "1s", value_parser = parse_period)]
     pub gap_bound: Duration,
@@ -71,7 +76,7 @@ pub struct ChaosArgs {
     #[arg(long, env = "PADDOCK_CHAOS_RSS_MARGIN", default_value_t = 1.5)]
     pub rss_margin: f64,
     /// The processors' --max-memory. After every hostile-monitor fault each
-    /// processor's resident memory must stay within it plus its client buffer (a
+    /// processor's resident memory must stay within it plus its ingest queue (a
     /// quarter of it) plus 64 MiB (runtime, allocator slack), and what its
     /// sessions hold (sessions.stats) within it.
     #[arg(long, env = "PADDOCK_CHAOS_MAX_MEMORY", default_value = "256MiB", value_parser = super::args::parse_bytes)]
@@ -92,7 +97,7 @@ const LAP_S: u64 = 10;
 const BUCKET: &str = "paddock_sessions";
 /// How long a hostile monitor floods its session.
 const HOSTILE_FOR: Duration = Duration::from_secs(8);
-/// What a processor may hold beyond `--max-memory` and its client buffer:
+/// What a processor may hold beyond `--max-memory` and its ingest queue:
 /// runtime, allocator slack.
 const MEMORY_OVERHEAD: u64 = 64 * 1024 * 1024;
 /// How long a `sessions.get` probe waits before it counts as failed.
@@ -408,6 +413,12 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     violations.extend(calm.violations.iter().cloned());
     let p = |q: f64| calm.quantile(q);
     let worst_unavailable = longest_unavailability(&observed.gets);
+    if worst_unavailable > args.unavailable_bound {
+        violations.push(format!(
+            "sessions.get went unanswered for {worst_unavailable:?} > {:?}",
+            args.unavailable_bound
+        ));
+    }
     let (worst_gap_calm, worst_gap_fault) = (calm.worst_gap_calm, calm.worst_gap_fault);
     for (i, (start, end)) in rss_start.iter().zip(&rss_end).enumerate() {
         if let (Some(start), Some(end)) = (start, end)
@@ -427,7 +438,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     for (i, rss) in worst_rss.iter().enumerate() {
         if *rss > rss_bound {
             violations.push(format!(
-                "processor {i} held {} MiB after a hostile monitor (bound {} MiB: the budget, its client buffer, {} MiB)",
+                "processor {i} held {} MiB after a hostile monitor (bound {} MiB: the budget, its ingest queue, {} MiB)",
                 rss >> 20,
                 rss_bound >> 20,
                 MEMORY_OVERHEAD >> 20
@@ -483,7 +494,8 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         ms(Some(worst_gap_fault))
     ));
     out.push_str(&format!(
-        "| longest sessions.get unavailability (within faults) | {} |\n",
+        "| longest sessions.get unavailability (within faults; bound {:?}) | {} |\n",
+        args.unavailable_bound,
         ms(Some(worst_unavailable))
     ));
     for i in 0..2 {

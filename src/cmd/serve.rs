@@ -539,6 +539,18 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    /// `serve`'s flags as parsed from `flags` (and `PADDOCK_*` variables), the
+    /// rest at their defaults: how tests and tools get the processor users run.
+    pub fn parse_flags(flags: &[&str]) -> Self {
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        <Serve as clap::Parser>::parse_from(std::iter::once("serve").chain(flags.iter().copied()))
+            .args
+    }
+
     /// The processor's configuration from these flags.
     pub fn config(&self) -> anyhow::Result<server::Config> {
         Ok(server::Config {

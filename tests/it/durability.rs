@@ -89,7 +89,10 @@ async fn after_kill_9_every_session_is_back_with_its_setup_and_a_recent_frame() 
 async fn a_graceful_restart_keeps_the_exact_last_frame() {
     let server = NatsServer::start();
     let url = server.url();
-    let processor = serve_binary(&url, &[]);
+    // Lifted: --max-frame-rate and --max-lap-rate. 500 frames at once to one
+    // session, each a new lap, past the default burst of 300 frames and 30 lap
+    // records a minute: a backlog of frames and laps for the stop to keep.
+    let processor = serve_binary(&url, &["--max-frame-rate", "0", "--max-lap-rate", "0"]);
     let client = client_for(&url).await;
     let id = create(&client).await;
     for lap in 1..=500 {

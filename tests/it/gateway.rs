@@ -503,17 +503,8 @@ async fn benchmark() {
     const MONITORS: usize = 4;
     const FRAMES: usize = 5000;
     const LATENCY_FRAMES: usize = 1000;
-    // Buffers as `paddock bench` sets them: bursts far past any sim's rate must
-    // not be cut by the ingest buffer's bound.
-    let g = gateway(&[
-        "--ingest-buffer-bytes",
-        "1024GiB",
-        "--max-memory",
-        "1024GiB",
-        "--kv-max-bytes",
-        "1GiB",
-    ])
-    .await;
+    // serve's own bounds (the ingest queue, memory, buckets), as `paddock bench`.
+    let g = gateway(&[]).await;
     let epoch = std::time::Instant::now();
     let base = telemetry_sample();
 

@@ -70,7 +70,9 @@ async fn sigint_ends_the_binary_with_exit_0() {
 
 #[tokio::test]
 async fn shutdown_applies_every_frame_already_delivered() {
-    let mut app = spawn_app().await;
+    // Lifted: --max-frame-rate. 2,000 frames at once to one session, past the
+    // default burst of 300: a backlog for the stop to apply in full.
+    let mut app = spawn_app_with(no_frame_rate(test_limits())).await;
     let id = app.new_session().await;
     // One lap throughout: no lap records to store, so the processor keeps up
     // and its last frames are still in the socket when it stops (what

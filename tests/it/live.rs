@@ -140,7 +140,9 @@ async fn a_snapshot_includes_every_frame_the_broker_routed_before_it() {
     // before the dashboard's subscription is not delivered to it live, so it must be
     // in the snapshot, even while the processor is still working through a backlog.
     // Frames dense with numbers are slow to validate and build that backlog.
-    let app = spawn_app().await;
+    // Lifted: --max-frame-rate. 1,000 frames at once to one session, past the
+    // default burst of 300 (which would refuse the setup after them).
+    let app = spawn_app_with(no_frame_rate(test_limits())).await;
     let monitor = connect(&app.server.url()).await;
     let heavy: String = {
         let numbers: Vec<String> = (0..2_000).map(|i| format!("{}.{i}", i * 7)).collect();

@@ -123,9 +123,17 @@ pub struct BenchArgs {
     /// Turns of raw NATS and paddock per ingest measurement (medians are reported).
     #[arg(long, env = "PADDOCK_BENCH_ROUNDS", default_value_t = 5)]
     pub rounds: usize,
-    /// Sessions the frames are spread over.
+    /// Sessions the frames are spread over (every part but the ingest table's rows by sessions).
     #[arg(long, env = "PADDOCK_BENCH_SESSIONS", default_value_t = 100)]
     pub sessions: usize,
+    /// The ingest table's rows by sessions (0.5 KB frames), beyond --sessions' rows.
+    #[arg(
+        long,
+        env = "PADDOCK_BENCH_INGEST_SESSIONS",
+        value_delimiter = ',',
+        default_value = "1000,10000,100000"
+    )]
+    pub ingest_sessions: Vec<usize>,
     /// Ingest rate (frames/s) while `sessions.get` latency is measured.
     #[arg(long, env = "PADDOCK_BENCH_GET_RATE", default_value_t = 50_000)]
     pub get_rate: u64,
@@ -172,9 +180,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut report = Report { rows: Vec::new() };
     let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|p| p == part);
 
-    if wants("ingest") || wants("pinned") {
+    // Rows by frame size at --sessions, then by sessions with the small frame;
+    // each on a broker of its own, so no processor recovers another's sessions.
+    let shapes = std::iter::once((plan.sessions, true))
+        .chain(plan.ingest_sessions.iter().map(|&n| (n, false)))
+        .filter(|_| wants("ingest") || wants("pinned"));
+    for (session_count, first) in shapes {
         let (broker, client, sessions) = fresh_broker(&bin).await?;
-        let (ids, subjects) = new_sessions(plan.sessions);
+        let (ids, subjects) = new_sessions(session_count);
         let raw_subjects: Vec<Subject> = ids
             .iter()
             .map(|id| Subject::from(format!("{RAW_PREFIX}.{id}.telemetry")))
@@ -185,7 +198,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         if wants("ingest") {
             layouts.push(false);
         }
-        if wants("pinned") {
+        if wants("pinned") && first {
             if pinned::all_cores().len() > pinned::CONSUMER_CORE {
                 layouts.push(true);
             } else {
@@ -206,16 +219,21 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             plan: &plan,
         };
         for pinned in layouts {
-            for frame in [Frame::small(), Frame::rich()] {
-                let layout = if pinned {
-                    ", consumer on a core of its own"
-                } else {
-                    ""
+            let frames = if first {
+                vec![Frame::small(), Frame::rich()]
+            } else {
+                vec![Frame::small()]
+            };
+            for frame in frames {
+                let layout = match (pinned, first) {
+                    (true, _) => ", consumer on a core of its own".to_string(),
+                    (false, true) => String::new(),
+                    (false, false) => format!(", {} sessions", thousands(session_count as f64)),
                 };
                 say!(
                     "== ingest, {} frames, {} sessions, {} ({} bytes){layout}",
                     plan.frames,
-                    plan.sessions,
+                    session_count,
                     frame.name,
                     frame.body.len()
                 );
@@ -225,6 +243,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     paired,
                     cpu_per_frame,
                     raw_cpu_per_frame,
+                    queue_peak,
                 } = turns.run(&frame, pinned).await?;
                 report.add(
                     format!("raw NATS delivery, {}{layout}", frame.name),
@@ -238,9 +257,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     format!("paddock ingest, {}{layout}", frame.name),
                     rate(ingest),
                     format!(
-                        "**{:.2} × raw**, median of {} (the rounds' own ratios: median {paired:.2}); every final frame served, none lost",
+                        "**{:.2} × raw**, median of {} (the rounds' own ratios: median {paired:.2}); every final frame served, none lost; the ingest queue held at most {} of {}",
                         ingest / raw,
-                        plan.rounds
+                        plan.rounds,
+                        crate::server::store::human_bytes(queue_peak as u128),
+                        crate::server::store::human_bytes(
+                            crate::server::app::DEFAULT_INGEST_BUFFER_BYTES as u128
+                        ),
                     ),
                 );
                 report.add(
@@ -259,7 +282,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         plan.rounds
                     ),
                 );
-                if pinned {
+                if pinned || !first {
                     continue;
                 }
                 let awaited = kv_puts(&client, &ids, &frame, plan.kv_awaited, 1).await?;
@@ -586,6 +609,7 @@ pub(crate) fn new_sessions(n: usize) -> (Vec<SessionId>, Vec<Subject>) {
 /// How much of everything to do; `--quick` shrinks it to a smoke test.
 struct Plan {
     sessions: usize,
+    ingest_sessions: Vec<usize>,
     frames: usize,
     rounds: usize,
     kv_awaited: usize,
@@ -607,6 +631,7 @@ impl From<&BenchArgs> for Plan {
         if args.quick {
             return Plan {
                 sessions: args.sessions,
+                ingest_sessions: vec![1_000],
                 frames: 20_000,
                 rounds: 1,
                 kv_awaited: 1_000,
@@ -626,6 +651,7 @@ impl From<&BenchArgs> for Plan {
         }
         Plan {
             sessions: args.sessions,
+            ingest_sessions: args.ingest_sessions.clone(),
             frames: args.frames,
             rounds: args.rounds,
             kv_awaited: args.frames.min(20_000),
@@ -712,6 +738,13 @@ impl Turns<'_> {
                 raw_cpu_per_frame[round - 1]
             );
         }
+        let stats = self.sessions.stats().await?;
+        let queue_peak = stats.ingest.peak_bytes;
+        ensure!(
+            stats.ingest.dropped == 0,
+            "the processor dropped {} frames (ingest queue full)",
+            stats.ingest.dropped
+        );
         processor.stop().await?;
         sink.stop().await?;
         if pinned {
@@ -721,6 +754,7 @@ impl Turns<'_> {
         }
         let mut paired: Vec<f64> = ingest.iter().zip(&raw).map(|(p, r)| p / r).collect();
         Ok(Ingest {
+            queue_peak,
             paired: median(&mut paired),
             raw: median(&mut raw),
             ingest: median(&mut ingest),
@@ -742,6 +776,8 @@ struct Ingest {
     /// Nanoseconds on a CPU per frame: the processor's, the plain subscriber's.
     cpu_per_frame: f64,
     raw_cpu_per_frame: f64,
+    /// The most bytes the processor's ingest queue held (`ingest.peak_bytes`).
+    queue_peak: usize,
 }
 
 /// Sessions at 20 Hz, each followed by `dashboards`: one connection per

@@ -632,7 +632,7 @@ fn describe_sizes(sizes: &BucketSizes, config: &StoreConfig) -> String {
 }
 
 /// `1.5 GiB`, `378 MiB`, `912 B`: sizes as a configuration file writes them.
-fn human_bytes(bytes: u128) -> String {
+pub fn human_bytes(bytes: u128) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if bytes < 1024 {
         return format!("{bytes} B");

@@ -171,18 +171,12 @@ impl Drop for Running {
     }
 }
 
-/// `paddock serve` against `url` with a 200 ms write-behind window (so recovery
-/// tests need not wait long), plus `extra` flags: the release-like processor.
-///
-/// Tests send frames and laps faster than any car, so the per-session rates are
-/// off unless `extra` sets them (budgets.rs does, to test them).
+/// `paddock serve` against `url` with its own defaults, plus `extra` flags: the
+/// processor users run. The one flag added, a 200 ms write-behind window
+/// (`--persist-interval`, 1 s by default), only makes recovery tests wait less.
+/// A test that lifts a bound (e.g. `--max-frame-rate 0`) says why where it does.
 pub fn serve_binary(url: &str, extra: &[&str]) -> Running {
     let mut args = vec!["serve", "--nats-url", url, "--persist-interval", "200ms"];
-    for (flag, off) in [("--max-frame-rate", "0"), ("--max-lap-rate", "0")] {
-        if !extra.contains(&flag) {
-            args.extend_from_slice(&[flag, off]);
-        }
-    }
     args.extend_from_slice(extra);
     Running::spawn(&args)
 }

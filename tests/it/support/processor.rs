@@ -67,23 +67,21 @@ pub fn test_store() -> StoreConfig {
     }
 }
 
+/// `paddock serve`'s own limits, from its flags' defaults, with one lifted:
+/// tests create sessions from one client faster than any team does
+/// (`--create-limit 0`; bad_input.rs tests the limit).
 pub fn test_limits() -> Limits {
-    Limits {
-        max_payload: 64 * 1024,
-        max_sessions: 1_000,
-        // Tests create sessions faster than any team; the limits have their own
-        // tests (bad_input.rs).
-        creates_per_minute: 0,
-        on_demand: paddock::server::sessions::OnDemand::UNLIMITED,
-        // Tests send frames and laps faster than any car; the budgets have
-        // their own tests (budgets.rs).
-        budgets: paddock::server::sessions::Budgets {
-            frame_rate: 0.0,
-            laps_per_minute: 0.0,
-            ..Default::default()
-        },
-        ..Limits::default()
-    }
+    paddock::cmd::serve::ServeArgs::parse_flags(&["--create-limit", "0"])
+        .limits()
+        .expect("serve's defaults are valid")
+}
+
+/// `limits` with `--max-frame-rate 0`: for a test that sends one session more
+/// frames at once than a sim does (the default burst is 300), to build a
+/// backlog or to count them all. The caller says why; budgets.rs tests the rate.
+pub fn no_frame_rate(mut limits: Limits) -> Limits {
+    limits.budgets.frame_rate = 0.0;
+    limits
 }
 
 pub async fn spawn_app() -> TestApp {
