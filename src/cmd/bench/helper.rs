@@ -56,9 +56,14 @@ pub struct SinkArgs {
 pub async fn sink(args: &SinkArgs) -> anyhow::Result<()> {
     let (_client, mut messages) = args.listen.ready().await?;
     loop {
-        // One deadline for the lot, not a timer per message: the processor it is
-        // compared with sets none.
-        let mut n = 0;
+        // Between turns it waits as long as the other turn takes (with 100,000
+        // sessions, the check of every final frame takes longer than a turn).
+        if messages.next().await.is_none() {
+            return Ok(());
+        }
+        // Then one deadline for the lot, not a timer per message: the
+        // processor it is compared with sets none.
+        let mut n = 1;
         let all = tokio::time::timeout(Duration::from_secs(30), async {
             while n < args.count && messages.next().await.is_some() {
                 n += 1;
