@@ -564,3 +564,99 @@ async fn in_team_mode_the_tower_feed_reaches_dashboards_and_not_monitors() {
     let tower: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(tower["cars"][0]["session_id"], id.as_str());
 }
+
+/// docs/PROTOCOL.md's "Subjects at a glance", row by row, against roles.conf:
+/// each request a row says monitor, dashboard or ops may send is let through
+/// by the broker (the processor answers, whatever the answer), and each it does
+/// not name them for is refused. A new endpoint or role must be added to both
+/// or this fails. Rows for per-session mode (`sessions.renew`, `sessions.team`:
+/// credentials that only `paddock auth init`'s operator mode issues) are left
+/// to that mode's tests (isolation.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_conf_allows_each_role_exactly_the_requests_protocol_md_gives_it() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PROTOCOL.md")).unwrap();
+    let table = doc
+        .split("| subject | who publishes | what |")
+        .nth(1)
+        .expect("PROTOCOL.md's subjects table");
+    let config = roles_config();
+    let server = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    let url = server.url();
+    let processor = serve_as_processor(&url);
+    let (ops, _) = client_as(&url, "ops").await;
+    wait_for_processors(&ops, 1).await;
+    let id = create(&client_as(&url, "monitor").await.0).await;
+    let mut clients = Vec::new();
+    for role in ["monitor", "dashboard", "ops"] {
+        clients.push((role, client_as(&url, role).await));
+    }
+
+    let mut rows = 0;
+    let mut wrong = Vec::new();
+    for line in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let (subjects, who) = (cells[0].trim_start_matches("| "), cells[1]);
+        if who.contains("per-session") {
+            continue;
+        }
+        // Requests and data frames a client sends: `sessions.…` and a
+        // session's setup and telemetry (not the processor's announcements).
+        let named: Vec<String> = subjects
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| {
+                (s.starts_with("sessions.") && !s.starts_with("sessions.events"))
+                    || s.ends_with(".setup")
+                    || s.ends_with(".telemetry")
+            })
+            .filter(|s| !s.starts_with("sessions.partition"))
+            .map(|s| s.replace("<id>", &id))
+            .collect();
+        if named.is_empty() {
+            continue;
+        }
+        rows += 1;
+        for (role, (client, errors)) in &mut clients {
+            let documented = who
+                .split(", ")
+                .any(|w| w == *role || w.strip_suffix('s') == Some(*role));
+            for subject in &named {
+                while errors.try_recv().is_ok() {}
+                // The processor's answer (any answer: the broker let it
+                // through), or the broker's refusal on the error callback,
+                // whichever comes first.
+                let (answered, refusal) = tokio::select! {
+                    reply = client.request(subject.clone(), id_body(&id).into()) => {
+                        (reply.is_ok(), None)
+                    }
+                    error = errors.recv() => {
+                        (false, error.filter(|e| e.contains("permissions violation")))
+                    }
+                    () = tokio::time::sleep(PATIENCE) => (false, None),
+                };
+                match (documented, answered, refusal) {
+                    (true, true, None) | (false, false, Some(_)) => {}
+                    (true, _, refusal) => wrong.push(format!(
+                        "{role} may send {subject} (PROTOCOL.md: {who}) but was refused: {refusal:?}"
+                    )),
+                    (false, answered, _) => wrong.push(format!(
+                        "{role} is not named for {subject} (PROTOCOL.md: {who}) but the broker let it \
+                         through (answered: {answered})"
+                    )),
+                }
+            }
+        }
+    }
+    assert!(
+        rows >= 12,
+        "only {rows} rows of requests read from PROTOCOL.md"
+    );
+    assert!(
+        wrong.is_empty(),
+        "roles.conf and PROTOCOL.md disagree:\n{}",
+        wrong.join("\n")
+    );
+    assert_eq!(processor.stop("-TERM"), 0);
+}
