@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -355,7 +355,9 @@ impl Gateway {
         idle.tick().await;
         loop {
             tokio::select! {
-                Some(sid) = joins.recv() => self.snapshot_then_join(sid, &id, &name).await,
+                Some(sid) = joins.recv() => {
+                    self.snapshot_then_join(sid, &id, &name, &prefix, &mut live).await;
+                }
                 message = live.next() => match message {
                     Some(message) => self.forward(&name, &prefix, &message).await,
                     None => break,
@@ -379,11 +381,39 @@ impl Gateway {
     /// The gap-free join of docs/PROTOCOL.md: the room's subscription is in
     /// place, so the snapshot asked now holds every frame routed before it, and
     /// every later one reaches the socket through the room.
-    async fn snapshot_then_join(&self, sid: Sid, id: &SessionId, room: &str) {
+    ///
+    /// Without a duplicate or a step back: a frame routed after the
+    /// subscription and before the snapshot is both in the snapshot and on the
+    /// subscription. Such frames are already in the subscription's buffer when
+    /// the reply comes (the broker routed them to this connection before the
+    /// processor answered, and one connection keeps its order), so they are
+    /// taken now: the room gets them as always, and the new socket only those
+    /// after its snapshot's own frame of their kind.
+    async fn snapshot_then_join(
+        &self,
+        sid: Sid,
+        id: &SessionId,
+        room: &str,
+        prefix: &str,
+        live: &mut async_nats::Subscriber,
+    ) {
         let snapshot = self.sessions.get(&id.to_string()).await;
+        let arrived: Vec<async_nats::Message> = tokio::task::unconstrained(async {
+            let mut arrived = Vec::new();
+            while let Some(Some(message)) = live.next().now_or_never() {
+                arrived.push(message);
+            }
+            arrived
+        })
+        .await;
+        for message in &arrived {
+            self.forward(room, prefix, message).await;
+        }
         let Some(socket) = self.io.get_socket(sid) else {
             return;
         };
+        // Per kind, how many of `arrived` the snapshot already holds.
+        let mut held = [(DataKind::Setup, 0), (DataKind::Telemetry, 0)];
         match snapshot {
             Ok(document) => {
                 let session_id = room;
@@ -403,57 +433,107 @@ impl Gateway {
                         &serde_json::json!({ "session_id": session_id, "telemetry": telemetry }),
                     );
                 }
+                for (kind, upto) in &mut held {
+                    let stored = match kind {
+                        DataKind::Setup => document.setup.as_ref(),
+                        DataKind::Telemetry => document.telemetry.as_ref(),
+                    };
+                    if let Some(stored) = stored
+                        && let Some(at) = arrived.iter().rposition(|m| {
+                            self.update(room, prefix, m)
+                                .is_some_and(|u| u.kind() == *kind)
+                                && serde_json::from_slice::<Value>(&m.payload).ok().as_ref()
+                                    == Some(stored)
+                        })
+                    {
+                        *upto = at + 1;
+                    }
+                }
             }
             // Not there yet: the origin's page may open before its monitor's
             // first frame creates the session. It is joined all the same.
             Err(ClientError::Service { code: 404, .. }) => {}
             Err(e) => self.refuse(sid, "no_processor", "join_session", &e),
         }
+        for (at, message) in arrived.iter().enumerate() {
+            if let Some(update) = self.update(room, prefix, message)
+                && held
+                    .iter()
+                    .any(|(kind, upto)| update.kind() == *kind && at >= *upto)
+            {
+                let _ = update.emit_to(&socket);
+            }
+        }
         socket.join(room.to_string());
     }
 
     /// A message of the followed session, to the room as the origin's event.
     async fn forward(&self, room: &str, prefix: &str, message: &async_nats::Message) {
+        let Some(update) = self.update(room, prefix, message) else {
+            return;
+        };
+        let to = self.io.to(room.to_string());
+        let sent = match &update {
+            Update::Telemetry(update) => to.emit("telemetry_update", update).await,
+            Update::Setup(update) => to.emit("setup_update", update).await,
+        };
+        if sent.is_err() {
+            self.metrics.dropped.inc();
+        }
+    }
+
+    /// The origin's event for a message of the followed session: only setups
+    /// and telemetry, and only JSON objects (straight from the broker, so
+    /// possibly what the processor then refuses).
+    fn update<'a>(
+        &self,
+        room: &'a str,
+        prefix: &str,
+        message: &'a async_nats::Message,
+    ) -> Option<Update<'a>> {
         let kind = message
             .subject
             .strip_prefix(prefix)
             .and_then(subjects::session_message);
         let Some(SessionMessage::Data(kind)) = kind else {
-            return;
+            return None;
         };
-        // Straight from the broker, so possibly what the processor then refuses:
-        // only JSON objects go on.
-        let Ok(frame) = serde_json::from_slice::<&RawValue>(&message.payload) else {
-            return;
-        };
+        let frame = serde_json::from_slice::<&RawValue>(&message.payload).ok()?;
         if !frame.get().starts_with('{') {
-            return;
+            return None;
         }
-        let sent = match kind {
-            DataKind::Telemetry => {
-                let update = TelemetryUpdate {
-                    session_id: room,
-                    telemetry: frame,
-                };
-                self.io
-                    .to(room.to_string())
-                    .emit("telemetry_update", &update)
-                    .await
-            }
-            DataKind::Setup => {
-                let update = SetupUpdate {
-                    session_id: room,
-                    timestamp: doc_time::format(&chrono::Utc::now()),
-                    setup: frame,
-                };
-                self.io
-                    .to(room.to_string())
-                    .emit("setup_update", &update)
-                    .await
-            }
-        };
-        if sent.is_err() {
-            self.metrics.dropped.inc();
+        Some(match kind {
+            DataKind::Telemetry => Update::Telemetry(TelemetryUpdate {
+                session_id: room,
+                telemetry: frame,
+            }),
+            DataKind::Setup => Update::Setup(SetupUpdate {
+                session_id: room,
+                timestamp: doc_time::format(&chrono::Utc::now()),
+                setup: frame,
+            }),
+        })
+    }
+}
+
+/// One event for the origin's pages.
+enum Update<'a> {
+    Telemetry(TelemetryUpdate<'a>),
+    Setup(SetupUpdate<'a>),
+}
+
+impl Update<'_> {
+    fn kind(&self) -> DataKind {
+        match self {
+            Update::Telemetry(_) => DataKind::Telemetry,
+            Update::Setup(_) => DataKind::Setup,
+        }
+    }
+
+    fn emit_to(&self, socket: &SocketRef) -> Result<(), impl std::fmt::Debug> {
+        match self {
+            Update::Telemetry(update) => socket.emit("telemetry_update", update),
+            Update::Setup(update) => socket.emit("setup_update", update),
         }
     }
 }

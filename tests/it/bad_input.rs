@@ -323,3 +323,41 @@ async fn session_creation_is_limited_per_client() {
         ask(&app.client, "sessions.list", String::new()).await.ok();
     }
 }
+
+/// Past `--max-frame-rate` (100 a second, after a burst of 300: serve's
+/// defaults), a frame sent as a request is answered 429 with when to retry;
+/// fire-and-forget ones are refused and counted. The frames within the burst
+/// are all taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_request_past_the_frame_rate_is_answered_429() {
+    let app = spawn_app().await;
+    let id = app.new_session().await;
+    for _ in 0..400 {
+        app.send_telemetry(&id, frame(1)).await;
+    }
+    // The allowance refills at 100 a second: a request or two may find a token.
+    let mut refused = None;
+    for _ in 0..50 {
+        let answer = app
+            .request(&format!("session.{id}.telemetry"), frame(1))
+            .await;
+        if answer.code.is_some() {
+            refused = Some(answer);
+            break;
+        }
+    }
+    let refused = refused.expect("no request was refused past the rate");
+    assert_eq!(refused.code, Some(429), "{:?}", refused.body);
+    let error = refused.body["error"].as_str().unwrap();
+    assert!(
+        error.contains("100 frames/s") && error.contains("--max-frame-rate"),
+        "{error}"
+    );
+    let doc = ask(&app.client, "sessions.get", id_body(&id)).await.ok();
+    let (taken, limited) = (
+        doc["stats"]["telemetry_count"].as_u64().unwrap(),
+        doc["stats"]["rate_limited_count"].as_u64().unwrap(),
+    );
+    assert!((300..=310).contains(&taken), "{taken} frames taken: {doc}");
+    assert!(limited >= 90, "{limited} refused: {doc}");
+}

@@ -158,6 +158,60 @@ async fn a_late_joiner_gets_the_setup_then_the_telemetry_exactly_once() {
     assert_eq!(seen[1].1, json!({"session_id": id, "telemetry": telemetry}));
 }
 
+/// Pages joining while the car sends (every 2 ms) each see its frames once and
+/// in order from their snapshot on: the gap-free join gives a page neither a
+/// frame twice (in the snapshot and again live) nor an older one after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_joining_mid_stream_see_no_frame_twice_nor_out_of_order() {
+    // Lifted: --max-frame-rate. 500 frames a second, past the default 100, so
+    // that frames keep arriving around every join.
+    let g = gateway(&["--max-frame-rate", "0"]).await;
+    let mut monitor = Sio::connect(&g.http).await;
+    let id = monitor.request_session_id().await;
+    let sender = tokio::spawn({
+        let id = id.clone();
+        async move {
+            for lap in 0..1_500u64 {
+                let mut t = telemetry_sample();
+                t["lap"] = json!(lap);
+                monitor
+                    .emit(
+                        "telemetry_update",
+                        json!({"session_id": id, "telemetry": t}),
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    // Connected first, then joined four at a time: the room takes joins one
+    // after the other, so frames wait in its subscription meanwhile.
+    let mut pages = Vec::new();
+    for _ in 0..12 {
+        pages.push(Sio::connect(&g.http).await);
+    }
+    for batch in pages.chunks(4) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for page in batch {
+            page.emit("join_session", json!({"session_id": id})).await;
+        }
+    }
+    let mut bad = Vec::new();
+    for (n, page) in pages.iter_mut().enumerate() {
+        let seen = page.during(Duration::from_millis(300)).await;
+        let laps: Vec<u64> = seen
+            .iter()
+            .filter(|(event, _)| event == "telemetry_update")
+            .map(|(_, update)| update["telemetry"]["lap"].as_u64().unwrap())
+            .collect();
+        if laps.len() < 10 || laps.windows(2).any(|w| w[1] <= w[0]) {
+            bad.push(format!("page {n}: {:?}", &laps[..laps.len().min(12)]));
+        }
+    }
+    sender.abort();
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_reach_one_and_three_dashboards_in_order_and_no_other_room() {
     let g = gateway(&[]).await;
