@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::monitor::{self, MonitorArgs};
 use super::serve::ServeArgs;
 use crate::broker::{self, BrokerConfig, LocalBroker};
-use crate::client::connect;
+use crate::client::{SessionsClient, connect};
 use crate::server;
 use crate::server::health::Health;
 use std::sync::Arc;
@@ -142,6 +142,10 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         }
     };
     health.started(processor.app());
+    // The demo's cars end with it: team Demo's sessions created from now on
+    // are this run's, and are deleted at ctrl-c (archived, like any deleted
+    // session), so the next run does not find them among its cars.
+    let since = chrono::Utc::now();
     let me = crate::cmd::self_command();
     let flags = args.serve.connect.as_flags();
     let page = page.unwrap_or_default();
@@ -177,26 +181,34 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
             car: None,
         },
     };
-    // One shutdown for all: the monitors stop, and the processor drains.
+    // One shutdown for all: the monitors stop, their sessions end, then the
+    // processor drains.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (monitors_done_tx, monitors_done) = tokio::sync::oneshot::channel::<()>();
+    let (processor_stop_tx, processor_stop) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let monitors = async {
-        if args.monitors > 0 {
+        let ran = if args.monitors > 0 {
             monitor::run(&monitor_args, stopped(stop_rx.clone())).await
         } else {
             Ok(())
-        }
+        };
+        let _ = monitors_done_tx.send(());
+        ran
     };
     let signal = async {
         shutdown.await;
         let _ = stop_tx.send(true);
+        let _ = monitors_done.await;
+        end_demo_sessions(args, since).await;
+        let _ = processor_stop_tx.send(true);
     };
     let ((), (), monitors) = tokio::join!(
         signal,
         server::run_on_worker(processor, async {
-            stopped(stop_rx.clone()).await;
+            stopped(processor_stop).await;
             health.stopping();
         }),
         monitors
@@ -205,6 +217,37 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         web.stop().await;
     }
     monitors
+}
+
+/// Deletes team Demo's live sessions created since `since`: this run's cars.
+async fn end_demo_sessions(args: &DemoArgs, since: chrono::DateTime<chrono::Utc>) {
+    let ended = async {
+        let client = connect::connect_once(&args.serve.connect.config(), "paddock-demo").await?;
+        let ops = SessionsClient::new(
+            client,
+            args.serve.connect.nats_url.clone(),
+            Duration::from_secs(5),
+        );
+        let mine: Vec<_> = ops
+            .list_all(Some(DEMO_TEAM))
+            .await?
+            .into_iter()
+            .filter(|s| s.created_at >= since)
+            .map(|s| s.session_id.to_string())
+            .collect();
+        for id in &mine {
+            ops.delete(id).await?;
+        }
+        anyhow::Ok(mine.len())
+    };
+    match ended.await {
+        Ok(0) => {}
+        Ok(n) => say!(
+            "paddock demo: ended its {n} session{} (kept in the archive: sessions archive list)",
+            if n == 1 { "" } else { "s" }
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not end the demo's sessions"),
+    }
 }
 
 /// Stops the broker the demo started (SIGTERM, so JetStream syncs its store).

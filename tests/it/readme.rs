@@ -417,6 +417,42 @@ async fn the_readme_demo_runs_three_cars_and_ctrl_c_leaves_nothing_running() {
         std::net::TcpStream::connect(("127.0.0.1", ports.nats)).is_err(),
         "something still listens on the demo's broker port"
     );
+    assert!(
+        demo.printed().contains("ended its 3 sessions"),
+        "the demo ends its cars' sessions:\n{}",
+        demo.printed()
+    );
+
+    // Again, in the same place (the broker's store kept): three cars, this
+    // run's, not six.
+    let mut again = self::demo(&dir, &ports);
+    again.until(ready, "the processor running again", |l| {
+        l.contains("processor running")
+    });
+    let mut fresh = Vec::new();
+    while fresh.len() < 3 {
+        let line = again.until(ready, "three cars again", |l| l.starts_with("session "));
+        fresh.push(line.trim_start_matches("session ").trim().to_string());
+    }
+    let deadline = Instant::now() + ready;
+    loop {
+        let (code, stdout, stderr) = run_printed(&dir, &list_command);
+        let listed = stdout.lines().filter(|l| l.contains("Demo")).count();
+        if code == 0 && listed == 3 && fresh.iter().all(|id| stdout.contains(id.as_str())) {
+            assert!(
+                ids.iter().all(|id| !stdout.contains(id.as_str())),
+                "the first run's cars are still live:\n{stdout}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{list_command}` after a second start: exit {code}\n{stdout}{stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (code, _) = again.signal_and_wait(libc::SIGINT, Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", again.printed());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
