@@ -95,10 +95,20 @@ async function main() {
   if (inbox) options.inboxPrefix = inbox;
 
   setLink("connecting");
+  // The first connection is retried without end, so a broker with no
+  // WebSocket listener would leave the page saying "connecting" and nothing
+  // more: after a few seconds it says where it is trying, and what is missing.
+  const slow = setTimeout(() => problem(
+    `No answer yet from the broker's WebSocket listener at ${config.ws_url} (still trying). ` +
+    "A broker without one (no websocket block in its configuration) serves the terminal " +
+    "views but not this page; the shipped nats.conf has one."), 5000);
   let nc;
   try {
     nc = await wsconnect(options);
+    clearTimeout(slow);
+    clearProblem();
   } catch (e) {
+    clearTimeout(slow);
     setLink("refused", "refused");
     if (access.jwt && expiresAt(access.jwt) !== null && expiresAt(access.jwt) <= Date.now()) {
       problem("This link has expired: a session's links work for a limited time after they " +
