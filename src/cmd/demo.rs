@@ -154,7 +154,7 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
          Stop everything with ctrl-c.\n\
          Dashboard (every live session): {page}/ and the team's: {page}/team/{DEMO_TEAM}\n\
          In another terminal:\n  {me} sessions list{flags}\n  {me} watch <session id>{flags}\n  \
-         {me} watch --team {DEMO_TEAM}{flags}",
+         {me} sessions share <session id>{flags}\n  {me} watch --team {DEMO_TEAM}{flags}",
         args.monitors,
         if args.monitors == 1 { "" } else { "s" }
     );

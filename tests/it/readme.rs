@@ -389,7 +389,14 @@ async fn the_readme_demo_runs_three_cars_and_ctrl_c_leaves_nothing_running() {
         code == 0 && stdout.contains("#1") && stdout.contains("#3"),
         "`{team}` exit {code}:\n{stdout}{stderr}"
     );
-    let share = list_command.replace("sessions list", &format!("sessions share {}", ids[0]));
+    // As printed, with a car's id for `<session id>`.
+    let share = demo
+        .seen
+        .iter()
+        .find(|l| l.contains("sessions share <session id>"))
+        .expect("the demo prints the share command")
+        .trim()
+        .replace("<session id>", &ids[0]);
     let (code, stdout, stderr) = run_printed(&dir, &share);
     assert_eq!(code, 0, "`{share}`: {stderr}");
     assert!(stdout.contains(&format!("/session/{}", ids[0])), "{stdout}");
