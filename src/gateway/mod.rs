@@ -406,8 +406,13 @@ impl Gateway {
             arrived
         })
         .await;
-        for message in &arrived {
-            self.forward(room, prefix, message).await;
+        // Each read once: the room's event, kept for the new socket too.
+        let updates: Vec<Option<Update>> = arrived
+            .iter()
+            .map(|message| self.update(room, prefix, message))
+            .collect();
+        for update in updates.iter().flatten() {
+            self.to_room(room, update).await;
         }
         let Some(socket) = self.io.get_socket(sid) else {
             return;
@@ -439,9 +444,8 @@ impl Gateway {
                         DataKind::Telemetry => document.telemetry.as_ref(),
                     };
                     if let Some(stored) = stored
-                        && let Some(at) = arrived.iter().rposition(|m| {
-                            self.update(room, prefix, m)
-                                .is_some_and(|u| u.kind() == *kind)
+                        && let Some(at) = arrived.iter().zip(&updates).rposition(|(m, u)| {
+                            u.as_ref().is_some_and(|u| u.kind() == *kind)
                                 && serde_json::from_slice::<Value>(&m.payload).ok().as_ref()
                                     == Some(stored)
                         })
@@ -455,8 +459,8 @@ impl Gateway {
             Err(ClientError::Service { code: 404, .. }) => {}
             Err(e) => self.refuse(sid, "no_processor", "join_session", &e),
         }
-        for (at, message) in arrived.iter().enumerate() {
-            if let Some(update) = self.update(room, prefix, message)
+        for (at, update) in updates.iter().enumerate() {
+            if let Some(update) = update
                 && held
                     .iter()
                     .any(|(kind, upto)| update.kind() == *kind && at >= *upto)
@@ -469,11 +473,15 @@ impl Gateway {
 
     /// A message of the followed session, to the room as the origin's event.
     async fn forward(&self, room: &str, prefix: &str, message: &async_nats::Message) {
-        let Some(update) = self.update(room, prefix, message) else {
-            return;
-        };
+        if let Some(update) = self.update(room, prefix, message) {
+            self.to_room(room, &update).await;
+        }
+    }
+
+    /// An event to every socket in the room.
+    async fn to_room(&self, room: &str, update: &Update<'_>) {
         let to = self.io.to(room.to_string());
-        let sent = match &update {
+        let sent = match update {
             Update::Telemetry(update) => to.emit("telemetry_update", update).await,
             Update::Setup(update) => to.emit("setup_update", update).await,
         };
