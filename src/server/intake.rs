@@ -54,9 +54,6 @@ const MAX_DROPPED_IDS: usize = 16_384;
 /// runs of the task, so the bound is only there so a flush always ends.
 const FLUSH_LIMIT: usize = 1 << 20;
 
-/// Most messages moved before the task yields to the others on its thread.
-const MOVE_BATCH: usize = 4096;
-
 /// The bytes a queued message holds, as counted against `--ingest-buffer-bytes`.
 ///
 /// Its payload is a slice of the client's 64 KiB read buffer, which stays
@@ -229,7 +226,15 @@ impl futures::Stream for Intake {
 /// after 128 receives, and the task would go to the back of the run queue
 /// while the client's connection task hands over thousands of messages per
 /// turn: it fell behind, and the client's buffer overflowed. Instead it moves
-/// up to [`MOVE_BATCH`] at a time and then yields of its own accord.
+/// everything the client holds each time it runs, then waits for more.
+///
+/// Not a fixed number per turn either: the connection task reads until its own
+/// budget of 128 socket reads runs out, up to 64 KiB each, so one turn of it can
+/// hand over 10,000 frames of 0.75 KB and more of smaller ones. With 4,096 moved
+/// per turn, `paddock bench` (600,000 frames blasted at 100 sessions) overflowed
+/// the client's 262,144 messages in its fourth round. What one turn here moves is
+/// bounded by what the client can hold (`--ingest-buffer` per subscription), at
+/// some 100 ns each.
 async fn mover(
     mut subscriptions: Subscriptions,
     queue: mpsc::UnboundedSender<Message>,
@@ -268,16 +273,16 @@ async fn mover(
                     None => return,
                 },
             }
+            // On a runtime of several threads the client may go on handing
+            // over while this runs: past what it can hold, let others run.
             let mut moved = 0;
-            while moved < MOVE_BATCH {
-                match subscriptions.next().now_or_never() {
-                    Some(Some(message)) => shared.push(&queue, message),
-                    _ => break,
-                }
+            while let Some(Some(message)) = subscriptions.next().now_or_never() {
+                shared.push(&queue, message);
                 moved += 1;
-            }
-            if moved == MOVE_BATCH {
-                tokio::task::yield_now().await;
+                if moved == FLUSH_LIMIT {
+                    tokio::task::yield_now().await;
+                    moved = 0;
+                }
             }
         }
     })
