@@ -169,6 +169,12 @@ pub struct ServeArgs {
     /// deletes are stored before they are acknowledged.
     #[arg(long, env = "PADDOCK_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_period)]
     pub persist_interval: Duration,
+    /// Sessions the write-behind writes per second at most; 0: no limit. With
+    /// more sessions changed than this, each waits its turn (longest waiting
+    /// first), so the stored frame is at most max(--persist-interval, changed
+    /// sessions / this) old. Setups, creates and deletes are not delayed.
+    #[arg(long, env = "PADDOCK_PERSIST_RATE", default_value_t = crate::server::store::DEFAULT_PERSIST_RATE)]
+    pub persist_rate: usize,
     /// How long ended sessions (deleted or expired) are kept in the archive;
     /// their ids stay refused that long.
     #[arg(long, env = "PADDOCK_ARCHIVE_RETENTION", default_value = "168h", value_parser = parse_duration)]
@@ -530,6 +536,7 @@ impl ServeArgs {
             kind: self.store.into(),
             bucket: self.kv_bucket.clone(),
             persist_interval: self.persist_interval,
+            persist_rate: self.persist_rate,
             archive_retention: self.archive_retention,
             replicas: self.kv_replicas,
             max_bytes: self.kv_max_bytes.unwrap_or(self.max_memory),

@@ -418,7 +418,7 @@ struct State {
     live: HashMap<SessionId, Session>,
     /// Ids of sessions changed since they were last persisted, each listed once:
     /// the write-behind flush takes them all at once instead of scanning the map.
-    dirty: Vec<SessionId>,
+    dirty: std::collections::VecDeque<SessionId>,
     /// Sessions that ended (deleted or expired), kept for the archive retention.
     /// Data still arriving for them is refused, so a monitor left running cannot
     /// silently resurrect a session that ended.
@@ -1075,19 +1075,28 @@ impl Sessions {
         was_live
     }
 
-    /// Snapshots of every session changed since the last call, marked clean: the
-    /// write-behind flush persists these. A write that fails is retried by
-    /// [`Sessions::mark_dirty`].
-    pub(crate) fn take_dirty(&self) -> Vec<Snapshot> {
-        let mut state = self.lock();
-        let ids = std::mem::take(&mut state.dirty);
-        ids.into_iter()
-            .filter_map(|id| {
-                let session = state.live.get_mut(&id)?;
+    /// Snapshots of at most `at_most` sessions changed since they were last
+    /// taken, those changed longest ago first, marked clean: the write-behind
+    /// flush persists these. The rest wait their turn, in order. A write that
+    /// fails is retried by [`Sessions::mark_dirty`].
+    pub(crate) fn take_dirty(&self, at_most: usize) -> Vec<Snapshot> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut taken = Vec::new();
+        while taken.len() < at_most {
+            let Some(id) = state.dirty.pop_front() else {
+                break;
+            };
+            // Ended, or written since it was listed (a write-through): nothing
+            // to write, and no turn of the rate spent on it.
+            if let Some(session) = state.live.get_mut(&id)
+                && session.dirty
+            {
                 session.dirty = false;
-                Some(session.snapshot(id))
-            })
-            .collect()
+                taken.push(session.snapshot(id));
+            }
+        }
+        taken
     }
 
     /// The current state of one session, marked clean: for a write-through.
@@ -1192,7 +1201,7 @@ impl Sessions {
         session.last_update = now;
         if !session.dirty {
             session.dirty = true;
-            state.dirty.push(id);
+            state.dirty.push_back(id);
         }
         let laps_after = (session.laps.bytes(), session.laps.len());
         state.held.frames = state.held.frames + size - replaced;
@@ -1298,7 +1307,7 @@ impl State {
             && !session.dirty
         {
             session.dirty = true;
-            self.dirty.push(id);
+            self.dirty.push_back(id);
         }
     }
 }
@@ -1554,7 +1563,7 @@ mod tests {
         );
         // An older copy (here's own earlier write, or a stale peer's) does not
         // win: here writes its newer copy again instead.
-        here.take_dirty();
+        here.take_dirty(usize::MAX);
         // Its clock a minute ahead: the count, not the clock, decides.
         let mut stale = Snapshot::from_json(&stored).unwrap();
         stale.setup = Some(Frame {
@@ -1565,7 +1574,7 @@ mod tests {
         assert_eq!(here.follow(stale), Followed::Same);
         assert_eq!(doc(&here.get(id).unwrap())["setup"], json!({"rev": 2}));
         assert_eq!(
-            here.take_dirty().len(),
+            here.take_dirty(usize::MAX).len(),
             1,
             "the newer copy is written again"
         );
@@ -1693,14 +1702,14 @@ mod tests {
         let sessions = Sessions::new(10);
         let a = sessions.create().unwrap().session_id;
         let b = sessions.create().unwrap().session_id;
-        assert_eq!(sessions.take_dirty().len(), 2);
-        assert!(sessions.take_dirty().is_empty());
+        assert_eq!(sessions.take_dirty(usize::MAX).len(), 2);
+        assert!(sessions.take_dirty(usize::MAX).is_empty());
         for lap in 0..3 {
             sessions
                 .update_telemetry(a, Bytes::from(format!(r#"{{"lap": {lap}}}"#)), None)
                 .unwrap();
         }
-        let dirty = sessions.take_dirty();
+        let dirty = sessions.take_dirty(usize::MAX);
         assert_eq!(dirty.len(), 1, "coalesced per session");
         assert_eq!(
             &dirty[0].telemetry.as_ref().unwrap().body[..],
@@ -1709,9 +1718,40 @@ mod tests {
         sessions.mark_dirty(b);
         sessions.delete(b).unwrap();
         assert!(
-            sessions.take_dirty().is_empty(),
+            sessions.take_dirty(usize::MAX).is_empty(),
             "a deleted session is not written back"
         );
+    }
+
+    #[test]
+    fn past_the_write_rate_sessions_wait_their_turn_longest_waiting_first() {
+        let sessions = Sessions::new(10);
+        let ids: Vec<SessionId> = (0..3)
+            .map(|_| sessions.create().unwrap().session_id)
+            .collect();
+        let taken = |n| -> Vec<SessionId> {
+            sessions
+                .take_dirty(n)
+                .iter()
+                .map(|s| s.session_id)
+                .collect()
+        };
+        assert_eq!(taken(2), ids[..2]);
+        // The first changes again while the third still waits: the third goes first.
+        sessions
+            .update_telemetry(ids[0], Bytes::from_static(br#"{"lap": 1}"#), None)
+            .unwrap();
+        assert_eq!(taken(1), [ids[2]]);
+        assert_eq!(taken(5), [ids[0]]);
+        assert!(taken(5).is_empty());
+        // Written through since it changed: no turn spent on it.
+        for id in &ids {
+            sessions
+                .update_telemetry(*id, Bytes::from_static(br#"{"lap": 2}"#), None)
+                .unwrap();
+        }
+        sessions.take_for_persist(ids[0]);
+        assert_eq!(taken(2), ids[1..]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -86,7 +86,18 @@ impl Outage {
 }
 
 impl Persister {
-    pub(super) async fn run(mut self, mut jobs: mpsc::Receiver<Job>, interval: Duration) {
+    pub(super) async fn run(
+        mut self,
+        mut jobs: mpsc::Receiver<Job>,
+        interval: Duration,
+        rate: usize,
+    ) {
+        // Sessions per tick: the rate's share of one interval, at least one.
+        let per_tick = if rate == 0 {
+            usize::MAX
+        } else {
+            ((rate as f64 * interval.as_secs_f64()).ceil() as usize).max(1)
+        };
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -113,13 +124,13 @@ impl Persister {
                         }
                     }
                     Some(Job::FlushAll { done }) => {
-                        let _ = done.send(self.flush().await);
+                        let _ = done.send(self.flush(usize::MAX).await);
                     }
                     // Every Storage handle is gone: the processor has stopped.
                     None => return,
                 },
                 _ = ticker.tick() => {
-                    let result = self.flush().await;
+                    let result = self.flush(per_tick).await;
                     self.outage.observe(result, &self.app.metrics);
                     for ended in std::mem::take(&mut self.retry_ends) {
                         if self.end(&ended).await.is_err() {
@@ -132,9 +143,10 @@ impl Persister {
         }
     }
 
-    /// Writes every session changed since the last flush; failed ones stay dirty.
-    async fn flush(&self) -> Result<(), StoreError> {
-        let dirty = self.app.sessions.take_dirty();
+    /// Writes up to `at_most` sessions changed since they were last written,
+    /// those waiting longest first; failed ones stay dirty.
+    async fn flush(&self, at_most: usize) -> Result<(), StoreError> {
+        let dirty = self.app.sessions.take_dirty(at_most);
         if dirty.is_empty() {
             return Ok(());
         }
