@@ -665,6 +665,7 @@ impl From<&BenchArgs> for Plan {
                 fan_out(1, 1, Duration::from_secs(10)),
                 fan_out(1, 10, Duration::from_secs(10)),
                 fan_out(1, 100, Duration::from_secs(10)),
+                fan_out(1, 1_000, Duration::from_secs(10)),
                 fan_out(1_000, 5, Duration::from_secs(10)),
             ],
             memory_sessions: vec![10_000, 100_000],
