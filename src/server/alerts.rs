@@ -469,6 +469,74 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_clears_only_past_its_hysteresis() {
+        let temps = |corner: &str, v: f64| {
+            let mut t = json!({"fl": 85, "fr": 86, "rl": 84, "rr": 85});
+            t[corner] = json!(v);
+            t
+        };
+        // Per kind: the frame with a reading, and readings that raise it, that
+        // lie inside the threshold by less than the hysteresis (2 %), and that
+        // lie inside it by more. Fuel is 3 L a lap.
+        type Frame = Box<dyn Fn(f64) -> serde_json::Value>;
+        let cases: [(&str, Frame, [f64; 3]); 6] = [
+            // Laps of fuel: 1.9, 2.01 (< 2 + 0.04), 2.1.
+            (
+                "fuel_low",
+                Box::new(|f| json!({"fuel": f})),
+                [5.7, 6.03, 6.3],
+            ),
+            // 0.9, 1.01 (< 1 + 0.02), 1.1.
+            (
+                "pit_overdue",
+                Box::new(|f| json!({"fuel": f})),
+                [2.7, 3.03, 3.3],
+            ),
+            // °C against 105 (margin 2.1), 60 (1.2), 700 (14).
+            (
+                "tyre_hot",
+                Box::new(move |v| json!({"tire_temps": temps("fr", v)})),
+                [106.0, 104.0, 100.0],
+            ),
+            (
+                "tyre_cold",
+                Box::new(move |v| json!({"tire_temps": temps("fl", v)})),
+                [55.0, 61.0, 65.0],
+            ),
+            (
+                "brake_hot",
+                Box::new(|v| json!({"brake_temps": {"fl": 500, "fr": 510, "rl": v, "rr": 410}})),
+                [720.0, 690.0, 650.0],
+            ),
+            // The fraction left: 90 %, 79 % (> 80 % - 1.6), 70 % worn.
+            (
+                "tyre_worn",
+                Box::new(|v| json!({"tire_wear": {"fl": 0.9, "fr": v, "rl": 0.95, "rr": 0.95}})),
+                [0.1, 0.21, 0.3],
+            ),
+        ];
+        for (kind, frame, [raise, near, clear]) in cases {
+            let mut board = Board::default();
+            let id = SessionId::new_v4();
+            let raised = |board: &Board| board.active(&id).iter().any(|a| a.reading.kind == kind);
+            check(&mut board, id, frame(near), 0.1, 0);
+            assert!(!raised(&board), "{kind}: {near} is inside the threshold");
+            let events = check(&mut board, id, frame(raise), 0.1, 1);
+            assert!(events.contains(&pair("raised", kind)), "{kind}: {events:?}");
+            let events = check(&mut board, id, frame(near), 0.1, 2);
+            assert!(
+                raised(&board) && !events.contains(&pair("cleared", kind)),
+                "{kind} at {near}, within the hysteresis, is still raised: {events:?}"
+            );
+            let events = check(&mut board, id, frame(clear), 0.1, 3);
+            assert!(
+                events.contains(&pair("cleared", kind)),
+                "{kind}: {events:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_value_at_the_limit_does_not_flap() {
         let mut board = Board::default();
         let id = SessionId::new_v4();

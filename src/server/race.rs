@@ -492,6 +492,29 @@ mod tests {
     }
 
     #[test]
+    fn the_pace_is_the_stints_last_five_green_laps_not_all_of_it() {
+        // One stint of 8 laps: laps 2-3 burn 5 L in 120 s, laps 4-8 3 L in
+        // 100 s (lap 1 has no line before it, so no fuel use).
+        let mut fuel = 60.0;
+        let records: Vec<_> = (1..=8u64)
+            .map(|lap| {
+                let (burn, time) = if lap <= 3 { (5.0, 120.0) } else { (3.0, 100.0) };
+                if lap > 1 {
+                    fuel -= burn;
+                }
+                let line = json!({"lap": lap, "fuel": fuel});
+                let next = json!({"lap": lap + 1, "last_lap_time": time});
+                record(lap, line, next, false)
+            })
+            .collect();
+        let p = pace(&records);
+        assert_eq!(
+            (p.fuel_per_lap, p.lap_time, p.from),
+            (Some(3.0), Some(100.0), "stint")
+        );
+    }
+
+    #[test]
     fn right_after_a_stop_the_session_gives_the_fuel_use() {
         let mut records = race();
         records.truncate(5); // the stint ended at the stop on lap 5

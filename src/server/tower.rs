@@ -375,6 +375,9 @@ mod tests {
         );
         let row = tick(r#"{"lap":5,"session_time":420,"in_pits":true}"#, 420);
         assert_eq!(row.pit_stops, 1);
+        // Still in the pits a tick later: the same stop.
+        let row = tick(r#"{"lap":5,"session_time":425,"in_pits":true}"#, 425);
+        assert_eq!(row.pit_stops, 1, "a stop seen on two ticks is one stop");
         let row = tick(r#"{"lap":6,"session_time":450,"in_pits":false}"#, 450);
         assert_eq!(
             (row.pit_stops, row.stint_laps, row.stint_s),

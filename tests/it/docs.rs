@@ -7,12 +7,11 @@
 //! ```
 //!
 //! which rewrites those blocks in place. The default suite checks that every
-//! marked block has the shape the binary answers with today — the keys of every
-//! JSON object, in the binary's order, and the error codes — so a reply that
-//! changes fails CI until the docs are re-captured. Ids, times and counters
-//! differ from run to run and are not compared.
-
-use std::time::Duration;
+//! marked block says what the binary answers today — every line, the keys of
+//! every JSON object in the binary's order, and every value but those that
+//! differ from run to run — so a reply that changes fails CI until the docs are
+//! re-captured. Ids, times and instance ids are compared as such, and numbers
+//! by kind only (integer or not): counters, sizes and clocks differ by run.
 
 use futures::StreamExt;
 use paddock::protocol::payload::Pointer;
@@ -33,17 +32,24 @@ async fn capture() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_protocol_examples_have_the_binarys_shape() {
+async fn the_protocol_examples_are_what_the_binary_answers() {
     let doc = std::fs::read_to_string(PROTOCOL).unwrap();
     for (name, block) in scenario().await {
         let documented = block_of(&doc, name)
             .unwrap_or_else(|| panic!("docs/PROTOCOL.md has no block marked capture: {name}"));
-        assert_eq!(
-            shape(&documented),
-            shape(&block),
-            "docs/PROTOCOL.md's '{name}' example differs from what the binary answers \
-             (re-capture: cargo test --test it docs::capture -- --ignored):\n{block}"
-        );
+        let (documented, answered) = (shape(&documented), shape(&block));
+        if let Some(at) = (0..documented.len().max(answered.len()))
+            .find(|&i| documented.get(i) != answered.get(i))
+        {
+            panic!(
+                "docs/PROTOCOL.md's '{name}' example differs from what the binary answers \
+                 in its line {} (blank lines not counted):\n  documented: {}\n  answered:   {}\n\
+                 (re-capture: cargo test --test it docs::capture -- --ignored):\n{block}",
+                at + 1,
+                documented.get(at).map_or("(nothing)", String::as_str),
+                answered.get(at).map_or("(nothing)", String::as_str),
+            );
+        }
     }
 }
 
@@ -132,13 +138,36 @@ fn abbreviate(body: &str, cut: &[&str]) -> String {
     text
 }
 
-/// Every documented example, in the order the document shows them.
+/// The text of the next message on `sub` whose JSON `want` accepts, failing
+/// the test after [`PATIENCE`].
+async fn next_such(
+    sub: &mut async_nats::Subscriber,
+    what: &str,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let message = tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {PATIENCE:?}"))
+            .unwrap();
+        let text = String::from_utf8(message.payload.to_vec()).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if want(&doc) {
+            return text;
+        }
+    }
+}
+
+/// Every documented example.
 async fn scenario() -> Vec<(&'static str, String)> {
     let server = NatsServer::start();
     let url = server.url();
     let _processor = serve_binary(&url, &[]);
     let nats = connect(&url).await;
     wait_for_processors(&nats, 1).await;
+    let mut announcements = nats.subscribe("sessions.events.>").await.unwrap();
+    sync(&nats).await;
     let mut c = Console::new(&nats);
     let mut blocks = Vec::new();
 
@@ -238,7 +267,7 @@ async fn scenario() -> Vec<(&'static str, String)> {
     c.req("sessions.delete", &body, &quoted(&body), &["/session"])
         .await;
     blocks.push(("delete", c.take()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The deleting processor archived the session before it replied.
     c.req("sessions.archive.list", "{}", &quoted("{}"), &[])
         .await;
     c.req("sessions.archive.get", &body, &quoted(&body), &["/session"])
@@ -249,6 +278,85 @@ async fn scenario() -> Vec<(&'static str, String)> {
     c.req("$SRV.PING.sessions", "", "''", &[]).await;
     c.req("$SRV.INFO.sessions", "", "''", &["/endpoints"]).await;
     blocks.push(("discovery", c.take()));
+
+    // The announcements of `id`, created and deleted above.
+    c.line("$ nats sub 'sessions.events.>'");
+    for event in ["created", "deleted"] {
+        let text = next_such(&mut announcements, event, |doc| {
+            doc["session_id"] == id.as_str() && doc["event"] == event
+        })
+        .await;
+        c.line(&abbreviate(&text, &["/session"]));
+    }
+    blocks.push(("events", c.take()));
+
+    // Stints, an alert and the tower, from race.rs's scripted race run by a
+    // labelled car.
+    let labels = "{\"team\": \"Blue\", \"car\": \"#7\"}";
+    let car = ask(&nats, "sessions.create", labels.into()).await.ok()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut alerts = nats
+        .subscribe(format!("session.{car}.alerts"))
+        .await
+        .unwrap();
+    let mut tower = nats.subscribe("team.Blue.tower").await.unwrap();
+    let mut frames = crate::race::scripted_race_frames();
+    let mut last = frames.last().unwrap().clone();
+    // On lap 13, 5 L in the tank at 3 L a lap: fuel_low. With the readings
+    // a sim adds, so the tower shows its fields.
+    for (key, value) in serde_json::json!({"fuel": 5.0, "session_time": 1260.0,
+        "session_time_left": 2340.0, "position": 3, "gap_ahead": 1.5, "best_lap_time": 99.8,
+        "tyre_compound": "soft", "tyre_age_laps": 7})
+    .as_object()
+    .unwrap()
+    {
+        last[key] = value.clone();
+    }
+    frames.push(last);
+    for frame in frames {
+        nats.publish(format!("session.{car}.telemetry"), frame.to_string().into())
+            .await
+            .unwrap();
+    }
+    // Answered after the frames before it are applied.
+    c.req(&format!("sessions.stints.{car}"), "", "''", &[])
+        .await;
+    blocks.push(("stints", c.take()));
+    let text = next_such(&mut alerts, "fuel_low raised", |doc| {
+        doc["kind"] == "fuel_low" && doc["state"] == "raised"
+    })
+    .await;
+    c.line(&format!("$ nats sub 'session.{car}.alerts'"));
+    c.line(&text);
+    blocks.push(("alert-event", c.take()));
+    let text = next_such(&mut tower, "tower with the car's alert", |doc| {
+        doc["cars"][0]["fuel"] == 5.0 && doc["cars"][0]["alerts"].is_array()
+    })
+    .await;
+    c.line("$ nats sub 'team.Blue.tower'");
+    c.line(&text);
+    blocks.push(("tower", c.take()));
+
+    // Expiry, on a processor of its own that ends sessions after a second.
+    let quick = NatsServer::start();
+    let _expiring = serve_binary(&quick.url(), &["--expire-after", "1s"]);
+    let quick_nats = connect(&quick.url()).await;
+    wait_for_processors(&quick_nats, 1).await;
+    let mut expired = quick_nats
+        .subscribe("sessions.events.expired")
+        .await
+        .unwrap();
+    sync(&quick_nats).await;
+    let gone = create(&quick_nats).await;
+    let text = next_such(&mut expired, "expired", |doc| {
+        doc["session_id"] == gone.as_str()
+    })
+    .await;
+    c.line("$ nats sub 'sessions.events.expired'");
+    c.line(&abbreviate(&text, &["/session"]));
+    blocks.push(("expired", c.take()));
     blocks
 }
 
@@ -294,39 +402,73 @@ fn replace_block(doc: &str, name: &str, block: &str) -> String {
     format!("{}{}{}", &doc[..start], body.join("\n"), &doc[end..])
 }
 
-/// What is compared: each command's verb and subject kind, each error code, and
-/// the keys (in order, recursively) of every JSON line.
+/// What is compared, line by line: text as it is, JSON as its keys (in
+/// order, recursively) and values. Ids and times are written `<id>` and
+/// `<time>` wherever they are, a micro instance id (`id`, `processor`) as
+/// `<instance>`, and a number as `int` or `num`.
 fn shape(block: &str) -> Vec<String> {
     block
         .lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            if let Some(command) = line.strip_prefix("$ ") {
-                let words: Vec<&str> = command.split_whitespace().take(3).collect();
-                let subject = words
-                    .get(2)
-                    .map_or("", |s| s.split('.').next().unwrap_or(""));
-                Some(format!(
-                    "$ {} {} {subject}",
-                    words[0],
-                    words.get(1).unwrap_or(&"")
-                ))
-            } else if line.starts_with("Nats-Service-Error-Code") {
-                Some(line.to_string())
-            } else if line.starts_with('{') {
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let line = normalised(line);
+            if line.starts_with('{') || line.starts_with('[') {
                 let text = line.replace("{…}", "null").replace("[…]", "null");
                 let text = text.replace(",…}", "}");
-                Some(keys(&text))
+                keys(&text)
             } else {
-                None
+                line
             }
         })
         .collect()
 }
 
-/// The keys of a JSON text, in order, recursively; scalars as `_`.
+/// `text` with every UUID written `<id>` and every RFC 3339 UTC time `<time>`.
+fn normalised(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let matches = |at: usize, pattern: &str| {
+        pattern.len() <= bytes.len() - at
+            && pattern.bytes().zip(&bytes[at..]).all(|(p, b)| match p {
+                b'x' => b.is_ascii_hexdigit(),
+                b'9' => b.is_ascii_digit(),
+                p => p == *b,
+            })
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if matches(at, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx") {
+            out.extend_from_slice(b"<id>");
+            at += 36;
+        } else if matches(at, "9999-99-99T99:99:99") {
+            let mut end = at + 19;
+            if bytes.get(end) == Some(&b'.') {
+                end += 1;
+                while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                    end += 1;
+                }
+            }
+            if bytes.get(end) == Some(&b'Z') {
+                end += 1;
+            }
+            out.extend_from_slice(b"<time>");
+            at = end;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).expect("only ASCII was replaced")
+}
+
+/// Keys whose values are an instance's id, different in every run.
+const INSTANCE_KEYS: [&str; 2] = ["id", "processor"];
+
+/// The keys and values of a JSON text, in order, recursively; numbers as their
+/// kind, since counters and clocks differ from run to run.
 fn keys(text: &str) -> String {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
     struct Shape(String);
     struct V;
     impl<'de> Visitor<'de> for V {
@@ -338,32 +480,39 @@ fn keys(text: &str) -> String {
             let mut out = Vec::new();
             while let Some(key) = map.next_key::<String>()? {
                 let value: Shape = map.next_value_seed(Seed)?;
-                out.push(format!("{key}:{}", value.0));
+                let value = if INSTANCE_KEYS.contains(&key.as_str()) {
+                    "<instance>".to_string()
+                } else {
+                    value.0
+                };
+                out.push(format!("{key}:{value}"));
             }
             Ok(Shape(format!("{{{}}}", out.join(","))))
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
-            let first: Option<Shape> = seq.next_element_seed(Seed)?;
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(Shape(format!("[{}]", first.map_or(String::new(), |s| s.0))))
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element_seed(Seed)? {
+                out.push(item.0);
+            }
+            Ok(Shape(format!("[{}]", out.join(","))))
         }
-        fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
-            Ok(Shape("_".into()))
+        fn visit_bool<E>(self, v: bool) -> Result<Shape, E> {
+            Ok(Shape(v.to_string()))
         }
         fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
-            Ok(Shape("_".into()))
+            Ok(Shape("int".into()))
         }
         fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
-            Ok(Shape("_".into()))
+            Ok(Shape("int".into()))
         }
         fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
-            Ok(Shape("_".into()))
+            Ok(Shape("num".into()))
         }
-        fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
-            Ok(Shape("_".into()))
+        fn visit_str<E>(self, v: &str) -> Result<Shape, E> {
+            Ok(Shape(format!("{v:?}")))
         }
         fn visit_unit<E>(self) -> Result<Shape, E> {
-            Ok(Shape("_".into()))
+            Ok(Shape("null".into()))
         }
     }
     struct Seed;

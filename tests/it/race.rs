@@ -9,14 +9,31 @@ use crate::support::*;
 
 /// Lap times 100 s, 3 L a lap, 4 frames a lap; on lap 5 the car stops mid-lap
 /// (two frames `in_pits`, fuel to 60 L, lap time 130 s) and Bob takes over from
-/// Ann. The race is 3,600 s. Ends with the car on lap 10.
+/// Ann. Bob's first two laps, on cold tyres, take 110 s and 4 L: his stint's
+/// means are not its last five laps', so the strategy's five-lap window
+/// shows. The race is 3,600 s. Ends with the car on lap 13's first frame.
 async fn scripted_race(app: &TestApp, id: &str) {
+    for frame in scripted_race_frames() {
+        app.send_telemetry(id, frame.to_string()).await;
+    }
+    sync(&app.client).await;
+}
+
+/// [`scripted_race`]'s frames, in order (docs.rs captures the same race).
+pub(crate) fn scripted_race_frames() -> Vec<Value> {
+    let mut frames = Vec::new();
+    let lap_time = |lap: u64| match lap {
+        5 => 130.0,
+        6 | 7 => 110.0,
+        _ => 100.0,
+    };
+    let burn = |lap: u64| if lap == 6 || lap == 7 { 4.0 } else { 3.0 };
     let mut fuel = 50.0_f64;
     let mut clock = 0.0_f64;
     let mut last_lap_time: Option<f64> = None;
-    for lap in 1..=10u64 {
+    for lap in 1..=12u64 {
         let pit_lap = lap == 5;
-        let time = if pit_lap { 130.0 } else { 100.0 };
+        let time = lap_time(lap);
         for step in 0..4u64 {
             let driver = if lap < 5 || (pit_lap && step < 2) {
                 "Ann"
@@ -38,19 +55,22 @@ async fn scripted_race(app: &TestApp, id: &str) {
                 "session_time_left": 3600.0 - clock,
                 "tire_temps": {"fl": 80.0 + lap as f64, "fr": 81.0, "rl": 82.0, "rr": 83.0},
             });
-            app.send_telemetry(id, frame.to_string()).await;
-            fuel -= 0.75;
+            frames.push(frame);
+            // A lap's line is its last frame, so the quarter after it is
+            // burned on the next lap: line to line, each lap burns its own.
+            fuel -= burn(if step == 3 { lap + 1 } else { lap }) / 4.0;
             clock += time / 4.0;
         }
         // The line: the next frame carries this lap's time.
         last_lap_time = Some(time);
     }
-    // The car on lap 11's first frame, so lap 10 is complete too.
-    let frame = json!({"lap": 11, "fuel": fuel, "fuel_capacity": 75.0, "player_name": "Bob",
+    // The car on lap 13's first frame, so lap 12 is complete too.
+    frames.push(
+        json!({"lap": 13, "fuel": fuel, "fuel_capacity": 75.0, "player_name": "Bob",
         "in_pits": false, "last_lap_time": 100.0, "session_time": clock,
-        "session_time_left": 3600.0 - clock});
-    app.send_telemetry(id, frame.to_string()).await;
-    sync(&app.client).await;
+        "session_time_left": 3600.0 - clock}),
+    );
+    frames
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,23 +100,28 @@ async fn a_scripted_race_gives_stints_fuel_to_the_finish_and_csv() {
     assert_eq!(bob["driver"], "Bob");
     assert_eq!(
         (bob["first_lap"].as_f64(), bob["laps"].as_u64()),
-        (Some(6.0), Some(5))
+        (Some(6.0), Some(7))
     );
     assert_eq!(bob["ended_by"], Value::Null);
-    assert_eq!(bob["fuel_per_lap"], 3.0);
+    // The whole stint: 2 × 4 L + 5 × 3 L over 7 laps, 2 × 110 s + 5 × 100 s.
+    assert_eq!(
+        (bob["fuel_per_lap"].as_f64(), bob["mean_lap_time"].as_f64()),
+        (Some(3.286), Some(102.857))
+    );
     assert_eq!(bob["start_time_s"], 530.0);
 
-    // Fuel to the finish, on lap 11's first frame: 3,600 - 1,030 = 2,570 s
-    // left at 100 s a lap is 26 laps; 78 L to the flag plus 3 L of reserve.
+    // Fuel to the finish, on lap 13's first frame, from the stint's last 5
+    // laps (3 L, 100 s), not its first two: 3,600 - 1,250 = 2,350 s left at
+    // 100 s a lap is 24 laps; 72 L to the flag plus 3 L of reserve.
     let doc = app.get(&id).await.ok();
     let s = &doc["strategy"];
     let fuel = doc["telemetry"]["fuel"].as_f64().unwrap();
-    assert_eq!(s["fuel_per_lap"], 3.0, "{s}");
+    assert_eq!(s["fuel_per_lap"], 3.0, "the last 5 laps' pace: {s}");
     assert_eq!(s["fuel_per_lap_from"], "stint");
-    assert_eq!(s["lap_time"], 100.0);
-    assert_eq!(s["race_laps_left"], 26.0);
-    assert_eq!(s["fuel_to_finish"], 78.0);
-    let expected = ((78.0 + 3.0 - fuel) * 100.0_f64).round() / 100.0;
+    assert_eq!(s["lap_time"], 100.0, "the last 5 laps' pace: {s}");
+    assert_eq!(s["race_laps_left"], 24.0);
+    assert_eq!(s["fuel_to_finish"], 72.0);
+    let expected = ((72.0 + 3.0 - fuel) * 100.0_f64).round() / 100.0;
     assert_eq!(
         s["fuel_to_add"].as_f64(),
         Some(expected),
@@ -105,7 +130,7 @@ async fn a_scripted_race_gives_stints_fuel_to_the_finish_and_csv() {
     assert_eq!(s["reserve_laps"], 1.0);
     assert_eq!(
         s["last_lap_to_stop"].as_f64(),
-        Some(11.0 + (fuel / 3.0 - 1.0).floor())
+        Some(13.0 + (fuel / 3.0 - 1.0).floor())
     );
 
     // The same as CSV from the command, read back.
@@ -119,7 +144,7 @@ async fn a_scripted_race_gives_stints_fuel_to_the_finish_and_csv() {
         .map(|l| l.split(',').collect())
         .collect();
     let header = &rows[0];
-    assert_eq!(rows.len(), 11, "a header and 10 laps: {stdout}");
+    assert_eq!(rows.len(), 13, "a header and 12 laps: {stdout}");
     let col = |name: &str| {
         header
             .iter()
@@ -147,7 +172,10 @@ async fn a_scripted_race_gives_stints_fuel_to_the_finish_and_csv() {
         rows[5][used], "",
         "a refuelled lap burned nothing countable"
     );
-    assert_eq!(rows[6][driver], "Bob");
+    assert_eq!(
+        (rows[6][driver], rows[6][time], rows[6][used]),
+        ("Bob", "110", "4")
+    );
     let (code, stdout, stderr) =
         run_paddock(&["sessions", "stints", &id, "--csv", "--nats-url", &url]).await;
     assert_eq!(code, 0, "{stderr}");
@@ -268,12 +296,25 @@ async fn alerts_are_raised_and_cleared_once_and_listed_in_the_document() {
     app.send_telemetry(&id, frame(6, 60.0, 500.0)).await;
     let (state, kind, _) = next_event().await;
     assert_eq!((state.as_str(), kind.as_str()), ("cleared", "stale"));
-    // Nothing else was announced.
-    assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(1500), alerts.next())
-            .await
-            .is_err()
-    );
+    // Nothing else is announced while the car keeps reporting. Frames keep
+    // coming meanwhile: silence past the 2 s window would rightly raise stale
+    // again, and a loaded machine may see the clear late.
+    let sender = {
+        let (client, subject) = (app.client.clone(), format!("session.{id}.telemetry"));
+        let body = frame(6, 60.0, 500.0);
+        tokio::spawn(async move {
+            loop {
+                client
+                    .publish(subject.clone(), body.clone().into())
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        })
+    };
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(1500), alerts.next()).await;
+    sender.abort();
+    assert!(quiet.is_err(), "announced again: {quiet:?}");
 }
 
 #[tokio::test]

@@ -129,6 +129,26 @@ async fn sessions_carry_their_team_and_car_and_lists_filter_by_team() {
         .await
         .ok();
     assert_eq!((&doc["team"], &doc["car"]), (&json!("Red"), &json!("#1")));
+    // A relabel kept through the next restart. The session was recovered, so
+    // nothing else of it waits to be written: a relabel never stored would
+    // read back as it was (a session changed just before, still waiting for
+    // the write-behind, would carry the new labels along and hide it).
+    ask(
+        &nats,
+        "sessions.label",
+        json!({"session_id": red, "car": "#2"}).to_string(),
+    )
+    .await
+    .ok();
+    app.restart_processor(test_limits()).await;
+    let doc = ask(&nats, &format!("sessions.get.{red}"), String::new())
+        .await
+        .ok();
+    assert_eq!(
+        (&doc["team"], &doc["car"]),
+        (&json!("Red"), &json!("#2")),
+        "the relabel is stored: {doc}"
+    );
     ask(&nats, "sessions.delete", id_body(&blue[0])).await.ok();
     let archived = ask(
         &nats,
@@ -394,9 +414,11 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
             tower_until(&mut feed, |doc| doc["cars"][0]["lap"] == 1.0).await;
         }
     }
+    // #8's front-left brake past 700 °C: its alert rides in its row.
     send(
         &eight,
-        json!({"lap": 4, "position": 2, "player_name": "Bob"}),
+        json!({"lap": 4, "position": 2, "player_name": "Bob",
+            "brake_temps": {"fl": 750, "fr": 500, "rl": 400, "rr": 400}}),
     )
     .await;
     send(&red, json!({"lap": 1, "position": 1})).await;
@@ -446,14 +468,34 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
     );
     let red_doc = tower_until(&mut red_feed, |_| true).await;
     assert_eq!(red_doc["cars"][0]["session_id"], red.as_str());
+    // Alerts are checked once a second, the tower every half: a later message.
+    let doc = tower_until(&mut feed, |doc| doc["cars"][0]["alerts"].is_array()).await;
+    assert_eq!(
+        doc["cars"][0]["alerts"],
+        json!([{"kind": "brake_hot", "level": "warning", "value": 750.0,
+            "threshold": 700.0, "message": "FL brake at 750 °C"}]),
+        "{doc}"
+    );
+    assert!(
+        doc["cars"][1].get("alerts").is_none(),
+        "a car without alerts has none listed: {doc}"
+    );
 
-    // In the pits (counted once), out on lap 5 with a full tank: a new stint.
-    send(
-        &seven,
-        json!({"lap": 4, "fuel": 50.0, "session_time": 330.0, "in_pits": true}),
-    )
-    .await;
-    tower_until(&mut feed, |doc| doc["cars"][1]["pit_stops"] == 1).await;
+    // In the pits for several ticks, as a real stop is (seconds, frames all
+    // the while): one stop, however many ticks see it. Then out on lap 5 with
+    // a full tank: a new stint.
+    let in_pits = |t: f64| json!({"lap": 4, "fuel": 50.0, "session_time": t, "in_pits": true});
+    send(&seven, in_pits(330.0)).await;
+    for tick in 0..4 {
+        if tick == 2 {
+            send(&seven, in_pits(335.0)).await;
+        }
+        let doc = tower_until(&mut feed, |doc| doc["cars"][1]["in_pits"] == true).await;
+        assert_eq!(
+            doc["cars"][1]["pit_stops"], 1,
+            "tick {tick} in the pits: {doc}"
+        );
+    }
     send(
         &seven,
         json!({"lap": 5, "fuel": 90.0, "session_time": 360.0, "in_pits": false}),
