@@ -41,9 +41,9 @@ load() {
 }
 
 latency_loads() {
-  load 1000/s "$@" 10 100 1
-  load 2000/s "$@" 20 100 1
-  load 4000/s "$@" 40 100 1
+  load 1000-per-s "$@" 10 100 1
+  load 2000-per-s "$@" 20 100 1
+  load 4000-per-s "$@" 40 100 1
   load 1x1000Hz "$@" 1 1000 1
 }
 
@@ -53,7 +53,7 @@ opid=$!
 for i in $(seq 50); do curl -sf http://127.0.0.1:5000/ >/dev/null && break; sleep 0.2; done
 latency_loads origin http://127.0.0.1:5000
 if [ "$GENERATOR" = rust ]; then
-  load 3000/s origin http://127.0.0.1:5000 30 100 1
+  load 3000-per-s origin http://127.0.0.1:5000 30 100 1
 fi
 kill $opid; wait $opid 2>/dev/null
 
@@ -70,10 +70,10 @@ for i in $(seq 50); do curl -sf http://127.0.0.1:8099/readyz >/dev/null && break
 latency_loads paddock http://127.0.0.1:8099
 if [ "$GENERATOR" = rust ]; then
   # The ceiling: the highest load whose frames all arrive.
-  load 8000/s paddock http://127.0.0.1:8099 100 80 1
-  load 16000/s paddock http://127.0.0.1:8099 200 80 1
-  load 24000/s paddock http://127.0.0.1:8099 200 120 1
-  load 32000/s paddock http://127.0.0.1:8099 200 160 1
+  load 8000-per-s paddock http://127.0.0.1:8099 100 80 1
+  load 16000-per-s paddock http://127.0.0.1:8099 200 80 1
+  load 24000-per-s paddock http://127.0.0.1:8099 200 120 1
+  load 32000-per-s paddock http://127.0.0.1:8099 200 160 1
   # Fan-out: one car at 20 Hz, followed by 1 to 1,000 pages.
   for pages in 1 10 100 1000; do
     load "fanout-1x$pages" paddock http://127.0.0.1:8099 1 20 $pages

@@ -71,6 +71,17 @@ impl Frame {
         )
     }
 
+    /// The rich sample grown to `bytes` by a string field: ingest as frames grow
+    /// (a sim's whole car, or a field of cars, is more than the 1.5 KB sample).
+    pub(crate) fn padded(name: &'static str, bytes: usize) -> Frame {
+        let mut value: Value =
+            serde_json::from_str(include_str!("../../../tests/data/telemetry-rich.json"))
+                .expect("the sample is JSON");
+        let short = value.to_string().len() + r#","pad":"""#.len();
+        value["pad"] = "x".repeat(bytes.saturating_sub(short)).into();
+        Frame::new(name, &value.to_string())
+    }
+
     fn new(name: &'static str, pretty: &str) -> Frame {
         let mut value: Value = serde_json::from_str(pretty).expect("the sample is JSON");
         let body = Bytes::from(value.to_string());
@@ -223,11 +234,21 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         };
         for pinned in layouts {
             let frames = if first {
-                vec![Frame::small(), Frame::rich()]
+                vec![
+                    Frame::small(),
+                    Frame::rich(),
+                    Frame::padded("4 KB", 4096),
+                    Frame::padded("16 KB", 16384),
+                ]
             } else {
                 vec![Frame::small()]
             };
             for frame in frames {
+                // The same bytes per round at every size: 300,000 frames of
+                // 16 KB would be 4.8 GB, held by the ingest queue past its
+                // 256 MiB whenever the processor is a step behind.
+                let count = (plan.frames * Frame::small().body.len() / frame.body.len())
+                    .clamp(plan.frames.min(1_000), plan.frames);
                 let layout = match (pinned, first) {
                     (true, _) => ", consumer on a core of its own".to_string(),
                     (false, true) => String::new(),
@@ -235,7 +256,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 };
                 say!(
                     "== ingest, {} frames, {} sessions, {} ({} bytes){layout}",
-                    plan.frames,
+                    count,
                     session_count,
                     frame.name,
                     frame.body.len()
@@ -247,7 +268,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     cpu_per_frame,
                     raw_cpu_per_frame,
                     queue_peak,
-                } = turns.run(&frame, pinned).await?;
+                } = turns.run(&frame, count, pinned).await?;
                 report.add(
                     format!("raw NATS delivery, {}{layout}", frame.name),
                     rate(raw),
@@ -285,7 +306,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         plan.rounds
                     ),
                 );
-                if pinned || !first {
+                if pinned || !first || frame.body.len() > Frame::rich().body.len() {
                     continue;
                 }
                 let awaited = kv_puts(&client, &ids, &frame, plan.kv_awaited, 1).await?;
@@ -693,7 +714,7 @@ impl Turns<'_> {
     /// on a shared 2-core machine one run of either can be off by 20%. The raw
     /// subscriber listens on subjects of the same length that the processor does
     /// not subscribe to, so the processor can stay up, idle, during the raw turns.
-    async fn run(&self, frame: &Frame, pinned: bool) -> anyhow::Result<Ingest> {
+    async fn run(&self, frame: &Frame, frames: usize, pinned: bool) -> anyhow::Result<Ingest> {
         let (url, plan) = (self.broker.url(), self.plan);
         let (processor, _) = Processor::start(&url, &[], self.sessions).await?;
         let consumer_core = [pinned::CONSUMER_CORE];
@@ -705,8 +726,8 @@ impl Turns<'_> {
         // The plain subscriber is a process of its own, like the processor.
         let subject = format!("{RAW_PREFIX}.*.telemetry");
         let cores = pinned.then_some(&consumer_core[..]);
-        let mut sink = Sink::start(&url, &subject, plan.frames, cores).await?;
-        let per_frame = |cpu: Duration| cpu.as_secs_f64() * 1e9 / plan.frames as f64;
+        let mut sink = Sink::start(&url, &subject, frames, cores).await?;
+        let per_frame = |cpu: Duration| cpu.as_secs_f64() * 1e9 / frames as f64;
         let mut raw = Vec::new();
         let mut ingest = Vec::new();
         let mut cpu_per_frame = Vec::new();
@@ -714,7 +735,7 @@ impl Turns<'_> {
         for round in 1..=plan.rounds {
             let cpu = sink.cpu_time()?;
             raw.push(
-                sink.delivery(self.client, self.raw_subjects, frame, plan.frames)
+                sink.delivery(self.client, self.raw_subjects, frame, frames)
                     .await?,
             );
             raw_cpu_per_frame.push(per_frame(sink.cpu_time()?.saturating_sub(cpu)));
@@ -726,7 +747,7 @@ impl Turns<'_> {
                     self.ids,
                     self.subjects,
                     frame,
-                    plan.frames,
+                    frames,
                 )
                 .await
                 .with_context(|| format!("see {}", processor.log.display()))?,
@@ -1194,5 +1215,8 @@ mod tests {
         );
         let last: Value = serde_json::from_slice(&rich.last).unwrap();
         assert_eq!(last[FINAL], true);
+        for bytes in [4096, 16384] {
+            assert_eq!(Frame::padded("", bytes).body.len(), bytes);
+        }
     }
 }
