@@ -417,26 +417,30 @@ async fn bad_unknown_or_missing_ids_and_bad_events_leave_every_client_connected(
         ("join_session", "malformed_id"),
         ("no_such_event", "unknown_event"),
     ];
-    let mut errors = Vec::new();
-    for _ in &bad {
-        errors.push(monitor.next("paddock_error").await);
-    }
-    let read: Vec<(&str, &str)> = errors
-        .iter()
-        .map(|e| {
-            (
-                e["event"].as_str().unwrap_or("?"),
-                e["reason"].as_str().unwrap_or("?"),
-            )
-        })
-        .collect();
-    assert_eq!(read, why, "{errors:?}");
-    assert!(
-        errors
+    // Both clients are told, each in the order it sent; an error is sent once
+    // its refusal is counted, so /metrics below has them all.
+    for client in [&mut monitor, &mut page] {
+        let mut errors = Vec::new();
+        for _ in &bad {
+            errors.push(client.next("paddock_error").await);
+        }
+        let read: Vec<(&str, &str)> = errors
             .iter()
-            .all(|e| !e["message"].as_str().unwrap_or("").is_empty()),
-        "{errors:?}"
-    );
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap_or("?"),
+                    e["reason"].as_str().unwrap_or("?"),
+                )
+            })
+            .collect();
+        assert_eq!(read, why, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .all(|e| !e["message"].as_str().unwrap_or("").is_empty()),
+            "{errors:?}"
+        );
+    }
     let doc = get(&g.nats, &id).await;
     assert_eq!(doc["telemetry"], good);
     assert_eq!(doc["setup"], Value::Null);
