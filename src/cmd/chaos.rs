@@ -327,17 +327,13 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
     // Faults until the end, on the seed's schedule; memory after warm-up.
     let warm_up = started + args.duration.mul_f64(0.15).max(Duration::from_secs(10));
     let mut rng = Rng::new(seed);
-    let mut rss_start: Vec<Option<u64>> = vec![None; 2];
     let mut counts: BTreeMap<Fault, u32> = BTreeMap::new();
-    // The most a processor's memory and its sessions' held bytes reached right
-    // after a hostile monitor's flood.
-    let mut worst_rss = [0u64; 2];
-    let mut worst_held = 0u64;
+    let mut memory = Memory::of(processors.len());
     let mut next_fault = started + Duration::from_secs(15);
     while Instant::now() < stop_at {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if rss_start[0].is_none() && Instant::now() >= warm_up {
-            rss_start = processors.iter().map(Processor::rss).collect();
+        if memory.start[0].is_none() && Instant::now() >= warm_up {
+            memory.start = processors.iter().map(Processor::rss).collect();
         }
         // No fault in the last settle time: the end is measured calm.
         if Instant::now() < next_fault || Instant::now() + SETTLE * 2 > stop_at {
@@ -370,13 +366,13 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
             // Right after the flood, when it has cost the most.
             for (i, p) in processors.iter().enumerate() {
                 if let Some(rss) = p.rss() {
-                    worst_rss[i] = worst_rss[i].max(rss);
+                    memory.after_hostile[i] = memory.after_hostile[i].max(rss);
                 }
             }
             for stats in each_stats(&nats, processors.len()).await {
                 let held = stats["memory"]["frame_bytes"].as_u64().unwrap_or(0)
                     + stats["memory"]["lap_bytes"].as_u64().unwrap_or(0);
-                worst_held = worst_held.max(held);
+                memory.held_after_hostile = memory.held_after_hostile.max(held);
             }
         }
         let mean = args.fault_every.as_secs_f64();
@@ -384,7 +380,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
             + Duration::from_secs_f64(mean * (0.5 + rng.below(1000) as f64 / 1000.0));
     }
     let _ = tokio::join!(load, dashboards, probe, churn);
-    let rss_end: Vec<Option<u64>> = processors.iter().map(Processor::rss).collect();
+    memory.end = processors.iter().map(Processor::rss).collect();
     // Frames handed to the clients are out; the write-behind window passes.
     let _ = nats.flush().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -405,12 +401,8 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
 
     // What happened, in one table.
     let observed = observed.lock().unwrap();
-    let calm = analyse(
-        &observed,
-        dashboards_from,
-        stop_at,
-        (args.get_p99_bound, args.gap_bound),
-    );
+    let bounds = Bounds::of(args);
+    let calm = analyse(&observed, &memory, dashboards_from, stop_at, bounds);
     violations.extend(calm.violations.iter().cloned());
     let p = |q: f64| calm.quantile(q);
     let worst_unavailable = longest_unavailability(&observed.gets);
@@ -421,45 +413,7 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         ));
     }
     let (worst_gap_calm, worst_gap_fault) = (calm.worst_gap_calm, calm.worst_gap_fault);
-    // After a hostile monitor the ingest queue may have held its whole bound
-    // (a quarter of --max-memory) of its 60 KB frames, and the allocator keeps
-    // pages it had: that is a bound reached, not growth.
-    let queue_slack = if counts.contains_key(&Fault::HostileMonitor) {
-        (args.max_memory / 4) as f64
-    } else {
-        0.0
-    };
-    for (i, (start, end)) in rss_start.iter().zip(&rss_end).enumerate() {
-        if let (Some(start), Some(end)) = (start, end)
-            && (*end as f64)
-                > (*start as f64) * args.rss_margin + 32.0 * 1024.0 * 1024.0 + queue_slack
-        {
-            violations.push(format!(
-                "processor {i} grew from {} to {} MiB",
-                start >> 20,
-                end >> 20
-            ));
-        }
-    }
-
-    let budget = args.max_memory as u64;
-    // The budget, the client's buffer (a quarter of it by default), the rest.
-    let rss_bound = budget + budget / 4 + MEMORY_OVERHEAD;
-    for (i, rss) in worst_rss.iter().enumerate() {
-        if *rss > rss_bound {
-            violations.push(format!(
-                "processor {i} held {} MiB after a hostile monitor (bound {} MiB: the budget, its ingest queue, {} MiB)",
-                rss >> 20,
-                rss_bound >> 20,
-                MEMORY_OVERHEAD >> 20
-            ));
-        }
-    }
-    if worst_held > budget {
-        violations.push(format!(
-            "sessions held {worst_held} bytes after a hostile monitor (> --max-memory {budget})"
-        ));
-    }
+    let hostile = counts.contains_key(&Fault::HostileMonitor);
 
     let truth = truth.lock().unwrap();
     let frames: u64 = truth.last_seq.values().sum();
@@ -512,22 +466,22 @@ pub async fn run(args: &ChaosArgs) -> anyhow::Result<()> {
         out.push_str(&format!(
             "| processor {i} memory: after warm-up → end (margin ×{} + 32 MiB{}) | {} → {} |\n",
             args.rss_margin,
-            if queue_slack > 0.0 {
+            if hostile {
                 " + the ingest queue's bound"
             } else {
                 ""
             },
-            mb(rss_start[i]),
-            mb(rss_end[i])
+            mb(memory.start[i]),
+            mb(memory.end[i])
         ));
     }
-    if counts.contains_key(&Fault::HostileMonitor) {
+    if hostile {
         out.push_str(&format!(
             "| after a hostile monitor: worst processor memory (bound {} MiB) / sessions held (bound {} MiB) | {} / {} |\n",
-            rss_bound >> 20,
-            budget >> 20,
-            mb(worst_rss.iter().copied().max()),
-            mb(Some(worst_held))
+            bounds.rss_after_hostile() >> 20,
+            bounds.max_memory >> 20,
+            mb(memory.after_hostile.iter().copied().max()),
+            mb(Some(memory.held_after_hostile))
         ));
     }
     out.push_str(&format!("| buckets at the end | {kv} |\n"));
@@ -957,10 +911,62 @@ where
     }
 }
 
-/// The longest time from a failed probe to the next answered one.
+/// The bounds the run is held to, from the command line.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    get_p99: Duration,
+    gap: Duration,
+    rss_margin: f64,
+    max_memory: u64,
+}
+
+impl Bounds {
+    fn of(args: &ChaosArgs) -> Bounds {
+        Bounds {
+            get_p99: args.get_p99_bound,
+            gap: args.gap_bound,
+            rss_margin: args.rss_margin,
+            max_memory: args.max_memory as u64,
+        }
+    }
+
+    /// The most a processor may hold right after a hostile monitor: the
+    /// budget, the client's buffer (a quarter of it by default), the rest.
+    fn rss_after_hostile(&self) -> u64 {
+        self.max_memory + self.max_memory / 4 + MEMORY_OVERHEAD
+    }
+}
+
+/// The processors' resident memory where the memory checks read it, by
+/// processor, and what their sessions held after a hostile monitor.
+#[derive(Debug, Clone, Default)]
+struct Memory {
+    /// After warm-up; `None` until then, or where it cannot be read.
+    start: Vec<Option<u64>>,
+    /// At the end of the load.
+    end: Vec<Option<u64>>,
+    /// The most each reached right after a hostile monitor's flood, when the
+    /// flood has cost the most.
+    after_hostile: Vec<u64>,
+    /// The most any processor's sessions held then (frames and laps, its
+    /// `sessions.stats`): the budget `--max-memory` is for.
+    held_after_hostile: u64,
+}
+
+impl Memory {
+    fn of(processors: usize) -> Memory {
+        Memory {
+            start: vec![None; processors],
+            end: vec![None; processors],
+            after_hostile: vec![0; processors],
+            held_after_hostile: 0,
+        }
+    }
+}
+
 /// The calm-time checks, from what was observed: `sessions.get` outside fault
-/// windows, and the dashboards' frame gaps. A pure function of the observations,
-/// unit-tested on made-up ones.
+/// windows, the dashboards' frame gaps, and the processors' memory. A pure
+/// function of the observations, unit-tested on made-up ones.
 struct Calm {
     /// Answered probes' latencies outside fault windows, sorted.
     latencies: Vec<Duration>,
@@ -983,10 +989,12 @@ impl Calm {
 /// start, is caught. A check with no data at all is a violation, not a pass.
 fn analyse(
     observed: &Observed,
+    memory: &Memory,
     from: Instant,
     end: Instant,
-    (get_p99_bound, gap_bound): (Duration, Duration),
+    bounds: Bounds,
 ) -> Calm {
+    let (get_p99_bound, gap_bound) = (bounds.get_p99, bounds.gap);
     let in_window = |t: Instant| observed.windows.iter().any(|(_, a, b)| t >= *a && t <= *b);
     // A probe belongs to a fault if the fault began while it was in flight, too
     // (sent just before a broker node died, it waits out its 2 s timeout).
@@ -1059,9 +1067,59 @@ fn analyse(
             "a dashboard waited {worst_gap_calm:?} for a frame outside faults (> {gap_bound:?})"
         ));
     }
+    let hostile = observed
+        .windows
+        .iter()
+        .any(|(fault, _, _)| *fault == Fault::HostileMonitor);
+    violations.extend(memory_violations(memory, hostile, bounds));
     Calm { violations, ..calm }
 }
 
+/// A processor's memory at the end against its value after warm-up, and
+/// after hostile monitors against the budget.
+fn memory_violations(memory: &Memory, hostile: bool, bounds: Bounds) -> Vec<String> {
+    let mut violations = Vec::new();
+    // After a hostile monitor the ingest queue may have held its whole bound
+    // (a quarter of --max-memory) of its 60 KB frames, and the allocator keeps
+    // pages it had: that is a bound reached, not growth.
+    let queue_slack = if hostile {
+        (bounds.max_memory / 4) as f64
+    } else {
+        0.0
+    };
+    for (i, (start, end)) in memory.start.iter().zip(&memory.end).enumerate() {
+        if let (Some(start), Some(end)) = (start, end)
+            && (*end as f64)
+                > (*start as f64) * bounds.rss_margin + 32.0 * 1024.0 * 1024.0 + queue_slack
+        {
+            violations.push(format!(
+                "processor {i} grew from {} to {} MiB",
+                start >> 20,
+                end >> 20
+            ));
+        }
+    }
+    let rss_bound = bounds.rss_after_hostile();
+    for (i, rss) in memory.after_hostile.iter().enumerate() {
+        if *rss > rss_bound {
+            violations.push(format!(
+                "processor {i} held {} MiB after a hostile monitor (bound {} MiB: the budget, its ingest queue, {} MiB)",
+                rss >> 20,
+                rss_bound >> 20,
+                MEMORY_OVERHEAD >> 20
+            ));
+        }
+    }
+    if memory.held_after_hostile > bounds.max_memory {
+        violations.push(format!(
+            "sessions held {} bytes after a hostile monitor (> --max-memory {})",
+            memory.held_after_hostile, bounds.max_memory
+        ));
+    }
+    violations
+}
+
+/// The longest time from a failed probe to the next answered one.
 fn longest_unavailability(gets: &[(Instant, Option<Duration>)]) -> Duration {
     let mut worst = Duration::ZERO;
     let mut down_since = None;
@@ -1115,7 +1173,23 @@ async fn stream_leader(nats: &Client) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const BOUNDS: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(1));
+    const MIB: u64 = 1024 * 1024;
+    const BOUNDS: Bounds = Bounds {
+        get_p99: Duration::from_millis(250),
+        gap: Duration::from_secs(1),
+        rss_margin: 1.5,
+        max_memory: 256 * MIB,
+    };
+
+    /// Two processors at 100 MiB after warm-up and 120 MiB at the end, no
+    /// hostile monitor.
+    fn steady_memory() -> Memory {
+        Memory {
+            start: vec![Some(100 * MIB); 2],
+            end: vec![Some(120 * MIB); 2],
+            ..Memory::of(2)
+        }
+    }
 
     /// A calm minute: probes every 100 ms answered in 1 ms, two dashboards with
     /// a frame every 50 ms, a fault window in the middle.
@@ -1134,7 +1208,7 @@ mod tests {
     }
 
     fn violations(observed: &Observed, t0: Instant, end: Instant) -> Vec<String> {
-        analyse(observed, t0, end, BOUNDS).violations
+        analyse(observed, &steady_memory(), t0, end, BOUNDS).violations
     }
 
     #[test]
@@ -1195,5 +1269,53 @@ mod tests {
                 .iter()
                 .any(|v| v.contains("no data"))
         );
+    }
+
+    #[test]
+    fn memory_past_its_bounds_is_found() {
+        let t0 = Instant::now();
+        let (calm, end) = calm_minute(t0);
+        let (mut hostile, _) = calm_minute(t0);
+        hostile.windows.push((
+            Fault::HostileMonitor,
+            t0 + Duration::from_secs(40),
+            t0 + Duration::from_secs(50),
+        ));
+        let found = |observed: &Observed, memory: &Memory| {
+            analyse(observed, memory, t0, end, BOUNDS).violations
+        };
+        assert_eq!(found(&calm, &steady_memory()), Vec::<String>::new());
+
+        // Growth past the margin (100 × 1.5 + 32 = 182 MiB): found, unless a
+        // hostile monitor may have filled the ingest queue (+ 64 MiB).
+        let mut grown = steady_memory();
+        grown.end[1] = Some(200 * MIB);
+        let v = found(&calm, &grown);
+        assert!(v.iter().any(|v| v.contains("processor 1 grew")), "{v:?}");
+        assert_eq!(found(&hostile, &grown), Vec::<String>::new());
+        grown.end[1] = Some(250 * MIB);
+        let v = found(&hostile, &grown);
+        assert!(v.iter().any(|v| v.contains("processor 1 grew")), "{v:?}");
+
+        // Right after a hostile monitor: resident memory within the budget,
+        // its ingest queue and 64 MiB (256 + 64 + 64 = 384 MiB) ...
+        let mut flooded = steady_memory();
+        flooded.after_hostile = vec![380 * MIB, 300 * MIB];
+        assert_eq!(found(&hostile, &flooded), Vec::<String>::new());
+        flooded.after_hostile[0] = 390 * MIB;
+        let v = found(&hostile, &flooded);
+        assert!(
+            v.iter()
+                .any(|v| v.contains("processor 0 held 390 MiB after a hostile monitor")),
+            "{v:?}"
+        );
+
+        // ... and what its sessions hold within the budget itself.
+        let mut held = steady_memory();
+        held.held_after_hostile = 256 * MIB;
+        assert_eq!(found(&hostile, &held), Vec::<String>::new());
+        held.held_after_hostile += 1;
+        let v = found(&hostile, &held);
+        assert!(v.iter().any(|v| v.contains("sessions held")), "{v:?}");
     }
 }

@@ -2030,7 +2030,19 @@ mod tests {
         let id = ids[1];
         let small = Bytes::from_static(b"{\"lap\": 3}");
         assert!(sessions.update_telemetry(id, small.clone(), None).is_ok());
-        flood(&sessions, ids[2], 10..11, 60 * 1024);
+        let before = sessions.get(ids[2]).unwrap().telemetry.unwrap().body;
+        let larger = Bytes::from(format!(
+            "{{\"lap\": 3, \"pad\": \"{}\"}}",
+            "x".repeat(before.len() + 256 * 1024)
+        ));
+        let refused = sessions
+            .update_telemetry(ids[2], larger, None)
+            .expect_err("a larger frame past the budget");
+        assert_eq!(refused.reason(), "over_budget", "{refused}");
+        assert_eq!(
+            sessions.get(ids[2]).unwrap().telemetry.unwrap().body,
+            before
+        );
         let load = sessions.load();
         assert!(load.held.total() <= max_memory);
         // Ending and forgetting sessions gives the memory back.

@@ -28,6 +28,7 @@ struct Car {
     tyre_age: u8,
     name: &'static str,
     speed: u16,
+    front_wing: u8,
 }
 
 impl Car {
@@ -43,15 +44,16 @@ impl Car {
         tyre_age: 4,
         name: "ANN",
         speed: 287,
+        front_wing: 30,
     };
 }
 
 const PLAYER: usize = 3;
 
-/// `paddock monitor --source f1` on a free loopback port, sending at most 50
+/// `paddock monitor --source f1` on a free loopback port, sending at most `hz`
 /// frames a second, plus `extra`: the monitor, where to send packets, and the
 /// file its stderr goes to.
-fn f1_monitor(url: &str, extra: &[&str]) -> (Running, String, std::path::PathBuf) {
+fn f1_monitor(url: &str, hz: u32, extra: &[&str]) -> (Running, String, std::path::PathBuf) {
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -70,7 +72,7 @@ fn f1_monitor(url: &str, extra: &[&str]) -> (Running, String, std::path::PathBuf
                 "--listen",
                 &to,
                 "--hz",
-                "50",
+                &hz.to_string(),
                 "--progress",
                 "0",
             ])
@@ -157,7 +159,7 @@ fn tick(format: u16, uid: u64, car: &Car) -> Vec<Vec<u8>> {
         b[7..7 + car.name.len()].copy_from_slice(car.name.as_bytes());
     });
     let setups = packet(format, 5, uid, 1133, Some((50, 0)), |b| {
-        b[0] = 30;
+        b[0] = car.front_wing;
         b[1] = 25;
         put_f32(b, 4, -3.0);
         for (i, psi) in [21.5f32, 21.6, 23.5, 23.6].iter().enumerate() {
@@ -238,7 +240,7 @@ async fn send_ticks(socket: &UdpSocket, to: &str, format: u16, uid: u64, car: &C
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f1_packets_over_udp_become_a_session_with_laps_a_pit_stop_and_a_new_race() {
     let app = spawn_app().await;
-    let (monitor, to, log) = f1_monitor(&app.server.url(), &["--new-session-per-race"]);
+    let (monitor, to, log) = f1_monitor(&app.server.url(), 50, &["--new-session-per-race"]);
     let first = monitor.line().strip_prefix("session ").unwrap().to_string();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
 
@@ -262,6 +264,8 @@ async fn f1_packets_over_udp_become_a_session_with_laps_a_pit_stop_and_a_new_rac
     car.fuel_kg = 60.0;
     car.tyre_age = 0;
     car.speed = 250;
+    // More front wing at the stop: a setup that changes, sent again.
+    car.front_wing = 33;
     send_ticks(&socket, &to, 2024, uid, &car, 3).await;
     car.lap = 3;
     car.last_lap_ms = 110_250;
@@ -295,15 +299,17 @@ async fn f1_packets_over_udp_become_a_session_with_laps_a_pit_stop_and_a_new_rac
         assert_eq!(&t[key], want, "{key} in {t}");
     }
     assert_eq!(t["sector_times"][0], 88.5, "1 min + 28.5 s");
-    assert_eq!(doc["setup"]["front_wing"], 30);
+    assert_eq!(doc["setup"]["front_wing"], 33, "the changed setup");
     assert_eq!(doc["setup"]["fuel_load_kg"], 30.0);
     assert_eq!(
         doc["setup"]["tire_pressures"],
         json!({"fl": 23.5, "fr": 23.6, "rl": 21.5, "rr": 21.6})
     );
+    // The game sends its setup in every tick: twice in all, once as it
+    // was and once changed.
     assert_eq!(
-        doc["stats"]["setup_count"], 1,
-        "an unchanged setup is sent once"
+        doc["stats"]["setup_count"], 2,
+        "an unchanged setup is sent once, a changed one again"
     );
     assert_eq!(doc["stats"]["rejected_count"], 0);
 
@@ -371,6 +377,42 @@ async fn f1_packets_over_udp_become_a_session_with_laps_a_pit_stop_and_a_new_rac
     );
 }
 
+/// `--hz` binds: the game's ticks at about 100 a second leave the monitor as
+/// at most `--hz 10` frames a second, each the latest state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_f1_monitor_sends_at_most_hz_frames_a_second() {
+    let app = spawn_app().await;
+    let (monitor, to, _log) = f1_monitor(&app.server.url(), 10, &[]);
+    let id = monitor.line().strip_prefix("session ").unwrap().to_string();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut car = Car::ANN;
+    let started = std::time::Instant::now();
+    for k in 0..200u32 {
+        // Each tick a new state: 10 ms further into the lap.
+        car.current_lap_ms = 10_000 + 10 * k;
+        for p in tick(2024, 7, &car) {
+            socket.send_to(&p, &to).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ticks_for = started.elapsed();
+    let doc = app
+        .get_until(&id, "the last tick's state", |d| {
+            d["telemetry"]["lap_time"] == 11.99
+        })
+        .await;
+    let took = started.elapsed();
+    let frames = doc["stats"]["telemetry_count"].as_u64().unwrap();
+    // The monitor's ticker runs at 10 Hz from its start: within `took` it
+    // fires at most 10 times a second, plus its first.
+    let most = (took.as_secs_f64() * 10.0).ceil() as u64 + 1;
+    assert!(
+        frames <= most,
+        "{frames} frames for 200 ticks in {ticks_for:?} (last seen after {took:?}): more than --hz 10 allows ({most})"
+    );
+    assert!(frames >= 5, "{frames} frames in {took:?}: {doc}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ibt_file_replays_as_its_rows_with_its_setup_and_names() {
     let app = spawn_app().await;
@@ -418,12 +460,24 @@ async fn an_ibt_file_replays_as_its_rows_with_its_setup_and_names() {
     assert_eq!(t["in_pits"], true);
     // The car never left the pit lane: 7.0 km/h at most, over all rows.
     assert_eq!(t["top_speed"], 7.0);
-    for corner in ["fl", "fr", "rl", "rr"] {
-        let wear = t["tire_wear"][corner].as_f64().unwrap();
-        assert!((0.9..=1.0).contains(&wear), "{corner}: {wear}");
-        let temp = t["tire_temps"][corner].as_f64().unwrap();
-        assert!((20.0..=120.0).contains(&temp), "{corner}: {temp}");
-    }
+    // Each corner as that reader gives it (LF RF LR RR; the three readings
+    // across the tread averaged), every one distinct, so a swapped corner shows.
+    assert_eq!(
+        t["tire_temps"],
+        json!({"fl": 87.1, "fr": 84.2, "rl": 86.0, "rr": 82.0})
+    );
+    assert_eq!(
+        t["tire_surface_temps"],
+        json!({"fl": 69.4, "fr": 69.4, "rl": 69.5, "rr": 69.4})
+    );
+    assert_eq!(
+        t["tire_wear"],
+        json!({"fl": 0.9819, "fr": 0.9852, "rl": 0.9779, "rr": 0.9885})
+    );
+    assert_eq!(
+        t["tire_pressures"],
+        json!({"fl": 24.0, "fr": 24.0, "rl": 21.0, "rr": 21.0})
+    );
     let setup = &doc["setup"];
     assert_eq!(setup["TiresAero"]["TireCompound"]["TireCompound"], "Medium");
     assert_eq!(setup["Chassis"]["LeftFront"]["Camber"], "-3.15 deg");
@@ -460,7 +514,7 @@ async fn a_file_that_is_not_ibt_is_refused_plainly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_f1_monitor_stops_when_its_session_is_deleted() {
     let app = spawn_app().await;
-    let (monitor, to, log) = f1_monitor(&app.server.url(), &[]);
+    let (monitor, to, log) = f1_monitor(&app.server.url(), 50, &[]);
     let id = monitor.line().strip_prefix("session ").unwrap().to_string();
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let car = Car::ANN;

@@ -55,6 +55,29 @@ pub async fn http_headers(
     .unwrap()
 }
 
+/// `GET http://<addr><path>` without following a redirect: the status and
+/// where it points (`Location`), if anywhere.
+pub async fn http_redirect(addr: &str, path: &str) -> (u16, Option<String>) {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .new_agent();
+        let response = agent.get(&url).call().expect("the page answers");
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (response.status().as_u16(), location)
+    })
+    .await
+    .unwrap()
+}
+
 /// Polls `path` until its status is `status`; returns the body.
 pub async fn until_status(addr: &str, path: &str, status: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
