@@ -21,6 +21,7 @@ mod isolation;
 mod laps;
 mod lifecycle;
 mod live;
+mod memory;
 mod ops;
 mod partitions;
 mod processors;
