@@ -1,4 +1,10 @@
-//! `--max-memory` as docs/SECURITY.md states it ("past it no frame may grow").
+//! `--max-memory` as docs/SECURITY.md states it ("past it no frame may grow"),
+//! and the writers' queues' counters (`laps_unstored`, `alerts_unqueued`) where
+//! an operator reads them. The queues' own bounds are unit tests beside them
+//! (src/server/store/): filling them here would take 100,000 laps or 4,096
+//! alert events held behind a stalled bucket.
+
+use std::sync::atomic::Ordering::Relaxed;
 
 use serde_json::Value;
 
@@ -131,3 +137,37 @@ async fn app_stats_until(app: &TestApp, check: impl Fn(&Value) -> bool) -> Value
     }
 }
 
+/// What the lap writer and the alert writer count when their queues overflow
+/// (their unit tests fill them) is what `sessions.stats` reports, under the
+/// names docs/PROTOCOL.md gives, and `/metrics` serves both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_overflow_counters_are_reported() {
+    let app = spawn_app().await;
+    let s = stats(&app).await;
+    assert_eq!(
+        (&s["laps_unstored"], &s["alerts_unqueued"]),
+        (&0.into(), &0.into()),
+        "{s}"
+    );
+    // The counters the writers add to (src/server/store/: the unit tests show
+    // each overflow lands here).
+    app.app.metrics.laps_unstored.fetch_add(7, Relaxed);
+    app.app.metrics.alerts_unqueued.fetch_add(3, Relaxed);
+    let s = stats(&app).await;
+    assert_eq!(s["laps_unstored"], 7, "{s}");
+    assert_eq!(s["alerts_unqueued"], 3, "{s}");
+
+    // And where an operator scrapes them, from the processor users run.
+    let http = format!("127.0.0.1:{}", free_port());
+    let _processor = serve_binary(&app.server.url(), &["--http-addr", &http, "--no-gateway"]);
+    let metrics = until_status(&http, "/metrics", 200).await;
+    for name in [
+        "paddock_laps_unstored_total",
+        "paddock_alerts_unqueued_total",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing: {metrics}"
+        );
+    }
+}
