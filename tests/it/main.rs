@@ -16,6 +16,7 @@ mod contract;
 mod docs;
 mod durability;
 mod gateway;
+mod gateway_bounds;
 mod ingest;
 mod isolation;
 mod laps;
