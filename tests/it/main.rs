@@ -31,4 +31,5 @@ mod readme;
 mod schema;
 mod security;
 mod sims;
+mod team_flags;
 mod teams;
