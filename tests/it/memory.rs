@@ -160,7 +160,16 @@ async fn the_writers_overflow_counters_are_reported() {
     // And where an operator scrapes them, from the processor users run.
     let http = format!("127.0.0.1:{}", free_port());
     let _processor = serve_binary(&app.server.url(), &["--http-addr", &http, "--no-gateway"]);
-    let metrics = until_status(&http, "/metrics", 200).await;
+    // Served from the start, the processor's part once it runs.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let metrics = loop {
+        let metrics = until_status(&http, "/metrics", 200).await;
+        if metrics.contains("paddock_sessions_live ") {
+            break metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     for name in [
         "paddock_laps_unstored_total",
         "paddock_alerts_unqueued_total",
