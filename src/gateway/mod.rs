@@ -181,7 +181,11 @@ pub fn layer(nats: Client, config: GatewayConfig) -> (SocketIoLayer, Arc<Gateway
         })
         .with(move |socket: SocketRef| {
             let gateway = Arc::clone(&admit);
-            async move { gateway.admit(&socket) }
+            async move {
+                gateway.admit(&socket)?;
+                gateway.listen(&socket);
+                Ok::<(), Refused>(())
+            }
         }),
     );
     (layer, metrics)
@@ -242,12 +246,14 @@ impl Gateway {
         Ok(())
     }
 
-    /// A socket connected: its events go, in order, to a task of its own.
-    fn connected(self: Arc<Self>, socket: SocketRef) {
-        self.connected.fetch_add(1, Relaxed);
-        self.metrics.connections.inc();
+    /// An admitted socket's events go, in order, to a task of its own. Set up
+    /// here in the connect middleware, not in the connect handler: socketioxide
+    /// spawns that handler after it has sent the client its connect packet, so
+    /// a client's first event (the origin's monitor asks for its session id at
+    /// once) could arrive before the handler ran, and be dropped unseen.
+    fn listen(self: &Arc<Self>, socket: &SocketRef) {
         let (events, queue) = mpsc::channel::<Bytes>(PER_SOCKET_QUEUE);
-        let gateway = Arc::clone(&self);
+        let gateway = Arc::clone(self);
         // socketioxide spawns a handler's future, so the futures of two events
         // may run in either order; the closure itself runs inline, in the
         // order the events arrived, so the queueing happens there.
@@ -255,18 +261,25 @@ impl Gateway {
             gateway.queue(&socket, &events, text);
             std::future::ready(())
         });
+        // Ends when the socket (and with it the closure holding `events`) goes.
+        let connection = Connection {
+            gateway: Arc::clone(self),
+            sid: socket.id,
+            creates: TokenBucket::new(CREATES_PER_SOCKET_PER_MINUTE, Instant::now()),
+        };
+        tokio::spawn(connection.run(queue));
+    }
+
+    /// A socket connected: counted until it leaves.
+    fn connected(self: Arc<Self>, socket: SocketRef) {
+        self.connected.fetch_add(1, Relaxed);
+        self.metrics.connections.inc();
         let gateway = Arc::clone(&self);
         socket.on_disconnect(move || {
             gateway.connected.fetch_sub(1, Relaxed);
             gateway.metrics.connections.dec();
             std::future::ready(())
         });
-        let connection = Connection {
-            gateway: self,
-            sid: socket.id,
-            creates: TokenBucket::new(CREATES_PER_SOCKET_PER_MINUTE, Instant::now()),
-        };
-        tokio::spawn(connection.run(queue));
     }
 
     /// Queues one event for its socket's task, within the bounds.

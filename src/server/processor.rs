@@ -46,7 +46,7 @@ use crate::server::intake::Intake;
 use crate::server::partitions::Across;
 use crate::server::ratelimit::{self, PerClient, TokenBucket};
 use crate::server::sessions::{Ended, Now, SessionError};
-use crate::server::store::{AlertHandoff, Storage, StoreError};
+use crate::server::store::{Storage, StoreError};
 
 /// How long shutdown waits for already-delivered messages before giving up on them.
 /// Bounded so a wedged connection can never keep the process from exiting.
@@ -974,16 +974,8 @@ impl Ctx {
         }
         // Announced by the alert writer (once across processors), or here.
         for event in events {
-            let event = match self.storage.alert(event) {
-                AlertHandoff::Queued => continue,
-                AlertHandoff::Announce(event) => event,
-                AlertHandoff::Overflow(event) => {
-                    self.app
-                        .metrics
-                        .alerts_unqueued
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    event
-                }
+            let Some(event) = self.storage.alert(event, &self.app.metrics) else {
+                continue;
             };
             crate::server::store::publish_alert(&self.client, &event).await;
         }

@@ -413,6 +413,39 @@ async fn the_f1_monitor_sends_at_most_hz_frames_a_second() {
     assert!(frames >= 5, "{frames} frames in {took:?}: {doc}");
 }
 
+/// Without `--new-session-per-race`, a new game session (another session UID,
+/// the game's next qualifying or race) goes on in the same paddock session, and
+/// the monitor says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_new_session_per_race_a_new_game_session_goes_on_in_the_same_session() {
+    let app = spawn_app().await;
+    let (monitor, to, log) = f1_monitor(&app.server.url(), 50, &[]);
+    let id = monitor.line().strip_prefix("session ").unwrap().to_string();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut car = Car::ANN;
+    send_ticks(&socket, &to, 2024, 0x1111, &car, 3).await;
+    app.get_until(&id, "ANN's car", |d| d["telemetry"]["player_name"] == "ANN")
+        .await;
+    car.name = "CHLOE";
+    car.lap = 1;
+    send_ticks(&socket, &to, 2024, 0x2222, &car, 3).await;
+    app.get_until(&id, "CHLOE's car, in the same session", |d| {
+        d["telemetry"]["player_name"] == "CHLOE"
+    })
+    .await;
+    let listed = app.request("sessions.list", "{}").await.ok();
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(monitor.stop("-INT"), 0);
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        err.contains(&format!(
+            "another session (uid {}); its frames go on in session {id}",
+            0x2222
+        )),
+        "the monitor says where the new game session goes: {err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ibt_file_replays_as_its_rows_with_its_setup_and_names() {
     let app = spawn_app().await;

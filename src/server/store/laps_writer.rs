@@ -295,4 +295,50 @@ mod tests {
         assert_eq!(pending.laps.back().unwrap().n, 10_000);
         assert_eq!(pending.laps.front().unwrap().n, dropped + 1);
     }
+
+    /// docs/SECURITY.md: the lap writer's queue holds 100,000 laps; past it the
+    /// oldest go, counted (`laps_unstored`), and the newest stay.
+    #[test]
+    fn the_queue_is_bounded_in_laps_and_counts_what_it_drops() {
+        let app = Arc::new(App::new(crate::server::app::Limits::default()));
+        let queue = LapQueue::new(Arc::clone(&app));
+        let id = SessionId::new_v4();
+        let empty = bytes::Bytes::new();
+        let record = |n| {
+            Arc::new(LapRecord {
+                session_id: id,
+                n,
+                lap: empty.clone(),
+                started_at: chrono::Utc::now(),
+                ended_at: chrono::Utc::now(),
+                frames: 1,
+                last_frame: empty.clone(),
+                next_frame: empty.clone(),
+                pitted: false,
+            })
+        };
+        let unstored = || {
+            app.metrics
+                .laps_unstored
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        // The documented number, not the constant: a changed bound fails here
+        // until docs/SECURITY.md says so too.
+        for n in 1..=100_000 {
+            queue.push(record(n));
+        }
+        assert_eq!(unstored(), 0, "small laps: the count binds, not the bytes");
+        for n in 1..=5 {
+            queue.push(record(100_000 + n));
+        }
+        assert_eq!(unstored(), 5);
+        let kept = queue.take();
+        assert_eq!(kept.len(), 100_000);
+        assert_eq!(kept.first().unwrap().n, 6);
+        assert_eq!(kept.last().unwrap().n, 100_000 + 5);
+        // Laps put back after a failed write are held to the same bound.
+        queue.push(record(100_000 + 6));
+        queue.retry(kept);
+        assert_eq!(unstored(), 6);
+    }
 }

@@ -43,6 +43,7 @@ use crate::protocol::documents::{Alert, AlertEvent};
 use crate::protocol::id::SessionId;
 use crate::server::app::App;
 use crate::server::laps::LapRecord;
+use crate::server::metrics::Metrics;
 use crate::server::sessions::{Ended, Snapshot};
 
 mod alerts_writer;
@@ -448,7 +449,7 @@ impl Storage {
         };
         tokio::spawn(writer.run(config.persist_interval));
         tokio::spawn(follow_peers(peers, Arc::clone(app), tx.clone()));
-        let (alerts_tx, alerts_rx) = mpsc::channel(ALERT_QUEUE);
+        let (alerts_tx, alerts_rx) = alert_queue();
         let alert_writer = AlertWriter {
             bucket: alerts,
             client: client.clone(),
@@ -504,16 +505,21 @@ impl Storage {
     /// Hands an alert event to the alert writer, which announces it on
     /// `session.<id>.alerts` unless another processor already did. Never
     /// waits. Gives the event back when the caller must announce it itself:
-    /// with `--store memory`, or when the writer is that far behind
-    /// ([`AlertHandoff::Overflow`], to be counted).
-    pub fn alert(&self, event: AlertEvent) -> AlertHandoff {
-        match &self.alerts {
-            Some(writer) => match writer.try_send(event) {
-                Ok(()) => AlertHandoff::Queued,
-                Err(mpsc::error::TrySendError::Full(event)) => AlertHandoff::Overflow(event),
-                Err(mpsc::error::TrySendError::Closed(event)) => AlertHandoff::Announce(event),
-            },
-            None => AlertHandoff::Announce(event),
+    /// with `--store memory`, or when the writer's queue ([`ALERT_QUEUE`]) is
+    /// full, which is counted here (`alerts_unqueued`) so no caller can forget.
+    pub fn alert(&self, event: AlertEvent, metrics: &Metrics) -> Option<AlertEvent> {
+        let Some(writer) = &self.alerts else {
+            return Some(event);
+        };
+        match writer.try_send(event) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                metrics
+                    .alerts_unqueued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(event)
+            }
+            Err(mpsc::error::TrySendError::Closed(event)) => Some(event),
         }
     }
 
@@ -551,14 +557,9 @@ impl Storage {
     }
 }
 
-/// What became of an alert event handed to [`Storage::alert`].
-pub enum AlertHandoff {
-    /// The alert writer has it.
-    Queued,
-    /// The caller announces it: there is no alert writer (`--store memory`).
-    Announce(AlertEvent),
-    /// The caller announces it: the writer's queue ([`ALERT_QUEUE`]) is full.
-    Overflow(AlertEvent),
+/// The alert writer's queue: [`ALERT_QUEUE`] events (docs/SECURITY.md).
+fn alert_queue() -> (mpsc::Sender<AlertEvent>, mpsc::Receiver<AlertEvent>) {
+    mpsc::channel(ALERT_QUEUE)
 }
 
 /// How long start-up waits for JetStream to become available (a cluster electing
@@ -802,5 +803,45 @@ mod tests {
         .await;
         assert!(matches!(loaded, Err(StoreError::Behind { .. })));
         assert_eq!(attempts.into_inner(), 1);
+    }
+
+    /// docs/SECURITY.md: past 4,096 events waiting for the alert writer, an
+    /// event is announced straight away and counted (`alerts_unqueued`).
+    #[test]
+    fn the_alert_writers_queue_holds_4096_events_then_hands_back_and_counts() {
+        let (alerts, _writer) = alert_queue();
+        let storage = Storage {
+            alerts: Some(alerts),
+            ..Storage::memory()
+        };
+        let metrics = Metrics::default();
+        let event = |n: usize| AlertEvent {
+            session_id: SessionId::new_v4(),
+            state: "raised".into(),
+            reading: crate::protocol::documents::AlertReading {
+                kind: "fuel_low".into(),
+                level: "warning".into(),
+                value: n as f64,
+                threshold: 2.0,
+                message: String::new(),
+            },
+            at: chrono::Utc::now(),
+        };
+        // The documented number, not the constant: a changed bound fails here
+        // until docs/SECURITY.md says so too.
+        for n in 0..4096 {
+            assert!(storage.alert(event(n), &metrics).is_none(), "event {n}");
+        }
+        let unqueued = |m: &Metrics| m.alerts_unqueued.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(unqueued(&metrics), 0);
+        for n in 0..3 {
+            let back = storage.alert(event(4096 + n), &metrics);
+            assert_eq!(back.unwrap().reading.value, (4096 + n) as f64);
+        }
+        assert_eq!(unqueued(&metrics), 3);
+        // Without a writer (--store memory) the caller announces; nothing is lost
+        // to a queue, so nothing is counted.
+        assert!(Storage::memory().alert(event(0), &metrics).is_some());
+        assert_eq!(unqueued(&metrics), 3);
     }
 }
