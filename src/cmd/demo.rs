@@ -55,13 +55,31 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     // Listened to from the first moment: ctrl-c while the broker is fetched or
     // started, or while the processor waits for its buckets, stops the demo.
     let mut shutdown = std::pin::pin!(shutdown);
-    let url = &args.serve.connect.nats_url;
-    let broker = if broker_answers(url).await {
-        say!("paddock demo: using the NATS broker already running at {url}");
+    let mut args = args.clone();
+    let url = args.serve.connect.nats_url.clone();
+    let mut monitoring = None;
+    if broker_answers(&url).await {
+        match beside_broker_without_websocket(&args, &url).await {
+            // The page could not reach that broker: one of the demo's own, from
+            // nats.conf, on the next free ports, keeps the README's page live.
+            Some((own, http)) => {
+                say!(
+                    "paddock demo: the broker already running at {url} has no WebSocket \
+                     listener for the dashboard page, so the demo starts its own on {own} \
+                     (to use the one at {url}, pass --ws-url with its WebSocket listener)"
+                );
+                args.serve.connect.nats_url = own;
+                monitoring = Some(http);
+            }
+            None => say!("paddock demo: using the NATS broker already running at {url}"),
+        }
+    }
+    let url = args.serve.connect.nats_url.clone();
+    let broker = if monitoring.is_none() && broker_answers(&url).await {
         None
     } else {
         tokio::select! {
-            started = start_broker(args) => Some(started?),
+            started = start_broker(&args, monitoring) => Some(started?),
             () = &mut shutdown => {
                 say!("paddock demo: stopped before the broker started");
                 return Ok(());
@@ -70,7 +88,6 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     };
     // The dashboard is on by default here: the broker's WebSocket listener (from
     // nats.conf, or the one the demo's broker reports) and a page on 8081.
-    let mut args = args.clone();
     let web = &mut args.serve.web;
     web.http_addr = web
         .http_addr
@@ -258,9 +275,34 @@ async fn stop_broker(mut broker: LocalBroker) {
     let _ = tokio::task::spawn_blocking(move || broker.stop(Duration::from_secs(10))).await;
 }
 
+/// For a broker already answering at `url`: when the page would have no
+/// WebSocket listener to reach (none given with --ws-url, none where nats.conf
+/// puts it) and the demo can start one of its own from nats.conf on this
+/// machine, the URL of that broker and a monitoring port, both free.
+async fn beside_broker_without_websocket(args: &DemoArgs, url: &str) -> Option<(String, u16)> {
+    if args.serve.web.ws_url.is_some() || !args.nats_conf.exists() {
+        return None;
+    }
+    let port = local_port(url)?;
+    if websocket_answers(NATS_CONF_WS_URL).await {
+        return None;
+    }
+    let client = free_port_from(port.checked_add(1)?)?;
+    let monitoring = free_port_from(8223)?;
+    Some((format!("nats://127.0.0.1:{client}"), monitoring))
+}
+
+/// The first port from `first` (of the next hundred) nothing listens on.
+fn free_port_from(first: u16) -> Option<u16> {
+    (first..first.saturating_add(100))
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
 /// Starts a broker where `--nats-url` points: from `--nats-conf` when that file
 /// exists (the repository's nats.conf), else with JetStream in paddock's cache.
-async fn start_broker(args: &DemoArgs) -> anyhow::Result<LocalBroker> {
+/// `monitoring` moves the file's monitoring port (one beside a broker already
+/// running, which may hold the file's).
+async fn start_broker(args: &DemoArgs, monitoring: Option<u16>) -> anyhow::Result<LocalBroker> {
     let url = &args.serve.connect.nats_url;
     let Some(port) = local_port(url) else {
         bail!(
@@ -290,6 +332,7 @@ async fn start_broker(args: &DemoArgs) -> anyhow::Result<LocalBroker> {
     let config = BrokerConfig {
         bin: Some(bin.clone()),
         port: Some(port),
+        args: monitoring.map_or_else(Vec::new, |m| vec!["-m".into(), m.to_string()]),
         // ctrl-c in the terminal must not stop it before the processor has drained.
         own_process_group: true,
         // Killed outright, the demo leaves no broker behind.

@@ -774,3 +774,81 @@ async fn the_demo_stops_at_once_when_interrupted_while_starting() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A machine that already runs a broker without a WebSocket listener where
+/// nats.conf puts one (Debian's nats-server on 4222 is such a broker): the
+/// demo runs its own from nats.conf beside it, so the pages it links can
+/// connect, and at ctrl-c stops its own and only its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beside_a_broker_without_websocket_the_demo_runs_its_own_for_the_page() {
+    if std::net::TcpStream::connect(("127.0.0.1", 8080)).is_ok() {
+        panic!(
+            "cannot run: something listens on 127.0.0.1:8080, where the demo looks for \
+             nats.conf's WebSocket listener; stop it to run this test"
+        );
+    }
+    let dir = fresh_dir("readme-demo-beside");
+    let ports = Ports::free();
+    let existing = NatsServer::start_on(ports.nats);
+    let mut demo = demo(&dir, &ports);
+    let ready = Duration::from_secs(90);
+    let said = demo.until(ready, "the demo saying it runs its own broker", |l| {
+        l.contains("has no WebSocket listener")
+    });
+    assert!(
+        said.contains(&format!("running at nats://127.0.0.1:{}", ports.nats))
+            && said.contains("starts its own on nats://127.0.0.1:"),
+        "{said}"
+    );
+    // The page is served with the WebSocket listener of the demo's broker.
+    demo.until(ready, "the page told nats.conf's WebSocket listener", |l| {
+        l.contains(&format!("ws_url=\"ws://127.0.0.1:{}\"", ports.websocket))
+    });
+    demo.until(ready, "the processor running", |l| {
+        l.contains("processor running")
+    });
+    let list_command = demo
+        .until(ready, "the `sessions list` command", |l| {
+            l.contains("sessions list --nats-url")
+        })
+        .trim()
+        .to_string();
+    assert!(
+        !list_command.ends_with(&format!(":{}", ports.nats)),
+        "the printed commands reach the demo's broker: {list_command}"
+    );
+    demo.until(ready, "a car's page", |l| {
+        l.trim_start().starts_with("open it: ")
+    });
+    let deadline = Instant::now() + ready;
+    loop {
+        let (code, stdout, stderr) = run_printed(&dir, &list_command);
+        if code == 0 && stdout.contains("3 live sessions") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{list_command}`: {stdout}{stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let broker_pids = children_of(demo.child.id());
+    assert_eq!(
+        broker_pids.len(),
+        1,
+        "the demo's own nats-server: {broker_pids:?}"
+    );
+
+    let (code, _) = demo.signal_and_wait(libc::SIGINT, Duration::from_secs(5));
+    assert_eq!(code, Some(0), "after ctrl-c:\n{}", demo.printed());
+    assert_eq!(
+        all_gone(&broker_pids, Duration::from_secs(1)),
+        Vec::<u32>::new(),
+        "the demo's broker left running"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", ports.nats)).is_ok(),
+        "the broker that was running before the demo still runs"
+    );
+    drop(existing);
+}
