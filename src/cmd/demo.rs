@@ -260,7 +260,7 @@ async fn end_demo_sessions(args: &DemoArgs, since: chrono::DateTime<chrono::Utc>
     match ended.await {
         Ok(0) => {}
         Ok(n) => say!(
-            "paddock demo: ended its {n} session{} (kept in the archive: sessions archive list)",
+            "paddock demo: ended its {n} session{} (kept in the archive, which `sessions archive list` shows while a processor runs: the next demo)",
             if n == 1 { "" } else { "s" }
         ),
         Err(e) => tracing::warn!(error = %e, "could not end the demo's sessions"),
