@@ -12,30 +12,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// A broker and `paddock serve` with its HTTP side (and so the gateway), ready.
-struct Gateway {
-    server: NatsServer,
-    processor: Running,
-    http: String,
-    nats: async_nats::Client,
-}
-
-async fn gateway(extra: &[&str]) -> Gateway {
-    let server = NatsServer::start();
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--http-addr", http.as_str()];
-    args.extend_from_slice(extra);
-    let processor = serve_binary(&server.url(), &args);
-    until_status(&http, "/readyz", 200).await;
-    let nats = connect(&server.url()).await;
-    Gateway {
-        server,
-        processor,
-        http,
-        nats,
-    }
-}
-
 fn telemetry_sample() -> Value {
     serde_json::from_str(TELEMETRY).unwrap()
 }

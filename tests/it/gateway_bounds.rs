@@ -15,30 +15,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-/// A broker and `paddock serve` with its HTTP side (and so the gateway).
-struct Gateway {
-    _server: NatsServer,
-    _processor: Running,
-    http: String,
-    nats: async_nats::Client,
-}
-
-async fn gateway(extra: &[&str]) -> Gateway {
-    let server = NatsServer::start();
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut args = vec!["--http-addr", http.as_str()];
-    args.extend_from_slice(extra);
-    let processor = serve_binary(&server.url(), &args);
-    until_status(&http, "/readyz", 200).await;
-    let nats = connect(&server.url()).await;
-    Gateway {
-        _server: server,
-        _processor: processor,
-        http,
-        nats,
-    }
-}
-
 /// The value of a metric on `/metrics` (0 when not served yet: a counter with
 /// labels appears on its first count).
 async fn metric(http: &str, line_start: &str) -> u64 {

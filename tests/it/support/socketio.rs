@@ -359,3 +359,27 @@ impl Polling {
         }
     }
 }
+
+/// A broker and `paddock serve` with its HTTP side (and so the gateway), ready.
+pub struct Gateway {
+    pub server: super::NatsServer,
+    pub processor: super::Running,
+    pub http: String,
+    pub nats: async_nats::Client,
+}
+
+pub async fn gateway(extra: &[&str]) -> Gateway {
+    let server = super::NatsServer::start();
+    let http = format!("127.0.0.1:{}", super::free_port());
+    let mut args = vec!["--http-addr", http.as_str()];
+    args.extend_from_slice(extra);
+    let processor = super::serve_binary(&server.url(), &args);
+    super::until_status(&http, "/readyz", 200).await;
+    let nats = super::connect(&server.url()).await;
+    Gateway {
+        server,
+        processor,
+        http,
+        nats,
+    }
+}
