@@ -257,8 +257,10 @@ async fn connect_when_up(url: &str) -> async_nats::Client {
 }
 
 /// Beside a broker that already runs without a WebSocket listener (many machines
-/// run one on 4222), the demo says plainly that the dashboard links cannot work
-/// and how to fix it; beside one with the listener it says nothing of the kind.
+/// run one on 4222) and with no nats.conf to start one of its own from, the demo
+/// says plainly that the dashboard links cannot work and how to fix it; beside
+/// one with the listener it says nothing of the kind. (With nats.conf it starts
+/// its own: readme.rs, `beside_a_broker_without_websocket_…`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_says_when_the_running_broker_has_no_websocket_listener() {
     async fn demo_says(server: &NatsServer, ws: Option<String>) -> Vec<String> {
@@ -270,6 +272,8 @@ async fn the_demo_says_when_the_running_broker_has_no_websocket_listener() {
             "1".into(),
             "--http-addr".into(),
             "127.0.0.1:0".into(),
+            "--nats-conf".into(),
+            "no-such-nats.conf".into(),
         ];
         if let Some(ws) = ws {
             args.extend(["--ws-url".into(), ws]);
