@@ -930,10 +930,16 @@ impl Bounds {
         }
     }
 
+    /// The processors' ingest queue bound (serve's default for their
+    /// --max-memory).
+    fn ingest_queue(&self) -> u64 {
+        crate::server::app::default_ingest_buffer_bytes(self.max_memory as usize) as u64
+    }
+
     /// The most a processor may hold right after a hostile monitor: the
-    /// budget, the client's buffer (a quarter of it by default), the rest.
+    /// budget, its ingest queue, the rest.
     fn rss_after_hostile(&self) -> u64 {
-        self.max_memory + self.max_memory / 4 + MEMORY_OVERHEAD
+        self.max_memory + self.ingest_queue() + MEMORY_OVERHEAD
     }
 }
 
@@ -1080,10 +1086,10 @@ fn analyse(
 fn memory_violations(memory: &Memory, hostile: bool, bounds: Bounds) -> Vec<String> {
     let mut violations = Vec::new();
     // After a hostile monitor the ingest queue may have held its whole bound
-    // (a quarter of --max-memory) of its 60 KB frames, and the allocator keeps
-    // pages it had: that is a bound reached, not growth.
+    // of its 60 KB frames, and the allocator keeps pages it had: that is a
+    // bound reached, not growth.
     let queue_slack = if hostile {
-        (bounds.max_memory / 4) as f64
+        bounds.ingest_queue() as f64
     } else {
         0.0
     };

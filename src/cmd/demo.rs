@@ -57,8 +57,10 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
     let mut shutdown = std::pin::pin!(shutdown);
     let mut args = args.clone();
     let url = args.serve.connect.nats_url.clone();
-    let mut monitoring = None;
-    if broker_answers(&url).await {
+    // Whether to start a broker, and where its monitoring port goes.
+    let (start, monitoring) = if !broker_answers(&url).await {
+        (true, None)
+    } else {
         match beside_broker_without_websocket(&args, &url).await {
             // The page could not reach that broker: one of the demo's own, from
             // nats.conf, on the next free ports, keeps the README's page live.
@@ -69,13 +71,15 @@ pub async fn run(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyhow:
                      (to use the one at {url}, pass --ws-url with its WebSocket listener)"
                 );
                 args.serve.connect.nats_url = own;
-                monitoring = Some(http);
+                (true, Some(http))
             }
-            None => say!("paddock demo: using the NATS broker already running at {url}"),
+            None => {
+                say!("paddock demo: using the NATS broker already running at {url}");
+                (false, None)
+            }
         }
-    }
-    let url = args.serve.connect.nats_url.clone();
-    let broker = if monitoring.is_none() && broker_answers(&url).await {
+    };
+    let broker = if !start {
         None
     } else {
         tokio::select! {

@@ -454,7 +454,8 @@ impl ServeArgs {
 
     /// `--ingest-buffer-bytes`, or its default.
     pub fn ingest_buffer_bytes(&self) -> usize {
-        self.ingest_buffer_bytes.unwrap_or(self.max_memory / 4)
+        self.ingest_buffer_bytes
+            .unwrap_or_else(|| crate::server::app::default_ingest_buffer_bytes(self.max_memory))
     }
 
     pub fn limits(&self) -> anyhow::Result<Limits> {

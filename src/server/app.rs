@@ -78,6 +78,11 @@ impl Default for Limits {
 /// `--ingest-buffer-bytes` at the default `--max-memory` (a quarter of it).
 pub const DEFAULT_INGEST_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 
+/// `--ingest-buffer-bytes` unless given: a quarter of `--max-memory`.
+pub fn default_ingest_buffer_bytes(max_memory: usize) -> usize {
+    max_memory / 4
+}
+
 /// How long per-session credentials work unless renewed, by default.
 pub const DEFAULT_CREDENTIALS_TTL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 

@@ -247,12 +247,7 @@ async fn mover(
                 biased;
                 command = commands.recv() => match command {
                     Some(Command::Flush(done)) => {
-                        for _ in 0..FLUSH_LIMIT {
-                            match subscriptions.next().now_or_never() {
-                                Some(Some(message)) => shared.push(&queue, message),
-                                _ => break,
-                            }
-                        }
+                        move_ready(&mut subscriptions, &queue, &shared);
                         let _ = done.send(());
                     }
                     Some(Command::Stop(done)) => {
@@ -275,18 +270,29 @@ async fn mover(
             }
             // On a runtime of several threads the client may go on handing
             // over while this runs: past what it can hold, let others run.
-            let mut moved = 0;
-            while let Some(Some(message)) = subscriptions.next().now_or_never() {
-                shared.push(&queue, message);
-                moved += 1;
-                if moved == FLUSH_LIMIT {
-                    tokio::task::yield_now().await;
-                    moved = 0;
-                }
+            while move_ready(&mut subscriptions, &queue, &shared) == FLUSH_LIMIT {
+                tokio::task::yield_now().await;
             }
         }
     })
     .await;
+}
+
+/// Moves what the client already holds into the queue, at most [`FLUSH_LIMIT`]
+/// messages; answers how many.
+fn move_ready(
+    subscriptions: &mut Subscriptions,
+    queue: &mpsc::UnboundedSender<Message>,
+    shared: &Shared,
+) -> usize {
+    let mut moved = 0;
+    while moved < FLUSH_LIMIT
+        && let Some(Some(message)) = subscriptions.next().now_or_never()
+    {
+        shared.push(queue, message);
+        moved += 1;
+    }
+    moved
 }
 
 /// Every data subscription (two, or two per owned partition), polled in turn

@@ -243,11 +243,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
             } else {
                 vec![Frame::small()]
             };
+            let (small, rich) = (Frame::small().body.len(), Frame::rich().body.len());
             for frame in frames {
                 // The same bytes per round at every size: 300,000 frames of
                 // 16 KB would be 4.8 GB, held by the ingest queue past its
                 // 256 MiB whenever the processor is a step behind.
-                let count = (plan.frames * Frame::small().body.len() / frame.body.len())
+                let count = (plan.frames * small / frame.body.len())
                     .clamp(plan.frames.min(1_000), plan.frames);
                 let layout = match (pinned, first) {
                     (true, _) => ", consumer on a core of its own".to_string(),
@@ -306,7 +307,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         plan.rounds
                     ),
                 );
-                if pinned || !first || frame.body.len() > Frame::rich().body.len() {
+                if pinned || !first || frame.body.len() > rich {
                     continue;
                 }
                 let awaited = kv_puts(&client, &ids, &frame, plan.kv_awaited, 1).await?;
