@@ -186,6 +186,8 @@ fn packet(session: &str, seq: u64, sent_ns: u64, w: u8, rest: &str) -> String {
     )
 }
 
+/// The generator's own CPU time (user + system), where the OS tells it.
+#[cfg(unix)]
 fn cpu_seconds() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a whole rusage into the pointer it is given.
@@ -195,6 +197,11 @@ fn cpu_seconds() -> f64 {
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+#[cfg(not(unix))]
+fn cpu_seconds() -> f64 {
+    0.0
 }
 
 fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
