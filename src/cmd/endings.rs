@@ -47,7 +47,7 @@ pub(super) struct Ended {
 pub(super) async fn watch(
     nats: &Client,
     client: &SessionsClient,
-    args: &super::monitor::MonitorArgs,
+    args: &super::monitoring::MonitorArgs,
 ) -> anyhow::Result<(Checks, Endings)> {
     let (every, sessions) = (args.check_every, args.sessions);
     let open_broker = args.connect.creds.is_none() && args.connect.user.is_none();

@@ -17,7 +17,7 @@ use async_nats::connection::State;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::monitor::{MonitorArgs, announce, create_session, send_setup_of, stamped};
+use super::monitoring::{MonitorArgs, after, announce, create_session, send_setup_of, stamped};
 use crate::client::SessionsClient;
 use crate::client::connect::connect_observed;
 use crate::protocol::id::SessionId;
@@ -84,7 +84,7 @@ pub(super) async fn run(
     let mut dirty = false;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.hz));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut until_deadline = std::pin::pin!(super::monitor::after(args.duration));
+    let mut until_deadline = std::pin::pin!(after(args.duration));
     let (mut sent, mut skipped) = (0u64, 0u64);
     let mut reported = Instant::now();
     let started = Instant::now();

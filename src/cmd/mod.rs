@@ -12,6 +12,7 @@ mod endings;
 mod f1;
 pub mod format;
 pub mod monitor;
+mod monitoring;
 pub mod serve;
 pub mod sessions;
 pub mod shutdown;

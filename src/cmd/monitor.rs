@@ -19,16 +19,12 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use std::path::PathBuf;
-
-use clap::Args;
-
-use super::args::{ConnectArgs, parse_duration};
+pub use super::monitoring::{MonitorArgs, ReplayFormat, SourceArg};
+use super::monitoring::{after, announce, create_session, send_setup_of, stamped};
 use crate::client::SessionsClient;
 use crate::client::connect::{Link, connect_observed};
 use crate::client::creds::Stopped;
 use crate::cmd::sim::Race;
-use crate::protocol::documents::Ack;
 use crate::protocol::id::SessionId;
 use crate::protocol::subjects::{self, DataKind, Endpoint};
 
@@ -85,156 +81,6 @@ impl Source {
                 let delay = plan.get(n + 1).map_or(Duration::ZERO, |(d, _, _)| *d);
                 Some((Bytes::from(frame.to_string()), delay))
             }
-        }
-    }
-}
-
-/// The frame with `timestamp`: when the monitor read it (the schema's meaning).
-pub(super) fn stamped(mut frame: Value) -> Value {
-    if let Value::Object(map) = &mut frame {
-        map.insert(
-            "timestamp".into(),
-            Value::String(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        );
-    }
-    frame
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct MonitorArgs {
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-    /// Reuse this session id instead of asking for a new one (one monitor only).
-    #[arg(long, env = "PADDOCK_SESSION")]
-    pub session: Option<String>,
-    /// Telemetry frames per second, per session.
-    #[arg(long, env = "PADDOCK_HZ", default_value_t = 10.0)]
-    pub hz: f64,
-    /// Monitors to run in this process, each with its own session (load generation).
-    #[arg(long, env = "PADDOCK_SESSIONS", default_value_t = 1)]
-    pub sessions: usize,
-    /// Where frames come from: the simulated car, or EA F1 24/25's UDP
-    /// telemetry (the player's car; see --listen).
-    #[arg(long, env = "PADDOCK_SOURCE", value_enum, default_value_t = SourceArg::Sim)]
-    pub source: SourceArg,
-    /// With --source f1: the address and port to receive the game's UDP
-    /// telemetry on (the game's "UDP IP address" is this machine's, its port this port).
-    #[arg(long, env = "PADDOCK_LISTEN", default_value = "0.0.0.0:20777")]
-    pub listen: std::net::SocketAddr,
-    /// With --source f1: when the game starts another session (its session UID
-    /// changes: practice to qualifying, the next race), ask for a new paddock
-    /// session and print its id. Without it the car stays in one session.
-    #[arg(long, env = "PADDOCK_NEW_SESSION_PER_RACE")]
-    pub new_session_per_race: bool,
-    /// Replay a recording at its recorded pace instead of simulating: a
-    /// JSON-lines file (one frame per line; a line {"setup": {…}} is sent as
-    /// the setup) or an iRacing telemetry file (.ibt: its rows as frames, its
-    /// car setup as the setup). Exits when the last frame is sent.
-    #[arg(long, env = "PADDOCK_REPLAY")]
-    pub replay: Option<PathBuf>,
-    /// What --replay holds; by default its extension says (.ibt, else JSON lines).
-    #[arg(long, env = "PADDOCK_FORMAT", value_enum)]
-    pub format: Option<ReplayFormat>,
-    /// Race time per real second (1 is real time; 20 makes a Le Mans lap ~10 s).
-    #[arg(long, env = "PADDOCK_TIME_SCALE", default_value_t = 1.0)]
-    pub time_scale: f64,
-    /// Stop after this long (e.g. 30s, 2m); runs until ctrl-c when not given.
-    #[arg(long, env = "PADDOCK_DURATION", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
-    /// How often to report rate and totals on stderr (0 to turn off).
-    #[arg(long, env = "PADDOCK_PROGRESS", default_value = "5s", value_parser = parse_duration)]
-    pub progress: Duration,
-    /// How often one frame per session goes as a request rather than a publish,
-    /// so that a session deleted or expired meanwhile is noticed whatever the
-    /// credentials may subscribe to (its frames would only be refused); 0: never.
-    #[arg(long, env = "PADDOCK_CHECK_EVERY", default_value = "10s", value_parser = parse_duration)]
-    pub check_every: Duration,
-    #[command(flatten)]
-    pub dashboard: super::sessions::DashboardArgs,
-    /// The labels of the session it creates (not with --session).
-    #[command(flatten)]
-    pub label: super::sessions::LabelArgs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SourceArg {
-    /// The simulated car (src/cmd/sim.rs).
-    Sim,
-    /// EA F1 24 and F1 25 UDP telemetry.
-    F1,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ReplayFormat {
-    /// One JSON frame per line.
-    Jsonl,
-    /// An iRacing telemetry file.
-    Ibt,
-}
-
-/// How a race engineer reads a session this monitor writes: the flags its printed
-/// `watch` command needs, and the credentials its page link carries.
-enum DashboardAccess {
-    /// No broker auth: nothing to add.
-    Open,
-    /// The shared-secret roles (deploy/security/roles.conf): the dashboard
-    /// role's user, its password from the environment the broker reads it from.
-    Roles,
-    /// Per-session credentials: the session's dashboard `.creds` beside the
-    /// monitor's (as `sessions create --credentials-dir` wrote them), when there.
-    Session {
-        creds: Option<(std::path::PathBuf, String, String)>,
-        inbox: String,
-    },
-}
-
-impl DashboardAccess {
-    fn of(connect: &super::args::ConnectArgs, id: &SessionId) -> Self {
-        if let Some(monitor_creds) = &connect.creds {
-            let path = monitor_creds
-                .parent()
-                .unwrap_or(std::path::Path::new("."))
-                .join(format!("{id}-dashboard.creds"));
-            let creds = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|text| crate::client::creds::parts(&text))
-                .map(|(jwt, seed)| (path, jwt, seed));
-            DashboardAccess::Session {
-                creds,
-                inbox: subjects::inbox_prefix(id),
-            }
-        } else if connect.user.is_some() {
-            DashboardAccess::Roles
-        } else {
-            DashboardAccess::Open
-        }
-    }
-
-    fn watch_flags(&self) -> String {
-        match self {
-            DashboardAccess::Open => String::new(),
-            DashboardAccess::Roles => {
-                " --user dashboard --password \"$PADDOCK_DASHBOARD_PASSWORD\" \
-                 --inbox-prefix _INBOX_dashboard"
-                    .into()
-            }
-            DashboardAccess::Session { creds, inbox } => {
-                let path = creds.as_ref().map_or_else(
-                    || "<id>-dashboard.creds".to_string(),
-                    |(path, _, _)| path.display().to_string(),
-                );
-                format!(" --creds {path} --inbox-prefix {inbox}")
-            }
-        }
-    }
-
-    fn link(&self) -> Option<(&str, &str, &str)> {
-        match self {
-            DashboardAccess::Session {
-                creds: Some((_, jwt, seed)),
-                inbox,
-            } => Some((jwt, seed, inbox)),
-            _ => None,
         }
     }
 }
@@ -440,44 +286,6 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     Ok(())
 }
 
-/// Prints a session's id, the command to watch it and its page link (with a
-/// QR code for one car), on stdout where a script or a person reads them.
-pub(super) fn announce(
-    args: &MonitorArgs,
-    dashboard: Option<&str>,
-    id: &str,
-) -> anyhow::Result<()> {
-    out!("session {id}");
-    let parsed = SessionId::parse(id)?;
-    let access = DashboardAccess::of(&args.connect, &parsed);
-    out!(
-        "  watch it: {} watch {id}{}{}",
-        crate::cmd::self_command(),
-        args.connect.as_flags(),
-        access.watch_flags()
-    );
-    if let Some(base) = dashboard {
-        let link = subjects::dashboard_link(base, &parsed, access.link());
-        out!("  open it: {link}");
-        // One car: its code to scan with a phone. Several: links only.
-        if args.sessions == 1 {
-            let hint =
-                format!("`paddock sessions share {id} --qr-file qr.svg` writes it as an image");
-            let code = super::format::qr(&link, super::format::terminal_columns(), &hint);
-            out!("{}", code.trim_end());
-        }
-    }
-    Ok(())
-}
-
-/// Completes `duration` from now (`--duration`), or never when there is none.
-pub(super) async fn after(duration: Option<Duration>) {
-    match duration {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The label of car `index` of `cars`: a team's cars sent by one monitor are told
 /// apart on the pit wall by number (#1, #2, …) unless `--car` names them.
 fn car_label(
@@ -492,56 +300,11 @@ fn car_label(
     label
 }
 
-/// Asks for a new session, waiting (and saying so) while no processor answers or
-/// its storage is briefly unavailable.
-pub(super) async fn create_session(
-    client: &SessionsClient,
-    label: &crate::protocol::documents::Label,
-) -> anyhow::Result<String> {
-    let mut told = false;
-    loop {
-        match client.create_labelled(label).await {
-            Ok(doc) => return Ok(doc.session_id.to_string()),
-            Err(e) if e.is_transient() => {
-                if !told {
-                    say!("monitor: {e}; waiting for one");
-                    told = true;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => return Err(e).context("cannot create a session"),
-        }
-    }
-}
-
 /// Sends the setup as a request, so it is known to be stored; waits for a processor.
 async fn send_setup(client: &SessionsClient, car: &Car) -> anyhow::Result<()> {
     match &car.setup {
         Some(setup) => send_setup_of(client, &car.id, setup).await,
         None => Ok(()),
-    }
-}
-
-/// Sends `setup` for session `id` as a request; waits for a processor.
-pub(super) async fn send_setup_of(
-    client: &SessionsClient,
-    id: &str,
-    setup: &Value,
-) -> anyhow::Result<()> {
-    let car_id = id;
-    let id = SessionId::parse(id)?;
-    let body = Bytes::from(setup.to_string());
-    loop {
-        match client
-            .request_as::<Ack>(subjects::data(&id, DataKind::Setup), body.clone())
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_secs(1)).await,
-            Err(e) => {
-                return Err(e).with_context(|| format!("the setup for {car_id} was refused"));
-            }
-        }
     }
 }
 
