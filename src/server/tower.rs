@@ -11,7 +11,6 @@
 //! processor counts the stint from when it first sees the car.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -19,29 +18,13 @@ use serde_json::{Map, Value};
 
 use crate::protocol::documents::{Tower, TowerCar};
 use crate::protocol::id::SessionId;
-use crate::server::laps::LapRecord;
 use crate::server::race::{self, Reading};
-use crate::server::sessions::Frame;
-
-/// Completed laps a car's pace is read from (`race::pace` reads at most as many).
-pub const PACE_LAPS: usize = 60;
+use crate::server::sessions::TeamCar;
 
 /// Most cars one message lists (about 400 bytes each, so under 64 KiB); a team
 /// past it is cut to its first cars by position and the message says how many
 /// were left out.
 pub const MAX_CARS: usize = 150;
-
-/// One labelled live session as the tower reads it (`Sessions::team_cars`).
-#[derive(Debug, Clone)]
-pub struct TeamCar {
-    pub session_id: SessionId,
-    pub team: String,
-    pub car: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub telemetry: Option<Frame>,
-    /// The last [`PACE_LAPS`] completed laps, oldest first (refcounts).
-    pub laps: Vec<Arc<LapRecord>>,
-}
 
 /// What the feed remembers of a car between ticks.
 #[derive(Debug, Clone)]
@@ -239,7 +222,12 @@ fn round2(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use bytes::Bytes;
+
+    use crate::server::laps::LapRecord;
+    use crate::server::sessions::Frame;
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
