@@ -47,6 +47,8 @@ macro_rules! out {
 }
 
 pub mod broker;
+#[cfg(test)]
+mod circles;
 pub mod client;
 pub mod cmd;
 pub mod gateway;
