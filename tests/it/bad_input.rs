@@ -178,7 +178,7 @@ async fn a_flood_of_random_ids_cannot_crowd_out_real_sessions() {
     // Open mode: anyone may publish frames. 50,000 frames to made-up ids, with a
     // monitor's create after every thousand of them. The share (300 live) binds
     // before the per-minute budget (600, refilled as the test runs), so the
-    // figures below are exact; the budget has its own unit test (sessions.rs).
+    // figures below are exact; the budget has its own unit test (server/sessions/admission.rs).
     let app = spawn_app_with(Limits {
         max_sessions: 2_000,
         on_demand: paddock::server::sessions::OnDemand {
