@@ -19,7 +19,7 @@ pub enum SessionError {
     #[error("at capacity: {limit} live sessions; delete ended sessions or raise --max-sessions")]
     AtCapacity { limit: usize },
     /// A frame for an unknown id, past what may be created on demand
-    /// ([`OnDemand`]): a flood of made-up ids must not crowd out real sessions.
+    /// ([`OnDemand`](super::OnDemand)): a flood of made-up ids must not crowd out real sessions.
     #[error(
         "unknown session {id}, and not created on demand now: {why}; ask sessions.create for a session"
     )]

@@ -59,7 +59,7 @@ pub(super) struct Session {
     /// Its team and car, as given at create.
     pub(super) label: Label,
     /// When `sessions.label` last changed them (`None`: as created): which of
-    /// two processors' copies is newer (see [`Sessions::follow`]).
+    /// two processors' copies is newer (see [`Sessions::follow`](super::Sessions::follow)).
     pub(super) labelled_at: Option<DateTime<Utc>>,
     /// The latest setup; kept apart from telemetry so neither clobbers the other.
     pub(super) setup: Option<Frame>,
@@ -72,7 +72,7 @@ pub(super) struct Session {
     pub(super) last_activity: tokio::time::Instant,
     /// Counters for the session document.
     pub(super) stats: SessionStats,
-    /// Changed since it was last persisted (see [`Sessions::take_dirty`]).
+    /// Changed since it was last persisted (see [`Sessions::take_dirty`](super::Sessions::take_dirty)).
     pub(super) dirty: bool,
     /// The telemetry rate, for the document's `rate_hz`.
     pub(super) rate: RateWindow,
