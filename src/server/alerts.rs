@@ -94,9 +94,39 @@ const HYSTERESIS: f64 = 0.02;
 /// other kinds are held as they were.
 const STALE: &str = "stale";
 
-/// The frame's readings the alerts look at.
+/// What the alerts look at in one frame: [`read`] once per check, away from
+/// the board and the processor's loop (it is the check's only costly part).
+#[derive(Debug, Default)]
+pub struct Readings {
+    fuel: Option<f64>,
+    tire_temps: Option<serde_json::Value>,
+    brake_temps: Option<serde_json::Value>,
+    tire_wear: Option<serde_json::Value>,
+}
+
+/// The readings of a frame as the monitor sent it.
+pub fn read(frame: &[u8]) -> Readings {
+    // An object's members (ingest lets only objects in; serde would read an
+    // array's items as the fields in order).
+    let r: Fields = match frame.trim_ascii_start().first() {
+        Some(b'{') => serde_json::from_slice(frame).unwrap_or_default(),
+        _ => Fields::default(),
+    };
+    Readings {
+        fuel: r
+            .fuel
+            .as_ref()
+            .and_then(|f| f.as_f64())
+            .filter(|f| f.is_finite()),
+        tire_temps: r.tire_temps,
+        brake_temps: r.brake_temps,
+        tire_wear: r.tire_wear,
+    }
+}
+
+/// The frame's members the alerts look at, as sent.
 #[derive(Debug, Default, Deserialize)]
-struct Readings {
+struct Fields {
     #[serde(default)]
     fuel: Option<serde_json::Value>,
     #[serde(default)]
@@ -120,7 +150,7 @@ fn worst(value: &Option<serde_json::Value>, low: bool) -> Option<(&'static str, 
 
 /// What one session's latest frame says now.
 pub struct Input<'a> {
-    pub frame: &'a [u8],
+    pub readings: &'a Readings,
     /// Seconds since the frame arrived.
     pub frame_age_s: f64,
     /// L per lap (the strategy's), when known.
@@ -158,18 +188,9 @@ fn conditions(t: &Thresholds, input: &Input<'_>, active: &[Alert]) -> Vec<Condit
         // The rest would describe a car that is not reporting.
         return out;
     }
-    // An object's members (ingest lets only objects in; serde would read an
-    // array's items as the fields in order).
-    let r: Readings = match input.frame.trim_ascii_start().first() {
-        Some(b'{') => serde_json::from_slice(input.frame).unwrap_or_default(),
-        _ => Readings::default(),
-    };
-    let fuel = r
+    let r = input.readings;
+    if let Some(laps) = r
         .fuel
-        .as_ref()
-        .and_then(|f| f.as_f64())
-        .filter(|f| f.is_finite());
-    if let Some(laps) = fuel
         .zip(input.fuel_per_lap.filter(|p| *p > 0.0))
         .map(|(fuel, per)| fuel / per)
     {
@@ -321,9 +342,9 @@ mod tests {
         age: f64,
         now: i64,
     ) -> Vec<(String, String)> {
-        let frame = frame.to_string();
+        let readings = read(frame.to_string().as_bytes());
         let input = Input {
-            frame: frame.as_bytes(),
+            readings: &readings,
             frame_age_s: age,
             fuel_per_lap: Some(3.0),
             reserve_laps: 1.0,
