@@ -684,10 +684,7 @@ pub fn links_table(links: &[crate::protocol::documents::Link], now: DateTime<Utc
         let state = match link.revoked_at {
             Some(at) => format!("withdrawn {}", time_and_age(at, now)),
             None if link.expires_at <= now => "ran out".into(),
-            None => format!(
-                "live until {}",
-                link.expires_at.format("%Y-%m-%d %H:%M:%S")
-            ),
+            None => format!("live until {}", link.expires_at.format("%Y-%m-%d %H:%M:%S")),
         };
         vec![
             link.link.to_string(),

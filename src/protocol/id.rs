@@ -110,7 +110,11 @@ impl LinkId {
     }
 
     pub fn parse(input: &str) -> Result<Self, MalformedLinkId> {
-        if input.len() == 16 && input.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if input.len() == 16
+            && input
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             Ok(LinkId(input.to_string()))
         } else {
             Err(MalformedLinkId {
@@ -152,7 +156,15 @@ mod tests {
         let link = LinkId::new_random();
         assert_eq!(LinkId::parse(link.as_str()), Ok(link.clone()));
         assert_ne!(LinkId::new_random(), link);
-        for bad in ["", "3F2B8C1E9A4D4E6F", "3f2b8c1e9a4d4e6", "3f2b8c1e9a4d4e6fa", "3f2b8c1e9a4d4e6g", "*", ">"] {
+        for bad in [
+            "",
+            "3F2B8C1E9A4D4E6F",
+            "3f2b8c1e9a4d4e6",
+            "3f2b8c1e9a4d4e6fa",
+            "3f2b8c1e9a4d4e6g",
+            "*",
+            ">",
+        ] {
             assert!(LinkId::parse(bad).is_err(), "{bad}");
         }
     }

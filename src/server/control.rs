@@ -247,9 +247,8 @@ impl App {
     /// `sessions.renew.link.<link>` (see [`App::renew_link`]).
     fn team(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         let request = self.team_request(body)?;
-        let issuer = self.issuer_for(
-            "team pages need no team link here (started without --issuer-account)",
-        )?;
+        let issuer = self
+            .issuer_for("team pages need no team link here (started without --issuer-account)")?;
         if let Some(id) = request.session_id {
             self.car_of_team(id, &request.team)?;
         }
@@ -284,10 +283,7 @@ impl App {
     }
 
     /// The issuer, or why this processor gives no credentials.
-    fn issuer_for(
-        &self,
-        why: &str,
-    ) -> Result<&crate::server::credentials::Issuer, ServiceError> {
+    fn issuer_for(&self, why: &str) -> Result<&crate::server::credentials::Issuer, ServiceError> {
         self.issuer.as_ref().ok_or_else(|| {
             ServiceError::BadRequest(format!("this processor issues no credentials: {why}"))
         })
@@ -487,7 +483,8 @@ impl App {
         if body.trim_ascii().is_empty() {
             return Ok(LinksRequest::default());
         }
-        let hint = r#"send {}, {"link": "<link id>"}, {"team": "<label>"} or {"session_id": "<uuid>"}"#;
+        let hint =
+            r#"send {}, {"link": "<link id>"}, {"team": "<label>"} or {"session_id": "<uuid>"}"#;
         serde_json::from_slice(body).map_err(|e| ServiceError::BadRequest(format!("{e}: {hint}")))
     }
 

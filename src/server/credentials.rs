@@ -578,11 +578,7 @@ mod tests {
         );
         assert_eq!(car["exp"], 4_000_000_000i64);
         // A session link: the dashboard's reads, renewed on the link alone.
-        let shared = claims_of(
-            &issuer
-                .for_session_link(&id, &link, 4_000_000_000)
-                .unwrap(),
-        );
+        let shared = claims_of(&issuer.for_session_link(&id, &link, 4_000_000_000).unwrap());
         let publish = shared["nats"]["pub"]["allow"].as_array().unwrap();
         assert_eq!(
             publish.last().unwrap(),

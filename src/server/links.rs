@@ -166,7 +166,11 @@ impl Links {
     /// Withdraws the links `request` names, at once here; answers those it
     /// withdrew now (for the caller to store), not those withdrawn before. A
     /// request naming one link that is not known is `Unknown`.
-    pub fn revoke(&self, request: &LinksRequest, now: DateTime<Utc>) -> Result<Vec<Link>, LinkError> {
+    pub fn revoke(
+        &self,
+        request: &LinksRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Link>, LinkError> {
         let mut held = self.held();
         if let Some(id) = &request.link
             && !held.contains_key(id)
@@ -311,13 +315,24 @@ mod tests {
             link: Some(unknown.clone()),
             ..Default::default()
         };
-        assert_eq!(links.revoke(&request, at(14)), Err(LinkError::Unknown(unknown)));
+        assert_eq!(
+            links.revoke(&request, at(14)),
+            Err(LinkError::Unknown(unknown))
+        );
     }
 
     #[test]
     fn links_are_bounded_and_forgotten_once_their_credentials_expired() {
         let links = Links::new(2);
-        let make = |now| links.create(LinkKind::Session, None, Some(SessionId::new_v4()), at(now + 300), at(now));
+        let make = |now| {
+            links.create(
+                LinkKind::Session,
+                None,
+                Some(SessionId::new_v4()),
+                at(now + 300),
+                at(now),
+            )
+        };
         let first = make(0).unwrap();
         make(1).unwrap();
         let refused = make(2).unwrap_err();

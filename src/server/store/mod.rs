@@ -501,7 +501,10 @@ impl Storage {
     }
 
     /// Stores a new link; with `--store memory` it lives in this processor only.
-    pub async fn link_created(&self, link: &crate::protocol::documents::Link) -> Result<(), StoreError> {
+    pub async fn link_created(
+        &self,
+        link: &crate::protocol::documents::Link,
+    ) -> Result<(), StoreError> {
         match &self.links {
             Some(bucket) => links::create(bucket, link).await,
             None => Ok(()),
@@ -536,7 +539,10 @@ impl Storage {
     }
 
     /// A link another processor made but this one has not heard of yet.
-    pub async fn link(&self, id: &crate::protocol::id::LinkId) -> Option<crate::protocol::documents::Link> {
+    pub async fn link(
+        &self,
+        id: &crate::protocol::id::LinkId,
+    ) -> Option<crate::protocol::documents::Link> {
         let bucket = self.links.as_ref()?;
         links::read(bucket, id).await.ok()?.map(|(link, _)| link)
     }
@@ -550,7 +556,9 @@ impl Storage {
             Ok(values) => {
                 links::apply_all(app, values);
             }
-            Err(e) => tracing::warn!(error = %e, "could not read the links bucket; using what this processor knows"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the links bucket; using what this processor knows")
+            }
         }
     }
 
@@ -813,12 +821,16 @@ async fn check_account(
 /// Sets a bucket's `max_age` to what it should be, if it was made with
 /// another (`--credentials-ttl` changed); on failure it is used as it is.
 async fn keep_max_age(js: &jetstream::Context, bucket: &BucketConfig) {
-    let Some(max_age) = bucket.max_age else { return };
+    let Some(max_age) = bucket.max_age else {
+        return;
+    };
     let stream = crate::protocol::subjects::kv_stream(&bucket.name);
     let Ok(mut existing) = js.get_stream(&stream).await else {
         return;
     };
-    let Ok(info) = existing.info().await else { return };
+    let Ok(info) = existing.info().await else {
+        return;
+    };
     let mut config = info.config.clone();
     if config.max_age != max_age {
         config.max_age = max_age;
