@@ -505,9 +505,10 @@ async fn a_withdrawn_link_says_so_on_its_page() {
     ];
     let page = format!("http://{http}");
     let paddock = |args: Vec<&str>| {
-        let mut args = args;
-        args.extend_from_slice(&ops_flags);
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        args.extend(ops_flags.iter().map(|f| f.to_string()));
         async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let (code, stdout, stderr) = run_paddock(&args).await;
             assert_eq!(code, 0, "{stderr}");
             stdout
