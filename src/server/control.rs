@@ -59,6 +59,27 @@ impl Reply {
     }
 }
 
+/// A session link's credentials, as `sessions.share` and its renewals give them.
+fn session_link_access(
+    issuer: &crate::server::credentials::Issuer,
+    id: SessionId,
+    link: &LinkId,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> Result<LinkAccess, ServiceError> {
+    let creds = issuer
+        .for_session_link(&id, link, expires_at.timestamp())
+        .map_err(|e| ServiceError::Unavailable(format!("cannot issue credentials: {e}")))?;
+    Ok(LinkAccess {
+        link: link.clone(),
+        kind: LinkKind::Session,
+        team: None,
+        session_id: Some(id),
+        creds,
+        inbox_prefix: subjects::inbox_prefix(&id),
+        expires_at,
+    })
+}
+
 /// The body of `sessions.renew.link`.
 #[derive(Debug, serde::Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,21 +339,11 @@ impl App {
             expires_at,
             chrono::Utc::now(),
         )?;
-        let creds = issuer
-            .for_session_link(&id, &link.link, expires_at.timestamp())
-            .map_err(|e| ServiceError::Unavailable(format!("cannot issue credentials: {e}")))?;
+        let access = session_link_access(issuer, id, &link.link, expires_at)?;
         tracing::info!(session_id = %id, link = %link.link, %expires_at, "session link made");
         Ok(Reply {
-            persist: Some(PersistAction::LinkCreated(Box::new(link.clone()))),
-            ..Reply::json(&LinkAccess {
-                link: link.link,
-                kind: LinkKind::Session,
-                team: None,
-                session_id: Some(id),
-                creds,
-                inbox_prefix: subjects::inbox_prefix(&id),
-                expires_at,
-            })
+            persist: Some(PersistAction::LinkCreated(Box::new(link))),
+            ..Reply::json(&access)
         })
     }
 
@@ -374,18 +385,7 @@ impl App {
                     )));
                 }
                 self.sessions.get(id)?;
-                let creds = issuer
-                    .for_session_link(&id, &link.link, exp)
-                    .map_err(failed)?;
-                LinkAccess {
-                    link: link.link.clone(),
-                    kind: LinkKind::Session,
-                    team: None,
-                    session_id: Some(id),
-                    creds,
-                    inbox_prefix: subjects::inbox_prefix(&id),
-                    expires_at,
-                }
+                session_link_access(issuer, id, &link.link, expires_at)?
             }
             // A record without its team or session: not one this processor made.
             _ => return Err(LinkError::Unknown(link.link).into()),
@@ -1005,6 +1005,68 @@ mod tests {
         assert_eq!(code(&app, "list", br#"{"limit": 0}"#), 400);
         // Above the most a page holds: capped, not refused.
         assert_eq!(ok(&app, "list", r#"{"limit": 5001}"#)["count"], 5);
+    }
+
+    #[test]
+    fn a_withdrawn_link_is_refused_and_the_teams_other_link_renews() {
+        let signing = nkeys::KeyPair::new_account();
+        let issuer = crate::server::credentials::Issuer::new(
+            &nkeys::KeyPair::new_account().public_key(),
+            &signing.seed().unwrap(),
+        )
+        .unwrap();
+        let app = App::with_issuer(
+            Limits {
+                max_payload: 1024,
+                ..Default::default()
+            },
+            Some(issuer),
+        );
+        let car = ok(&app, "create", r#"{"team": "Blue"}"#)["session_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let link = |body: &str| {
+            let reply = app
+                .handle_control(endpoint("team"), body.as_bytes())
+                .unwrap();
+            assert!(matches!(reply.persist, Some(PersistAction::LinkCreated(_))));
+            let access: Value = serde_json::from_slice(&reply.body).unwrap();
+            access["link"].as_str().unwrap().to_string()
+        };
+        let (leaked, kept) = (link(r#"{"team": "Blue"}"#), link(r#"{"team": "Blue"}"#));
+        let renew = |link: &str, car: Option<&str>| {
+            let body = match car {
+                Some(car) => format!(r#"{{"link": "{link}", "session_id": "{car}"}}"#),
+                None => format!(r#"{{"link": "{link}"}}"#),
+            };
+            app.handle_control(endpoint("renew.link"), body.as_bytes())
+        };
+        let renewed = renew(&leaked, Some(&car)).unwrap();
+        assert!(matches!(
+            renewed.persist,
+            Some(PersistAction::LinkRenewed { .. })
+        ));
+        let revoked = ok(&app, "revoke", &format!(r#"{{"link": "{leaked}"}}"#));
+        assert_eq!(revoked["revoked"], 1);
+        for car in [None, Some(car.as_str())] {
+            let refused = renew(&leaked, car).unwrap_err();
+            assert_eq!((refused.code(), refused.reason()), (403, "link_revoked"));
+        }
+        renew(&kept, Some(&car)).unwrap();
+        // A session link, withdrawn with its session's: the session lives on.
+        let shared = ok(&app, "share", &format!(r#"{{"session_id": "{car}"}}"#));
+        let session_link = shared["link"].as_str().unwrap();
+        renew(session_link, None).unwrap();
+        let revoked = ok(&app, "revoke", &format!(r#"{{"session_id": "{car}"}}"#));
+        assert_eq!(revoked["revoked"], 1);
+        assert_eq!(renew(session_link, None).unwrap_err().code(), 403);
+        ok(&app, "get", &format!(r#"{{"session_id": "{car}"}}"#));
+        assert_eq!(ok(&app, "links", r#"{"team": "Blue"}"#)["count"], 2);
+        // Nothing named, nothing withdrawn; the old team subject is refused.
+        assert_eq!(code(&app, "revoke", b"{}"), 400);
+        let old = app.team_subject_request("Blue", b"{}").unwrap_err();
+        assert_eq!((old.code(), old.reason()), (403, "link_required"));
     }
 
     #[test]
