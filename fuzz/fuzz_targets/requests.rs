@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         .then(|| std::str::from_utf8(body.get(..36).unwrap_or(body)).unwrap_or("x"));
     if let Err(e) = app.handle_control_for(endpoint, subject_id, body) {
         assert!(
-            [400, 404, 413, 429, 503].contains(&e.code()),
+            [400, 403, 404, 413, 429, 503].contains(&e.code()),
             "{endpoint:?}: {e} ({})",
             e.code()
         );

@@ -241,6 +241,34 @@ impl SessionsClient {
             .await
     }
 
+    /// A new link to a live session's page (`sessions.share`, per-session
+    /// mode): its id and first credentials.
+    pub async fn share(
+        &self,
+        id: &crate::protocol::id::SessionId,
+    ) -> Result<crate::protocol::documents::LinkAccess, ClientError> {
+        self.request(subjects::SHARE, serde_json::json!({ "session_id": id }))
+            .await
+    }
+
+    /// The links `request` names (`sessions.links`; every link for an empty one).
+    pub async fn links(
+        &self,
+        request: &crate::protocol::documents::LinksRequest,
+    ) -> Result<crate::protocol::documents::LinkList, ClientError> {
+        let body = serde_json::to_value(request).expect("serializes");
+        self.request(subjects::LINKS, body).await
+    }
+
+    /// Withdraws the links `request` names (`sessions.revoke`).
+    pub async fn revoke(
+        &self,
+        request: &crate::protocol::documents::LinksRequest,
+    ) -> Result<crate::protocol::documents::Revoked, ClientError> {
+        let body = serde_json::to_value(request).expect("serializes");
+        self.request(subjects::REVOKE, body).await
+    }
+
     /// Fresh credentials of one role (`Endpoint::RenewMonitor` or
     /// `RenewDashboard`) for a live session, in per-session mode.
     pub async fn renew(

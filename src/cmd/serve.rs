@@ -112,6 +112,11 @@ pub struct ServeArgs {
     /// this time.
     #[arg(long, env = "PADDOCK_CREDENTIALS_TTL", default_value = "5m", value_parser = parse_period)]
     pub credentials_ttl: Duration,
+    /// With --issuer-*: shared links (`sessions share`) held at most, live or
+    /// withdrawn; past it a new link is refused (503 too_many_links). A link
+    /// no page renewed for --credentials-ttl is forgotten.
+    #[arg(long, env = "PADDOCK_MAX_LINKS", default_value_t = crate::server::links::DEFAULT_MAX_LINKS)]
+    pub max_links: usize,
     /// Laps of fuel the strategy keeps in hand at the finish: its fuel to add
     /// at the next stop is what reaches the flag plus this many laps' worth.
     #[arg(long, env = "PADDOCK_FUEL_RESERVE_LAPS", default_value_t = 1.0, value_parser = parse_reserve)]
@@ -500,6 +505,7 @@ impl ServeArgs {
                 stale_s: self.alert_stale.as_secs_f64(),
             },
             team_alerts: Default::default(),
+            max_links: self.max_links,
         };
         // On top of the --alert-* values; a team named twice keeps the last.
         for (team, spec) in &self.team_alerts {

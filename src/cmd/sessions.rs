@@ -25,8 +25,8 @@ pub struct SessionsArgs {
     pub connect: ConnectArgs,
     /// Print JSON instead of tables, for scripts: the processor's reply (for
     /// `renew`, `{session_id, role, file, expires_at}`: the credentials go to
-    /// the file, not to the terminal; for `share`, `{session_id, link}`, and
-    /// for `share --team`, `{team, link, expires_at}`).
+    /// the file, not to the terminal; for `share`, `{session_id, link,
+    /// link_id}`, and for `share --team`, `{team, link, link_id, expires_at}`).
     #[arg(long, env = "PADDOCK_JSON", global = true)]
     pub json: bool,
     /// How long to wait for a reply (e.g. 5s, 500ms).
@@ -140,6 +140,34 @@ pub enum SessionsCommand {
         /// credentials needs a code wider than most terminals.
         #[arg(long, env = "PADDOCK_QR_FILE")]
         qr_file: Option<PathBuf>,
+    },
+    /// The links `share` made (per-session mode) that still work or were
+    /// withdrawn lately: a session's, a team's, or all of them, with when each
+    /// was made and last renewed by its page.
+    #[command(group(clap::ArgGroup::new("whose").args(["session_id", "session", "team"])))]
+    Links {
+        /// The session whose links to list (or --session, --team).
+        session_id: Option<String>,
+        /// The session whose links to list.
+        #[arg(long, env = "PADDOCK_LINKS_SESSION")]
+        session: Option<String>,
+        /// The team whose links to list.
+        #[arg(long, env = "PADDOCK_LINKS_TEAM")]
+        team: Option<String>,
+    },
+    /// Withdraw shared links: their pages' renewals are refused at once, and
+    /// what they hold stops working within serve's --credentials-ttl.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["link", "team", "session"])))]
+    Revoke {
+        /// One link, by the id `share` printed.
+        #[arg(long, env = "PADDOCK_REVOKE_LINK")]
+        link: Option<String>,
+        /// Every link of a team.
+        #[arg(long, env = "PADDOCK_REVOKE_TEAM")]
+        team: Option<String>,
+        /// Every link of a session.
+        #[arg(long, env = "PADDOCK_REVOKE_SESSION")]
+        session: Option<String>,
     },
 }
 
@@ -354,13 +382,17 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
             // discovery metadata says; a per-session connection may not ask,
             // and then tries): asked of one that does not, renewal is refused,
             // and counted as a refused request.
-            let renewed = match client.issues_credentials().await {
+            let made = match client.issues_credentials().await {
                 Some(false) => None,
-                _ => Some(client.renew(&id, Endpoint::RenewDashboard).await),
+                _ => Some(client.share(&id).await),
             };
-            let access = match renewed {
-                // Per-session mode: fresh dashboard credentials for the link.
-                Some(Ok(renewed)) => Some(renewed.creds),
+            let link_id = match &made {
+                Some(Ok(made)) => Some(made.link.clone()),
+                _ => None,
+            };
+            let access = match made {
+                // Per-session mode: a new link, with its own credentials.
+                Some(Ok(made)) => Some(made.creds),
                 Some(Err(e @ crate::client::ClientError::Service { code: 404, .. })) => {
                     return Err(e.into());
                 }
@@ -381,22 +413,33 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 .map(|text| crate::client::creds::parts(&text).context("not a .creds document"))
                 .transpose()?;
             let inbox = crate::protocol::subjects::inbox_prefix(&id);
-            let link = crate::protocol::subjects::dashboard_link(
+            let mut link = crate::protocol::subjects::dashboard_link(
                 &base,
                 &id,
                 access
                     .as_ref()
                     .map(|(jwt, seed)| (jwt.as_str(), seed.as_str(), inbox.as_str())),
             );
-            let link = Shared {
-                json: json!({ "session_id": id, "link": link }),
-                link,
-                note: if access.is_some() {
+            if let Some(link_id) = &link_id {
+                link = crate::protocol::subjects::with_link_id(link, link_id);
+            }
+            let note = match (&access, &link_id) {
+                (Some(_), Some(link_id)) => format!(
                     "The link and code carry this session's dashboard credentials \
-                     (read-only, this session): share them with your team only.\n"
-                } else {
-                    ""
-                },
+                     (read-only, this session): share them with your team only.\n\
+                     link {link_id}: withdraw it with `paddock sessions revoke --link {link_id}`\n"
+                ),
+                (Some(_), None) => "The link and code carry this session's dashboard credentials \
+                     (read-only, this session): share them with your team only. They are the \
+                     session's own (no link id): they end with the session, and cannot be \
+                     withdrawn alone.\n"
+                    .to_string(),
+                _ => String::new(),
+            };
+            let link = Shared {
+                json: json!({ "session_id": id, "link": link, "link_id": link_id }),
+                link,
+                note,
             };
             shared(&link, args.json, *no_qr, qr_file.as_deref())?
         }
@@ -428,6 +471,49 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                     path.display(),
                     renewed.expires_at.format("%Y-%m-%d %H:%M:%S UTC")
                 )
+            }
+        }
+        SessionsCommand::Links {
+            session_id,
+            session,
+            team,
+        } => {
+            let session = session_id.as_ref().or(session.as_ref());
+            let request = crate::protocol::documents::LinksRequest {
+                link: None,
+                team: team.clone(),
+                session_id: session
+                    .map(|id| crate::protocol::id::SessionId::parse(id))
+                    .transpose()?,
+            };
+            let links = client.links(&request).await?;
+            if args.json {
+                pretty(&links)
+            } else {
+                links_table(&links.links, Utc::now())
+            }
+        }
+        SessionsCommand::Revoke {
+            link,
+            team,
+            session,
+        } => {
+            let request = crate::protocol::documents::LinksRequest {
+                link: link
+                    .as_deref()
+                    .map(crate::protocol::id::LinkId::parse)
+                    .transpose()?,
+                team: team.clone(),
+                session_id: session
+                    .as_deref()
+                    .map(crate::protocol::id::SessionId::parse)
+                    .transpose()?,
+            };
+            let revoked = client.revoke(&request).await?;
+            if args.json {
+                pretty(&revoked)
+            } else {
+                revoked_text(&revoked, &request)
             }
         }
         SessionsCommand::Stats => {
@@ -478,7 +564,7 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
 struct Shared {
     link: String,
     json: Value,
-    note: &'static str,
+    note: String,
 }
 
 /// What `sessions share` prints: the link, then its QR code where it fits the
@@ -549,28 +635,101 @@ async fn share_team(
                 .map(|(jwt, seed)| (jwt, seed, access.inbox_prefix.clone()))
         })
         .transpose()?;
-    let link = crate::protocol::subjects::team_link(
+    let mut link = crate::protocol::subjects::team_link(
         &base,
         team,
         parts
             .as_ref()
             .map(|(jwt, seed, inbox)| (jwt.as_str(), seed.as_str(), inbox.as_str())),
     );
+    let link_id = access.as_ref().and_then(|a| a.link.clone());
+    if let Some(link_id) = &link_id {
+        link = crate::protocol::subjects::with_link_id(link, link_id);
+    }
+    let mut note = String::new();
+    if access.is_some() {
+        note.push_str(
+            "The link and code read this team's cars (read-only; cars that join later too, \
+             no other team's): share them with your team only. A page keeps them fresh while \
+             it is open.\n",
+        );
+    }
+    if let Some(link_id) = &link_id {
+        note.push_str(&format!(
+            "link {link_id}: withdraw it with `paddock sessions revoke --link {link_id}`\n"
+        ));
+    }
     Ok(Shared {
         json: json!({
             "team": team,
             "link": link,
+            "link_id": link_id,
             "expires_at": access.as_ref().map(|a| a.expires_at),
         }),
         link,
-        note: if access.is_some() {
-            "The link and code read this team's cars (read-only; cars that join later too, \
-             no other team's): share them with your team only. A page keeps them fresh while \
-             it is open.\n"
-        } else {
-            ""
-        },
+        note,
     })
+}
+
+/// Shared links as a table, oldest first.
+pub fn links_table(links: &[crate::protocol::documents::Link], now: DateTime<Utc>) -> String {
+    use crate::protocol::documents::LinkKind;
+    let header = ["LINK", "FOR", "MADE", "LAST RENEWED", "RENEWALS", "STATE"];
+    let cells = |link: &crate::protocol::documents::Link| {
+        let what = match (link.kind, &link.team, link.session_id) {
+            (LinkKind::Team, Some(team), _) => format!("team {team}"),
+            (_, _, Some(id)) => format!("session {id}"),
+            _ => "-".into(),
+        };
+        let state = match link.revoked_at {
+            Some(at) => format!("withdrawn {}", time_and_age(at, now)),
+            None if link.expires_at <= now => "ran out".into(),
+            None => format!("live until {}", link.expires_at.format("%Y-%m-%d %H:%M:%S")),
+        };
+        vec![
+            link.link.to_string(),
+            what,
+            time_and_age(link.created_at, now),
+            link.renewed_at
+                .map_or_else(|| "never".into(), |at| time_and_age(at, now)),
+            link.renewals.to_string(),
+            state,
+        ]
+    };
+    counted_table(&header, links.iter().map(cells), "link")
+}
+
+/// What `sessions revoke` withdrew, and when that takes effect.
+fn revoked_text(
+    revoked: &crate::protocol::documents::Revoked,
+    request: &crate::protocol::documents::LinksRequest,
+) -> String {
+    let whose = match (&request.link, &request.team, request.session_id) {
+        (Some(link), ..) => format!("link {link}"),
+        (_, Some(team), _) => format!("team {team}'s links"),
+        (_, _, Some(id)) => format!("session {id}'s links"),
+        _ => "links".into(),
+    };
+    if revoked.revoked == 0 {
+        return format!("nothing to withdraw: {whose} were withdrawn already, or there are none\n");
+    }
+    let ids: Vec<String> = revoked.links.iter().map(|l| l.link.to_string()).collect();
+    let last = revoked.links.iter().map(|l| l.expires_at).max();
+    let mut out = format!(
+        "withdrew {} link{} ({whose}): {}\n",
+        revoked.revoked,
+        if revoked.revoked == 1 { "" } else { "s" },
+        ids.join(", ")
+    );
+    out.push_str("their renewals are refused from now on");
+    if let Some(last) = last {
+        out.push_str(&format!(
+            "; what their pages hold stops working by {} at the latest (serve's --credentials-ttl)",
+            last.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    out.push('\n');
+    out
 }
 
 /// A live-session request refused because the session has ended: where its

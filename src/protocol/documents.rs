@@ -198,6 +198,10 @@ pub struct TeamRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TeamAccess {
     pub team: String,
+    /// The link these credentials belong to (`sessions.renew.link.<link>`);
+    /// absent from a processor older than links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::protocol::id::LinkId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<SessionId>,
     /// The `.creds` document.
@@ -206,6 +210,91 @@ pub struct TeamAccess {
     /// When these credentials stop working unless asked for again.
     #[serde(with = "time")]
     pub expires_at: DateTime<Utc>,
+}
+
+/// What a shared link opens: a team's page (and its cars' pages), or one
+/// session's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    Team,
+    Session,
+}
+
+/// A shared link (docs/SECURITY.md, "Taking a link back"), as the processors
+/// keep it in the links bucket and `sessions.links` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub link: crate::protocol::id::LinkId,
+    pub kind: LinkKind,
+    /// A team link's team.
+    #[serde(default)]
+    pub team: Option<String>,
+    /// A session link's session.
+    #[serde(default)]
+    pub session_id: Option<SessionId>,
+    #[serde(with = "time")]
+    pub created_at: DateTime<Utc>,
+    /// When its holder last renewed it (`null`: never yet).
+    #[serde(default, with = "time::option")]
+    pub renewed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub renewals: u64,
+    /// When the latest credentials issued for it stop working: past this the
+    /// link is dead whether withdrawn or not, and is forgotten.
+    #[serde(with = "time")]
+    pub expires_at: DateTime<Utc>,
+    /// When it was withdrawn (`sessions.revoke`); renewals are refused from then.
+    #[serde(default, with = "time::option")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A link's credentials: the reply of `sessions.share` (a new session link)
+/// and `sessions.renew.link` (any link, renewed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkAccess {
+    pub link: crate::protocol::id::LinkId,
+    pub kind: LinkKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The session these credentials read: a session link's, or the car of a
+    /// team link's car page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+    /// The `.creds` document.
+    pub creds: String,
+    pub inbox_prefix: String,
+    #[serde(with = "time")]
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Which links `sessions.links` lists and `sessions.revoke` withdraws: one
+/// link, a team's, a session's (at most one of the three; `sessions.links`
+/// with none lists them all).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinksRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<crate::protocol::id::LinkId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<SessionId>,
+}
+
+/// The reply of `sessions.links`: the links held, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkList {
+    pub count: usize,
+    pub links: Vec<Link>,
+}
+
+/// The reply of `sessions.revoke`: the links withdrawn by this request (those
+/// withdrawn before are not counted again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revoked {
+    pub revoked: usize,
+    pub links: Vec<Link>,
 }
 
 /// A session's credentials, issued at `sessions.create` in per-session mode.

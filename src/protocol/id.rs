@@ -86,9 +86,88 @@ impl<'de> serde::Deserialize<'de> for SessionId {
     }
 }
 
+/// A shared link's id (`sessions share`): 16 lowercase hex digits, random. It
+/// names the link in `sessions.renew.link.<link>`, which the link's credentials
+/// may publish and no other's, so the broker vouches for it on every renewal
+/// (docs/SECURITY.md, "Taking a link back"). Not a secret: the credentials are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(String);
+
+/// Why a string is not a link id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed link id {shown:?}: expected 16 lowercase hex digits like 3f2b8c1e9a4d4e6f")]
+pub struct MalformedLinkId {
+    shown: String,
+}
+
+impl LinkId {
+    /// A fresh random id: 64 bits of a version-4 UUID's randomness, plenty
+    /// for the few thousand links a deployment holds at once.
+    pub fn new_random() -> Self {
+        let simple = Uuid::new_v4().simple().to_string();
+        // The version and variant nibbles sit in the first half; the second is random.
+        LinkId(simple[16..].to_string())
+    }
+
+    pub fn parse(input: &str) -> Result<Self, MalformedLinkId> {
+        if input.len() == 16
+            && input
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            Ok(LinkId(input.to_string()))
+        } else {
+            Err(MalformedLinkId {
+                shown: input.chars().take(40).collect(),
+            })
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for LinkId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LinkId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        LinkId::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_ids_are_16_lowercase_hex_digits() {
+        let link = LinkId::new_random();
+        assert_eq!(LinkId::parse(link.as_str()), Ok(link.clone()));
+        assert_ne!(LinkId::new_random(), link);
+        for bad in [
+            "",
+            "3F2B8C1E9A4D4E6F",
+            "3f2b8c1e9a4d4e6",
+            "3f2b8c1e9a4d4e6fa",
+            "3f2b8c1e9a4d4e6g",
+            "*",
+            ">",
+        ] {
+            assert!(LinkId::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn new_ids_are_version_4_and_round_trip() {

@@ -36,11 +36,19 @@ pub enum Endpoint {
     Label,
     Team,
     Stints,
+    /// A new link to one session's page (ops).
+    Share,
+    /// Fresh credentials for a link that is not withdrawn.
+    RenewLink,
+    /// The links of a team or a session, or all of them (ops).
+    Links,
+    /// Withdraw links (ops).
+    Revoke,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order `$SRV.INFO` lists them.
-    pub const ALL: [Endpoint; 14] = [
+    pub const ALL: [Endpoint; 18] = [
         Endpoint::Create,
         Endpoint::Get,
         Endpoint::List,
@@ -55,6 +63,10 @@ impl Endpoint {
         Endpoint::Label,
         Endpoint::Team,
         Endpoint::Stints,
+        Endpoint::Share,
+        Endpoint::RenewLink,
+        Endpoint::Links,
+        Endpoint::Revoke,
     ];
 
     /// The endpoint's name in the `sessions` group: `sessions.<name>`.
@@ -74,6 +86,10 @@ impl Endpoint {
             Endpoint::Label => LABEL,
             Endpoint::Team => TEAM,
             Endpoint::Stints => STINTS,
+            Endpoint::Share => SHARE,
+            Endpoint::RenewLink => RENEW_LINK,
+            Endpoint::Links => LINKS,
+            Endpoint::Revoke => REVOKE,
         }
     }
 
@@ -126,6 +142,17 @@ pub const TEAM: &str = "team";
 /// Never mapped into partitions: a team is not a session.
 pub const TEAM_ONE: &str = "team.*";
 
+/// Shared links (docs/SECURITY.md, "Taking a link back"): a new link to one
+/// session's page; fresh credentials for a link; the links held; withdrawing them.
+pub const SHARE: &str = "share";
+pub const RENEW_LINK: &str = "renew.link";
+pub const LINKS: &str = "links";
+pub const REVOKE: &str = "revoke";
+/// `sessions.renew.link.<link id>`: what a link's credentials may ask, and no
+/// other link's, so the broker vouches for the link id the processor checks.
+/// Never mapped into partitions: the id names a link, not a session.
+pub const RENEW_LINK_ONE: &str = "renew.link.*";
+
 /// `sessions.get.<id>`: the same as `sessions.get`, with the id in the subject, so
 /// that broker permissions can allow one session's snapshot and no other.
 pub const GET_ONE: &str = "get.*";
@@ -153,6 +180,11 @@ pub fn renew_one(endpoint: Endpoint, id: &SessionId) -> String {
 /// `sessions.team.<team token>`: what a team link's holder asks.
 pub fn team_one(team: &str) -> String {
     format!("{CONTROL_PREFIX}.{TEAM}.{}", team_token(team))
+}
+
+/// `sessions.renew.link.<link id>`: a link's renewal.
+pub fn renew_link_one(link: &crate::protocol::id::LinkId) -> String {
+    format!("{CONTROL_PREFIX}.{RENEW_LINK}.{link}")
 }
 
 /// `sessions.stints.<id>`.
@@ -199,6 +231,17 @@ pub fn dashboard_link(base: &str, id: &SessionId, access: Option<(&str, &str, &s
         Some((jwt, seed, inbox)) => {
             format!("{base}/session/{id}#jwt={jwt}&seed={seed}&inbox={inbox}")
         }
+    }
+}
+
+/// A page link ([`dashboard_link`], [`team_link`]) made by `sessions share`,
+/// with the link's id added to its fragment (`&link=<id>`): the page renews on
+/// `sessions.renew.link.<link>`, so the link can be withdrawn.
+pub fn with_link_id(link: String, id: &crate::protocol::id::LinkId) -> String {
+    if link.contains('#') {
+        format!("{link}&link={id}")
+    } else {
+        link
     }
 }
 

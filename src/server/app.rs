@@ -42,6 +42,8 @@ pub struct Limits {
     pub alerts: crate::server::alerts::Thresholds,
     /// A team's own thresholds (`--team-alerts`), for sessions labelled with it.
     pub team_alerts: std::collections::HashMap<String, crate::server::alerts::Thresholds>,
+    /// Shared links held at most (`--max-links`); past it a new one is refused.
+    pub max_links: usize,
 }
 
 impl Limits {
@@ -71,6 +73,7 @@ impl Default for Limits {
             fuel_reserve_laps: 1.0,
             alerts: Default::default(),
             team_alerts: Default::default(),
+            max_links: crate::server::links::DEFAULT_MAX_LINKS,
         }
     }
 }
@@ -107,6 +110,8 @@ pub struct App {
     pub partitions: crate::server::partitions::Partitions,
     /// Each session's active alerts, checked once a second by the processor.
     pub alerts: std::sync::Mutex<crate::server::alerts::Board>,
+    /// The shared links and which are withdrawn (server/links.rs).
+    pub links: crate::server::links::Links,
 }
 
 impl App {
@@ -122,10 +127,11 @@ impl App {
                 limits.on_demand,
             ),
             metrics: Metrics::default(),
-            limits,
             issuer: None,
             partitions: Default::default(),
             alerts: Default::default(),
+            links: crate::server::links::Links::new(limits.max_links),
+            limits,
         }
     }
 

@@ -6,15 +6,16 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::protocol::documents::{
-    ArchivedSession, ArchivedSummary, Deleted, Label, ListRequest, Page, Stints, TeamAccess,
-    TeamRequest,
+    ArchivedSession, ArchivedSummary, Deleted, Label, Link, LinkAccess, LinkKind, LinkList,
+    LinksRequest, ListRequest, Page, Revoked, Stints, TeamAccess, TeamRequest,
 };
-use crate::protocol::id::SessionId;
+use crate::protocol::id::{LinkId, SessionId};
 use crate::protocol::payload::validate_object;
 use crate::protocol::subjects::{self, Endpoint, Event};
 use crate::server::app::{Announcement, App};
 use crate::server::credentials::Role;
 use crate::server::error::ServiceError;
+use crate::server::links::LinkError;
 use crate::server::race;
 use crate::server::sessions::{Ended, SessionError};
 
@@ -34,6 +35,18 @@ pub enum PersistAction {
     Session(SessionId),
     /// A session that ended, with its final state, for the archive.
     End(Box<Ended>),
+    /// A new shared link: stored before its credentials are handed out, so
+    /// every processor can renew and withdraw it.
+    LinkCreated(Box<Link>),
+    /// A link renewed: checked against the links bucket and recorded there
+    /// (a compare-and-set), so a renewal that raced a withdrawal on another
+    /// processor is refused rather than answered.
+    LinkRenewed {
+        link: LinkId,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// Links withdrawn, recorded for every processor and for restarts.
+    LinksRevoked(Vec<Link>),
 }
 
 impl Reply {
@@ -44,6 +57,37 @@ impl Reply {
             announce: None,
         }
     }
+}
+
+/// A session link's credentials, as `sessions.share` and its renewals give them.
+fn session_link_access(
+    issuer: &crate::server::credentials::Issuer,
+    id: SessionId,
+    link: &LinkId,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> Result<LinkAccess, ServiceError> {
+    let creds = issuer
+        .for_session_link(&id, link, expires_at.timestamp())
+        .map_err(|e| ServiceError::Unavailable(format!("cannot issue credentials: {e}")))?;
+    Ok(LinkAccess {
+        link: link.clone(),
+        kind: LinkKind::Session,
+        team: None,
+        session_id: Some(id),
+        creds,
+        inbox_prefix: subjects::inbox_prefix(&id),
+        expires_at,
+    })
+}
+
+/// The body of `sessions.renew.link`.
+#[derive(Debug, serde::Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenewLinkRequest {
+    link: LinkId,
+    /// A team link's car page: that car's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session_id: Option<SessionId>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +135,10 @@ impl App {
             (Endpoint::Label, _) => self.label(body),
             (Endpoint::Team, _) => self.team(body),
             (Endpoint::Stints, id) => self.stints(id, body),
+            (Endpoint::Share, _) => self.share(body),
+            (Endpoint::RenewLink, _) => self.renew_link(body),
+            (Endpoint::Links, _) => self.links(body),
+            (Endpoint::Revoke, _) => self.revoke(body),
         }
     }
 
@@ -160,7 +208,18 @@ impl App {
             | Endpoint::RenewDashboard
             | Endpoint::Stints
             | Endpoint::Label => self.session_id(body).ok(),
+            Endpoint::Share => self.session_id(body).ok(),
             Endpoint::Team => self.team_request(body).ok()?.session_id,
+            // A team link's car page asks for its car; a session link's
+            // renewal is its session's.
+            Endpoint::RenewLink => {
+                let request = self.renew_link_request(body).ok()?;
+                request
+                    .session_id
+                    .or_else(|| self.links.get(&request.link)?.session_id)
+            }
+            // Links are every processor's (the links bucket), not a partition's.
+            Endpoint::Links | Endpoint::Revoke => None,
             Endpoint::Create | Endpoint::List | Endpoint::Stats | Endpoint::ArchiveList => None,
         }
     }
@@ -202,45 +261,231 @@ impl App {
         })
     }
 
-    /// `sessions.team`: `{"team"}` → a team link's credentials (the team's
-    /// subjects and asking again), `{"team", "session_id"}` → the credentials
-    /// of that car's page opened from the team link, for a live session of
-    /// that team only. Good for `--credentials-ttl`; the link's holder asks
-    /// again on `sessions.team.<team token>` (see [`App::team_subject_request`]).
+    /// `sessions.team`: `{"team"}` → a new team link and its credentials (the
+    /// team's subjects, and renewing the link), `{"team", "session_id"}` → the
+    /// same, first holding that car's page (a live session of that team only).
+    /// Good for `--credentials-ttl`; the link's holder renews on
+    /// `sessions.renew.link.<link>` (see [`App::renew_link`]).
     fn team(&self, body: &[u8]) -> Result<Reply, ServiceError> {
         let request = self.team_request(body)?;
-        let Some(issuer) = &self.issuer else {
-            return Err(ServiceError::BadRequest(
-                "this processor issues no credentials (started without --issuer-account): \
-                 team pages need no team link here"
-                    .into(),
-            ));
-        };
+        let issuer = self
+            .issuer_for("team pages need no team link here (started without --issuer-account)")?;
         if let Some(id) = request.session_id {
-            let session = self.sessions.get(id)?;
-            if session.label.team.as_deref() != Some(request.team.as_str()) {
-                return Err(ServiceError::NotInTeam {
-                    id,
-                    team: request.team,
-                });
-            }
+            self.car_of_team(id, &request.team)?;
         }
         let expires_at = self.credentials_expiry();
+        let link = self.links.create(
+            LinkKind::Team,
+            Some(request.team.clone()),
+            None,
+            expires_at,
+            chrono::Utc::now(),
+        )?;
         let creds = issuer
             .for_team(
                 &request.team,
                 request.session_id.as_ref(),
+                &link.link,
                 expires_at.timestamp(),
             )
             .map_err(|e| ServiceError::Unavailable(format!("cannot issue credentials: {e}")))?;
-        tracing::debug!(team = %request.team, session_id = ?request.session_id, %expires_at, "team credentials issued");
-        Ok(Reply::json(&TeamAccess {
-            inbox_prefix: subjects::team_inbox_prefix(&request.team),
-            team: request.team,
-            session_id: request.session_id,
-            creds,
+        tracing::info!(team = %request.team, link = %link.link, %expires_at, "team link made");
+        Ok(Reply {
+            persist: Some(PersistAction::LinkCreated(Box::new(link.clone()))),
+            ..Reply::json(&TeamAccess {
+                inbox_prefix: subjects::team_inbox_prefix(&request.team),
+                team: request.team,
+                link: Some(link.link),
+                session_id: request.session_id,
+                creds,
+                expires_at,
+            })
+        })
+    }
+
+    /// The issuer, or why this processor gives no credentials.
+    fn issuer_for(&self, why: &str) -> Result<&crate::server::credentials::Issuer, ServiceError> {
+        self.issuer.as_ref().ok_or_else(|| {
+            ServiceError::BadRequest(format!("this processor issues no credentials: {why}"))
+        })
+    }
+
+    /// A live session labelled with `team`, or why not (404).
+    fn car_of_team(&self, id: SessionId, team: &str) -> Result<(), ServiceError> {
+        let session = self.sessions.get(id)?;
+        if session.label.team.as_deref() != Some(team) {
+            return Err(ServiceError::NotInTeam {
+                id,
+                team: team.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `sessions.share`: `{"session_id"}` → a new link to that live session's
+    /// page and its first credentials (the session's dashboard reads, renewed
+    /// on the link's own subject).
+    fn share(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let id = self.session_id(body)?;
+        let issuer = self.issuer_for(
+            "a session's page needs no link credentials here (started without --issuer-account)",
+        )?;
+        self.sessions.get(id)?;
+        let expires_at = self.credentials_expiry();
+        let link = self.links.create(
+            LinkKind::Session,
+            None,
+            Some(id),
             expires_at,
+            chrono::Utc::now(),
+        )?;
+        let access = session_link_access(issuer, id, &link.link, expires_at)?;
+        tracing::info!(session_id = %id, link = %link.link, %expires_at, "session link made");
+        Ok(Reply {
+            persist: Some(PersistAction::LinkCreated(Box::new(link))),
+            ..Reply::json(&access)
+        })
+    }
+
+    /// `sessions.renew.link.<link>` (the link's holder; `{}` or
+    /// `{"session_id"}` for a team link's car page) or `sessions.renew.link`
+    /// with `{"link", …}` (ops): fresh credentials for a link that is not
+    /// withdrawn, 403 `link_revoked` for one that is. A team link's are the
+    /// team's, or one of its live cars'; a session link's, its live session's.
+    fn renew_link(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let request = self.renew_link_request(body)?;
+        let link = self.links.renewable(&request.link)?;
+        let issuer = self.issuer_for("links need none here (started without --issuer-account)")?;
+        let expires_at = self.credentials_expiry();
+        let exp = expires_at.timestamp();
+        let failed = |e| ServiceError::Unavailable(format!("cannot issue credentials: {e}"));
+        let access = match (link.kind, &link.team, link.session_id) {
+            (LinkKind::Team, Some(team), _) => {
+                if let Some(car) = request.session_id {
+                    self.car_of_team(car, team)?;
+                }
+                let creds = issuer
+                    .for_team(team, request.session_id.as_ref(), &link.link, exp)
+                    .map_err(failed)?;
+                LinkAccess {
+                    link: link.link.clone(),
+                    kind: LinkKind::Team,
+                    team: Some(team.clone()),
+                    session_id: request.session_id,
+                    creds,
+                    inbox_prefix: subjects::team_inbox_prefix(team),
+                    expires_at,
+                }
+            }
+            (LinkKind::Session, _, Some(id)) => {
+                if request.session_id.is_some_and(|car| car != id) {
+                    return Err(ServiceError::BadRequest(format!(
+                        "link {} opens session {id} only: send {{}}",
+                        link.link
+                    )));
+                }
+                self.sessions.get(id)?;
+                session_link_access(issuer, id, &link.link, expires_at)?
+            }
+            // A record without its team or session: not one this processor made.
+            _ => return Err(LinkError::Unknown(link.link).into()),
+        };
+        self.links
+            .renewed(&link.link, expires_at, chrono::Utc::now());
+        tracing::debug!(link = %link.link, %expires_at, "link renewed");
+        Ok(Reply {
+            persist: Some(PersistAction::LinkRenewed {
+                link: link.link,
+                expires_at,
+            }),
+            ..Reply::json(&access)
+        })
+    }
+
+    /// The body of `sessions.renew.link`: `{"link", "session_id"?}`.
+    fn renew_link_request(&self, body: &[u8]) -> Result<RenewLinkRequest, ServiceError> {
+        validate_object(body, self.limits.max_payload)?;
+        serde_json::from_slice(body).map_err(|e| {
+            ServiceError::BadRequest(format!(
+                r#"{e}: send {{"link": "<link id>"}} or {{"link": "<link id>", "session_id": "<uuid>"}}"#
+            ))
+        })
+    }
+
+    /// `sessions.renew.link.<link>` with `{}` or `{"session_id"}`, as the body
+    /// form's request: the link comes from the subject, which the link's
+    /// credentials pin to their own link.
+    pub fn renew_link_subject_request(
+        &self,
+        token: &str,
+        body: &[u8],
+    ) -> Result<Bytes, ServiceError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Car {
+            #[serde(default)]
+            session_id: Option<SessionId>,
+        }
+        let link = LinkId::parse(token).map_err(LinkError::from)?;
+        self.optional_object(body)?;
+        let car = if body.trim_ascii().is_empty() {
+            Car { session_id: None }
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                ServiceError::BadRequest(format!(r#"{e}: send {{}} or {{"session_id": "<uuid>"}}"#))
+            })?
+        };
+        let request = RenewLinkRequest {
+            link,
+            session_id: car.session_id,
+        };
+        Ok(serde_json::to_vec(&request).expect("serializes").into())
+    }
+
+    /// `sessions.links`: `{}` (every link), or `{"team"}`, `{"session_id"}`,
+    /// `{"link"}` → those links, live or withdrawn, oldest first, until their
+    /// last credentials expire.
+    fn links(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let request = self.links_request(body)?;
+        let links = self.links.list(&request, chrono::Utc::now());
+        Ok(Reply::json(&LinkList {
+            count: links.len(),
+            links,
         }))
+    }
+
+    /// `sessions.revoke`: `{"link"}`, `{"team"}` or `{"session_id"}` → those
+    /// links withdrawn: refused at once by this processor, and by every other
+    /// once stored (before the reply).
+    fn revoke(&self, body: &[u8]) -> Result<Reply, ServiceError> {
+        let request = self.links_request(body)?;
+        if request == LinksRequest::default() {
+            return Err(ServiceError::BadRequest(
+                r#"name what to withdraw: send {"link": "<link id>"}, {"team": "<label>"} or {"session_id": "<uuid>"}"#
+                    .into(),
+            ));
+        }
+        let revoked = self.links.revoke(&request, chrono::Utc::now())?;
+        for link in &revoked {
+            tracing::info!(link = %link.link, team = ?link.team, session_id = ?link.session_id, "link withdrawn");
+        }
+        Ok(Reply {
+            persist: (!revoked.is_empty()).then(|| PersistAction::LinksRevoked(revoked.clone())),
+            ..Reply::json(&Revoked {
+                revoked: revoked.len(),
+                links: revoked,
+            })
+        })
+    }
+
+    fn links_request(&self, body: &[u8]) -> Result<LinksRequest, ServiceError> {
+        self.optional_object(body)?;
+        if body.trim_ascii().is_empty() {
+            return Ok(LinksRequest::default());
+        }
+        let hint =
+            r#"send {}, {"link": "<link id>"}, {"team": "<label>"} or {"session_id": "<uuid>"}"#;
+        serde_json::from_slice(body).map_err(|e| ServiceError::BadRequest(format!("{e}: {hint}")))
     }
 
     fn team_request(&self, body: &[u8]) -> Result<TeamRequest, ServiceError> {
@@ -257,33 +502,17 @@ impl App {
         Ok(request)
     }
 
-    /// `sessions.team.<team token>` with `{}` or `{"session_id"}`, as the body
-    /// form's request: the team comes from the subject, which the link's
-    /// credentials pin to their own team.
-    pub fn team_subject_request(&self, token: &str, body: &[u8]) -> Result<Bytes, ServiceError> {
-        #[derive(Deserialize)]
-        struct Car {
-            #[serde(default)]
-            session_id: Option<SessionId>,
-        }
-        let team = subjects::team_of_token(token).ok_or_else(|| {
+    /// `sessions.team.<team token>`: what team links made before links had ids
+    /// renewed on. Refused (403 `link_required`), so every team link that still
+    /// renews can be withdrawn; such links stop within `--credentials-ttl` of
+    /// the upgrade.
+    pub fn team_subject_request(&self, token: &str, _body: &[u8]) -> Result<Bytes, ServiceError> {
+        subjects::team_of_token(token).ok_or_else(|| {
             ServiceError::BadRequest(format!(
                 "not a team token: {token:?} (protocol::subjects::team_token)"
             ))
         })?;
-        self.optional_object(body)?;
-        let car = if body.trim_ascii().is_empty() {
-            Car { session_id: None }
-        } else {
-            serde_json::from_slice(body).map_err(|e| {
-                ServiceError::BadRequest(format!(r#"{e}: send {{}} or {{"session_id": "<uuid>"}}"#))
-            })?
-        };
-        let request = TeamRequest {
-            team,
-            session_id: car.session_id,
-        };
-        Ok(serde_json::to_vec(&request).expect("serializes").into())
+        Err(LinkError::Required.into())
     }
 
     /// When credentials issued now expire.
@@ -776,6 +1005,68 @@ mod tests {
         assert_eq!(code(&app, "list", br#"{"limit": 0}"#), 400);
         // Above the most a page holds: capped, not refused.
         assert_eq!(ok(&app, "list", r#"{"limit": 5001}"#)["count"], 5);
+    }
+
+    #[test]
+    fn a_withdrawn_link_is_refused_and_the_teams_other_link_renews() {
+        let signing = nkeys::KeyPair::new_account();
+        let issuer = crate::server::credentials::Issuer::new(
+            &nkeys::KeyPair::new_account().public_key(),
+            &signing.seed().unwrap(),
+        )
+        .unwrap();
+        let app = App::with_issuer(
+            Limits {
+                max_payload: 1024,
+                ..Default::default()
+            },
+            Some(issuer),
+        );
+        let car = ok(&app, "create", r#"{"team": "Blue"}"#)["session_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let link = |body: &str| {
+            let reply = app
+                .handle_control(endpoint("team"), body.as_bytes())
+                .unwrap();
+            assert!(matches!(reply.persist, Some(PersistAction::LinkCreated(_))));
+            let access: Value = serde_json::from_slice(&reply.body).unwrap();
+            access["link"].as_str().unwrap().to_string()
+        };
+        let (leaked, kept) = (link(r#"{"team": "Blue"}"#), link(r#"{"team": "Blue"}"#));
+        let renew = |link: &str, car: Option<&str>| {
+            let body = match car {
+                Some(car) => format!(r#"{{"link": "{link}", "session_id": "{car}"}}"#),
+                None => format!(r#"{{"link": "{link}"}}"#),
+            };
+            app.handle_control(endpoint("renew.link"), body.as_bytes())
+        };
+        let renewed = renew(&leaked, Some(&car)).unwrap();
+        assert!(matches!(
+            renewed.persist,
+            Some(PersistAction::LinkRenewed { .. })
+        ));
+        let revoked = ok(&app, "revoke", &format!(r#"{{"link": "{leaked}"}}"#));
+        assert_eq!(revoked["revoked"], 1);
+        for car in [None, Some(car.as_str())] {
+            let refused = renew(&leaked, car).unwrap_err();
+            assert_eq!((refused.code(), refused.reason()), (403, "link_revoked"));
+        }
+        renew(&kept, Some(&car)).unwrap();
+        // A session link, withdrawn with its session's: the session lives on.
+        let shared = ok(&app, "share", &format!(r#"{{"session_id": "{car}"}}"#));
+        let session_link = shared["link"].as_str().unwrap();
+        renew(session_link, None).unwrap();
+        let revoked = ok(&app, "revoke", &format!(r#"{{"session_id": "{car}"}}"#));
+        assert_eq!(revoked["revoked"], 1);
+        assert_eq!(renew(session_link, None).unwrap_err().code(), 403);
+        ok(&app, "get", &format!(r#"{{"session_id": "{car}"}}"#));
+        assert_eq!(ok(&app, "links", r#"{"team": "Blue"}"#)["count"], 2);
+        // Nothing named, nothing withdrawn; the old team subject is refused.
+        assert_eq!(code(&app, "revoke", b"{}"), 400);
+        let old = app.team_subject_request("Blue", b"{}").unwrap_err();
+        assert_eq!((old.code(), old.reason()), (403, "link_required"));
     }
 
     #[test]

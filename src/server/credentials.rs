@@ -15,7 +15,7 @@ use data_encoding::BASE64URL_NOPAD;
 use nkeys::KeyPair;
 use serde_json::{Value, json};
 
-use crate::protocol::id::SessionId;
+use crate::protocol::id::{LinkId, SessionId};
 use crate::protocol::subjects;
 
 /// Issues users of one account with its signing key.
@@ -143,14 +143,21 @@ impl Issuer {
     }
 
     /// A team link's credentials (per-session mode): read the team's subjects
-    /// (`team.<token>.>`: the pit wall's feed) and ask `sessions.team.<token>`
-    /// for fresh ones, and nothing of any other team or session. With `car`,
-    /// also that session's, as its dashboard reads it: what the car page opened
-    /// from the tower holds. The processor gives `car` only for a session of
-    /// `team`. The inbox prefix is the team's, so the page swaps credentials on
-    /// one connection.
-    pub fn for_team(&self, team: &str, car: Option<&SessionId>, expires: i64) -> Result<String> {
-        let mut publish = vec![subjects::team_one(team)];
+    /// (`team.<token>.>`: the pit wall's feed) and renew the link
+    /// (`sessions.renew.link.<link>`), and nothing of any other team or
+    /// session. With `car`, also that session's, as its dashboard reads it:
+    /// what the car page opened from the tower holds. The processor gives `car`
+    /// only for a session of `team`. The inbox prefix is the team's, so the
+    /// page swaps credentials on one connection. Renewal is the link's own
+    /// subject, so a withdrawn link cannot renew under another's name.
+    pub fn for_team(
+        &self,
+        team: &str,
+        car: Option<&SessionId>,
+        link: &LinkId,
+        expires: i64,
+    ) -> Result<String> {
+        let mut publish = vec![subjects::renew_link_one(link)];
         let mut subscribe = vec![
             subjects::team_wildcard(team),
             subjects::inbox_wildcard(&subjects::team_inbox_prefix(team)),
@@ -160,12 +167,30 @@ impl Issuer {
             subscribe.push(subjects::session_wildcard(id));
         }
         let name = match car {
-            Some(id) => format!("team {} car {id}", subjects::team_token(team)),
-            None => format!("team {}", subjects::team_token(team)),
+            Some(id) => format!("team {} car {id} link {link}", subjects::team_token(team)),
+            None => format!("team {} link {link}", subjects::team_token(team)),
         };
         self.user(
             &name,
             json!({ "pub": { "allow": publish }, "sub": { "allow": subscribe } }),
+            Some(expires),
+        )
+    }
+
+    /// A session link's credentials (`sessions share <id>`): what the
+    /// session's dashboard reads, renewed on the link's own subject
+    /// (`sessions.renew.link.<link>`) rather than the session's, so that
+    /// withdrawing the link ends them.
+    pub fn for_session_link(&self, id: &SessionId, link: &LinkId, expires: i64) -> Result<String> {
+        let mut publish = dashboard_requests(id);
+        publish.push(subjects::renew_link_one(link));
+        let inbox = subjects::inbox_wildcard(&inbox_prefix(id));
+        self.user(
+            &format!("dashboard {id} link {link}"),
+            json!({
+                "pub": { "allow": publish },
+                "sub": { "allow": [subjects::session_wildcard(id), inbox] },
+            }),
             Some(expires),
         )
     }
@@ -364,8 +389,10 @@ fn ops_permissions() -> Value {
             control(&format!("{}.*", subjects::STINTS_ONE)),
             Endpoint::List.subject(), Endpoint::Stats.subject(),
             control("archive.>"), Endpoint::Delete.subject(), Endpoint::Label.subject(),
-            // Team links (`sessions share --team`).
+            // Team links (`sessions share --team`), session links (`sessions
+            // share <id>`), listing and withdrawing them.
             Endpoint::Team.subject(), control(subjects::TEAM_ONE),
+            Endpoint::Share.subject(), Endpoint::Links.subject(), Endpoint::Revoke.subject(),
             subjects::ALL_DISCOVERY,
             // Fresh credentials for a live session: share links, a monitor's again.
             control("renew.>"),
@@ -509,10 +536,15 @@ mod tests {
         let account = KeyPair::new_account();
         let signing = KeyPair::new_account();
         let issuer = Issuer::new(&account.public_key(), &signing.seed().unwrap()).unwrap();
-        let team = claims_of(&issuer.for_team("Red Bull", None, 4_000_000_000).unwrap());
+        let link = LinkId::parse("0123456789abcdef").unwrap();
+        let team = claims_of(
+            &issuer
+                .for_team("Red Bull", None, &link, 4_000_000_000)
+                .unwrap(),
+        );
         assert_eq!(
             team["nats"]["pub"]["allow"],
-            json!(["sessions.team.Red%20Bull"])
+            json!(["sessions.renew.link.0123456789abcdef"])
         );
         assert_eq!(
             team["nats"]["sub"]["allow"],
@@ -521,13 +553,13 @@ mod tests {
         let id = SessionId::new_v4();
         let car = claims_of(
             &issuer
-                .for_team("Red Bull", Some(&id), 4_000_000_000)
+                .for_team("Red Bull", Some(&id), &link, 4_000_000_000)
                 .unwrap(),
         );
         assert_eq!(
             car["nats"]["pub"]["allow"],
             json!([
-                "sessions.team.Red%20Bull".to_string(),
+                "sessions.renew.link.0123456789abcdef".to_string(),
                 format!("sessions.get.{id}"),
                 format!("sessions.get.{id}.*"),
                 format!("sessions.laps.{id}"),
@@ -545,6 +577,23 @@ mod tests {
             ])
         );
         assert_eq!(car["exp"], 4_000_000_000i64);
+        // A session link: the dashboard's reads, renewed on the link alone.
+        let shared = claims_of(&issuer.for_session_link(&id, &link, 4_000_000_000).unwrap());
+        let publish = shared["nats"]["pub"]["allow"].as_array().unwrap();
+        assert_eq!(
+            publish.last().unwrap(),
+            "sessions.renew.link.0123456789abcdef"
+        );
+        assert!(
+            !publish
+                .iter()
+                .any(|s| s.as_str().unwrap().starts_with("sessions.renew.dashboard")),
+            "{publish:?}"
+        );
+        assert_eq!(
+            shared["nats"]["sub"]["allow"],
+            json!([format!("session.{id}.>"), format!("_INBOX_{id}.>")])
+        );
     }
 
     #[test]

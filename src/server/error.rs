@@ -39,6 +39,10 @@ pub enum ServiceError {
         id: crate::protocol::id::SessionId,
         team: String,
     },
+    /// A shared link's request refused: withdrawn, unknown, too many, or an
+    /// old team link without an id (server/links.rs).
+    #[error(transparent)]
+    Link(#[from] crate::server::links::LinkError),
     /// This client asked for too much of something in the last minute.
     #[error("too many {what} by this client; retry in {:.1} s", retry_after.as_secs_f64())]
     RateLimited {
@@ -66,6 +70,7 @@ impl ServiceError {
             ServiceError::Session(SessionError::OverBudget { .. }) => 503,
             ServiceError::Unavailable(_) | ServiceError::PartitionUnavailable(_) => 503,
             ServiceError::RateLimited { .. } => 429,
+            ServiceError::Link(e) => e.code(),
         }
     }
 
@@ -80,6 +85,7 @@ impl ServiceError {
             ServiceError::PartitionUnavailable(_) => "partition_unavailable",
             ServiceError::RateLimited { .. } => "rate_limited",
             ServiceError::NotInTeam { .. } => "not_in_team",
+            ServiceError::Link(e) => e.reason(),
         }
     }
 

@@ -7,7 +7,8 @@
 //! - [`error`]: every error a client can cause, mapped to a micro error code.
 //! - [`metrics`]: service-wide counters; [`ratelimit`]: per-client limits.
 //! - [`store`]: JetStream buckets (recovery, write-behind, peers, laps, archive).
-//! - [`credentials`]: per-session NATS user JWTs.
+//! - [`credentials`]: per-session NATS user JWTs; [`links`]: shared links and
+//!   their withdrawal.
 //! - [`partitions`]: partitioned ownership: which sessions are held here, and
 //!   the requests answered across partitions.
 //! - [`health`]: what readiness depends on (read by `crate::web`).
@@ -21,6 +22,7 @@ pub mod health;
 pub mod ingest;
 pub mod intake;
 pub mod laps;
+pub mod links;
 pub mod metrics;
 pub mod partitions;
 pub mod processor;

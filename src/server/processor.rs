@@ -278,6 +278,20 @@ impl Processor {
                 .map(|r| (Route::Subject(Endpoint::Team), r))
                 .boxed(),
         );
+        // `sessions.renew.link.<link id>`: a link is not a session either, so
+        // never mapped; a session link's renewal is forwarded to its session's
+        // partition like a body-form request.
+        let requests = group
+            .endpoint_builder()
+            .name("renew-link-one")
+            .add(subjects::RENEW_LINK_ONE)
+            .await
+            .map_err(StartError::Service)?;
+        control.push(
+            requests
+                .map(|r| (Route::Subject(Endpoint::RenewLink), r))
+                .boxed(),
+        );
         if partitions.is_partitioned() {
             for p in partitions.owned() {
                 let requests = group
@@ -701,6 +715,17 @@ impl Ctx {
                     Err(e) => return refuse(e).await,
                 }
             }
+            // Likewise a link's renewal, its link in the subject.
+            Route::Subject(Endpoint::RenewLink) => {
+                let token = subjects::id_token(&request.message.subject, endpoint);
+                match self
+                    .app
+                    .renew_link_subject_request(token, &request.message.payload)
+                {
+                    Ok(body) => (Route::Body(Endpoint::RenewLink), body),
+                    Err(e) => return refuse(e).await,
+                }
+            }
             _ => (route, request.message.payload.clone()),
         };
         if let Route::Body(endpoint) = route
@@ -742,7 +767,19 @@ impl Ctx {
                 .handle_partition(endpoint, p, &self.processor, body),
             _ => self.app.handle_control_for(endpoint, subject_id, body),
         };
+        // A withdrawal or a listing counts the links another processor made a
+        // moment ago, which this one may not have heard of yet.
+        if matches!(endpoint, Endpoint::Revoke | Endpoint::Links) {
+            self.storage.refresh_links(&self.app).await;
+        }
         let mut result = handle();
+        // Likewise one link another processor made a moment ago.
+        if let Err(ServiceError::Link(crate::server::links::LinkError::Unknown(link))) = &result
+            && let Some(stored) = self.storage.link(link).await
+        {
+            self.app.links.apply(stored);
+            result = handle();
+        }
         // Read your writes across processors: a session another processor created
         // a moment ago may not have reached this one's replica yet; storage has it.
         if let Err(ServiceError::Session(SessionError::NotFound(id))) = &result
@@ -839,6 +876,22 @@ impl Ctx {
                 self.archive((**ended).clone()).await;
                 Ok(())
             }
+            Some(PersistAction::LinkCreated(link)) => self.storage.link_created(link).await,
+            Some(PersistAction::LinkRenewed { link, expires_at }) => {
+                match self.storage.link_renewed(link, *expires_at).await {
+                    // Withdrawn (or gone) by the bucket's word: refused, and
+                    // known here from now on.
+                    Ok(Err(refused)) => {
+                        if let Some(stored) = self.storage.link(link).await {
+                            self.app.links.apply(stored);
+                        }
+                        return Err(refused.into());
+                    }
+                    Ok(Ok(())) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Some(PersistAction::LinksRevoked(links)) => self.storage.links_revoked(links).await,
         };
         result.map_err(|e| ServiceError::Unavailable(format!("{:#}", anyhow::Error::new(e))))
     }
@@ -929,6 +982,10 @@ impl Ctx {
         }
         let retention = chrono::Duration::from_std(self.lifecycle.archive_retention)
             .unwrap_or(chrono::TimeDelta::MAX);
+        let forgotten = self.app.links.prune(chrono::Utc::now());
+        if forgotten > 0 {
+            tracing::debug!(forgotten, "links whose credentials all expired forgotten");
+        }
         let pruned = self
             .app
             .sessions

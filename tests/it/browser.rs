@@ -476,6 +476,71 @@ async fn a_per_session_link_shows_its_session_and_the_broker_refuses_another() {
     browser.close().await;
 }
 
+/// Taking a link back (docs/SECURITY.md): a session link and a team link
+/// open, each withdrawn with `paddock sessions revoke`; at its next renewal
+/// each page says the team withdrew it, not a generic error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_link_says_so_on_its_page() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
+    // Renewals every two seconds: the withdrawal shows within that.
+    let ttl = 3u64;
+    let PerSession {
+        dir,
+        _server,
+        url,
+        http,
+        _processor,
+    } = PerSession::start("web-withdrawn", ttl).await;
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let (id, _) = create_with_creator(&url, &dir).await;
+    let ops_flags = [
+        "--nats-url",
+        &url,
+        "--creds",
+        &path("ops.creds"),
+        "--inbox-prefix",
+        "_INBOX_ops",
+    ];
+    let page = format!("http://{http}");
+    let paddock = |args: Vec<&str>| {
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        args.extend(ops_flags.iter().map(|f| f.to_string()));
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (code, stdout, stderr) = run_paddock(&args).await;
+            assert_eq!(code, 0, "{stderr}");
+            stdout
+        }
+    };
+    let browser = chromium.start(PHONE).await;
+    for what in [
+        vec!["sessions", "share", &id],
+        vec!["sessions", "share", "--team", "Blue"],
+    ] {
+        let mut share = what.clone();
+        share.extend_from_slice(&["--json", "--dashboard-url", &page]);
+        let shared: Value = serde_json::from_str(&paddock(share).await).unwrap();
+        let link = shared["link"].as_str().unwrap();
+        let link_id = shared["link_id"].as_str().unwrap();
+        browser.open("about:blank").await;
+        browser.open(link).await;
+        browser
+            .wait_text("#link", "the page live", |t| t == "LIVE")
+            .await;
+        paddock(vec!["sessions", "revoke", "--link", link_id]).await;
+        let problem = browser
+            .wait_text("#problem", "the withdrawal", |t| {
+                t.contains("withdrawn by the team")
+            })
+            .await;
+        assert!(!problem.contains("refused"), "{what:?}: {problem}");
+        assert_eq!(browser.text("#link").await, "WITHDRAWN", "{what:?}");
+    }
+    browser.close().await;
+}
+
 /// Monitor publish → value visible in the page, at 20 Hz, with the page's clock
 /// (the same machine's as the publisher's). A measurement for docs/BENCHMARKS.md,
 /// not a check: `cargo test --test it browser::latency -- --ignored --nocapture`.

@@ -43,13 +43,15 @@ fn rss(processor: &Running) -> u64 {
 /// ends below fill the archive's share.
 const KV_MAX_BYTES: &str = "16MiB";
 /// Each bucket's share of [`KV_MAX_BYTES`] as docs/PROTOCOL.md states it
-/// (not read back from the product): the alerts bucket a sixteenth, then of
-/// the rest live 1/2, laps 3/8, archive 1/8.
-const SHARES: [(&str, u64); 4] = [
-    ("KV_paddock_sessions", 15 * MIB / 2),
-    ("KV_paddock_sessions_archive", 15 * MIB / 8),
-    ("KV_paddock_sessions_laps", 15 * MIB / 8 * 3),
+/// (not read back from the product): the alerts bucket a sixteenth and the
+/// links bucket a sixty-fourth, then of the rest (59/4 MiB) live 1/2, laps
+/// 3/8, archive 1/8.
+const SHARES: [(&str, u64); 5] = [
+    ("KV_paddock_sessions", 59 * MIB / 8),
+    ("KV_paddock_sessions_archive", 59 * MIB / 32),
+    ("KV_paddock_sessions_laps", 59 * MIB / 32 * 3),
     ("KV_paddock_sessions_alerts", MIB),
+    ("KV_paddock_sessions_links", MIB / 4),
 ];
 
 /// Bytes each bucket's stream holds, in the order of [`SHARES`].

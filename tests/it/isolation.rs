@@ -11,7 +11,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 /// A client with `creds` (a .creds document) reading replies under `inbox`, and
 /// the errors the server reports to it.
-async fn client_with(url: &str, creds: &str, inbox: &str) -> (Client, UnboundedReceiver<String>) {
+pub(crate) async fn client_with(
+    url: &str,
+    creds: &str,
+    inbox: &str,
+) -> (Client, UnboundedReceiver<String>) {
     let (options, errors) = reporting_errors(
         ConnectOptions::with_credentials(creds)
             .unwrap()
@@ -25,7 +29,7 @@ async fn client_with(url: &str, creds: &str, inbox: &str) -> (Client, UnboundedR
 }
 
 /// A client with auth init's ops credentials from `dir`, once a processor answers.
-async fn ops_client(url: &str, dir: &std::path::Path) -> Client {
+pub(crate) async fn ops_client(url: &str, dir: &std::path::Path) -> Client {
     let creds = std::fs::read_to_string(dir.join("ops.creds")).unwrap();
     let (ops, _) = client_with(url, &creds, "_INBOX_ops").await;
     wait_for_processors(&ops, 1).await;
@@ -33,7 +37,7 @@ async fn ops_client(url: &str, dir: &std::path::Path) -> Client {
 }
 
 /// The claims of the user JWT in a `.creds` document.
-fn jwt_claims(creds: &str) -> Value {
+pub(crate) fn jwt_claims(creds: &str) -> Value {
     let jwt = creds.lines().nth(1).unwrap();
     serde_json::from_slice(
         &data_encoding::BASE64URL_NOPAD
@@ -588,7 +592,7 @@ async fn watch_renews_its_own_credentials_past_their_lifetime() {
 /// Per-session access with credentials that last `ttl_s` seconds: `auth init`
 /// into a fresh directory, its broker, an issuing processor, and an ops client
 /// once the processor answers.
-async fn issuing_with_ttl(
+pub(crate) async fn issuing_with_ttl(
     tag: &str,
     ttl_s: u64,
 ) -> (std::path::PathBuf, NatsServer, String, Running, Client) {
@@ -715,6 +719,8 @@ async fn a_team_link_reads_its_teams_cars_and_no_other_team() {
             .collect();
     assert_eq!(fragment["team"], "Blue Moon");
     assert_eq!(fragment["inbox"], "_INBOX_team_Blue%20Moon");
+    // The link's id, in the fragment (what the page renews on) and the JSON.
+    assert_eq!(fragment["link"], shared["link_id"].as_str().unwrap());
     let claims = jwt_claims(&format!(
         "-----BEGIN NATS USER JWT-----\n{}\n",
         fragment["jwt"]
@@ -753,7 +759,9 @@ async fn a_team_link_reads_its_teams_cars_and_no_other_team() {
 
     // Asked again on the team's own subject: fresh team credentials; a car of
     // the team: that car's; a car of another team, or none: not found.
-    let own = "sessions.team.Blue%20Moon";
+    // Its link's own subject (the link `sessions.team` made), no other.
+    let own = format!("sessions.renew.link.{}", team["link"].as_str().unwrap());
+    let own = own.as_str();
     let again = ask(&link_client, own, "{}".into()).await.ok();
     assert_ne!(again["creds"], team["creds"]);
     assert!(again.get("session_id").is_none(), "{again}");
@@ -772,6 +780,11 @@ async fn a_team_link_reads_its_teams_cars_and_no_other_team() {
     // Another team's subject, or the body form that names any team: refused.
     let _ = link_client.publish("sessions.team.Red", "{}".into()).await;
     refused(&mut errors, "publish", "sessions.team.Red").await;
+    // Nor its team's subject, which links without ids renewed on.
+    let _ = link_client
+        .publish("sessions.team.Blue%20Moon", "{}".into())
+        .await;
+    refused(&mut errors, "publish", "sessions.team.Blue%20Moon").await;
     let _ = link_client
         .publish("sessions.team", json!({"team": "Red"}).to_string().into())
         .await;

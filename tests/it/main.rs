@@ -21,6 +21,7 @@ mod ingest;
 mod isolation;
 mod laps;
 mod lifecycle;
+mod links;
 mod live;
 mod memory;
 mod ops;

@@ -17,6 +17,10 @@
 //!   processor that moves the key to it, so once across processors, and a
 //!   restarted processor reads the raised ones back.
 //!
+//! - `<bucket>_links` holds every shared link under its id: when it was made,
+//!   last renewed and withdrawn (links.rs; server/links.rs), so a withdrawal is
+//!   every processor's and outlives restarts.
+//!
 //! One task, the persister, owns every write, so writes land in order, and each
 //! write renders the session as it is *at write time*: the last write is always the
 //! newest state. Telemetry is written behind: changed sessions are flushed together
@@ -48,6 +52,7 @@ use crate::server::sessions::{Ended, Snapshot};
 
 mod alerts_writer;
 mod laps_writer;
+mod links;
 mod peers;
 mod persister;
 mod recovery;
@@ -129,19 +134,22 @@ impl StartupProgress {
 /// (a setup and a frame each) get half, as a full live bucket refuses writes
 /// (`/readyz` fails); lap records (up to `--max-lap-bytes` per session) 3/8, as
 /// a full laps bucket only drops its oldest; the archive (ended sessions' final
-/// documents) 1/8; the alerts bucket about 300 bytes per session and kind.
+/// documents) 1/8; the alerts bucket about 300 bytes per session and kind; the
+/// links bucket about 500 bytes per shared link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketSizes {
     pub live: usize,
     pub archive: usize,
     pub laps: usize,
     pub alerts: usize,
+    pub links: usize,
 }
 
 impl BucketSizes {
-    /// `budget` shared: the alerts bucket its 16 MiB (at most a sixteenth), then
-    /// of the rest live 1/2, laps 3/8, archive 1/8. A budget JetStream cannot
-    /// take as a size (beyond `i64::MAX`) means no limit for any bucket.
+    /// `budget` shared: the alerts bucket its 16 MiB (at most a sixteenth) and
+    /// the links bucket its 8 MiB (at most a sixty-fourth), then of the rest
+    /// live 1/2, laps 3/8, archive 1/8. A budget JetStream cannot take as a
+    /// size (beyond `i64::MAX`) means no limit for any bucket.
     pub fn split(budget: usize) -> Self {
         if i64::try_from(budget).is_err() {
             return BucketSizes {
@@ -149,10 +157,12 @@ impl BucketSizes {
                 archive: usize::MAX,
                 laps: usize::MAX,
                 alerts: usize::MAX,
+                links: usize::MAX,
             };
         }
         let alerts = ALERTS_BUCKET_BYTES.min(budget / 16);
-        let rest = budget - alerts;
+        let links = links::LINKS_BUCKET_BYTES.min(budget / 64);
+        let rest = budget - alerts - links;
         let laps = rest / 8 * 3;
         let archive = rest / 8;
         BucketSizes {
@@ -160,12 +170,13 @@ impl BucketSizes {
             archive,
             laps,
             alerts,
+            links,
         }
     }
 
     /// Bytes asked of JetStream in all (each replica counts).
     pub fn total(&self, replicas: usize) -> u128 {
-        [self.live, self.archive, self.laps, self.alerts]
+        [self.live, self.archive, self.laps, self.alerts, self.links]
             .iter()
             .map(|&b| b as u128)
             .sum::<u128>()
@@ -245,6 +256,8 @@ pub struct Storage {
     live: Option<kv::Store>,
     /// Alert events for the alert writer.
     alerts: Option<mpsc::Sender<AlertEvent>>,
+    /// The links bucket: links made, renewed and withdrawn (links.rs).
+    links: Option<kv::Store>,
 }
 
 impl Storage {
@@ -254,6 +267,7 @@ impl Storage {
             laps: None,
             live: None,
             alerts: None,
+            links: None,
         }
     }
 
@@ -273,6 +287,10 @@ impl Storage {
         let archive_name = format!("{}_archive", config.bucket);
         let laps_name = format!("{}_laps", config.bucket);
         let alerts_name = format!("{}_alerts", config.bucket);
+        let links_name = format!("{}_links", config.bucket);
+        // A key no one rewrote for this long is a link whose credentials all
+        // expired (each renewal rewrites it): the bucket forgets it by itself.
+        let links_age = app.limits.credentials_ttl + links::MAX_AGE_MARGIN;
         let retention = Some(config.archive_retention);
         let sizes = BucketSizes::split(config.max_bytes);
         let started = std::time::Instant::now();
@@ -322,6 +340,11 @@ impl Storage {
                 Full::DropOldest,
             ))
             .await?;
+            // Full: the oldest writes go, links no page renewed for the
+            // longest; a link the bucket lost is refused, never let through.
+            let links_bucket = bucket(&links_name, Some(links_age), sizes.links, Full::DropOldest);
+            let links = open(links_bucket.clone()).await?;
+            keep_max_age(js, &links_bucket).await;
             config.progress.say("starting: recovering sessions");
             // Watch for other processors' writes from before the load on: whatever
             // changes after this point arrives on the watchers, so nothing falls
@@ -338,26 +361,37 @@ impl Storage {
                 .watch_all()
                 .await
                 .map_err(|e| open_error(&laps_name, e))?;
+            let peers_links = links
+                .watch_all()
+                .await
+                .map_err(|e| open_error(&links_name, e))?;
             let live_values = load(&live, &config.bucket).await?;
             let archive_values = load(&archive, &archive_name).await?;
             let lap_values = load(&laps, &laps_name).await?;
             let alert_values = load(&alerts, &alerts_name).await?;
+            let link_values = load(&links, &links_name).await?;
             Ok((
-                (live, archive, laps, alerts),
+                (live, archive, laps, alerts, links),
                 Peers {
                     live: peers_live,
                     archive: peers_archive,
                     laps: peers_laps,
                 },
+                peers_links,
                 (live_values, archive_values, lap_values, alert_values),
+                link_values,
             ))
         })
         .await?;
         let (
-            (live, archive, laps, alerts),
+            (live, archive, laps, alerts, links),
             peers,
+            peers_links,
             (live_values, archive_values, lap_values, alert_values),
+            link_values,
         ) = opened;
+        // Every link, whatever the partitions: a link is not a session's.
+        let shared_links = links::apply_all(app, link_values);
 
         // With partitions, the buckets hold every processor's sessions; this one
         // restores (and later adopts) those of the partitions it owns.
@@ -426,6 +460,7 @@ impl Storage {
             archived,
             lap_records,
             raised,
+            shared_links,
             elapsed_ms = started.elapsed().as_millis() as u64,
             bucket = config.bucket,
             "recovered sessions from JetStream"
@@ -449,6 +484,7 @@ impl Storage {
         };
         tokio::spawn(writer.run(config.persist_interval));
         tokio::spawn(follow_peers(peers, Arc::clone(app), tx.clone()));
+        tokio::spawn(links::follow(peers_links, Arc::clone(app)));
         let (alerts_tx, alerts_rx) = alert_queue();
         let alert_writer = AlertWriter {
             bucket: alerts,
@@ -460,7 +496,70 @@ impl Storage {
             laps: Some(lap_queue),
             live: Some(live),
             alerts: Some(alerts_tx),
+            links: Some(links),
         })
+    }
+
+    /// Stores a new link; with `--store memory` it lives in this processor only.
+    pub async fn link_created(
+        &self,
+        link: &crate::protocol::documents::Link,
+    ) -> Result<(), StoreError> {
+        match &self.links {
+            Some(bucket) => links::create(bucket, link).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Records a renewal, or refuses it when the stored link was withdrawn
+    /// (the inner error): the last word on a renewal is the bucket's.
+    pub async fn link_renewed(
+        &self,
+        id: &crate::protocol::id::LinkId,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Result<(), crate::server::links::LinkError>, StoreError> {
+        let Some(bucket) = &self.links else {
+            return Ok(Ok(()));
+        };
+        Ok(links::renew(bucket, id, expires_at).await?.map(|_| ()))
+    }
+
+    /// Records withdrawals, for every processor and for restarts.
+    pub async fn links_revoked(
+        &self,
+        withdrawn: &[crate::protocol::documents::Link],
+    ) -> Result<(), StoreError> {
+        let Some(bucket) = &self.links else {
+            return Ok(());
+        };
+        for link in withdrawn {
+            links::revoke(bucket, link).await?;
+        }
+        Ok(())
+    }
+
+    /// A link another processor made but this one has not heard of yet.
+    pub async fn link(
+        &self,
+        id: &crate::protocol::id::LinkId,
+    ) -> Option<crate::protocol::documents::Link> {
+        let bucket = self.links.as_ref()?;
+        links::read(bucket, id).await.ok()?.map(|(link, _)| link)
+    }
+
+    /// Reads every stored link into `app` (before a withdrawal or a listing:
+    /// a link another processor made a moment ago counts too). A bucket that
+    /// cannot be read leaves what this processor knows.
+    pub async fn refresh_links(&self, app: &App) {
+        let Some(bucket) = &self.links else { return };
+        match load(bucket, "links").await {
+            Ok(values) => {
+                links::apply_all(app, values);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the links bucket; using what this processor knows")
+            }
+        }
     }
 
     /// A session another processor stored but this one has not heard of yet: a
@@ -635,12 +734,13 @@ fn describe_sizes(sizes: &BucketSizes, config: &StoreConfig) -> String {
         String::new()
     };
     format!(
-        "{} in all ({b} {}, {b}_archive {}, {b}_laps {}, {b}_alerts {}{replicas})",
+        "{} in all ({b} {}, {b}_archive {}, {b}_laps {}, {b}_alerts {}, {b}_links {}{replicas})",
         human_bytes(sizes.total(config.replicas)),
         human_bytes(sizes.live as u128),
         human_bytes(sizes.archive as u128),
         human_bytes(sizes.laps as u128),
         human_bytes(sizes.alerts as u128),
+        human_bytes(sizes.links as u128),
     )
 }
 
@@ -718,6 +818,28 @@ async fn check_account(
     Ok(())
 }
 
+/// Sets a bucket's `max_age` to what it should be, if it was made with
+/// another (`--credentials-ttl` changed); on failure it is used as it is.
+async fn keep_max_age(js: &jetstream::Context, bucket: &BucketConfig) {
+    let Some(max_age) = bucket.max_age else {
+        return;
+    };
+    let stream = crate::protocol::subjects::kv_stream(&bucket.name);
+    let Ok(mut existing) = js.get_stream(&stream).await else {
+        return;
+    };
+    let Ok(info) = existing.info().await else {
+        return;
+    };
+    let mut config = info.config.clone();
+    if config.max_age != max_age {
+        config.max_age = max_age;
+        if let Err(e) = js.update_stream(config).await {
+            tracing::warn!(bucket = bucket.name, error = %e, "could not update the bucket's max_age; using it as it is");
+        }
+    }
+}
+
 fn open_error(bucket: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Open {
         bucket: bucket.to_string(),
@@ -775,13 +897,15 @@ mod tests {
         const MIB: usize = 1024 * 1024;
         let sizes = BucketSizes::split(1024 * MIB);
         assert_eq!(sizes.alerts, 16 * MIB);
-        assert_eq!(sizes.laps, 378 * MIB);
-        assert_eq!(sizes.archive, 126 * MIB);
-        assert_eq!(sizes.live, 504 * MIB);
+        assert_eq!(sizes.links, 8 * MIB);
+        assert_eq!(sizes.laps, 375 * MIB);
+        assert_eq!(sizes.archive, 125 * MIB);
+        assert_eq!(sizes.live, 500 * MIB);
         assert_eq!(sizes.total(1), 1024 * MIB as u128);
         assert_eq!(sizes.total(3), 3 * 1024 * MIB as u128);
         // A small budget: the alerts bucket takes at most a sixteenth.
         assert_eq!(BucketSizes::split(64 * MIB).alerts, 4 * MIB);
+        assert_eq!(BucketSizes::split(64 * MIB).links, MIB);
         assert_eq!(BucketSizes::split(64 * MIB).total(1), 64 * MIB as u128);
         // Beyond what JetStream takes as a size: no limit anywhere.
         assert_eq!(BucketSizes::split(usize::MAX).live, usize::MAX);

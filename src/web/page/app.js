@@ -28,6 +28,7 @@ const state = {
   laps: [], // lap rows, oldest first (view.lapRow)
   lapsChanged: true,
   ended: null,
+  endedAs: null, // the link pill's word for why: "ended", "withdrawn"
   strategy: null, // the document's fuel to the finish
   stints: [], // sessions.stints
   alerts: new Map(), // kind → active alert
@@ -41,7 +42,16 @@ let staleAfterMs = 5000;
 /// A team link's (`team` in the fragment) are the team's; on a car page opened
 /// from it the connection holds that car's, asked for with the team's, and the
 /// fragment keeps the team's for the way back (`teamJwt`, `teamSeed`).
-const access = { jwt: null, seed: null, inbox: null, team: null, teamJwt: null, teamSeed: null };
+/// A link made by `paddock sessions share` has an id (`link` in the fragment):
+/// it renews on `sessions.renew.link.<link>`, which the team can withdraw
+/// (`paddock sessions revoke`; docs/SECURITY.md "Taking a link back").
+const access = {
+  jwt: null, seed: null, inbox: null, team: null, teamJwt: null, teamSeed: null, link: null,
+};
+
+/// What the page says once the team withdrew its link.
+const WITHDRAWN = "This link was withdrawn by the team: it no longer shows anything. " +
+  "Ask the team for a new one.";
 
 main().catch((e) => problem(`The page could not start: ${e.message || e}`));
 
@@ -58,6 +68,7 @@ async function main() {
   const seed = fragment.get("seed");
   const inbox = fragment.get("inbox");
   const linkTeam = fragment.get("team");
+  const linkId = fragment.get("link");
 
   const match = location.pathname.match(/^\/session\/([0-9a-fA-F-]{36})\/?$/);
   const id = match ? match[1].toLowerCase() : null;
@@ -84,6 +95,7 @@ async function main() {
     access.jwt = jwt;
     access.seed = seed;
     access.inbox = inbox;
+    access.link = linkId;
     if (linkTeam) {
       access.team = linkTeam;
       access.teamJwt = jwt;
@@ -126,6 +138,7 @@ async function main() {
       await teamCredentials(nc, id);
       await reconnected(nc);
     } catch (e) {
+      if (e.code === 403) return withdrawn(nc, e);
       setLink("refused", "not allowed");
       problem(e.code === 404
         ? `This team link (team ${access.team}) does not show session ${id}: it is another ` +
@@ -362,7 +375,11 @@ function credsParts(creds) {
 /// A team link's fresh credentials (`sessions.team.<team>`): the team's, for
 /// this page's link; and on a car page (`id`) the car's, for the connection.
 async function teamCredentials(nc, id) {
-  const subject = `sessions.team.${teamToken(access.team)}`;
+  // A link from before links had ids asks on its team's subject, and is told
+  // it is no longer renewed (403 link_required).
+  const subject = access.link
+    ? `sessions.renew.link.${access.link}`
+    : `sessions.team.${teamToken(access.team)}`;
   const team = credsParts((await ask(nc, subject)).creds);
   access.teamJwt = team.jwt;
   access.teamSeed = team.seed;
@@ -377,6 +394,7 @@ function linkFragment() {
   const fragment = access.team
     ? { jwt: access.teamJwt, seed: access.teamSeed, inbox: access.inbox || "", team: access.team }
     : { jwt: access.jwt, seed: access.seed, inbox: access.inbox || "" };
+  if (access.link) fragment.link = access.link;
   return `#${new URLSearchParams(fragment)}`;
 }
 
@@ -392,7 +410,10 @@ function keepFresh(nc, id) {
       if (access.team) {
         await teamCredentials(nc, id);
       } else {
-        const renewed = credsParts((await ask(nc, `sessions.renew.dashboard.${id}`)).creds);
+        const subject = access.link
+          ? `sessions.renew.link.${access.link}`
+          : `sessions.renew.dashboard.${id}`;
+        const renewed = credsParts((await ask(nc, subject)).creds);
         access.jwt = renewed.jwt;
         access.seed = renewed.seed;
       }
@@ -401,7 +422,11 @@ function keepFresh(nc, id) {
       await nc.reconnect();
       keepFresh(nc, id);
     } catch (e) {
-      if (e.code === 404) {
+      if (e.code === 403 || e.reason === "unknown_link") {
+        withdrawn(nc, e);
+        return;
+      }
+      if (e.code === 404 && id) {
         state.ended = "This session has ended: its links no longer work.";
         requestDraw();
         return;
@@ -594,7 +619,7 @@ function draw() {
   }
   drawNumbers();
   if (state.ended) {
-    setLink("ended", "ended");
+    setLink("ended", state.endedAs || "ended");
     problem(state.ended);
   }
   tick();
@@ -840,14 +865,34 @@ async function ask(nc, subject, body = {}) {
   const code = msg.headers && msg.headers.get("Nats-Service-Error-Code");
   if (code) {
     let text = msg.headers.get("Nats-Service-Error") || `error ${code}`;
+    let reason = null;
     try {
-      text = msg.json().error || text;
+      const body = msg.json();
+      text = body.error || text;
+      reason = typeof body.reason === "string" ? body.reason : null;
     } catch { /* the header's text */ }
     const e = new Error(text);
     e.code = Number(code);
+    // The stable label (`link_revoked`, …): what the page tells apart by.
+    e.reason = reason;
     throw e;
   }
   return msg.json();
+}
+
+/// The link's renewal was refused for good: the team withdrew it (403
+/// `link_revoked`), it is from before links had ids (403 `link_required`), or
+/// no processor knows it any more (404 `unknown_link`).
+/// Its credentials would keep working until they expire; the page lets go of
+/// them now and says why, rather than go quiet later.
+function withdrawn(nc, e) {
+  const text = e.reason === "link_revoked" ? WITHDRAWN
+    : `This link is no longer renewed: ${e.message}`;
+  state.ended = text;
+  state.endedAs = "withdrawn";
+  setLink("ended", "withdrawn");
+  problem(text);
+  nc.close().catch(() => {});
 }
 
 function isPermission(e) {
