@@ -4,8 +4,8 @@
 //! Each decoder is pure — bytes in, schema frames out, no I/O and no clock of
 //! its own — so it is tested on bytes (real captures under tests/data and
 //! sequences built from the games' specs) and fuzzed (fuzz/). `paddock monitor`
-//! (src/cmd/monitor.rs) does the I/O: a UDP socket for EA F1, a UDP
-//! socket for Forza, a file for iRacing.
+//! (src/cmd/monitor.rs) does the I/O: a UDP socket for EA F1 and Forza, a UDP
+//! socket and a heartbeat to the console for Gran Turismo 7, a file for iRacing.
 //!
 //! Units are converted here, once: what leaves a decoder is in the schema's
 //! units (s, L, km/h, °C, psi, tread left as a fraction) with corners keyed
@@ -13,6 +13,7 @@
 
 pub mod f1;
 pub mod forza;
+pub mod gt7;
 pub mod ibt;
 pub mod yaml;
 
