@@ -113,14 +113,17 @@ pub struct MonitorArgs {
     /// Monitors to run in this process, each with its own session (load generation).
     #[arg(long, env = "PADDOCK_SESSIONS", default_value_t = 1)]
     pub sessions: usize,
-    /// Where frames come from: the simulated car, or EA F1 24/25's UDP
-    /// telemetry (the player's car; see --listen).
+    /// Where frames come from: the simulated car, or a game's UDP telemetry
+    /// (the player's car; see --listen): EA F1 24/25, Forza's Data Out, Gran
+    /// Turismo 7 (see --console).
     #[arg(long, env = "PADDOCK_SOURCE", value_enum, default_value_t = SourceArg::Sim)]
     pub source: SourceArg,
-    /// With --source f1: the address and port to receive the game's UDP
-    /// telemetry on (the game's "UDP IP address" is this machine's, its port this port).
-    #[arg(long, env = "PADDOCK_LISTEN", default_value = "0.0.0.0:20777")]
-    pub listen: std::net::SocketAddr,
+    /// With --source f1, forza or gt7: the address and port to receive the
+    /// game's UDP telemetry on (the game's IP address is this machine's, its
+    /// port this port). By default 0.0.0.0 and the game's usual port: 20777
+    /// (f1), 5300 (forza), 33740 (gt7).
+    #[arg(long, env = "PADDOCK_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
     /// With --source f1: when the game starts another session (its session UID
     /// changes: practice to qualifying, the next race), ask for a new paddock
     /// session and print its id. Without it the car stays in one session.
@@ -154,6 +157,16 @@ pub struct MonitorArgs {
     /// The labels of the session it creates (not with --session).
     #[command(flatten)]
     pub label: super::sessions::LabelArgs,
+    #[command(flatten)]
+    pub gt7: super::gt7::Gt7Args,
+}
+
+impl MonitorArgs {
+    /// `--listen`, or every address on the game's usual `port`.
+    pub(super) fn listen_on(&self, port: u16) -> std::net::SocketAddr {
+        self.listen
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], port)))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -162,6 +175,10 @@ pub enum SourceArg {
     Sim,
     /// EA F1 24 and F1 25 UDP telemetry.
     F1,
+    /// Forza's Data Out: Forza Motorsport (2023) and 7, Forza Horizon 4 and 5.
+    Forza,
+    /// Gran Turismo 7's Simulator Interface (needs --console).
+    Gt7,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -257,11 +274,16 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     if !(args.time_scale > 0.0 && args.time_scale.is_finite()) {
         bail!("--time-scale must be more than 0 (got {})", args.time_scale);
     }
-    if args.source == SourceArg::F1 {
-        if args.sessions != 1 || args.replay.is_some() {
-            bail!("--source f1 reads one car (the player's): not with --sessions or --replay");
-        }
-        return super::f1::run(args, shutdown).await;
+    if args.source != SourceArg::Sim && (args.sessions != 1 || args.replay.is_some()) {
+        bail!(
+            "--source f1, forza and gt7 read one car (the player's): not with --sessions or --replay"
+        );
+    }
+    match args.source {
+        SourceArg::Sim => {}
+        SourceArg::F1 => return super::f1::run(args, shutdown).await,
+        SourceArg::Forza => return super::forza::run(args, shutdown).await,
+        SourceArg::Gt7 => return super::gt7::run(args, shutdown).await,
     }
     let source = match &args.replay {
         Some(path) => {
