@@ -44,7 +44,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{corners, rounded};
+use super::{Le, corners, put, rounded};
 
 /// The Sled structure: FM7's original, for motion sleds.
 pub const SLED_LEN: usize = 232;
@@ -277,12 +277,6 @@ impl Decoder {
     }
 }
 
-fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(value) = value {
-        map.insert(key.into(), value);
-    }
-}
-
 fn kmh(ms: f64) -> Value {
     rounded(ms * 3.6, 1)
 }
@@ -292,29 +286,8 @@ fn fraction(byte: u8) -> Value {
     rounded(f64::from(byte) / 255.0, 3)
 }
 
-/// Little-endian reads that say `None` past the end rather than panic.
-#[derive(Clone, Copy)]
-struct Le<'a>(&'a [u8]);
-
+/// Forza's corners beside the shared reads.
 impl Le<'_> {
-    fn array<const N: usize>(self, at: usize) -> Option<[u8; N]> {
-        self.0.get(at..at.checked_add(N)?)?.try_into().ok()
-    }
-    fn u8(self, at: usize) -> Option<u8> {
-        self.0.get(at).copied()
-    }
-    fn i8(self, at: usize) -> Option<i8> {
-        self.u8(at).map(|b| b as i8)
-    }
-    fn u16(self, at: usize) -> Option<u16> {
-        self.array(at).map(u16::from_le_bytes)
-    }
-    fn i32(self, at: usize) -> Option<i32> {
-        self.array(at).map(i32::from_le_bytes)
-    }
-    fn f32(self, at: usize) -> Option<f64> {
-        self.array(at).map(f32::from_le_bytes).map(f64::from)
-    }
     /// Four `f32` at `at` in the game's order FL FR RL RR (the schema's).
     fn corners(self, at: usize, map: impl Fn(f64) -> Option<Value>) -> Value {
         let corner = |i: usize| self.f32(at + 4 * i).and_then(&map).unwrap_or(Value::Null);

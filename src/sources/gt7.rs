@@ -54,7 +54,7 @@ use salsa20::Salsa20;
 use salsa20::cipher::{KeyIvInit, StreamCipher};
 use serde_json::{Map, Value, json};
 
-use super::{corners, rounded};
+use super::{Le, corners, put, rounded};
 
 /// The Salsa20 key: the first 32 bytes of "Simulator Interface Packet GT7 ver 0.0".
 pub const KEY: &[u8; 32] = b"Simulator Interface Packet GT7 v";
@@ -314,40 +314,6 @@ impl Decoder {
     /// The car's frame: `None` until a packet with the car on track was read.
     pub fn frame(&self) -> Option<Value> {
         (!self.frame.is_empty()).then(|| Value::Object(self.frame.clone()))
-    }
-}
-
-fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(value) = value {
-        map.insert(key.into(), value);
-    }
-}
-
-/// Little-endian reads that say `None` past the end rather than panic.
-#[derive(Clone, Copy)]
-struct Le<'a>(&'a [u8]);
-
-impl Le<'_> {
-    fn array<const N: usize>(self, at: usize) -> Option<[u8; N]> {
-        self.0.get(at..at.checked_add(N)?)?.try_into().ok()
-    }
-    fn u8(self, at: usize) -> Option<u8> {
-        self.0.get(at).copied()
-    }
-    fn u16(self, at: usize) -> Option<u16> {
-        self.array(at).map(u16::from_le_bytes)
-    }
-    fn i16(self, at: usize) -> Option<i16> {
-        self.array(at).map(i16::from_le_bytes)
-    }
-    fn i32(self, at: usize) -> Option<i32> {
-        self.array(at).map(i32::from_le_bytes)
-    }
-    fn u32(self, at: usize) -> Option<u32> {
-        self.array(at).map(u32::from_le_bytes)
-    }
-    fn f32(self, at: usize) -> Option<f64> {
-        self.array(at).map(f32::from_le_bytes).map(f64::from)
     }
 }
 

@@ -44,6 +44,18 @@ fn monitor(url: &str, source: &str, extra: &[&str]) -> (Running, std::path::Path
     (monitor, log)
 }
 
+/// The monitor's last progress line (what it read and refused), and all its stderr.
+fn closing_count(log: &std::path::Path) -> (String, String) {
+    let err = std::fs::read_to_string(log).unwrap();
+    let summary = err
+        .lines()
+        .rev()
+        .find(|l| l.contains("packets read"))
+        .unwrap_or_default()
+        .to_string();
+    (summary, err)
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -140,12 +152,7 @@ async fn forza_data_out_over_udp_becomes_a_session_with_laps() {
     assert_eq!(laps[0]["next_frame"]["last_lap_time"], 91.25);
 
     assert_eq!(monitor.stop("-INT"), 0);
-    let err = std::fs::read_to_string(&log).unwrap();
-    let summary = err
-        .lines()
-        .rev()
-        .find(|l| l.contains("packets read"))
-        .unwrap_or_default();
+    let (summary, err) = closing_count(&log);
     assert!(
         summary.contains(
             "forza Forza Motorsport: 10 packets read, 1 with the race off (menus, pause), 2 \
@@ -267,12 +274,7 @@ async fn a_playstation_answering_the_heartbeat_becomes_a_session() {
     );
 
     assert_eq!(monitor.stop("-INT"), 0);
-    let err = std::fs::read_to_string(&log).unwrap();
-    let summary = err
-        .lines()
-        .rev()
-        .find(|l| l.contains("packets read"))
-        .unwrap_or_default();
+    let (summary, err) = closing_count(&log);
     assert!(
         summary.contains(
             "gt7 format B: 5 packets read, 1 with the car off track (menus, pause, loading), 2 \
