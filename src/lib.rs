@@ -18,7 +18,8 @@
 //! - [`web`]: the processor's HTTP side — the race engineer's dashboard page
 //!   (embedded; it talks to NATS itself over WebSocket), `/healthz`, `/readyz`,
 //!   `/metrics`.
-//! - [`sources`]: real sims' telemetry (EA F1 over UDP, iRacing `.ibt` files)
+//! - [`sources`]: real sims' telemetry (EA F1, Forza and Gran Turismo 7 over
+//!   UDP, iRacing `.ibt` files)
 //!   decoded into schema frames; pure, no I/O (the monitor command does that).
 //! - [`cmd`]: the binary's commands; the only place clap appears.
 #![deny(unreachable_pub)]

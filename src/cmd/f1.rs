@@ -32,9 +32,10 @@ pub(super) async fn run(
     args: &MonitorArgs,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let socket = tokio::net::UdpSocket::bind(args.listen)
+    let listen = args.listen_on(20777);
+    let socket = tokio::net::UdpSocket::bind(listen)
         .await
-        .with_context(|| format!("cannot listen for F1 telemetry on {}", args.listen))?;
+        .with_context(|| format!("cannot listen for F1 telemetry on {listen}"))?;
     let listening = socket.local_addr()?;
     let config = args.connect.config();
     let (nats, mut links) = connect_observed(&config, "paddock-monitor").await?;

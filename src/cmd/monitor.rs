@@ -103,11 +103,16 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     if !(args.time_scale > 0.0 && args.time_scale.is_finite()) {
         bail!("--time-scale must be more than 0 (got {})", args.time_scale);
     }
-    if args.source == SourceArg::F1 {
-        if args.sessions != 1 || args.replay.is_some() {
-            bail!("--source f1 reads one car (the player's): not with --sessions or --replay");
-        }
-        return super::f1::run(args, shutdown).await;
+    if args.source != SourceArg::Sim && (args.sessions != 1 || args.replay.is_some()) {
+        bail!(
+            "--source f1, forza and gt7 read one car (the player's): not with --sessions or --replay"
+        );
+    }
+    match args.source {
+        SourceArg::Sim => {}
+        SourceArg::F1 => return super::f1::run(args, shutdown).await,
+        SourceArg::Forza => return super::forza::run(args, shutdown).await,
+        SourceArg::Gt7 => return super::gt7::run(args, shutdown).await,
     }
     let source = match &args.replay {
         Some(path) => {

@@ -43,14 +43,17 @@ pub struct MonitorArgs {
     /// Monitors to run in this process, each with its own session (load generation).
     #[arg(long, env = "PADDOCK_SESSIONS", default_value_t = 1)]
     pub sessions: usize,
-    /// Where frames come from: the simulated car, or EA F1 24/25's UDP
-    /// telemetry (the player's car; see --listen).
+    /// Where frames come from: the simulated car, or a game's UDP telemetry
+    /// (the player's car; see --listen): EA F1 24/25, Forza's Data Out, Gran
+    /// Turismo 7 (see --console).
     #[arg(long, env = "PADDOCK_SOURCE", value_enum, default_value_t = SourceArg::Sim)]
     pub source: SourceArg,
-    /// With --source f1: the address and port to receive the game's UDP
-    /// telemetry on (the game's "UDP IP address" is this machine's, its port this port).
-    #[arg(long, env = "PADDOCK_LISTEN", default_value = "0.0.0.0:20777")]
-    pub listen: std::net::SocketAddr,
+    /// With --source f1, forza or gt7: the address and port to receive the
+    /// game's UDP telemetry on (the game's IP address is this machine's, its
+    /// port this port). By default 0.0.0.0 and the game's usual port: 20777
+    /// (f1), 5300 (forza), 33740 (gt7).
+    #[arg(long, env = "PADDOCK_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
     /// With --source f1: when the game starts another session (its session UID
     /// changes: practice to qualifying, the next race), ask for a new paddock
     /// session and print its id. Without it the car stays in one session.
@@ -84,6 +87,16 @@ pub struct MonitorArgs {
     /// The labels of the session it creates (not with --session).
     #[command(flatten)]
     pub label: super::sessions::LabelArgs,
+    #[command(flatten)]
+    pub gt7: Gt7Args,
+}
+
+impl MonitorArgs {
+    /// `--listen`, or every address on the game's usual `port`.
+    pub(super) fn listen_on(&self, port: u16) -> std::net::SocketAddr {
+        self.listen
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], port)))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -92,6 +105,10 @@ pub enum SourceArg {
     Sim,
     /// EA F1 24 and F1 25 UDP telemetry.
     F1,
+    /// Forza's Data Out: Forza Motorsport (2023) and 7, Forza Horizon 4 and 5.
+    Forza,
+    /// Gran Turismo 7's Simulator Interface (needs --console).
+    Gt7,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -248,6 +265,45 @@ pub(super) async fn send_setup_of(
             Err(e) => {
                 return Err(e).with_context(|| format!("the setup for {car_id} was refused"));
             }
+        }
+    }
+}
+
+/// `paddock monitor`'s flags for `--source gt7`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Gt7Args {
+    /// With --source gt7: the PlayStation's IP address (its Settings → Network
+    /// → View Connection Status), where the heartbeat goes.
+    #[arg(long, env = "PADDOCK_CONSOLE")]
+    pub console: Option<std::net::IpAddr>,
+    /// With --source gt7: the console's heartbeat port. GT7 listens on 33739;
+    /// another port is for a stand-in console (tests) or a relay.
+    #[arg(long, env = "PADDOCK_CONSOLE_PORT", default_value_t = crate::sources::gt7::CONSOLE_PORT)]
+    pub console_port: u16,
+    /// With --source gt7: the packet format to ask for: a (296 bytes, every GT7
+    /// version), b (316, newer versions: adds the steering wheel's angle) or
+    /// tilde ("~", 344, newer still).
+    #[arg(long, env = "PADDOCK_GT7_FORMAT", value_enum, default_value_t = Gt7Format::A)]
+    pub gt7_format: Gt7Format,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Gt7Format {
+    /// Heartbeat "A", 296-byte packets.
+    #[default]
+    A,
+    /// Heartbeat "B", 316-byte packets.
+    B,
+    /// Heartbeat "~", 344-byte packets.
+    Tilde,
+}
+
+impl From<Gt7Format> for crate::sources::gt7::Format {
+    fn from(format: Gt7Format) -> Self {
+        match format {
+            Gt7Format::A => Self::A,
+            Gt7Format::B => Self::B,
+            Gt7Format::Tilde => Self::Tilde,
         }
     }
 }

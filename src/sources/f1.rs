@@ -29,7 +29,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{corners, rounded};
+use super::{Le as Bytes, corners, put, rounded};
 
 /// The header every packet starts with.
 pub const HEADER_LEN: usize = 29;
@@ -367,32 +367,8 @@ impl Header {
     }
 }
 
-/// Little-endian reads that say `None` past the end rather than panic.
-#[derive(Clone, Copy)]
-struct Bytes<'a>(&'a [u8]);
-
+/// F1's own reads beside the shared ones.
 impl Bytes<'_> {
-    fn array<const N: usize>(self, at: usize) -> Option<[u8; N]> {
-        self.0.get(at..at.checked_add(N)?)?.try_into().ok()
-    }
-    fn u8(self, at: usize) -> Option<u8> {
-        self.0.get(at).copied()
-    }
-    fn i8(self, at: usize) -> Option<i8> {
-        self.u8(at).map(|b| b as i8)
-    }
-    fn u16(self, at: usize) -> Option<u16> {
-        self.array(at).map(u16::from_le_bytes)
-    }
-    fn u32(self, at: usize) -> Option<u32> {
-        self.array(at).map(u32::from_le_bytes)
-    }
-    fn u64(self, at: usize) -> Option<u64> {
-        self.array(at).map(u64::from_le_bytes)
-    }
-    fn f32(self, at: usize) -> Option<f64> {
-        self.array(at).map(f32::from_le_bytes).map(f64::from)
-    }
     /// Four wheel values at `at`, `step` bytes apart, in the game's RL RR FL FR
     /// order, as schema corners.
     fn wheels(self, at: usize, step: usize, read: impl Fn(Self, usize) -> Option<Value>) -> Value {
@@ -405,12 +381,6 @@ impl Bytes<'_> {
         let end = raw.iter().position(|b| *b == 0).unwrap_or(len);
         let name = String::from_utf8_lossy(&raw[..end]).trim().to_string();
         (!name.is_empty()).then_some(name)
-    }
-}
-
-fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
-    if let Some(value) = value {
-        map.insert(key.into(), value);
     }
 }
 

@@ -4,14 +4,16 @@
 //! Each decoder is pure — bytes in, schema frames out, no I/O and no clock of
 //! its own — so it is tested on bytes (real captures under tests/data and
 //! sequences built from the games' specs) and fuzzed (fuzz/). `paddock monitor`
-//! (src/cmd/monitor.rs, src/cmd/f1.rs) does the I/O: a UDP socket for EA F1, a file
-//! for iRacing.
+//! (src/cmd/monitor.rs, f1.rs, datagrams.rs) does the I/O: a UDP socket for EA F1 and Forza, a UDP
+//! socket and a heartbeat to the console for Gran Turismo 7, a file for iRacing.
 //!
 //! Units are converted here, once: what leaves a decoder is in the schema's
 //! units (s, L, km/h, °C, psi, tread left as a fraction) with corners keyed
 //! `fl fr rl rr`, whatever order and unit the game used.
 
 pub mod f1;
+pub mod forza;
+pub mod gt7;
 pub mod ibt;
 pub mod yaml;
 
@@ -43,4 +45,49 @@ pub(crate) fn rounded(value: f64, digits: i32) -> Value {
 /// gateway's for the Race Dashboard's LMU frames.
 pub(crate) fn kpa_to_psi(kpa: f64) -> f64 {
     kpa * 0.145_037_737_73
+}
+
+/// Little-endian reads from a packet that say `None` past its end rather than
+/// panic: every binary decoder's way into its bytes (the games all send
+/// little-endian, packed).
+#[derive(Clone, Copy)]
+pub(crate) struct Le<'a>(pub(crate) &'a [u8]);
+
+impl Le<'_> {
+    pub(crate) fn array<const N: usize>(self, at: usize) -> Option<[u8; N]> {
+        self.0.get(at..at.checked_add(N)?)?.try_into().ok()
+    }
+    pub(crate) fn u8(self, at: usize) -> Option<u8> {
+        self.0.get(at).copied()
+    }
+    pub(crate) fn i8(self, at: usize) -> Option<i8> {
+        self.u8(at).map(|b| b as i8)
+    }
+    pub(crate) fn u16(self, at: usize) -> Option<u16> {
+        self.array(at).map(u16::from_le_bytes)
+    }
+    pub(crate) fn i16(self, at: usize) -> Option<i16> {
+        self.array(at).map(i16::from_le_bytes)
+    }
+    pub(crate) fn u32(self, at: usize) -> Option<u32> {
+        self.array(at).map(u32::from_le_bytes)
+    }
+    pub(crate) fn i32(self, at: usize) -> Option<i32> {
+        self.array(at).map(i32::from_le_bytes)
+    }
+    pub(crate) fn u64(self, at: usize) -> Option<u64> {
+        self.array(at).map(u64::from_le_bytes)
+    }
+    /// An `f32`, widened (what the schema's numbers are made from).
+    pub(crate) fn f32(self, at: usize) -> Option<f64> {
+        self.array(at).map(f32::from_le_bytes).map(f64::from)
+    }
+}
+
+/// Sets `key` when there is a reading: a field a packet could not give is
+/// left out of the frame, not sent as a made-up value.
+pub(crate) fn put(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(value) = value {
+        map.insert(key.into(), value);
+    }
 }

@@ -32,5 +32,6 @@ mod readme;
 mod schema;
 mod security;
 mod sims;
+mod sims_forza_gt7;
 mod team_flags;
 mod teams;

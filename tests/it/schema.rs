@@ -81,7 +81,7 @@ fn the_origin_monitors_frames_follow_it_once_converted_and_not_before() {
 
 #[test]
 fn the_sim_bridges_frames_follow_it() {
-    use paddock::sources::{f1, ibt};
+    use paddock::sources::{f1, forza, gt7, ibt};
     let validator = validator();
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
     for (dir, files) in [
@@ -106,6 +106,25 @@ fn the_sim_bridges_frames_follow_it() {
                 assert_valid(&validator, &frame, &format!("{dir} after {file}"));
             }
         }
+    }
+    // Forza's and GT7's packets built from their layouts (tests/data/README.md).
+    for layout in ["sled", "dash", "motorsport", "horizon"] {
+        let mut decoder = forza::Decoder::new();
+        assert!(decoder.read(&std::fs::read(format!("{data}/forza/{layout}.bin")).unwrap()));
+        assert_valid(
+            &validator,
+            &decoder.frame().unwrap(),
+            &format!("forza {layout}"),
+        );
+    }
+    for format in ["a", "b", "tilde"] {
+        let mut decoder = gt7::Decoder::new();
+        assert!(decoder.read(&std::fs::read(format!("{data}/gt7/{format}.packet.bin")).unwrap()));
+        assert_valid(
+            &validator,
+            &decoder.frame().unwrap(),
+            &format!("gt7 {format}"),
+        );
     }
     let file =
         ibt::Ibt::parse(std::fs::read(format!("{data}/ibt/valid_test_file.ibt")).unwrap()).unwrap();

@@ -1,0 +1,199 @@
+//! The monitor's loop for sims that send the player's car whole in every UDP
+//! datagram (Forza's Data Out, Gran Turismo 7's Simulator Interface): each
+//! datagram goes to the game's pure decoder (src/sources/), and the car leaves
+//! as frames at most `--hz` a second — the latest state, so a burst of packets
+//! is one frame and nothing read is older than 1/hz when it leaves. Packets
+//! the decoder cannot read are counted on the progress line. A session deleted
+//! or expired under it stops it, as it stops `paddock monitor`
+//! (cmd/endings.rs).
+//!
+//! EA F1 has a loop of its own (cmd/f1.rs): its car comes in seven packets,
+//! with a setup and game sessions, which neither of these sends.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::net::UdpSocket;
+
+use super::monitoring::{MonitorArgs, announce, create_session, stamped};
+use crate::client::SessionsClient;
+use crate::client::connect::connect_observed;
+use crate::protocol::id::SessionId;
+use crate::protocol::subjects::{self, DataKind, Endpoint};
+
+/// A game's decoder as the loop drives it.
+pub(super) trait Game {
+    /// Reads one datagram; true when the car's frame changed.
+    fn read(&mut self, datagram: &[u8]) -> bool;
+    /// The car's frame, once one was read.
+    fn frame(&self) -> Option<Value>;
+    /// What the decoder has read and refused, for the progress line.
+    fn progress(&self) -> String;
+}
+
+/// A datagram the game must keep receiving to keep sending (GT7's: the
+/// console sends only to who asked in the last few seconds).
+pub(super) struct Heartbeat {
+    pub to: SocketAddr,
+    pub body: Vec<u8>,
+    pub every: Duration,
+}
+
+/// The largest datagram read: Forza's is 331 bytes, GT7's 344; anything longer
+/// is not theirs (and is counted as malformed, cut to this length).
+const DATAGRAM: usize = 2048;
+
+pub(super) async fn run(
+    args: &MonitorArgs,
+    socket: UdpSocket,
+    mut decoder: impl Game,
+    heartbeat: Option<Heartbeat>,
+    listening: &str,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = args.connect.config();
+    let (nats, mut links) = connect_observed(&config, "paddock-monitor").await?;
+    let renewing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut renewal = match &args.session {
+        Some(id) => super::args::keep_credentials_fresh(
+            &config,
+            &nats,
+            SessionId::parse(id)?,
+            Endpoint::RenewMonitor,
+            renewing,
+        ),
+        None => tokio::sync::mpsc::channel(1).1,
+    };
+    let client = SessionsClient::new(
+        nats.clone(),
+        args.connect.nats_url.clone(),
+        Duration::from_secs(5),
+    );
+    let mut shutdown = std::pin::pin!(shutdown);
+    let dashboard = tokio::select! {
+        url = args.dashboard.resolve(&client) => url,
+        () = &mut shutdown => return Ok(()),
+    };
+    let label = args.label.label();
+    let (checks, mut endings) = super::endings::watch(&nats, &client, args).await?;
+    let mut check_at = checks.first();
+    let id = match &args.session {
+        Some(id) => id.clone(),
+        None => tokio::select! {
+            id = create_session(&client, &label) => id?,
+            () = &mut shutdown => return Ok(()),
+        },
+    };
+    announce(args, dashboard.as_deref(), &id)?;
+    let subject = subjects::data(&SessionId::parse(&id)?, DataKind::Telemetry);
+    say!("{listening}");
+
+    let mut buffer = vec![0u8; DATAGRAM];
+    let mut dirty = false;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.hz));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The first beat at once: the game sends nothing until it has one. (Without
+    // a heartbeat the branch is off; the day only keeps the interval valid.)
+    let every = heartbeat
+        .as_ref()
+        .map_or(Duration::from_secs(86_400), |h| h.every);
+    let mut beats = tokio::time::interval(every);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat_failed = false;
+    let mut until_deadline = std::pin::pin!(super::monitoring::after(args.duration));
+    let (mut sent, mut skipped) = (0u64, 0u64);
+    let mut reported = Instant::now();
+    let started = Instant::now();
+    let progress = |decoder: &dyn Game, sent: u64, skipped: u64| {
+        say!(
+            "monitor: {}; {} frames sent, {} skipped while disconnected",
+            decoder.progress(),
+            sent,
+            skipped
+        );
+    };
+
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = &mut until_deadline => break,
+            ended = endings.next() => {
+                if ended.id == id {
+                    anyhow::bail!("{}", ended.message);
+                }
+            }
+            Some(stopped) = renewal.recv() => {
+                if let crate::client::creds::Stopped::SessionEnded(e) = stopped {
+                    anyhow::bail!(
+                        "session {id} has ended ({e}); its credentials are not renewed, so it \
+                         cannot be written to any more"
+                    );
+                }
+            }
+            // No setup to send again after a reconnect: the frames carry all.
+            Some(_) = links.recv() => {}
+            _ = beats.tick(), if heartbeat.is_some() => {
+                let Some(beat) = &heartbeat else { continue };
+                match socket.send_to(&beat.body, beat.to).await {
+                    Ok(_) => beat_failed = false,
+                    // Said once per outage: the console may be off, or asleep.
+                    Err(e) if !beat_failed => {
+                        say!("monitor: heartbeat to {} not sent: {e}", beat.to);
+                        beat_failed = true;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "heartbeat"),
+                }
+            }
+            received = socket.recv_from(&mut buffer) => {
+                let (len, _) = match received {
+                    Ok(got) => got,
+                    // Windows reports an earlier send's ICMP refusal here (a
+                    // heartbeat to a console that is off); the socket is still good.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "udp receive");
+                        continue;
+                    }
+                };
+                dirty |= decoder.read(&buffer[..len]);
+            }
+            _ = ticker.tick() => {
+                if dirty && let Some(frame) = decoder.frame() {
+                    dirty = false;
+                    if nats.connection_state() == State::Connected {
+                        let body = Bytes::from(stamped(frame).to_string());
+                        if !checks.send(&mut check_at, &id, &subject, body.clone()) {
+                            nats.publish(subject.clone(), body).await?;
+                        }
+                        sent += 1;
+                    } else {
+                        skipped += 1;
+                    }
+                }
+                if !args.progress.is_zero() && reported.elapsed() >= args.progress {
+                    progress(&decoder, sent, skipped);
+                    reported = Instant::now();
+                }
+            }
+        }
+    }
+    // The latest state read goes out, however recently the last frame went.
+    if dirty
+        && nats.connection_state() == State::Connected
+        && let Some(frame) = decoder.frame()
+    {
+        nats.publish(subject.clone(), Bytes::from(stamped(frame).to_string()))
+            .await?;
+        sent += 1;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
+    progress(&decoder, sent, skipped);
+    say!(
+        "monitor: stopped after {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
