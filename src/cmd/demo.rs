@@ -212,6 +212,22 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let monitors = async {
+        // A demo stopped without a signal it could act on (kill -9, a crash)
+        // left its cars live until --expire-after: they are ended now (asked
+        // here, of the processor running beside), so this run shows its own.
+        // Only quiet ones: another demo's cars beside this one send ten frames
+        // a second.
+        end_demo_sessions(
+            args,
+            |s| since - s.last_update > LEFT_OVER,
+            |n| {
+                format!(
+                    "ended {n} session{} an earlier demo left live (it was stopped without ctrl-c)",
+                    plural(n)
+                )
+            },
+        )
+        .await;
         let ran = if args.monitors > 0 {
             monitor::run(&monitor_args, stopped(stop_rx.clone())).await
         } else {
@@ -220,13 +236,21 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         let _ = monitors_done_tx.send(());
         ran
     };
-    let signal = async {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-        let _ = monitors_done.await;
-        end_demo_sessions(args, since).await;
-        let _ = processor_stop_tx.send(true);
-    };
+    let signal =
+        async {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+            let _ = monitors_done.await;
+            end_demo_sessions(args, |s| s.created_at >= since, |n| {
+            format!(
+                "ended its {n} session{} (archived: `{me} sessions archive list{flags}` lists \
+                 them while a processor runs, during the next demo say)",
+                plural(n)
+            )
+        })
+        .await;
+            let _ = processor_stop_tx.send(true);
+        };
     let ((), (), monitors) = tokio::join!(
         signal,
         server::run_on_worker(processor, async {
@@ -241,8 +265,21 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
     monitors
 }
 
-/// Deletes team Demo's live sessions created since `since`: this run's cars.
-async fn end_demo_sessions(args: &DemoArgs, since: chrono::DateTime<chrono::Utc>) {
+/// How long without a frame a team Demo session is taken for one an earlier
+/// demo left (its cars send ten frames a second).
+const LEFT_OVER: chrono::TimeDelta = chrono::TimeDelta::seconds(3);
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Deletes team Demo's live sessions that `which` picks (archived, like any
+/// deleted session), and says how many with `said`.
+async fn end_demo_sessions(
+    args: &DemoArgs,
+    which: impl Fn(&crate::protocol::documents::SessionSummary) -> bool,
+    said: impl Fn(usize) -> String,
+) {
     let ended = async {
         let client = connect::connect_once(&args.serve.connect.config(), "paddock-demo").await?;
         let ops = SessionsClient::new(
@@ -254,7 +291,7 @@ async fn end_demo_sessions(args: &DemoArgs, since: chrono::DateTime<chrono::Utc>
             .list_all(Some(DEMO_TEAM))
             .await?
             .into_iter()
-            .filter(|s| s.created_at >= since)
+            .filter(|s| which(s))
             .map(|s| s.session_id.to_string())
             .collect();
         for id in &mine {
@@ -264,10 +301,7 @@ async fn end_demo_sessions(args: &DemoArgs, since: chrono::DateTime<chrono::Utc>
     };
     match ended.await {
         Ok(0) => {}
-        Ok(n) => say!(
-            "paddock demo: ended its {n} session{} (kept in the archive, which `sessions archive list` shows while a processor runs: the next demo)",
-            if n == 1 { "" } else { "s" }
-        ),
+        Ok(n) => say!("paddock demo: {}", said(n)),
         Err(e) => tracing::warn!(error = %e, "could not end the demo's sessions"),
     }
 }

@@ -458,8 +458,14 @@ async fn the_readme_demo_runs_three_cars_and_ctrl_c_leaves_nothing_running() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (code, _) = again.signal_and_wait(libc::SIGINT, Duration::from_secs(5));
+    // Closing the terminal (SIGHUP) stops it as ctrl-c does.
+    let (code, _) = again.signal_and_wait(libc::SIGHUP, Duration::from_secs(5));
     assert_eq!(code, Some(0), "{}", again.printed());
+    assert!(
+        again.printed().contains("ended its 3 sessions"),
+        "{}",
+        again.printed()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -474,12 +480,28 @@ async fn a_demo_killed_outright_leaves_no_broker_behind() {
     });
     let broker_pids = children_of(demo.child.id());
     assert_eq!(broker_pids.len(), 1, "{broker_pids:?}");
+    // Its cars are live and sending before it is killed.
+    for _ in 0..3 {
+        demo.until(Duration::from_secs(90), "its cars", |l| {
+            l.starts_with("session ")
+        });
+    }
+    std::thread::sleep(Duration::from_secs(2));
     demo.signal_and_wait(libc::SIGKILL, Duration::from_secs(5));
     assert_eq!(
         all_gone(&broker_pids, Duration::from_secs(10)),
         Vec::<u32>::new(),
         "the demo's nats-server outlived it"
     );
+    // The cars it could not end are ended by the next demo, which then shows
+    // its own three.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut again = self::demo(&dir, &ports);
+    again.until(Duration::from_secs(90), "the earlier cars ended", |l| {
+        l.contains("ended 3 sessions an earlier demo left live")
+    });
+    let (code, _) = again.signal_and_wait(libc::SIGINT, Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", again.printed());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
