@@ -34,3 +34,4 @@ mod security;
 mod sims;
 mod team_flags;
 mod teams;
+mod traces;
