@@ -235,6 +235,15 @@ async fn the_trace_stream_is_bounded_per_session_and_in_bytes() {
         config.discard,
         async_nats::jetstream::stream::DiscardPolicy::Old
     );
+    // Compressed where the broker can (2.10 and later), not asked of 2.9.
+    let version = app.client.server_info().version;
+    let compresses = !version.starts_with("2.9.");
+    assert_eq!(
+        config.compression == Some(async_nats::jetstream::stream::Compression::S2),
+        compresses,
+        "nats-server {version}: {:?}",
+        config.compression
+    );
     // A quarter of what is left of 1 GiB after the alerts' and links' buckets.
     assert_eq!(config.max_bytes, (1024 - 16 - 8) * 1024 * 1024 / 4);
 }
