@@ -90,8 +90,9 @@ pub struct ServeArgs {
     pub kv_max_bytes: Option<usize>,
     /// Telemetry frames the trace stream keeps per session (its
     /// max_msgs_per_subject): a session's oldest go first past it, so one
-    /// session's flood pushes out its own frames, not other cars' laps. The
-    /// default is an hour at 20 Hz, 20 minutes at 60 Hz.
+    /// session's flood holds at most this many frames of the stream (whose
+    /// bytes all sessions share, oldest first when full). The default is an
+    /// hour at 20 Hz, 20 minutes at 60 Hz.
     #[arg(long, env = "PADDOCK_TRACE_FRAMES", default_value_t = crate::server::store::DEFAULT_TRACE_FRAMES, value_parser = parse_count)]
     pub trace_frames: usize,
     /// Sessions one client (one connection) may create per minute; past it,

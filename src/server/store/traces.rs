@@ -6,7 +6,8 @@
 //! Bounded three ways (docs/PROTOCOL.md "Traces"): `max_bytes` is the traces'
 //! share of `--kv-max-bytes` ([`super::BucketSizes`]); `max_msgs_per_subject`
 //! (`--trace-frames`) bounds each session, so one session's flood pushes out
-//! its own oldest frames, not the others' laps; `max_age` is the archive
+//! its own oldest frames first and holds at most that many (the bytes are
+//! shared: a full stream drops the oldest of any session); `max_age` is the archive
 //! retention. When full the oldest frames go. A frame over `--max-payload` is
 //! refused by the stream as the processor refuses it; frames the processor
 //! refuses for their rate are recorded all the same (the broker cannot tell).
