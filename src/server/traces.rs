@@ -378,3 +378,58 @@ impl Reader {
         Ok(body.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64, lap: u64, next_lap_time: Option<f64>, seconds: i64) -> Arc<LapRecord> {
+        let id = SessionId::parse("3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b").unwrap();
+        let start = DateTime::from_timestamp(1_000 + 100 * n as i64, 0).unwrap();
+        let next = match next_lap_time {
+            Some(t) => format!(r#"{{"lap": {}, "last_lap_time": {t}}}"#, lap + 1),
+            None => format!(r#"{{"lap": {}}}"#, lap + 1),
+        };
+        Arc::new(LapRecord {
+            session_id: id,
+            n,
+            lap: Bytes::from(lap.to_string()),
+            started_at: start,
+            ended_at: start + Span::seconds(seconds),
+            frames: 10,
+            last_frame: Bytes::from(format!(r#"{{"lap": {lap}}}"#)),
+            next_frame: Bytes::from(next),
+            pitted: false,
+        })
+    }
+
+    fn id() -> SessionId {
+        SessionId::parse("3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b").unwrap()
+    }
+
+    #[test]
+    fn best_is_the_fastest_by_the_sim_s_lap_time_else_by_arrival() {
+        let records = [
+            record(1, 1, Some(95.0), 90),
+            record(2, 2, Some(91.5), 99),
+            record(3, 3, Some(93.0), 80),
+        ];
+        let best = pick(id(), &records, LapRef::Named(Best::Best)).unwrap();
+        assert_eq!(best.lap, Value::from(2));
+        // Without the sim's times, the lap whose frames took the least time.
+        let records = [record(1, 1, None, 90), record(2, 2, None, 80)];
+        let best = pick(id(), &records, LapRef::Named(Best::Best)).unwrap();
+        assert_eq!(best.lap, Value::from(2));
+    }
+
+    #[test]
+    fn a_lap_number_is_the_last_lap_with_it_and_a_missing_one_is_404() {
+        // A monitor that restarted its count: lap 1 twice, the later wins.
+        let records = [record(1, 1, None, 90), record(2, 1, None, 80)];
+        let lap = pick(id(), &records, LapRef::Number(1)).unwrap();
+        assert_eq!(lap.from, records[1].started_at);
+        let missing = pick(id(), &records, LapRef::Number(7)).unwrap_err();
+        assert_eq!(missing.code(), 404);
+        assert_eq!(missing.reason(), "unknown_lap");
+    }
+}
