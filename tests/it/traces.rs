@@ -247,3 +247,50 @@ async fn the_trace_stream_is_bounded_per_session_and_in_bytes() {
     // A quarter of what is left of 1 GiB after the alerts' and links' buckets.
     assert_eq!(config.max_bytes, (1024 - 16 - 8) * 1024 * 1024 / 4);
 }
+
+/// With partitioned ownership the broker records a frame under its mapped
+/// subject (`session.<id>.telemetry.<p>`): the trace is read from there, by
+/// the id form and the body form alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_session_s_laps_are_read_from_their_mapped_subject() {
+    let dir = fresh_dir("traces-partitions");
+    let config = dir.join("mappings.conf");
+    std::fs::write(&config, paddock::broker::mappings_config(2)).unwrap();
+    let server = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    let url = server.url();
+    let _processor = serve_binary(&url, &["--partitions", "2", "--max-frame-rate", "0"]);
+    let client = connect(&url).await;
+    wait_for_processors(&client, 1).await;
+    let id = create(&client).await;
+    let mut announced = client.subscribe(format!("session.{id}.lap")).await.unwrap();
+    for lap in [1, 2] {
+        for frame in scripted(lap) {
+            client
+                .publish(format!("session.{id}.telemetry"), frame.into())
+                .await
+                .unwrap();
+        }
+    }
+    let third = json!({"lap": 3, "lap_time": 0.0, "lap_distance": 0.0, "last_lap_time": 45.0});
+    client
+        .publish(format!("session.{id}.telemetry"), third.to_string().into())
+        .await
+        .unwrap();
+    sync(&client).await;
+    for _ in 0..2 {
+        next(&mut announced).await;
+    }
+    let compare = ask(
+        &client,
+        &format!("sessions.compare.{id}"),
+        r#"{"lap": 2, "against": {"lap": 1}, "minisectors": 4}"#.into(),
+    )
+    .await
+    .ok();
+    let delta = at(&compare["delta_s"], &compare["distance_m"], 2000.0);
+    assert!((delta - 5.0).abs() < 0.01, "delta at 2000 m: {delta}");
+    let body = json!({"session_id": id, "lap": 1}).to_string();
+    let trace = ask(&client, "sessions.trace", body).await.ok();
+    assert_eq!(trace["frames"], 401);
+    let _ = std::fs::remove_dir_all(&dir);
+}
