@@ -351,6 +351,25 @@ impl SessionsClient {
         }
     }
 
+    /// One recorded lap's frames as recorded (`sessions.trace.<id>` with
+    /// `"raw": true`): `lap` is its number or `"best"`.
+    pub async fn recorded_lap(
+        &self,
+        id: &crate::protocol::id::SessionId,
+        lap: crate::protocol::trace::LapRef,
+        channels: &[&str],
+    ) -> Result<crate::protocol::trace::Trace, ClientError> {
+        let body = crate::protocol::trace::TraceRequest {
+            lap: Some(lap),
+            channels: Some(channels.iter().map(|c| c.to_string()).collect()),
+            raw: true,
+            ..Default::default()
+        };
+        let body = serde_json::to_vec(&body).expect("requests serialize");
+        self.request_as(subjects::trace_one(id), Bytes::from(body))
+            .await
+    }
+
     /// A session's stints, live or ended (`sessions.stints.<id>`).
     pub async fn stints(
         &self,

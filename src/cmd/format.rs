@@ -263,6 +263,47 @@ const CORNERS: [&str; 4] = ["fl", "fr", "rl", "rr"];
 /// per lap with the sim's lap time and what its last frame said at the line.
 /// Fuel used is the fall since the previous lap's line (empty for the first
 /// lap, and for a lap that refuelled).
+/// The channels `sessions export` asks for, and their CSV columns with units
+/// (docs/PROTOCOL.md "Telemetry schema").
+pub const TRACE_COLUMNS: [(&str, &str); 6] = [
+    ("speed", "speed_kmh"),
+    ("throttle", "throttle_fraction"),
+    ("brake", "brake_fraction"),
+    ("steering", "steering_fraction"),
+    ("gear", "gear"),
+    ("rpm", "rpm_per_min"),
+];
+
+/// Recorded laps (`sessions.trace` with `"raw": true`) as RFC 4180 CSV: a
+/// header with units, then one row per frame as recorded, lap by lap.
+pub fn trace_csv(traces: &[crate::protocol::trace::Trace]) -> String {
+    let mut header = vec!["lap", "time_s", "distance_m"];
+    header.extend(TRACE_COLUMNS.map(|(_, column)| column));
+    let mut out = csv_record(&header);
+    for trace in traces {
+        let lap = match &trace.lap {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        for k in 0..trace.elapsed_s.len() {
+            let mut row = vec![
+                lap.clone(),
+                csv_number(trace.elapsed_s[k]),
+                csv_number(trace.distance_m.get(k).copied().flatten()),
+            ];
+            for (channel, _) in TRACE_COLUMNS {
+                let value = trace
+                    .channels
+                    .get(channel)
+                    .and_then(|v| v.get(k).copied().flatten());
+                row.push(csv_number(value));
+            }
+            out.push_str(&csv_record(&row));
+        }
+    }
+    out
+}
+
 pub fn laps_csv(laps: &[crate::protocol::documents::LapRecord<serde_json::Value>]) -> String {
     let mut header: Vec<String> = [
         "lap",

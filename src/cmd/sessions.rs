@@ -36,6 +36,13 @@ pub struct SessionsArgs {
     pub command: SessionsCommand,
 }
 
+/// What `sessions export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// RFC 4180 CSV, a header row with units.
+    Csv,
+}
+
 #[derive(Debug, Clone, Subcommand)]
 pub enum SessionsCommand {
     /// A new session; prints its id. When the processor issues per-session
@@ -90,6 +97,23 @@ pub enum SessionsCommand {
         /// As CSV (RFC 4180, a header row with units).
         #[arg(long, env = "PADDOCK_CSV")]
         csv: bool,
+    },
+    /// A session's recorded laps as CSV, one row per frame as the broker
+    /// recorded it (not resampled), with units in the header: time_s,
+    /// distance_m, speed_kmh, throttle, brake, steering, gear, rpm.
+    Export {
+        session_id: String,
+        /// Which lap: its number, `best` (the fastest), or `all` (every
+        /// completed lap the session keeps).
+        #[arg(long, env = "PADDOCK_EXPORT_LAP", default_value = "all")]
+        lap: String,
+        /// The file format (CSV only, for now).
+        #[arg(long, env = "PADDOCK_EXPORT_FORMAT", value_enum, default_value = "csv")]
+        format: ExportFormat,
+        /// Write `<id>-lap<N>.csv` per lap into this directory (made if
+        /// missing) instead of one CSV on standard output.
+        #[arg(long, env = "PADDOCK_EXPORT_OUT")]
+        out: Option<PathBuf>,
     },
     /// Service-wide counters.
     Stats,
@@ -331,6 +355,55 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 pretty(&json!({ "session_id": id, "count": laps.len(), "laps": laps }))
             } else {
                 laps_table(&laps)
+            }
+        }
+        SessionsCommand::Export {
+            session_id,
+            lap,
+            format: ExportFormat::Csv,
+            out,
+        } => {
+            use crate::protocol::trace::{Best, LapRef};
+            let id = crate::protocol::id::SessionId::parse(session_id)?;
+            let laps: Vec<LapRef> = match lap.as_str() {
+                "best" => vec![LapRef::Named(Best::Best)],
+                "all" => {
+                    let records = client
+                        .laps(&id, None, false)
+                        .await
+                        .map_err(|e| ended_hint(e, session_id))?;
+                    records
+                        .iter()
+                        .filter_map(|r| r.lap.as_u64().map(LapRef::Number))
+                        .collect()
+                }
+                n => vec![LapRef::Number(n.parse().with_context(|| {
+                    format!("--lap {n}: a lap number, best or all")
+                })?)],
+            };
+            let channels = format::TRACE_COLUMNS.map(|(channel, _)| channel);
+            let mut traces = Vec::new();
+            for lap in laps {
+                traces.push(client.recorded_lap(&id, lap, &channels).await?);
+            }
+            match out {
+                None => format::trace_csv(&traces),
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot make {}", dir.display()))?;
+                    let mut written = String::new();
+                    for trace in &traces {
+                        let path = dir.join(format!("{id}-lap{}.csv", trace.lap));
+                        std::fs::write(&path, format::trace_csv(std::slice::from_ref(trace)))
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                        written.push_str(&format!(
+                            "{} ({} frames)\n",
+                            path.display(),
+                            trace.frames
+                        ));
+                    }
+                    written
+                }
             }
         }
         SessionsCommand::Stints { session_id, csv } => {

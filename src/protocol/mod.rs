@@ -5,3 +5,4 @@ pub mod documents;
 pub mod id;
 pub mod payload;
 pub mod subjects;
+pub mod trace;

@@ -44,11 +44,15 @@ pub enum Endpoint {
     Links,
     /// Withdraw links (ops).
     Revoke,
+    /// One lap's recorded frames on a distance grid (docs/PROTOCOL.md "Traces").
+    Trace,
+    /// One lap against another along the distance: the time delta.
+    Compare,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order `$SRV.INFO` lists them.
-    pub const ALL: [Endpoint; 18] = [
+    pub const ALL: [Endpoint; 20] = [
         Endpoint::Create,
         Endpoint::Get,
         Endpoint::List,
@@ -67,6 +71,8 @@ impl Endpoint {
         Endpoint::RenewLink,
         Endpoint::Links,
         Endpoint::Revoke,
+        Endpoint::Trace,
+        Endpoint::Compare,
     ];
 
     /// The endpoint's name in the `sessions` group: `sessions.<name>`.
@@ -90,6 +96,8 @@ impl Endpoint {
             Endpoint::RenewLink => RENEW_LINK,
             Endpoint::Links => LINKS,
             Endpoint::Revoke => REVOKE,
+            Endpoint::Trace => TRACE,
+            Endpoint::Compare => COMPARE,
         }
     }
 
@@ -106,6 +114,8 @@ impl Endpoint {
             Endpoint::Get => Some(("get-one", GET_ONE)),
             Endpoint::Laps => Some(("laps-one", LAPS_ONE)),
             Endpoint::Stints => Some(("stints-one", STINTS_ONE)),
+            Endpoint::Trace => Some(("trace-one", TRACE_ONE)),
+            Endpoint::Compare => Some(("compare-one", COMPARE_ONE)),
             Endpoint::ArchiveLaps => Some(("archive-laps-one", ARCHIVE_LAPS_ONE)),
             Endpoint::RenewMonitor => Some(("renew-monitor-one", RENEW_MONITOR_ONE)),
             Endpoint::RenewDashboard => Some(("renew-dashboard-one", RENEW_DASHBOARD_ONE)),
@@ -162,6 +172,11 @@ pub const ARCHIVE_LAPS_ONE: &str = "archive.laps.*";
 /// A session's stints (live or ended), and `sessions.stints.<id>`.
 pub const STINTS: &str = "stints";
 pub const STINTS_ONE: &str = "stints.*";
+/// A lap's trace and a comparison of two laps, from the broker's recording.
+pub const TRACE: &str = "trace";
+pub const TRACE_ONE: &str = "trace.*";
+pub const COMPARE: &str = "compare";
+pub const COMPARE_ONE: &str = "compare.*";
 /// `sessions.renew.monitor.<id>`, `sessions.renew.dashboard.<id>`: what a holder
 /// of the session's credentials may ask, to keep them fresh.
 pub const RENEW_MONITOR_ONE: &str = "renew.monitor.*";
@@ -190,6 +205,16 @@ pub fn renew_link_one(link: &crate::protocol::id::LinkId) -> String {
 /// `sessions.stints.<id>`.
 pub fn stints_one(id: &SessionId) -> String {
     format!("{CONTROL_PREFIX}.{STINTS}.{id}")
+}
+
+/// `sessions.trace.<id>`.
+pub fn trace_one(id: &SessionId) -> String {
+    format!("{CONTROL_PREFIX}.{TRACE}.{id}")
+}
+
+/// `sessions.compare.<id>`.
+pub fn compare_one(id: &SessionId) -> String {
+    format!("{CONTROL_PREFIX}.{COMPARE}.{id}")
 }
 
 /// `sessions.laps.<id>`.
@@ -263,6 +288,25 @@ pub fn team_link(base: &str, team: &str, access: Option<(&str, &str, &str)>) -> 
     }
 }
 
+/// Whether a request came from credentials scoped to one session or one team
+/// (per-session mode), read from its reply subject: `_INBOX_<id>.…` (a
+/// session's monitor, dashboard or shared link) or `_INBOX_team_<team>.…` (a
+/// team link), the only inboxes those credentials may read. A role's inbox
+/// (`_INBOX_ops`) or the default `_INBOX` is not.
+pub fn scoped_inbox(reply: &str) -> bool {
+    let Some(rest) = reply
+        .strip_prefix(DEFAULT_INBOX_PREFIX)
+        .and_then(|r| r.strip_prefix('_'))
+    else {
+        return false;
+    };
+    rest.starts_with("team_")
+        || rest
+            .split('.')
+            .next()
+            .is_some_and(|token| SessionId::parse(token).is_ok())
+}
+
 /// `$SRV.PING.<service>.<instance id>`: one service instance's PING.
 pub fn discovery_ping(instance: &str) -> String {
     format!("$SRV.PING.{SERVICE_NAME}.{instance}")
@@ -309,6 +353,26 @@ pub fn kv_key(bucket: &str, key: &impl std::fmt::Display) -> String {
 /// rather than `session.*.>` so the processor never receives its own announcements.
 pub const ALL_SETUP: &str = "session.*.setup";
 pub const ALL_TELEMETRY: &str = "session.*.telemetry";
+
+/// What the trace stream records: every session's telemetry, in both forms a
+/// partition mapping may give it (the broker stores the mapped subject).
+pub const TRACE_SUBJECTS: [&str; 2] = ["session.*.telemetry", "session.*.telemetry.*"];
+
+/// The trace stream's name beside the buckets of `bucket` (`<bucket>_traces`).
+pub fn trace_stream(bucket: &str) -> String {
+    format!("{bucket}_traces")
+}
+
+/// The subject one session's frames are recorded under: `session.<id>.telemetry`,
+/// or with the partition token where the broker partitions into `partitions`.
+pub fn recorded_telemetry(id: &SessionId, partitions: u32) -> String {
+    let subject = data(id, DataKind::Telemetry);
+    if partitions > 1 {
+        partitioned(&subject, partition(id, partitions))
+    } else {
+        subject
+    }
+}
 
 /// What every subject of one session starts with: `session.<id>.…`.
 pub const DATA_PREFIX: &str = "session.";
@@ -650,6 +714,18 @@ mod tests {
     }
 
     #[test]
+    fn a_session_s_or_team_s_inbox_is_scoped_and_a_role_s_is_not() {
+        let id = SessionId::new_v4();
+        assert!(scoped_inbox(&format!("{}.abc.1", inbox_prefix(&id))));
+        assert!(scoped_inbox(&format!(
+            "{}.abc",
+            team_inbox_prefix("Red Bull")
+        )));
+        assert!(!scoped_inbox("_INBOX_ops.abc"));
+        assert!(!scoped_inbox("_INBOX.abc"));
+    }
+
+    #[test]
     fn mappings_append_the_partition_of_the_id() {
         let mappings = mappings(4);
         assert!(mappings.contains(&(
@@ -661,7 +737,7 @@ mod tests {
             "sessions.renew.monitor.{{wildcard(1)}}.{{partition(4,1)}}".to_string()
         )));
         // Setup, telemetry, every id-form endpoint and the start-up check.
-        assert_eq!(mappings.len(), 2 + 6 + 1);
+        assert_eq!(mappings.len(), 2 + 8 + 1);
     }
 
     #[test]

@@ -139,6 +139,11 @@ impl App {
             (Endpoint::RenewLink, _) => self.renew_link(body),
             (Endpoint::Links, _) => self.links(body),
             (Endpoint::Revoke, _) => self.revoke(body),
+            // Read from the trace stream on a task of their own (processor.rs
+            // plans them with `App::plan` and answers with `traces::Reader`).
+            (Endpoint::Trace | Endpoint::Compare, _) => Err(ServiceError::BadRequest(
+                "a trace is answered off the ordered loop".into(),
+            )),
         }
     }
 
@@ -218,6 +223,7 @@ impl App {
                     .session_id
                     .or_else(|| self.links.get(&request.link)?.session_id)
             }
+            Endpoint::Trace | Endpoint::Compare => self.trace_session(endpoint, body),
             // Links are every processor's (the links bucket), not a partition's.
             Endpoint::Links | Endpoint::Revoke => None,
             Endpoint::Create | Endpoint::List | Endpoint::Stats | Endpoint::ArchiveList => None,

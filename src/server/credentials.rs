@@ -370,6 +370,10 @@ fn dashboard_requests(id: &SessionId) -> Vec<String> {
         subjects::get_one(id),
         subjects::laps_one(id),
         subjects::stints_one(id),
+        // Its own laps' traces and comparisons (against another session's
+        // lap: refused unless that is its own, processor.rs).
+        subjects::trace_one(id),
+        subjects::compare_one(id),
     ]
     .map(subjects::with_mapped)
     .concat()
@@ -387,6 +391,10 @@ fn ops_permissions() -> Value {
             control(&format!("{}.*", subjects::LAPS_ONE)),
             Endpoint::Stints.subject(), control(subjects::STINTS_ONE),
             control(&format!("{}.*", subjects::STINTS_ONE)),
+            Endpoint::Trace.subject(), control(subjects::TRACE_ONE),
+            control(&format!("{}.*", subjects::TRACE_ONE)),
+            Endpoint::Compare.subject(), control(subjects::COMPARE_ONE),
+            control(&format!("{}.*", subjects::COMPARE_ONE)),
             Endpoint::List.subject(), Endpoint::Stats.subject(),
             control("archive.>"), Endpoint::Delete.subject(), Endpoint::Label.subject(),
             // Team links (`sessions share --team`), session links (`sessions
@@ -513,6 +521,10 @@ mod tests {
                 format!("sessions.laps.{id}.*"),
                 format!("sessions.stints.{id}"),
                 format!("sessions.stints.{id}.*"),
+                format!("sessions.trace.{id}"),
+                format!("sessions.trace.{id}.*"),
+                format!("sessions.compare.{id}"),
+                format!("sessions.compare.{id}.*"),
                 format!("sessions.renew.dashboard.{id}"),
                 format!("sessions.renew.dashboard.{id}.*")
             ])
@@ -566,6 +578,10 @@ mod tests {
                 format!("sessions.laps.{id}.*"),
                 format!("sessions.stints.{id}"),
                 format!("sessions.stints.{id}.*"),
+                format!("sessions.trace.{id}"),
+                format!("sessions.trace.{id}.*"),
+                format!("sessions.compare.{id}"),
+                format!("sessions.compare.{id}.*"),
             ])
         );
         assert_eq!(

@@ -43,6 +43,18 @@ pub enum ServiceError {
     /// old team link without an id (server/links.rs).
     #[error(transparent)]
     Link(#[from] crate::server::links::LinkError),
+    /// A lap the session does not have, or whose frames are not recorded.
+    #[error("{0}")]
+    UnknownLap(String),
+    /// No trace recording to read (`--store memory`, or the stream unreadable).
+    #[error("{0}")]
+    NoRecording(String),
+    /// What these credentials may not read (another session's laps).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// An answer larger than the endpoint gives (a trace of too many points).
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// This client asked for too much of something in the last minute.
     #[error("too many {what} by this client; retry in {:.1} s", retry_after.as_secs_f64())]
     RateLimited {
@@ -63,7 +75,10 @@ impl ServiceError {
             ServiceError::Session(
                 SessionError::NotFound(_) | SessionError::Ended(..) | SessionError::NotArchived(_),
             ) => 404,
-            ServiceError::NotInTeam { .. } => 404,
+            ServiceError::NotInTeam { .. } | ServiceError::UnknownLap(_) => 404,
+            ServiceError::NoRecording(_) => 503,
+            ServiceError::TooLarge(_) => 413,
+            ServiceError::Forbidden(_) => 403,
             ServiceError::Session(SessionError::AtCapacity { .. }) => 503,
             ServiceError::Session(SessionError::OnDemandLimited { .. }) => 429,
             ServiceError::Session(SessionError::FrameRate { .. }) => 429,
@@ -85,6 +100,10 @@ impl ServiceError {
             ServiceError::PartitionUnavailable(_) => "partition_unavailable",
             ServiceError::RateLimited { .. } => "rate_limited",
             ServiceError::NotInTeam { .. } => "not_in_team",
+            ServiceError::UnknownLap(_) => "unknown_lap",
+            ServiceError::NoRecording(_) => "no_recording",
+            ServiceError::TooLarge(_) => "too_large",
+            ServiceError::Forbidden(_) => "forbidden",
             ServiceError::Link(e) => e.reason(),
         }
     }

@@ -31,6 +31,7 @@ pub mod ratelimit;
 pub mod sessions;
 pub mod store;
 pub mod tower;
+pub mod traces;
 
 use std::future::Future;
 

@@ -356,6 +356,14 @@ impl Processor {
                     LOOKUPS_PER_MINUTE,
                     std::time::Instant::now(),
                 )),
+                reader: crate::server::traces::Reader {
+                    traces: storage.traces(),
+                    partitions: partitions.count(),
+                    lap_field: app.limits.lap_field.clone(),
+                    permits: Arc::new(tokio::sync::Semaphore::new(
+                        crate::server::traces::READS_AT_ONCE,
+                    )),
+                },
                 app,
                 storage,
                 lifecycle,
@@ -612,6 +620,8 @@ struct Ctx {
     /// a flood of gets for random ids must not turn into a flood of reads, each
     /// awaited in the ordered loop.
     lookups: std::sync::Mutex<TokenBucket>,
+    /// Reads laps back from the trace stream, off the loop.
+    reader: crate::server::traces::Reader,
 }
 
 impl Ctx {
@@ -752,6 +762,51 @@ impl Ctx {
                     tracing::warn!(endpoint = name, error = %e, "could not send reply");
                 }
                 app.metrics.request(name, code, taken.elapsed());
+            });
+            return;
+        }
+        // A trace or comparison: its laps found here, in order with the frames
+        // before it; the stream read and the answer on a task of their own, so
+        // a slow read never holds up frames.
+        if matches!(endpoint, Endpoint::Trace | Endpoint::Compare) {
+            let subject_id = matches!(route, Route::Subject(_))
+                .then(|| subjects::id_token(&request.message.subject, endpoint));
+            let plan = match self.app.plan(endpoint, subject_id, &payload) {
+                Ok(plan) => plan,
+                Err(e) => return refuse(e).await,
+            };
+            // Per-session and team-link credentials may ask for their own
+            // session's trace only (the broker checks the subject's id): a
+            // comparison must not hand them another session's channels.
+            if let crate::server::traces::Plan::Compare { lap, reference, .. } = &plan
+                && request
+                    .message
+                    .reply
+                    .as_deref()
+                    .is_some_and(subjects::scoped_inbox)
+                && lap.session_id != reference.session_id
+            {
+                return refuse(ServiceError::Forbidden(
+                    "a session's credentials compare its own laps only".into(),
+                ))
+                .await;
+            }
+            let (reader, app) = (self.reader.clone(), Arc::clone(&self.app));
+            let counted = !matches!(route, Route::Partition(..));
+            tokio::spawn(async move {
+                let (body, headers, code) = match reader.answer(plan).await {
+                    Ok(body) => (body, HeaderMap::new(), 200),
+                    Err(e) => {
+                        app.metrics.reject(e.reason(), &request.message.subject, &e);
+                        (e.body(), e.headers(), e.code())
+                    }
+                };
+                if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+                    tracing::warn!(endpoint = name, error = %e, "could not send reply");
+                }
+                if counted {
+                    app.metrics.request(name, code, taken.elapsed());
+                }
             });
             return;
         }

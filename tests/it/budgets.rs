@@ -44,14 +44,15 @@ fn rss(processor: &Running) -> u64 {
 const KV_MAX_BYTES: &str = "16MiB";
 /// Each bucket's share of [`KV_MAX_BYTES`] as docs/PROTOCOL.md states it
 /// (not read back from the product): the alerts bucket a sixteenth and the
-/// links bucket a sixty-fourth, then of the rest (59/4 MiB) live 1/2, laps
-/// 3/8, archive 1/8.
-const SHARES: [(&str, u64); 5] = [
+/// links bucket a sixty-fourth, then of the rest (59/4 MiB) live 1/2, the
+/// trace stream (every frame of the flood) 1/4, laps 1/8, archive 1/8.
+const SHARES: [(&str, u64); 6] = [
     ("KV_paddock_sessions", 59 * MIB / 8),
     ("KV_paddock_sessions_archive", 59 * MIB / 32),
-    ("KV_paddock_sessions_laps", 59 * MIB / 32 * 3),
+    ("KV_paddock_sessions_laps", 59 * MIB / 32),
     ("KV_paddock_sessions_alerts", MIB),
     ("KV_paddock_sessions_links", MIB / 4),
+    ("paddock_sessions_traces", 59 * MIB / 16),
 ];
 
 /// Bytes each bucket's stream holds, in the order of [`SHARES`].
@@ -212,6 +213,13 @@ async fn a_flooding_monitor_costs_no_more_than_its_budgets() {
         after_flood.saturating_sub(rss_start) / MIB
     );
     assert_within_shares(&buckets, "after the flood");
+    // The broker recorded the flood in the trace stream up to its share, and
+    // no further: full, its oldest frames dropped.
+    let (traces, share) = (buckets[5], SHARES[5].1);
+    assert!(
+        traces > share - 2 * 64 * 1024,
+        "the trace stream holds {traces} bytes of its {share}: the flood was not recorded"
+    );
 
     eprintln!(
         "flood: {sent} frames of 60 KB in 8 s, {refused} refused; processor +{} MiB, buckets {buckets:?} bytes",

@@ -187,6 +187,8 @@ async fn the_service_is_discoverable_through_srv_subjects() {
             "sessions.archive.laps",
             "sessions.archive.laps.*",
             "sessions.archive.list",
+            "sessions.compare",
+            "sessions.compare.*",
             "sessions.create",
             "sessions.delete",
             "sessions.get",
@@ -208,7 +210,9 @@ async fn the_service_is_discoverable_through_srv_subjects() {
             "sessions.stints",
             "sessions.stints.*",
             "sessions.team",
-            "sessions.team.*"
+            "sessions.team.*",
+            "sessions.trace",
+            "sessions.trace.*"
         ]
     );
     for endpoint in info["endpoints"].as_array().unwrap() {

@@ -264,6 +264,60 @@ async fn scenario() -> Vec<(&'static str, String)> {
     .await;
     blocks.push(("laps", c.take()));
 
+    // Traces: two short laps with lap_distance into a session of their own,
+    // the second slower (0.25 s per 10 m against 0.2 s).
+    let trace_id = create(&nats).await;
+    let mut trace_laps = nats
+        .subscribe(format!("session.{trace_id}.lap"))
+        .await
+        .unwrap();
+    let mut trace_frames: Vec<String> = Vec::new();
+    for (lap, pace, speed) in [(1u32, 0.2_f64, 180.0_f64), (2, 0.25, 144.0)] {
+        for k in 0..=4u32 {
+            trace_frames.push(format!(
+                "{{\"lap\":{lap},\"lap_time\":{:.2},\"lap_distance\":{:.1},\"speed\":{speed:.1},\"gear\":5}}",
+                f64::from(k) * pace,
+                f64::from(k) * 10.0
+            ));
+        }
+    }
+    trace_frames.push("{\"lap\":3,\"lap_time\":0.0,\"lap_distance\":0.0}".into());
+    for frame in trace_frames {
+        nats.publish(format!("session.{trace_id}.telemetry"), frame.into())
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        tokio::time::timeout(PATIENCE, trace_laps.next())
+            .await
+            .unwrap();
+    }
+    let trace = "{\"lap\": 2, \"channels\": [\"speed\", \"gear\"], \"step_m\": 10}";
+    c.req(
+        &format!("sessions.trace.{trace_id}"),
+        trace,
+        &quoted(trace),
+        &[],
+    )
+    .await;
+    let compare = "{\"lap\": 2, \"against\": {\"lap\": 1}, \"minisectors\": 2, \"channels\": [\"speed\"], \"step_m\": 10}";
+    c.req(
+        &format!("sessions.compare.{trace_id}"),
+        compare,
+        &quoted(compare),
+        &["/lap", "/reference"],
+    )
+    .await;
+    let missing = "{\"lap\": 7}";
+    c.req(
+        &format!("sessions.trace.{trace_id}"),
+        missing,
+        &quoted(missing),
+        &[],
+    )
+    .await;
+    blocks.push(("trace", c.take()));
+
     c.req("sessions.delete", &body, &quoted(&body), &["/session"])
         .await;
     blocks.push(("delete", c.take()));

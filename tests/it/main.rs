@@ -35,3 +35,4 @@ mod sims;
 mod sims_forza_gt7;
 mod team_flags;
 mod teams;
+mod traces;

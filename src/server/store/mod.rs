@@ -56,6 +56,7 @@ mod links;
 mod peers;
 mod persister;
 mod recovery;
+mod traces;
 
 pub(crate) use alerts_writer::publish as publish_alert;
 use alerts_writer::{ALERT_QUEUE, ALERTS_BUCKET_BYTES, AlertWriter};
@@ -64,6 +65,7 @@ use peers::{Peers, follow_peers};
 use persister::{Outage, Persister};
 pub(crate) use recovery::{BucketConfig, Full, open_bucket};
 use recovery::{load, read_archived};
+pub use traces::Recorded;
 
 /// Writes waiting for the persister beyond this make the sender wait (backpressure
 /// on creates, setups and ends only; telemetry never queues here).
@@ -86,6 +88,12 @@ pub enum StoreKind {
 /// and the processor's CPU per frame there fell from 6.2 to 5.1 µs.
 pub const DEFAULT_PERSIST_RATE: usize = 2_000;
 
+/// `--trace-frames`' default: frames the trace stream keeps per session. An
+/// hour at 20 Hz (20 minutes at 60 Hz): some 80 MB of 1.1 KB frames, a third of
+/// the default traces share, so a flooding session cannot hold more than that
+/// and three cars' full hours fit side by side.
+pub const DEFAULT_TRACE_FRAMES: usize = 72_000;
+
 /// How the processor persists.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -106,6 +114,10 @@ pub struct StoreConfig {
     pub max_bytes: usize,
     /// Where start-up says what it is waiting for (`/readyz` reads it).
     pub progress: StartupProgress,
+    /// Frames the trace stream keeps per session (`--trace-frames`).
+    pub trace_frames: usize,
+    /// The largest frame the trace stream records (`--max-payload`).
+    pub max_payload: usize,
 }
 
 /// What start-up is waiting for, in words for an operator: written while the
@@ -132,8 +144,10 @@ impl StartupProgress {
 /// (live sessions, ended ones, lap records), so the budget defaults to it. Its
 /// shares follow what each holds and what a full one costs: the live documents
 /// (a setup and a frame each) get half, as a full live bucket refuses writes
-/// (`/readyz` fails); lap records (up to `--max-lap-bytes` per session) 3/8, as
-/// a full laps bucket only drops its oldest; the archive (ended sessions' final
+/// (`/readyz` fails); the trace stream (every frame, for lap traces) a quarter,
+/// as it holds the most and only drops its oldest; lap records (two edge
+/// frames each, about 3 KB: 125 MiB is some 40,000 laps) 1/8, as a full laps
+/// bucket only drops its oldest; the archive (ended sessions' final
 /// documents) 1/8; the alerts bucket about 300 bytes per session and kind; the
 /// links bucket about 500 bytes per shared link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,12 +157,14 @@ pub struct BucketSizes {
     pub laps: usize,
     pub alerts: usize,
     pub links: usize,
+    /// The trace stream (`<bucket>_traces`, store/traces.rs).
+    pub traces: usize,
 }
 
 impl BucketSizes {
     /// `budget` shared: the alerts bucket its 16 MiB (at most a sixteenth) and
     /// the links bucket its 8 MiB (at most a sixty-fourth), then of the rest
-    /// live 1/2, laps 3/8, archive 1/8. A budget JetStream cannot take as a
+    /// live 1/2, traces 1/4, laps 1/8, archive 1/8. A budget JetStream cannot take as a
     /// size (beyond `i64::MAX`) means no limit for any bucket.
     pub fn split(budget: usize) -> Self {
         if i64::try_from(budget).is_err() {
@@ -158,28 +174,38 @@ impl BucketSizes {
                 laps: usize::MAX,
                 alerts: usize::MAX,
                 links: usize::MAX,
+                traces: usize::MAX,
             };
         }
         let alerts = ALERTS_BUCKET_BYTES.min(budget / 16);
         let links = links::LINKS_BUCKET_BYTES.min(budget / 64);
         let rest = budget - alerts - links;
-        let laps = rest / 8 * 3;
+        let traces = rest / 4;
+        let laps = rest / 8;
         let archive = rest / 8;
         BucketSizes {
-            live: rest - laps - archive,
+            live: rest - traces - laps - archive,
             archive,
             laps,
             alerts,
             links,
+            traces,
         }
     }
 
     /// Bytes asked of JetStream in all (each replica counts).
     pub fn total(&self, replicas: usize) -> u128 {
-        [self.live, self.archive, self.laps, self.alerts, self.links]
-            .iter()
-            .map(|&b| b as u128)
-            .sum::<u128>()
+        [
+            self.live,
+            self.archive,
+            self.laps,
+            self.alerts,
+            self.links,
+            self.traces,
+        ]
+        .iter()
+        .map(|&b| b as u128)
+        .sum::<u128>()
             * replicas.max(1) as u128
     }
 }
@@ -195,6 +221,8 @@ impl Default for StoreConfig {
             replicas: 1,
             max_bytes: crate::server::sessions::DEFAULT_MAX_MEMORY,
             progress: StartupProgress::default(),
+            trace_frames: DEFAULT_TRACE_FRAMES,
+            max_payload: 64 * 1024,
         }
     }
 }
@@ -258,6 +286,33 @@ pub struct Storage {
     alerts: Option<mpsc::Sender<AlertEvent>>,
     /// The links bucket: links made, renewed and withdrawn (links.rs).
     links: Option<kv::Store>,
+    /// The trace stream, for reading laps back (traces.rs).
+    traces: Option<Traces>,
+}
+
+/// A handle on the trace stream: reads one session's frames over a time window.
+#[derive(Clone)]
+pub struct Traces {
+    stream: jetstream::stream::Stream,
+    client: Client,
+    /// Frames kept per session: no lap read is longer.
+    per_session: usize,
+}
+
+impl Traces {
+    /// The frames recorded on `subject` (`subjects::recorded_telemetry`) from
+    /// `from` to the first after `to`, at most `--trace-frames` and one more
+    /// (the caller refuses that many).
+    pub async fn read(
+        &self,
+        subject: String,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let limit = limit.min(self.per_session);
+        traces::read(&self.stream, &self.client, subject, from, to, limit).await
+    }
 }
 
 impl Storage {
@@ -268,7 +323,13 @@ impl Storage {
             live: None,
             alerts: None,
             links: None,
+            traces: None,
         }
+    }
+
+    /// The trace stream, if this processor records (not with `--store memory`).
+    pub fn traces(&self) -> Option<Traces> {
+        self.traces.clone()
     }
 
     /// Opens the buckets, loads what they hold into `app`, and starts the persister.
@@ -345,6 +406,18 @@ impl Storage {
             let links_bucket = bucket(&links_name, Some(links_age), sizes.links, Full::DropOldest);
             let links = open(links_bucket.clone()).await?;
             keep_max_age(js, &links_bucket).await;
+            let trace_config = traces::TraceConfig {
+                name: crate::protocol::subjects::trace_stream(&config.bucket),
+                max_bytes: sizes.traces,
+                per_session: config.trace_frames,
+                max_age: config.archive_retention,
+                max_msg_size: config.max_payload,
+                replicas: config.replicas,
+                compress: traces::compresses(&client.server_info().version),
+            };
+            let trace_stream = traces::open(js, &trace_config)
+                .await
+                .map_err(|e| no_room(e, &sizes, config))?;
             config.progress.say("starting: recovering sessions");
             // Watch for other processors' writes from before the load on: whatever
             // changes after this point arrives on the watchers, so nothing falls
@@ -371,7 +444,7 @@ impl Storage {
             let alert_values = load(&alerts, &alerts_name).await?;
             let link_values = load(&links, &links_name).await?;
             Ok((
-                (live, archive, laps, alerts, links),
+                (live, archive, laps, alerts, links, trace_stream),
                 Peers {
                     live: peers_live,
                     archive: peers_archive,
@@ -384,7 +457,7 @@ impl Storage {
         })
         .await?;
         let (
-            (live, archive, laps, alerts, links),
+            (live, archive, laps, alerts, links, trace_stream),
             peers,
             peers_links,
             (live_values, archive_values, lap_values, alert_values),
@@ -497,6 +570,11 @@ impl Storage {
             live: Some(live),
             alerts: Some(alerts_tx),
             links: Some(links),
+            traces: Some(Traces {
+                stream: trace_stream,
+                client: client.clone(),
+                per_session: config.trace_frames,
+            }),
         })
     }
 
@@ -734,13 +812,15 @@ fn describe_sizes(sizes: &BucketSizes, config: &StoreConfig) -> String {
         String::new()
     };
     format!(
-        "{} in all ({b} {}, {b}_archive {}, {b}_laps {}, {b}_alerts {}, {b}_links {}{replicas})",
+        "{} in all ({b} {}, {b}_archive {}, {b}_laps {}, {b}_alerts {}, {b}_links {}, \
+         {b}_traces {}{replicas})",
         human_bytes(sizes.total(config.replicas)),
         human_bytes(sizes.live as u128),
         human_bytes(sizes.archive as u128),
         human_bytes(sizes.laps as u128),
         human_bytes(sizes.alerts as u128),
         human_bytes(sizes.links as u128),
+        human_bytes(sizes.traces as u128),
     )
 }
 
@@ -898,7 +978,8 @@ mod tests {
         let sizes = BucketSizes::split(1024 * MIB);
         assert_eq!(sizes.alerts, 16 * MIB);
         assert_eq!(sizes.links, 8 * MIB);
-        assert_eq!(sizes.laps, 375 * MIB);
+        assert_eq!(sizes.traces, 250 * MIB);
+        assert_eq!(sizes.laps, 125 * MIB);
         assert_eq!(sizes.archive, 125 * MIB);
         assert_eq!(sizes.live, 500 * MIB);
         assert_eq!(sizes.total(1), 1024 * MIB as u128);

@@ -135,7 +135,7 @@ pub(crate) async fn open_bucket(
 /// storage resources" (10047, the server's `max_file_store`), "insufficient
 /// resources" (10023), or an account's or tier's limit ("maximum storage
 /// exceeded", "exceeds account limit").
-fn no_room(error: &str) -> bool {
+pub(super) fn no_room(error: &str) -> bool {
     let error = error.to_ascii_lowercase();
     ["insufficient", "storage exceeded", "exceeds account limit"]
         .iter()

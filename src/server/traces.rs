@@ -1,0 +1,435 @@
+//! `sessions.trace` and `sessions.compare`: a lap's frames read back from the
+//! broker's trace stream (store/traces.rs) and put on a distance grid
+//! (protocol/trace.rs).
+//!
+//! Split in two so the ordered loop never waits on a stream read: [`App::plan`]
+//! runs in the loop (it reads the request and finds each lap's record in the
+//! map: microseconds, like `sessions.laps`), and [`answer`] runs on a task of
+//! its own, reading the stream and resampling, while frames keep flowing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration as Span, Utc};
+use serde_json::Value;
+
+use crate::protocol::id::SessionId;
+use crate::protocol::payload::validate_object;
+use crate::protocol::subjects::{self, Endpoint};
+use crate::protocol::trace::{
+    self, Against, Best, CompareRequest, LapRef, MAX_CHANNELS, MAX_MINISECTORS, MAX_REPLY_BYTES,
+    Sample, TraceError, TraceRequest,
+};
+use crate::server::app::App;
+use crate::server::error::ServiceError;
+use crate::server::laps::LapRecord;
+use crate::server::race;
+use crate::server::sessions::SessionError;
+use crate::server::store::Traces;
+
+/// Frames read before a lap's first and after its last: the broker stamps a
+/// frame before the processor does (the record's times), and a broker on
+/// another machine has another clock. Frames of other laps in the window are
+/// left out by their lap field.
+const MARGIN: Span = Span::seconds(5);
+
+/// Frames one lap read takes at most: 60 Hz for half an hour. A lap with more
+/// is refused (413) rather than read without end.
+const MAX_FRAMES: usize = 108_000;
+
+/// One lap to read: whose, which, and when its frames arrived.
+#[derive(Debug, Clone)]
+pub struct LapWindow {
+    pub session_id: SessionId,
+    /// The lap field's value, as the frames carry it.
+    pub lap: Value,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl LapWindow {
+    fn of(record: &LapRecord) -> Self {
+        LapWindow {
+            session_id: record.session_id,
+            lap: serde_json::from_slice(&record.lap).unwrap_or(Value::Null),
+            from: record.started_at,
+            to: record.ended_at,
+        }
+    }
+}
+
+/// What a request asks, its laps found: the part that needs the stream.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Trace {
+        lap: LapWindow,
+        channels: Vec<String>,
+        step_m: f64,
+        raw: bool,
+    },
+    Compare {
+        lap: LapWindow,
+        reference: LapWindow,
+        channels: Vec<String>,
+        step_m: f64,
+        minisectors: usize,
+    },
+}
+
+/// The lap of `records` a request names: the last with that number, or the
+/// fastest by the sim's own lap time (the next lap's `last_lap_time`), else by
+/// when its frames arrived.
+fn pick(
+    id: SessionId,
+    records: &[Arc<LapRecord>],
+    which: LapRef,
+) -> Result<LapWindow, ServiceError> {
+    let found = match which {
+        LapRef::Number(n) => records
+            .iter()
+            .rev()
+            .find(|r| serde_json::from_slice::<Value>(&r.lap).ok() == Some(Value::from(n))),
+        LapRef::Named(Best::Best) => records
+            .iter()
+            .filter_map(|r| {
+                let time = race::Lap::of(r).time.or_else(|| {
+                    let took = r.ended_at - r.started_at;
+                    (took > Span::zero()).then(|| took.num_milliseconds() as f64 / 1000.0)
+                })?;
+                Some((time, r))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, r)| r),
+    };
+    found.map(|r| LapWindow::of(r)).ok_or_else(|| {
+        let which = match which {
+            LapRef::Number(n) => format!("lap {n}"),
+            LapRef::Named(_) => "a best lap".into(),
+        };
+        ServiceError::UnknownLap(format!(
+            "session {id} has no completed {which}: sessions.laps lists the laps kept"
+        ))
+    })
+}
+
+fn channels(asked: Option<Vec<String>>) -> Result<Vec<String>, ServiceError> {
+    let names = asked.unwrap_or_else(|| trace::DEFAULT_CHANNELS.map(String::from).to_vec());
+    if names.is_empty() || names.len() > MAX_CHANNELS || names.iter().any(|n| n.len() > 64) {
+        return Err(ServiceError::BadRequest(format!(
+            "channels: 1 to {MAX_CHANNELS} telemetry keys"
+        )));
+    }
+    Ok(names)
+}
+
+fn step(asked: Option<f64>) -> Result<f64, ServiceError> {
+    let step = asked.unwrap_or(trace::DEFAULT_STEP_M);
+    if (0.1..=1000.0).contains(&step) {
+        Ok(step)
+    } else {
+        Err(ServiceError::BadRequest(TraceError::BadStep.to_string()))
+    }
+}
+
+impl App {
+    /// A session's completed laps, live or ended.
+    fn lap_records(&self, id: SessionId) -> Result<Vec<Arc<LapRecord>>, ServiceError> {
+        match self.sessions.laps(id) {
+            Ok(records) => Ok(records),
+            Err(SessionError::Ended(..)) | Err(SessionError::NotFound(_)) => {
+                match self.sessions.ended(id) {
+                    Some(ended) => Ok(ended.laps.records()),
+                    None => Err(SessionError::NotFound(id).into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads a trace or compare request and finds its laps (in the loop).
+    pub fn plan(
+        &self,
+        endpoint: Endpoint,
+        subject_id: Option<&str>,
+        body: &[u8],
+    ) -> Result<Plan, ServiceError> {
+        let subject_id = subject_id.map(SessionId::parse).transpose()?;
+        validate_object(body, self.limits.max_payload)?;
+        let hint = |e: serde_json::Error| {
+            ServiceError::BadRequest(match endpoint {
+                Endpoint::Compare => format!(
+                    r#"{e}: send {{"lap": <n>|"best", "against": "best"|{{"session_id", "lap"}}, "minisectors": <1..{MAX_MINISECTORS}>}}"#
+                ),
+                _ => format!(
+                    r#"{e}: send {{"lap": <n>|"best", "channels": [..], "step_m": <0.1..1000>}}"#
+                ),
+            })
+        };
+        let missing_id = || {
+            ServiceError::BadRequest(r#"missing session_id: ask sessions.<endpoint>.<id>"#.into())
+        };
+        match endpoint {
+            Endpoint::Compare => {
+                let request: CompareRequest = serde_json::from_slice(body).map_err(hint)?;
+                let id = subject_id.or(request.session_id).ok_or_else(missing_id)?;
+                let lap = pick(id, &self.lap_records(id)?, request.lap)?;
+                let reference = match request.against {
+                    Against::Named(Best::Best) => {
+                        pick(id, &self.lap_records(id)?, LapRef::Named(Best::Best))?
+                    }
+                    Against::Lap { session_id, lap } => {
+                        let other = session_id.unwrap_or(id);
+                        pick(other, &self.lap_records(other)?, lap)?
+                    }
+                };
+                let minisectors = request.minisectors.unwrap_or(trace::DEFAULT_MINISECTORS);
+                if !(1..=MAX_MINISECTORS).contains(&minisectors) {
+                    return Err(ServiceError::BadRequest(format!(
+                        "minisectors: 1 to {MAX_MINISECTORS}"
+                    )));
+                }
+                Ok(Plan::Compare {
+                    lap,
+                    reference,
+                    channels: channels(request.channels)?,
+                    step_m: step(request.step_m)?,
+                    minisectors,
+                })
+            }
+            _ => {
+                let request: TraceRequest = serde_json::from_slice(body).map_err(hint)?;
+                let id = subject_id.or(request.session_id).ok_or_else(missing_id)?;
+                let which = request.lap.ok_or_else(|| {
+                    ServiceError::BadRequest(r#"missing lap: send {"lap": <n>|"best"}"#.into())
+                })?;
+                Ok(Plan::Trace {
+                    lap: pick(id, &self.lap_records(id)?, which)?,
+                    channels: channels(request.channels)?,
+                    step_m: step(request.step_m)?,
+                    raw: request.raw,
+                })
+            }
+        }
+    }
+
+    /// The session a body-form trace or compare names, for forwarding it to
+    /// that session's partition.
+    pub fn trace_session(&self, endpoint: Endpoint, body: &[u8]) -> Option<SessionId> {
+        match endpoint {
+            Endpoint::Compare => {
+                serde_json::from_slice::<CompareRequest>(body)
+                    .ok()?
+                    .session_id
+            }
+            _ => {
+                serde_json::from_slice::<TraceRequest>(body)
+                    .ok()?
+                    .session_id
+            }
+        }
+    }
+}
+
+/// What reading a trace needs besides the plan.
+#[derive(Clone)]
+pub struct Reader {
+    /// The trace stream; `None` with `--store memory`.
+    pub traces: Option<Traces>,
+    /// Partitions the broker maps subjects into (the recorded subject has the
+    /// partition token when there are several).
+    pub partitions: u32,
+    /// The lap field, to tell a lap's frames from its neighbours'.
+    pub lap_field: Option<crate::protocol::payload::Pointer>,
+    /// Reads at once: each holds a lap's frames (up to [`MAX_FRAMES`]) in
+    /// memory, so a burst of requests waits here rather than multiplying that.
+    pub permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Trace reads at once per processor.
+pub const READS_AT_ONCE: usize = 2;
+
+impl Reader {
+    /// One lap's frames as samples of `channels`, in the order received.
+    async fn samples(
+        &self,
+        lap: &LapWindow,
+        channels: &[String],
+    ) -> Result<Vec<Sample>, ServiceError> {
+        let Some(traces) = &self.traces else {
+            return Err(ServiceError::NoRecording(
+                "this processor records no traces (paddock serve --store memory keeps no \
+                 JetStream stream): run it with --store jetstream"
+                    .into(),
+            ));
+        };
+        let subject = subjects::recorded_telemetry(&lap.session_id, self.partitions);
+        let frames = traces
+            .read(subject, lap.from - MARGIN, lap.to + MARGIN, MAX_FRAMES)
+            .await
+            .map_err(|e| ServiceError::NoRecording(format!("cannot read the trace stream: {e}")))?;
+        if frames.len() > MAX_FRAMES {
+            return Err(ServiceError::TooLarge(format!(
+                "the lap has more than {MAX_FRAMES} recorded frames"
+            )));
+        }
+        let mut read = Vec::with_capacity(frames.len());
+        for recorded in &frames {
+            let Ok(frame) = serde_json::from_slice::<Value>(&recorded.payload) else {
+                continue;
+            };
+            // The lap field as the ingest reads it (the same pointer).
+            if let Some(pointer) = &self.lap_field {
+                let at = pointer.find(&recorded.payload);
+                let value =
+                    at.and_then(|r| serde_json::from_slice::<Value>(&recorded.payload[r]).ok());
+                if value.as_ref() != Some(&lap.lap) {
+                    continue;
+                }
+            }
+            read.push((recorded.at, frame));
+        }
+        if read.is_empty() {
+            return Err(ServiceError::UnknownLap(format!(
+                "no recorded frames for lap {} of session {} (older than the trace stream keeps, \
+                 or recorded before it existed)",
+                lap.lap, lap.session_id
+            )));
+        }
+        // The sim's own lap clock when every frame has one; else when the
+        // broker received each, from the lap's first.
+        let sim_clock = read
+            .iter()
+            .all(|(_, f)| f.get(trace::LAP_TIME).is_some_and(Value::is_number));
+        let first = read[0].0;
+        Ok(read
+            .iter()
+            .map(|(at, frame)| Sample {
+                time_s: if sim_clock {
+                    frame[trace::LAP_TIME].as_f64().unwrap_or_default()
+                } else {
+                    (*at - first).num_microseconds().unwrap_or_default() as f64 / 1e6
+                },
+                distance_m: frame.get(trace::DISTANCE).and_then(Value::as_f64),
+                values: channels
+                    .iter()
+                    .map(|c| frame.get(c).and_then(Value::as_f64))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn trace(
+        &self,
+        lap: &LapWindow,
+        channels: &[String],
+        step_m: f64,
+        raw: bool,
+    ) -> Result<trace::Trace, ServiceError> {
+        let samples = self.samples(lap, channels).await?;
+        let made = if raw {
+            trace::recorded(lap.session_id, lap.lap.clone(), &samples, channels)
+        } else {
+            trace::resample(lap.session_id, lap.lap.clone(), &samples, channels, step_m)
+        };
+        made.map_err(|e| match e {
+            TraceError::TooManyPoints { .. } => ServiceError::TooLarge(e.to_string()),
+            TraceError::BadStep => ServiceError::BadRequest(e.to_string()),
+        })
+    }
+
+    /// Reads and resamples what `plan` asks: the reply's body.
+    pub async fn answer(&self, plan: Plan) -> Result<Bytes, ServiceError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ServiceError::NoRecording("the processor is stopping".into()))?;
+        let body = match plan {
+            Plan::Trace {
+                lap,
+                channels,
+                step_m,
+                raw,
+            } => serde_json::to_vec(&self.trace(&lap, &channels, step_m, raw).await?),
+            Plan::Compare {
+                lap,
+                reference,
+                channels,
+                step_m,
+                minisectors,
+            } => {
+                let mine = self.trace(&lap, &channels, step_m, false).await?;
+                let theirs = self.trace(&reference, &channels, step_m, false).await?;
+                if mine.axis != trace::Axis::Distance || theirs.axis != trace::Axis::Distance {
+                    return Err(ServiceError::BadRequest(
+                        "a comparison needs lap_distance in both laps' frames".into(),
+                    ));
+                }
+                serde_json::to_vec(&trace::compare(mine, theirs, minisectors))
+            }
+        }
+        .expect("traces serialize");
+        if body.len() > MAX_REPLY_BYTES {
+            return Err(ServiceError::TooLarge(format!(
+                "the reply would be {} bytes, more than {MAX_REPLY_BYTES}: ask fewer channels or a larger step_m",
+                body.len()
+            )));
+        }
+        Ok(body.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u64, lap: u64, next_lap_time: Option<f64>, seconds: i64) -> Arc<LapRecord> {
+        let id = SessionId::parse("3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b").unwrap();
+        let start = DateTime::from_timestamp(1_000 + 100 * n as i64, 0).unwrap();
+        let next = match next_lap_time {
+            Some(t) => format!(r#"{{"lap": {}, "last_lap_time": {t}}}"#, lap + 1),
+            None => format!(r#"{{"lap": {}}}"#, lap + 1),
+        };
+        Arc::new(LapRecord {
+            session_id: id,
+            n,
+            lap: Bytes::from(lap.to_string()),
+            started_at: start,
+            ended_at: start + Span::seconds(seconds),
+            frames: 10,
+            last_frame: Bytes::from(format!(r#"{{"lap": {lap}}}"#)),
+            next_frame: Bytes::from(next),
+            pitted: false,
+        })
+    }
+
+    fn id() -> SessionId {
+        SessionId::parse("3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b").unwrap()
+    }
+
+    #[test]
+    fn best_is_the_fastest_by_the_sim_s_lap_time_else_by_arrival() {
+        let records = [
+            record(1, 1, Some(95.0), 90),
+            record(2, 2, Some(91.5), 99),
+            record(3, 3, Some(93.0), 80),
+        ];
+        let best = pick(id(), &records, LapRef::Named(Best::Best)).unwrap();
+        assert_eq!(best.lap, Value::from(2));
+        // Without the sim's times, the lap whose frames took the least time.
+        let records = [record(1, 1, None, 90), record(2, 2, None, 80)];
+        let best = pick(id(), &records, LapRef::Named(Best::Best)).unwrap();
+        assert_eq!(best.lap, Value::from(2));
+    }
+
+    #[test]
+    fn a_lap_number_is_the_last_lap_with_it_and_a_missing_one_is_404() {
+        // A monitor that restarted its count: lap 1 twice, the later wins.
+        let records = [record(1, 1, None, 90), record(2, 1, None, 80)];
+        let lap = pick(id(), &records, LapRef::Number(1)).unwrap();
+        assert_eq!(lap.from, records[1].started_at);
+        let missing = pick(id(), &records, LapRef::Number(7)).unwrap_err();
+        assert_eq!(missing.code(), 404);
+        assert_eq!(missing.reason(), "unknown_lap");
+    }
+}
