@@ -96,6 +96,10 @@ pub struct Race {
     fuel: f64,
     tyres: [Tyre; 4],
     position: u32,
+    /// Seconds behind the car one position ahead (unused at P1).
+    gap_ahead: f64,
+    /// The tyres on the car, changed at each stop.
+    compound: &'static str,
     /// Seconds left in the pit box, when pitting.
     pit_remaining: Option<f64>,
     stint_start_lap: u32,
@@ -128,11 +132,14 @@ impl Race {
                 pressure: 27.2,
             }; 4],
             position,
+            gap_ahead: 0.0,
+            compound: "Medium",
             pit_remaining: None,
             stint_start_lap: 1,
             stint_time: 0.0,
         };
         race.current_lap_target = race.next_lap_target();
+        race.gap_ahead = 0.5 + 2.5 * race.rng.noise().abs();
         race
     }
 
@@ -234,6 +241,9 @@ impl Race {
         self.lap_elapsed = 0.0;
         self.sector_times = [None; 3];
         self.current_lap_target = self.next_lap_target();
+        // The gap to the car ahead drifts a few tenths a lap; a new car ahead
+        // (a pass either way, or a stop) starts a gap of its own.
+        self.gap_ahead = (self.gap_ahead + 0.4 * self.rng.noise()).clamp(0.2, 12.0);
         if self.rng.chance(0.35) {
             let up = self.rng.chance(0.5);
             self.position = if up {
@@ -241,10 +251,18 @@ impl Race {
             } else {
                 (self.position + 1).min(24)
             };
+            self.gap_ahead = 0.3 + 2.0 * self.rng.noise().abs();
         }
         if self.fuel < FUEL_PER_LAP_L * PIT_THRESHOLD_LAPS {
             self.pit_remaining = Some(PIT_STOP_S);
             self.position = (self.position + 2).min(24);
+            self.gap_ahead = 1.0 + 4.0 * self.rng.noise().abs();
+            // Fresh tyres, alternating the two race compounds.
+            self.compound = if self.compound == "Hard" {
+                "Medium"
+            } else {
+                "Hard"
+            };
         }
     }
 
@@ -315,7 +333,9 @@ impl Race {
             "sector": 1 + ((self.lap_distance / TRACK_LENGTH_M) * 3.0).floor().min(2.0) as u32,
             "sector_times": self.sector_times.map(|s| s.map(|t| round(t, 3))),
             "laps_completed": self.lap - 1,
-            "tire_compound": { "front": "Medium", "rear": "Medium" },
+            "tire_compound": { "front": self.compound, "rear": self.compound },
+            "tyre_compound": self.compound,
+            "gap_ahead": (self.position > 1).then(|| round(self.gap_ahead, 3)),
             "driver_stint": {
                 "driver": self.driver,
                 "stint_start_lap": self.stint_start_lap,

@@ -520,3 +520,89 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
     let doc = tower_until(&mut feed, |doc| doc["cars"].as_array().unwrap().len() == 1).await;
     assert_eq!(doc["cars"][0]["session_id"], seven.as_str());
 }
+
+/// Runs `paddock <args>` in a terminal of its own (util-linux's `script` gives
+/// it a pseudo-terminal, 100×30), waits until it shows `shows`, presses q and
+/// answers how long it took to end, and its exit status.
+fn in_a_terminal_press_q(args: &str, shows: &str) -> (std::time::Duration, bool) {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let command = format!(
+        "stty cols 100 rows 30; exec '{}' {}",
+        env!("CARGO_BIN_EXE_paddock"),
+        args
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux's `script` runs (it gives watch a terminal)");
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let shown = || String::from_utf8_lossy(&seen.lock().unwrap()).contains(shows);
+    let deadline = Instant::now() + PATIENCE;
+    while !shown() {
+        assert!(
+            Instant::now() < deadline,
+            "watch never showed {shows:?}: {}",
+            String::from_utf8_lossy(&seen.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pressed = Instant::now();
+    child.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if pressed.elapsed() > PATIENCE {
+            child.kill().ok();
+            panic!("watch did not end on q within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = pressed.elapsed();
+    reader.join().unwrap();
+    (took, status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_in_a_terminal_ends_on_q_for_a_team_and_for_one_car() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let _processor = serve_binary(&url, &[]);
+    let nats = connect(&url).await;
+    wait_for_processors(&nats, 1).await;
+    let id = create_labelled(&nats, "Blue", "#7").await;
+    let frame = json!({"lap": 5, "position": 1, "player_name": "A. First", "fuel": 31.0});
+    nats.publish(format!("session.{id}.telemetry"), frame.to_string().into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    for (args, shows) in [
+        (format!("watch --team Blue --nats-url {url}"), "team Blue"),
+        (format!("watch {id} --nats-url {url}"), "A. First"),
+    ] {
+        let (took, ok) = tokio::task::spawn_blocking(move || in_a_terminal_press_q(&args, shows))
+            .await
+            .unwrap();
+        assert!(ok, "{shows}: watch ended with a failure on q");
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "{shows}: {took:?} after q"
+        );
+    }
+}

@@ -256,6 +256,14 @@ impl Screen {
         Ok(())
     }
 
+    /// Draws `text` as it is (the team's tower, `watch --team`).
+    fn draw_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.terminal
+            .draw(|f| f.render_widget(ratatui::widgets::Paragraph::new(text), f.area()))
+            .context("cannot draw")?;
+        Ok(())
+    }
+
     /// Reads keys on a thread of its own: crossterm's reader blocks.
     fn read_keys(&self, keys: mpsc::UnboundedSender<Key>) {
         let stop = Arc::clone(&self.stop);

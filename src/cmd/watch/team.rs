@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::WatchArgs;
 use super::state::snapshot_frame_seen;
+use super::{Key, Screen, WatchArgs};
 use crate::client::SessionsClient;
 use crate::client::connect::connect_observed;
 use crate::cmd::format;
@@ -124,9 +124,20 @@ pub async fn run(
     let mut relist = tokio::time::interval(RELIST);
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
-    loop {
+    // Full screen, as the one-car view: q, Esc or Ctrl-C ends it (in raw mode
+    // the terminal sends no SIGINT, so the keys are read).
+    let mut screen = (!args.plain).then(Screen::open);
+    let (keys_tx, mut keys) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(screen) = &screen {
+        screen.read_keys(keys_tx);
+    }
+    let result = loop {
         tokio::select! {
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => break Ok(()),
+            Some(key) = keys.recv() => match key {
+                Key::Quit => break Ok(()),
+                Key::ToggleSetup => {}
+            },
             _ = relist.tick() => {
                 let rows = match client.list_all(Some(team)).await {
                     Ok(rows) => rows,
@@ -154,7 +165,7 @@ pub async fn run(
             }
             message = live.next() => {
                 let Some(message) = message else {
-                    anyhow::bail!("the subscription ended");
+                    break Err(anyhow::anyhow!("the subscription ended"));
                 };
                 let Some((id, rest)) = message
                     .subject
@@ -189,13 +200,25 @@ pub async fn run(
                 } else {
                     loading(team)
                 };
-                let shown = if args.plain { text } else { format!("\x1b[H\x1b[2J{text}") };
-                if !super::print_line(shown.trim_end()) {
-                    return Ok(());
+                match &mut screen {
+                    Some(screen) => {
+                        if let Err(e) = screen.draw_text(text.trim_end()) {
+                            break Err(e);
+                        }
+                    }
+                    None => {
+                        if !super::print_line(text.trim_end()) {
+                            break Ok(());
+                        }
+                    }
                 }
             }
         }
+    };
+    if let Some(screen) = screen {
+        screen.close();
     }
+    result
 }
 
 #[cfg(test)]
