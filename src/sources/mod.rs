@@ -11,6 +11,7 @@
 //! units (s, L, km/h, °C, psi, tread left as a fraction) with corners keyed
 //! `fl fr rl rr`, whatever order and unit the game used.
 
+pub mod acc;
 pub mod f1;
 pub mod forza;
 pub mod gt7;
