@@ -16,6 +16,7 @@ pub mod f1;
 pub mod forza;
 pub mod gt7;
 pub mod ibt;
+pub mod iracing_live;
 pub mod yaml;
 
 use serde_json::{Map, Value};
