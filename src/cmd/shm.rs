@@ -232,7 +232,7 @@ impl<M: Memory> super::datagrams::Game for Shm<M> {
                 let c = decoder.counts();
                 format!(
                     "shared memory{waiting}: {} reads made frames, {} unchanged (paused, menus), \
-                     {} with no session loaded, {} torn (written during the copy) and {} \
+                     {} with no session loaded or a replay, {} torn (written during the copy) and {} \
                      short pages skipped",
                     c.read, c.unchanged, c.off, c.torn, c.short
                 )

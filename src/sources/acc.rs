@@ -58,8 +58,11 @@ pub const GRAPHICS_LEN: usize = 252;
 /// The static page up to trackSPlineLength.
 pub const STATIC_LEN: usize = 524;
 
-/// `AC_STATUS`: the game's state as the graphics page says it.
+/// `AC_STATUS`: the game's state as the graphics page says it. Off (no
+/// session loaded) and replay are not the car on track: a replay's laps would
+/// read as laps driven again.
 const STATUS_OFF: i32 = 0;
+const STATUS_REPLAY: i32 = 1;
 
 /// iLastTime and iBestTime before a lap is timed: ACC writes `INT_MAX`, AC 0.
 /// No real lap takes a day.
@@ -90,7 +93,7 @@ pub struct Counts {
     /// Reads with nothing new: the physics step and the graphics page as at
     /// the last read (the game paused, in its menus, or not yet started).
     pub unchanged: u64,
-    /// The game's status "off" (no session loaded).
+    /// The game's status "off" (no session loaded) or "replay".
     pub off: u64,
     /// A page written while it was copied (its packetId moved): skipped.
     pub torn: u64,
@@ -144,7 +147,7 @@ impl Decoder {
             return false;
         }
         let (p, g, s) = (Le(pages.physics), Le(pages.graphics), Le(pages.statics));
-        if g.i32(4) == Some(STATUS_OFF) {
+        if matches!(g.i32(4), Some(STATUS_OFF | STATUS_REPLAY)) {
             self.counts.off += 1;
             return false;
         }
@@ -461,7 +464,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pause_is_unchanged_and_the_menus_are_off() {
+    fn a_pause_is_unchanged_and_the_menus_and_replays_are_off() {
         let (p, mut g, s) = pages(7, 3);
         let mut d = Decoder::new("Assetto Corsa Competizione");
         assert!(d.read(consistent(&p, &g, &s)));
@@ -473,12 +476,20 @@ mod tests {
         g[4..8].copy_from_slice(&STATUS_OFF.to_le_bytes());
         g[0..4].copy_from_slice(&5i32.to_le_bytes());
         assert!(!d.read(consistent(&p, &g, &s)));
+        // A replay moves the ids on, but is not the car driven now.
+        g[4..8].copy_from_slice(&STATUS_REPLAY.to_le_bytes());
+        g[0..4].copy_from_slice(&6i32.to_le_bytes());
+        assert!(!d.read(consistent(&p, &g, &s)));
+        // Paused (3) is the game on: a new step reads.
+        g[4..8].copy_from_slice(&3i32.to_le_bytes());
+        g[0..4].copy_from_slice(&7i32.to_le_bytes());
+        assert!(d.read(consistent(&p, &g, &s)));
         assert_eq!(
             d.counts(),
             Counts {
-                read: 2,
+                read: 3,
                 unchanged: 1,
-                off: 1,
+                off: 2,
                 ..Counts::default()
             }
         );
