@@ -19,7 +19,7 @@
 //!   (embedded; it talks to NATS itself over WebSocket), `/healthz`, `/readyz`,
 //!   `/metrics`.
 //! - [`sources`]: real sims' telemetry (EA F1, Forza and Gran Turismo 7 over
-//!   UDP, iRacing `.ibt` files)
+//!   UDP, iRacing `.ibt` files, ACC/AC and iRacing shared memory on Windows)
 //!   decoded into schema frames; pure, no I/O (the monitor command does that).
 //! - [`cmd`]: the binary's commands; the only place clap appears.
 #![deny(unreachable_pub)]

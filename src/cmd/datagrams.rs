@@ -1,14 +1,15 @@
-//! The monitor's loop for sims that send the player's car whole in every UDP
-//! datagram (Forza's Data Out, Gran Turismo 7's Simulator Interface): each
-//! datagram goes to the game's pure decoder (src/sources/), and the car leaves
-//! as frames at most `--hz` a second — the latest state, so a burst of packets
-//! is one frame and nothing read is older than 1/hz when it leaves. Packets
-//! the decoder cannot read are counted on the progress line. A session deleted
-//! or expired under it stops it, as it stops `paddock monitor`
-//! (cmd/endings.rs).
+//! The monitor's loop for sims that give the player's car whole each time:
+//! in every UDP datagram (Forza's Data Out, Gran Turismo 7's Simulator
+//! Interface), or in shared memory read once a tick (ACC, AC and iRacing on
+//! Windows: cmd/shm.rs). What is read goes to the game's pure decoder
+//! (src/sources/), and the car leaves as frames at most `--hz` a second — the
+//! latest state, so a burst of packets is one frame and nothing read is older
+//! than 1/hz when it leaves. What the decoder cannot read is counted on the
+//! progress line. A session deleted or expired under it stops it, as it stops
+//! `paddock monitor` (cmd/endings.rs).
 //!
 //! EA F1 has a loop of its own (cmd/f1.rs): its car comes in seven packets,
-//! with a setup and game sessions, which neither of these sends.
+//! with game sessions, which none of these has.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,9 +20,9 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::net::UdpSocket;
 
-use super::monitoring::{MonitorArgs, announce, create_session, stamped};
+use super::monitoring::{MonitorArgs, announce, create_session, send_setup_of, stamped};
 use crate::client::SessionsClient;
-use crate::client::connect::connect_observed;
+use crate::client::connect::{Link, connect_observed};
 use crate::protocol::id::SessionId;
 use crate::protocol::subjects::{self, DataKind, Endpoint};
 
@@ -33,6 +34,28 @@ pub(super) trait Game {
     fn frame(&self) -> Option<Value>;
     /// What the decoder has read and refused, for the progress line.
     fn progress(&self) -> String;
+    /// Reads the game's latest state where it is polled rather than sent
+    /// (shared memory), once a tick before the frame goes; true when the
+    /// car's frame changed.
+    fn poll(&mut self) -> bool {
+        false
+    }
+    /// The car's setup, when the game gives one that was not sent yet (it
+    /// changed, or the game just started); sent as an acknowledged request.
+    fn take_setup(&mut self) -> Option<Value> {
+        None
+    }
+}
+
+/// The next datagram from `socket`; never, when the game sends none.
+async fn receive(
+    socket: Option<&UdpSocket>,
+    buffer: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(socket) => socket.recv_from(buffer).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A datagram the game must keep receiving to keep sending (GT7's: the
@@ -49,7 +72,7 @@ const DATAGRAM: usize = 2048;
 
 pub(super) async fn run(
     args: &MonitorArgs,
-    socket: UdpSocket,
+    socket: Option<UdpSocket>,
     mut decoder: impl Game,
     heartbeat: Option<Heartbeat>,
     listening: &str,
@@ -93,6 +116,7 @@ pub(super) async fn run(
     say!("{listening}");
 
     let mut buffer = vec![0u8; DATAGRAM];
+    let (mut setup, mut was_down) = (None::<Value>, false);
     let mut dirty = false;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.hz));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -134,10 +158,23 @@ pub(super) async fn run(
                     );
                 }
             }
-            // No setup to send again after a reconnect: the frames carry all.
-            Some(_) = links.recv() => {}
-            _ = beats.tick(), if heartbeat.is_some() => {
-                let Some(beat) = &heartbeat else { continue };
+            // The setup (where the game gives one) again after an outage, in
+            // case the processor lost it; the frames carry the rest.
+            Some(link) = links.recv() => match link {
+                Link::Down => was_down = true,
+                Link::Up if was_down => {
+                    was_down = false;
+                    if let Some(setup) = &setup {
+                        tokio::select! {
+                            sent = send_setup_of(&client, &id, setup) => sent?,
+                            () = &mut shutdown => break,
+                        }
+                    }
+                }
+                Link::Up => {}
+            },
+            _ = beats.tick(), if heartbeat.is_some() && socket.is_some() => {
+                let (Some(beat), Some(socket)) = (&heartbeat, &socket) else { continue };
                 match socket.send_to(&beat.body, beat.to).await {
                     Ok(_) => beat_failed = false,
                     // Said once per outage: the console may be off, or asleep.
@@ -148,7 +185,7 @@ pub(super) async fn run(
                     Err(e) => tracing::debug!(error = %e, "heartbeat"),
                 }
             }
-            received = socket.recv_from(&mut buffer) => {
+            received = receive(socket.as_ref(), &mut buffer) => {
                 let (len, _) = match received {
                     Ok(got) => got,
                     // Windows reports an earlier send's ICMP refusal here (a
@@ -161,6 +198,14 @@ pub(super) async fn run(
                 dirty |= decoder.read(&buffer[..len]);
             }
             _ = ticker.tick() => {
+                dirty |= decoder.poll();
+                if let Some(new) = decoder.take_setup() {
+                    tokio::select! {
+                        sent = send_setup_of(&client, &id, &new) => sent?,
+                        () = &mut shutdown => break,
+                    }
+                    setup = Some(new);
+                }
                 if dirty && let Some(frame) = decoder.frame() {
                     dirty = false;
                     if nats.connection_state() == State::Connected {

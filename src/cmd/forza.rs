@@ -55,5 +55,5 @@ pub(super) async fn run(
          Forza Motorsport's packet format to Dash)",
         listening.port()
     );
-    super::datagrams::run(args, socket, Decoder::new(), None, &hello, shutdown).await
+    super::datagrams::run(args, Some(socket), Decoder::new(), None, &hello, shutdown).await
 }

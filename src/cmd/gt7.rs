@@ -79,7 +79,7 @@ pub(super) async fn run(
     };
     super::datagrams::run(
         args,
-        socket,
+        Some(socket),
         Decoder::new(),
         Some(heartbeat),
         &hello,

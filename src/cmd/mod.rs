@@ -18,6 +18,7 @@ pub mod monitor;
 mod monitoring;
 pub mod serve;
 pub mod sessions;
+mod shm;
 pub mod shutdown;
 pub mod sim;
 pub mod telemetry;

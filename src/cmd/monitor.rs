@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use async_nats::connection::State;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use clap::ValueEnum;
 use serde_json::Value;
 
 pub use super::monitoring::{MonitorArgs, ReplayFormat, SourceArg};
@@ -105,7 +106,15 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     }
     if args.source != SourceArg::Sim && (args.sessions != 1 || args.replay.is_some()) {
         bail!(
-            "--source f1, forza and gt7 read one car (the player's): not with --sessions or --replay"
+            "--source {} reads one car (the player's): not with --sessions or --replay{}",
+            args.source
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string()),
+            if args.source == SourceArg::Iracing {
+                " (a .ibt file replays with --replay alone)"
+            } else {
+                ""
+            },
         );
     }
     match args.source {
@@ -113,6 +122,9 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         SourceArg::F1 => return super::f1::run(args, shutdown).await,
         SourceArg::Forza => return super::forza::run(args, shutdown).await,
         SourceArg::Gt7 => return super::gt7::run(args, shutdown).await,
+        SourceArg::Acc | SourceArg::Ac | SourceArg::Iracing => {
+            return super::shm::run(args, shutdown).await;
+        }
     }
     let source = match &args.replay {
         Some(path) => {

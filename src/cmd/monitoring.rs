@@ -43,9 +43,10 @@ pub struct MonitorArgs {
     /// Monitors to run in this process, each with its own session (load generation).
     #[arg(long, env = "PADDOCK_SESSIONS", default_value_t = 1)]
     pub sessions: usize,
-    /// Where frames come from: the simulated car, or a game's UDP telemetry
+    /// Where frames come from: the simulated car, a game's UDP telemetry
     /// (the player's car; see --listen): EA F1 24/25, Forza's Data Out, Gran
-    /// Turismo 7 (see --console).
+    /// Turismo 7 (see --console), or, on Windows beside the game, its shared
+    /// memory read --hz times a second: ACC, AC, iRacing.
     #[arg(long, env = "PADDOCK_SOURCE", value_enum, default_value_t = SourceArg::Sim)]
     pub source: SourceArg,
     /// With --source f1, forza or gt7: the address and port to receive the
@@ -109,6 +110,13 @@ pub enum SourceArg {
     Forza,
     /// Gran Turismo 7's Simulator Interface (needs --console).
     Gt7,
+    /// Assetto Corsa Competizione's shared memory (Windows, beside the game).
+    Acc,
+    /// Assetto Corsa's shared memory (Windows, beside the game): ACC's layout.
+    Ac,
+    /// iRacing's live telemetry, its shared memory (Windows, beside the sim);
+    /// elsewhere, --replay a .ibt file.
+    Iracing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

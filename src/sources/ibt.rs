@@ -111,20 +111,37 @@ fn text(raw: &[u8]) -> String {
     raw[..end].iter().map(|b| char::from(*b)).collect()
 }
 
-impl Ibt {
-    pub fn parse(bytes: Vec<u8>) -> Result<Self, IbtError> {
-        if bytes.len() < HEADER_LEN + DISK_HEADER_LEN {
+/// What a file and the live map share: the header's fields, the variables and
+/// the session info's place. The live reader (sources::iracing_live) reads the
+/// map with it, the file reader a file.
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    pub(super) tick_rate: usize,
+    /// `sessionInfoUpdate`: bumped by the sim each time it rewrites the YAML.
+    pub(super) info_update: i32,
+    info_len: usize,
+    info_offset: usize,
+    vars: Vec<Var>,
+    pub(super) row_len: usize,
+    /// The first buffer's offset: a file's first row.
+    first_buffer: usize,
+}
+
+impl Layout {
+    /// The header and variable headers at the start of `bytes`.
+    pub(super) fn read(bytes: &[u8]) -> Result<Self, IbtError> {
+        if bytes.len() < HEADER_LEN {
             return Err(IbtError::Truncated("shorter than its headers"));
         }
-        let field = |n: usize| usize_at(&bytes, n * 4);
-        let version = i32_at(&bytes, 0).unwrap_or(0);
+        let field = |n: usize| usize_at(bytes, n * 4);
+        let version = i32_at(bytes, 0).unwrap_or(0);
         if !(1..=2).contains(&version) {
             return Err(IbtError::NotIbt("unknown header version"));
         }
         let tick_rate = field(2).filter(|t| (1..=1000).contains(t));
         let (info_len, info_offset) = (field(4), field(5));
         let (num_vars, var_offset, row_len) = (field(6), field(7), field(9));
-        let first_row = usize_at(&bytes, 48 + 4);
+        let first_buffer = usize_at(bytes, 48 + 4);
         let (
             Some(tick_rate),
             Some(info_len),
@@ -132,7 +149,7 @@ impl Ibt {
             Some(num_vars),
             Some(var_offset),
             Some(row_len),
-            Some(first_row),
+            Some(first_buffer),
         ) = (
             tick_rate,
             info_len,
@@ -140,7 +157,7 @@ impl Ibt {
             num_vars,
             var_offset,
             row_len,
-            first_row,
+            first_buffer,
         )
         else {
             return Err(IbtError::NotIbt("a header field is out of range"));
@@ -171,10 +188,34 @@ impl Ibt {
                 offset,
             });
         }
+        Ok(Layout {
+            tick_rate,
+            info_update: i32_at(bytes, 12).unwrap_or(0),
+            info_len,
+            info_offset,
+            vars,
+            row_len,
+            first_buffer,
+        })
+    }
+
+    /// The session info (YAML) in `bytes`, as JSON.
+    pub(super) fn session_info(&self, bytes: &[u8]) -> Result<Value, IbtError> {
         let info = bytes
-            .get(info_offset..info_offset.saturating_add(info_len))
+            .get(self.info_offset..self.info_offset.saturating_add(self.info_len))
             .ok_or(IbtError::Truncated("session info"))?;
-        let session_info = super::yaml::parse(&text(info));
+        Ok(super::yaml::parse(&text(info)))
+    }
+}
+
+impl Ibt {
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, IbtError> {
+        if bytes.len() < HEADER_LEN + DISK_HEADER_LEN {
+            return Err(IbtError::Truncated("shorter than its headers"));
+        }
+        let layout = Layout::read(&bytes)?;
+        let session_info = layout.session_info(&bytes)?;
+        let (row_len, first_row) = (layout.row_len, layout.first_buffer);
         // The disk sub-header's record count, where it is sane; else what the file holds.
         let held = bytes.len().saturating_sub(first_row) / row_len;
         let recorded = usize_at(&bytes, HEADER_LEN + 28).unwrap_or(0);
@@ -188,13 +229,32 @@ impl Ibt {
         }
         Ok(Ibt {
             bytes,
-            tick_rate: tick_rate as u32,
+            tick_rate: layout.tick_rate as u32,
             session_info,
-            vars,
+            vars: layout.vars,
             row_len,
             first_row,
             rows,
         })
+    }
+
+    /// One row of the live map (its bytes alone) read as a file of one row,
+    /// so that it becomes a frame as a file's row does.
+    pub(super) fn of_row(layout: &Layout, session_info: Value, row: Vec<u8>) -> Self {
+        Ibt {
+            bytes: row,
+            tick_rate: layout.tick_rate as u32,
+            session_info,
+            vars: layout.vars.clone(),
+            row_len: layout.row_len,
+            first_row: 0,
+            rows: 1,
+        }
+    }
+
+    /// The session info, given back (the live reader lends its own to [`Ibt::of_row`]).
+    pub(super) fn into_session_info(self) -> Value {
+        self.session_info
     }
 
     pub fn rows(&self) -> usize {
@@ -310,6 +370,11 @@ impl Ibt {
             get("PlayerCarPosition").map(|p| json!(p as i64)),
         );
         put("lap_time", get("LapCurrentLapTime").map(|t| rounded(t, 3)));
+        // Metres from the line along this lap; negative before the first crossing.
+        put(
+            "lap_distance",
+            get("LapDist").filter(|d| *d >= 0.0).map(|d| rounded(d, 1)),
+        );
         // -1: no lap yet.
         let positive = |t: Option<f64>| {
             Some(

@@ -4,17 +4,20 @@
 //! Each decoder is pure — bytes in, schema frames out, no I/O and no clock of
 //! its own — so it is tested on bytes (real captures under tests/data and
 //! sequences built from the games' specs) and fuzzed (fuzz/). `paddock monitor`
-//! (src/cmd/monitor.rs, f1.rs, datagrams.rs) does the I/O: a UDP socket for EA F1 and Forza, a UDP
-//! socket and a heartbeat to the console for Gran Turismo 7, a file for iRacing.
+//! (src/cmd/monitor.rs, f1.rs, datagrams.rs, shm.rs) does the I/O: a UDP socket for EA F1 and Forza, a UDP
+//! socket and a heartbeat to the console for Gran Turismo 7, a file for iRacing,
+//! the game's shared memory on Windows for ACC, AC and iRacing live.
 //!
 //! Units are converted here, once: what leaves a decoder is in the schema's
 //! units (s, L, km/h, °C, psi, tread left as a fraction) with corners keyed
 //! `fl fr rl rr`, whatever order and unit the game used.
 
+pub mod acc;
 pub mod f1;
 pub mod forza;
 pub mod gt7;
 pub mod ibt;
+pub mod iracing_live;
 pub mod yaml;
 
 use serde_json::{Map, Value};

@@ -81,7 +81,7 @@ fn the_origin_monitors_frames_follow_it_once_converted_and_not_before() {
 
 #[test]
 fn the_sim_bridges_frames_follow_it() {
-    use paddock::sources::{f1, forza, gt7, ibt};
+    use paddock::sources::{acc, f1, forza, gt7, ibt, iracing_live};
     let validator = validator();
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
     for (dir, files) in [
@@ -126,6 +126,21 @@ fn the_sim_bridges_frames_follow_it() {
             &format!("gt7 {format}"),
         );
     }
+    // ACC's pages and iRacing's live map, built from their layouts.
+    let (physics, graphics, statics) = acc::build::pages(2, 1);
+    let mut decoder = acc::Decoder::new("Assetto Corsa Competizione");
+    assert!(decoder.read(acc::Pages {
+        physics: &physics,
+        physics_id_after: 2,
+        graphics: &graphics,
+        graphics_id_after: 1,
+        statics: &statics,
+    }));
+    assert_valid(&validator, &decoder.frame().unwrap(), "acc");
+    let map = iracing_live::build::race();
+    let mut decoder = iracing_live::Decoder::new();
+    assert!(decoder.read(&map, &map[..iracing_live::HEADER_LEN]));
+    assert_valid(&validator, &decoder.frame().unwrap(), "iracing live");
     let file =
         ibt::Ibt::parse(std::fs::read(format!("{data}/ibt/valid_test_file.ibt")).unwrap()).unwrap();
     for row in 0..file.rows() {

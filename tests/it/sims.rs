@@ -542,6 +542,31 @@ async fn a_file_that_is_not_ibt_is_refused_plainly() {
     );
 }
 
+/// The shared-memory sources exist only on Windows: elsewhere the monitor says
+/// so, and what to run instead, before it connects to anything.
+#[cfg(not(windows))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_memory_source_off_windows_says_where_it_runs() {
+    for source in ["acc", "ac", "iracing"] {
+        let (code, _, err) = run_paddock(&[
+            "monitor",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--source",
+            source,
+        ])
+        .await;
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("exists only on Windows") && err.contains("paddock.exe"),
+            "{err}"
+        );
+        if source == "iracing" {
+            assert!(err.contains("--replay FILE.ibt"), "{err}");
+        }
+    }
+}
+
 /// A session deleted under the F1 monitor: it says so and stops, as `paddock
 /// monitor` does, rather than send frames that would only be refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
