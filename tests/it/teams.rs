@@ -532,13 +532,23 @@ fn in_a_terminal_press_q(args: &str, shows: &str) -> (std::time::Duration, bool)
         env!("CARGO_BIN_EXE_paddock"),
         args
     );
-    let mut child = std::process::Command::new("script")
-        .args(["-qfec", &command, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("util-linux's `script` runs (it gives watch a terminal)");
-    let mut stdout = child.stdout.take().unwrap();
+    /// Killed when the test ends, however it ends (its terminal closes with it).
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reaped(
+        std::process::Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("util-linux's `script` runs (it gives watch a terminal)"),
+    );
+    let mut stdout = child.0.stdout.take().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let reader = {
         let seen = seen.clone();
@@ -563,13 +573,12 @@ fn in_a_terminal_press_q(args: &str, shows: &str) -> (std::time::Duration, bool)
         std::thread::sleep(Duration::from_millis(50));
     }
     let pressed = Instant::now();
-    child.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    child.0.stdin.as_mut().unwrap().write_all(b"q").unwrap();
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         if pressed.elapsed() > PATIENCE {
-            child.kill().ok();
             panic!("watch did not end on q within {PATIENCE:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
