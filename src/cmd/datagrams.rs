@@ -70,6 +70,56 @@ pub(super) struct Heartbeat {
 /// is not theirs (and is counted as malformed, cut to this length).
 const DATAGRAM: usize = 2048;
 
+/// One car's frames sent, and those skipped while disconnected (the F1 loop and
+/// this one send the same way).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Sends {
+    pub sent: u64,
+    pub skipped: u64,
+}
+
+impl Sends {
+    /// Sends the car's latest frame, stamped: published, or as the ending
+    /// check's request when one is due (cmd/endings.rs); skipped, and counted,
+    /// while the connection is down.
+    pub(super) async fn latest(
+        &mut self,
+        nats: &async_nats::Client,
+        checks: &super::endings::Checks,
+        check_at: &mut tokio::time::Instant,
+        id: &str,
+        subject: &str,
+        frame: Value,
+    ) -> anyhow::Result<()> {
+        if nats.connection_state() != State::Connected {
+            self.skipped += 1;
+            return Ok(());
+        }
+        let body = Bytes::from(stamped(frame).to_string());
+        if !checks.send(check_at, id, subject, body.clone()) {
+            nats.publish(subject.to_string(), body).await?;
+        }
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// The last frame read, at the end, however recently the one before went:
+    /// a plain publish, when connected.
+    pub(super) async fn last(
+        &mut self,
+        nats: &async_nats::Client,
+        subject: &str,
+        frame: Value,
+    ) -> anyhow::Result<()> {
+        if nats.connection_state() == State::Connected {
+            nats.publish(subject.to_string(), Bytes::from(stamped(frame).to_string()))
+                .await?;
+            self.sent += 1;
+        }
+        Ok(())
+    }
+}
+
 pub(super) async fn run(
     args: &MonitorArgs,
     socket: Option<UdpSocket>,
@@ -129,10 +179,10 @@ pub(super) async fn run(
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat_failed = false;
     let mut until_deadline = std::pin::pin!(super::monitoring::after(args.duration));
-    let (mut sent, mut skipped) = (0u64, 0u64);
+    let mut sends = Sends::default();
     let mut reported = Instant::now();
     let started = Instant::now();
-    let progress = |decoder: &dyn Game, sent: u64, skipped: u64| {
+    let progress = |decoder: &dyn Game, Sends { sent, skipped }: Sends| {
         say!(
             "monitor: {}; {} frames sent, {} skipped while disconnected",
             decoder.progress(),
@@ -208,34 +258,21 @@ pub(super) async fn run(
                 }
                 if dirty && let Some(frame) = decoder.frame() {
                     dirty = false;
-                    if nats.connection_state() == State::Connected {
-                        let body = Bytes::from(stamped(frame).to_string());
-                        if !checks.send(&mut check_at, &id, &subject, body.clone()) {
-                            nats.publish(subject.clone(), body).await?;
-                        }
-                        sent += 1;
-                    } else {
-                        skipped += 1;
-                    }
+                    sends.latest(&nats, &checks, &mut check_at, &id, &subject, frame).await?;
                 }
                 if !args.progress.is_zero() && reported.elapsed() >= args.progress {
-                    progress(&decoder, sent, skipped);
+                    progress(&decoder, sends);
                     reported = Instant::now();
                 }
             }
         }
     }
     // The latest state read goes out, however recently the last frame went.
-    if dirty
-        && nats.connection_state() == State::Connected
-        && let Some(frame) = decoder.frame()
-    {
-        nats.publish(subject.clone(), Bytes::from(stamped(frame).to_string()))
-            .await?;
-        sent += 1;
+    if dirty && let Some(frame) = decoder.frame() {
+        sends.last(&nats, &subject, frame).await?;
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
-    progress(&decoder, sent, skipped);
+    progress(&decoder, sends);
     say!(
         "monitor: stopped after {:.0}s",
         started.elapsed().as_secs_f64()

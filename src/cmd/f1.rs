@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use async_nats::connection::State;
-use bytes::Bytes;
 use serde_json::Value;
 
-use super::monitoring::{MonitorArgs, after, announce, create_session, send_setup_of, stamped};
+use super::datagrams::Sends;
+use super::monitoring::{MonitorArgs, after, announce, create_session, send_setup_of};
 use crate::client::SessionsClient;
 use crate::client::connect::connect_observed;
 use crate::protocol::id::SessionId;
@@ -86,7 +86,7 @@ pub(super) async fn run(
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.hz));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut until_deadline = std::pin::pin!(after(args.duration));
-    let (mut sent, mut skipped) = (0u64, 0u64);
+    let mut sends = Sends::default();
     let mut reported = Instant::now();
     let started = Instant::now();
     // Setups go one at a time off the packet loop (a slow answer must not leave
@@ -105,7 +105,7 @@ pub(super) async fn run(
             }
         }
     });
-    let progress = |decoder: &Decoder, sent: u64, skipped: u64| {
+    let progress = |decoder: &Decoder, Sends { sent, skipped }: Sends| {
         let c = decoder.counts();
         say!(
             "monitor: f1 {}: {} packets read, {} not used (motion, events and other ids \
@@ -182,36 +182,23 @@ pub(super) async fn run(
             _ = ticker.tick() => {
                 if dirty && let Some(frame) = decoder.frame() {
                     dirty = false;
-                    if nats.connection_state() == State::Connected {
-                        let body = Bytes::from(stamped(frame).to_string());
-                        if !checks.send(&mut check_at, &id, &subject, body.clone()) {
-                            nats.publish(subject.clone(), body).await?;
-                        }
-                        sent += 1;
-                    } else {
-                        skipped += 1;
-                    }
+                    sends.latest(&nats, &checks, &mut check_at, &id, &subject, frame).await?;
                 }
                 if !args.progress.is_zero() && reported.elapsed() >= args.progress {
-                    progress(&decoder, sent, skipped);
+                    progress(&decoder, sends);
                     reported = Instant::now();
                 }
             }
         }
     }
     // The latest state read goes out, however recently the last frame went.
-    if dirty
-        && nats.connection_state() == State::Connected
-        && let Some(frame) = decoder.frame()
-    {
-        nats.publish(subject.clone(), Bytes::from(stamped(frame).to_string()))
-            .await?;
-        sent += 1;
+    if dirty && let Some(frame) = decoder.frame() {
+        sends.last(&nats, &subject, frame).await?;
     }
     drop(setups);
     let _ = tokio::time::timeout(Duration::from_secs(5), setup_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
-    progress(&decoder, sent, skipped);
+    progress(&decoder, sends);
     say!(
         "monitor: stopped after {:.0}s",
         started.elapsed().as_secs_f64()
