@@ -272,8 +272,10 @@ impl Reader {
                 "the lap has more than {MAX_FRAMES} recorded frames"
             )));
         }
+        // Each frame is read down to its sample at once: the parsed trees of a
+        // lap's frames would hold several times the frames' own bytes.
         let mut read = Vec::with_capacity(frames.len());
-        for recorded in &frames {
+        for recorded in frames {
             let Ok(frame) = serde_json::from_slice::<Value>(&recorded.payload) else {
                 continue;
             };
@@ -286,7 +288,16 @@ impl Reader {
                     continue;
                 }
             }
-            read.push((recorded.at, frame));
+            let sample = Sample {
+                time_s: 0.0,
+                distance_m: frame.get(trace::DISTANCE).and_then(Value::as_f64),
+                values: channels
+                    .iter()
+                    .map(|c| frame.get(c).and_then(Value::as_f64))
+                    .collect(),
+            };
+            let lap_time = frame.get(trace::LAP_TIME).and_then(Value::as_f64);
+            read.push((recorded.at, lap_time, sample));
         }
         if read.is_empty() {
             return Err(ServiceError::UnknownLap(format!(
@@ -297,23 +308,16 @@ impl Reader {
         }
         // The sim's own lap clock when every frame has one; else when the
         // broker received each, from the lap's first.
-        let sim_clock = read
-            .iter()
-            .all(|(_, f)| f.get(trace::LAP_TIME).is_some_and(Value::is_number));
+        let sim_clock = read.iter().all(|(_, lap_time, _)| lap_time.is_some());
         let first = read[0].0;
         Ok(read
-            .iter()
-            .map(|(at, frame)| Sample {
-                time_s: if sim_clock {
-                    frame[trace::LAP_TIME].as_f64().unwrap_or_default()
-                } else {
-                    (*at - first).num_microseconds().unwrap_or_default() as f64 / 1e6
+            .into_iter()
+            .map(|(at, lap_time, sample)| Sample {
+                time_s: match lap_time {
+                    Some(t) if sim_clock => t,
+                    _ => (at - first).num_microseconds().unwrap_or_default() as f64 / 1e6,
                 },
-                distance_m: frame.get(trace::DISTANCE).and_then(Value::as_f64),
-                values: channels
-                    .iter()
-                    .map(|c| frame.get(c).and_then(Value::as_f64))
-                    .collect(),
+                ..sample
             })
             .collect())
     }
