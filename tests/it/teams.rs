@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::support::needs::{Group, on_path};
 use crate::support::*;
 
 async fn create_labelled(nats: &async_nats::Client, team: &str, car: &str) -> String {
@@ -521,6 +522,7 @@ async fn the_tower_feed_carries_each_teams_cars_with_pits_stints_and_fuel() {
     assert_eq!(doc["cars"][0]["session_id"], seven.as_str());
 }
 
+#[cfg(target_os = "linux")]
 /// Runs `paddock <args>` in a terminal of its own (util-linux's `script` gives
 /// it a pseudo-terminal, 100×30), waits until it shows `shows`, presses q and
 /// answers how long it took to end, and its exit status.
@@ -588,8 +590,20 @@ fn in_a_terminal_press_q(args: &str, shows: &str) -> (std::time::Duration, bool)
     (took, status.success())
 }
 
+/// util-linux's `script` gives `watch` its terminal (BSD's takes other flags).
+#[cfg(target_os = "linux")]
+static TERMINAL_TEST: Group = Group::new(
+    "teams::watch_in_a_terminal test",
+    "sudo apt-get install bsdutils",
+);
+
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_in_a_terminal_ends_on_q_for_a_team_and_for_one_car() {
+    if on_path(&["script"]).is_none() {
+        TERMINAL_TEST.left_out("script");
+        return;
+    }
     let server = NatsServer::start();
     let url = server.url();
     let _processor = serve_binary(&url, &[]);
