@@ -80,7 +80,7 @@ pub struct ServeArgs {
     pub max_memory: usize,
     /// Bytes all of paddock's JetStream buckets together may hold (default
     /// --max-memory: what they hold is a copy of what memory holds), shared as
-    /// live 1/2, the trace stream (every telemetry frame, for lap traces) 1/4,
+    /// live 1/2, the trace stream (accepted telemetry frames, for lap traces) 1/4,
     /// laps 1/8, archive 1/8 after the alerts bucket's 16 MiB. The
     /// broker sets this aside when the buckets are made, so it must fit its
     /// JetStream storage (nats.conf's max_file_store): a start that does not fit
@@ -88,13 +88,13 @@ pub struct ServeArgs {
     /// memory and retried, /readyz says so); the others drop their oldest.
     #[arg(long, env = "PADDOCK_KV_MAX_BYTES", value_parser = parse_bytes)]
     pub kv_max_bytes: Option<usize>,
-    /// Telemetry frames the trace stream keeps per session (its
-    /// max_msgs_per_subject): a session's oldest go first past it, so one
-    /// session's flood holds at most this many frames of the stream (whose
-    /// bytes all sessions share, oldest first when full). The default is an
-    /// hour at 20 Hz, 20 minutes at 60 Hz.
-    #[arg(long, env = "PADDOCK_TRACE_FRAMES", default_value_t = crate::server::store::DEFAULT_TRACE_FRAMES, value_parser = parse_count)]
-    pub trace_frames: usize,
+    /// Bytes of telemetry frames the trace stream keeps per session (its
+    /// max_msgs_per_subject, in chunks of 64 KiB): a session's oldest go first
+    /// past it, so one session's flood holds at most this much of the stream
+    /// (whose bytes all sessions share, oldest first when full). The default
+    /// is an hour of 0.9 KB frames at 20 Hz, 20 minutes at 60 Hz.
+    #[arg(long, env = "PADDOCK_TRACE_SESSION_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub trace_session_bytes: usize,
     /// Sessions one client (one connection) may create per minute; past it,
     /// sessions.create answers 429 with how long to wait. 0: no limit.
     #[arg(long, env = "PADDOCK_CREATE_LIMIT", default_value_t = Limits::default().creates_per_minute)]
@@ -556,7 +556,7 @@ impl ServeArgs {
             replicas: self.kv_replicas,
             max_bytes: self.kv_max_bytes.unwrap_or(self.max_memory),
             progress: Default::default(),
-            trace_frames: self.trace_frames,
+            trace_session_bytes: self.trace_session_bytes,
             max_payload: self.max_payload,
         }
     }

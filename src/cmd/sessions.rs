@@ -1062,6 +1062,14 @@ pub fn stats_text(stats: &Stats) -> String {
         ("laps trimmed", stats.laps_trimmed.to_string()),
         ("laps unstored", stats.laps_unstored.to_string()),
         ("alerts unqueued", stats.alerts_unqueued.to_string()),
+        (
+            "trace frames recorded",
+            stats.trace_frames_recorded.to_string(),
+        ),
+        (
+            "trace frames unrecorded",
+            stats.trace_frames_unrecorded.to_string(),
+        ),
         ("memory", memory_text(&stats.memory)),
         ("rejected total", stats.rejected_total.to_string()),
     ];

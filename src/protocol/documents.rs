@@ -555,6 +555,13 @@ pub struct Stats {
     /// alert writer's queue being full (storage slow for long).
     #[serde(default)]
     pub alerts_unqueued: u64,
+    /// Accepted telemetry frames written to the trace stream, and those left
+    /// out of it (the trace writer's queue full after a long burst, or the
+    /// stream refusing a chunk): a trace shows them as a gap.
+    #[serde(default)]
+    pub trace_frames_recorded: u64,
+    #[serde(default)]
+    pub trace_frames_unrecorded: u64,
     /// What the budgets count (docs/SECURITY.md): bytes of frames and lap
     /// records held, and the most they may be (`--max-memory`).
     #[serde(default)]

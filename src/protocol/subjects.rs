@@ -354,24 +354,21 @@ pub fn kv_key(bucket: &str, key: &impl std::fmt::Display) -> String {
 pub const ALL_SETUP: &str = "session.*.setup";
 pub const ALL_TELEMETRY: &str = "session.*.telemetry";
 
-/// What the trace stream records: every session's telemetry, in both forms a
-/// partition mapping may give it (the broker stores the mapped subject).
-pub const TRACE_SUBJECTS: [&str; 2] = ["session.*.telemetry", "session.*.telemetry.*"];
+/// What the trace stream records: the chunks of accepted telemetry frames the
+/// processor writes (server/store/trace_writer.rs), one subject per session.
+/// Outside `session.<id>.>`, so no dashboard receives them, and not under any
+/// subject a monitor may publish, so only the processor's frames are recorded.
+pub const TRACE_SUBJECTS: [&str; 1] = ["paddock.trace.*"];
 
 /// The trace stream's name beside the buckets of `bucket` (`<bucket>_traces`).
 pub fn trace_stream(bucket: &str) -> String {
     format!("{bucket}_traces")
 }
 
-/// The subject one session's frames are recorded under: `session.<id>.telemetry`,
-/// or with the partition token where the broker partitions into `partitions`.
-pub fn recorded_telemetry(id: &SessionId, partitions: u32) -> String {
-    let subject = data(id, DataKind::Telemetry);
-    if partitions > 1 {
-        partitioned(&subject, partition(id, partitions))
-    } else {
-        subject
-    }
+/// The subject one session's frames are recorded under: `paddock.trace.<id>`
+/// (the same whatever the partitions: the processor publishes it).
+pub fn trace_record(id: &SessionId) -> String {
+    format!("paddock.trace.{id}")
 }
 
 /// What every subject of one session starts with: `session.<id>.…`.

@@ -25,6 +25,9 @@ pub struct Ingested {
     pub session_id: SessionId,
     pub kind: DataKind,
     pub applied: Applied,
+    /// The telemetry frame as stored (a refcount of the session's copy), for
+    /// the trace writer; `None` for a setup.
+    pub frame: Option<Bytes>,
 }
 
 impl Ingested {
@@ -109,6 +112,7 @@ impl App {
         // buffer alive for as long as the session keeps the frame (a setup: hours).
         // At 100k sessions that is gigabytes; the copy is one allocation per frame.
         let body = Bytes::copy_from_slice(payload);
+        let frame = (kind == DataKind::Telemetry).then(|| body.clone());
         let applied = match kind {
             DataKind::Setup => self.sessions.update_setup_at(session_id, body, now)?,
             DataKind::Telemetry => {
@@ -142,6 +146,7 @@ impl App {
             session_id,
             kind,
             applied,
+            frame,
         })
     }
 }

@@ -61,6 +61,11 @@ pub struct Metrics {
     /// was full (storage slow for long): not checked against the other
     /// processors' announcements, so possibly announced twice.
     pub alerts_unqueued: AtomicU64,
+    /// Accepted telemetry frames written to the trace stream.
+    pub trace_frames_recorded: AtomicU64,
+    /// Accepted telemetry frames left out of the trace stream: the trace
+    /// writer's queue was full (a burst beyond it), or the stream refused them.
+    pub trace_frames_unrecorded: AtomicU64,
     /// Rejected input by reason, indexed like [`REJECTION_REASONS`].
     rejected: [AtomicU64; REJECTION_REASONS.len()],
     /// Rate limiter for the rejection warning: when it was last logged, and how many
@@ -126,6 +131,8 @@ impl Default for Metrics {
             laps_dropped: AtomicU64::new(0),
             laps_unstored: AtomicU64::new(0),
             alerts_unqueued: AtomicU64::new(0),
+            trace_frames_recorded: AtomicU64::new(0),
+            trace_frames_unrecorded: AtomicU64::new(0),
             rejected: Default::default(),
             reject_log: Default::default(),
             requests: Family::default(),
@@ -226,6 +233,8 @@ impl Metrics {
             laps_dropped: self.laps_dropped.load(Relaxed),
             laps_unstored: self.laps_unstored.load(Relaxed),
             alerts_unqueued: self.alerts_unqueued.load(Relaxed),
+            trace_frames_recorded: self.trace_frames_recorded.load(Relaxed),
+            trace_frames_unrecorded: self.trace_frames_unrecorded.load(Relaxed),
             laps_trimmed: load.held.laps_trimmed,
             memory: crate::protocol::documents::MemoryStats {
                 frame_bytes: load.held.frames,

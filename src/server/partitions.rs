@@ -308,6 +308,8 @@ fn add_stats(mut a: Stats, b: Stats) -> Stats {
     a.laps_trimmed += b.laps_trimmed;
     a.laps_unstored += b.laps_unstored;
     a.alerts_unqueued += b.alerts_unqueued;
+    a.trace_frames_recorded += b.trace_frames_recorded;
+    a.trace_frames_unrecorded += b.trace_frames_unrecorded;
     a.memory.frame_bytes += b.memory.frame_bytes;
     a.memory.lap_bytes += b.memory.lap_bytes;
     a.memory.budget_bytes += b.memory.budget_bytes;

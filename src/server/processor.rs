@@ -529,6 +529,9 @@ impl Processor {
                 "laps completed before the stop could not be stored"
             );
         }
+        // The trace writer's unfinished chunks: the last frames of every lap
+        // being driven (up to 64 KiB a session).
+        ctx.storage.traces_written().await;
         tracing::info!(live_sessions = ctx.app.sessions.len(), "shutdown complete");
     }
 }
@@ -983,6 +986,16 @@ impl Ctx {
             }
         }
         let Ok(ingested) = result else { return };
+        // Recorded for lap traces: only what was accepted, off this loop.
+        if let Some(frame) = &ingested.frame {
+            let lap_ended = ingested.applied.lap.is_some() || ingested.applied.lap_dropped;
+            self.storage.record(
+                ingested.session_id,
+                ingested.applied.at,
+                frame.clone(),
+                lap_ended,
+            );
+        }
         // A completed lap is stored before it is announced (by the persister).
         if let Some(lap) = ingested.applied.lap.clone()
             && !self.storage.lap(lap.clone())

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::protocol::id::SessionId;
 use crate::protocol::payload::validate_object;
-use crate::protocol::subjects::{self, Endpoint};
+use crate::protocol::subjects::Endpoint;
 use crate::protocol::trace::{
     self, Against, Best, CompareRequest, LapRef, MAX_CHANNELS, MAX_MINISECTORS, MAX_REPLY_BYTES,
     Sample, TraceError, TraceRequest,
@@ -27,10 +27,11 @@ use crate::server::race;
 use crate::server::sessions::SessionError;
 use crate::server::store::Traces;
 
-/// Frames read before a lap's first and after its last: the broker stamps a
-/// frame before the processor does (the record's times), and a broker on
-/// another machine has another clock. Frames of other laps in the window are
-/// left out by their lap field.
+/// Frames read before a lap's first and after its last. Frames are stamped by
+/// the processor that accepted them (the lap records' clock), but chunks are
+/// found by when the broker stored them, and a broker on another machine has
+/// another clock; a replica's record, read by another, has its clock too.
+/// Frames of other laps in the window are left out by their lap field.
 const MARGIN: Span = Span::seconds(5);
 
 /// Frames one lap read takes at most: 60 Hz for half an hour. A lap with more
@@ -262,9 +263,13 @@ impl Reader {
                     .into(),
             ));
         };
-        let subject = subjects::recorded_telemetry(&lap.session_id, self.partitions);
         let frames = traces
-            .read(subject, lap.from - MARGIN, lap.to + MARGIN, MAX_FRAMES)
+            .read(
+                lap.session_id,
+                lap.from - MARGIN,
+                lap.to + MARGIN,
+                MAX_FRAMES,
+            )
             .await
             .map_err(|e| ServiceError::NoRecording(format!("cannot read the trace stream: {e}")))?;
         if frames.len() > MAX_FRAMES {

@@ -205,6 +205,18 @@ impl Collector for Counters {
             "Alert events announced directly, the alert writer's queue being full",
             s.alerts_unqueued,
         )?;
+        counter(
+            &mut encoder,
+            "trace_frames_recorded",
+            "Accepted telemetry frames written to the trace stream",
+            s.trace_frames_recorded,
+        )?;
+        counter(
+            &mut encoder,
+            "trace_frames_unrecorded",
+            "Accepted telemetry frames left out of the trace stream (writer's queue full, or refused)",
+            s.trace_frames_unrecorded,
+        )?;
         gauge(
             &mut encoder,
             "memory_frame_bytes",

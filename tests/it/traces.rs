@@ -1,5 +1,5 @@
 //! Lap traces through a real broker: two scripted laps with `lap_distance` are
-//! recorded by the trace stream, read back on a distance grid
+//! recorded by the trace writer in the trace stream, read back on a distance grid
 //! (`sessions.trace`), compared (`sessions.compare`: the delta at known
 //! distances), exported as CSV by the binary and read back; and a processor
 //! that records nothing (`--store memory`) says so with 503.
@@ -222,11 +222,15 @@ async fn the_trace_stream_is_bounded_per_session_and_in_bytes() {
     let mut stream = js.get_stream("paddock_sessions_traces").await.unwrap();
     let info = stream.info().await.unwrap();
     let config = &info.config;
+    // Chunks of 64 KiB: 64 MiB a session.
     assert_eq!(
         config.max_messages_per_subject,
-        paddock::server::store::DEFAULT_TRACE_FRAMES as i64
+        (paddock::server::store::DEFAULT_TRACE_SESSION_BYTES / (64 * 1024)) as i64
     );
-    assert_eq!(config.max_message_size, 64 * 1024);
+    // A full chunk, then the largest frame (--max-payload) that did not fit.
+    assert_eq!(config.max_message_size, 4 + 64 * 1024 + 12 + 64 * 1024);
+    // Only the processor's chunks: never the monitors' subjects.
+    assert_eq!(config.subjects, ["paddock.trace.*"]);
     assert_eq!(
         config.max_age,
         std::time::Duration::from_secs(7 * 24 * 3600)
@@ -248,11 +252,12 @@ async fn the_trace_stream_is_bounded_per_session_and_in_bytes() {
     assert_eq!(config.max_bytes, (1024 - 16 - 8) * 1024 * 1024 / 4);
 }
 
-/// With partitioned ownership the broker records a frame under its mapped
-/// subject (`session.<id>.telemetry.<p>`): the trace is read from there, by
-/// the id form and the body form alike.
+/// With partitioned ownership frames reach the processor on their mapped
+/// subject (`session.<id>.telemetry.<p>`); it records them under the session's
+/// own trace subject all the same, and the trace is read by the id form and
+/// the body form alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_session_s_laps_are_read_from_their_mapped_subject() {
+async fn a_partitioned_session_s_laps_are_recorded_and_read_back() {
     let dir = fresh_dir("traces-partitions");
     let config = dir.join("mappings.conf");
     std::fs::write(&config, paddock::broker::mappings_config(2)).unwrap();
@@ -293,4 +298,105 @@ async fn a_partitioned_session_s_laps_are_read_from_their_mapped_subject() {
     let trace = ask(&client, "sessions.trace", body).await.ok();
     assert_eq!(trace["frames"], 401);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The record holds what the processor accepted and nothing else, and one
+/// session's flood cannot push another's laps out of the stream: each keeps at
+/// most `--trace-session-bytes` (here 512 KiB, eight chunks), its own oldest
+/// going first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_records_only_what_was_accepted_and_leaves_other_sessions_laps() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let _processor = serve_binary(
+        &url,
+        &["--trace-session-bytes", "512KiB", "--max-frame-rate", "0"],
+    );
+    let client = connect(&url).await;
+    wait_for_processors(&client, 1).await;
+    let driven = create(&client).await;
+    let mut announced = client
+        .subscribe(format!("session.{driven}.lap"))
+        .await
+        .unwrap();
+    for lap in [1, 2] {
+        for frame in scripted(lap) {
+            client
+                .publish(format!("session.{driven}.telemetry"), frame.into())
+                .await
+                .unwrap();
+        }
+    }
+    let third = json!({"lap": 3, "lap_time": 0.0, "lap_distance": 0.0, "last_lap_time": 45.0});
+    client
+        .publish(
+            format!("session.{driven}.telemetry"),
+            third.to_string().into(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        next(&mut announced).await;
+    }
+    // 4 MB of 0.5 KB frames on another session, 8 times its share, with
+    // frames the processor refuses among them.
+    let flooding = create(&client).await;
+    let padding = "x".repeat(440);
+    let mut sent = 0u64;
+    for k in 0..8_000u64 {
+        let frame = json!({"lap": 1 + k / 1000, "lap_distance": (k % 1000) as f64, "pad": padding});
+        client
+            .publish(
+                format!("session.{flooding}.telemetry"),
+                frame.to_string().into(),
+            )
+            .await
+            .unwrap();
+        sent += 1;
+        if k % 1000 == 0 {
+            for refused in ["{", "[1]", "null"] {
+                client
+                    .publish(format!("session.{flooding}.telemetry"), refused.into())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    sync(&client).await;
+    // Every accepted frame is recorded (the writer writes an idle session's
+    // chunk within seconds), and only those.
+    let accepted = sent + 853;
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = ask(&client, "sessions.stats", "{}".into()).await.ok();
+        if stats["trace_frames_recorded"] == accepted {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(stats["telemetry_frames"], accepted, "{stats}");
+    assert_eq!(stats["trace_frames_recorded"], accepted, "{stats}");
+    assert_eq!(stats["trace_frames_unrecorded"], 0, "{stats}");
+    // The flood kept at most its eight chunks; the driven laps are whole.
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js.get_stream("paddock_sessions_traces").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    assert!(state.messages <= 8 + 8, "{state:?}");
+    let trace = ask(
+        &client,
+        "sessions.trace",
+        json!({"session_id": driven, "lap": 1}).to_string(),
+    )
+    .await
+    .ok();
+    assert_eq!(trace["frames"], 401, "{trace}");
+    let compare = ask(
+        &client,
+        &format!("sessions.compare.{driven}"),
+        r#"{"lap": 2, "against": {"lap": 1}, "minisectors": 4}"#.into(),
+    )
+    .await
+    .ok();
+    let delta = at(&compare["delta_s"], &compare["distance_m"], 2000.0);
+    assert!((delta - 5.0).abs() < 0.01, "delta at 2000 m: {delta}");
 }

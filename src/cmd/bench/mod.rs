@@ -269,6 +269,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     cpu_per_frame,
                     raw_cpu_per_frame,
                     queue_peak,
+                    recording,
                 } = turns.run(&frame, count, pinned).await?;
                 report.add(
                     format!("raw NATS delivery, {}{layout}", frame.name),
@@ -291,6 +292,22 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         ),
                     ),
                 );
+                if let Some(r) = recording {
+                    let frames = r.recorded + r.unrecorded;
+                    report.add(
+                        format!("trace record after the burst, {}{layout}", frame.name),
+                        format!("{:.1} s", r.after.as_secs_f64()),
+                        format!(
+                            "median of {}: from the last frame applied until the trace writer had written every frame (it stands back during a burst); {} of {} frames recorded, {} left out (its 64 MiB queue full); processor CPU meanwhile {:.0} ns per recorded frame",
+                            plan.rounds,
+                            thousands(r.recorded as f64),
+                            thousands(frames as f64),
+                            thousands(r.unrecorded as f64),
+                            r.cpu.as_secs_f64() * 1e9 * plan.rounds as f64
+                                / r.recorded.max(1) as f64,
+                        ),
+                    );
+                }
                 report.add(
                     format!("processor CPU per frame, {}{layout}", frame.name),
                     format!("{cpu_per_frame:.0} ns"),
@@ -733,6 +750,7 @@ impl Turns<'_> {
         let mut ingest = Vec::new();
         let mut cpu_per_frame = Vec::new();
         let mut raw_cpu_per_frame = Vec::new();
+        let mut recordings = Vec::new();
         for round in 1..=plan.rounds {
             let cpu = sink.cpu_time()?;
             raw.push(
@@ -741,6 +759,11 @@ impl Turns<'_> {
             );
             raw_cpu_per_frame.push(per_frame(sink.cpu_time()?.saturating_sub(cpu)));
             let cpu = processor.cpu_time()?;
+            let counted = self.sessions.stats().await?;
+            let counted = (
+                counted.trace_frames_recorded,
+                counted.trace_frames_unrecorded,
+            );
             ingest.push(
                 paddock_ingest(
                     self.client,
@@ -755,6 +778,13 @@ impl Turns<'_> {
             );
             let cpu = processor.cpu_time()?.saturating_sub(cpu);
             cpu_per_frame.push(per_frame(cpu));
+            // The trace writer records the burst after it: the next raw turn
+            // must not share the machine with that.
+            let cpu = processor.cpu_time()?;
+            if let Some(mut recording) = settle_record(self.sessions, counted).await? {
+                recording.cpu = processor.cpu_time()?.saturating_sub(cpu);
+                recordings.push(recording);
+            }
             say!(
                 "  round {round}: raw {}, paddock {} ({:.2} × raw), CPU per frame: processor {:.0} ns, plain subscriber {:.0} ns",
                 rate(raw[round - 1]),
@@ -779,7 +809,9 @@ impl Turns<'_> {
             pinned::pin(std::process::id(), &pinned::all_cores())?;
         }
         let mut paired: Vec<f64> = ingest.iter().zip(&raw).map(|(p, r)| p / r).collect();
+        let recording = Recording::median(recordings);
         Ok(Ingest {
+            recording,
             queue_peak,
             paired: median(&mut paired),
             raw: median(&mut raw),
@@ -804,6 +836,70 @@ struct Ingest {
     raw_cpu_per_frame: f64,
     /// The most bytes the processor's ingest queue held (`ingest.peak_bytes`).
     queue_peak: usize,
+    /// What the trace writer did after the rounds (`None`: nothing recorded,
+    /// `--store memory`).
+    recording: Option<Recording>,
+}
+
+/// What the trace writer did with one round's frames, once the round was over.
+#[derive(Debug, Clone, Copy, Default)]
+struct Recording {
+    /// Frames written to the trace stream, and left out of it (its queue full).
+    recorded: u64,
+    unrecorded: u64,
+    /// From the round's last frame applied to the last recorded.
+    after: Duration,
+    /// The processor's CPU time meanwhile.
+    cpu: Duration,
+}
+
+impl Recording {
+    /// Totals of frames, medians of times.
+    fn median(all: Vec<Recording>) -> Option<Recording> {
+        if all.is_empty() {
+            return None;
+        }
+        let mut after: Vec<f64> = all.iter().map(|r| r.after.as_secs_f64()).collect();
+        let mut cpu: Vec<f64> = all.iter().map(|r| r.cpu.as_secs_f64()).collect();
+        Some(Recording {
+            recorded: all.iter().map(|r| r.recorded).sum(),
+            unrecorded: all.iter().map(|r| r.unrecorded).sum(),
+            after: Duration::from_secs_f64(median(&mut after)),
+            cpu: Duration::from_secs_f64(median(&mut cpu)),
+        })
+    }
+}
+
+/// Waits until the trace writer has written, or counted out, every frame the
+/// processor applied (a minute at most). `None` when it records nothing
+/// (`PADDOCK_STORE=memory`): its counters do not move.
+/// `before`: the counters (recorded, unrecorded) before the round.
+async fn settle_record(
+    sessions: &SessionsClient,
+    (recorded, unrecorded): (u64, u64),
+) -> anyhow::Result<Option<Recording>> {
+    let started = Instant::now();
+    loop {
+        let stats = sessions.stats().await?;
+        let written = stats.trace_frames_recorded + stats.trace_frames_unrecorded;
+        if written >= stats.telemetry_frames {
+            return Ok(Some(Recording {
+                recorded: stats.trace_frames_recorded - recorded,
+                unrecorded: stats.trace_frames_unrecorded - unrecorded,
+                after: started.elapsed(),
+                cpu: Duration::ZERO,
+            }));
+        }
+        if written == 0 && started.elapsed() > Duration::from_secs(3) {
+            return Ok(None);
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the trace writer wrote {written} of {} frames in a minute",
+            stats.telemetry_frames
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Sessions at 20 Hz, each followed by `dashboards`: one connection per

@@ -56,6 +56,7 @@ mod links;
 mod peers;
 mod persister;
 mod recovery;
+mod trace_writer;
 mod traces;
 
 pub(crate) use alerts_writer::publish as publish_alert;
@@ -65,6 +66,8 @@ use peers::{Peers, follow_peers};
 use persister::{Outage, Persister};
 pub(crate) use recovery::{BucketConfig, Full, open_bucket};
 use recovery::{load, read_archived};
+pub use trace_writer::TraceWriterHandle;
+use trace_writer::{TraceQueue, TraceWriter};
 pub use traces::Recorded;
 
 /// Writes waiting for the persister beyond this make the sender wait (backpressure
@@ -88,11 +91,11 @@ pub enum StoreKind {
 /// and the processor's CPU per frame there fell from 6.2 to 5.1 µs.
 pub const DEFAULT_PERSIST_RATE: usize = 2_000;
 
-/// `--trace-frames`' default: frames the trace stream keeps per session. An
-/// hour at 20 Hz (20 minutes at 60 Hz): some 80 MB of 1.1 KB frames, a third of
-/// the default traces share, so a flooding session cannot hold more than that
-/// and three cars' full hours fit side by side.
-pub const DEFAULT_TRACE_FRAMES: usize = 72_000;
+/// `--trace-session-bytes`' default: bytes of frames the trace stream keeps
+/// per session. 64 MiB is an hour of 0.9 KB frames at 20 Hz (20 minutes at 60
+/// Hz), a quarter of the default traces share: a flooding session holds at most
+/// that, and four cars' full hours fit side by side.
+pub const DEFAULT_TRACE_SESSION_BYTES: usize = 64 * 1024 * 1024;
 
 /// How the processor persists.
 #[derive(Debug, Clone)]
@@ -114,8 +117,9 @@ pub struct StoreConfig {
     pub max_bytes: usize,
     /// Where start-up says what it is waiting for (`/readyz` reads it).
     pub progress: StartupProgress,
-    /// Frames the trace stream keeps per session (`--trace-frames`).
-    pub trace_frames: usize,
+    /// Bytes of frames the trace stream keeps per session
+    /// (`--trace-session-bytes`).
+    pub trace_session_bytes: usize,
     /// The largest frame the trace stream records (`--max-payload`).
     pub max_payload: usize,
 }
@@ -221,7 +225,7 @@ impl Default for StoreConfig {
             replicas: 1,
             max_bytes: crate::server::sessions::DEFAULT_MAX_MEMORY,
             progress: StartupProgress::default(),
-            trace_frames: DEFAULT_TRACE_FRAMES,
+            trace_session_bytes: DEFAULT_TRACE_SESSION_BYTES,
             max_payload: 64 * 1024,
         }
     }
@@ -288,6 +292,8 @@ pub struct Storage {
     links: Option<kv::Store>,
     /// The trace stream, for reading laps back (traces.rs).
     traces: Option<Traces>,
+    /// Accepted telemetry frames for the trace writer (trace_writer.rs).
+    trace_queue: Option<TraceQueue>,
 }
 
 /// A handle on the trace stream: reads one session's frames over a time window.
@@ -295,23 +301,30 @@ pub struct Storage {
 pub struct Traces {
     stream: jetstream::stream::Stream,
     client: Client,
-    /// Frames kept per session: no lap read is longer.
-    per_session: usize,
+    /// Has a session's frames written before a read.
+    writer: TraceWriterHandle,
 }
 
 impl Traces {
-    /// The frames recorded on `subject` (`subjects::recorded_telemetry`) from
-    /// `from` to the first after `to`, at most `--trace-frames` and one more
-    /// (the caller refuses that many).
+    /// The frames `id`'s session sent that this processor accepted from
+    /// `from` to `to`, at most `limit` and one more (the caller refuses that
+    /// many). What the writer still holds of the session is written first, so
+    /// a lap just completed reads whole.
     pub async fn read(
         &self,
-        subject: String,
+        id: crate::protocol::id::SessionId,
         from: chrono::DateTime<chrono::Utc>,
         to: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> Result<Vec<Recorded>, StoreError> {
-        let limit = limit.min(self.per_session);
+        self.writer.flush(id).await;
+        let subject = crate::protocol::subjects::trace_record(&id);
         traces::read(&self.stream, &self.client, subject, from, to, limit).await
+    }
+
+    /// Has everything the writer holds written (shutdown).
+    pub async fn flush(&self) {
+        self.writer.flush_all().await;
     }
 }
 
@@ -324,6 +337,7 @@ impl Storage {
             alerts: None,
             links: None,
             traces: None,
+            trace_queue: None,
         }
     }
 
@@ -409,9 +423,9 @@ impl Storage {
             let trace_config = traces::TraceConfig {
                 name: crate::protocol::subjects::trace_stream(&config.bucket),
                 max_bytes: sizes.traces,
-                per_session: config.trace_frames,
+                per_session_bytes: config.trace_session_bytes,
                 max_age: config.archive_retention,
-                max_msg_size: config.max_payload,
+                max_payload: config.max_payload,
                 replicas: config.replicas,
                 compress: traces::compresses(&client.server_info().version),
             };
@@ -564,6 +578,10 @@ impl Storage {
             client: client.clone(),
         };
         tokio::spawn(alert_writer.run(alerts_rx));
+        let trace_queue = TraceQueue::new(Arc::clone(app));
+        let (trace_writer, trace_writer_handle) =
+            TraceWriter::new(trace_queue.clone(), js.clone(), Arc::clone(app));
+        tokio::spawn(trace_writer.run());
         Ok(Storage {
             jobs: Some(tx),
             laps: Some(lap_queue),
@@ -573,8 +591,9 @@ impl Storage {
             traces: Some(Traces {
                 stream: trace_stream,
                 client: client.clone(),
-                per_session: config.trace_frames,
+                writer: trace_writer_handle,
             }),
+            trace_queue: Some(trace_queue),
         })
     }
 
@@ -697,6 +716,28 @@ impl Storage {
                 Some(event)
             }
             Err(mpsc::error::TrySendError::Closed(event)) => Some(event),
+        }
+    }
+
+    /// Hands an accepted telemetry frame to the trace writer (never waits;
+    /// with `--store memory` nothing is recorded). `lap_ended`: the frame
+    /// completed its session's lap.
+    pub fn record(
+        &self,
+        id: crate::protocol::id::SessionId,
+        at: chrono::DateTime<chrono::Utc>,
+        frame: bytes::Bytes,
+        lap_ended: bool,
+    ) {
+        if let Some(queue) = &self.trace_queue {
+            queue.push(id, at, frame, lap_ended);
+        }
+    }
+
+    /// Has the trace writer write what it holds (at shutdown).
+    pub async fn traces_written(&self) {
+        if let Some(traces) = &self.traces {
+            traces.flush().await;
         }
     }
 

@@ -1,16 +1,28 @@
-//! The trace stream: every telemetry frame as the broker received it, recorded
-//! by the broker itself (a JetStream stream over the telemetry subjects), so a
-//! lap can be read back frame by frame for `sessions.trace` and
-//! `sessions.compare` without a line of ours on the ingest path.
+//! The trace stream: every telemetry frame the processor accepted, written in
+//! chunks by the trace writer (trace_writer.rs) to a JetStream stream the broker
+//! keeps, so a lap can be read back frame by frame for `sessions.trace` and
+//! `sessions.compare`.
+//!
+//! Why the processor writes it, in chunks, rather than the stream taking the
+//! monitors' subjects itself (as it first did): a JetStream message per frame
+//! made the broker's stream writes the bound of burst ingest: 0.33 × raw NATS at
+//! 100 sessions and 0.5 KB frames, 0.10 × at 16 KB (docs/BENCHMARKS.md, #40).
+//! Written by the processor, the record holds only what it accepted (not frames
+//! refused for their rate or size); a chunk of up to [`CHUNK_BYTES`] is one
+//! message (a hundredth of the messages); and the writer stands back while the
+//! ingest queue is busy, so a burst is applied first and recorded after.
+//!
+//! A chunk is [`CHUNK_MAGIC`] then records of `at` (microseconds since the
+//! epoch, the processor's clock: the lap records' clock, i64 LE), the frame's
+//! length (u32 LE) and the frame's bytes. Its `Paddock-Recorder` header names
+//! the processor that wrote it: replicas each record what they accept, and a
+//! read takes one recorder's frames (the one with the most in the window).
 //!
 //! Bounded three ways (docs/PROTOCOL.md "Traces"): `max_bytes` is the traces'
 //! share of `--kv-max-bytes` ([`super::BucketSizes`]); `max_msgs_per_subject`
-//! (`--trace-frames`) bounds each session, so one session's flood pushes out
-//! its own oldest frames first and holds at most that many (the bytes are
-//! shared: a full stream drops the oldest of any session); `max_age` is the archive
-//! retention. When full the oldest frames go. A frame over `--max-payload` is
-//! refused by the stream as the processor refuses it; frames the processor
-//! refuses for their rate are recorded all the same (the broker cannot tell).
+//! (`--trace-session-bytes` in chunks) bounds each session, so one session's
+//! flood pushes out its own oldest frames first; `max_age` is the archive
+//! retention. When full the oldest chunks go.
 
 use std::time::Duration;
 
@@ -28,10 +40,13 @@ use super::StoreError;
 pub(crate) struct TraceConfig {
     pub(crate) name: String,
     pub(crate) max_bytes: usize,
-    /// Frames kept per session (per subject).
-    pub(crate) per_session: usize,
+    /// Bytes of chunks kept per session (per subject), counted in chunks of
+    /// [`CHUNK_BYTES`].
+    pub(crate) per_session_bytes: usize,
     pub(crate) max_age: Duration,
-    pub(crate) max_msg_size: usize,
+    /// The largest frame recorded (`--max-payload`): a chunk is at most
+    /// [`max_chunk`] of it.
+    pub(crate) max_payload: usize,
     pub(crate) replicas: usize,
     /// Whether the broker is 2.10 or later, which compresses streams (S2).
     pub(crate) compress: bool,
@@ -48,18 +63,19 @@ impl TraceConfig {
     fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.name.clone(),
-            description: Some("paddock: every telemetry frame, for lap traces".into()),
+            description: Some("paddock: every accepted telemetry frame, for lap traces".into()),
             subjects: subjects::TRACE_SUBJECTS.map(String::from).to_vec(),
             max_bytes: self.max_bytes(),
-            max_messages_per_subject: i64::try_from(self.per_session).unwrap_or(-1),
+            max_messages_per_subject: i64::try_from(self.per_session_bytes.div_ceil(CHUNK_BYTES))
+                .unwrap_or(-1),
             max_age: self.max_age,
-            max_message_size: i32::try_from(self.max_msg_size).unwrap_or(i32::MAX),
+            max_message_size: i32::try_from(max_chunk(self.max_payload)).unwrap_or(i32::MAX),
             discard: stream::DiscardPolicy::Old,
             storage: stream::StorageType::File,
             num_replicas: self.replicas.max(1),
-            // A frame sent as a request (for the processor's ack or refusal)
-            // must get the processor's answer, not the stream's: no PubAck.
-            no_ack: true,
+            // The writer waits for each chunk's PubAck: a chunk the stream
+            // refused is counted, not assumed stored.
+            no_ack: false,
             // NATS 2.9 knows no compression: the field is left out for it.
             compression: self.compress.then_some(stream::Compression::S2),
             ..Default::default()
@@ -89,7 +105,11 @@ pub(crate) async fn open(
     match js.get_stream(&config.name).await {
         Ok(existing) => {
             let mut current = existing.cached_info().config.clone();
-            let differs = current.max_bytes != wanted.max_bytes
+            // The subjects too: a stream made by an earlier paddock took the
+            // monitors' telemetry subjects itself.
+            let differs = current.subjects != wanted.subjects
+                || current.no_ack != wanted.no_ack
+                || current.max_bytes != wanted.max_bytes
                 || current.max_messages_per_subject != wanted.max_messages_per_subject
                 || current.max_age != wanted.max_age
                 || current.max_message_size != wanted.max_message_size;
@@ -100,6 +120,8 @@ pub(crate) async fn open(
                     per_session = wanted.max_messages_per_subject,
                     "updating the trace stream's limits"
                 );
+                current.subjects = wanted.subjects.clone();
+                current.no_ack = wanted.no_ack;
                 current.max_bytes = wanted.max_bytes;
                 current.max_messages_per_subject = wanted.max_messages_per_subject;
                 current.max_age = wanted.max_age;
@@ -115,7 +137,7 @@ pub(crate) async fn open(
                 tracing::info!(
                     stream = config.name,
                     max_bytes = config.max_bytes,
-                    per_session = config.per_session,
+                    per_session_bytes = config.per_session_bytes,
                     compressed = config.compress,
                     "created the trace stream"
                 );
@@ -137,20 +159,82 @@ pub(crate) async fn open(
     }
 }
 
-/// One recorded frame: when the broker received it, and the frame.
+/// What every chunk starts with: the format and its version.
+pub(crate) const CHUNK_MAGIC: &[u8; 4] = b"PTR1";
+/// A record's head: `at` (8 bytes) and the frame's length (4).
+pub(crate) const RECORD_HEAD: usize = 12;
+/// A chunk is written once it holds this many bytes (a frame is never split:
+/// one that does not fit starts the next chunk). 64 KiB is 40 frames of 1.5 KB
+/// at 60 Hz, under a second of a car; 130 frames of 0.5 KB at 20 Hz, 6.5 s.
+pub(crate) const CHUNK_BYTES: usize = 64 * 1024;
+/// The header naming the processor that wrote a chunk.
+pub(crate) const RECORDER: &str = "Paddock-Recorder";
+
+/// The largest chunk: a full one, then the largest frame alone after it would
+/// not fit (the stream's `max_msg_size`).
+pub(crate) fn max_chunk(max_payload: usize) -> usize {
+    CHUNK_MAGIC.len() + CHUNK_BYTES + RECORD_HEAD + max_payload
+}
+
+/// Starts a chunk.
+pub(crate) fn new_chunk() -> Vec<u8> {
+    let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
+    chunk.extend_from_slice(CHUNK_MAGIC);
+    chunk
+}
+
+/// Appends one frame, received `at`, to a chunk.
+pub(crate) fn append(chunk: &mut Vec<u8>, at: DateTime<Utc>, frame: &[u8]) {
+    chunk.extend_from_slice(&at.timestamp_micros().to_le_bytes());
+    let len = u32::try_from(frame.len()).expect("a frame is under --max-payload");
+    chunk.extend_from_slice(&len.to_le_bytes());
+    chunk.extend_from_slice(frame);
+}
+
+/// The frames of a chunk, in the order written, each a slice of `chunk` (no
+/// copy). A chunk that is not one (no magic, a record cut short) yields what
+/// came before the fault and then stops: a read never fails on one bad chunk.
+pub(crate) fn records(chunk: &Bytes) -> impl Iterator<Item = Recorded> + '_ {
+    let mut at = if chunk.starts_with(CHUNK_MAGIC) {
+        CHUNK_MAGIC.len()
+    } else {
+        chunk.len()
+    };
+    std::iter::from_fn(move || {
+        let head = chunk.get(at..at + RECORD_HEAD)?;
+        let micros = i64::from_le_bytes(head[..8].try_into().ok()?);
+        let len = u32::from_le_bytes(head[8..].try_into().ok()?) as usize;
+        let start = at + RECORD_HEAD;
+        let end = start.checked_add(len).filter(|&end| end <= chunk.len())?;
+        at = end;
+        Some(Recorded {
+            at: DateTime::from_timestamp_micros(micros)?,
+            payload: chunk.slice(start..end),
+        })
+    })
+}
+
+/// One recorded frame: when the processor accepted it, and the frame.
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub at: DateTime<Utc>,
     pub payload: Bytes,
 }
 
-/// How long a read may wait for its next frame before it gives up (the
-/// consumer was created, so frames that exist come at once).
+/// How long a read may wait for its next chunk before it gives up (the
+/// consumer was created, so chunks that exist come at once).
 const READ_STALL: Duration = Duration::from_secs(5);
 
-/// The frames recorded on `subject` from `from` on, until the first received
-/// after `to` or `limit` of them (the caller refuses a lap that long), read
-/// with an ordered consumer that exists for this read only.
+/// Chunks are written after their frames were accepted: within a second or
+/// two while the processor keeps up, later after a burst (the writer stands
+/// back while the ingest queue is busy). A read stops at the first chunk that
+/// starts this long after the window.
+const WRITTEN_WITHIN: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// The frames recorded on `subject` that were accepted from `from` to `to`,
+/// of one recorder (the one with the most of them: replicas each record),
+/// at most `limit` and one more (the caller refuses that many), read with an
+/// ordered consumer that exists for this read only.
 pub(crate) async fn read(
     stream: &stream::Stream,
     client: &async_nats::Client,
@@ -159,6 +243,9 @@ pub(crate) async fn read(
     to: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Recorded>, StoreError> {
+    // A chunk is written after its frames: the first that may hold `from`
+    // was published at `from` or later (less the margin the caller gives for
+    // another machine's clock).
     let start = time::OffsetDateTime::from_unix_timestamp_nanos(
         from.timestamp_nanos_opt().unwrap_or_default().into(),
     )
@@ -177,29 +264,45 @@ pub(crate) async fn read(
         return Ok(Vec::new());
     }
     let mut messages = consumer.messages().await.map_err(StoreError::write)?;
-    let mut frames = Vec::new();
+    // Frames per recorder; almost always one.
+    let mut by_recorder: Vec<(String, Vec<Recorded>)> = Vec::new();
     while let Ok(Some(message)) = tokio::time::timeout(READ_STALL, messages.next()).await {
         let message = message.map_err(StoreError::write)?;
-        let (at, pending) = {
-            let info = message
-                .info()
-                .map_err(|e| StoreError::write(e.to_string()))?;
-            let nanos = info.published.unix_timestamp_nanos();
-            let at = DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX));
-            (at, info.pending)
-        };
-        if at > to {
+        let pending = message
+            .info()
+            .map_err(|e| StoreError::write(e.to_string()))?
+            .pending;
+        let recorder = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(RECORDER))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        let mut chunk = records(&message.payload).peekable();
+        if chunk
+            .peek()
+            .is_some_and(|first| first.at > to + WRITTEN_WITHIN)
+        {
             break;
         }
-        frames.push(Recorded {
-            at,
-            payload: message.payload.clone(),
-        });
+        let slot = match by_recorder.iter().position(|(r, _)| *r == recorder) {
+            Some(i) => i,
+            None => {
+                by_recorder.push((recorder, Vec::new()));
+                by_recorder.len() - 1
+            }
+        };
+        let frames = &mut by_recorder[slot].1;
+        frames.extend(chunk.filter(|r| r.at >= from && r.at <= to));
         if pending == 0 || frames.len() > limit {
             break;
         }
     }
-    Ok(frames)
+    Ok(by_recorder
+        .into_iter()
+        .map(|(_, frames)| frames)
+        .max_by_key(Vec::len)
+        .unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -220,21 +323,71 @@ mod tests {
         let config = TraceConfig {
             name: "paddock_sessions_traces".into(),
             max_bytes: 256 << 20,
-            per_session: 72_000,
+            per_session_bytes: 64 << 20,
             max_age: Duration::from_secs(3600),
-            max_msg_size: 65_536,
+            max_payload: 65_536,
             replicas: 1,
             compress: false,
         };
         let made = config.stream_config();
         assert_eq!(made.max_bytes, 256 << 20);
-        assert_eq!(made.max_messages_per_subject, 72_000);
+        assert_eq!(made.max_messages_per_subject, 1024);
+        assert_eq!(made.max_message_size, 4 + 65_536 + 12 + 65_536);
         assert_eq!(made.discard, stream::DiscardPolicy::Old);
         assert_eq!(made.compression, None);
-        assert!(made.no_ack, "the processor answers frames sent as requests");
-        assert_eq!(
-            made.subjects,
-            ["session.*.telemetry", "session.*.telemetry.*"]
+        assert!(!made.no_ack, "the writer counts chunks the stream refused");
+        assert_eq!(made.subjects, ["paddock.trace.*"]);
+    }
+
+    fn at(micros: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(micros).unwrap()
+    }
+
+    #[test]
+    fn a_chunk_reads_back_its_frames_and_times_in_order() {
+        let mut chunk = new_chunk();
+        append(&mut chunk, at(1_700_000_000_000_001), br#"{"lap":1}"#);
+        append(&mut chunk, at(1_700_000_000_050_002), b"");
+        append(
+            &mut chunk,
+            at(1_700_000_000_100_003),
+            br#"{"lap":2,"x":[1,2]}"#,
         );
+        let chunk = Bytes::from(chunk);
+        let read: Vec<_> = records(&chunk).map(|r| (r.at, r.payload)).collect();
+        assert_eq!(
+            read,
+            [
+                (
+                    at(1_700_000_000_000_001),
+                    Bytes::from_static(br#"{"lap":1}"#)
+                ),
+                (at(1_700_000_000_050_002), Bytes::new()),
+                (
+                    at(1_700_000_000_100_003),
+                    Bytes::from_static(br#"{"lap":2,"x":[1,2]}"#)
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_damaged_chunk_yields_what_precedes_the_damage_and_never_panics() {
+        let mut whole = new_chunk();
+        append(&mut whole, at(1), b"first");
+        append(&mut whole, at(2), b"second");
+        for cut in 0..whole.len() {
+            let chunk = Bytes::copy_from_slice(&whole[..cut]);
+            let n = records(&chunk).count();
+            assert!(n <= 1, "a cut chunk yields at most its whole records");
+        }
+        assert_eq!(
+            records(&Bytes::from_static(b"not a chunk at all")).count(),
+            0
+        );
+        let mut lying = new_chunk();
+        lying.extend_from_slice(&1i64.to_le_bytes());
+        lying.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(records(&Bytes::from(lying)).count(), 0);
     }
 }
