@@ -294,3 +294,134 @@ async fn a_partitioned_session_s_laps_are_read_from_their_mapped_subject() {
     assert_eq!(trace["frames"], 401);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A `.ld` read with the motec-i2 crate's reader (not paddock's writer):
+/// each channel's name, unit, rate and values.
+fn read_ld(bytes: &[u8]) -> Vec<(String, String, u16, Vec<f64>)> {
+    let mut source = std::io::Cursor::new(bytes.to_vec());
+    let mut reader = motec_i2::LDReader::new(&mut source);
+    let header = reader.read_header().unwrap();
+    let channels = reader.read_channels().unwrap();
+    assert_eq!(header.num_channels as usize, channels.len());
+    channels
+        .iter()
+        .map(|c| {
+            let values = reader
+                .channel_data(c)
+                .unwrap()
+                .iter()
+                .map(|s| s.decode_f64(c))
+                .collect();
+            (c.name.clone(), c.unit.clone(), c.sample_rate, values)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scripted_laps_export_as_motec_files_that_an_independent_reader_reads() {
+    let app = spawn_app_with(no_frame_rate(test_limits())).await;
+    let id = app.new_session().await;
+    drive_two_laps(&app, &id).await;
+    let dir = fresh_dir("traces-motec");
+    let out = dir.to_str().unwrap();
+    let url = app.server.url();
+    let (code, said, stderr) = run_paddock(&[
+        "sessions",
+        "--nats-url",
+        &url,
+        "export",
+        &id,
+        "--lap",
+        "all",
+        "--format",
+        "motec",
+        "--out",
+        out,
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(said.contains("2 laps, 7 channels"), "{said}");
+    let ld = std::fs::read(dir.join(format!("{id}.ld"))).unwrap();
+    let channels = read_ld(&ld);
+    let names: Vec<(&str, &str, u16)> = channels
+        .iter()
+        .map(|(n, u, hz, _)| (n.as_str(), u.as_str(), *hz))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("Lap Distance", "m", 10),
+            ("Ground Speed", "km/h", 10),
+            ("Throttle Pos", "%", 10),
+            ("Brake Pos", "%", 10),
+            ("Steering Pos", "%", 10),
+            ("Gear", "", 10),
+            ("Engine RPM", "rpm", 10)
+        ]
+    );
+    // Lap 1: 40 s at 180 km/h; lap 2 from 40.1 s, 144 km/h after 1000 m:
+    // 85.1 s of log at 10 Hz.
+    let (distance, speed, gear) = (&channels[0].3, &channels[1].3, &channels[5].3);
+    assert!((851..=852).contains(&speed.len()), "{}", speed.len());
+    assert!(channels.iter().all(|c| c.3.len() == speed.len()));
+    assert_eq!(
+        (speed[0], speed[200], *speed.last().unwrap()),
+        (180.0, 180.0, 144.0)
+    );
+    assert_eq!((distance[100], distance[400]), (500.0, 2000.0));
+    assert_eq!(distance[401], 0.0, "lap 2 starts at the line");
+    assert_eq!((gear[0], *gear.last().unwrap()), (5.0, 4.0));
+    assert!(
+        channels[2].3.iter().all(|v| *v == 100.0),
+        "full throttle, in %"
+    );
+    let ldx = std::fs::read_to_string(dir.join(format!("{id}.ldx"))).unwrap();
+    for beacon in ["0.000000", "40100000.000000", "85200000.000000"] {
+        assert!(ldx.contains(&format!(r#"Time="{beacon}""#)), "{ldx}");
+    }
+    assert!(
+        ldx.contains(r#"<String Id="Total Laps" Value="2"/>"#),
+        "{ldx}"
+    );
+
+    // The page's way: the lap it read, posted to the HTTP side, comes back
+    // as a zip of the same two files.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let web = tokio::spawn(paddock::web::serve(
+        listener,
+        Default::default(),
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let trace = app
+        .request(
+            &format!("sessions.trace.{id}"),
+            json!({"lap": 1, "raw": true, "channels": ["speed", "throttle", "brake", "steering", "gear", "rpm"]})
+                .to_string(),
+        )
+        .await
+        .ok();
+    let body = json!({"traces": [trace], "details": {"driver": "A. Driver"}, "name": format!("{id}-lap1")});
+    let (status, zipped) = http_post(&http, "/export/motec", body.to_string().into_bytes()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&zipped));
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zipped)).unwrap();
+    let mut ld = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name(&format!("{id}-lap1.ld")).unwrap(), &mut ld)
+        .unwrap();
+    let lap1 = read_ld(&ld);
+    assert_eq!(lap1[1].3.len(), 401, "lap 1: 40 s at 10 Hz");
+    assert!(zip.by_name(&format!("{id}-lap1.ldx")).is_ok());
+    // What cannot be converted says why; a body larger than a trace reply
+    // is refused before it is read whole.
+    let (status, why) = http_post(&http, "/export/motec", b"{\"traces\": 1}".to_vec()).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&why));
+    let (status, _) = http_post(&http, "/export/motec", vec![b' '; 2 * 1024 * 1024]).await;
+    assert_eq!(status, 413);
+    let _ = stop.send(());
+    web.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
