@@ -1228,6 +1228,14 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
     );
     browser.resize(PHONE).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_no_sideways_scroll(&browser).await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+}
+
+/// Nothing on the page is wider than the window (a phone scrolls only down).
+async fn assert_no_sideways_scroll(browser: &Browser) {
     let widths = browser
         .eval("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         .await;
@@ -1235,9 +1243,6 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
         widths[0].as_u64() <= widths[1].as_u64(),
         "the page scrolls sideways: {widths}"
     );
-    let errors = browser.console_errors().await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    browser.close().await;
 }
 
 /// Polls `script` (returning a string) until `check` accepts it, or panics
@@ -1258,28 +1263,6 @@ async fn wait_eval(
         assert!(Instant::now() < deadline, "{what}: the page says {said:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// A scripted lap of 2000 m, a frame every 0.1 s: lap 1 at 50 m/s; lap 2 at
-/// 50 m/s, then 40 m/s after 1000 m (tests/it/traces.rs drives the same).
-fn scripted_lap(lap: u64) -> Vec<Vec<u8>> {
-    let frames = if lap == 1 { 400 } else { 450 };
-    (0..=frames)
-        .map(|k| {
-            let (d, v) = if lap == 1 || k <= 200 {
-                (5.0 * k as f64, 50.0)
-            } else {
-                (1000.0 + 4.0 * (k - 200) as f64, 40.0)
-            };
-            let mut f = json!({"lap": lap, "lap_time": k as f64 / 10.0, "lap_distance": d,
-                "speed": v * 3.6, "throttle": 1.0, "brake": 0.0, "steering": 0.0,
-                "gear": if v > 45.0 { 5 } else { 4 }, "rpm": 8000.0, "player_name": "A. Driver"});
-            if k == 0 && lap > 1 {
-                f["last_lap_time"] = json!(40.0);
-            }
-            serde_json::to_vec(&f).unwrap()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1307,8 +1290,9 @@ async fn the_laps_view_overlays_two_laps_and_the_live_delta_follows_the_car() {
     // Scripted laps: lap 2 loses (d − 1000)/40 − (d − 1000)/50 s past 1000 m.
     let id = create(&nc).await;
     for lap in [1, 2] {
-        for f in scripted_lap(lap) {
-            nc.publish(format!("session.{id}.telemetry"), f.into())
+        for mut f in scripted_lap(lap) {
+            f["player_name"] = json!("A. Driver");
+            nc.publish(format!("session.{id}.telemetry"), f.to_string().into())
                 .await
                 .unwrap();
         }
@@ -1373,13 +1357,7 @@ async fn the_laps_view_overlays_two_laps_and_the_live_delta_follows_the_car() {
             .wait_text("#delta", "the live delta", |text| text == shown)
             .await;
     }
-    let widths = browser
-        .eval("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
-        .await;
-    assert!(
-        widths[0].as_u64() <= widths[1].as_u64(),
-        "the page scrolls sideways: {widths}"
-    );
+    assert_no_sideways_scroll(&browser).await;
     // A lap's CSV, written in the page: every frame of lap 2, units in the header.
     let csv = browser
         .eval(
@@ -1455,13 +1433,7 @@ async fn the_laps_view_overlays_two_laps_and_the_live_delta_follows_the_car() {
     browser.eval(to_view).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     browser.screenshot("laps-phone.png").await;
-    let widths = browser
-        .eval("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
-        .await;
-    assert!(
-        widths[0].as_u64() <= widths[1].as_u64(),
-        "the page scrolls sideways: {widths}"
-    );
+    assert_no_sideways_scroll(&browser).await;
     browser.resize(DESKTOP).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     browser.eval(to_view).await;

@@ -8,30 +8,10 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// The scripted laps, 2000 m each with a frame every 0.1 s: lap 1 at 50 m/s
-/// throughout; lap 2 at 50 m/s to 1000 m and 40 m/s after, so it loses
-/// (d − 1000)/40 − (d − 1000)/50 seconds past 1000 m: 2.5 s at 1500 m, 5 s at
-/// 2000 m. Each lap's first frame gives the previous lap's time, as sims do.
+/// The scripted laps (support's `scripted_lap`): lap 2 loses 2.5 s to lap 1
+/// at 1500 m and 5 s at 2000 m.
 fn scripted(lap: u64) -> Vec<String> {
-    let frames = if lap == 1 { 400 } else { 450 };
-    (0..=frames)
-        .map(|k| {
-            let (d, v) = if lap == 1 || k <= 200 {
-                (5.0 * k as f64, 50.0)
-            } else {
-                (1000.0 + 4.0 * (k - 200) as f64, 40.0)
-            };
-            let mut frame = json!({
-                "lap": lap, "lap_time": k as f64 / 10.0, "lap_distance": d,
-                "speed": v * 3.6, "throttle": 1.0, "brake": 0.0, "steering": 0.0,
-                "gear": if v > 45.0 { 5 } else { 4 }, "rpm": 8000.0,
-            });
-            if lap == 2 && k == 0 {
-                frame["last_lap_time"] = json!(40.0);
-            }
-            frame.to_string()
-        })
-        .collect()
+    scripted_lap(lap).iter().map(|f| f.to_string()).collect()
 }
 
 /// Drives laps 1 and 2 and the first frame of lap 3 (which completes lap 2)
@@ -424,4 +404,95 @@ async fn two_scripted_laps_export_as_motec_files_that_an_independent_reader_read
     let _ = stop.send(());
     web.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `paddock watch` reads each frame against the best lap's trace: lap 3 at
+/// 500 m after 10.234 s is 0.234 s behind lap 1 (50 m/s), at 1000 m after
+/// 19.9 s 0.1 s ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_the_live_delta_to_the_best_lap() {
+    let app = spawn_app_with(no_frame_rate(test_limits())).await;
+    let id = app.new_session().await;
+    drive_two_laps(&app, &id).await;
+    let url = app.server.url();
+    let watch = Running::spawn(&["watch", &id, "--plain", "--nats-url", &url]);
+    let first = watch.line();
+    assert!(first.starts_with("lap 3 "), "{first}");
+    for (d, t, shown) in [
+        (500.0, 10.234, "Δ best +0.234 s"),
+        (1000.0, 19.9, "Δ best \u{2212}0.100 s"),
+    ] {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        while !seen.iter().any(|l: &String| l.contains(shown)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {shown:?} in {seen:?}"
+            );
+            let frame = json!({"lap": 3, "lap_distance": d, "lap_time": t});
+            app.send_telemetry(&id, frame.to_string()).await;
+            seen.extend(watch.lines_for(std::time::Duration::from_millis(1200)));
+        }
+    }
+}
+
+/// A team link's car page may lay its lap over a teammate's (both sessions
+/// in its team), not over another team's car; a session's own credentials
+/// compare its own laps only. Told apart by the reply inbox those
+/// credentials must use (an open broker lets the test pick it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_link_compares_against_a_teammate_s_best_and_no_other_team_s() {
+    let app = spawn_app_with(no_frame_rate(test_limits())).await;
+    let mut ids = Vec::new();
+    for team in ["Blue", "Blue", "Red"] {
+        let created = ask(
+            &app.client,
+            "sessions.create",
+            json!({"team": team}).to_string(),
+        )
+        .await
+        .ok();
+        let id = created["session_id"].as_str().unwrap().to_string();
+        drive_two_laps(&app, &id).await;
+        ids.push(id);
+    }
+    let (mine, teammate, rival) = (&ids[0], &ids[1], &ids[2]);
+    let inboxed = |prefix: String| {
+        let url = app.server.url();
+        async move {
+            async_nats::ConnectOptions::new()
+                .custom_inbox_prefix(prefix)
+                .connect(url)
+                .await
+                .unwrap()
+        }
+    };
+    let against = |other: &str| {
+        json!({"lap": 2, "against": {"session_id": other, "lap": "best"}, "channels": ["speed"]})
+            .to_string()
+    };
+    let team = inboxed("_INBOX_team_Blue".into()).await;
+    let compare = ask(
+        &team,
+        &format!("sessions.compare.{mine}"),
+        against(teammate),
+    )
+    .await
+    .ok();
+    assert_eq!(compare["reference"]["session_id"], json!(teammate));
+    assert!((at(&compare["delta_s"], &compare["distance_m"], 2000.0) - 5.0).abs() < 0.01);
+    ask(&team, &format!("sessions.compare.{mine}"), against(rival))
+        .await
+        .expect_error(403);
+    let session = inboxed(format!("_INBOX_{mine}")).await;
+    ask(
+        &session,
+        &format!("sessions.compare.{mine}"),
+        against(teammate),
+    )
+    .await
+    .expect_error(403);
+    ask(&session, &format!("sessions.compare.{mine}"), against(mine))
+        .await
+        .ok();
 }
