@@ -511,12 +511,18 @@ impl LiveReference {
 
     /// The running lap's time at `distance_m` minus the reference's there, +
     /// = slower: `None` without both (a frame before the line, a negative
-    /// `lap_time` before the first crossing, past the reference's end).
+    /// `lap_time` before the first crossing, past the reference's end), and
+    /// `None` for a delta of more than half the reference lap: not a car
+    /// that lost time but a frame whose distance and time belong to
+    /// different laps (a sim's first frame after the line that still
+    /// carries the previous lap's distance).
     pub fn delta(&self, distance_m: f64, lap_time_s: f64) -> Option<f64> {
         if !(lap_time_s.is_finite() && lap_time_s >= 0.0) {
             return None;
         }
-        Some(round(lap_time_s - self.time_at(distance_m)?))
+        let delta = lap_time_s - self.time_at(distance_m)?;
+        let lap = self.points.iter().rev().find_map(|(_, t)| *t)?;
+        (delta.abs() <= lap / 2.0).then(|| round(delta))
     }
 
     /// The delta of a telemetry frame: its `lap_distance` and `lap_time`.
@@ -735,6 +741,9 @@ mod tests {
             reference.delta_of(&serde_json::json!({"lap_time": 3.0})),
             None
         );
+        // The new lap's first frame with the old lap's distance: not -39.9 s.
+        assert_eq!(reference.delta(1995.0, 0.0), None);
+        assert_eq!(reference.delta(1000.0, 39.9), Some(19.9));
         assert_eq!(delta_text(-0.234), "\u{2212}0.234 s");
         assert_eq!(delta_text(1.02), "+1.020 s");
     }

@@ -1358,6 +1358,28 @@ async fn the_laps_view_overlays_two_laps_and_the_live_delta_follows_the_car() {
             .await;
     }
     assert_no_sideways_scroll(&browser).await;
+    // The buttons: the lap's CSV made in the page, its MoTeC files from the
+    // HTTP side; neither says it could not.
+    for (button, format) in [("lap-csv", "csv"), ("lap-motec", "motec")] {
+        browser
+            .eval(&format!(
+                "document.getElementById('{button}').click(); return 0"
+            ))
+            .await;
+        let said = wait_eval(
+            &browser,
+            &format!("return {card}.downloaded || ''"),
+            "the download",
+            |d| d.starts_with(format),
+        )
+        .await;
+        let bytes: u64 = said.split(' ').nth(1).unwrap().parse().unwrap();
+        // CSV: a header and 451 rows; MoTeC: a zip of 7 channels of 451
+        // samples at 10 Hz, 12 KB and more before deflate.
+        assert!(bytes > 2_000, "{said}");
+    }
+    let note = browser.text("#trace-note").await;
+    assert!(note.starts_with("lap 2 against"), "{note}");
     // A lap's CSV, written in the page: every frame of lap 2, units in the header.
     let csv = browser
         .eval(

@@ -986,6 +986,8 @@ async function download(e, format) {
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    // What was last handed to the browser, and its size (the tests read it).
+    $("card-trace").dataset.downloaded = `${format} ${blob.size}`;
   } catch (err) {
     $("trace-note").textContent = `cannot download lap ${lap}: ${err.message || err}`;
   }

@@ -232,12 +232,17 @@ export function timeAt(ref, d) {
 }
 
 /// A frame's time against the reference at its distance, seconds, + = slower;
-/// null without `lap_distance` and a `lap_time` of 0 or more.
+/// null without `lap_distance` and a `lap_time` of 0 or more, and for more
+/// than half the reference lap (a frame whose distance is still the previous
+/// lap's).
 export function liveDelta(ref, frame) {
   const t = num(frame, "lap_time");
   if (ref === null || t === null || t < 0) return null;
   const at = timeAt(ref, num(frame, "lap_distance"));
-  return at === null ? null : Math.round((t - at) * 1000) / 1000;
+  if (at === null) return null;
+  const lap = [...ref.points].reverse().find((p) => p[1] !== null);
+  const delta = t - at;
+  return lap && Math.abs(delta) <= lap[1] / 2 ? Math.round(delta * 1000) / 1000 : null;
 }
 
 /// "−0.234 s" (a minus sign), "+1.020 s".
