@@ -526,6 +526,19 @@ mod tests {
     }
 
     #[test]
+    fn the_race_box_shows_the_live_delta_or_why_there_is_none() {
+        let now = Instant::now();
+        let mut state = state_with_frame(now);
+        let shown = screen(&state, false, now);
+        assert!(shown.contains("Δ best    no reference lap yet"), "{shown}");
+        state.delta = Some(-0.234);
+        let shown = screen(&state, false, now);
+        assert!(shown.contains("Δ best    −0.234 s"), "{shown}");
+        // Still room for every line of the box, and the pits line below.
+        assert!(shown.contains("best lap"), "{shown}");
+    }
+
+    #[test]
     fn the_setup_is_shown_on_request() {
         let now = Instant::now();
         let shown = screen(&state_with_frame(now), true, now);
