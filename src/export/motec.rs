@@ -117,8 +117,8 @@ pub enum MotecError {
     Empty,
     #[error("a MoTeC export needs laps as recorded (\"raw\": true), not resampled")]
     NotRecorded,
-    #[error("{0} samples, more than {MAX_SAMPLES}: export fewer laps at once")]
-    TooLarge(usize),
+    #[error("{samples} samples, more than {max}: export fewer laps at once")]
+    TooLarge { samples: usize, max: usize },
 }
 
 /// The `.ld` and `.ldx` of one export.
@@ -282,8 +282,19 @@ impl Out {
     }
 }
 
-/// The laps' `.ld` and `.ldx`: `traces` as recorded, in the order driven.
+/// The laps' `.ld` and `.ldx`: `traces` as recorded, in the order driven,
+/// within [`MAX_SAMPLES`].
 pub fn write(traces: &[Trace], details: &Details) -> Result<Files, MotecError> {
+    write_within(traces, details, MAX_SAMPLES)
+}
+
+/// [`write`] within `max_samples` in all channels, refused before anything
+/// is allocated for them.
+pub fn write_within(
+    traces: &[Trace],
+    details: &Details,
+    max_samples: usize,
+) -> Result<Files, MotecError> {
     if traces.iter().any(|t| t.axis != Axis::Recorded) {
         return Err(MotecError::NotRecorded);
     }
@@ -294,8 +305,11 @@ pub fn write(traces: &[Trace], details: &Details) -> Result<Files, MotecError> {
     let hz = (1.0 / dt).round().clamp(1.0, 1000.0);
     let end = points.last().map_or(0.0, |p| p.t);
     let n = (end * hz).floor() as usize + 1;
-    if n.saturating_mul(CHANNELS.len()) > MAX_SAMPLES {
-        return Err(MotecError::TooLarge(n * CHANNELS.len()));
+    if n.saturating_mul(CHANNELS.len()) > max_samples {
+        return Err(MotecError::TooLarge {
+            samples: n.saturating_mul(CHANNELS.len()),
+            max: max_samples,
+        });
     }
     let data = resample(&points, hz);
     let hz = hz as u16;
@@ -581,7 +595,7 @@ mod tests {
         far.elapsed_s[4] = Some(86_400.0);
         assert!(matches!(
             write(&[far], &Details::default()).unwrap_err(),
-            MotecError::TooLarge(_)
+            MotecError::TooLarge { .. }
         ));
         // Names outside ASCII become '?' in MoTeC's fixed fields.
         let files = write(

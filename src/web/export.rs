@@ -21,6 +21,18 @@ use crate::protocol::trace::{MAX_REPLY_BYTES, Trace};
 /// details beside it; larger is refused (413) before it is read whole.
 pub const MAX_BODY_BYTES: usize = MAX_REPLY_BYTES + 64 * 1024;
 
+/// Samples one request may have written: 2 Mi (8 MB of f32), nearly three
+/// times what the longest lap `sessions.trace` reads needs (108,000 frames,
+/// half an hour at 60 Hz: 756,000 samples in 7 channels). A small body can
+/// name a long span at a high rate; this, not the body's size, bounds what
+/// it costs.
+pub const MAX_SAMPLES: usize = 2 * 1024 * 1024;
+
+/// Conversions at once: each holds up to [`MAX_SAMPLES`] and its zip, so a
+/// burst of posts waits here rather than multiplying that (2 × 8 MB and
+/// their zips at most).
+static AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// What the page posts.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,9 +79,26 @@ pub async fn motec(body: Bytes) -> Response {
         }
     };
     let name = file_name(request.name.as_deref());
-    let files = match motec::write(&request.traces, &request.details) {
+    let Ok(_permit) = AT_ONCE.acquire().await else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    };
+    // The conversion and the deflate are CPU work of up to tens of
+    // milliseconds: off the runtime's threads.
+    match tokio::task::spawn_blocking(move || convert(&request, &name)).await {
+        Ok(response) => response,
+        Err(e) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot convert: {e}"),
+        ),
+    }
+}
+
+/// The request's laps as a zip of `<name>.ld` and `<name>.ldx`, or the
+/// refusal that says why not.
+fn convert(request: &Request, name: &str) -> Response {
+    let files = match motec::write_within(&request.traces, &request.details, MAX_SAMPLES) {
         Ok(files) => files,
-        Err(e @ motec::MotecError::TooLarge(_)) => {
+        Err(e @ motec::MotecError::TooLarge { .. }) => {
             return refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
         }
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),

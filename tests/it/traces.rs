@@ -401,6 +401,16 @@ async fn two_scripted_laps_export_as_motec_files_that_an_independent_reader_read
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&why));
     let (status, _) = http_post(&http, "/export/motec", vec![b' '; 2 * 1024 * 1024]).await;
     assert_eq!(status, 413);
+    // A small body that names 50 minutes at 1 kHz: refused before the
+    // 21 M samples are made.
+    let mut long = trace.clone();
+    long["elapsed_s"] = json!([0.0, 0.001, 0.002, 3000.0]);
+    long["distance_m"] = json!([0.0, 1.0, 2.0, 3.0]);
+    long["channels"] = json!({});
+    let body = json!({"traces": [long]}).to_string().into_bytes();
+    let (status, why) = http_post(&http, "/export/motec", body).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&why));
+    assert!(String::from_utf8_lossy(&why).contains("more than 2097152"));
     let _ = stop.send(());
     web.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
