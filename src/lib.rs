@@ -21,6 +21,8 @@
 //! - [`sources`]: real sims' telemetry (EA F1, Forza and Gran Turismo 7 over
 //!   UDP, iRacing `.ibt` files, ACC/AC and iRacing shared memory on Windows)
 //!   decoded into schema frames; pure, no I/O (the monitor command does that).
+//! - [`export`]: laps as other tools' files (MoTeC i2's `.ld` and `.ldx`);
+//!   pure, recorded traces in, bytes out.
 //! - [`cmd`]: the binary's commands; the only place clap appears.
 #![deny(unreachable_pub)]
 #![deny(rustdoc::broken_intra_doc_links)]
@@ -52,6 +54,7 @@ pub mod broker;
 mod circles;
 pub mod client;
 pub mod cmd;
+pub mod export;
 pub mod gateway;
 pub mod protocol;
 pub mod server;

@@ -359,10 +359,23 @@ impl SessionsClient {
         lap: crate::protocol::trace::LapRef,
         channels: &[&str],
     ) -> Result<crate::protocol::trace::Trace, ClientError> {
+        self.lap_trace(id, lap, channels, None).await
+    }
+
+    /// One recorded lap (`sessions.trace.<id>`): on a grid every `step_m`
+    /// metres, or as recorded when `step_m` is `None`.
+    pub async fn lap_trace(
+        &self,
+        id: &crate::protocol::id::SessionId,
+        lap: crate::protocol::trace::LapRef,
+        channels: &[&str],
+        step_m: Option<f64>,
+    ) -> Result<crate::protocol::trace::Trace, ClientError> {
         let body = crate::protocol::trace::TraceRequest {
             lap: Some(lap),
             channels: Some(channels.iter().map(|c| c.to_string()).collect()),
-            raw: true,
+            step_m,
+            raw: step_m.is_none(),
             ..Default::default()
         };
         let body = serde_json::to_vec(&body).expect("requests serialize");

@@ -41,6 +41,9 @@ pub struct SessionsArgs {
 pub enum ExportFormat {
     /// RFC 4180 CSV, a header row with units.
     Csv,
+    /// MoTeC i2: `.ld` (every channel at the frames' rate) and `.ldx` (a
+    /// beacon at each line crossing), into --out (or the current directory).
+    Motec,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -100,18 +103,20 @@ pub enum SessionsCommand {
     },
     /// A session's recorded laps as CSV, one row per frame as the broker
     /// recorded it (not resampled), with units in the header: time_s,
-    /// distance_m, speed_kmh, throttle, brake, steering, gear, rpm.
+    /// distance_m, speed_kmh, throttle, brake, steering, gear, rpm; or as
+    /// MoTeC i2 files (`--format motec`: one `.ld` with its `.ldx`).
     Export {
         session_id: String,
         /// Which lap: its number, `best` (the fastest), or `all` (every
         /// completed lap the session keeps).
         #[arg(long, env = "PADDOCK_EXPORT_LAP", default_value = "all")]
         lap: String,
-        /// The file format (CSV only, for now).
+        /// The file format.
         #[arg(long, env = "PADDOCK_EXPORT_FORMAT", value_enum, default_value = "csv")]
         format: ExportFormat,
         /// Write `<id>-lap<N>.csv` per lap into this directory (made if
-        /// missing) instead of one CSV on standard output.
+        /// missing) instead of one CSV on standard output; MoTeC files go
+        /// here too (`<id>-lap<N>.ld` and `.ldx`, or `<id>.ld` for every lap).
         #[arg(long, env = "PADDOCK_EXPORT_OUT")]
         out: Option<PathBuf>,
     },
@@ -360,7 +365,7 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
         SessionsCommand::Export {
             session_id,
             lap,
-            format: ExportFormat::Csv,
+            format,
             out,
         } => {
             use crate::protocol::trace::{Best, LapRef};
@@ -382,27 +387,32 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                 })?)],
             };
             let channels = format::TRACE_COLUMNS.map(|(channel, _)| channel);
+            let single = laps.len() == 1;
             let mut traces = Vec::new();
             for lap in laps {
                 traces.push(client.recorded_lap(&id, lap, &channels).await?);
             }
-            match out {
-                None => format::trace_csv(&traces),
-                Some(dir) => {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("cannot make {}", dir.display()))?;
-                    let mut written = String::new();
-                    for trace in &traces {
-                        let path = dir.join(format!("{id}-lap{}.csv", trace.lap));
-                        std::fs::write(&path, format::trace_csv(std::slice::from_ref(trace)))
-                            .with_context(|| format!("cannot write {}", path.display()))?;
-                        written.push_str(&format!(
-                            "{} ({} frames)\n",
-                            path.display(),
-                            trace.frames
-                        ));
+            if *format == ExportFormat::Motec {
+                write_motec(&client, &id, &traces, single, out.as_deref()).await?
+            } else {
+                match out {
+                    None => format::trace_csv(&traces),
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("cannot make {}", dir.display()))?;
+                        let mut written = String::new();
+                        for trace in &traces {
+                            let path = dir.join(format!("{id}-lap{}.csv", trace.lap));
+                            std::fs::write(&path, format::trace_csv(std::slice::from_ref(trace)))
+                                .with_context(|| format!("cannot write {}", path.display()))?;
+                            written.push_str(&format!(
+                                "{} ({} frames)\n",
+                                path.display(),
+                                trace.frames
+                            ));
+                        }
+                        written
                     }
-                    written
                 }
             }
         }
@@ -807,6 +817,54 @@ fn revoked_text(
 
 /// A live-session request refused because the session has ended: where its
 /// final state and laps are now (the processor's own reason speaks to monitors).
+/// `sessions export --format motec`: one `.ld` and its `.ldx` for the laps,
+/// named for the lap (one) or the session (several); the driver, car and
+/// track from the session's latest frame when it is still live.
+async fn write_motec(
+    client: &SessionsClient,
+    id: &crate::protocol::id::SessionId,
+    traces: &[crate::protocol::trace::Trace],
+    single: bool,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<String> {
+    use crate::export::motec;
+    let mut details = motec::Details {
+        session: Some(id.to_string()),
+        ..Default::default()
+    };
+    if let Ok(doc) = client.get(&id.to_string()).await {
+        let text = |key: &str| {
+            doc.telemetry
+                .as_ref()
+                .and_then(|t| t[key].as_str().map(String::from))
+        };
+        details.driver = text("player_name");
+        details.vehicle = text("car_name").or(doc.car.clone());
+        details.venue = text("track_name");
+        details.started_at = Some(doc.created_at);
+    }
+    let files = motec::write(traces, &details)?;
+    let dir = out.unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
+    let name = match (single, traces.first()) {
+        (true, Some(trace)) => format!("{id}-lap{}", trace.lap),
+        _ => id.to_string(),
+    };
+    let ld = dir.join(format!("{name}.ld"));
+    let ldx = dir.join(format!("{name}.ldx"));
+    std::fs::write(&ld, &files.ld).with_context(|| format!("cannot write {}", ld.display()))?;
+    std::fs::write(&ldx, &files.ldx).with_context(|| format!("cannot write {}", ldx.display()))?;
+    Ok(format!(
+        "{} ({} laps, {} channels of {} samples at {} Hz)\n{}\n",
+        ld.display(),
+        traces.len(),
+        motec::CHANNELS.len(),
+        files.samples,
+        files.hz,
+        ldx.display()
+    ))
+}
+
 fn ended_hint(e: crate::client::ClientError, session_id: &str) -> anyhow::Error {
     match &e {
         crate::client::ClientError::Service {

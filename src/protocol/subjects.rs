@@ -573,6 +573,15 @@ pub fn team_of_token(token: &str) -> Option<String> {
     (team_token(&label) == token).then_some(label)
 }
 
+/// The team token of a team link's reply inbox (`_INBOX_team_<token>.…`), or
+/// `None` for any other inbox.
+pub fn team_of_inbox(reply: &str) -> Option<&str> {
+    let rest = reply
+        .strip_prefix(DEFAULT_INBOX_PREFIX)?
+        .strip_prefix("_team_")?;
+    rest.split('.').next().filter(|token| !token.is_empty())
+}
+
 /// `_INBOX_team_<token>`: the inbox prefix of a team link's credentials.
 pub fn team_inbox_prefix(team: &str) -> String {
     inbox_prefix(&format!("team_{}", team_token(team)))
@@ -718,6 +727,12 @@ mod tests {
             "{}.abc",
             team_inbox_prefix("Red Bull")
         )));
+        assert_eq!(
+            team_of_inbox(&format!("{}.abc.1", team_inbox_prefix("Red Bull"))),
+            Some("Red%20Bull")
+        );
+        assert_eq!(team_of_inbox(&format!("{}.abc", inbox_prefix(&id))), None);
+        assert_eq!(team_of_inbox("_INBOX.abc"), None);
         assert!(!scoped_inbox("_INBOX_ops.abc"));
         assert!(!scoped_inbox("_INBOX.abc"));
     }

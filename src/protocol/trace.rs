@@ -456,6 +456,88 @@ fn split(delta_s: &[Option<f64>], step_m: f64, parts: usize) -> Vec<Minisector> 
         .collect()
 }
 
+/// The best lap as a live delta's reference: its elapsed time along its
+/// distance grid, from a `sessions.trace` on a distance axis. A client fetches
+/// it once per new best lap and then reads each frame against it
+/// ([`LiveReference::delta`]), so the processor does nothing per frame for
+/// it. The page's script does the same arithmetic (src/web/page/view.js
+/// `liveDelta`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveReference {
+    /// The reference lap's lap field.
+    pub lap: serde_json::Value,
+    /// `(distance_m, elapsed_s)` by increasing distance; `None` in a gap.
+    points: Vec<(f64, Option<f64>)>,
+}
+
+impl LiveReference {
+    /// The reference in a trace: `None` for a trace that is not on a distance
+    /// axis (the source sends no `lap_distance`) or has no point.
+    pub fn of(trace: &Trace) -> Option<LiveReference> {
+        if trace.axis != Axis::Distance {
+            return None;
+        }
+        let points: Vec<(f64, Option<f64>)> = trace
+            .distance_m
+            .iter()
+            .zip(&trace.elapsed_s)
+            .filter_map(|(d, t)| Some(((*d)?, *t)))
+            .collect();
+        if points.iter().all(|(_, t)| t.is_none()) {
+            return None;
+        }
+        Some(LiveReference {
+            lap: trace.lap.clone(),
+            points,
+        })
+    }
+
+    /// The reference's time at `distance_m`: linear between the two grid
+    /// points around it; `None` before the line, past the reference's last
+    /// point, or where either point is in a gap (never invented).
+    pub fn time_at(&self, distance_m: f64) -> Option<f64> {
+        if !distance_m.is_finite() {
+            return None;
+        }
+        // The first point at or after the distance.
+        let k = self.points.partition_point(|(d, _)| *d < distance_m);
+        let (d1, t1) = *self.points.get(k)?;
+        if d1 == distance_m {
+            return t1;
+        }
+        let (d0, t0) = *self.points.get(k.checked_sub(1)?)?;
+        Some(lerp(t0?, t1?, (distance_m - d0) / (d1 - d0)))
+    }
+
+    /// The running lap's time at `distance_m` minus the reference's there, +
+    /// = slower: `None` without both (a frame before the line, a negative
+    /// `lap_time` before the first crossing, past the reference's end), and
+    /// `None` for a delta of more than half the reference lap: not a car
+    /// that lost time but a frame whose distance and time belong to
+    /// different laps (a sim's first frame after the line that still
+    /// carries the previous lap's distance).
+    pub fn delta(&self, distance_m: f64, lap_time_s: f64) -> Option<f64> {
+        if !(lap_time_s.is_finite() && lap_time_s >= 0.0) {
+            return None;
+        }
+        let delta = lap_time_s - self.time_at(distance_m)?;
+        let lap = self.points.iter().rev().find_map(|(_, t)| *t)?;
+        (delta.abs() <= lap / 2.0).then(|| round(delta))
+    }
+
+    /// The delta of a telemetry frame: its `lap_distance` and `lap_time`.
+    pub fn delta_of(&self, frame: &serde_json::Value) -> Option<f64> {
+        self.delta(frame[DISTANCE].as_f64()?, frame[LAP_TIME].as_f64()?)
+    }
+}
+
+/// A delta as the car page and `watch` show it: "−0.234 s" (a minus sign, not
+/// a hyphen), "+1.020 s".
+pub fn delta_text(delta_s: f64) -> String {
+    let sign = if delta_s < 0.0 { '\u{2212}' } else { '+' };
+    format!("{sign}{:.3} s", delta_s.abs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,5 +718,51 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<TraceRequest>(r#"{"lap": 1, "nope": 1}"#).is_err());
+    }
+    #[test]
+    fn the_live_delta_reads_the_running_lap_against_the_reference_at_its_distance() {
+        // Reference at 50 m/s; the running lap at 40 m/s after 1000 m: at
+        // 1500 m it is 2.5 s down, at 1000 m level, between grid points too.
+        let reference = LiveReference::of(&trace(&lap(2000.0, 0.05, |_| 50.0), 5.0)).unwrap();
+        assert_eq!(reference.lap, serde_json::Value::from(1));
+        assert_eq!(reference.time_at(1000.0), Some(20.0));
+        assert!((reference.time_at(1002.5).unwrap() - 20.05).abs() < 1e-9);
+        assert_eq!(reference.delta(1000.0, 20.0), Some(0.0));
+        assert_eq!(reference.delta(1500.0, 20.0 + 500.0 / 40.0), Some(2.5));
+        assert_eq!(reference.delta(1501.0, 32.4), Some(2.38));
+        let frame = serde_json::json!({"lap_distance": 2000.0, "lap_time": 37.5});
+        assert_eq!(reference.delta_of(&frame), Some(-2.5));
+        // Nothing to say before the line, before the first crossing, past the
+        // reference's end, or without the keys.
+        assert_eq!(reference.delta(-3.0, 1.0), None);
+        assert_eq!(reference.delta(100.0, -0.5), None);
+        assert_eq!(reference.delta(2100.0, 40.0), None);
+        assert_eq!(
+            reference.delta_of(&serde_json::json!({"lap_time": 3.0})),
+            None
+        );
+        // The new lap's first frame with the old lap's distance: not -39.9 s.
+        assert_eq!(reference.delta(1995.0, 0.0), None);
+        assert_eq!(reference.delta(1000.0, 39.9), Some(19.9));
+        assert_eq!(delta_text(-0.234), "\u{2212}0.234 s");
+        assert_eq!(delta_text(1.02), "+1.020 s");
+    }
+
+    #[test]
+    fn a_live_delta_in_the_reference_s_gap_is_none_and_a_time_trace_is_no_reference() {
+        let mut samples = lap(2000.0, 0.05, |_| 50.0);
+        samples.retain(|s| !(1000.0 < s.distance_m.unwrap() && s.distance_m.unwrap() < 1200.0));
+        let reference = LiveReference::of(&trace(&samples, 5.0)).unwrap();
+        assert_eq!(reference.time_at(1100.0), None);
+        assert_eq!(reference.delta(1100.0, 22.0), None);
+        assert!(reference.time_at(1300.0).is_some());
+        let timed: Vec<Sample> = samples
+            .iter()
+            .map(|s| Sample {
+                distance_m: None,
+                ..s.clone()
+            })
+            .collect();
+        assert_eq!(LiveReference::of(&trace(&timed, 5.0)), None);
     }
 }

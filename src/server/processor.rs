@@ -780,19 +780,28 @@ impl Ctx {
             };
             // Per-session and team-link credentials may ask for their own
             // session's trace only (the broker checks the subject's id): a
-            // comparison must not hand them another session's channels.
+            // comparison must not hand them another session's channels, but
+            // a team link's may read a teammate's (both sessions in its team).
             if let crate::server::traces::Plan::Compare { lap, reference, .. } = &plan
-                && request
+                && let Some(reply) = request
                     .message
                     .reply
                     .as_deref()
-                    .is_some_and(subjects::scoped_inbox)
+                    .filter(|r| subjects::scoped_inbox(r))
                 && lap.session_id != reference.session_id
             {
-                return refuse(ServiceError::Forbidden(
-                    "a session's credentials compare its own laps only".into(),
-                ))
-                .await;
+                let team = subjects::team_of_inbox(reply);
+                let teammates = team.is_some()
+                    && self.app.team_token_of(lap.session_id).as_deref() == team
+                    && self.app.team_token_of(reference.session_id).as_deref() == team;
+                if !teammates {
+                    return refuse(ServiceError::Forbidden(
+                        "a session's credentials compare its own laps only, a team link's \
+                         its team's"
+                            .into(),
+                    ))
+                    .await;
+                }
             }
             let (reader, app) = (self.reader.clone(), Arc::clone(&self.app));
             let counted = !matches!(route, Route::Partition(..));

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::protocol::id::SessionId;
 use crate::protocol::payload::validate_object;
-use crate::protocol::subjects::Endpoint;
+use crate::protocol::subjects::{self, Endpoint};
 use crate::protocol::trace::{
     self, Against, Best, CompareRequest, LapRef, MAX_CHANNELS, MAX_MINISECTORS, MAX_REPLY_BYTES,
     Sample, TraceError, TraceRequest,
@@ -133,6 +133,17 @@ fn step(asked: Option<f64>) -> Result<f64, ServiceError> {
 }
 
 impl App {
+    /// A session's team label as a subject token, live or ended: a team
+    /// link may compare its car's laps with its teammates' (the endurance
+    /// use: a driver against the car's other drivers, or a sister car).
+    pub fn team_token_of(&self, id: SessionId) -> Option<String> {
+        let label = match self.sessions.get(id) {
+            Ok(snapshot) => snapshot.label,
+            Err(_) => self.sessions.ended(id)?.last.label,
+        };
+        label.team.as_deref().map(subjects::team_token)
+    }
+
     /// A session's completed laps, live or ended.
     fn lap_records(&self, id: SessionId) -> Result<Vec<Arc<LapRecord>>, ServiceError> {
         match self.sessions.laps(id) {

@@ -15,10 +15,13 @@
 //! - `/socket.io/`: the Race Dashboard's Socket.IO protocol ([`crate::gateway`]).
 //! - `/config.json`: the broker's WebSocket URL and the stale threshold.
 //! - `/assets/<file>`: the page's scripts, styles and icon (also at `/favicon.ico`).
+//! - `POST /export/motec`: a recorded lap the page read, as MoTeC i2 files
+//!   ([`export`]: a conversion only; it reads no session).
 //! - `/healthz`: the process answers. `/readyz`: it serves (503 with the reason
 //!   otherwise). `/metrics`: Prometheus text format ([`metrics`]).
 
 pub mod assets;
+pub mod export;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -88,6 +91,11 @@ pub fn router(config: WebConfig, health: Arc<Health>) -> Router {
         .route("/team/{team}", get(team_page))
         .route("/config.json", get(config_json))
         .route("/assets/{file}", get(asset))
+        .route(
+            "/export/motec",
+            axum::routing::post(export::motec)
+                .layer(axum::extract::DefaultBodyLimit::max(export::MAX_BODY_BYTES)),
+        )
         .route("/favicon.ico", get(|| asset(Path("icon.svg".to_string()))))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))

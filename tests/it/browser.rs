@@ -1228,6 +1228,14 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
     );
     browser.resize(PHONE).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_no_sideways_scroll(&browser).await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+}
+
+/// Nothing on the page is wider than the window (a phone scrolls only down).
+async fn assert_no_sideways_scroll(browser: &Browser) {
     let widths = browser
         .eval("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         .await;
@@ -1235,6 +1243,224 @@ async fn the_car_page_shows_stints_strategy_alerts_and_laps_as_csv() {
         widths[0].as_u64() <= widths[1].as_u64(),
         "the page scrolls sideways: {widths}"
     );
+}
+
+/// Polls `script` (returning a string) until `check` accepts it, or panics
+/// after 30 s with what it last said.
+async fn wait_eval(
+    browser: &Browser,
+    script: &str,
+    what: &str,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let said = browser.eval(script).await;
+        let said = said.as_str().unwrap_or_default().to_string();
+        if check(&said) {
+            return said;
+        }
+        assert!(Instant::now() < deadline, "{what}: the page says {said:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_laps_view_overlays_two_laps_and_the_live_delta_follows_the_car() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
+    let server = NatsServer::start_websocket();
+    let url = server.url();
+    let http = format!("127.0.0.1:{}", free_port());
+    let _processor = serve_binary(
+        &url,
+        &[
+            "--http-addr",
+            &http,
+            "--ws-url",
+            &server.ws_url(),
+            "--max-frame-rate",
+            "0",
+        ],
+    );
+    let nc = connect(&url).await;
+    wait_for_processors(&nc, 1).await;
+
+    // Scripted laps: lap 2 loses (d − 1000)/40 − (d − 1000)/50 s past 1000 m.
+    let id = create(&nc).await;
+    for lap in [1, 2] {
+        for mut f in scripted_lap(lap) {
+            f["player_name"] = json!("A. Driver");
+            nc.publish(format!("session.{id}.telemetry"), f.to_string().into())
+                .await
+                .unwrap();
+        }
+    }
+    let third = json!({"lap": 3, "lap_time": 0.0, "lap_distance": 0.0, "last_lap_time": 45.0});
+    publish(&nc, &id, "telemetry", serde_json::to_vec(&third).unwrap()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ask(&nc, "sessions.get", id_body(&id)).await.ok()["stats"]["laps"] != 2 {
+        assert!(Instant::now() < deadline, "two laps never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let browser = chromium.start(PHONE).await;
+    browser.open(&format!("http://{http}/session/{id}")).await;
+    // The view shows the latest lap against the best (lap 1): 401 points of
+    // 5 m, 5 s lost at the line, four charts drawn.
+    let card = "document.getElementById('card-trace').dataset";
+    wait_eval(
+        &browser,
+        &format!("return {card}.points || ''"),
+        "the comparison",
+        |p| p == "401",
+    )
+    .await;
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "return [{card}.lap, {card}.reference, {card}.delta]"
+            ))
+            .await,
+        json!(["2", "1", "5"])
+    );
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#card-trace canvas').length")
+            .await,
+        json!(4)
+    );
+    assert!(
+        browser.text("#trace-note").await.contains("+5.000 s"),
+        "{}",
+        browser.text("#trace-note").await
+    );
+    // The reference picker: own best, and lap 1 as lap 2's previous.
+    assert_eq!(
+        browser
+            .eval(
+                "return [...document.querySelectorAll('#trace-ref option')].map(o => o.textContent)"
+            )
+            .await,
+        json!(["own best", "previous (lap 1)"])
+    );
+    // The live delta of lap 3 against lap 1 (50 m/s), at three points: the
+    // page reads each frame against the best lap's trace, to the millisecond.
+    for (d, t, shown) in [
+        (500.0, 10.234, "+0.234 s"),
+        (1000.0, 19.9, "\u{2212}0.100 s"),
+        (1502.5, 32.55, "+2.500 s"),
+    ] {
+        let f = json!({"lap": 3, "lap_distance": d, "lap_time": t, "player_name": "A. Driver"});
+        publish(&nc, &id, "telemetry", serde_json::to_vec(&f).unwrap()).await;
+        browser
+            .wait_text("#delta", "the live delta", |text| text == shown)
+            .await;
+    }
+    assert_no_sideways_scroll(&browser).await;
+    // The buttons: the lap's CSV made in the page, its MoTeC files from the
+    // HTTP side; neither says it could not.
+    for (button, format) in [("lap-csv", "csv"), ("lap-motec", "motec")] {
+        browser
+            .eval(&format!(
+                "document.getElementById('{button}').click(); return 0"
+            ))
+            .await;
+        let said = wait_eval(
+            &browser,
+            &format!("return {card}.downloaded || ''"),
+            "the download",
+            |d| d.starts_with(format),
+        )
+        .await;
+        let bytes: u64 = said.split(' ').nth(1).unwrap().parse().unwrap();
+        // CSV: a header and 451 rows; MoTeC: a zip of 7 channels of 451
+        // samples at 10 Hz, 12 KB and more before deflate.
+        assert!(bytes > 2_000, "{said}");
+    }
+    let note = browser.text("#trace-note").await;
+    assert!(note.starts_with("lap 2 against"), "{note}");
+    // A lap's CSV, written in the page: every frame of lap 2, units in the header.
+    let csv = browser
+        .eval(
+            "return import('/assets/view.js').then(v => v.traceCsv([{lap: 2, elapsed_s: [0, 0.1], \
+             distance_m: [0, 5], channels: {speed: [180, 180]}}]))",
+        )
+        .await;
+    assert_eq!(
+        csv,
+        json!(
+            "lap,time_s,distance_m,speed_kmh,throttle_fraction,brake_fraction,steering_fraction,gear,rpm_per_min\r\n2,0,0,180,,,,,\r\n2,0.1,5,180,,,,,\r\n"
+        )
+    );
+
+    // The demo car (`paddock monitor`'s simulation, 30 times faster, a
+    // frame every 0.6 s of its time): its second lap against its best.
+    let demo = create(&nc).await;
+    let _monitor = Running::spawn(&[
+        "monitor",
+        "--nats-url",
+        &url,
+        "--session",
+        &demo,
+        "--hz",
+        "50",
+        "--time-scale",
+        "30",
+        "--duration",
+        "40s",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ask(&nc, "sessions.get", id_body(&demo)).await.ok()["stats"]["laps"]
+        .as_u64()
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the demo car never completed two laps"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    browser.open(&format!("http://{http}/session/{demo}")).await;
+    // 13.6 km at 5 m, both laps and the delta drawn.
+    wait_eval(
+        &browser,
+        &format!("return {card}.points || ''"),
+        "the demo car's laps",
+        |p| p.parse::<u32>().is_ok_and(|n| n > 2500),
+    )
+    .await;
+    let lap = browser.eval(&format!("return {card}.lap")).await;
+    assert!(
+        lap.as_str().unwrap().parse::<u32>().unwrap() >= 2,
+        "the latest lap: {lap}"
+    );
+    assert!(
+        browser
+            .eval(&format!("return {card}.delta"))
+            .await
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .is_ok()
+    );
+    browser
+        .wait_text("#delta", "the demo car's live delta", |t| t.ends_with(" s"))
+        .await;
+    // The Laps view under the sticky bar, on a phone and on a desk.
+    let to_view = "const c = document.getElementById('card-trace'); \
+                   window.scrollTo(0, c.getBoundingClientRect().top + window.scrollY - 48); return 0";
+    browser.eval(to_view).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    browser.screenshot("laps-phone.png").await;
+    assert_no_sideways_scroll(&browser).await;
+    browser.resize(DESKTOP).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser.eval(to_view).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    browser.screenshot("laps-desktop.png").await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;

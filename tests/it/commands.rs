@@ -586,7 +586,7 @@ async fn watch_plain_shows_the_session_then_goes_stale() {
     ]);
     let first = watch.line();
     assert!(
-        first.starts_with("lap 14 P3 | 3:33.456 | fuel 41.2 L"),
+        first.starts_with("lap 14 P3 | 3:33.456 | Δ best no reference lap yet | fuel 41.2 L"),
         "{first}"
     );
     assert!(first.contains("FL 85°C 28.5psi"), "{first}");

@@ -8,30 +8,10 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// The scripted laps, 2000 m each with a frame every 0.1 s: lap 1 at 50 m/s
-/// throughout; lap 2 at 50 m/s to 1000 m and 40 m/s after, so it loses
-/// (d − 1000)/40 − (d − 1000)/50 seconds past 1000 m: 2.5 s at 1500 m, 5 s at
-/// 2000 m. Each lap's first frame gives the previous lap's time, as sims do.
+/// The scripted laps (support's `scripted_lap`): lap 2 loses 2.5 s to lap 1
+/// at 1500 m and 5 s at 2000 m.
 fn scripted(lap: u64) -> Vec<String> {
-    let frames = if lap == 1 { 400 } else { 450 };
-    (0..=frames)
-        .map(|k| {
-            let (d, v) = if lap == 1 || k <= 200 {
-                (5.0 * k as f64, 50.0)
-            } else {
-                (1000.0 + 4.0 * (k - 200) as f64, 40.0)
-            };
-            let mut frame = json!({
-                "lap": lap, "lap_time": k as f64 / 10.0, "lap_distance": d,
-                "speed": v * 3.6, "throttle": 1.0, "brake": 0.0, "steering": 0.0,
-                "gear": if v > 45.0 { 5 } else { 4 }, "rpm": 8000.0,
-            });
-            if lap == 2 && k == 0 {
-                frame["last_lap_time"] = json!(40.0);
-            }
-            frame.to_string()
-        })
-        .collect()
+    scripted_lap(lap).iter().map(|f| f.to_string()).collect()
 }
 
 /// Drives laps 1 and 2 and the first frame of lap 3 (which completes lap 2)
@@ -399,4 +379,236 @@ async fn a_flood_records_only_what_was_accepted_and_leaves_other_sessions_laps()
     .ok();
     let delta = at(&compare["delta_s"], &compare["distance_m"], 2000.0);
     assert!((delta - 5.0).abs() < 0.01, "delta at 2000 m: {delta}");
+}
+
+/// A `.ld` read with the motec-i2 crate's reader (not paddock's writer):
+/// each channel's name, unit, rate and values.
+fn read_ld(bytes: &[u8]) -> Vec<(String, String, u16, Vec<f64>)> {
+    let mut source = std::io::Cursor::new(bytes.to_vec());
+    let mut reader = motec_i2::LDReader::new(&mut source);
+    let header = reader.read_header().unwrap();
+    let channels = reader.read_channels().unwrap();
+    assert_eq!(header.num_channels as usize, channels.len());
+    channels
+        .iter()
+        .map(|c| {
+            let values = reader
+                .channel_data(c)
+                .unwrap()
+                .iter()
+                .map(|s| s.decode_f64(c))
+                .collect();
+            (c.name.clone(), c.unit.clone(), c.sample_rate, values)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scripted_laps_export_as_motec_files_that_an_independent_reader_reads() {
+    let app = spawn_app_with(no_frame_rate(test_limits())).await;
+    let id = app.new_session().await;
+    drive_two_laps(&app, &id).await;
+    let dir = fresh_dir("traces-motec");
+    let out = dir.to_str().unwrap();
+    let url = app.server.url();
+    let (code, said, stderr) = run_paddock(&[
+        "sessions",
+        "--nats-url",
+        &url,
+        "export",
+        &id,
+        "--lap",
+        "all",
+        "--format",
+        "motec",
+        "--out",
+        out,
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(said.contains("2 laps, 7 channels"), "{said}");
+    let ld = std::fs::read(dir.join(format!("{id}.ld"))).unwrap();
+    let channels = read_ld(&ld);
+    let names: Vec<(&str, &str, u16)> = channels
+        .iter()
+        .map(|(n, u, hz, _)| (n.as_str(), u.as_str(), *hz))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("Lap Distance", "m", 10),
+            ("Ground Speed", "km/h", 10),
+            ("Throttle Pos", "%", 10),
+            ("Brake Pos", "%", 10),
+            ("Steering Pos", "%", 10),
+            ("Gear", "", 10),
+            ("Engine RPM", "rpm", 10)
+        ]
+    );
+    // Lap 1: 40 s at 180 km/h; lap 2 from 40.1 s, 144 km/h after 1000 m:
+    // 85.1 s of log at 10 Hz.
+    let (distance, speed, gear) = (&channels[0].3, &channels[1].3, &channels[5].3);
+    assert!((851..=852).contains(&speed.len()), "{}", speed.len());
+    assert!(channels.iter().all(|c| c.3.len() == speed.len()));
+    assert_eq!(
+        (speed[0], speed[200], *speed.last().unwrap()),
+        (180.0, 180.0, 144.0)
+    );
+    assert_eq!((distance[100], distance[400]), (500.0, 2000.0));
+    assert_eq!(distance[401], 0.0, "lap 2 starts at the line");
+    assert_eq!((gear[0], *gear.last().unwrap()), (5.0, 4.0));
+    assert!(
+        channels[2].3.iter().all(|v| *v == 100.0),
+        "full throttle, in %"
+    );
+    let ldx = std::fs::read_to_string(dir.join(format!("{id}.ldx"))).unwrap();
+    for beacon in ["0.000000", "40100000.000000", "85200000.000000"] {
+        assert!(ldx.contains(&format!(r#"Time="{beacon}""#)), "{ldx}");
+    }
+    assert!(
+        ldx.contains(r#"<String Id="Total Laps" Value="2"/>"#),
+        "{ldx}"
+    );
+
+    // The page's way: the lap it read, posted to the HTTP side, comes back
+    // as a zip of the same two files.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let web = tokio::spawn(paddock::web::serve(
+        listener,
+        Default::default(),
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let trace = app
+        .request(
+            &format!("sessions.trace.{id}"),
+            json!({"lap": 1, "raw": true, "channels": ["speed", "throttle", "brake", "steering", "gear", "rpm"]})
+                .to_string(),
+        )
+        .await
+        .ok();
+    let body = json!({"traces": [trace], "details": {"driver": "A. Driver"}, "name": format!("{id}-lap1")});
+    let (status, zipped) = http_post(&http, "/export/motec", body.to_string().into_bytes()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&zipped));
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zipped)).unwrap();
+    let mut ld = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name(&format!("{id}-lap1.ld")).unwrap(), &mut ld)
+        .unwrap();
+    let lap1 = read_ld(&ld);
+    assert_eq!(lap1[1].3.len(), 401, "lap 1: 40 s at 10 Hz");
+    assert!(zip.by_name(&format!("{id}-lap1.ldx")).is_ok());
+    // What cannot be converted says why; a body larger than a trace reply
+    // is refused before it is read whole.
+    let (status, why) = http_post(&http, "/export/motec", b"{\"traces\": 1}".to_vec()).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&why));
+    let (status, _) = http_post(&http, "/export/motec", vec![b' '; 2 * 1024 * 1024]).await;
+    assert_eq!(status, 413);
+    // A small body that names 50 minutes at 1 kHz: refused before the
+    // 21 M samples are made.
+    let mut long = trace.clone();
+    long["elapsed_s"] = json!([0.0, 0.001, 0.002, 3000.0]);
+    long["distance_m"] = json!([0.0, 1.0, 2.0, 3.0]);
+    long["channels"] = json!({});
+    let body = json!({"traces": [long]}).to_string().into_bytes();
+    let (status, why) = http_post(&http, "/export/motec", body).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&why));
+    assert!(String::from_utf8_lossy(&why).contains("more than 2097152"));
+    let _ = stop.send(());
+    web.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `paddock watch` reads each frame against the best lap's trace: lap 3 at
+/// 500 m after 10.234 s is 0.234 s behind lap 1 (50 m/s), at 1000 m after
+/// 19.9 s 0.1 s ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_the_live_delta_to_the_best_lap() {
+    let app = spawn_app_with(no_frame_rate(test_limits())).await;
+    let id = app.new_session().await;
+    drive_two_laps(&app, &id).await;
+    let url = app.server.url();
+    let watch = Running::spawn(&["watch", &id, "--plain", "--nats-url", &url]);
+    let first = watch.line();
+    assert!(first.starts_with("lap 3 "), "{first}");
+    for (d, t, shown) in [
+        (500.0, 10.234, "Δ best +0.234 s"),
+        (1000.0, 19.9, "Δ best \u{2212}0.100 s"),
+    ] {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        while !seen.iter().any(|l: &String| l.contains(shown)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {shown:?} in {seen:?}"
+            );
+            let frame = json!({"lap": 3, "lap_distance": d, "lap_time": t});
+            app.send_telemetry(&id, frame.to_string()).await;
+            seen.extend(watch.lines_for(std::time::Duration::from_millis(1200)));
+        }
+    }
+}
+
+/// A team link's car page may lay its lap over a teammate's (both sessions
+/// in its team), not over another team's car; a session's own credentials
+/// compare its own laps only. Told apart by the reply inbox those
+/// credentials must use (an open broker lets the test pick it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_link_compares_against_a_teammate_s_best_and_no_other_team_s() {
+    let app = spawn_app_with(no_frame_rate(test_limits())).await;
+    let mut ids = Vec::new();
+    for team in ["Blue", "Blue", "Red"] {
+        let created = ask(
+            &app.client,
+            "sessions.create",
+            json!({"team": team}).to_string(),
+        )
+        .await
+        .ok();
+        let id = created["session_id"].as_str().unwrap().to_string();
+        drive_two_laps(&app, &id).await;
+        ids.push(id);
+    }
+    let (mine, teammate, rival) = (&ids[0], &ids[1], &ids[2]);
+    let inboxed = |prefix: String| {
+        let url = app.server.url();
+        async move {
+            async_nats::ConnectOptions::new()
+                .custom_inbox_prefix(prefix)
+                .connect(url)
+                .await
+                .unwrap()
+        }
+    };
+    let against = |other: &str| {
+        json!({"lap": 2, "against": {"session_id": other, "lap": "best"}, "channels": ["speed"]})
+            .to_string()
+    };
+    let team = inboxed("_INBOX_team_Blue".into()).await;
+    let compare = ask(
+        &team,
+        &format!("sessions.compare.{mine}"),
+        against(teammate),
+    )
+    .await
+    .ok();
+    assert_eq!(compare["reference"]["session_id"], json!(teammate));
+    assert!((at(&compare["delta_s"], &compare["distance_m"], 2000.0) - 5.0).abs() < 0.01);
+    ask(&team, &format!("sessions.compare.{mine}"), against(rival))
+        .await
+        .expect_error(403);
+    let session = inboxed(format!("_INBOX_{mine}")).await;
+    ask(
+        &session,
+        &format!("sessions.compare.{mine}"),
+        against(teammate),
+    )
+    .await
+    .expect_error(403);
+    ask(&session, &format!("sessions.compare.{mine}"), against(mine))
+        .await
+        .ok();
 }

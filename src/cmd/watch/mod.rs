@@ -27,6 +27,7 @@ use crate::client::connect::{Link, connect_observed};
 use crate::client::{ClientError, SessionsClient};
 use crate::protocol::id::SessionId;
 use crate::protocol::subjects::{self, DataKind, SessionMessage};
+use crate::protocol::trace::{Best, LapRef, LiveReference};
 use state::{Link as ViewLink, WatchState};
 
 /// How often the view redraws (ages and the STALE banner move with the clock).
@@ -114,6 +115,9 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
     numbers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = std::pin::pin!(shutdown);
     let (keys_tx, mut keys) = mpsc::unbounded_channel();
+    // The live delta's reference, read off the loop: frames keep coming while
+    // the best lap's trace is read.
+    let (reference_tx, mut references) = mpsc::channel(2);
     if let Some(screen) = &screen {
         screen.read_keys(keys_tx);
     }
@@ -138,6 +142,9 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                     let rest = m.subject.as_str().strip_prefix(&prefix).unwrap_or("");
                     state.apply_message(rest, &m.payload, Instant::now());
                     let kind = subjects::session_message(rest);
+                    if kind == Some(SessionMessage::Lap) {
+                        ask_reference(&mut state, &client, id, &reference_tx);
+                    }
                     if matches!(kind, Some(SessionMessage::Event(subjects::Event::Deleted | subjects::Event::Expired))) {
                         let problem = state.problem.clone().unwrap_or_default();
                         break Err(anyhow::anyhow!("session {id}: {problem}"));
@@ -150,6 +157,7 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                 }
                 None => break Err(anyhow::anyhow!("the subscription ended")),
             },
+            Some(reference) = references.recv() => state.apply_reference(reference),
             Some(link) = links.recv() => match link {
                 Link::Down => state.link = ViewLink::Reconnecting,
                 Link::Up => snapshot_due = Some(tokio::time::Instant::now()),
@@ -171,6 +179,7 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                             Ok(records) => state.apply_laps(&records),
                             Err(e) => tracing::debug!(error = %e, "no lap history"),
                         }
+                        ask_reference(&mut state, &client, id, &reference_tx);
                         if screen.is_none() && !print_line(&ui::plain_line(&state, Instant::now())) {
                             break Ok(());
                         }
@@ -224,6 +233,49 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
         screen.close();
     }
     result
+}
+
+/// Asks for the best lap's trace when the view's best lap is new: once per
+/// new best, on a task, the answer coming back on `results`.
+fn ask_reference(
+    state: &mut WatchState,
+    client: &SessionsClient,
+    id: SessionId,
+    results: &mpsc::Sender<Result<LiveReference, String>>,
+) {
+    if state.reference_wanted().is_none() {
+        return;
+    }
+    let (client, results) = (client.clone(), results.clone());
+    tokio::spawn(async move {
+        let _ = results.send(best_reference(&client, &id).await).await;
+    });
+}
+
+/// The session's best lap as a live delta's reference, or what the view says
+/// instead.
+pub async fn best_reference(
+    client: &SessionsClient,
+    id: &SessionId,
+) -> Result<LiveReference, String> {
+    // One channel: the delta needs the grid and the elapsed time only.
+    match client
+        .lap_trace(
+            id,
+            LapRef::Named(Best::Best),
+            &["speed"],
+            Some(crate::protocol::trace::DEFAULT_STEP_M),
+        )
+        .await
+    {
+        Ok(trace) => LiveReference::of(&trace)
+            .ok_or_else(|| "no live delta: this source sends no lap_distance".to_string()),
+        Err(ClientError::Service { code: 404, .. }) => Err(state::NO_REFERENCE.into()),
+        Err(ClientError::Service { code: 503, .. }) => {
+            Err("no live delta: the processor records no traces".into())
+        }
+        Err(e) => Err(format!("no reference lap: {e}")),
+    }
 }
 
 /// Prints one line of the plain view; false when stdout is gone (a closed pipe,

@@ -8,9 +8,13 @@ use serde_json::Value;
 
 use crate::protocol::documents::{AlertEvent, AlertReading, LapRecord, SessionDocument, Strategy};
 use crate::protocol::subjects;
+use crate::protocol::trace::LiveReference;
 
 /// Laps of fuel history used for the burn-rate estimate.
 const BURN_WINDOW: usize = 5;
+
+/// What the live delta says before the session has a best lap's trace.
+pub const NO_REFERENCE: &str = "no reference lap yet";
 
 /// Completed laps the view keeps (the table shows the last that fit).
 pub const LAPS_KEPT: usize = 60;
@@ -71,6 +75,17 @@ pub struct WatchState {
     pub strategy: Option<Strategy>,
     /// The active alerts by kind, from the document and `session.<id>.alerts`.
     pub alerts: std::collections::BTreeMap<String, AlertReading>,
+    /// The best lap's trace, for the live delta: fetched once per new best
+    /// lap (`sessions.trace`), never per frame.
+    pub reference: Option<LiveReference>,
+    /// Why there is no reference ("no reference lap yet", no recording).
+    pub reference_note: String,
+    /// The best lap time when the reference was last asked for: a faster lap
+    /// asks again.
+    reference_asked_for: Option<f64>,
+    /// The latest frame's time against the reference at its distance, + =
+    /// slower.
+    pub delta: Option<f64>,
 }
 
 impl WatchState {
@@ -89,6 +104,37 @@ impl WatchState {
             laps: Vec::new(),
             strategy: None,
             alerts: Default::default(),
+            reference: None,
+            reference_note: NO_REFERENCE.into(),
+            reference_asked_for: None,
+            delta: None,
+        }
+    }
+
+    /// The best lap time to ask a reference for, when it is not the one
+    /// already asked for (the view has no lap yet, or the best is unchanged:
+    /// `None`). Marks it asked.
+    pub fn reference_wanted(&mut self) -> Option<f64> {
+        let best = self.best_lap()?;
+        if self.reference_asked_for == Some(best) {
+            return None;
+        }
+        self.reference_asked_for = Some(best);
+        Some(best)
+    }
+
+    /// The best lap's trace arrived (`None`: there is none to read, and why).
+    pub fn apply_reference(&mut self, reference: Result<LiveReference, String>) {
+        match reference {
+            Ok(reference) => {
+                self.delta = self.telemetry.as_ref().and_then(|t| reference.delta_of(t));
+                self.reference = Some(reference);
+            }
+            Err(note) => {
+                self.reference = None;
+                self.reference_note = note;
+                self.delta = None;
+            }
         }
     }
 
@@ -189,6 +235,7 @@ impl WatchState {
                     return;
                 }
                 self.track_fuel(&frame);
+                self.delta = self.reference.as_ref().and_then(|r| r.delta_of(&frame));
                 self.telemetry = Some(frame);
                 self.last_frame_at = Some(now);
                 self.frames_seen += 1;
@@ -404,6 +451,54 @@ mod tests {
         // Joined mid-lap: the burn per lap comes from the laps (lap 2's 5 L;
         // lap 3 was refuelled), before the view has seen a full lap itself.
         assert_eq!(s.fuel_per_lap(), Some(5.0));
+    }
+
+    #[test]
+    fn the_live_delta_follows_each_frame_and_asks_once_per_new_best_lap() {
+        use crate::protocol::trace::{Axis, Trace};
+        let now = Instant::now();
+        let mut s = WatchState::new("x", Duration::from_secs(5));
+        assert_eq!(s.reference_wanted(), None, "no lap, nothing to ask");
+        assert_eq!(s.reference_note, NO_REFERENCE);
+        let typed = |v: Value| serde_json::from_value::<LapRecord<Value>>(v).unwrap();
+        s.apply_laps(&[typed(record(1, 10, 70.0, false))]);
+        assert_eq!(s.reference_wanted(), Some(101.0));
+        assert_eq!(s.reference_wanted(), None, "asked once");
+        // The best lap: 100 m in 10 s, a point every 50 m.
+        let trace = Trace {
+            session_id: crate::protocol::id::SessionId::parse(
+                "3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b",
+            )
+            .unwrap(),
+            lap: 1.into(),
+            axis: Axis::Distance,
+            step: Some(50.0),
+            frames: 3,
+            distance_m: vec![Some(0.0), Some(50.0), Some(100.0)],
+            elapsed_s: vec![Some(0.0), Some(5.0), Some(10.0)],
+            channels: Default::default(),
+            gaps: vec![],
+        };
+        s.apply_reference(Ok(LiveReference::of(&trace).unwrap()));
+        let frame =
+            |d: f64, t: f64| json!({"lap": 2, "lap_distance": d, "lap_time": t}).to_string();
+        s.apply_message("telemetry", frame(25.0, 2.266).as_bytes(), now);
+        assert_eq!(s.delta, Some(-0.234));
+        s.apply_message("telemetry", frame(75.0, 8.0).as_bytes(), now);
+        assert_eq!(s.delta, Some(0.5));
+        // A lap slower than the best asks nothing; a faster one asks again.
+        s.apply_message(
+            "lap",
+            record(2, 20, 65.0, false).to_string().as_bytes(),
+            now,
+        );
+        assert_eq!(s.reference_wanted(), None);
+        let mut faster = record(3, 30, 60.0, false);
+        faster["next_frame"]["last_lap_time"] = json!(99.5);
+        s.apply_message("lap", faster.to_string().as_bytes(), now);
+        assert_eq!(s.reference_wanted(), Some(99.5));
+        s.apply_reference(Err("no trace recording".into()));
+        assert_eq!((s.delta, s.reference.is_none()), (None, true));
     }
 
     #[test]

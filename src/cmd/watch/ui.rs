@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::state::{Link, WatchState};
 use crate::cmd::format;
+use crate::protocol::trace;
 
 const CORNERS: [(&str, &str); 4] = [("fl", "FL"), ("fr", "FR"), ("rl", "RL"), ("rr", "RR")];
 
@@ -49,14 +50,14 @@ pub fn draw(frame: &mut Frame, state: &WatchState, show_setup: bool, now: Instan
     };
 
     let [top, tyres, rest] = Layout::vertical([
-        Constraint::Length(9),
+        Constraint::Length(10),
         Constraint::Length(7),
         Constraint::Min(0),
     ])
     .areas(body);
     let [race, fuel] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
-    draw_race(frame, race, t);
+    draw_race(frame, race, state, t);
     draw_fuel(frame, fuel, state, t);
     draw_tyres(frame, tyres, t);
     if show_setup {
@@ -198,7 +199,7 @@ fn draw_header(frame: &mut Frame, area: Rect, state: &WatchState, now: Instant) 
     );
 }
 
-fn draw_race(frame: &mut Frame, area: Rect, t: &Value) {
+fn draw_race(frame: &mut Frame, area: Rect, state: &WatchState, t: &Value) {
     let field = |label: &str, value: String| {
         Line::from(vec![
             Span::styled(format!("{label:<10}"), Style::new().fg(Color::DarkGray)),
@@ -221,6 +222,21 @@ fn draw_race(frame: &mut Frame, area: Rect, t: &Value) {
             ),
         ]),
         field("lap time", lap_time(&t["lap_time"])),
+        Line::from(vec![
+            Span::styled(
+                format!("{:<10}", "Δ best"),
+                Style::new().fg(Color::DarkGray),
+            ),
+            match state.delta {
+                Some(d) => Span::styled(
+                    trace::delta_text(d),
+                    Style::new()
+                        .fg(if d > 0.0 { Color::Red } else { Color::Green })
+                        .add_modifier(Modifier::BOLD),
+                ),
+                None => Span::raw(delta_words(state)),
+            },
+        ]),
         field("last lap", lap_time(&t["last_lap_time"])),
         field("best lap", lap_time(&t["best_lap_time"])),
     ];
@@ -335,13 +351,25 @@ pub fn plain_line(state: &WatchState, now: Instant) -> String {
         .map_or(String::new(), |l| format!(" (~{l:.1} laps)"));
     let finish = numbers_text(state).map_or(String::new(), |text| format!(" | {text}"));
     format!(
-        "{stale}lap {} P{} | {} | fuel {} L{remaining} | {} | frame {age}{finish}",
+        "{stale}lap {} P{} | {} | Δ best {} | fuel {} L{remaining} | {} | frame {age}{finish}",
         number(&t["lap"], 0),
         number(&t["position"], 0),
         lap_time(&t["lap_time"]),
+        state
+            .delta
+            .map_or_else(|| delta_words(state), trace::delta_text),
         number(&t["fuel"], 1),
         tyres.join(", "),
     )
+}
+
+/// The live delta when there is none to show: "—" between a reference's
+/// points (before the line, past its end), else why there is no reference.
+fn delta_words(state: &WatchState) -> String {
+    match &state.reference {
+        Some(_) => "—".into(),
+        None => state.reference_note.clone(),
+    }
 }
 
 /// Fuel to the finish and the active alerts, as one line of text.
@@ -498,6 +526,19 @@ mod tests {
     }
 
     #[test]
+    fn the_race_box_shows_the_live_delta_or_why_there_is_none() {
+        let now = Instant::now();
+        let mut state = state_with_frame(now);
+        let shown = screen(&state, false, now);
+        assert!(shown.contains("Δ best    no reference lap yet"), "{shown}");
+        state.delta = Some(-0.234);
+        let shown = screen(&state, false, now);
+        assert!(shown.contains("Δ best    −0.234 s"), "{shown}");
+        // Still room for every line of the box, and the pits line below.
+        assert!(shown.contains("best lap"), "{shown}");
+    }
+
+    #[test]
     fn the_setup_is_shown_on_request() {
         let now = Instant::now();
         let shown = screen(&state_with_frame(now), true, now);
@@ -510,7 +551,7 @@ mod tests {
         let state = state_with_frame(start);
         let line = plain_line(&state, start);
         assert!(
-            line.starts_with("lap 14 P3 | 3:33.456 | fuel 41.2 L"),
+            line.starts_with("lap 14 P3 | 3:33.456 | Δ best no reference lap yet | fuel 41.2 L"),
             "{line}"
         );
         assert!(line.contains("FL 85°C 28.5psi 91%"), "{line}");

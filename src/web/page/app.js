@@ -33,6 +33,13 @@ const state = {
   stints: [], // sessions.stints
   alerts: new Map(), // kind → active alert
   stintsChanged: false,
+  // The live delta: the best lap's trace (view.referenceOf), fetched once per
+  // new best lap; each frame is read against it here, nothing per frame on
+  // the processor.
+  reference: null,
+  referenceNote: "no reference lap yet",
+  referenceAskedFor: null, // the best lap time last asked for
+  delta: null,
 };
 
 let staleAfterMs = 5000;
@@ -324,6 +331,7 @@ async function session(nc, id) {
   document.title = `paddock · ${id.slice(0, 8)}`;
   showQr();
   setupCharts();
+  setupTraceView(nc, id);
 
   nc.subscribe(`session.${id}.>`, {
     callback: (err, msg) => {
@@ -559,6 +567,7 @@ function onMessage(rest, msg) {
   if (!value || typeof value !== "object" || Array.isArray(value)) return;
   switch (kind) {
     case "telemetry":
+      state.delta = view.liveDelta(state.reference, value);
       state.telemetry = value;
       state.lastFrameAt = Date.now();
       break;
@@ -616,7 +625,15 @@ function draw() {
   if (state.lapsChanged) {
     state.lapsChanged = false;
     drawLaps();
+    askReference();
+    lapOptions();
   }
+  const delta = $("delta");
+  const text = state.delta !== null ? view.deltaText(state.delta)
+    : state.reference ? view.DASH : state.referenceNote;
+  if (delta.textContent !== text) delta.textContent = text;
+  delta.dataset.sign = state.delta === null ? (state.reference ? "" : "none")
+    : state.delta < 0 ? "-" : state.delta > 0 ? "+" : "";
   drawNumbers();
   if (state.ended) {
     setLink("ended", state.endedAs || "ended");
@@ -747,6 +764,233 @@ function setupCharts() {
     }
   };
   new ResizeObserver(resize).observe($("card-charts"));
+}
+
+// ---------------------------------------------------------------------------
+// The live delta and the Laps view: traces over `sessions.trace` and
+// `sessions.compare` (docs/PROTOCOL.md "Traces")
+
+/// Asks for the best lap's trace when the best lap time changed: once per new
+/// best lap, one channel (the delta needs the grid and the elapsed time).
+function askReference() {
+  const best = view.bestLap(state.laps);
+  if (best === null || best === state.referenceAskedFor || !followed.nc) return;
+  state.referenceAskedFor = best;
+  ask(followed.nc, `sessions.trace.${followed.id}`, { lap: "best", channels: ["speed"], step_m: 5 })
+    .then((trace) => {
+      state.reference = view.referenceOf(trace);
+      state.referenceNote = state.reference ? "" : "no live delta: this source sends no lap_distance";
+    })
+    .catch((e) => {
+      state.reference = null;
+      state.referenceNote = e.code === 404 ? "no reference lap yet"
+        : e.code === 503 ? "no live delta: the processor records no traces"
+          : "no reference lap";
+      // No answer at all (no processor now): the next lap asks again.
+      if (!e.code) state.referenceAskedFor = null;
+    })
+    .finally(() => {
+      state.delta = view.liveDelta(state.reference, state.telemetry);
+      requestDraw();
+    });
+}
+
+/// What the Laps view shows: the lap picked (the latest until a person picks
+/// one), the reference, the teammates a team link may compare against.
+const lapsView = { follow: true, teammates: new Map(), seq: 0, charts: {} };
+
+const LAP_COLOR = "#58a6ff";
+const REF_COLOR = "#f0b429";
+
+function setupTraceView(nc, id) {
+  const axisColor = "#c9d1d9";
+  const grid = { stroke: "#30363d", width: 1 };
+  const make = (el, height, series, fmt) => new uPlot({
+    width: el.clientWidth || 320,
+    height,
+    legend: { show: false },
+    cursor: { show: false },
+    scales: { x: { time: false } },
+    axes: [
+      { stroke: axisColor, grid, values: (u, vals) => vals.map((v) => `${(v / 1000).toFixed(1)} km`) },
+      { stroke: axisColor, grid, size: 50, values: (u, vals) => vals.map(fmt) },
+    ],
+    series: [{}, ...series],
+  }, [[], ...series.map(() => [])], el);
+  const lap = (label, color = LAP_COLOR) => ({ label, stroke: color, width: 1.5, spanGaps: false });
+  const ref = (label, color = REF_COLOR) => ({ label, stroke: color, width: 1.5, dash: [6, 4], spanGaps: false });
+  const n0 = (v) => v.toFixed(0);
+  lapsView.charts = {
+    speed: [$("chart-speed"), 150, make($("chart-speed"), 150, [lap("speed"), ref("speed")], n0)],
+    pedals: [$("chart-pedals"), 150, make($("chart-pedals"), 150,
+      [lap("throttle", "#3fb950"), ref("throttle", "#3fb950"), lap("brake", "#ff5d5d"), ref("brake", "#ff5d5d")], n0)],
+    gear: [$("chart-gear"), 90, make($("chart-gear"), 90, [lap("gear"), ref("gear")], n0)],
+    delta: [$("chart-delta"), 150, make($("chart-delta"), 150,
+      [{ label: "delta", stroke: "#e6edf3", width: 1.5, spanGaps: false, fill: "rgba(88,166,255,0.12)" }],
+      (v) => v.toFixed(2))],
+  };
+  new ResizeObserver(() => {
+    for (const [el, height, chart] of Object.values(lapsView.charts)) {
+      chart.setSize({ width: el.clientWidth || 320, height });
+    }
+  }).observe($("card-trace"));
+  $("trace-lap").addEventListener("change", () => {
+    lapsView.follow = false;
+    refOptions();
+    compare();
+  });
+  $("trace-ref").addEventListener("change", compare);
+  $("lap-csv").addEventListener("click", (e) => download(e, "csv"));
+  $("lap-motec").addEventListener("click", (e) => download(e, "motec"));
+  // A team link's car page may compare against a teammate's best: the team's
+  // cars from its tower (the processors' feed a team link may read).
+  if (access.team) {
+    nc.subscribe(teamSubject(access.team), {
+      callback: (err, msg) => {
+        if (err) return;
+        let doc;
+        try { doc = msg.json(); } catch { return; }
+        if (!doc || !Array.isArray(doc.cars)) return;
+        let added = false;
+        for (const row of doc.cars) {
+          if (!row || typeof row.session_id !== "string" || row.session_id === id) continue;
+          if (!lapsView.teammates.has(row.session_id)) added = true;
+          lapsView.teammates.set(row.session_id,
+            typeof row.car === "string" ? row.car : row.session_id.slice(0, 8));
+        }
+        if (added) refOptions();
+      },
+    });
+  }
+}
+
+/// The laps with a number, newest first.
+function numberedLaps() {
+  return [...new Set(state.laps.filter((r) => typeof r.lap === "number").map((r) => r.lap))]
+    .sort((a, b) => b - a);
+}
+
+/// Fills the lap picker (the latest lap unless a person picked one).
+function lapOptions() {
+  const select = $("trace-lap");
+  const laps = numberedLaps();
+  const picked = lapsView.follow || select.value === "" ? laps[0] : Number(select.value);
+  const times = new Map(state.laps.map((r) => [r.lap, r.time]));
+  const options = laps.map((n) => {
+    const o = document.createElement("option");
+    o.value = String(n);
+    o.textContent = `lap ${n} · ${view.lapTime(times.get(n) ?? null)}`;
+    return o;
+  });
+  const before = select.value;
+  select.replaceChildren(...options);
+  if (picked !== undefined) select.value = String(picked);
+  if (!laps.length) {
+    $("trace-note").textContent = "no completed lap yet";
+    return;
+  }
+  refOptions();
+  if (select.value !== before || !lapsView.shown) compare();
+}
+
+/// Fills the reference picker for the lap picked, keeping the choice.
+function refOptions() {
+  const select = $("trace-ref");
+  const lap = Number($("trace-lap").value);
+  const teammates = [...lapsView.teammates.entries()].map(([id, car]) => ({ id, car }));
+  const before = select.value;
+  const choices = view.referenceChoices(lap, numberedLaps(), teammates);
+  select.replaceChildren(...choices.map((c) => {
+    const o = document.createElement("option");
+    o.value = c.value;
+    o.textContent = c.label;
+    return o;
+  }));
+  if (choices.some((c) => c.value === before)) select.value = before;
+}
+
+/// Asks for the lap against the reference and draws both and the delta.
+async function compare() {
+  const lapValue = $("trace-lap").value;
+  if (lapValue === "" || !followed.nc) return;
+  const seq = ++lapsView.seq;
+  const lap = Number(lapValue);
+  const against = JSON.parse($("trace-ref").value || '"best"');
+  const refLabel = $("trace-ref").selectedOptions[0]?.textContent ?? "best";
+  let c;
+  try {
+    c = await ask(followed.nc, `sessions.compare.${followed.id}`,
+      { lap, against, channels: ["speed", "throttle", "brake", "gear"], step_m: 5 });
+  } catch (e) {
+    if (seq !== lapsView.seq) return;
+    $("trace-note").textContent = e.code === 400 && /lap_distance/.test(e.message)
+      ? "this source sends no lap_distance: laps cannot be laid over each other by distance"
+      : `cannot compare: ${e.message || e}`;
+    return;
+  }
+  if (seq !== lapsView.seq) return;
+  lapsView.shown = { lap, against };
+  const xs = c.distance_m;
+  const len = xs.length;
+  const ch = (t, name, scale = 1) => ((t.channels || {})[name] || []).slice(0, len)
+    .map((v) => (typeof v === "number" ? v * scale : null));
+  const { speed, pedals, gear, delta } = lapsView.charts;
+  speed[2].setData([xs, ch(c.lap, "speed"), ch(c.reference, "speed")]);
+  pedals[2].setData([xs, ch(c.lap, "throttle", 100), ch(c.reference, "throttle", 100),
+    ch(c.lap, "brake", 100), ch(c.reference, "brake", 100)]);
+  gear[2].setData([xs, ch(c.lap, "gear"), ch(c.reference, "gear")]);
+  delta[2].setData([xs, c.delta_s]);
+  const last = [...c.delta_s].reverse().find((d) => typeof d === "number");
+  const card = $("card-trace");
+  card.dataset.lap = String(lap);
+  card.dataset.reference = JSON.stringify(c.reference.lap);
+  card.dataset.points = String(len);
+  card.dataset.delta = last === undefined ? "" : String(last);
+  const gaps = (c.lap.gaps || []).length + (c.reference.gaps || []).length;
+  $("trace-note").textContent = `lap ${lap} against ${refLabel} (lap ${c.reference.lap})` +
+    (last === undefined ? "" : `: ${view.deltaText(last)} at ${(xs[len - 1] / 1000).toFixed(2)} km`) +
+    (gaps ? ` · ${gaps} stretch${gaps === 1 ? "" : "es"} with no frames left blank` : "");
+}
+
+/// The picked lap's frames as recorded, downloaded as CSV (written here,
+/// as `paddock sessions export` writes it) or MoTeC i2 files (the server
+/// turns the frames this page read into .ld and .ldx: it reads nothing
+/// itself, and holds no credentials).
+async function download(e, format) {
+  e.preventDefault();
+  const lapValue = $("trace-lap").value;
+  if (lapValue === "" || !followed.nc) return;
+  const lap = Number(lapValue);
+  const name = `${followed.id}-lap${lap}`;
+  try {
+    const trace = await ask(followed.nc, `sessions.trace.${followed.id}`,
+      { lap, channels: view.TRACE_COLUMNS.map((c) => c[0]), raw: true });
+    let blob;
+    if (format === "csv") {
+      blob = new Blob([view.traceCsv([trace])], { type: "text/csv" });
+    } else {
+      const t = state.telemetry || {};
+      const details = { driver: view.str(t, "player_name"), vehicle: view.str(t, "car_name"),
+        venue: view.str(t, "track_name") };
+      const reply = await fetch(`/export/motec?name=${encodeURIComponent(name)}`, {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ traces: [trace], details }),
+      });
+      if (!reply.ok) throw new Error(await reply.text());
+      blob = await reply.blob();
+    }
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = format === "csv" ? `${name}.csv` : `${name}-motec.zip`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    // What was last handed to the browser, and its size (the tests read it).
+    $("card-trace").dataset.downloaded = `${format} ${blob.size}`;
+  } catch (err) {
+    $("trace-note").textContent = `cannot download lap ${lap}: ${err.message || err}`;
+  }
 }
 
 /// A QR code of this very page (with its fragment), for a second device.

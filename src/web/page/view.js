@@ -189,3 +189,104 @@ export function age(ms) {
   if (s < 3600) return `${Math.floor(s / 60)} min ago`;
   return `${(s / 3600).toFixed(1)} h ago`;
 }
+
+// ---------------------------------------------------------------------------
+// Laps as traces (docs/PROTOCOL.md "Traces")
+
+/// The best lap as the live delta's reference: its elapsed time along its
+/// distance grid, from a `sessions.trace` reply on a distance axis, or null
+/// (a source without `lap_distance`). The arithmetic of
+/// `protocol::trace::LiveReference` in Rust (what `paddock watch` shows), so
+/// the page and the terminal agree to the millisecond.
+export function referenceOf(trace) {
+  if (!trace || trace.axis !== "distance" || !Array.isArray(trace.distance_m)) return null;
+  const points = [];
+  for (let k = 0; k < trace.distance_m.length; k++) {
+    const d = trace.distance_m[k];
+    const t = Array.isArray(trace.elapsed_s) ? trace.elapsed_s[k] : null;
+    if (typeof d === "number") points.push([d, typeof t === "number" ? t : null]);
+  }
+  if (!points.some((p) => p[1] !== null)) return null;
+  return { lap: trace.lap, points };
+}
+
+/// The reference's time at `d` metres: linear between the grid points around
+/// it; null before the line, past its end, or in a gap.
+export function timeAt(ref, d) {
+  if (!ref || typeof d !== "number" || !Number.isFinite(d)) return null;
+  const p = ref.points;
+  let lo = 0;
+  let hi = p.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (p[mid][0] < d) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo >= p.length) return null;
+  const [d1, t1] = p[lo];
+  if (d1 === d) return t1;
+  if (lo === 0) return null;
+  const [d0, t0] = p[lo - 1];
+  if (t0 === null || t1 === null) return null;
+  return t0 + (t1 - t0) * ((d - d0) / (d1 - d0));
+}
+
+/// A frame's time against the reference at its distance, seconds, + = slower;
+/// null without `lap_distance` and a `lap_time` of 0 or more, and for more
+/// than half the reference lap (a frame whose distance is still the previous
+/// lap's).
+export function liveDelta(ref, frame) {
+  const t = num(frame, "lap_time");
+  if (ref === null || t === null || t < 0) return null;
+  const at = timeAt(ref, num(frame, "lap_distance"));
+  if (at === null) return null;
+  const lap = [...ref.points].reverse().find((p) => p[1] !== null);
+  const delta = t - at;
+  return lap && Math.abs(delta) <= lap[1] / 2 ? Math.round(delta * 1000) / 1000 : null;
+}
+
+/// "−0.234 s" (a minus sign), "+1.020 s".
+export function deltaText(d) {
+  return `${d < 0 ? "\u2212" : "+"}${Math.abs(d).toFixed(3)} s`;
+}
+
+/// The channels `paddock sessions export` writes, with their CSV columns
+/// (cmd/format.rs TRACE_COLUMNS): the same file from the page and the CLI.
+export const TRACE_COLUMNS = [
+  ["speed", "speed_kmh"], ["throttle", "throttle_fraction"], ["brake", "brake_fraction"],
+  ["steering", "steering_fraction"], ["gear", "gear"], ["rpm", "rpm_per_min"],
+];
+
+/// Recorded laps (`sessions.trace` with `"raw": true`) as RFC 4180 CSV, as
+/// `paddock sessions export --format csv` writes them: units in the header,
+/// one row per frame, CRLF.
+export function traceCsv(traces) {
+  const cell = (v) => (typeof v === "number" && Number.isFinite(v) ? String(v) : "");
+  const rows = [["lap", "time_s", "distance_m", ...TRACE_COLUMNS.map((c) => c[1])].join(",")];
+  for (const t of traces) {
+    const lap = typeof t.lap === "string" ? t.lap : JSON.stringify(t.lap);
+    const times = Array.isArray(t.elapsed_s) ? t.elapsed_s : [];
+    for (let k = 0; k < times.length; k++) {
+      const row = [lap, cell(times[k]), cell((t.distance_m || [])[k])];
+      for (const [channel] of TRACE_COLUMNS) row.push(cell(((t.channels || {})[channel] || [])[k]));
+      rows.push(row.join(","));
+    }
+  }
+  return rows.join("\r\n") + "\r\n";
+}
+
+/// What the Laps view's reference picker offers: the session's best, the
+/// lap before the chosen one, and each teammate's best (a team link's car
+/// page). `value` is what `sessions.compare` takes as `against`, as JSON.
+export function referenceChoices(lap, numbered, teammates) {
+  const out = [{ label: "own best", value: JSON.stringify("best") }];
+  const before = numbered.filter((n) => n < lap);
+  if (before.length) {
+    const prev = Math.max(...before);
+    out.push({ label: `previous (lap ${prev})`, value: JSON.stringify({ lap: prev }) });
+  }
+  for (const t of teammates) {
+    out.push({ label: `${t.car}'s best`, value: JSON.stringify({ session_id: t.id, lap: "best" }) });
+  }
+  return out;
+}

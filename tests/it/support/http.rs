@@ -95,3 +95,26 @@ pub async fn until_status(addr: &str, path: &str, status: u16) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `POST http://<addr><path>` with a JSON body: the status and the body's bytes.
+pub async fn http_post(addr: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent = agent();
+        let mut response = agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(&body[..])
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .unwrap();
+        (status, bytes)
+    })
+    .await
+    .unwrap()
+}

@@ -39,5 +39,32 @@ pub const TELEMETRY: &str = include_str!("../../data/telemetry.json");
 pub const TELEMETRY_RICH: &str = include_str!("../../data/telemetry-rich.json");
 pub const SETUP: &str = include_str!("../../data/setup.json");
 
+/// A scripted lap of 2000 m with `lap_distance`, a frame every 0.1 s: lap 1
+/// at 50 m/s throughout; later laps at 50 m/s to 1000 m and 40 m/s after, so
+/// they lose (d − 1000)/40 − (d − 1000)/50 seconds past 1000 m: 2.5 s at
+/// 1500 m, 5 s at 2000 m. A later lap's first frame gives the previous lap's
+/// time (40 s), as sims do.
+pub fn scripted_lap(lap: u64) -> Vec<serde_json::Value> {
+    let frames = if lap == 1 { 400 } else { 450 };
+    (0..=frames)
+        .map(|k| {
+            let (d, v) = if lap == 1 || k <= 200 {
+                (5.0 * k as f64, 50.0)
+            } else {
+                (1000.0 + 4.0 * (k - 200) as f64, 40.0)
+            };
+            let mut frame = serde_json::json!({
+                "lap": lap, "lap_time": k as f64 / 10.0, "lap_distance": d,
+                "speed": v * 3.6, "throttle": 1.0, "brake": 0.0, "steering": 0.0,
+                "gear": if v > 45.0 { 5 } else { 4 }, "rpm": 8000.0,
+            });
+            if lap > 1 && k == 0 {
+                frame["last_lap_time"] = serde_json::json!(40.0);
+            }
+            frame
+        })
+        .collect()
+}
+
 /// How long `eventually` waits for an asynchronous effect before failing.
 pub const PATIENCE: Duration = Duration::from_secs(10);
