@@ -104,8 +104,9 @@ impl LeafPlan {
         );
         text.push_str(&format!(
             "# The uplink: dialled out (no inbound port at the track), redialled every\n\
-             # second while it is down. What crosses it is what the credentials allow.\n\
-             leafnodes {{\n  reconnect: 1\n  remotes = [\n  {{\n{remote}  }}\n  ]\n}}\n"
+             # second while it is down (the default; `reconnect` is an integer on 2.9\n\
+             # and a duration later, so it is left out). What crosses it is what the credentials allow.\n\
+             leafnodes {{\n  remotes = [\n  {{\n{remote}  }}\n  ]\n}}\n"
         ));
         text
     }
