@@ -27,6 +27,14 @@ pub struct HubArgs {
     /// Replicas of each mirror (3 on a 3-node hub cluster).
     #[arg(long, env = "PADDOCK_KV_REPLICAS", default_value_t = 1, value_parser = parse_count)]
     pub kv_replicas: usize,
+    /// Serve the dashboard page (and /healthz, /readyz, /metrics) for engineers
+    /// at home on this address; off when unset. The track's processor serves
+    /// its own at the track.
+    #[arg(long, env = "PADDOCK_HTTP_ADDR")]
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// The hub broker's WebSocket listener as browsers at home reach it.
+    #[arg(long, env = "PADDOCK_WS_URL", value_parser = super::serve::parse_ws_url)]
+    pub ws_url: Option<String>,
 }
 
 /// Runs until `shutdown` completes.
@@ -44,6 +52,37 @@ pub async fn run(
             replicas: args.kv_replicas,
         },
     };
-    hub::run(client, config, shutdown).await?;
+    // The page at home: the same page, pointed at the hub's broker (it follows
+    // the track live over the leaf, and reads the copy's answers while the link
+    // is down). /readyz says ready once the reader runs.
+    let web = match args.http_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on --http-addr {addr} ({e}); pass another")
+            })?;
+            tracing::info!(http_addr = %listener.local_addr()?, ws_url = args.ws_url, "serving the dashboard page at home");
+            let health = std::sync::Arc::new(crate::server::health::Health::default());
+            health.connecting(client.clone());
+            health.started(std::sync::Arc::new(crate::server::app::App::new(
+                Default::default(),
+            )));
+            let config = crate::web::WebConfig {
+                ws_url: args.ws_url.clone(),
+                ..Default::default()
+            };
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(crate::web::serve(listener, config, health, async move {
+                let _ = stopped.await;
+            }));
+            Some((stop, task))
+        }
+        None => None,
+    };
+    let result = hub::run(client, config, shutdown).await;
+    if let Some((stop, task)) = web {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    result?;
     Ok(())
 }

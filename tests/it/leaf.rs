@@ -525,3 +525,59 @@ async fn links_issued_at_the_track_work_at_the_hub_with_the_same_scope() {
     let _ = std::fs::remove_dir_all(&pair.dir);
     let _ = std::fs::remove_dir_all(&auth);
 }
+
+/// `paddock hub` as an operator runs it, before any track has dialled in: it
+/// makes the mirrors, serves the page at home pointed at the hub's broker, and
+/// answers from the (empty) copy with `"as_of": null`: it never heard from
+/// the track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paddock_hub_serves_the_page_at_home_and_answers_before_the_track_dials_in() {
+    let hub = NatsServer::start_websocket();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let ws = hub.ws_url();
+    let _reader = Running::spawn(&[
+        "hub",
+        "--mirror-of",
+        "track",
+        "--nats-url",
+        &hub.url(),
+        "--kv-max-bytes",
+        "64MiB",
+        "--http-addr",
+        &addr,
+        "--ws-url",
+        &ws,
+    ]);
+    until_status(&addr, "/readyz", 200).await;
+    let config: Value =
+        serde_json::from_str(&until_status(&addr, "/config.json", 200).await).unwrap();
+    assert_eq!(config["ws_url"], ws.as_str());
+    let home = connect(&hub.url()).await;
+    let deadline = Instant::now() + PATIENCE;
+    let list = loop {
+        if let Some(list) = ask_json(&home, "sessions.list".into()).await {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "paddock hub did not answer");
+    };
+    assert_eq!(list["total"], 0, "{list}");
+    assert_eq!(list["as_of"], Value::Null, "{list}");
+    // An id the copy does not hold: the processor's own 404.
+    let missing = ask_json(&home, format!("sessions.get.{}", uuid::Uuid::new_v4()))
+        .await
+        .unwrap();
+    assert_eq!(missing["code"], 404, "{missing}");
+    // The mirrors exist, each of the track's stream of that name in its domain.
+    let js = async_nats::jetstream::new(home.clone());
+    for name in [
+        "KV_paddock_sessions",
+        "KV_paddock_sessions_laps",
+        "paddock_sessions_traces",
+    ] {
+        let mut stream = js.get_stream(name).await.unwrap();
+        let info = stream.info().await.unwrap();
+        let mirror = info.config.mirror.clone().unwrap();
+        assert_eq!(mirror.name, name);
+        assert_eq!(mirror.external.unwrap().api_prefix, "$JS.track.API");
+    }
+}
