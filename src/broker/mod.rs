@@ -12,6 +12,7 @@
 //! the WebSocket listener is opened when asked. The broker's log is kept, and shown
 //! when it fails to start.
 
+pub mod leaf;
 pub mod release;
 
 use std::collections::VecDeque;

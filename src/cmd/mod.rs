@@ -14,6 +14,7 @@ mod f1;
 pub mod format;
 mod forza;
 pub mod gt7;
+pub mod hub;
 pub mod monitor;
 mod monitoring;
 pub mod serve;
@@ -65,6 +66,9 @@ pub enum Command {
     /// is at hand.
     #[command(subcommand)]
     Broker(broker::BrokerCommand),
+    /// At home: mirror a track's records at the hub and answer get, list, laps
+    /// and stints from them while the track is out of reach (`"as_of"`).
+    Hub(hub::HubArgs),
     /// The fixed workload `bench` counts instructions of, under callgrind.
     #[command(hide = true)]
     BenchHotpath(bench::HotpathArgs),
@@ -81,7 +85,7 @@ impl Command {
     /// life at info; commands a person runs stay quiet unless something is wrong.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Serve(_) | Command::Demo(_) => "info",
+            Command::Serve(_) | Command::Demo(_) | Command::Hub(_) => "info",
             Command::Sessions(_)
             | Command::Monitor(_)
             | Command::Watch(_)
@@ -128,6 +132,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Chaos(args) => chaos::run(args).await,
         Command::Auth(args) => auth::run(args),
         Command::Broker(command) => broker::run(command),
+        Command::Hub(args) => hub::run(args, shutdown::signal()).await,
         Command::BenchHotpath(args) => {
             bench::hotpath(args.frames, args.frame == "rich", args.lap_field.0.clone())
         }

@@ -401,7 +401,7 @@ fn parse_team_alerts(s: &str) -> Result<(String, String), String> {
     Ok((team.to_string(), spec.to_string()))
 }
 
-fn parse_ws_url(s: &str) -> Result<String, String> {
+pub(crate) fn parse_ws_url(s: &str) -> Result<String, String> {
     if (s.starts_with("ws://") || s.starts_with("wss://")) && s.len() > "wss://".len() {
         Ok(s.to_string())
     } else {

@@ -331,6 +331,17 @@ pub fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")
 }
 
+/// `$JS.<domain>.API`: the JetStream API of another domain (a track's broker,
+/// a leaf node of the hub), as a mirror's external source names it.
+pub fn js_domain_api(domain: &str) -> String {
+    format!("$JS.{domain}.API")
+}
+
+/// `$SRV.PING.sessions`: every processor of the service answers it (micro).
+pub fn service_ping() -> String {
+    format!("$SRV.PING.{SERVICE_NAME}")
+}
+
 /// `$JS.API.INFO`: JetStream's account information (its storage limits).
 pub const JS_ACCOUNT_INFO: &str = "$JS.API.INFO";
 

@@ -229,6 +229,9 @@ pub struct OperatorSetup {
     pub signing: KeyPair,
     /// Partitions the account's subject mappings split sessions into (1: none).
     pub partitions: u32,
+    /// The JetStream domain of the track's broker, whose API `leaf.creds` lets
+    /// the hub's mirrors reach (`paddock broker config --domain`).
+    pub leaf_domain: String,
 }
 
 impl Default for OperatorSetup {
@@ -245,6 +248,7 @@ impl OperatorSetup {
             account: KeyPair::new_account(),
             signing: KeyPair::new_account(),
             partitions: 1,
+            leaf_domain: "track".into(),
         }
     }
 
@@ -346,6 +350,10 @@ impl OperatorSetup {
                 "creator.creds",
                 issuer.user("creator", creator_permissions(), None)?,
             ),
+            (
+                "leaf.creds",
+                issuer.user("leaf", leaf_permissions(&self.leaf_domain), None)?,
+            ),
         ];
         for (name, content) in files {
             let path = dir.join(name);
@@ -408,6 +416,46 @@ fn ops_permissions() -> Value {
         "sub": { "allow": [
             subjects::ALL_SESSIONS, subjects::ALL_SERVICE_EVENTS, subjects::ALL_TEAM_TOWERS,
             subjects::inbox_wildcard(&subjects::inbox_prefix(&"ops")),
+        ] },
+    })
+}
+
+/// What a track's broker may exchange with the hub over the leaf link
+/// (`paddock broker config --creds leaf.creds`), from the hub's side: what it
+/// may publish goes track → hub, what it may subscribe to comes hub → track.
+/// The link binds paddock's account alone, so nothing of another account
+/// crosses; within it, neither side's JetStream can be used from the other but
+/// for what the hub's mirrors of the track's domain need, and the track cannot
+/// ask the hub's `sessions` service.
+pub fn leaf_permissions(domain: &str) -> Value {
+    // Track → hub: live data, lifecycle and towers for home, the processors'
+    // answers to home's requests under any inbox (a session link's is
+    // `_INBOX_<id>`, which no wildcard names apart: a leaf connection carries
+    // no `allow_responses`, nats-server#2949), and the mirrors' records
+    // (`$JS.M.>` deliveries, `$JSC.R.>` answers to their consumer requests).
+    // Denied: every domain's JetStream API and its buckets and object stores,
+    // the system's subjects, and the service's requests.
+    let mut deny = vec![
+        "$JS.API.>".to_string(),
+        "$JS.*.API.>".into(),
+        "$KV.>".into(),
+        "$O.>".into(),
+        "$SYS.>".into(),
+        subjects::ALL_DISCOVERY.into(),
+        format!("{}.partition.>", subjects::CONTROL_PREFIX),
+    ];
+    for endpoint in subjects::Endpoint::ALL {
+        deny.push(endpoint.subject());
+        deny.push(format!("{}.>", endpoint.subject()));
+    }
+    json!({
+        "pub": { "allow": [">"], "deny": deny },
+        // Hub → track: home's requests to the track's processors and their
+        // discovery, the mirrors' requests to the track's JetStream API (that
+        // domain's only) and their flow control.
+        "sub": { "allow": [
+            format!("{}.>", subjects::CONTROL_PREFIX), subjects::ALL_DISCOVERY,
+            format!("{}.>", subjects::js_domain_api(domain)), "$JS.FC.>",
         ] },
     })
 }
@@ -617,5 +665,34 @@ mod tests {
         assert!(Issuer::new("not-a-key", "SAxxxx").is_err());
         let signing = KeyPair::new_account().seed().unwrap();
         assert!(Issuer::new(&KeyPair::new_user().public_key(), &signing).is_err());
+    }
+
+    #[test]
+    fn the_leaf_carries_paddock_and_only_the_tracks_jetstream() {
+        let p = leaf_permissions("le-mans");
+        let denied: Vec<&str> = p["pub"]["deny"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        // The track reaches neither the hub's JetStream nor its buckets, nor
+        // asks the hub's service.
+        for subject in [
+            "$JS.*.API.>",
+            "$JS.API.>",
+            "$KV.>",
+            "sessions.get",
+            "sessions.get.>",
+        ] {
+            assert!(
+                denied.contains(&subject),
+                "{subject} not denied: {denied:?}"
+            );
+        }
+        assert!(!denied.iter().any(|d| d.starts_with("sessions.events")));
+        let pulled = p["sub"]["allow"].as_array().unwrap();
+        assert!(pulled.contains(&json!("$JS.le-mans.API.>")), "{pulled:?}");
+        assert!(!pulled.contains(&json!("$JS.API.>")), "{pulled:?}");
     }
 }

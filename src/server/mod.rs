@@ -12,6 +12,8 @@
 //! - [`partitions`]: partitioned ownership: which sessions are held here, and
 //!   the requests answered across partitions.
 //! - [`health`]: what readiness depends on (read by `crate::web`).
+//! - [`hub`]: `paddock hub`, at home: answers from the hub's mirrored copy of a
+//!   track's records while no processor answers (store/mirror.rs).
 
 pub mod alerts;
 pub mod app;
@@ -19,6 +21,7 @@ pub mod control;
 pub mod credentials;
 pub mod error;
 pub mod health;
+pub mod hub;
 pub mod ingest;
 pub mod intake;
 pub mod laps;

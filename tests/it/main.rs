@@ -20,6 +20,7 @@ mod gateway_bounds;
 mod ingest;
 mod isolation;
 mod laps;
+mod leaf;
 mod lifecycle;
 mod links;
 mod live;

@@ -53,6 +53,7 @@ use crate::server::sessions::{Ended, Snapshot};
 mod alerts_writer;
 mod laps_writer;
 mod links;
+pub mod mirror;
 mod peers;
 mod persister;
 mod recovery;
@@ -480,68 +481,12 @@ impl Storage {
         // Every link, whatever the partitions: a link is not a session's.
         let shared_links = links::apply_all(app, link_values);
 
-        // With partitions, the buckets hold every processor's sessions; this one
-        // restores (and later adopts) those of the partitions it owns.
-        let mut restored = 0usize;
-        for (key, value) in live_values {
-            match Snapshot::from_json(&value) {
-                Ok(snapshot) if !app.partitions.owns(&snapshot.session_id) => {}
-                Ok(snapshot) => {
-                    app.sessions.restore(snapshot);
-                    restored += 1;
-                }
-                Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored session"),
-            }
-        }
-        let mut archived = 0usize;
-        for (key, value) in archive_values {
-            match read_archived(&value) {
-                Ok(ended) if !app.partitions.owns(&ended.last.session_id) => {}
-                Ok(ended) => {
-                    app.sessions.restore_ended(ended);
-                    archived += 1;
-                }
-                Err(e) => {
-                    tracing::error!(key, error = %e, "skipping an unreadable archived session")
-                }
-            }
-        }
-        // After the sessions: each lap goes to its live or archived session.
-        let mut lap_records = 0usize;
-        for (key, value) in lap_values {
-            match LapRecord::from_stored(&value) {
-                Ok(record) if !app.partitions.owns(&record.session_id) => {}
-                Ok(record) => {
-                    app.sessions.restore_lap(record);
-                    lap_records += 1;
-                }
-                Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored lap"),
-            }
-        }
-        // The alerts raised when the last processor stopped: held, not raised
-        // again, and cleared (announced) when they no longer hold. The board
-        // forgets those of sessions that are not live at its first check.
-        let mut raised = 0usize;
-        {
-            let mut board = app.alert_board();
-            for (key, value) in alert_values {
-                match serde_json::from_slice::<AlertEvent>(&value) {
-                    Ok(event) if !app.partitions.owns(&event.session_id) => {}
-                    Ok(event) if event.state == "raised" => {
-                        let alert = Alert {
-                            reading: event.reading,
-                            since: event.at,
-                        };
-                        board.restore(event.session_id, alert);
-                        raised += 1;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(key, error = %e, "skipping an unreadable stored alert")
-                    }
-                }
-            }
-        }
+        let Restored {
+            restored,
+            archived,
+            lap_records,
+            raised,
+        } = restore(app, live_values, archive_values, lap_values, alert_values);
         tracing::info!(
             restored,
             archived,
@@ -965,6 +910,94 @@ fn open_error(bucket: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Open {
         bucket: bucket.to_string(),
         reason: e.to_string(),
+    }
+}
+
+/// What [`restore`] put back.
+pub(crate) struct Restored {
+    pub(crate) restored: usize,
+    pub(crate) archived: usize,
+    pub(crate) lap_records: usize,
+    pub(crate) raised: usize,
+}
+
+/// Puts what the buckets hold (each key's last value) into `app`: live sessions,
+/// ended ones, their laps and the raised alerts. The processor's start, and
+/// the hub's copy (mirror.rs), which reads the same buckets mirrored.
+pub(crate) fn restore(
+    app: &App,
+    live_values: Vec<(String, bytes::Bytes)>,
+    archive_values: Vec<(String, bytes::Bytes)>,
+    lap_values: Vec<(String, bytes::Bytes)>,
+    alert_values: Vec<(String, bytes::Bytes)>,
+) -> Restored {
+    // With partitions, the buckets hold every processor's sessions; this one
+    // restores (and later adopts) those of the partitions it owns.
+    let mut restored = 0usize;
+    for (key, value) in live_values {
+        match Snapshot::from_json(&value) {
+            Ok(snapshot) if !app.partitions.owns(&snapshot.session_id) => {}
+            Ok(snapshot) => {
+                app.sessions.restore(snapshot);
+                restored += 1;
+            }
+            Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored session"),
+        }
+    }
+    let mut archived = 0usize;
+    for (key, value) in archive_values {
+        match read_archived(&value) {
+            Ok(ended) if !app.partitions.owns(&ended.last.session_id) => {}
+            Ok(ended) => {
+                app.sessions.restore_ended(ended);
+                archived += 1;
+            }
+            Err(e) => {
+                tracing::error!(key, error = %e, "skipping an unreadable archived session")
+            }
+        }
+    }
+    // After the sessions: each lap goes to its live or archived session.
+    let mut lap_records = 0usize;
+    for (key, value) in lap_values {
+        match LapRecord::from_stored(&value) {
+            Ok(record) if !app.partitions.owns(&record.session_id) => {}
+            Ok(record) => {
+                app.sessions.restore_lap(record);
+                lap_records += 1;
+            }
+            Err(e) => tracing::error!(key, error = %e, "skipping an unreadable stored lap"),
+        }
+    }
+    // The alerts raised when the last processor stopped: held, not raised
+    // again, and cleared (announced) when they no longer hold. The board
+    // forgets those of sessions that are not live at its first check.
+    let mut raised = 0usize;
+    {
+        let mut board = app.alert_board();
+        for (key, value) in alert_values {
+            match serde_json::from_slice::<AlertEvent>(&value) {
+                Ok(event) if !app.partitions.owns(&event.session_id) => {}
+                Ok(event) if event.state == "raised" => {
+                    let alert = Alert {
+                        reading: event.reading,
+                        since: event.at,
+                    };
+                    board.restore(event.session_id, alert);
+                    raised += 1;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(key, error = %e, "skipping an unreadable stored alert")
+                }
+            }
+        }
+    }
+    Restored {
+        restored,
+        archived,
+        lap_records,
+        raised,
     }
 }
 

@@ -63,6 +63,15 @@ impl NatsServer {
         })
     }
 
+    /// A broker from a configuration file: its ports (-1: the broker picks)
+    /// and JetStream's store as the file says.
+    pub fn start_from_file(file: &std::path::Path) -> Self {
+        Self::start_config(BrokerConfig {
+            config_file: Some(file.to_path_buf()),
+            ..BrokerConfig::default()
+        })
+    }
+
     fn start_config(config: BrokerConfig) -> Self {
         let config = BrokerConfig {
             echo_log: std::env::var_os("TEST_LOG").map(|_| "nats-server: ".to_string()),

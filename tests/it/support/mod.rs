@@ -24,6 +24,7 @@ pub mod browser;
 mod http;
 pub mod needs;
 mod processor;
+mod proxy;
 mod socketio;
 
 pub use answers::*;
@@ -31,6 +32,7 @@ pub use binary::*;
 pub use broker::*;
 pub use http::*;
 pub use processor::*;
+pub use proxy::*;
 pub use socketio::*;
 
 use std::time::Duration;
