@@ -13,7 +13,7 @@
 //! more than [`INGEST_BUSY`], or frames arrive faster than [`BUSY_RATE`] or
 //! [`BUSY_BYTES`]): a
 //! burst is applied first and recorded after, from the queue, which holds at
-//! most [`QUEUE_BYTES`]. Written during the burst, the record took the
+//! most a sixteenth of `--max-memory` (64 MiB of 1 GiB, [`queue_bytes`]). Written during the burst, the record took the
 //! processor's and the broker's CPU from the frames: 0.49 × raw NATS instead of
 //! 0.84 on the same loaded machine (0.5 KB frames, docs/BENCHMARKS.md). What does not fit is left out of the record, counted
 //! (`trace_frames_unrecorded`) and logged at most every few seconds; a trace
@@ -40,14 +40,21 @@ use crate::server::ratelimit::LogThrottle;
 use super::traces::{self, CHUNK_BYTES, RECORD_HEAD};
 
 /// Frames waiting to be chunked, in bytes (each frame, its head and the
-/// queue's slot): 64 MiB is ~100,000 frames of 0.5 KB, about a minute of 30
-/// cars at 60 Hz, or the first quarter of a 500,000-frame burst.
-pub(super) const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// queue's slot): a sixteenth of `--max-memory`, at most 64 MiB (the default's
+/// share): ~100,000 frames of 0.5 KB, about a minute of 30 cars at 60 Hz, or
+/// the first quarter of a 500,000-frame burst. Memory beyond `--max-memory`'s
+/// frames, so a share of it rather than a constant.
+pub(super) fn queue_bytes(max_memory: usize) -> usize {
+    (max_memory / 16).clamp(1024 * 1024, 64 * 1024 * 1024)
+}
 /// What a queued frame costs beyond its bytes.
 const ENTRY_OVERHEAD: usize = std::mem::size_of::<Entry>() + 16;
 /// Bytes of unfinished chunks held at once: past it every chunk is written,
-/// full or not (10,000 sessions with 3 KB each).
-const CHUNKS_HELD_MAX: usize = 32 * 1024 * 1024;
+/// full or not. A thirty-second of `--max-memory`, at most 32 MiB (10,000
+/// sessions with 3 KB each).
+fn chunks_held_max(max_memory: usize) -> usize {
+    (max_memory / 32).clamp(512 * 1024, 32 * 1024 * 1024)
+}
 /// Ingest queue bytes above which the processor is busy and the writer waits.
 const INGEST_BUSY: usize = 1024 * 1024;
 /// Telemetry frames a second above which the processor is in a burst: 11 times
@@ -97,11 +104,15 @@ pub(super) struct TraceQueue {
     log: Arc<LogThrottle>,
     /// Bytes of frames pushed, ever (the writer's byte rate).
     pushed: Arc<std::sync::atomic::AtomicU64>,
+    /// [`queue_bytes`] of this processor's `--max-memory`.
+    max_bytes: usize,
 }
 
 impl TraceQueue {
     pub(super) fn new(app: Arc<App>) -> Self {
+        let max_bytes = queue_bytes(app.limits.budgets.max_memory);
         TraceQueue {
+            max_bytes,
             pending: Arc::default(),
             wake: Arc::default(),
             app,
@@ -117,7 +128,7 @@ impl TraceQueue {
         self.pushed.fetch_add(frame.len() as u64, Relaxed);
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if pending.bytes + cost <= QUEUE_BYTES {
+            if pending.bytes + cost <= self.max_bytes {
                 pending.bytes += cost;
                 pending.since.get_or_insert_with(Instant::now);
                 pending.entries.push_back(Entry {
@@ -140,7 +151,7 @@ impl TraceQueue {
         if let Some(unlogged) = self.log.allow(LOG_INTERVAL) {
             tracing::warn!(
                 session_id = %id,
-                queue_bytes = QUEUE_BYTES,
+                queue_bytes = self.max_bytes,
                 unlogged,
                 "the trace writer's queue is full: frames are left out of the record \
                  (counted as trace_frames_unrecorded); ingest is not affected"
@@ -318,7 +329,7 @@ impl TraceWriter {
             || self.rates.0 > BUSY_RATE
             || self.rates.1 > BUSY_BYTES;
         !busy
-            || self.queue.bytes() > QUEUE_BYTES / 2
+            || self.queue.bytes() > self.queue.max_bytes / 2
             || self
                 .queue
                 .waiting_since()
@@ -348,7 +359,7 @@ impl TraceWriter {
             chunk.last = now;
             self.held += grows;
         }
-        if self.held > CHUNKS_HELD_MAX {
+        if self.held > chunks_held_max(self.app.limits.budgets.max_memory) {
             self.finish_all();
         }
     }
