@@ -58,6 +58,12 @@ pub struct ServeArgs {
     /// network stall), then frames are taken at the rate; not this many on top.
     #[arg(long, env = "PADDOCK_MAX_FRAME_BURST", default_value_t = crate::server::sessions::DEFAULT_FRAME_BURST)]
     pub max_frame_burst: f32,
+    /// Fields (every car on track, `session.<id>.field`) per second one session
+    /// may send, apart from --max-frame-rate: monitors send 2 a second
+    /// (--field-hz). Beyond it (and a burst of twice as many), refused and
+    /// counted like frames (rate_limited). 0: no limit.
+    #[arg(long, env = "PADDOCK_MAX_FIELD_RATE", default_value_t = crate::server::sessions::DEFAULT_FIELD_RATE)]
+    pub max_field_rate: f32,
     /// Lap records one session may keep per minute (as many at once); laps
     /// completed faster still count, but their records are not kept or stored
     /// (laps_dropped): a lap field that changes on every frame must not turn
@@ -488,6 +494,8 @@ impl ServeArgs {
             budgets: crate::server::sessions::Budgets {
                 frame_rate: self.max_frame_rate.max(0.0),
                 frame_burst: self.max_frame_burst.max(1.0),
+                field_rate: self.max_field_rate.max(0.0),
+                field_burst: (2.0 * self.max_field_rate).max(1.0),
                 laps_per_minute: self.max_lap_rate.max(0.0),
                 history: crate::server::laps::HistoryLimits {
                     max_laps: usize::try_from(self.max_laps).unwrap_or(usize::MAX),

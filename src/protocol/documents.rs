@@ -103,6 +103,17 @@ pub struct SessionDocument<F = RawFrame> {
     pub setup_timestamp: Option<DateTime<Utc>>,
     /// The latest telemetry frame exactly as sent.
     pub telemetry: Option<F>,
+    /// The latest field (every car on track, protocol/field.rs) exactly as
+    /// sent. Absent until a monitor sent one (most sims send no field), so a
+    /// session without one reads as it did before there were fields.
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub field: Option<F>,
+    #[serde(
+        default,
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub field_timestamp: Option<DateTime<Utc>>,
     /// When setup or telemetry last arrived (`created_at` until then).
     #[serde(with = "time")]
     pub last_update: DateTime<Utc>,
@@ -135,6 +146,9 @@ pub struct SessionStats<F = RawFrame> {
     /// Laps completed faster than `--max-lap-rate`, whose records were not kept.
     #[serde(default)]
     pub laps_dropped: u64,
+    /// Fields accepted (`session.<id>.field`); absent while none was.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub field_count: u64,
     #[serde(with = "time::option")]
     pub first_frame_at: Option<DateTime<Utc>>,
     #[serde(with = "time::option")]
@@ -164,6 +178,10 @@ pub struct SessionStats<F = RawFrame> {
 
 fn none<F>() -> Option<F> {
     None
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Fresh credentials for one role of a session: the reply of
@@ -535,6 +553,9 @@ pub struct Stats {
     pub sessions_expired: u64,
     pub telemetry_frames: u64,
     pub setup_frames: u64,
+    /// Fields stored (`session.<id>.field`); absent while none was.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub field_frames: u64,
     /// Laps completed since this processor started.
     #[serde(default)]
     pub laps_completed: u64,
@@ -799,6 +820,8 @@ mod tests {
             setup: None,
             setup_timestamp: None,
             telemetry: Some(frame),
+            field: None,
+            field_timestamp: None,
             last_update: Utc::now(),
             stats: SessionStats {
                 telemetry_count: 1,
@@ -807,6 +830,7 @@ mod tests {
                 rate_limited_count: 0,
                 dropped_count: 0,
                 laps_dropped: 0,
+                field_count: 0,
                 first_frame_at: Some(Utc::now()),
                 last_frame_at: Some(Utc::now()),
                 duration_s: 0.5,

@@ -121,7 +121,7 @@ impl App {
                 limits.max_sessions,
                 crate::server::sessions::Budgets {
                     // A session's two frames, each up to --max-payload.
-                    session_reserve: 2 * limits.max_payload,
+                    session_reserve: 3 * limits.max_payload,
                     ..limits.budgets
                 },
                 limits.on_demand,

@@ -313,10 +313,14 @@ impl Processor {
 
         // Data subscriptions take no queue group: every processor sees every frame
         // (of the partitions it owns).
-        let data_subjects = [subjects::ALL_SETUP, subjects::ALL_TELEMETRY]
-            .into_iter()
-            .flat_map(|pattern| partitions.subscriptions(pattern))
-            .map(|(_, subject)| subject);
+        let data_subjects = [
+            subjects::ALL_SETUP,
+            subjects::ALL_TELEMETRY,
+            subjects::ALL_FIELD,
+        ]
+        .into_iter()
+        .flat_map(|pattern| partitions.subscriptions(pattern))
+        .map(|(_, subject)| subject);
         let mut subscriptions = Vec::new();
         for subject in data_subjects {
             match client.subscribe(subject.clone()).await {
@@ -345,7 +349,7 @@ impl Processor {
         tracing::info!(
             max_payload = app.limits.max_payload,
             max_sessions = app.limits.max_sessions,
-            "processor started: serving sessions.* and ingesting session.*.setup|telemetry"
+            "processor started: serving sessions.* and ingesting session.*.setup|telemetry|field"
         );
         Ok(Processor {
             ctx: Ctx {
