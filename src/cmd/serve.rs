@@ -135,6 +135,11 @@ pub struct ServeArgs {
     /// at the next stop is what reaches the flag plus this many laps' worth.
     #[arg(long, env = "PADDOCK_FUEL_RESERVE_LAPS", default_value_t = 1.0, value_parser = parse_reserve)]
     pub fuel_reserve_laps: f64,
+    /// Seconds a pit stop costs (in-lap and out-lap against green laps) until
+    /// a car has stopped once and its own stops say: where a stop now
+    /// rejoins the field (docs/PROTOCOL.md "Where a stop rejoins").
+    #[arg(long, env = "PADDOCK_PIT_LOSS", default_value_t = crate::server::rejoin::DEFAULT_PIT_LOSS_S, value_parser = parse_reserve)]
+    pub pit_loss: f64,
     /// Alerts (docs/PROTOCOL.md "Alerts"): fuel for fewer laps than this is
     /// `fuel_low` (fewer than --fuel-reserve-laps is `pit_overdue`).
     #[arg(long, env = "PADDOCK_ALERT_FUEL_LAPS", default_value_t = 2.0)]
@@ -512,6 +517,7 @@ impl ServeArgs {
             },
             credentials_ttl: self.credentials_ttl,
             fuel_reserve_laps: self.fuel_reserve_laps,
+            pit_loss: self.pit_loss,
             alerts: crate::server::alerts::Thresholds {
                 fuel_laps: self.alert_fuel_laps,
                 tyre_min_c: self.alert_tyre_min,

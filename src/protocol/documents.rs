@@ -127,6 +127,45 @@ pub struct SessionDocument<F = RawFrame> {
     /// The active alerts (`sessions.get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Vec<Alert>>,
+    /// Where a stop now rejoins (`sessions.get` of a session with a field
+    /// that names its own car).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejoin: Option<Rejoin>,
+}
+
+/// Where a stop now rejoins, from the field and the car's pit loss
+/// (docs/PROTOCOL.md "Where a stop rejoins").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejoin {
+    /// s a stop costs: the mean of the car's measured stops, else the default.
+    pub pit_loss: f64,
+    /// `stops` (measured) or `default` (`serve --pit-loss`).
+    pub pit_loss_from: String,
+    /// Stops the loss was measured from.
+    pub stops_measured: u32,
+    /// The position a stop now comes out in.
+    pub position: u16,
+    /// The car it comes out behind, and by how much (s).
+    pub ahead: Option<RejoinCar>,
+    /// The car it comes out ahead of, and by how much (s).
+    pub behind: Option<RejoinCar>,
+    /// The car behind now, and its gap (s).
+    pub gap_behind_now: Option<RejoinCar>,
+    /// The gap to the car behind is more than a stop costs: a stop now keeps
+    /// the place (the `undercut_window` alert).
+    pub undercut_window: Option<bool>,
+    /// `stop now: rejoin P7, 2.1 s behind #44`.
+    pub message: String,
+}
+
+/// A car beside the rejoin, from the field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejoinCar {
+    pub index: u16,
+    pub race_number: Option<u32>,
+    pub driver: Option<String>,
+    /// s between it and the car.
+    pub gap: f64,
 }
 
 /// A session's counters and its running lap.
@@ -845,6 +884,7 @@ mod tests {
             credentials: None,
             strategy: None,
             alerts: None,
+            rejoin: None,
         };
         let json = serde_json::to_string(&doc).unwrap();
         assert!(

@@ -321,6 +321,25 @@ async fn a_scripted_f1_race_of_22_cars_gives_the_field_exactly_live_and_in_the_d
         doc["telemetry"]["player_name"], "DRIVER3",
         "the player's car as frames"
     );
+    // Where a stop now rejoins, by hand: the player (car 3) is 4.5 s behind
+    // the leader; no stop of its own yet, so serve's --pit-loss (25 s): out
+    // at 29.5 s, behind car 19 (#29, 28.5 s: 1.0 s) and ahead of car 20 (#30,
+    // 30.0 s: 0.5 s); 19 cars ahead (cars 0-19 but itself; car 21 retired).
+    let rejoin = &doc["rejoin"];
+    assert_eq!(
+        rejoin["message"], "stop now: rejoin P20, 1.0 s behind #29",
+        "{rejoin}"
+    );
+    assert_eq!(
+        (&rejoin["pit_loss"], &rejoin["pit_loss_from"]),
+        (&json!(25.0), &json!("default"))
+    );
+    assert_eq!(
+        (&rejoin["behind"]["race_number"], &rejoin["behind"]["gap"]),
+        (&json!(30), &json!(0.5))
+    );
+    // The car behind now (car 4, 1.5 s back) is closer than a stop costs.
+    assert_eq!(rejoin["undercut_window"], false);
 
     // `paddock sessions field`: the table, --json and --csv.
     let url = app.server.url();

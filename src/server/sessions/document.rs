@@ -58,6 +58,7 @@ impl Snapshot {
             credentials: None,
             strategy: None,
             alerts: None,
+            rejoin: None,
         }
     }
 
