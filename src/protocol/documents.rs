@@ -757,7 +757,7 @@ pub struct Strategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertReading {
     /// `fuel_low`, `pit_overdue`, `tyre_hot`, `tyre_cold`, `brake_hot`,
-    /// `tyre_worn`, `stale`.
+    /// `tyre_worn`, `stale`, `undercut_window`.
     pub kind: String,
     /// `warning` or `critical`.
     pub level: String,

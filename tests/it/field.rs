@@ -623,3 +623,57 @@ async fn a_sessions_own_credentials_publish_and_read_its_field() {
     .await;
     assert!(!matches!(refused, Ok(Ok(_))), "{refused:?}");
 }
+
+/// The undercut window as an alert of its own: raised on `session.<id>.alerts`
+/// when the car behind is further back than a stop costs (serve's --pit-loss,
+/// 25 s, before the car has stopped), and listed by `sessions.get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_undercut_window_is_an_alert_of_its_own() {
+    let app = spawn_app().await;
+    let id = app.new_session().await;
+    let (_dashboard, mut alerts) =
+        subscriber(&app.server.url(), format!("session.{id}.alerts")).await;
+    let field = |behind: f64| {
+        json!({"cars": [
+            {"index": 0, "position": 1, "race_number": 1, "gap_leader": 0.0, "status": "running"},
+            {"index": 1, "position": 2, "race_number": 7, "gap_leader": 10.0,
+             "status": "running", "player": true},
+            {"index": 2, "position": 3, "race_number": 44, "gap_leader": 10.0 + behind,
+             "status": "running"}
+        ]})
+        .to_string()
+    };
+    app.request(&format!("session.{id}.telemetry"), frame(1))
+        .await
+        .ok();
+    app.request(&format!("session.{id}.field"), field(30.0))
+        .await
+        .ok();
+    let raised: Value = serde_json::from_slice(&next(&mut alerts).await.payload).unwrap();
+    assert_eq!(
+        (&raised["state"], &raised["kind"]),
+        (&json!("raised"), &json!("undercut_window")),
+        "{raised}"
+    );
+    assert_eq!(
+        raised["message"],
+        "undercut window: #44 is 30.0 s behind, a stop costs 25.0 s"
+    );
+    let doc = app.get(&id).await.ok();
+    assert_eq!(doc["alerts"][0]["kind"], "undercut_window");
+    // Out at 35 s: behind the leader, 5 s ahead of #44.
+    assert_eq!(
+        doc["rejoin"]["message"],
+        "stop now: rejoin P2, 35.0 s behind #1"
+    );
+    assert_eq!(doc["rejoin"]["behind"]["gap"], 5.0);
+    // #44 closes in to 10 s: the window shuts.
+    app.request(&format!("session.{id}.field"), field(10.0))
+        .await
+        .ok();
+    let cleared: Value = serde_json::from_slice(&next(&mut alerts).await.payload).unwrap();
+    assert_eq!(
+        (&cleared["state"], &cleared["kind"]),
+        (&json!("cleared"), &json!("undercut_window"))
+    );
+}
