@@ -1,10 +1,11 @@
 //! Any bytes as UDP datagrams to the EA F1 decoder (src/sources/f1.rs): it never
 //! panics, counts every datagram once, and whatever it holds is a JSON object
-//! frame. The input is cut into datagrams at each `\n\n`, so one input is a
+//! frame, and its field is one the processor takes (protocol/field.rs). The input is cut into datagrams at each `\n\n`, so one input is a
 //! sequence of packets; seeded (.ci/run) with the real captures in tests/data.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use paddock::protocol::field::Field;
 use paddock::sources::f1::Decoder;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +22,12 @@ fuzz_target!(|data: &[u8]| {
         if let Some(frame) = decoder.frame() {
             assert!(frame.is_object());
             serde_json::to_vec(&frame).expect("a frame serialises");
+        }
+        if let Some(field) = decoder.field() {
+            let bytes = serde_json::to_vec(&field).expect("a field serialises");
+            if let Err(e) = Field::parse(&bytes) {
+                panic!("the decoder's field is refused: {e}");
+            }
         }
         match next {
             Some(next) => rest = next,

@@ -20,11 +20,11 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::net::UdpSocket;
 
-use super::monitoring::{MonitorArgs, announce, create_session, send_setup_of, stamped};
-use crate::client::SessionsClient;
-use crate::client::connect::{Link, connect_observed};
+use super::attach::{Attached, attach};
+use super::monitoring::{MonitorArgs, send_setup_of, stamped};
+use crate::client::connect::Link;
 use crate::protocol::id::SessionId;
-use crate::protocol::subjects::{self, DataKind, Endpoint};
+use crate::protocol::subjects::{self, DataKind};
 
 /// A game's decoder as the loop drives it.
 pub(super) trait Game {
@@ -128,40 +128,21 @@ pub(super) async fn run(
     listening: &str,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let config = args.connect.config();
-    let (nats, mut links) = connect_observed(&config, "paddock-monitor").await?;
-    let renewing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut renewal = match &args.session {
-        Some(id) => super::args::keep_credentials_fresh(
-            &config,
-            &nats,
-            SessionId::parse(id)?,
-            Endpoint::RenewMonitor,
-            renewing,
-        ),
-        None => tokio::sync::mpsc::channel(1).1,
-    };
-    let client = SessionsClient::new(
-        nats.clone(),
-        args.connect.nats_url.clone(),
-        Duration::from_secs(5),
-    );
     let mut shutdown = std::pin::pin!(shutdown);
-    let dashboard = tokio::select! {
-        url = args.dashboard.resolve(&client) => url,
-        () = &mut shutdown => return Ok(()),
+    let Some(Attached {
+        nats,
+        mut links,
+        mut renewal,
+        client,
+        checks,
+        mut endings,
+        mut check_at,
+        id,
+        ..
+    }) = attach(args, &mut shutdown).await?
+    else {
+        return Ok(());
     };
-    let label = args.label.label();
-    let (checks, mut endings) = super::endings::watch(&nats, &client, args).await?;
-    let mut check_at = checks.first();
-    let id = match &args.session {
-        Some(id) => id.clone(),
-        None => tokio::select! {
-            id = create_session(&client, &label) => id?,
-            () = &mut shutdown => return Ok(()),
-        },
-    };
-    announce(args, dashboard.as_deref(), &id)?;
     let subject = subjects::data(&SessionId::parse(&id)?, DataKind::Telemetry);
     say!("{listening}");
 

@@ -188,6 +188,8 @@ async fn run_stack(args: &DemoArgs, shutdown: impl Future<Output = ()>) -> anyho
         listen: None,
         new_session_per_race: false,
         gt7: Default::default(),
+        acc: Default::default(),
+        field_hz: 2.0,
         replay: None,
         format: None,
         time_scale: args.time_scale,

@@ -103,6 +103,36 @@ impl Checks {
 }
 
 impl Endings {
+    /// Why the monitor of one session `id` must stop: its session ended, as
+    /// heard here or as its credentials' renewal was refused. Pending forever
+    /// while neither says so.
+    pub(super) async fn of_session(
+        &mut self,
+        id: &str,
+        renewal: &mut mpsc::Receiver<crate::client::creds::Stopped>,
+    ) -> anyhow::Error {
+        let mut renewing = true;
+        loop {
+            tokio::select! {
+                ended = self.next() => {
+                    if ended.id == id {
+                        return anyhow::anyhow!("{}", ended.message);
+                    }
+                }
+                stopped = renewal.recv(), if renewing => match stopped {
+                    Some(crate::client::creds::Stopped::SessionEnded(e)) => {
+                        return anyhow::anyhow!(
+                            "session {id} has ended ({e}); its credentials are not renewed, so \
+                             it cannot be written to any more"
+                        );
+                    }
+                    Some(_) => {}
+                    None => renewing = false,
+                },
+            }
+        }
+    }
+
     /// The next session to end, any session's on an open broker: the caller
     /// keeps those it writes to. Pending forever when nothing can tell.
     pub(super) async fn next(&mut self) -> Ended {

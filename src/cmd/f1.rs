@@ -16,12 +16,11 @@ use anyhow::Context;
 use async_nats::connection::State;
 use serde_json::Value;
 
+use super::attach::{Attached, attach};
 use super::datagrams::Sends;
-use super::monitoring::{MonitorArgs, after, announce, create_session, send_setup_of};
-use crate::client::SessionsClient;
-use crate::client::connect::connect_observed;
+use super::monitoring::{FieldSends, MonitorArgs, after, announce, create_session, send_setup_of};
 use crate::protocol::id::SessionId;
-use crate::protocol::subjects::{self, DataKind, Endpoint};
+use crate::protocol::subjects::{self, DataKind};
 use crate::sources::f1::Decoder;
 
 /// The largest datagram read: F1's largest packet is 1,460 bytes; anything
@@ -37,43 +36,24 @@ pub(super) async fn run(
         .await
         .with_context(|| format!("cannot listen for F1 telemetry on {listen}"))?;
     let listening = socket.local_addr()?;
-    let config = args.connect.config();
-    let (nats, mut links) = connect_observed(&config, "paddock-monitor").await?;
-    let renewing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut renewal = match &args.session {
-        Some(id) => super::args::keep_credentials_fresh(
-            &config,
-            &nats,
-            SessionId::parse(id)?,
-            Endpoint::RenewMonitor,
-            renewing,
-        ),
-        None => tokio::sync::mpsc::channel(1).1,
-    };
-    let client = SessionsClient::new(
-        nats.clone(),
-        args.connect.nats_url.clone(),
-        Duration::from_secs(5),
-    );
     let mut shutdown = std::pin::pin!(shutdown);
-    let dashboard = tokio::select! {
-        url = args.dashboard.resolve(&client) => url,
-        () = &mut shutdown => return Ok(()),
+    let Some(Attached {
+        nats,
+        mut links,
+        mut renewal,
+        client,
+        dashboard,
+        label,
+        checks,
+        mut endings,
+        mut check_at,
+        mut id,
+    }) = attach(args, &mut shutdown).await?
+    else {
+        return Ok(());
     };
-    let label = args.label.label();
-    // A session ended meanwhile (deleted, or idle past its expiry) is noticed,
-    // as `paddock monitor` notices it: its frames would only be refused.
-    let (checks, mut endings) = super::endings::watch(&nats, &client, args).await?;
-    let mut check_at = checks.first();
-    let mut id = match &args.session {
-        Some(id) => id.clone(),
-        None => tokio::select! {
-            id = create_session(&client, &label) => id?,
-            () = &mut shutdown => return Ok(()),
-        },
-    };
-    announce(args, dashboard.as_deref(), &id)?;
     let mut subject = subjects::data(&SessionId::parse(&id)?, DataKind::Telemetry);
+    let mut field_subject = subjects::data(&SessionId::parse(&id)?, DataKind::Field);
     say!(
         "monitor: listening for F1 24/25 telemetry on udp {listening}; set the game's UDP \
          telemetry to this machine's address, port {}, format 2024 or 2025",
@@ -87,6 +67,9 @@ pub(super) async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut until_deadline = std::pin::pin!(after(args.duration));
     let mut sends = Sends::default();
+    // Every car, at a rate of its own: it changes slower than the player's car.
+    let mut field_ticker = FieldSends::ticker(args.field_hz);
+    let mut fields = FieldSends::default();
     let mut reported = Instant::now();
     let started = Instant::now();
     // Setups go one at a time off the packet loop (a slow answer must not leave
@@ -105,12 +88,13 @@ pub(super) async fn run(
             }
         }
     });
-    let progress = |decoder: &Decoder, Sends { sent, skipped }: Sends| {
+    let progress = |decoder: &Decoder, Sends { sent, skipped }: Sends, fields: FieldSends| {
         let c = decoder.counts();
         say!(
             "monitor: f1 {}: {} packets read, {} not used (motion, events and other ids \
              paddock does not read), {} rejected ({} not F1 24/25, {} malformed or of unknown \
-             ids); {} frames sent, {} skipped while disconnected",
+             ids); {} frames sent, {} skipped while disconnected; {} fields sent, {} not \
+             valid",
             decoder
                 .format()
                 .map_or("(no packets yet)".to_string(), |f| f.year().to_string()),
@@ -120,7 +104,9 @@ pub(super) async fn run(
             c.other_format,
             c.malformed,
             sent,
-            skipped
+            skipped,
+            fields.sent,
+            fields.refused
         );
     };
 
@@ -164,6 +150,7 @@ pub(super) async fn run(
                     if args.new_session_per_race && args.session.is_none() {
                         id = create_session(&client, &label).await?;
                         subject = subjects::data(&SessionId::parse(&id)?, DataKind::Telemetry);
+                        field_subject = subjects::data(&SessionId::parse(&id)?, DataKind::Field);
                         say!("monitor: the game started another session; a new paddock session:");
                         announce(args, dashboard.as_deref(), &id)?;
                     } else {
@@ -178,6 +165,10 @@ pub(super) async fn run(
                     setups.send_replace(Some((id.clone(), setup.clone())));
                 }
                 dirty |= outcome.frame;
+                fields.changed(outcome.field);
+            }
+            _ = field_ticker.tick() => {
+                fields.tick(&nats, &field_subject, || decoder.field()).await?;
             }
             _ = ticker.tick() => {
                 if dirty && let Some(frame) = decoder.frame() {
@@ -185,7 +176,7 @@ pub(super) async fn run(
                     sends.latest(&nats, &checks, &mut check_at, &id, &subject, frame).await?;
                 }
                 if !args.progress.is_zero() && reported.elapsed() >= args.progress {
-                    progress(&decoder, sends);
+                    progress(&decoder, sends, fields);
                     reported = Instant::now();
                 }
             }
@@ -195,10 +186,13 @@ pub(super) async fn run(
     if dirty && let Some(frame) = decoder.frame() {
         sends.last(&nats, &subject, frame).await?;
     }
+    fields
+        .tick(&nats, &field_subject, || decoder.field())
+        .await?;
     drop(setups);
     let _ = tokio::time::timeout(Duration::from_secs(5), setup_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
-    progress(&decoder, sends);
+    progress(&decoder, sends, fields);
     say!(
         "monitor: stopped after {:.0}s",
         started.elapsed().as_secs_f64()

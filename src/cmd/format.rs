@@ -425,6 +425,112 @@ pub fn stints_table(stints: &[crate::protocol::documents::Stint]) -> String {
     columns(&rows)
 }
 
+/// "+1.234" for an interval, "—" for none.
+fn gap(seconds: Option<f64>) -> String {
+    seconds.map_or("—".into(), |s| format!("+{s:.3}"))
+}
+
+/// `sessions field`: the field as a timing tower, leader first.
+pub fn field_table(field: &crate::protocol::field::Field) -> String {
+    if field.cars.is_empty() {
+        return "no cars\n".into();
+    }
+    let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "—".into());
+    let mut rows = vec![
+        [
+            "POS", "CLASS", "#", "DRIVER", "TEAM", "LAP", "GAP", "INT", "LAST", "BEST", "PITS",
+            "TYRE", "STATUS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for car in &field.cars {
+        let class = match (&car.class, car.class_position) {
+            (Some(class), Some(p)) => format!("{class} {p}"),
+            _ => "—".into(),
+        };
+        let tyre = match (&car.tyre, car.tyre_age_laps) {
+            (Some(t), Some(age)) => format!("{t} ({age})"),
+            (Some(t), None) => t.clone(),
+            _ => "—".into(),
+        };
+        let status = serde_json::to_value(car.status)
+            .ok()
+            .and_then(|s| s.as_str().map(String::from))
+            .unwrap_or_default();
+        rows.push(vec![
+            format!("{}{}", car.position, if car.player { "*" } else { "" }),
+            class,
+            car.race_number.map_or("—".into(), |n| n.to_string()),
+            or_dash(&car.driver),
+            or_dash(&car.team),
+            car.lap.map_or("—".into(), |l| l.to_string()),
+            gap(car.gap_leader),
+            gap(car.interval),
+            lap_time(car.last_lap),
+            lap_time(car.best_lap),
+            car.pit_stops.map_or("—".into(), |n| n.to_string()),
+            tyre,
+            status,
+        ]);
+    }
+    columns(&rows)
+}
+
+/// `sessions field --csv`: one row per car, leader first.
+pub fn field_csv(field: &crate::protocol::field::Field) -> String {
+    let mut out = csv_record(&[
+        "position",
+        "class",
+        "class_position",
+        "index",
+        "race_number",
+        "driver",
+        "team",
+        "lap",
+        "gap_leader_s",
+        "interval_s",
+        "last_lap_s",
+        "best_lap_s",
+        "in_pits",
+        "pit_stops",
+        "tyre",
+        "tyre_age_laps",
+        "penalties_s",
+        "status",
+        "player",
+    ]);
+    let n = |v: Option<u32>| v.map_or(String::new(), |v| v.to_string());
+    for car in &field.cars {
+        let status = serde_json::to_value(car.status)
+            .ok()
+            .and_then(|s| s.as_str().map(String::from))
+            .unwrap_or_default();
+        out.push_str(&csv_record(&[
+            car.position.to_string(),
+            car.class.clone().unwrap_or_default(),
+            n(car.class_position.map(u32::from)),
+            car.index.to_string(),
+            n(car.race_number),
+            car.driver.clone().unwrap_or_default(),
+            car.team.clone().unwrap_or_default(),
+            n(car.lap),
+            csv_number(car.gap_leader),
+            csv_number(car.interval),
+            csv_number(car.last_lap),
+            csv_number(car.best_lap),
+            car.in_pits.to_string(),
+            n(car.pit_stops),
+            car.tyre.clone().unwrap_or_default(),
+            n(car.tyre_age_laps),
+            csv_number(car.penalties_s),
+            status,
+            car.player.to_string(),
+        ]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod csv_tests {
     use super::*;

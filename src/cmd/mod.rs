@@ -2,7 +2,9 @@
 //! `paddock <command>`, its flags beside its `run`; `main.rs` parses [`Cli`] and
 //! calls [`run`].
 
+mod acc_broadcast;
 pub mod args;
+mod attach;
 pub mod auth;
 pub mod bench;
 pub mod broker;

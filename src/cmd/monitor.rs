@@ -93,6 +93,12 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             args.hz
         );
     }
+    if !(args.field_hz > 0.0 && args.field_hz <= 100.0) {
+        bail!(
+            "--field-hz must be more than 0 and at most 100 fields per second (got {})",
+            args.field_hz
+        );
+    }
     if args.sessions == 0 || (args.session.is_some() && args.sessions != 1) {
         bail!(
             "--sessions must be at least 1, and --session reuses one id, so only with --sessions 1"
@@ -120,6 +126,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     match args.source {
         SourceArg::Sim => {}
         SourceArg::F1 => return super::f1::run(args, shutdown).await,
+        SourceArg::AccBroadcast => return super::acc_broadcast::run(args, shutdown).await,
         SourceArg::Forza => return super::forza::run(args, shutdown).await,
         SourceArg::Gt7 => return super::gt7::run(args, shutdown).await,
         SourceArg::Acc | SourceArg::Ac | SourceArg::Iracing => {

@@ -30,6 +30,73 @@ pub(super) fn stamped(mut frame: Value) -> Value {
     frame
 }
 
+/// The fields a source sent (`session.<id>.field`), those it did not because
+/// the processor would refuse them (the source's bug, counted, never sent), and
+/// those skipped while disconnected.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct FieldSends {
+    pub sent: u64,
+    pub refused: u64,
+    pub skipped: u64,
+    /// The field changed since it last went.
+    changed: bool,
+}
+
+impl FieldSends {
+    /// The pace fields go at: `--field-hz`, ticks missed while busy skipped.
+    pub(super) fn ticker(field_hz: f64) -> tokio::time::Interval {
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / field_hz));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        ticker
+    }
+
+    /// What the decoder read changed the field (or not).
+    pub(super) fn changed(&mut self, changed: bool) {
+        self.changed |= changed;
+    }
+
+    /// On a tick (and at the end): the latest field, if it changed since the last.
+    pub(super) async fn tick(
+        &mut self,
+        nats: &async_nats::Client,
+        subject: &str,
+        field: impl FnOnce() -> Option<Value>,
+    ) -> anyhow::Result<()> {
+        if !self.changed {
+            return Ok(());
+        }
+        match field() {
+            Some(field) => {
+                self.changed = false;
+                self.send(nats, subject, field).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes the field, stamped, if it holds to its schema (protocol/field.rs).
+    async fn send(
+        &mut self,
+        nats: &async_nats::Client,
+        subject: &str,
+        field: Value,
+    ) -> anyhow::Result<()> {
+        if nats.connection_state() != async_nats::connection::State::Connected {
+            self.skipped += 1;
+            return Ok(());
+        }
+        let body = stamped(field).to_string();
+        if let Err(e) = crate::protocol::field::Field::parse(body.as_bytes()) {
+            self.refused += 1;
+            tracing::debug!(error = %e, "field not sent");
+            return Ok(());
+        }
+        nats.publish(subject.to_string(), Bytes::from(body)).await?;
+        self.sent += 1;
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct MonitorArgs {
     #[command(flatten)]
@@ -40,6 +107,11 @@ pub struct MonitorArgs {
     /// Telemetry frames per second, per session.
     #[arg(long, env = "PADDOCK_HZ", default_value_t = 10.0)]
     pub hz: f64,
+    /// With a source that sees every car (--source f1, acc-broadcast): the
+    /// field (every car on track, `session.<id>.field`) per second. It changes
+    /// slower than the car; the processor takes at most --max-field-rate.
+    #[arg(long, env = "PADDOCK_FIELD_HZ", default_value_t = 2.0)]
+    pub field_hz: f64,
     /// Monitors to run in this process, each with its own session (load generation).
     #[arg(long, env = "PADDOCK_SESSIONS", default_value_t = 1)]
     pub sessions: usize,
@@ -90,6 +162,34 @@ pub struct MonitorArgs {
     pub label: super::sessions::LabelArgs,
     #[command(flatten)]
     pub gt7: Gt7Args,
+    #[command(flatten)]
+    pub acc: AccBroadcastArgs,
+}
+
+/// Where ACC's broadcasting API is (`--source acc-broadcast`).
+#[derive(Debug, Clone, Args)]
+pub struct AccBroadcastArgs {
+    /// With --source acc-broadcast: the game's broadcasting address, HOST:PORT
+    /// (its broadcasting.json `updListenerPort`, 9000 by default; the game's
+    /// machine, or 127.0.0.1 beside it).
+    #[arg(long, env = "PADDOCK_ACC_HOST", default_value = "127.0.0.1:9000")]
+    pub acc_host: String,
+    /// With --source acc-broadcast: broadcasting.json's `connectionPassword`.
+    #[arg(long, env = "PADDOCK_ACC_PASSWORD", default_value = "asd")]
+    pub acc_password: String,
+    /// With --source acc-broadcast: how often the game sends every car's update.
+    #[arg(long, env = "PADDOCK_ACC_UPDATE_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub acc_update_interval: Duration,
+}
+
+impl Default for AccBroadcastArgs {
+    fn default() -> Self {
+        AccBroadcastArgs {
+            acc_host: "127.0.0.1:9000".into(),
+            acc_password: "asd".into(),
+            acc_update_interval: Duration::from_millis(250),
+        }
+    }
 }
 
 impl MonitorArgs {
@@ -112,6 +212,9 @@ pub enum SourceArg {
     Gt7,
     /// Assetto Corsa Competizione's shared memory (Windows, beside the game).
     Acc,
+    /// Assetto Corsa Competizione's broadcasting API (UDP, any OS; see
+    /// --acc-host): every car on track as the field, the focused car as frames.
+    AccBroadcast,
     /// Assetto Corsa's shared memory (Windows, beside the game): ACC's layout.
     Ac,
     /// iRacing's live telemetry, its shared memory (Windows, beside the sim);

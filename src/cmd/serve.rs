@@ -58,6 +58,12 @@ pub struct ServeArgs {
     /// network stall), then frames are taken at the rate; not this many on top.
     #[arg(long, env = "PADDOCK_MAX_FRAME_BURST", default_value_t = crate::server::sessions::DEFAULT_FRAME_BURST)]
     pub max_frame_burst: f32,
+    /// Fields (every car on track, `session.<id>.field`) per second one session
+    /// may send, apart from --max-frame-rate: monitors send 2 a second
+    /// (--field-hz). Beyond it (and a burst of twice as many), refused and
+    /// counted like frames (rate_limited). 0: no limit.
+    #[arg(long, env = "PADDOCK_MAX_FIELD_RATE", default_value_t = crate::server::sessions::DEFAULT_FIELD_RATE)]
+    pub max_field_rate: f32,
     /// Lap records one session may keep per minute (as many at once); laps
     /// completed faster still count, but their records are not kept or stored
     /// (laps_dropped): a lap field that changes on every frame must not turn
@@ -129,6 +135,11 @@ pub struct ServeArgs {
     /// at the next stop is what reaches the flag plus this many laps' worth.
     #[arg(long, env = "PADDOCK_FUEL_RESERVE_LAPS", default_value_t = 1.0, value_parser = parse_reserve)]
     pub fuel_reserve_laps: f64,
+    /// Seconds a pit stop costs (in-lap and out-lap against green laps) until
+    /// a car has stopped once and its own stops say: where a stop now
+    /// rejoins the field (docs/PROTOCOL.md "Where a stop rejoins").
+    #[arg(long, env = "PADDOCK_PIT_LOSS", default_value_t = crate::server::rejoin::DEFAULT_PIT_LOSS_S, value_parser = parse_reserve)]
+    pub pit_loss: f64,
     /// Alerts (docs/PROTOCOL.md "Alerts"): fuel for fewer laps than this is
     /// `fuel_low` (fewer than --fuel-reserve-laps is `pit_overdue`).
     #[arg(long, env = "PADDOCK_ALERT_FUEL_LAPS", default_value_t = 2.0)]
@@ -488,6 +499,8 @@ impl ServeArgs {
             budgets: crate::server::sessions::Budgets {
                 frame_rate: self.max_frame_rate.max(0.0),
                 frame_burst: self.max_frame_burst.max(1.0),
+                field_rate: self.max_field_rate.max(0.0),
+                field_burst: (2.0 * self.max_field_rate).max(1.0),
                 laps_per_minute: self.max_lap_rate.max(0.0),
                 history: crate::server::laps::HistoryLimits {
                     max_laps: usize::try_from(self.max_laps).unwrap_or(usize::MAX),
@@ -504,6 +517,7 @@ impl ServeArgs {
             },
             credentials_ttl: self.credentials_ttl,
             fuel_reserve_laps: self.fuel_reserve_laps,
+            pit_loss: self.pit_loss,
             alerts: crate::server::alerts::Thresholds {
                 fuel_laps: self.alert_fuel_laps,
                 tyre_min_c: self.alert_tyre_min,

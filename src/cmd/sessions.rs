@@ -93,6 +93,15 @@ pub enum SessionsCommand {
         #[arg(long, env = "PADDOCK_CSV")]
         csv: bool,
     },
+    /// The field: every car on track as the session's monitor last sent it
+    /// (`--source f1`, `acc-broadcast`), by position: gaps, intervals, last
+    /// and best laps, pit stops, tyres, status. --json prints it as sent.
+    Field {
+        session_id: String,
+        /// As CSV (RFC 4180, a header row with units): one row per car.
+        #[arg(long, env = "PADDOCK_CSV")]
+        csv: bool,
+    },
     /// A session's stints (between pit stops and driver changes), live or
     /// ended: driver, laps, times, best and mean lap, fuel used, why it ended.
     Stints {
@@ -414,6 +423,27 @@ pub async fn run(args: &SessionsArgs) -> anyhow::Result<()> {
                         written
                     }
                 }
+            }
+        }
+        SessionsCommand::Field { session_id, csv } => {
+            let doc = client
+                .get(session_id)
+                .await
+                .map_err(|e| ended_hint(e, session_id))?;
+            let Some(field) = doc.field else {
+                anyhow::bail!(
+                    "session {session_id} has no field: its monitor sends one with --source f1 \
+                     or acc-broadcast"
+                );
+            };
+            let parsed: crate::protocol::field::Field = serde_json::from_value(field.clone())
+                .context("the session's field does not read as the field schema")?;
+            if *csv {
+                format::field_csv(&parsed)
+            } else if args.json {
+                pretty(&field)
+            } else {
+                format::field_table(&parsed)
             }
         }
         SessionsCommand::Stints { session_id, csv } => {
@@ -1114,6 +1144,7 @@ pub fn stats_text(stats: &Stats) -> String {
         ("ingest rate hz", stats.ingest_rate_hz.to_string()),
         ("telemetry frames", stats.telemetry_frames.to_string()),
         ("setup frames", stats.setup_frames.to_string()),
+        ("fields", stats.field_frames.to_string()),
         ("laps completed", stats.laps_completed.to_string()),
         ("lap records", stats.lap_records.to_string()),
         ("laps dropped", stats.laps_dropped.to_string()),

@@ -455,6 +455,7 @@ impl Gateway {
                     let stored = match kind {
                         DataKind::Setup => document.setup.as_ref(),
                         DataKind::Telemetry => document.telemetry.as_ref(),
+                        DataKind::Field => None,
                     };
                     if let Some(stored) = stored
                         && let Some(at) = arrived.iter().zip(&updates).rposition(|(m, u)| {
@@ -516,7 +517,10 @@ impl Gateway {
             .subject
             .strip_prefix(prefix)
             .and_then(subjects::session_message);
-        let Some(SessionMessage::Data(kind)) = kind else {
+        // The Race Dashboard's pages know setup and telemetry; the field is
+        // paddock's own (its Timing view).
+        let Some(SessionMessage::Data(kind @ (DataKind::Telemetry | DataKind::Setup))) = kind
+        else {
             return None;
         };
         let frame = serde_json::from_slice::<&RawValue>(&message.payload).ok()?;
@@ -533,6 +537,7 @@ impl Gateway {
                 timestamp: doc_time::format(&chrono::Utc::now()),
                 setup: frame,
             }),
+            DataKind::Field => return None,
         })
     }
 }

@@ -103,6 +103,17 @@ pub struct SessionDocument<F = RawFrame> {
     pub setup_timestamp: Option<DateTime<Utc>>,
     /// The latest telemetry frame exactly as sent.
     pub telemetry: Option<F>,
+    /// The latest field (every car on track, protocol/field.rs) exactly as
+    /// sent. Absent until a monitor sent one (most sims send no field), so a
+    /// session without one reads as it did before there were fields.
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub field: Option<F>,
+    #[serde(
+        default,
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub field_timestamp: Option<DateTime<Utc>>,
     /// When setup or telemetry last arrived (`created_at` until then).
     #[serde(with = "time")]
     pub last_update: DateTime<Utc>,
@@ -116,6 +127,45 @@ pub struct SessionDocument<F = RawFrame> {
     /// The active alerts (`sessions.get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<Vec<Alert>>,
+    /// Where a stop now rejoins (`sessions.get` of a session with a field
+    /// that names its own car).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejoin: Option<Rejoin>,
+}
+
+/// Where a stop now rejoins, from the field and the car's pit loss
+/// (docs/PROTOCOL.md "Where a stop rejoins").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejoin {
+    /// s a stop costs: the mean of the car's measured stops, else the default.
+    pub pit_loss: f64,
+    /// `stops` (measured) or `default` (`serve --pit-loss`).
+    pub pit_loss_from: String,
+    /// Stops the loss was measured from.
+    pub stops_measured: u32,
+    /// The position a stop now comes out in.
+    pub position: u16,
+    /// The car it comes out behind, and by how much (s).
+    pub ahead: Option<RejoinCar>,
+    /// The car it comes out ahead of, and by how much (s).
+    pub behind: Option<RejoinCar>,
+    /// The car behind now, and its gap (s).
+    pub gap_behind_now: Option<RejoinCar>,
+    /// The gap to the car behind is more than a stop costs: a stop now keeps
+    /// the place (the `undercut_window` alert).
+    pub undercut_window: Option<bool>,
+    /// `stop now: rejoin P7, 2.1 s behind #44`.
+    pub message: String,
+}
+
+/// A car beside the rejoin, from the field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejoinCar {
+    pub index: u16,
+    pub race_number: Option<u32>,
+    pub driver: Option<String>,
+    /// s between it and the car.
+    pub gap: f64,
 }
 
 /// A session's counters and its running lap.
@@ -135,6 +185,9 @@ pub struct SessionStats<F = RawFrame> {
     /// Laps completed faster than `--max-lap-rate`, whose records were not kept.
     #[serde(default)]
     pub laps_dropped: u64,
+    /// Fields accepted (`session.<id>.field`); absent while none was.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub field_count: u64,
     #[serde(with = "time::option")]
     pub first_frame_at: Option<DateTime<Utc>>,
     #[serde(with = "time::option")]
@@ -164,6 +217,10 @@ pub struct SessionStats<F = RawFrame> {
 
 fn none<F>() -> Option<F> {
     None
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Fresh credentials for one role of a session: the reply of
@@ -535,6 +592,9 @@ pub struct Stats {
     pub sessions_expired: u64,
     pub telemetry_frames: u64,
     pub setup_frames: u64,
+    /// Fields stored (`session.<id>.field`); absent while none was.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub field_frames: u64,
     /// Laps completed since this processor started.
     #[serde(default)]
     pub laps_completed: u64,
@@ -704,7 +764,7 @@ pub struct Strategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertReading {
     /// `fuel_low`, `pit_overdue`, `tyre_hot`, `tyre_cold`, `brake_hot`,
-    /// `tyre_worn`, `stale`.
+    /// `tyre_worn`, `stale`, `undercut_window`.
     pub kind: String,
     /// `warning` or `critical`.
     pub level: String,
@@ -806,6 +866,8 @@ mod tests {
             setup: None,
             setup_timestamp: None,
             telemetry: Some(frame),
+            field: None,
+            field_timestamp: None,
             last_update: Utc::now(),
             stats: SessionStats {
                 telemetry_count: 1,
@@ -814,6 +876,7 @@ mod tests {
                 rate_limited_count: 0,
                 dropped_count: 0,
                 laps_dropped: 0,
+                field_count: 0,
                 first_frame_at: Some(Utc::now()),
                 last_frame_at: Some(Utc::now()),
                 duration_s: 0.5,
@@ -828,6 +891,7 @@ mod tests {
             credentials: None,
             strategy: None,
             alerts: None,
+            rejoin: None,
         };
         let json = serde_json::to_string(&doc).unwrap();
         assert!(

@@ -2,6 +2,7 @@
 //! ids, payload validation and the documents on the wire.
 
 pub mod documents;
+pub mod field;
 pub mod id;
 pub mod payload;
 pub mod subjects;

@@ -364,6 +364,8 @@ pub fn kv_key(bucket: &str, key: &impl std::fmt::Display) -> String {
 /// rather than `session.*.>` so the processor never receives its own announcements.
 pub const ALL_SETUP: &str = "session.*.setup";
 pub const ALL_TELEMETRY: &str = "session.*.telemetry";
+/// Every session's field (`session.<id>.field`), published by its monitor.
+pub const ALL_FIELD: &str = "session.*.field";
 
 /// What the trace stream records: the chunks of accepted telemetry frames the
 /// processor writes (server/store/trace_writer.rs), one subject per session.
@@ -390,6 +392,8 @@ pub const DATA_PREFIX: &str = "session.";
 pub enum DataKind {
     Setup,
     Telemetry,
+    /// Every car on track (protocol/field.rs), a few times a second.
+    Field,
 }
 
 impl DataKind {
@@ -397,6 +401,7 @@ impl DataKind {
         match self {
             DataKind::Setup => "setup",
             DataKind::Telemetry => "telemetry",
+            DataKind::Field => "field",
         }
     }
 }
@@ -419,7 +424,7 @@ impl Event {
     }
 }
 
-/// `session.<id>.setup` or `session.<id>.telemetry`.
+/// `session.<id>.setup`, `session.<id>.telemetry` or `session.<id>.field`.
 pub fn data(id: &SessionId, kind: DataKind) -> String {
     format!("{DATA_PREFIX}{id}.{}", kind.as_str())
 }
@@ -448,7 +453,7 @@ pub fn partition(id: &SessionId, partitions: u32) -> u32 {
 /// --partitions` writes into the account; the processor subscribes to the
 /// mapped forms ([`partitioned`]).
 pub fn mappings(partitions: u32) -> Vec<(String, String)> {
-    let data = [DataKind::Setup, DataKind::Telemetry]
+    let data = [DataKind::Setup, DataKind::Telemetry, DataKind::Field]
         .into_iter()
         .map(|kind| format!("{DATA_PREFIX}*.{}", kind.as_str()));
     let requests = Endpoint::ALL
@@ -677,7 +682,7 @@ pub fn session_message(rest: &str) -> Option<SessionMessage> {
     }
 }
 
-/// `telemetry` or `setup`, alone or followed by one partition token.
+/// `telemetry`, `setup` or `field`, alone or followed by one partition token.
 fn data_kind(kind: &[u8]) -> Option<DataKind> {
     let is = |name: &str| {
         kind.strip_prefix(name.as_bytes()).is_some_and(|after| {
@@ -691,6 +696,8 @@ fn data_kind(kind: &[u8]) -> Option<DataKind> {
         Some(DataKind::Telemetry)
     } else if is("setup") {
         Some(DataKind::Setup)
+    } else if is("field") {
+        Some(DataKind::Field)
     } else {
         None
     }
@@ -759,8 +766,8 @@ mod tests {
             "sessions.renew.monitor.*".to_string(),
             "sessions.renew.monitor.{{wildcard(1)}}.{{partition(4,1)}}".to_string()
         )));
-        // Setup, telemetry, every id-form endpoint and the start-up check.
-        assert_eq!(mappings.len(), 2 + 8 + 1);
+        // Setup, telemetry, field, every id-form endpoint and the start-up check.
+        assert_eq!(mappings.len(), 3 + 8 + 1);
     }
 
     #[test]
@@ -832,6 +839,8 @@ mod tests {
         assert_eq!(read("telemetry"), Some(Data(DataKind::Telemetry)));
         assert_eq!(read("telemetry.0"), Some(Data(DataKind::Telemetry)));
         assert_eq!(read("setup.12"), Some(Data(DataKind::Setup)));
+        assert_eq!(read("field"), Some(Data(DataKind::Field)));
+        assert_eq!(read("field.2"), Some(Data(DataKind::Field)));
         assert_eq!(read("lap"), Some(Lap));
         assert_eq!(read("events.deleted"), Some(Event(super::Event::Deleted)));
         assert_eq!(read("events.expired"), Some(Event(super::Event::Expired)));

@@ -102,6 +102,8 @@ pub struct Readings {
     tire_temps: Option<serde_json::Value>,
     brake_temps: Option<serde_json::Value>,
     tire_wear: Option<serde_json::Value>,
+    /// The session's field, for the undercut window (set by the caller).
+    pub field: Option<crate::protocol::field::Field>,
 }
 
 /// The readings of a frame as the monitor sent it.
@@ -121,6 +123,7 @@ pub fn read(frame: &[u8]) -> Readings {
         tire_temps: r.tire_temps,
         brake_temps: r.brake_temps,
         tire_wear: r.tire_wear,
+        field: None,
     }
 }
 
@@ -157,6 +160,8 @@ pub struct Input<'a> {
     pub fuel_per_lap: Option<f64>,
     /// Laps of fuel kept in hand (`--fuel-reserve-laps`): fewer is `pit_overdue`.
     pub reserve_laps: f64,
+    /// Where a stop now rejoins (server/rejoin.rs), when the session has a field.
+    pub rejoin: Option<crate::protocol::documents::Rejoin>,
 }
 
 /// A condition that holds now: (kind, level, value, threshold, message).
@@ -227,6 +232,26 @@ fn conditions(t: &Thresholds, input: &Input<'_>, active: &[Alert]) -> Vec<Condit
             let message = format!("{corner} {what} at {temp:.0} °C");
             out.push((kind, "warning", temp, limit, message));
         }
+    }
+    // The undercut window: the car behind is further back than a stop costs,
+    // so a stop now keeps the place.
+    if let Some(rejoin) = &input.rejoin
+        && let Some(behind) = &rejoin.gap_behind_now
+        && past("undercut_window", behind.gap, rejoin.pit_loss, false)
+    {
+        let who = behind
+            .race_number
+            .map_or_else(|| format!("car {}", behind.index), |n| format!("#{n}"));
+        out.push((
+            "undercut_window",
+            "warning",
+            behind.gap,
+            rejoin.pit_loss,
+            format!(
+                "undercut window: {who} is {:.1} s behind, a stop costs {:.1} s",
+                behind.gap, rejoin.pit_loss
+            ),
+        ));
     }
     // The schema's wear is the fraction left: worn = 1 - left.
     if let Some((corner, left)) = worst(&r.tire_wear, true) {
@@ -348,12 +373,62 @@ mod tests {
             frame_age_s: age,
             fuel_per_lap: Some(3.0),
             reserve_laps: 1.0,
+            rejoin: None,
         };
         board
             .check(id, &Thresholds::default(), &input, at(now))
             .into_iter()
             .map(|e| (e.state, e.reading.kind))
             .collect()
+    }
+
+    #[test]
+    fn the_undercut_window_opens_when_the_car_behind_is_further_back_than_a_stop_costs() {
+        let mut board = Board::default();
+        let id = SessionId::new_v4();
+        let readings = read(br#"{"lap": 3}"#);
+        let rejoin = |gap: f64| crate::protocol::documents::Rejoin {
+            pit_loss: 25.0,
+            pit_loss_from: "default".into(),
+            stops_measured: 0,
+            position: 4,
+            ahead: None,
+            behind: None,
+            gap_behind_now: Some(crate::protocol::documents::RejoinCar {
+                index: 2,
+                race_number: Some(44),
+                driver: None,
+                gap,
+            }),
+            undercut_window: Some(gap > 25.0),
+            message: String::new(),
+        };
+        let mut events = |gap: f64, now: i64| {
+            let input = Input {
+                readings: &readings,
+                frame_age_s: 0.0,
+                fuel_per_lap: None,
+                reserve_laps: 1.0,
+                rejoin: Some(rejoin(gap)),
+            };
+            board
+                .check(id, &Thresholds::default(), &input, at(now))
+                .into_iter()
+                .map(|e| (e.state, e.reading.kind, e.reading.message))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(events(20.0, 0), vec![]);
+        assert_eq!(
+            events(26.0, 1),
+            vec![(
+                "raised".into(),
+                "undercut_window".into(),
+                "undercut window: #44 is 26.0 s behind, a stop costs 25.0 s".into()
+            )]
+        );
+        // Within the hysteresis (2 % of 25 s) it holds; closer, it clears.
+        assert_eq!(events(24.8, 2), vec![]);
+        assert_eq!(events(24.0, 3)[0].0, "cleared");
     }
 
     fn pair(state: &str, kind: &str) -> (String, String) {

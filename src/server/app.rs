@@ -38,6 +38,8 @@ pub struct Limits {
     /// Laps of fuel the strategy keeps in hand at the finish (`fuel_to_add`);
     /// fewer in the tank is the `pit_overdue` alert.
     pub fuel_reserve_laps: f64,
+    /// s a stop costs until a car has stopped once (`--pit-loss`).
+    pub pit_loss: f64,
     /// When alerts are raised (`--alert-*`).
     pub alerts: crate::server::alerts::Thresholds,
     /// A team's own thresholds (`--team-alerts`), for sessions labelled with it.
@@ -71,6 +73,7 @@ impl Default for Limits {
             },
             credentials_ttl: DEFAULT_CREDENTIALS_TTL,
             fuel_reserve_laps: 1.0,
+            pit_loss: crate::server::rejoin::DEFAULT_PIT_LOSS_S,
             alerts: Default::default(),
             team_alerts: Default::default(),
             max_links: crate::server::links::DEFAULT_MAX_LINKS,
@@ -121,7 +124,7 @@ impl App {
                 limits.max_sessions,
                 crate::server::sessions::Budgets {
                     // A session's two frames, each up to --max-payload.
-                    session_reserve: 2 * limits.max_payload,
+                    session_reserve: 3 * limits.max_payload,
                     ..limits.budgets
                 },
                 limits.on_demand,

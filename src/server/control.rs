@@ -575,9 +575,20 @@ impl App {
     fn get(&self, id: SessionId) -> Result<Reply, ServiceError> {
         let snapshot = self.sessions.get(id)?;
         let mut doc = snapshot.document();
+        let laps = match (&snapshot.telemetry, &snapshot.field) {
+            (None, None) => Vec::new(),
+            _ => self.sessions.laps(id).unwrap_or_default(),
+        };
         if let Some(frame) = &snapshot.telemetry {
-            let laps = self.sessions.laps(id).unwrap_or_default();
             doc.strategy = race::strategy(&laps, &frame.body, self.limits.fuel_reserve_laps);
+        }
+        // Stored fields held to their schema at ingest, so this reads.
+        if let Some(field) = &snapshot.field
+            && let Ok(field) = crate::protocol::field::Field::parse(&field.body)
+        {
+            let laps: Vec<race::Lap> = laps.iter().map(|r| race::Lap::of(r)).collect();
+            let loss = crate::server::rejoin::loss_of(&laps, self.limits.pit_loss);
+            doc.rejoin = crate::server::rejoin::rejoin(&field, loss);
         }
         let alerts = self.alert_board().active(&id);
         doc.alerts = Some(alerts);

@@ -90,7 +90,7 @@ impl Issuer {
         })
     }
 
-    /// A monitor may publish the session's setup and telemetry (as requests too:
+    /// A monitor may publish the session's setup, telemetry and field (as requests too:
     /// it reads replies under the session's inbox prefix) and ask the service's
     /// discovery info (the page's address); a dashboard may read
     /// the session's subjects and ask `sessions.get` and `sessions.laps`. Each may
@@ -112,6 +112,7 @@ impl Issuer {
                 let publish = [
                     subjects::data(id, subjects::DataKind::Setup),
                     subjects::data(id, subjects::DataKind::Telemetry),
+                    subjects::data(id, subjects::DataKind::Field),
                     subjects::renew_one(subjects::Endpoint::RenewMonitor, id),
                 ];
                 // And the service's discovery info, where the page's address is
@@ -554,6 +555,8 @@ mod tests {
                 format!("session.{id}.setup.*"),
                 format!("session.{id}.telemetry"),
                 format!("session.{id}.telemetry.*"),
+                format!("session.{id}.field"),
+                format!("session.{id}.field.*"),
                 format!("sessions.renew.monitor.{id}"),
                 format!("sessions.renew.monitor.{id}.*"),
                 "$SRV.INFO.sessions".to_string()

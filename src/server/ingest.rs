@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::Bytes;
 
 use crate::protocol::documents::Ack;
+use crate::protocol::field::Field;
 use crate::protocol::id::SessionId;
 use crate::protocol::payload::validate_object_finding;
 use crate::protocol::subjects::{self, DataKind, Event};
@@ -91,14 +92,17 @@ impl App {
         let session_id = SessionId::parse(raw_id)?;
         // The cheapest check first: a session over its --max-frame-rate costs a
         // lookup per frame, not a validation or lap work, so a flood is shed at
-        // the speed frames arrive.
+        // the speed frames arrive. The field has a rate of its own.
+        if kind == DataKind::Field {
+            return self.ingest_field(session_id, payload, now);
+        }
         self.sessions.admit(session_id, now.instant)?;
         // A top-level lap field is found by the validation pass itself; a nested
         // one by a walk after it (payload/pointer.rs).
         let lap_field = self.limits.lap_field.as_ref();
         let top_level = match kind {
             DataKind::Telemetry => lap_field.and_then(|p| p.top_level_key()),
-            DataKind::Setup => None,
+            DataKind::Setup | DataKind::Field => None,
         };
         let lap_at = match validate_object_finding(payload, self.limits.max_payload, top_level) {
             Ok(at) => at,
@@ -115,6 +119,8 @@ impl App {
         let frame = (kind == DataKind::Telemetry).then(|| body.clone());
         let applied = match kind {
             DataKind::Setup => self.sessions.update_setup_at(session_id, body, now)?,
+            // Taken by `ingest_field` above; stored as a field all the same.
+            DataKind::Field => self.sessions.update_field_at(session_id, body, now)?,
             DataKind::Telemetry => {
                 // Where the lap field's bytes are in the frame, found without a DOM;
                 // they are copied only when the lap changes.
@@ -129,6 +135,7 @@ impl App {
         };
         match kind {
             DataKind::Setup => self.metrics.setup_frames.fetch_add(1, Relaxed),
+            DataKind::Field => self.metrics.field_frames.fetch_add(1, Relaxed),
             DataKind::Telemetry => self.metrics.telemetry_frames.fetch_add(1, Relaxed),
         };
         if applied.created {
@@ -147,6 +154,40 @@ impl App {
             kind,
             applied,
             frame,
+        })
+    }
+
+    /// A field (`session.<id>.field`): its own rate, the frames' byte bound,
+    /// then its schema (protocol/field.rs), which readers index into. At 2 Hz
+    /// a serde read costs nothing the hot path would notice. Kept byte for
+    /// byte, and counted in the memory budget like a frame.
+    fn ingest_field(
+        &self,
+        session_id: SessionId,
+        payload: &Bytes,
+        now: Now,
+    ) -> Result<Ingested, ServiceError> {
+        self.sessions.admit_field(session_id, now.instant)?;
+        let checked = validate_object_finding(payload, self.limits.max_payload, None)
+            .map_err(ServiceError::from)
+            .and_then(|_| {
+                Field::parse(payload).map_err(|e| ServiceError::BadRequest(e.to_string()))
+            });
+        if let Err(e) = checked {
+            self.sessions.note_rejected(session_id);
+            return Err(e);
+        }
+        let body = Bytes::copy_from_slice(payload);
+        let applied = self.sessions.update_field_at(session_id, body, now)?;
+        self.metrics.field_frames.fetch_add(1, Relaxed);
+        if applied.created {
+            self.metrics.session_created();
+            tracing::info!(%session_id, via = "field", "session created on demand");
+        }
+        Ok(Ingested {
+            session_id,
+            kind: DataKind::Field,
+            applied,
         })
     }
 }

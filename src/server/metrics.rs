@@ -50,6 +50,8 @@ pub struct Metrics {
     pub telemetry_frames: AtomicU64,
     /// Setups stored.
     pub setup_frames: AtomicU64,
+    /// Fields (every car, `session.<id>.field`) stored.
+    pub field_frames: AtomicU64,
     /// Laps completed (seen by this processor; each is stored once across them).
     pub laps_completed: AtomicU64,
     /// Laps completed faster than `--max-lap-rate`, whose records were not kept.
@@ -127,6 +129,7 @@ impl Default for Metrics {
             sessions_expired: AtomicU64::new(0),
             telemetry_frames: AtomicU64::new(0),
             setup_frames: AtomicU64::new(0),
+            field_frames: AtomicU64::new(0),
             laps_completed: AtomicU64::new(0),
             laps_dropped: AtomicU64::new(0),
             laps_unstored: AtomicU64::new(0),
@@ -228,6 +231,7 @@ impl Metrics {
             sessions_expired: self.sessions_expired.load(Relaxed),
             telemetry_frames: self.telemetry_frames.load(Relaxed),
             setup_frames: self.setup_frames.load(Relaxed),
+            field_frames: self.field_frames.load(Relaxed),
             laps_completed: self.laps_completed.load(Relaxed),
             lap_records,
             laps_dropped: self.laps_dropped.load(Relaxed),

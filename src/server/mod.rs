@@ -31,6 +31,7 @@ pub mod partitions;
 pub mod processor;
 pub mod race;
 pub mod ratelimit;
+pub mod rejoin;
 pub mod sessions;
 pub mod store;
 pub mod tower;

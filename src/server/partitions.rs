@@ -302,6 +302,7 @@ fn add_stats(mut a: Stats, b: Stats) -> Stats {
     a.sessions_expired += b.sessions_expired;
     a.telemetry_frames += b.telemetry_frames;
     a.setup_frames += b.setup_frames;
+    a.field_frames += b.field_frames;
     a.laps_completed += b.laps_completed;
     a.lap_records += b.lap_records;
     a.laps_dropped += b.laps_dropped;

@@ -154,8 +154,12 @@ impl Lifecycle {
     }
 }
 
+/// What the alerts keep of a session's laps between checks, read again only
+/// when it completes one: laps completed, fuel per lap, pit loss.
+type Paced = (u64, Option<f64>, (f64, &'static str, u32));
+
 /// Every live session's alert inputs, its latest frame read (server::alerts):
-/// team, (when the frame was stored, what it reads), completed laps.
+/// team, (when the frame was stored, what it reads with its field), completed laps.
 struct AlertReading {
     at: chrono::DateTime<chrono::Utc>,
     #[allow(clippy::type_complexity)]
@@ -313,10 +317,14 @@ impl Processor {
 
         // Data subscriptions take no queue group: every processor sees every frame
         // (of the partitions it owns).
-        let data_subjects = [subjects::ALL_SETUP, subjects::ALL_TELEMETRY]
-            .into_iter()
-            .flat_map(|pattern| partitions.subscriptions(pattern))
-            .map(|(_, subject)| subject);
+        let data_subjects = [
+            subjects::ALL_SETUP,
+            subjects::ALL_TELEMETRY,
+            subjects::ALL_FIELD,
+        ]
+        .into_iter()
+        .flat_map(|pattern| partitions.subscriptions(pattern))
+        .map(|(_, subject)| subject);
         let mut subscriptions = Vec::new();
         for subject in data_subjects {
             match client.subscribe(subject.clone()).await {
@@ -345,7 +353,7 @@ impl Processor {
         tracing::info!(
             max_payload = app.limits.max_payload,
             max_sessions = app.limits.max_sessions,
-            "processor started: serving sessions.* and ingesting session.*.setup|telemetry"
+            "processor started: serving sessions.* and ingesting session.*.setup|telemetry|field"
         );
         Ok(Processor {
             ctx: Ctx {
@@ -1110,8 +1118,15 @@ impl Ctx {
             at,
             cars: cars
                 .into_iter()
-                .map(|(id, team, frame, laps)| {
-                    let frame = frame.map(|f| (f.at, crate::server::alerts::read(&f.body)));
+                .map(|(id, team, frame, laps, field)| {
+                    let frame = frame.map(|f| {
+                        let mut readings = crate::server::alerts::read(&f.body);
+                        // The field (held to its schema at ingest) for the
+                        // undercut window.
+                        readings.field =
+                            field.and_then(|f| crate::protocol::field::Field::parse(&f.body).ok());
+                        (f.at, readings)
+                    });
                     (id, team, frame, laps)
                 })
                 .collect(),
@@ -1127,7 +1142,7 @@ impl Ctx {
     async fn check_alerts(
         &self,
         read: AlertReading,
-        paces: &mut std::collections::HashMap<SessionId, (u64, Option<f64>)>,
+        paces: &mut std::collections::HashMap<SessionId, Paced>,
     ) {
         let AlertReading { at: now, cars } = read;
         // The sessions live now (one pass under the map's lock): one that ended
@@ -1147,13 +1162,19 @@ impl Ctx {
                 if !live.contains(id) {
                     continue;
                 }
-                let fuel_per_lap = match paces.get(id) {
-                    Some((seen, pace)) if seen == laps => *pace,
+                let (fuel_per_lap, pit_loss) = match paces.get(id) {
+                    Some((seen, pace, loss)) if seen == laps => (*pace, *loss),
                     _ => {
                         let records = self.app.sessions.laps(*id).unwrap_or_default();
                         let pace = crate::server::race::pace(&records).fuel_per_lap;
-                        paces.insert(*id, (*laps, pace));
-                        pace
+                        let laps_read: Vec<crate::server::race::Lap> = records
+                            .iter()
+                            .map(|r| crate::server::race::Lap::of(r))
+                            .collect();
+                        let loss =
+                            crate::server::rejoin::loss_of(&laps_read, self.app.limits.pit_loss);
+                        paces.insert(*id, (*laps, pace, loss));
+                        (pace, loss)
                     }
                 };
                 let input = crate::server::alerts::Input {
@@ -1161,6 +1182,10 @@ impl Ctx {
                     frame_age_s: ((now - *frame_at).num_milliseconds() as f64 / 1000.0).max(0.0),
                     fuel_per_lap,
                     reserve_laps: self.app.limits.fuel_reserve_laps,
+                    rejoin: readings
+                        .field
+                        .as_ref()
+                        .and_then(|field| crate::server::rejoin::rejoin(field, pit_loss)),
                 };
                 let thresholds = self.app.limits.alerts_for(team.as_deref());
                 events.extend(board.check(*id, thresholds, &input, now));

@@ -1,5 +1,7 @@
 //! EA F1 24 and F1 25 UDP telemetry: packets in, the player's car as schema
-//! frames and its setup out.
+//! frames and its setup out, and every car on track as the field
+//! (docs/field.schema.json) from the lap data, participants and car status
+//! packets, which carry all 22 cars.
 //!
 //! Written from EA's published specs ("Data Output from F1 24 v27.2x", "F1 25
 //! UDP specification"), held to real captures under tests/data/f1-24 and
@@ -146,6 +148,9 @@ pub struct Outcome {
     /// The header's session UID changed: the game started another session
     /// (the state read so far was cleared first).
     pub new_session: bool,
+    /// The field changed (lap data, participants or car status): send it
+    /// (at most `--field-hz`).
+    pub field: bool,
 }
 
 /// The player's car as the game last described it, packet by packet.
@@ -164,6 +169,16 @@ pub struct Decoder {
     setup: Option<Value>,
     /// The fastest `last_lap_time` seen this session (lap data carries no best).
     best_lap_time: Option<f64>,
+    /// The last lap data, participants and car status packets' bodies, whole:
+    /// every car's part is read into the field when it is asked for (a few
+    /// times a second), not on each of the game's 60 packets a second.
+    field_lap: Option<Vec<u8>>,
+    field_names: Option<Vec<u8>>,
+    field_status: Option<Vec<u8>>,
+    /// Each car's fastest `last_lap_time` this session, as for the player's.
+    best_laps: [Option<f64>; CARS],
+    /// The player's car index in the last packet.
+    player: usize,
 }
 
 impl Decoder {
@@ -227,6 +242,7 @@ impl Decoder {
             self.session_uid = Some(header.session_uid);
         }
         self.format = Some(header.format);
+        self.player = player;
         self.counts.read += 1;
         let body = &packet[HEADER_LEN..];
         let car = |packet_id| {
@@ -240,6 +256,16 @@ impl Decoder {
                 outcome.frame = true;
             }
             id::LAP_DATA => {
+                for (i, best) in self.best_laps.iter_mut().enumerate() {
+                    let last = Bytes(body).u32(i * 57).filter(|ms| *ms > 0);
+                    if let Some(last) = last.map(|ms| f64::from(ms) / 1000.0)
+                        && best.is_none_or(|b| last < b)
+                    {
+                        *best = Some(last);
+                    }
+                }
+                self.field_lap = Some(body.to_vec());
+                outcome.field = true;
                 if let Some(car) = car(id::LAP_DATA) {
                     self.lap = lap_data(car);
                     let last = self.lap.get("last_lap_time").and_then(Value::as_f64);
@@ -252,6 +278,8 @@ impl Decoder {
                 }
             }
             id::PARTICIPANTS => {
+                self.field_names = Some(body.to_vec());
+                outcome.field = true;
                 if let Some(car) = car(id::PARTICIPANTS) {
                     self.names = participant(car, header.format);
                     outcome.frame = true;
@@ -273,6 +301,8 @@ impl Decoder {
                 }
             }
             id::CAR_STATUS => {
+                self.field_status = Some(body.to_vec());
+                outcome.field = true;
                 if let Some(car) = car(id::CAR_STATUS) {
                     self.status = car_status(car);
                     outcome.frame = true;
@@ -329,6 +359,98 @@ impl Decoder {
         Some(Value::Object(frame))
     }
 
+    /// Every car on track (docs/field.schema.json), by position: `None` until
+    /// a lap data packet has been read. Names and tyres join as their packets
+    /// come. Cars the game marks invalid or inactive (empty grid slots) are
+    /// not in it; retired ones are, with their status.
+    pub fn field(&self) -> Option<Value> {
+        let format = self.format?;
+        let laps = Bytes(self.field_lap.as_deref()?);
+        let names = self.field_names.as_deref().map(Bytes);
+        let status = self.field_status.as_deref().map(Bytes);
+        fn part(
+            format: Format,
+            packet: Option<Bytes<'_>>,
+            packet_id: u8,
+            i: usize,
+        ) -> Option<Bytes<'_>> {
+            let (size, start) = format.car_layout(packet_id)?;
+            let at = start + i * size;
+            packet?.0.get(at..at + size).map(Bytes)
+        }
+        let part = |packet, packet_id, i| part(format, packet, packet_id, i);
+        let mut cars: Vec<(u8, usize, Value)> = Vec::with_capacity(CARS);
+        for i in 0..CARS {
+            let Some(lap) = part(Some(laps), id::LAP_DATA, i) else {
+                continue;
+            };
+            // 0 invalid, 1 inactive: no car there.
+            let result = lap.u8(45).unwrap_or(0);
+            let position = lap.u8(32).unwrap_or(0);
+            // A position past the grid is no position (a packet the game did
+            // not fill, or not the game's).
+            if result < 2 || position == 0 || usize::from(position) > CARS {
+                continue;
+            }
+            let pit_status = lap.u8(34).unwrap_or(0);
+            let in_garage = lap.u8(44) == Some(0);
+            let state = match result {
+                3 => "finished",
+                4..=7 => "retired",
+                _ if pit_status != 0 => "pitting",
+                _ => "running",
+            };
+            let time = |ms: Option<u16>, min: Option<u8>| split_time(ms, min);
+            let sector = |s: Option<Value>| s.filter(|v| v.as_f64() != Some(0.0));
+            let last = lap.u32(0).filter(|ms| *ms > 0);
+            let mut car = json!({
+                "index": i,
+                "position": position,
+                "class": Value::Null,
+                "class_position": position,
+                "lap": lap.u8(33),
+                "lap_distance": lap.f32(20).filter(|d| *d >= 0.0).map(|d| rounded(d, 1)),
+                "last_lap": last.map(|ms| rounded(f64::from(ms) / 1000.0, 3)),
+                "best_lap": self.best_laps[i].map(|t| rounded(t, 3)),
+                "sector_times": [
+                    sector(time(lap.u16(8), lap.u8(10))),
+                    sector(time(lap.u16(11), lap.u8(13))),
+                    Value::Null
+                ],
+                "gap_leader": time(lap.u16(17), lap.u8(19)),
+                "interval": time(lap.u16(14), lap.u8(16)),
+                "in_pits": pit_status != 0 || in_garage,
+                "pit_stops": lap.u8(35),
+                "penalties_s": lap.u8(38),
+                "status": state,
+                "player": i == self.player,
+            });
+            if let Some(p) = part(names, id::PARTICIPANTS, i) {
+                // At most 64 bytes, as the field takes (a 48-byte name of
+                // replacement characters would be 144).
+                car["driver"] = p
+                    .name(7, format.name_len())
+                    .map_or(Value::Null, |n| Value::String(cut(n, 64)));
+                car["team"] = p.u8(3).map_or(Value::Null, |t| json!(team(t)));
+                car["race_number"] = p.u8(5).map_or(Value::Null, |n| json!(n));
+            }
+            if let Some(s) = part(status, id::CAR_STATUS, i) {
+                car["tyre"] = s.u8(26).map_or(Value::Null, |c| json!(visual_compound(c)));
+                car["tyre_age_laps"] = s.u8(27).map_or(Value::Null, |n| json!(n));
+            }
+            cars.push((position, i, car));
+        }
+        cars.sort_by_key(|(position, i, _)| (*position, *i));
+        let mut field = json!({
+            "game": format!("F1 {}", format.year() % 100),
+            "cars": cars.into_iter().map(|(_, _, car)| car).collect::<Vec<_>>(),
+        });
+        if let Some(length) = self.session.get("track_length") {
+            field["track_length"] = length.clone();
+        }
+        Some(field)
+    }
+
     fn clear(&mut self) {
         let counts = self.counts;
         *self = Decoder {
@@ -382,6 +504,18 @@ impl Bytes<'_> {
         let name = String::from_utf8_lossy(&raw[..end]).trim().to_string();
         (!name.is_empty()).then_some(name)
     }
+}
+
+/// `text` cut to at most `max` bytes, at a character's edge.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut at = max;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+    }
+    text
 }
 
 /// Milliseconds plus whole minutes (the spec splits longer times) as seconds.
@@ -963,6 +1097,99 @@ mod tests {
         );
         assert_eq!(f["fuel_kg"], 38.789);
         assert_eq!(d.setup().unwrap()["fuel_load_kg"], 39.0);
+    }
+
+    #[test]
+    fn real_packets_give_the_whole_field() {
+        let mut fields = Vec::new();
+        for (dir, files) in [
+            ("f1-24", ["01", "02", "04", "07"]),
+            ("f1-25", ["Session", "LapData", "Participants", "CarStatus"]),
+        ] {
+            let d = read_all(dir, &files);
+            let field = d.field().unwrap();
+            fields.push(field);
+        }
+        // The captures' grids: 20 cars (two of the 22 slots empty), by position.
+        let row = |f: &Value, i: usize| {
+            let c = &f["cars"][i];
+            (
+                c["position"].as_u64().unwrap(),
+                c["index"].as_u64().unwrap(),
+                c["driver"].as_str().unwrap().to_string(),
+                c["race_number"].as_u64().unwrap(),
+                c["player"].as_bool().unwrap(),
+                c["tyre"].as_str().unwrap().to_string(),
+            )
+        };
+        let f24 = &fields[0];
+        assert_eq!(f24["cars"].as_array().unwrap().len(), 20);
+        assert_eq!(
+            (&f24["game"], &f24["track_length"]),
+            (&json!("F1 24"), &json!(5408))
+        );
+        assert_eq!(
+            row(f24, 0),
+            (1, 19, "LECLERC".into(), 16, true, "soft".into())
+        );
+        assert_eq!(
+            row(f24, 1),
+            (2, 1, "SAINZ".into(), 55, false, "soft".into())
+        );
+        assert_eq!(row(f24, 19).2, "SARGEANT");
+        let f25 = &fields[1];
+        assert_eq!(f25["cars"].as_array().unwrap().len(), 20);
+        assert_eq!(f25["track_length"], 5798);
+        assert_eq!(
+            row(f25, 2),
+            (3, 17, "HAMILTON".into(), 44, false, "hard".into())
+        );
+        assert_eq!(
+            row(f25, 3),
+            (4, 19, "RUSSELL".into(), 63, true, "medium".into())
+        );
+        assert_eq!(row(f25, 19).2, "BEARMAN");
+        for f in &fields {
+            let positions: Vec<u64> = (0..20).map(|i| row(f, i).0).collect();
+            assert_eq!(positions, (1..=20).collect::<Vec<_>>());
+            assert!(
+                f["cars"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["status"] == "running")
+            );
+        }
+    }
+
+    #[test]
+    fn a_field_needs_lap_data_and_follows_each_car() {
+        let mut d = Decoder::new();
+        assert!(d.read(&capture("f1-25/Participants.bin")).field);
+        assert_eq!(d.field(), None, "names alone are not a field");
+        let mut lap = capture("f1-25/LapData.bin");
+        // Car 5 (P2) retires; car 11 (P1) pits after a 1:30.000 lap.
+        let car = |i: usize| HEADER_LEN + i * 57;
+        lap[car(5) + 45] = 7;
+        lap[car(11) + 34] = 1;
+        lap[car(11)..car(11) + 4].copy_from_slice(&90_000u32.to_le_bytes());
+        assert!(d.read(&lap).field);
+        let field = d.field().unwrap();
+        let cars = field["cars"].as_array().unwrap();
+        assert_eq!(cars[0]["index"], 11);
+        assert_eq!(
+            (
+                &cars[0]["status"],
+                &cars[0]["in_pits"],
+                &cars[0]["best_lap"]
+            ),
+            (&json!("pitting"), &json!(true), &json!(90.0))
+        );
+        assert_eq!(
+            (&cars[1]["index"], &cars[1]["status"]),
+            (&json!(5), &json!("retired"))
+        );
+        assert_eq!(cars[0].get("tyre"), None, "no car status read yet");
     }
 
     #[test]

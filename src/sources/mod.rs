@@ -13,6 +13,7 @@
 //! `fl fr rl rr`, whatever order and unit the game used.
 
 pub mod acc;
+pub mod acc_broadcast;
 pub mod f1;
 pub mod forza;
 pub mod gt7;

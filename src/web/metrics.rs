@@ -141,7 +141,11 @@ impl Collector for Counters {
                 None,
                 prometheus_client::metrics::MetricType::Counter,
             )?;
-            for (kind, n) in [("telemetry", s.telemetry_frames), ("setup", s.setup_frames)] {
+            for (kind, n) in [
+                ("telemetry", s.telemetry_frames),
+                ("setup", s.setup_frames),
+                ("field", s.field_frames),
+            ] {
                 ConstCounter::new(n).encode(family.encode_family(&[("kind", kind)])?)?;
             }
         }

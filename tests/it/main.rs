@@ -15,6 +15,7 @@ mod commands;
 mod contract;
 mod docs;
 mod durability;
+mod field;
 mod gateway;
 mod gateway_bounds;
 mod ingest;

@@ -159,7 +159,8 @@ async fn over_its_memory_budget_the_processor_refuses_new_sessions_and_says_so()
     let server = NatsServer::start();
     let url = server.url();
     let http = format!("127.0.0.1:{}", free_port());
-    // Two frames of 16 KiB reserved per session: room for about ten of them.
+    // Three frames of 16 KiB reserved per session (setup, telemetry, field):
+    // room for about ten sessions' two frames.
     let _processor = serve_binary(
         &url,
         &[

@@ -53,7 +53,11 @@ const PLAYER: usize = 3;
 /// `paddock monitor --source f1` on a free loopback port, sending at most `hz`
 /// frames a second, plus `extra`: the monitor, where to send packets, and the
 /// file its stderr goes to.
-fn f1_monitor(url: &str, hz: u32, extra: &[&str]) -> (Running, String, std::path::PathBuf) {
+pub(crate) fn f1_monitor(
+    url: &str,
+    hz: u32,
+    extra: &[&str],
+) -> (Running, String, std::path::PathBuf) {
     let port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

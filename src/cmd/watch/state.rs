@@ -245,6 +245,8 @@ impl WatchState {
                     self.setup = Some(setup);
                 }
             }
+            // The field (every car): `watch` shows the driver's own car.
+            SessionMessage::Data(DataKind::Field) => {}
             SessionMessage::Lap => {
                 if let Ok(record) = serde_json::from_slice::<LapRecord<Value>>(payload) {
                     self.push_lap(&record);

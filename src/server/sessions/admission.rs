@@ -2,9 +2,10 @@
 //! `--max-frame-rate` allowance (before the frame is even validated) and the
 //! capacity and memory left for a new session.
 
-use super::budget::Budgets;
+use super::budget::{Allowance, Budgets};
 use super::error::SessionError;
 use super::map::{Sessions, State};
+use super::session::Session;
 use crate::protocol::id::SessionId;
 
 impl Sessions {
@@ -17,21 +18,51 @@ impl Sessions {
             frame_burst,
             ..
         } = self.budgets;
-        if frame_rate <= 0.0 {
+        self.take_allowance(id, now, (frame_rate, frame_burst), |s| {
+            &mut s.frame_allowance
+        })
+    }
+
+    /// Takes one of the session's `--max-field-rate` fields: a rate of its own,
+    /// so the field neither spends the frames' allowance nor floods under it.
+    pub fn admit_field(
+        &self,
+        id: SessionId,
+        now: tokio::time::Instant,
+    ) -> Result<(), SessionError> {
+        let Budgets {
+            field_rate,
+            field_burst,
+            ..
+        } = self.budgets;
+        self.take_allowance(id, now, (field_rate, field_burst), |s| {
+            &mut s.field_allowance
+        })
+    }
+
+    /// Spends one token of the allowance `which` picks, at `rate` a second up
+    /// to `burst` (no limit at a rate of 0); a refusal is counted.
+    fn take_allowance(
+        &self,
+        id: SessionId,
+        now: tokio::time::Instant,
+        (rate, burst): (f32, f32),
+        which: impl FnOnce(&mut Session) -> &mut Allowance,
+    ) -> Result<(), SessionError> {
+        if rate <= 0.0 {
             return Ok(());
         }
         let mut state = self.lock();
         let Some(session) = state.live.get_mut(&id) else {
             return Ok(());
         };
-        session
-            .frame_allowance
-            .take(frame_rate, frame_burst.max(1.0), now)
+        which(session)
+            .take(rate, burst.max(1.0), now)
             .map_err(|retry| {
                 session.stats.rate_limited_count += 1;
                 SessionError::FrameRate {
                     id,
-                    rate: frame_rate.round() as u32,
+                    rate: rate.round() as u32,
                     retry,
                 }
             })
@@ -155,5 +186,34 @@ mod tests {
         let other = sessions.create().unwrap().session_id;
         assert!(sessions.admit(other, now).is_ok());
         assert!(sessions.admit(SessionId::new_v4(), now).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_field_has_a_rate_of_its_own() {
+        let sessions = Sessions::with_limits(
+            10,
+            Budgets {
+                frame_rate: 10.0,
+                frame_burst: 1.0,
+                field_rate: 2.0,
+                field_burst: 4.0,
+                ..Budgets::UNLIMITED
+            },
+            OnDemand::UNLIMITED,
+        );
+        let id = sessions.create().unwrap().session_id;
+        let now = tokio::time::Instant::now();
+        // Frames spent to the last one leave the field's allowance whole.
+        assert!(sessions.admit(id, now).is_ok());
+        assert!(sessions.admit(id, now).is_err());
+        let fields = (0..10).filter(|_| sessions.admit_field(id, now).is_ok());
+        assert_eq!(fields.count(), 4, "the field's burst");
+        let later = now + std::time::Duration::from_secs(1);
+        let fields = (0..10).filter(|_| sessions.admit_field(id, later).is_ok());
+        assert_eq!(fields.count(), 2, "the field's rate");
+        assert_eq!(
+            sessions.get(id).unwrap().stats.rate_limited_count,
+            1 + 6 + 8
+        );
     }
 }

@@ -75,6 +75,11 @@ pub struct Budgets {
     /// full and refills at `frame_rate`), so a reconnect's backlog of this many
     /// is taken whole.
     pub frame_burst: f32,
+    /// Fields (every car, `session.<id>.field`) per second per session, apart
+    /// from the frames' rate; 0: no limit.
+    pub field_rate: f32,
+    /// Fields a session may send at once (the field rate's bucket).
+    pub field_burst: f32,
     /// Lap records kept per minute per session (the burst is as many); 0: no limit.
     pub laps_per_minute: f32,
     /// Each session's lap history.
@@ -82,7 +87,7 @@ pub struct Budgets {
     /// Bytes of frames and lap records all sessions together may hold.
     pub max_memory: usize,
     /// Bytes of frames that must stay free for a session to be created: what one
-    /// session's setup and telemetry can hold (two frames of `--max-payload`).
+    /// session's setup, telemetry and field can hold (three frames of `--max-payload`).
     pub session_reserve: usize,
 }
 
@@ -90,6 +95,10 @@ pub struct Budgets {
 pub const DEFAULT_FRAME_RATE: f32 = 100.0;
 pub const DEFAULT_FRAME_BURST: f32 = 300.0;
 pub const DEFAULT_LAPS_PER_MINUTE: f32 = 30.0;
+/// Monitors send the field at 2 Hz (`--field-hz`); five times that is room for
+/// a faster monitor, and a burst of 20 for a reconnect's backlog.
+pub const DEFAULT_FIELD_RATE: f32 = 10.0;
+pub const DEFAULT_FIELD_BURST: f32 = 20.0;
 pub const DEFAULT_MAX_LAP_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_MEMORY: usize = 1024 * 1024 * 1024;
 
@@ -98,13 +107,15 @@ impl Default for Budgets {
         Budgets {
             frame_rate: DEFAULT_FRAME_RATE,
             frame_burst: DEFAULT_FRAME_BURST,
+            field_rate: DEFAULT_FIELD_RATE,
+            field_burst: DEFAULT_FIELD_BURST,
             laps_per_minute: DEFAULT_LAPS_PER_MINUTE,
             history: laps::HistoryLimits {
                 max_laps: laps::DEFAULT_MAX_LAPS,
                 max_bytes: DEFAULT_MAX_LAP_BYTES,
             },
             max_memory: DEFAULT_MAX_MEMORY,
-            session_reserve: 2 * 64 * 1024,
+            session_reserve: 3 * 64 * 1024,
         }
     }
 }
@@ -114,6 +125,8 @@ impl Budgets {
     pub const UNLIMITED: Budgets = Budgets {
         frame_rate: 0.0,
         frame_burst: 0.0,
+        field_rate: 0.0,
+        field_burst: 0.0,
         laps_per_minute: 0.0,
         history: laps::HistoryLimits {
             max_laps: laps::DEFAULT_MAX_LAPS,

@@ -33,6 +33,8 @@ impl Snapshot {
             setup: self.setup.as_ref().map(|f| raw(&f.body)),
             setup_timestamp: self.setup.as_ref().map(|f| f.at),
             telemetry: self.telemetry.as_ref().map(|f| raw(&f.body)),
+            field: self.field.as_ref().map(|f| raw(&f.body)),
+            field_timestamp: self.field.as_ref().map(|f| f.at),
             last_update: self.last_update,
             stats: DocumentStats {
                 telemetry_count: self.stats.telemetry_count,
@@ -41,6 +43,7 @@ impl Snapshot {
                 rate_limited_count: self.stats.rate_limited_count,
                 dropped_count: self.stats.dropped_count,
                 laps_dropped: self.stats.laps_dropped,
+                field_count: self.stats.field_count,
                 first_frame_at: self.stats.first_frame_at,
                 last_frame_at: self.telemetry.as_ref().map(|f| f.at),
                 duration_s: (self.last_update - self.created_at).num_milliseconds() as f64 / 1000.0,
@@ -55,6 +58,7 @@ impl Snapshot {
             credentials: None,
             strategy: None,
             alerts: None,
+            rejoin: None,
         }
     }
 
@@ -77,6 +81,7 @@ impl Snapshot {
             labelled_at: doc.labelled_at,
             setup: frame(doc.setup, doc.setup_timestamp),
             telemetry: frame(doc.telemetry, doc.stats.last_frame_at),
+            field: frame(doc.field, doc.field_timestamp),
             last_update: doc.last_update,
             stats: SessionStats {
                 telemetry_count: doc.stats.telemetry_count,
@@ -86,6 +91,7 @@ impl Snapshot {
                 rate_limited_count: doc.stats.rate_limited_count,
                 dropped_count: doc.stats.dropped_count,
                 laps_dropped: doc.stats.laps_dropped,
+                field_count: doc.stats.field_count,
             },
             rate_hz: 0.0,
             lap: laps::Running {

@@ -39,6 +39,7 @@ impl Now {
 pub(super) enum Slot {
     Setup,
     Telemetry,
+    Field,
 }
 
 pub(super) fn frame_len(frame: &Option<Frame>) -> usize {

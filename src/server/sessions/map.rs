@@ -230,10 +230,27 @@ impl Sessions {
         body: Bytes,
         now: Now,
     ) -> Result<Applied, SessionError> {
+        self.replace_at(id, body, now, Slot::Setup)
+    }
+
+    /// Stores a setup or a field: the latest replaces the one before, and
+    /// nothing else of the session changes but its counters.
+    fn replace_at(
+        &self,
+        id: SessionId,
+        body: Bytes,
+        now: Now,
+        slot: Slot,
+    ) -> Result<Applied, SessionError> {
         let size = body.len();
-        self.update(id, now, (size, Slot::Setup), |session, now| {
-            session.setup = Some(Frame { body, at: now });
-            session.stats.setup_count += 1;
+        self.update(id, now, (size, slot), |session, at| {
+            let (kept, count) = match slot {
+                Slot::Setup => (&mut session.setup, &mut session.stats.setup_count),
+                Slot::Field => (&mut session.field, &mut session.stats.field_count),
+                Slot::Telemetry => (&mut session.telemetry, &mut session.stats.telemetry_count),
+            };
+            *kept = Some(Frame { body, at });
+            *count += 1;
             (None, false)
         })
     }
@@ -291,6 +308,18 @@ impl Sessions {
             session.laps.insert(record.clone(), budgets.history);
             (Some(record), false)
         })
+    }
+
+    /// Stores the latest field (every car on track), already checked against
+    /// its schema (protocol/field.rs). Like telemetry, a well-formed unknown id
+    /// is created on demand and an ended one refused.
+    pub fn update_field_at(
+        &self,
+        id: SessionId,
+        body: Bytes,
+        now: Now,
+    ) -> Result<Applied, SessionError> {
+        self.replace_at(id, body, now, Slot::Field)
     }
 
     /// Counts a rejected frame against a live session; unknown ids are ignored.
@@ -426,6 +455,7 @@ impl Sessions {
         let replaced = frame_len(match slot {
             Slot::Setup => &session.setup,
             Slot::Telemetry => &session.telemetry,
+            Slot::Field => &session.field,
         });
         let grows = size.saturating_sub(replaced);
         // Frames cannot be trimmed: past the budget, a frame may not hold more than

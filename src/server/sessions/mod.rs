@@ -45,8 +45,8 @@ mod test_support;
 mod views;
 
 pub use budget::{
-    Budgets, DEFAULT_FRAME_BURST, DEFAULT_FRAME_RATE, DEFAULT_LAPS_PER_MINUTE,
-    DEFAULT_MAX_LAP_BYTES, DEFAULT_MAX_MEMORY, OnDemand,
+    Budgets, DEFAULT_FIELD_BURST, DEFAULT_FIELD_RATE, DEFAULT_FRAME_BURST, DEFAULT_FRAME_RATE,
+    DEFAULT_LAPS_PER_MINUTE, DEFAULT_MAX_LAP_BYTES, DEFAULT_MAX_MEMORY, OnDemand,
 };
 pub use error::{OnDemandLimit, SessionError};
 pub use frame::{Frame, Now};

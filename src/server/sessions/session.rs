@@ -50,6 +50,8 @@ pub struct SessionStats {
     /// Frames dropped unread because the processor's ingest queue was full
     /// (`--ingest-buffer-bytes`): the processor, not the monitor, fell behind.
     pub dropped_count: u64,
+    /// Fields accepted (`session.<id>.field`): the monitor sends every car.
+    pub field_count: u64,
 }
 
 #[derive(Debug)]
@@ -65,6 +67,8 @@ pub(super) struct Session {
     pub(super) setup: Option<Frame>,
     /// The latest telemetry frame: what a late-joining dashboard sees first.
     pub(super) telemetry: Option<Frame>,
+    /// The latest field (every car on track), kept apart like the setup.
+    pub(super) field: Option<Frame>,
     /// Last time setup or telemetry arrived (creation time until then).
     pub(super) last_update: DateTime<Utc>,
     /// The same moment on the monotonic clock, which idle expiry measures from: it
@@ -85,6 +89,9 @@ pub(super) struct Session {
     /// The `--max-lap-rate` allowance: a completed lap's record is kept only
     /// while there is one.
     pub(super) lap_allowance: Allowance,
+    /// The `--max-field-rate` allowance: the field has a rate of its own, so a
+    /// monitor's 60 Hz telemetry never starves its 2 Hz field, nor the reverse.
+    pub(super) field_allowance: Allowance,
 }
 
 /// A copy of one session's state, taken under the lock and rendered after it.
@@ -96,6 +103,8 @@ pub struct Snapshot {
     pub labelled_at: Option<DateTime<Utc>>,
     pub setup: Option<Frame>,
     pub telemetry: Option<Frame>,
+    /// The latest field (protocol/field.rs), as sent.
+    pub field: Option<Frame>,
     pub last_update: DateTime<Utc>,
     pub stats: SessionStats,
     /// Telemetry frames per second recently (0 for a recovered or idle session).
@@ -113,11 +122,13 @@ impl Session {
         Session {
             frame_allowance: Allowance::full(budgets.frame_burst, now),
             lap_allowance: Allowance::full(budgets.laps_per_minute, now),
+            field_allowance: Allowance::full(budgets.field_burst, now),
             created_at: snapshot.created_at,
             label: snapshot.label,
             labelled_at: snapshot.labelled_at,
             setup: snapshot.setup,
             telemetry: snapshot.telemetry,
+            field: snapshot.field,
             last_update: snapshot.last_update,
             stats: snapshot.stats,
             dirty: false,
@@ -136,11 +147,13 @@ impl Session {
         Session {
             frame_allowance: Allowance::full(budgets.frame_burst, instant),
             lap_allowance: Allowance::full(budgets.laps_per_minute, instant),
+            field_allowance: Allowance::full(budgets.field_burst, instant),
             created_at: now,
             label: Label::default(),
             labelled_at: None,
             setup: None,
             telemetry: None,
+            field: None,
             last_update: now,
             stats: SessionStats::default(),
             dirty: false,
@@ -153,7 +166,7 @@ impl Session {
 
     /// Bytes of frames it holds, as the memory budget counts them.
     pub(super) fn frame_bytes(&self) -> usize {
-        frame_len(&self.setup) + frame_len(&self.telemetry)
+        frame_len(&self.setup) + frame_len(&self.telemetry) + frame_len(&self.field)
     }
 
     pub(super) fn snapshot(&self, id: SessionId) -> Snapshot {
@@ -164,6 +177,7 @@ impl Session {
             labelled_at: self.labelled_at,
             setup: self.setup.clone(),
             telemetry: self.telemetry.clone(),
+            field: self.field.clone(),
             last_update: self.last_update,
             stats: self.stats.clone(),
             rate_hz: self.rate.current(tokio::time::Instant::now()),
@@ -176,6 +190,6 @@ impl Session {
 impl Snapshot {
     /// Bytes of frames it holds, as the memory budget counts them.
     pub(super) fn frame_bytes(&self) -> usize {
-        frame_len(&self.setup) + frame_len(&self.telemetry)
+        frame_len(&self.setup) + frame_len(&self.telemetry) + frame_len(&self.field)
     }
 }

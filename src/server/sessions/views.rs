@@ -50,7 +50,10 @@ impl Sessions {
 
     /// Every live session's team label, latest telemetry frame (a refcount)
     /// and count of completed laps, for the alerts (`server::alerts`).
-    pub fn alert_inputs(&self) -> Vec<(SessionId, Option<String>, Option<Frame>, u64)> {
+    #[allow(clippy::type_complexity)]
+    pub fn alert_inputs(
+        &self,
+    ) -> Vec<(SessionId, Option<String>, Option<Frame>, u64, Option<Frame>)> {
         let state = self.lock();
         state
             .live
@@ -61,6 +64,7 @@ impl Sessions {
                     s.label.team.clone(),
                     s.telemetry.clone(),
                     s.lap.completed,
+                    s.field.clone(),
                 )
             })
             .collect()
