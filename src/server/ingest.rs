@@ -27,7 +27,7 @@ pub struct Ingested {
     pub kind: DataKind,
     pub applied: Applied,
     /// The telemetry frame as stored (a refcount of the session's copy), for
-    /// the trace writer; `None` for a setup.
+    /// the trace writer; `None` for a setup or a field.
     pub frame: Option<Bytes>,
 }
 
@@ -188,6 +188,7 @@ impl App {
             session_id,
             kind: DataKind::Field,
             applied,
+            frame: None,
         })
     }
 }

@@ -505,8 +505,17 @@ async fn two_scripted_laps_export_as_motec_files_that_an_independent_reader_read
     // is refused before it is read whole.
     let (status, why) = http_post(&http, "/export/motec", b"{\"traces\": 1}".to_vec()).await;
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&why));
-    let (status, _) = http_post(&http, "/export/motec", vec![b' '; 2 * 1024 * 1024]).await;
-    assert_eq!(status, 413);
+    // Refused as it arrives: the answer is 413, or, when the client is still
+    // writing as the server closes, the connection reset under it.
+    match http_post_refusable(&http, "/export/motec", vec![b' '; 2 * 1024 * 1024]).await {
+        Ok(status) => assert_eq!(status, 413),
+        Err(e) => assert!(
+            ["reset", "pipe", "closed", "aborted"]
+                .iter()
+                .any(|w| e.to_lowercase().contains(w)),
+            "{e}"
+        ),
+    }
     // A small body that names 50 minutes at 1 kHz: refused before the
     // 21 M samples are made.
     let mut long = trace.clone();

@@ -97,6 +97,23 @@ pub async fn until_status(addr: &str, path: &str, status: u16) -> String {
 }
 
 /// `POST http://<addr><path>` with a JSON body: the status and the body's bytes.
+/// `http_post` where the server may refuse the body before reading it whole:
+/// it answers (413) and closes, and the client, still writing, may see the
+/// connection reset instead of the answer. `Err` is that I/O error.
+pub async fn http_post_refusable(addr: &str, path: &str, body: Vec<u8>) -> Result<u16, String> {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        agent()
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(&body[..])
+            .map(|response| response.status().as_u16())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap()
+}
+
 pub async fn http_post(addr: &str, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
     let url = format!("http://{addr}{path}");
     tokio::task::spawn_blocking(move || {
