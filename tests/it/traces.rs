@@ -29,6 +29,27 @@ async fn drive_two_laps(app: &TestApp, id: &str) {
         .await;
 }
 
+/// Publishes laps 1 and 2 and the first frame of lap 3 into session `id`
+/// over a plain client (fire and forget), and waits for both laps' announcements.
+async fn publish_two_laps(client: &async_nats::Client, id: &str) {
+    let mut announced = client.subscribe(format!("session.{id}.lap")).await.unwrap();
+    let next_lap = json!({"lap": 3, "lap_time": 0.0, "lap_distance": 0.0, "last_lap_time": 45.0});
+    let frames = scripted(1)
+        .into_iter()
+        .chain(scripted(2))
+        .chain([next_lap.to_string()]);
+    for frame in frames {
+        client
+            .publish(format!("session.{id}.telemetry"), frame.into())
+            .await
+            .unwrap();
+    }
+    sync(client).await;
+    for _ in 0..2 {
+        next(&mut announced).await;
+    }
+}
+
 fn at(values: &Value, distances: &Value, distance: f64) -> f64 {
     let k = distances
         .as_array()
@@ -247,24 +268,7 @@ async fn a_partitioned_session_s_laps_are_recorded_and_read_back() {
     let client = connect(&url).await;
     wait_for_processors(&client, 1).await;
     let id = create(&client).await;
-    let mut announced = client.subscribe(format!("session.{id}.lap")).await.unwrap();
-    for lap in [1, 2] {
-        for frame in scripted(lap) {
-            client
-                .publish(format!("session.{id}.telemetry"), frame.into())
-                .await
-                .unwrap();
-        }
-    }
-    let third = json!({"lap": 3, "lap_time": 0.0, "lap_distance": 0.0, "last_lap_time": 45.0});
-    client
-        .publish(format!("session.{id}.telemetry"), third.to_string().into())
-        .await
-        .unwrap();
-    sync(&client).await;
-    for _ in 0..2 {
-        next(&mut announced).await;
-    }
+    publish_two_laps(&client, &id).await;
     let compare = ask(
         &client,
         &format!("sessions.compare.{id}"),
@@ -295,29 +299,7 @@ async fn a_flood_records_only_what_was_accepted_and_leaves_other_sessions_laps()
     let client = connect(&url).await;
     wait_for_processors(&client, 1).await;
     let driven = create(&client).await;
-    let mut announced = client
-        .subscribe(format!("session.{driven}.lap"))
-        .await
-        .unwrap();
-    for lap in [1, 2] {
-        for frame in scripted(lap) {
-            client
-                .publish(format!("session.{driven}.telemetry"), frame.into())
-                .await
-                .unwrap();
-        }
-    }
-    let third = json!({"lap": 3, "lap_time": 0.0, "lap_distance": 0.0, "last_lap_time": 45.0});
-    client
-        .publish(
-            format!("session.{driven}.telemetry"),
-            third.to_string().into(),
-        )
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        next(&mut announced).await;
-    }
+    publish_two_laps(&client, &driven).await;
     // 4 MB of 0.5 KB frames on another session, 8 times its share, with
     // frames the processor refuses among them.
     let flooding = create(&client).await;
