@@ -48,6 +48,31 @@ pub fn gap_threshold(step_m: f64) -> f64 {
     (5.0 * step_m).max(50.0)
 }
 
+/// [`gap_threshold`] for frames `distances` apart (in order), or three times
+/// their median spacing when that is more: a gap is frames missing at the
+/// lap's own rate. A car at 60 Hz is a metre or two apart and keeps the 50 m;
+/// the demo's car, 10 frames a second of a race run 30 times faster, is some
+/// 130 m apart, and every stretch of its laps would otherwise be a gap (a
+/// blank Laps view, no live delta).
+pub fn gap_threshold_for(step_m: f64, distances: impl Iterator<Item = f64>) -> f64 {
+    let mut spacing: Vec<f64> = Vec::new();
+    let mut last: Option<f64> = None;
+    for d in distances {
+        if let Some(prev) = last
+            && d > prev
+        {
+            spacing.push(d - prev);
+        }
+        last = Some(d);
+    }
+    if spacing.is_empty() {
+        return gap_threshold(step_m);
+    }
+    let middle = spacing.len() / 2;
+    let (_, median, _) = spacing.select_nth_unstable_by(middle, f64::total_cmp);
+    gap_threshold(step_m).max(3.0 * *median)
+}
+
 /// Which lap: its number (the lap field's value) or the session's fastest.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -320,11 +345,12 @@ pub fn resample(
     let with_distance = samples.iter().filter(|s| s.distance_m.is_some()).count();
     let by_distance = with_distance * 2 >= samples.len() && with_distance > 0;
     let (axis, step, threshold, kept): (Axis, f64, f64, Vec<(f64, &Sample)>) = if by_distance {
-        let kept = forward(samples)
+        let kept: Vec<(f64, &Sample)> = forward(samples)
             .into_iter()
             .map(|s| (s.distance_m.unwrap_or_default(), s))
             .collect();
-        (Axis::Distance, step_m, gap_threshold(step_m), kept)
+        let threshold = gap_threshold_for(step_m, kept.iter().map(|(d, _)| *d));
+        (Axis::Distance, step_m, threshold, kept)
     } else {
         let mut kept: Vec<(f64, &Sample)> = Vec::with_capacity(samples.len());
         for s in samples {
@@ -635,6 +661,20 @@ mod tests {
         let mut one = lap(2000.0, 0.05, |_| 50.0);
         one.remove(10);
         assert!(trace(&one, 5.0).gaps.is_empty());
+    }
+
+    #[test]
+    fn sparse_frames_are_a_lap_not_a_row_of_gaps() {
+        // A frame every 125 m (the demo's car: 10 Hz of a race run 30 times
+        // faster): no gaps, a value at every grid point; a hole of four frames
+        // in it is still one.
+        let mut sparse = lap(2000.0, 2.5, |_| 50.0);
+        let t = trace(&sparse, 5.0);
+        assert!(t.gaps.is_empty(), "{:?}", t.gaps);
+        assert!(t.elapsed_s.iter().all(Option::is_some));
+        assert!((at(&t, &t.elapsed_s, 1000.0) - 20.0).abs() < 1e-9);
+        sparse.retain(|s| !(500.0 < s.distance_m.unwrap() && s.distance_m.unwrap() < 1000.0));
+        assert_eq!(trace(&sparse, 5.0).gaps, vec![[500.0, 1000.0]]);
     }
 
     #[test]

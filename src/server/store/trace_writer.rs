@@ -63,8 +63,9 @@ const BUSY_RATE: f64 = 20_000.0;
 /// Bytes of accepted frames a second above which the processor is in a burst:
 /// six times a 30-car race at 60 Hz with 1.5 KB frames.
 const BUSY_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
-/// The window the rates are measured over.
-const RATE_WINDOW: Duration = Duration::from_millis(200);
+/// The shortest time the arrival rates are measured over: a few cars' frames
+/// arriving together are not a burst.
+const RATE_WINDOW: Duration = Duration::from_millis(50);
 /// The longest the writer waits for a burst to end.
 const MAX_WAIT: Duration = Duration::from_secs(2);
 /// A session silent this long has its chunk written (a monitor gone, a burst
@@ -102,8 +103,6 @@ pub(super) struct TraceQueue {
     wake: Arc<Notify>,
     app: Arc<App>,
     log: Arc<LogThrottle>,
-    /// Bytes of frames pushed, ever (the writer's byte rate).
-    pushed: Arc<std::sync::atomic::AtomicU64>,
     /// [`queue_bytes`] of this processor's `--max-memory`.
     max_bytes: usize,
 }
@@ -117,7 +116,6 @@ impl TraceQueue {
             wake: Arc::default(),
             app,
             log: Arc::default(),
-            pushed: Arc::default(),
         }
     }
 
@@ -125,7 +123,6 @@ impl TraceQueue {
     /// is full.
     pub(super) fn push(&self, id: SessionId, at: DateTime<Utc>, frame: Bytes, lap_ended: bool) {
         let cost = frame.len() + ENTRY_OVERHEAD;
-        self.pushed.fetch_add(frame.len() as u64, Relaxed);
         {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if pending.bytes + cost <= self.max_bytes {
@@ -167,6 +164,20 @@ impl TraceQueue {
 
     fn waiting_since(&self) -> Option<Instant> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).since
+    }
+
+    /// Frames and bytes a second queued since the oldest waiting frame came
+    /// (over at least [`RATE_WINDOW`]): the arrival rate since the last write.
+    fn arrival(&self) -> (f64, f64) {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(since) = pending.since else {
+            return (0.0, 0.0);
+        };
+        let over = since.elapsed().max(RATE_WINDOW).as_secs_f64();
+        (
+            pending.entries.len() as f64 / over,
+            pending.bytes as f64 / over,
+        )
     }
 
     fn bytes(&self) -> usize {
@@ -236,10 +247,6 @@ pub(super) struct TraceWriter {
     /// Chunks ready to publish, with their frame counts.
     ready: Vec<(SessionId, Vec<u8>, u64)>,
     log: LogThrottle,
-    /// Frames accepted and bytes pushed when the rate window began, and when;
-    /// the last rates (frames/s, bytes/s).
-    window: (u64, u64, Instant),
-    rates: (f64, f64),
 }
 
 impl TraceWriter {
@@ -259,8 +266,6 @@ impl TraceWriter {
             recorder: uuid::Uuid::new_v4().simple().to_string(),
             ready: Vec::new(),
             log: LogThrottle::default(),
-            window: (0, 0, Instant::now()),
-            rates: (0.0, 0.0),
         };
         (
             writer,
@@ -312,22 +317,13 @@ impl TraceWriter {
     /// Whether to write now: no burst (the ingest queue nearly empty, frames
     /// slower than [`BUSY_RATE`]), or the queue is half full, or its oldest
     /// frame has waited [`MAX_WAIT`].
-    fn may_write(&mut self) -> bool {
-        let accepted = self.app.metrics.telemetry_frames.load(Relaxed);
-        let pushed = self.queue.pushed.load(Relaxed);
-        let elapsed = self.window.2.elapsed();
-        if elapsed >= RATE_WINDOW {
-            let per_second =
-                |now: u64, then: u64| now.saturating_sub(then) as f64 / elapsed.as_secs_f64();
-            self.rates = (
-                per_second(accepted, self.window.0),
-                per_second(pushed, self.window.1),
-            );
-            self.window = (accepted, pushed, Instant::now());
-        }
+    fn may_write(&self) -> bool {
+        // Measured on the queue itself, at each look: a rate kept from the
+        // last look would miss the start of a burst shorter than a tick.
+        let (frames, bytes) = self.queue.arrival();
         let busy = self.app.metrics.ingest.held.load(Relaxed) > INGEST_BUSY
-            || self.rates.0 > BUSY_RATE
-            || self.rates.1 > BUSY_BYTES;
+            || frames > BUSY_RATE
+            || bytes > BUSY_BYTES;
         !busy
             || self.queue.bytes() > self.queue.max_bytes / 2
             || self
