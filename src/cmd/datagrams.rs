@@ -176,19 +176,7 @@ pub(super) async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             () = &mut until_deadline => break,
-            ended = endings.next() => {
-                if ended.id == id {
-                    anyhow::bail!("{}", ended.message);
-                }
-            }
-            Some(stopped) = renewal.recv() => {
-                if let crate::client::creds::Stopped::SessionEnded(e) = stopped {
-                    anyhow::bail!(
-                        "session {id} has ended ({e}); its credentials are not renewed, so it \
-                         cannot be written to any more"
-                    );
-                }
-            }
+            e = endings.of_session(&id, &mut renewal) => return Err(e),
             // The setup (where the game gives one) again after an outage, in
             // case the processor lost it; the frames carry the rest.
             Some(link) = links.recv() => match link {

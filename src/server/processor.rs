@@ -366,7 +366,6 @@ impl Processor {
                 )),
                 reader: crate::server::traces::Reader {
                     traces: storage.traces(),
-                    partitions: partitions.count(),
                     lap_field: app.limits.lap_field.clone(),
                     permits: Arc::new(tokio::sync::Semaphore::new(
                         crate::server::traces::READS_AT_ONCE,

@@ -247,9 +247,6 @@ impl App {
 pub struct Reader {
     /// The trace stream; `None` with `--store memory`.
     pub traces: Option<Traces>,
-    /// Partitions the broker maps subjects into (the recorded subject has the
-    /// partition token when there are several).
-    pub partitions: u32,
     /// The lap field, to tell a lap's frames from its neighbours'.
     pub lap_field: Option<crate::protocol::payload::Pointer>,
     /// Reads at once: each holds a lap's frames (up to [`MAX_FRAMES`]) in
