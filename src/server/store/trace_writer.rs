@@ -156,32 +156,28 @@ impl TraceQueue {
         }
     }
 
-    fn take(&self) -> (VecDeque<Entry>, Option<Instant>) {
+    fn take(&self) -> VecDeque<Entry> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         pending.bytes = 0;
-        (std::mem::take(&mut pending.entries), pending.since.take())
+        pending.since = None;
+        std::mem::take(&mut pending.entries)
     }
 
-    fn waiting_since(&self) -> Option<Instant> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).since
-    }
-
-    /// Frames and bytes a second queued since the oldest waiting frame came
-    /// (over at least [`RATE_WINDOW`]): the arrival rate since the last write.
-    fn arrival(&self) -> (f64, f64) {
+    /// Whether frames come as a burst does (frames and bytes a second queued
+    /// since the oldest waiting one came, over at least [`RATE_WINDOW`], past
+    /// [`BUSY_RATE`] or [`BUSY_BYTES`]), and whether the write cannot wait
+    /// (the queue half full, or its oldest frame waiting [`MAX_WAIT`]).
+    fn look(&self) -> (bool, bool) {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let Some(since) = pending.since else {
-            return (0.0, 0.0);
+            return (false, false);
         };
-        let over = since.elapsed().max(RATE_WINDOW).as_secs_f64();
-        (
-            pending.entries.len() as f64 / over,
-            pending.bytes as f64 / over,
-        )
-    }
-
-    fn bytes(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        let waited = since.elapsed();
+        let over = waited.max(RATE_WINDOW).as_secs_f64();
+        let burst = pending.entries.len() as f64 / over > BUSY_RATE
+            || pending.bytes as f64 / over > BUSY_BYTES;
+        let due = pending.bytes > self.max_bytes / 2 || waited >= MAX_WAIT;
+        (burst, due)
     }
 }
 
@@ -320,22 +316,14 @@ impl TraceWriter {
     fn may_write(&self) -> bool {
         // Measured on the queue itself, at each look: a rate kept from the
         // last look would miss the start of a burst shorter than a tick.
-        let (frames, bytes) = self.queue.arrival();
-        let busy = self.app.metrics.ingest.held.load(Relaxed) > INGEST_BUSY
-            || frames > BUSY_RATE
-            || bytes > BUSY_BYTES;
-        !busy
-            || self.queue.bytes() > self.queue.max_bytes / 2
-            || self
-                .queue
-                .waiting_since()
-                .is_some_and(|since| since.elapsed() >= MAX_WAIT)
+        let (burst, due) = self.queue.look();
+        !(burst || self.app.metrics.ingest.held.load(Relaxed) > INGEST_BUSY) || due
     }
 
     /// Moves the queued frames into their sessions' chunks; a chunk whose lap
     /// ended, or that is full, is made ready.
     fn chunk_queued(&mut self) {
-        let (entries, _) = self.queue.take();
+        let entries = self.queue.take();
         let now = Instant::now();
         for entry in entries {
             let grows = RECORD_HEAD + entry.frame.len();
