@@ -201,10 +201,18 @@ fn timeline(traces: &[Trace]) -> (Vec<Point>, Vec<f64>, f64) {
     (points, beacons, dt)
 }
 
-/// Each channel on a grid every `1/hz` s from 0 to the last frame.
-fn resample(points: &[Point], hz: f64) -> Vec<Vec<f32>> {
+/// How many samples a channel has on a grid every `1/hz` s from 0 to the
+/// last frame. Saturating: a last frame days away (any float a page may post)
+/// is refused by the bound, never an overflow.
+fn samples(points: &[Point], hz: f64) -> usize {
     let end = points.last().map_or(0.0, |p| p.t);
-    let n = (end * hz).floor() as usize + 1;
+    // `as` saturates (and takes NaN and negatives to 0).
+    ((end * hz).floor() as usize).saturating_add(1)
+}
+
+/// Each channel's `n` samples on a grid every `1/hz` s from 0 to the last
+/// frame ([`samples`]).
+fn resample(points: &[Point], hz: f64, n: usize) -> Vec<Vec<f32>> {
     let mut out = vec![Vec::with_capacity(n); CHANNELS.len()];
     let mut held: Vec<f64> = vec![0.0; CHANNELS.len()];
     let mut i = 0;
@@ -303,15 +311,14 @@ pub fn write_within(
         return Err(MotecError::Empty);
     }
     let hz = (1.0 / dt).round().clamp(1.0, 1000.0);
-    let end = points.last().map_or(0.0, |p| p.t);
-    let n = (end * hz).floor() as usize + 1;
+    let n = samples(&points, hz);
     if n.saturating_mul(CHANNELS.len()) > max_samples {
         return Err(MotecError::TooLarge {
             samples: n.saturating_mul(CHANNELS.len()),
             max: max_samples,
         });
     }
-    let data = resample(&points, hz);
+    let data = resample(&points, hz, n);
     let hz = hz as u16;
     let started = details.started_at.unwrap_or_default();
     let data_at = META + META_LEN * CHANNELS.len();
@@ -597,6 +604,17 @@ mod tests {
             write(&[far], &Details::default()).unwrap_err(),
             MotecError::TooLarge { .. }
         ));
+        // Any float a page may post: a frame 1e207 s in (found by the fuzz
+        // target `motec`), or beyond what f64 holds once laps are added up.
+        for t in [5.5e207, f64::MAX] {
+            let mut far = lap(1, 1.0, 0.05);
+            far.elapsed_s[0] = Some(t);
+            let twice = [far.clone(), far];
+            assert!(matches!(
+                write(&twice, &Details::default()).unwrap_err(),
+                MotecError::TooLarge { .. }
+            ));
+        }
         // Names outside ASCII become '?' in MoTeC's fixed fields.
         let files = write(
             &[lap(1, 1.0, 0.05)],
