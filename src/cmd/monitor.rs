@@ -190,7 +190,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         };
         announce(args, dashboard.as_deref(), &id)?;
         let parsed = SessionId::parse(&id)?;
-        let race = Race::new(seed(&id) ^ index as u64);
+        let race = Race::numbered(seed(&id) ^ index as u64, index);
         let setup = match &source {
             Source::Simulated => Some(race.setup()),
             Source::Replay { setup, .. } => setup.clone(),

@@ -107,6 +107,15 @@ pub struct Race {
 }
 
 impl Race {
+    /// The `index`th of a monitor's cars (`--sessions N`): drivers in turn, so
+    /// the demo's cars do not share a name (six before one comes back).
+    pub fn numbered(seed: u64, index: usize) -> Self {
+        Race {
+            driver: DRIVERS[index % DRIVERS.len()],
+            ..Race::new(seed)
+        }
+    }
+
     /// A car at the start of its race. `seed` picks the driver, car and noise.
     pub fn new(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
@@ -233,12 +242,17 @@ impl Race {
     }
 
     fn complete_lap(&mut self) {
-        let lap_time = self.lap_elapsed;
+        // The line was crossed during the last step: the time past it belongs
+        // to the next lap. (Without this a lap took whole steps, whole seconds
+        // in the demo's 10 Hz at ten times real time.)
+        let speed_mps = TRACK_LENGTH_M / self.current_lap_target;
+        let past = ((self.lap_distance - TRACK_LENGTH_M) / speed_mps).clamp(0.0, self.lap_elapsed);
+        let lap_time = self.lap_elapsed - past;
         self.last_lap_time = Some(lap_time);
         self.best_lap_time = Some(self.best_lap_time.map_or(lap_time, |b| b.min(lap_time)));
         self.lap += 1;
         self.lap_distance -= TRACK_LENGTH_M;
-        self.lap_elapsed = 0.0;
+        self.lap_elapsed = past;
         self.sector_times = [None; 3];
         self.current_lap_target = self.next_lap_target();
         // The gap to the car ahead drifts a few tenths a lap; a new car ahead
@@ -401,6 +415,20 @@ mod tests {
         let frame = race.step(0.1);
         let last = frame["last_lap_time"].as_f64().unwrap();
         assert!((last - t).abs() < 0.2, "{last} vs {t}");
+    }
+
+    #[test]
+    fn a_lap_ends_where_the_line_was_crossed_not_on_a_whole_step() {
+        // Steps of a second (the demo's 10 Hz at ten times real time): the
+        // lap time is the crossing's, to the millisecond, not a whole second.
+        let mut race = Race::new(3);
+        let target = race.current_lap_target;
+        while race.lap() == 1 {
+            race.step(1.0);
+        }
+        let last = race.last_lap_time.unwrap();
+        assert!((last - target).abs() < 1e-6, "{last} vs {target}");
+        assert!(race.lap_elapsed < 1.0 && race.lap_elapsed >= 0.0);
     }
 
     #[test]
