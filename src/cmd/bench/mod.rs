@@ -751,13 +751,19 @@ impl Turns<'_> {
         let mut cpu_per_frame = Vec::new();
         let mut raw_cpu_per_frame = Vec::new();
         let mut recordings = Vec::new();
+        // The broker's CPU in each turn: where a gap between the turns is not
+        // the processor's own (JetStream writes during the burst, say).
+        let broker_cpu = || rig::cpu_time(self.broker.pid());
         for round in 1..=plan.rounds {
             let cpu = sink.cpu_time()?;
+            let broker_before = broker_cpu()?;
             raw.push(
                 sink.delivery(self.client, self.raw_subjects, frame, frames)
                     .await?,
             );
             raw_cpu_per_frame.push(per_frame(sink.cpu_time()?.saturating_sub(cpu)));
+            let raw_broker = per_frame(broker_cpu()?.saturating_sub(broker_before));
+            let broker_before = broker_cpu()?;
             let cpu = processor.cpu_time()?;
             let counted = self.sessions.stats().await?;
             let counted = (
@@ -778,6 +784,7 @@ impl Turns<'_> {
             );
             let cpu = processor.cpu_time()?.saturating_sub(cpu);
             cpu_per_frame.push(per_frame(cpu));
+            let paddock_broker = per_frame(broker_cpu()?.saturating_sub(broker_before));
             // The trace writer records the burst after it: the next raw turn
             // must not share the machine with that.
             let cpu = processor.cpu_time()?;
@@ -786,12 +793,14 @@ impl Turns<'_> {
                 recordings.push(recording);
             }
             say!(
-                "  round {round}: raw {}, paddock {} ({:.2} × raw), CPU per frame: processor {:.0} ns, plain subscriber {:.0} ns",
+                "  round {round}: raw {}, paddock {} ({:.2} × raw), CPU per frame: processor {:.0} ns, plain subscriber {:.0} ns, broker {:.0} ns (paddock's turn) / {:.0} ns (raw)",
                 rate(raw[round - 1]),
                 rate(ingest[round - 1]),
                 ingest[round - 1] / raw[round - 1],
                 cpu_per_frame[round - 1],
-                raw_cpu_per_frame[round - 1]
+                raw_cpu_per_frame[round - 1],
+                paddock_broker,
+                raw_broker
             );
         }
         let stats = self.sessions.stats().await?;
