@@ -170,7 +170,7 @@ impl Collector for Counters {
         gauge(
             &mut encoder,
             "lap_records",
-            "Lap records held for live sessions",
+            "Lap records held, of live and ended sessions",
             s.lap_records as i64,
         )?;
         gauge_f64(

@@ -58,21 +58,27 @@ mod tests {
         use std::time::Duration;
         let sessions = Sessions::new(10);
         let id = sessions.create().unwrap().session_id;
+        let other = sessions.create().unwrap().session_id;
         for _ in 0..60 {
-            sessions
-                .update_telemetry(id, Bytes::from_static(b"{}"), None)
-                .unwrap();
+            for id in [id, other] {
+                sessions
+                    .update_telemetry(id, Bytes::from_static(b"{}"), None)
+                    .unwrap();
+            }
             tokio::time::advance(Duration::from_millis(100)).await;
         }
         let rate = sessions.get(id).unwrap().rate_hz;
         assert!((9.0..=11.0).contains(&rate), "10 Hz: {rate}");
-        assert!((9.0..=11.0).contains(&sessions.load().rate_hz));
+        // The service's rate is every session's together.
+        let all = sessions.load().rate_hz;
+        assert!((18.0..=22.0).contains(&all), "2 × 10 Hz: {all}");
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(
             sessions.get(id).unwrap().rate_hz,
             0.0,
             "silent for two windows"
         );
+        assert_eq!(sessions.load().rate_hz, 0.0);
         let d = doc(&sessions.get(id).unwrap());
         assert!(d["stats"]["duration_s"].as_f64().unwrap() >= 0.0);
     }
