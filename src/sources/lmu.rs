@@ -153,10 +153,15 @@ pub enum Read {
 /// What the decoder has seen, for the monitor's progress line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
+    /// Reads that made the car's frame.
     pub read: u64,
+    /// Reads with no write since the last (paused, or faster than the plugin).
     pub unchanged: u64,
+    /// Copies a write landed in (the version block moved): copied again.
     pub torn: u64,
+    /// Reads with no car of the player's on track (garage screen, menus).
     pub off: u64,
+    /// Buffers shorter than their headers.
     pub short: u64,
 }
 
