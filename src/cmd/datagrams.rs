@@ -6,7 +6,10 @@
 //! latest state, so a burst of packets is one frame and nothing read is older
 //! than 1/hz when it leaves. What the decoder cannot read is counted on the
 //! progress line. A session deleted or expired under it stops it, as it stops
-//! `paddock monitor` (cmd/endings.rs).
+//! `paddock monitor` (cmd/endings.rs). When the decoder sees a new race begin
+//! (Forza, GT7), the monitor says so, and with `--new-session-per-race` it
+//! leaves the old session to the race that was and asks for a new one, as the
+//! F1 loop does on a new session UID.
 //!
 //! EA F1 has a loop of its own (cmd/f1.rs): its car comes in seven packets,
 //! with game sessions, which none of these has.
@@ -21,7 +24,7 @@ use serde_json::Value;
 use tokio::net::UdpSocket;
 
 use super::attach::{Attached, attach};
-use super::monitoring::{MonitorArgs, send_setup_of, stamped};
+use super::monitoring::{MonitorArgs, announce, create_session, send_setup_of, stamped};
 use crate::client::connect::Link;
 use crate::protocol::id::SessionId;
 use crate::protocol::subjects::{self, DataKind};
@@ -43,6 +46,11 @@ pub(super) trait Game {
     /// The car's setup, when the game gives one that was not sent yet (it
     /// changed, or the game just started); sent as an acknowledged request.
     fn take_setup(&mut self) -> Option<Value> {
+        None
+    }
+    /// Why the game started a new race since the last call (another car, a
+    /// restart), once; the datagram just read is the new race's.
+    fn take_new_race(&mut self) -> Option<&'static str> {
         None
     }
 }
@@ -134,16 +142,17 @@ pub(super) async fn run(
         mut links,
         mut renewal,
         client,
+        dashboard,
+        label,
         checks,
         mut endings,
         mut check_at,
-        id,
-        ..
+        mut id,
     }) = attach(args, &mut shutdown).await?
     else {
         return Ok(());
     };
-    let subject = subjects::data(&SessionId::parse(&id)?, DataKind::Telemetry);
+    let mut subject = subjects::data(&SessionId::parse(&id)?, DataKind::Telemetry);
     say!("{listening}");
 
     let mut buffer = vec![0u8; DATAGRAM];
@@ -215,6 +224,28 @@ pub(super) async fn run(
                     }
                 };
                 dirty |= decoder.read(&buffer[..len]);
+                if let Some(why) = decoder.take_new_race() {
+                    if args.new_session_per_race && args.session.is_none() {
+                        // The frame just read is the new race's: it goes to
+                        // the new session at the next tick, the old one keeps
+                        // the race that was.
+                        id = create_session(&client, &label).await?;
+                        subject = subjects::data(&SessionId::parse(&id)?, DataKind::Telemetry);
+                        say!("monitor: the game started another race ({why}); a new paddock session:");
+                        announce(args, dashboard.as_deref(), &id)?;
+                        if let Some(setup) = &setup {
+                            tokio::select! {
+                                sent = send_setup_of(&client, &id, setup) => sent?,
+                                () = &mut shutdown => break,
+                            }
+                        }
+                    } else {
+                        say!(
+                            "monitor: the game started another race ({why}); its frames go on in \
+                             session {id} (--new-session-per-race starts a new one)"
+                        );
+                    }
+                }
             }
             _ = ticker.tick() => {
                 dirty |= decoder.poll();

@@ -26,6 +26,10 @@ impl super::datagrams::Game for Decoder {
         Decoder::frame(self)
     }
 
+    fn take_new_race(&mut self) -> Option<&'static str> {
+        Decoder::take_new_race(self)
+    }
+
     fn progress(&self) -> String {
         let Counts {
             read,

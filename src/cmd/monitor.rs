@@ -129,7 +129,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         SourceArg::AccBroadcast => return super::acc_broadcast::run(args, shutdown).await,
         SourceArg::Forza => return super::forza::run(args, shutdown).await,
         SourceArg::Gt7 => return super::gt7::run(args, shutdown).await,
-        SourceArg::Acc | SourceArg::Ac | SourceArg::Iracing => {
+        SourceArg::Acc | SourceArg::Ac | SourceArg::Iracing | SourceArg::Lmu => {
             return super::shm::run(args, shutdown).await;
         }
     }

@@ -118,7 +118,7 @@ pub struct MonitorArgs {
     /// Where frames come from: the simulated car, a game's UDP telemetry
     /// (the player's car; see --listen): EA F1 24/25, Forza's Data Out, Gran
     /// Turismo 7 (see --console), or, on Windows beside the game, its shared
-    /// memory read --hz times a second: ACC, AC, iRacing.
+    /// memory read --hz times a second: ACC, AC, iRacing, LMU.
     #[arg(long, env = "PADDOCK_SOURCE", value_enum, default_value_t = SourceArg::Sim)]
     pub source: SourceArg,
     /// With --source f1, forza or gt7: the address and port to receive the
@@ -127,9 +127,11 @@ pub struct MonitorArgs {
     /// (f1), 5300 (forza), 33740 (gt7).
     #[arg(long, env = "PADDOCK_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
-    /// With --source f1: when the game starts another session (its session UID
-    /// changes: practice to qualifying, the next race), ask for a new paddock
-    /// session and print its id. Without it the car stays in one session.
+    /// With --source f1, forza or gt7: when the game starts another session
+    /// (F1: its session UID changes, practice to qualifying, the next race;
+    /// Forza and GT7: another car, or a race restarted or the next one begun),
+    /// ask for a new paddock session and print its id. Without it the car
+    /// stays in one session.
     #[arg(long, env = "PADDOCK_NEW_SESSION_PER_RACE")]
     pub new_session_per_race: bool,
     /// Replay a recording at its recorded pace instead of simulating: a
@@ -220,6 +222,9 @@ pub enum SourceArg {
     /// iRacing's live telemetry, its shared memory (Windows, beside the sim);
     /// elsewhere, --replay a .ibt file.
     Iracing,
+    /// Le Mans Ultimate (or rFactor 2): the rF2 shared memory plugin's buffers
+    /// (Windows, beside the game; the game's "Enable Plugins" on).
+    Lmu,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

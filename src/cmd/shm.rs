@@ -1,18 +1,21 @@
-//! `paddock monitor --source acc | ac | iracing`: the game's shared memory, on
-//! the Windows PC it runs on, as a session.
+//! `paddock monitor --source acc | ac | iracing | lmu`: the game's shared
+//! memory, on the Windows PC it runs on, as a session.
 //!
 //! These games send nothing over the network: they keep the car in named
 //! memory-mapped files that any process on the same PC may open. Each tick
 //! (`--hz`) this copies the pages out and hands them to the game's pure decoder
-//! (src/sources/acc.rs, iracing_live.rs) through the loop the UDP sources share
+//! (src/sources/acc.rs, iracing_live.rs, lmu.rs) through the loop the UDP sources share
 //! (cmd/datagrams.rs): the same session, announcement, endings and progress
 //! line. The game may start after the monitor, or quit and start again: a
 //! mapping not there yet is looked for again each tick.
 //!
 //! The game writes while it is read, with no lock to take: each page is
 //! copied, then its head is copied again (ACC's `packetId`, iRacing's header
-//! with its buffers' `tickCount`), and the decoder skips (and counts) what
-//! changed under the copy. iRacing's car setup, in its session info, goes as
+//! with its buffers' `tickCount`, the rF2 plugin's version block for LMU), and
+//! the decoder skips (and counts) what changed under the copy. LMU's buffers
+//! are copied again at once, up to [`LMU_COPIES`] times a tick: its telemetry
+//! is written 50 times a second, and a tick that gave up on it would wait a
+//! whole tick for the next. iRacing's car setup, in its session info, goes as
 //! the session's setup, and again whenever the driver changes it.
 //!
 //! Shared memory exists only on Windows: elsewhere the source says so and
@@ -34,6 +37,16 @@ const ACC_STATIC: &str = "Local\\acpmf_static";
 /// iRacing's (`irsdk_defines.h`, `IRSDK_MEMMAPFILENAME`).
 #[cfg(any(windows, test))]
 const IRACING: &str = "Local\\IRSDKMemMapFileName";
+/// The rF2 shared memory plugin's, in LMU and rFactor 2
+/// (`rFactor2SharedMemoryMap.cpp`; the session's namespace, as `Local\`).
+#[cfg(any(windows, test))]
+const LMU_TELEMETRY: &str = "$rFactor2SMMP_Telemetry$";
+#[cfg(any(windows, test))]
+const LMU_SCORING: &str = "$rFactor2SMMP_Scoring$";
+/// How many times a tick LMU's buffers are copied while the copies come out
+/// torn.
+#[cfg(any(windows, test))]
+const LMU_COPIES: usize = 3;
 
 pub(super) async fn run(
     args: &MonitorArgs,
@@ -42,6 +55,12 @@ pub(super) async fn run(
     #[cfg(windows)]
     {
         let (game, hello) = match args.source {
+            SourceArg::Lmu => (
+                Shm::lmu(windows::Windows),
+                "monitor: reading Le Mans Ultimate's shared memory (the rF2 plugin's \
+                 $rFactor2SMMP_Telemetry$ and _Scoring$); in the game turn Settings > Gameplay > \
+                 Enable Plugins on (and restart it), then get in the car",
+            ),
             SourceArg::Iracing => (
                 Shm::iracing(windows::Windows),
                 "monitor: reading iRacing's shared memory (Local\\IRSDKMemMapFileName); \
@@ -69,6 +88,14 @@ pub(super) async fn run(
                  which exists only on Windows, on the PC iRacing runs on: run paddock.exe \
                  there (it sends to any broker over the network); on Linux, replay a \
                  telemetry file instead: --replay FILE.ibt"
+            );
+        }
+        if args.source == SourceArg::Lmu {
+            anyhow::bail!(
+                "--source lmu reads Le Mans Ultimate's shared memory (the rF2 plugin's \
+                 $rFactor2SMMP_Telemetry$ and $rFactor2SMMP_Scoring$), which exists only on \
+                 Windows, on the PC the game runs on: run paddock.exe there (it sends to any \
+                 broker over the network)"
             );
         }
         let (flag, game) = match args.source {
@@ -115,6 +142,7 @@ pub(super) struct Shm<M: Memory> {
 enum Game {
     Acc(crate::sources::acc::Decoder),
     Iracing(crate::sources::iracing_live::Decoder),
+    Lmu(crate::sources::lmu::Decoder),
 }
 
 #[cfg(any(windows, test))]
@@ -137,10 +165,20 @@ impl<M: Memory> Shm<M> {
         }
     }
 
+    pub(super) fn lmu(memory: M) -> Self {
+        Shm {
+            memory,
+            views: None,
+            copies: vec![Vec::new(); 2],
+            game: Game::Lmu(crate::sources::lmu::Decoder::new()),
+        }
+    }
+
     fn names(&self) -> &'static [&'static str] {
         match self.game {
             Game::Acc(_) => &[ACC_PHYSICS, ACC_GRAPHICS, ACC_STATIC],
             Game::Iracing(_) => &[IRACING],
+            Game::Lmu(_) => &[LMU_TELEMETRY, LMU_SCORING],
         }
     }
 }
@@ -204,12 +242,34 @@ impl<M: Memory> super::datagrams::Game for Shm<M> {
                 let header_after = copy_then_head::<HEADER_LEN>(view, map);
                 decoder.read(map, &header_after)
             }
+            Game::Lmu(decoder) => {
+                use crate::sources::lmu::{Buffers, Read, VERSIONS_LEN, Versions};
+                let [telemetry, scoring] = &mut copies[..] else {
+                    return false;
+                };
+                for _ in 0..LMU_COPIES {
+                    let telemetry_after = copy_then_head::<VERSIONS_LEN>(&views[0], telemetry);
+                    let scoring_after = copy_then_head::<VERSIONS_LEN>(&views[1], scoring);
+                    let versions =
+                        |head: [u8; VERSIONS_LEN]| Versions::of(&head).unwrap_or_default();
+                    match decoder.read(Buffers {
+                        telemetry,
+                        telemetry_after: versions(telemetry_after),
+                        scoring,
+                        scoring_after: versions(scoring_after),
+                    }) {
+                        Read::Torn => continue,
+                        read => return read == Read::Frame,
+                    }
+                }
+                false
+            }
         }
     }
 
     fn take_setup(&mut self) -> Option<serde_json::Value> {
         match &mut self.game {
-            Game::Acc(_) => None,
+            Game::Acc(_) | Game::Lmu(_) => None,
             Game::Iracing(decoder) => decoder.take_setup(),
         }
     }
@@ -218,6 +278,7 @@ impl<M: Memory> super::datagrams::Game for Shm<M> {
         match &self.game {
             Game::Acc(decoder) => decoder.frame(),
             Game::Iracing(decoder) => decoder.frame(),
+            Game::Lmu(decoder) => decoder.frame(),
         }
     }
 
@@ -244,6 +305,15 @@ impl<M: Memory> super::datagrams::Game for Shm<M> {
                      {} with the sim not connected (menus), {} torn (written during the copy) \
                      and {} malformed maps skipped",
                     c.read, c.unchanged, c.off, c.torn, c.malformed
+                )
+            }
+            Game::Lmu(decoder) => {
+                let c = decoder.counts();
+                format!(
+                    "shared memory{waiting}: {} reads made frames, {} unchanged (no newer write), \
+                     {} with no car of the player's on track (garage screen, menus), {} torn \
+                     copies (written during the copy; copied again) and {} short buffers skipped",
+                    c.read, c.unchanged, c.off, c.torn, c.short
                 )
             }
         }
@@ -431,6 +501,40 @@ mod tests {
         assert!(shm.progress().contains("1 torn"), "{}", shm.progress());
         // The next tick copies the new step whole.
         assert!(shm.poll());
+    }
+
+    #[test]
+    fn lmu_copies_a_torn_buffer_again_in_the_same_tick() {
+        use crate::sources::lmu::build::race;
+        let memory = Fake::default();
+        let mut shm = Shm::lmu(memory.clone());
+        let (telemetry, scoring) = race(10, 2);
+        memory.pages.borrow_mut().insert(LMU_TELEMETRY, telemetry);
+        assert!(!shm.poll(), "no scoring buffer yet");
+        assert!(shm.progress().contains("waiting for the game"));
+        memory.pages.borrow_mut().insert(LMU_SCORING, scoring);
+        // The plugin's next telemetry write lands during the first copy.
+        let (next, _) = race(11, 2);
+        *memory.tear.borrow_mut() = Some((LMU_TELEMETRY, next));
+        assert!(shm.poll(), "copied again, whole, in the same tick");
+        let frame = shm.frame().unwrap();
+        assert_eq!(
+            (&frame["game"], &frame["lap"]),
+            (
+                &serde_json::json!("Le Mans Ultimate"),
+                &serde_json::json!(5)
+            )
+        );
+        assert!(!shm.poll(), "no newer write");
+        assert!(
+            shm.progress().starts_with(
+                "shared memory: 1 reads made frames, 1 unchanged (no newer write), 0 with no car \
+                 of the player's on track (garage screen, menus), 1 torn"
+            ),
+            "{}",
+            shm.progress()
+        );
+        assert_eq!(shm.take_setup(), None);
     }
 
     #[test]

@@ -38,6 +38,14 @@
 //! | | 412, 416 | `int` maxRpm, `float` maxFuel (L) |
 //! | | 520 | `float` trackSPlineLength (m) |
 //!
+//! Fuel is litres on both pages, whatever the header's comment says: Kunos's
+//! ACC document calls physics `fuel` "Amount of fuel remaining in kg", yet it
+//! is the figure the game's own HUD and pit menu show in litres, of one unit
+//! with static `maxFuel` (120 for a GT3: the regulations' 120 L tank, not
+//! 90 kg of it) and graphics `fuelXLap` ("in liters"). So it is the schema's
+//! `fuel` as it is, with no kg-to-litre conversion (F1's 0.75 kg/L would
+//! make a full GT3 tank 160 L).
+//!
 //! The game writes the pages while they are read: the reader copies a page,
 //! then reads its `packetId` again, and hands the decoder both ([`Pages`]);
 //! a page whose id moved under the copy is torn, counted, and not read.
@@ -173,11 +181,15 @@ impl Decoder {
         put(&mut m, "throttle", p.f32(4).map(|v| rounded(v, 3)));
         put(&mut m, "brake", p.f32(8).map(|v| rounded(v, 3)));
         put(&mut m, "fuel", p.f32(12).map(|v| rounded(v, 3)));
-        put(
-            &mut m,
-            "fuel_capacity",
-            s.f32(416).filter(|l| *l > 0.0).map(|l| rounded(l, 3)),
-        );
+        let capacity = s.f32(416).filter(|l| l.is_finite() && *l > 0.0);
+        put(&mut m, "fuel_capacity", capacity.map(|l| rounded(l, 3)));
+        // Both litres: the tank's fill is their ratio.
+        if let (Some(fuel), Some(capacity)) = (p.f32(12).filter(|f| f.is_finite()), capacity) {
+            m.insert(
+                "fuel_pct".into(),
+                rounded((fuel / capacity).clamp(0.0, 1.0), 4),
+            );
+        }
         // 0 reverse, 1 neutral, 2 first: the schema's -1, 0, 1.
         put(&mut m, "gear", p.i32(16).map(|g| json!(i64::from(g) - 1)));
         put(&mut m, "rpm", p.i32(20).map(|r| json!(r)));
@@ -404,6 +416,7 @@ mod tests {
             "car_name": "porsche_992_gt3_r", "track_name": "Spa",
             "player_name": "Jöns Ågren",
             "throttle": 0.75, "brake": 0.125, "fuel": 54.5, "fuel_capacity": 120.0,
+            "fuel_pct": 0.4542,
             "gear": 3, "rpm": 7250, "max_rpm": 9250, "steering": -0.25, "speed": 201.3,
             "tire_pressures": {"fl": 27.5, "fr": 27.25, "rl": 26.75, "rr": 26.5},
             "tire_temps": {"fl": 85.5, "fr": 84.5, "rl": 80.3, "rr": 79.8},
@@ -493,6 +506,22 @@ mod tests {
                 ..Counts::default()
             }
         );
+    }
+
+    /// ACC's `fuel` is litres (its document says kg): a full GT3 tank reads
+    /// as the 120 L `maxFuel` says it holds, not as 120 kg's 160 L.
+    #[test]
+    fn fuel_is_litres_as_the_tank_is() {
+        let (mut p, g, s) = pages(1, 1);
+        p[12..16].copy_from_slice(&120f32.to_le_bytes());
+        let mut d = Decoder::new("Assetto Corsa Competizione");
+        assert!(d.read(consistent(&p, &g, &s)));
+        let f = d.frame().unwrap();
+        assert_eq!(
+            (&f["fuel"], &f["fuel_capacity"], &f["fuel_pct"]),
+            (&json!(120.0), &json!(120.0), &json!(1.0))
+        );
+        assert_eq!(f.get("fuel_kg"), None, "not a mass");
     }
 
     #[test]

@@ -38,6 +38,13 @@
 //! | 224 | `s32` DrivetrainType | 71 | `u8` Accel, Brake (0–255) |
 //! | | | 75 | `u8` Gear (0 reverse), `s8` Steer (±127) |
 //!
+//! A new race (what `paddock monitor --new-session-per-race` starts a new
+//! session for) is told by the packets alone: CarOrdinal changes (another
+//! car), or CurrentRaceTime falls back to a race's first seconds from more
+//! than a rewind takes back (the race restarted, or the next one began; its
+//! LapNumber is back to 0 with it). IsRaceOn alone does not tell: it goes to
+//! 0 for a pause as for the menus between races.
+//!
 //! Nothing here trusts a packet: a length other than those above is counted
 //! and dropped, a packet sent while the race is off (IsRaceOn 0: menus, pause)
 //! is counted and is not a frame, and no value read can panic.
@@ -99,6 +106,13 @@ impl Format {
     }
 }
 
+/// CurrentRaceTime of a race just begun, s: a new race's first packets are
+/// read under it (the game sends 60 a second from the start).
+const RACE_START: f64 = 10.0;
+/// How far back CurrentRaceTime must fall to be another race: further than
+/// a rewind takes the car back (a few seconds), s.
+const REWIND: f64 = 10.0;
+
 /// What the decoder has seen, for the monitor's progress line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -124,6 +138,11 @@ pub struct Decoder {
     lap_start: Option<(u16, f64)>,
     /// The last LapNumber read, to see it change.
     laps_completed: Option<u16>,
+    /// CarOrdinal and CurrentRaceTime (Dash layouts) of the last packet read
+    /// with the race on, to see a new race begin.
+    last: Option<(i32, Option<f64>)>,
+    /// Why the packets say a new race began, until the monitor takes it.
+    new_race: Option<&'static str>,
 }
 
 impl Decoder {
@@ -198,7 +217,35 @@ impl Decoder {
             put(&mut m, "track_ordinal", p.i32(327).map(|n| json!(n)));
         }
         self.frame = m;
+        let clock = format
+            .dash()
+            .and_then(|at| p.f32(at + 64))
+            .filter(|t| t.is_finite());
+        self.follow_races(p.i32(212), clock);
         true
+    }
+
+    /// Sees a new race begin in a packet read with the race on: another car,
+    /// or the race clock back at the start from further on than a rewind.
+    fn follow_races(&mut self, car: Option<i32>, clock: Option<f64>) {
+        let Some(car) = car else { return };
+        if let Some((car_before, clock_before)) = self.last {
+            if car != car_before && car != 0 && car_before != 0 {
+                self.new_race = Some("another car");
+            } else if let (Some(now), Some(before)) = (clock, clock_before)
+                && now < RACE_START
+                && before - now > REWIND
+            {
+                self.new_race = Some("the race clock back at the start");
+            }
+        }
+        self.last = Some((car, clock));
+    }
+
+    /// Why a new race began since the last call, once: the packet just read
+    /// is the new race's first.
+    pub fn take_new_race(&mut self) -> Option<&'static str> {
+        self.new_race.take()
     }
 
     fn dash(&mut self, m: &mut Map<String, Value>, p: Le, at: usize) {
@@ -390,6 +437,46 @@ mod tests {
         });
         assert_eq!(f, want);
         crate::protocol::payload::validate_object(f.to_string().as_bytes(), 64 * 1024).unwrap();
+    }
+
+    #[test]
+    fn a_new_race_is_another_car_or_the_race_clock_back_at_the_start() {
+        let packet = |clock: f32, laps: u16, car: i32, race_on: bool| {
+            let mut p = Packet::new(MOTORSPORT_LEN);
+            p.dash_f32(64, clock);
+            p.laps(laps);
+            p.i32(212, car);
+            p.i32(0, i32::from(race_on));
+            p.bytes
+        };
+        let mut d = Decoder::new();
+        // A race goes on, a pause (race off) in it, a rewind of 8 s: no new race.
+        for (clock, laps, on) in [(0.0, 0, true), (5.0, 0, true), (95.0, 1, true)] {
+            assert_eq!(d.read(&packet(clock, laps, 2345, on)), on);
+        }
+        assert!(!d.read(&packet(95.0, 1, 2345, false)), "paused");
+        assert!(d.read(&packet(96.0, 1, 2345, true)));
+        assert!(
+            d.read(&packet(88.0, 0, 2345, true)),
+            "rewound over the line"
+        );
+        assert_eq!(d.take_new_race(), None);
+        // The menus, then the next race from its start.
+        assert!(!d.read(&packet(0.0, 0, 2345, false)));
+        assert!(d.read(&packet(0.25, 0, 2345, true)));
+        assert_eq!(d.take_new_race(), Some("the race clock back at the start"));
+        assert_eq!(d.take_new_race(), None, "said once");
+        // Another car, whatever the clock says.
+        assert!(d.read(&packet(0.5, 0, 9999, true)));
+        assert_eq!(d.take_new_race(), Some("another car"));
+        // The Sled has no clock: only the car tells.
+        let mut sled = Packet::new(SLED_LEN);
+        sled.i32(212, 9999);
+        assert!(d.read(&sled.bytes));
+        assert_eq!(d.take_new_race(), None);
+        sled.i32(212, 1111);
+        assert!(d.read(&sled.bytes));
+        assert_eq!(d.take_new_race(), Some("another car"));
     }
 
     #[test]

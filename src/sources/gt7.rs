@@ -45,6 +45,12 @@
 //! and pressures, and the pit lane. Its water and oil temperatures are
 //! constants (85, 110) and are left out.
 //!
+//! A new race (what `paddock monitor --new-session-per-race` starts a new
+//! session for) is told by the packets alone: the car code changes (another
+//! car), or the lap count falls back to 0 or 1 from a later lap (the race
+//! restarted, or the next one began). Menus and loading in between are off
+//! track and change neither.
+//!
 //! Nothing here trusts a packet: a length no format has, or a packet that does
 //! not decrypt to the magic, is counted and dropped; packets while the car is
 //! off track, paused or loading are counted and are not frames; no value read
@@ -190,6 +196,11 @@ pub struct Decoder {
     counts: Counts,
     format: Option<Format>,
     frame: Map<String, Value>,
+    /// The car code and lap of the last packet read on track, to see a new
+    /// race begin.
+    last: Option<(i32, i16)>,
+    /// Why the packets say a new race began, until the monitor takes it.
+    new_race: Option<&'static str>,
 }
 
 impl Decoder {
@@ -224,6 +235,7 @@ impl Decoder {
                 self.counts.read += 1;
                 self.format = Some(format);
                 self.frame = frame;
+                self.follow_races(&plain);
                 true
             }
             None => {
@@ -314,6 +326,29 @@ impl Decoder {
     /// The car's frame: `None` until a packet with the car on track was read.
     pub fn frame(&self) -> Option<Value> {
         (!self.frame.is_empty()).then(|| Value::Object(self.frame.clone()))
+    }
+
+    /// Sees a new race begin in a packet read on track: another car, or the
+    /// lap count back to 0 or 1 from a later lap.
+    fn follow_races(&mut self, plain: &[u8]) {
+        let p = Le(plain);
+        let (Some(car), Some(lap)) = (p.i32(0x124), p.i16(0x74)) else {
+            return;
+        };
+        if let Some((car_before, lap_before)) = self.last {
+            if car != car_before && car != 0 && car_before != 0 {
+                self.new_race = Some("another car");
+            } else if lap < lap_before && lap <= 1 {
+                self.new_race = Some("the lap count back to the start");
+            }
+        }
+        self.last = Some((car, lap));
+    }
+
+    /// Why a new race began since the last call, once: the packet just read
+    /// is the new race's first.
+    pub fn take_new_race(&mut self) -> Option<&'static str> {
+        self.new_race.take()
     }
 }
 
@@ -428,6 +463,43 @@ mod tests {
         );
         assert_eq!(f.get("laps_left"), None);
         assert_eq!(f.get("fuel"), None, "an electric car has no litres");
+    }
+
+    #[test]
+    fn a_new_race_is_another_car_or_the_lap_count_back_at_the_start() {
+        let packet = |lap: i16, car: i32, on_track: bool| {
+            let mut p = plain(Format::B);
+            p[0x74..0x76].copy_from_slice(&lap.to_le_bytes());
+            p[0x124..0x128].copy_from_slice(&car.to_le_bytes());
+            if !on_track {
+                p[0x8E..0x90].copy_from_slice(&4u16.to_le_bytes()); // loading
+            }
+            encrypt(p, 5, Format::B)
+        };
+        let mut d = Decoder::new();
+        // Laps go on: no new race, the first packet included.
+        for lap in [0, 1, 2, 3] {
+            assert!(d.read(&packet(lap, 3383, true)));
+            assert_eq!(d.take_new_race(), None, "lap {lap}");
+        }
+        // Menus and loading between races change nothing; the next race's
+        // first lap on track is a new race.
+        assert!(!d.read(&packet(0, 0, false)));
+        assert_eq!(d.take_new_race(), None);
+        assert!(d.read(&packet(1, 3383, true)));
+        assert_eq!(d.take_new_race(), Some("the lap count back to the start"));
+        assert_eq!(d.take_new_race(), None, "said once");
+        // A restart during lap 1 (back to 0 on the grid) is one too.
+        assert!(d.read(&packet(0, 3383, true)));
+        assert_eq!(d.take_new_race(), Some("the lap count back to the start"));
+        assert!(d.read(&packet(1, 3383, true)));
+        assert_eq!(d.take_new_race(), None, "the start of the race itself");
+        // Another car, whatever its lap.
+        assert!(d.read(&packet(1, 1234, true)));
+        assert_eq!(d.take_new_race(), Some("another car"));
+        // Lap 3 to 2 is not a new race (no real race does it, but it is no start).
+        assert!(d.read(&packet(3, 1234, true)) && d.read(&packet(2, 1234, true)));
+        assert_eq!(d.take_new_race(), None);
     }
 
     /// The fuzzer's seeds (.ci/run copies them into its corpus): each

@@ -6,7 +6,8 @@
 //! sequences built from the games' specs) and fuzzed (fuzz/). `paddock monitor`
 //! (src/cmd/monitor.rs, f1.rs, datagrams.rs, shm.rs) does the I/O: a UDP socket for EA F1 and Forza, a UDP
 //! socket and a heartbeat to the console for Gran Turismo 7, a file for iRacing,
-//! the game's shared memory on Windows for ACC, AC and iRacing live.
+//! the game's shared memory on Windows for ACC, AC, iRacing live and Le Mans
+//! Ultimate.
 //!
 //! Units are converted here, once: what leaves a decoder is in the schema's
 //! units (s, L, km/h, °C, psi, tread left as a fraction) with corners keyed
@@ -19,6 +20,7 @@ pub mod forza;
 pub mod gt7;
 pub mod ibt;
 pub mod iracing_live;
+pub mod lmu;
 pub mod yaml;
 
 use serde_json::{Map, Value};
@@ -85,6 +87,9 @@ impl Le<'_> {
     /// An `f32`, widened (what the schema's numbers are made from).
     pub(crate) fn f32(self, at: usize) -> Option<f64> {
         self.array(at).map(f32::from_le_bytes).map(f64::from)
+    }
+    pub(crate) fn f64(self, at: usize) -> Option<f64> {
+        self.array(at).map(f64::from_le_bytes)
     }
 }
 

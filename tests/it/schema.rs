@@ -81,7 +81,7 @@ fn the_origin_monitors_frames_follow_it_once_converted_and_not_before() {
 
 #[test]
 fn the_sim_bridges_frames_follow_it() {
-    use paddock::sources::{acc, f1, forza, gt7, ibt, iracing_live};
+    use paddock::sources::{acc, f1, forza, gt7, ibt, iracing_live, lmu};
     let validator = validator();
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
     for (dir, files) in [
@@ -141,6 +141,17 @@ fn the_sim_bridges_frames_follow_it() {
     let mut decoder = iracing_live::Decoder::new();
     assert!(decoder.read(&map, &map[..iracing_live::HEADER_LEN]));
     assert_valid(&validator, &decoder.frame().unwrap(), "iracing live");
+    // LMU's rF2 plugin buffers, built from their layout.
+    let (telemetry, scoring) = lmu::build::race(3, 4);
+    let mut decoder = lmu::Decoder::new();
+    let read = decoder.read(lmu::Buffers {
+        telemetry: &telemetry,
+        telemetry_after: lmu::Versions { begin: 3, end: 3 },
+        scoring: &scoring,
+        scoring_after: lmu::Versions { begin: 4, end: 4 },
+    });
+    assert_eq!(read, lmu::Read::Frame);
+    assert_valid(&validator, &decoder.frame().unwrap(), "lmu");
     let file =
         ibt::Ibt::parse(std::fs::read(format!("{data}/ibt/valid_test_file.ibt")).unwrap()).unwrap();
     for row in 0..file.rows() {

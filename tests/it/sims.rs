@@ -551,7 +551,7 @@ async fn a_file_that_is_not_ibt_is_refused_plainly() {
 #[cfg(not(windows))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_memory_source_off_windows_says_where_it_runs() {
-    for source in ["acc", "ac", "iracing"] {
+    for source in ["acc", "ac", "iracing", "lmu"] {
         let (code, _, err) = run_paddock(&[
             "monitor",
             "--nats-url",
@@ -567,6 +567,9 @@ async fn a_shared_memory_source_off_windows_says_where_it_runs() {
         );
         if source == "iracing" {
             assert!(err.contains("--replay FILE.ibt"), "{err}");
+        }
+        if source == "lmu" {
+            assert!(err.contains("$rFactor2SMMP_Telemetry$"), "{err}");
         }
     }
 }

@@ -7,6 +7,10 @@
 //! gt7.rs cite them), each field written at its documented offset, every
 //! corner distinct so the corner order shows; GT7's are encrypted with the
 //! salsa20 crate itself, not through paddock's code.
+//!
+//! A new race in the packets (Forza: the race clock back at the start; GT7:
+//! another car) is a new paddock session with `--new-session-per-race`, and
+//! the same session, said on stderr, without it.
 
 use std::net::UdpSocket;
 use std::process::Stdio;
@@ -69,8 +73,14 @@ fn put_f32(b: &mut [u8], at: usize, v: f32) {
 }
 
 /// One Forza Motorsport (2023) "Dash" packet (331 bytes): `laps` completed,
-/// `distance` m since the start, the race on unless `race_on` is false.
+/// `distance` m since the start, the race on unless `race_on` is false, 300 s
+/// into the race.
 fn forza_packet(laps: u16, distance: f32, last_lap: f32, race_on: bool) -> Vec<u8> {
+    forza_packet_at(300.0, laps, distance, last_lap, race_on)
+}
+
+/// The same, `clock` s into the race (CurrentRaceTime).
+fn forza_packet_at(clock: f32, laps: u16, distance: f32, last_lap: f32, race_on: bool) -> Vec<u8> {
     let mut p = vec![0u8; 331];
     p[0..4].copy_from_slice(&i32::from(race_on).to_le_bytes());
     put_f32(&mut p, 8, 9000.0); // EngineMaxRpm
@@ -87,7 +97,7 @@ fn forza_packet(laps: u16, distance: f32, last_lap: f32, race_on: bool) -> Vec<u
     put_f32(&mut p, d + 52, 88.5); // BestLap
     put_f32(&mut p, d + 56, last_lap);
     put_f32(&mut p, d + 60, 7.25); // CurrentLap
-    put_f32(&mut p, d + 64, 300.0); // CurrentRaceTime
+    put_f32(&mut p, d + 64, clock); // CurrentRaceTime
     p[d + 68..d + 70].copy_from_slice(&laps.to_le_bytes());
     p[d + 70] = 2; // RacePosition
     p[d + 71] = 204; // Accel: 0.8
@@ -162,6 +172,85 @@ async fn forza_data_out_over_udp_becomes_a_session_with_laps() {
     );
 }
 
+/// The next session the monitor prints (`session <id>` on stdout).
+fn next_session(monitor: &Running) -> String {
+    loop {
+        if let Some(id) = monitor.line().strip_prefix("session ") {
+            return id.to_string();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forza_with_new_session_per_race_a_restart_is_a_new_session() {
+    let app = spawn_app().await;
+    let to = format!("127.0.0.1:{}", free_udp_port());
+    let (monitor, log) = monitor(
+        &app.server.url(),
+        "forza",
+        &["--listen", &to, "--new-session-per-race"],
+    );
+    let first = next_session(&monitor);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |p: Vec<u8>| {
+        socket.send_to(&p, &to).unwrap();
+    };
+    // Lap 2 of a race, 300 s in.
+    for k in 0..3 {
+        send(forza_packet(1, 4000.0 + 50.0 * k as f32, 91.25, true));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.get_until(&first, "lap 2", |d| d["telemetry"]["lap"] == 2)
+        .await;
+    // A rewind of 5 s is the same race.
+    send(forza_packet_at(295.0, 1, 3900.0, 91.25, true));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The menus, then the race restarted: the clock and the laps from 0.
+    send(forza_packet_at(0.0, 0, 0.0, 0.0, false));
+    for k in 0..3 {
+        send(forza_packet_at(
+            0.5 + k as f32,
+            0,
+            10.0 * k as f32,
+            0.0,
+            true,
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = next_session(&monitor);
+    assert_ne!(second, first);
+    let doc = app
+        .get_until(&second, "the new race's latest frame", |d| {
+            d["telemetry"]["lap"] == 1 && d["telemetry"]["session_time"] == 2.5
+        })
+        .await;
+    assert_eq!(
+        doc["telemetry"]["lap_distance"],
+        serde_json::Value::Null,
+        "{doc}"
+    );
+    // The old session keeps the race that was: its last frame is lap 2's.
+    let old = app.get_until(&first, "the old race", |_| true).await;
+    assert_eq!(old["telemetry"]["lap"], 2, "{old}");
+    let listed = app.request("sessions.list", "{}").await.ok();
+    assert_eq!(listed["total"], 2, "{listed}");
+
+    assert_eq!(monitor.stop("-INT"), 0);
+    let (_, err) = closing_count(&log);
+    assert_eq!(
+        err.matches("the game started another race").count(),
+        1,
+        "one new race (not the rewind): {err}"
+    );
+    assert!(
+        err.contains(
+            "the game started another race (the race clock back at the start); a new paddock \
+             session"
+        ),
+        "{err}"
+    );
+}
+
 /// GT7's Salsa20 key, the first 32 bytes of its phrase.
 const GT7_KEY: &[u8; 32] = b"Simulator Interface Packet GT7 v";
 
@@ -169,6 +258,11 @@ const GT7_KEY: &[u8; 32] = b"Simulator Interface Packet GT7 v";
 /// plaintext built at the readers' offsets, encrypted whole with the nonce
 /// from `iv1` (xor 0xDEADBEEF, format B's), `iv1` then put in the clear at 0x40.
 fn gt7_packet(iv1: u32, lap: i16, last_lap_ms: i32, on_track: bool) -> Vec<u8> {
+    gt7_packet_of(1234, iv1, lap, last_lap_ms, on_track)
+}
+
+/// The same, of the car with code `car`.
+fn gt7_packet_of(car: i32, iv1: u32, lap: i16, last_lap_ms: i32, on_track: bool) -> Vec<u8> {
     let mut p = vec![0u8; 316];
     p[0..4].copy_from_slice(&0x4737_5330u32.to_le_bytes());
     put_f32(&mut p, 0x3C, 7250.0); // rpm
@@ -187,7 +281,7 @@ fn gt7_packet(iv1: u32, lap: i16, last_lap_ms: i32, on_track: bool) -> Vec<u8> {
     p[0x90] = 0x53; // 3rd gear, 5th suggested
     p[0x91] = 153; // throttle 0.6
     p[0x92] = 51; // brake 0.2
-    p[0x124..0x128].copy_from_slice(&1234i32.to_le_bytes());
+    p[0x124..0x128].copy_from_slice(&car.to_le_bytes());
     put_f32(&mut p, 0x128, std::f32::consts::FRAC_PI_4); // wheel: 45°
     let mut nonce = [0u8; 8];
     nonce[..4].copy_from_slice(&(iv1 ^ 0xDEAD_BEEF).to_le_bytes());
@@ -281,6 +375,56 @@ async fn a_playstation_answering_the_heartbeat_becomes_a_session() {
              rejected (1 not decrypting to GT7's, 1 of no GT7 length)"
         ),
         "menus and garbage counted: {err}"
+    );
+}
+
+/// Without `--new-session-per-race`, another car (a new race) goes on in the
+/// same session, and the monitor says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gt7_without_new_session_per_race_another_car_goes_on_in_the_same_session() {
+    let app = spawn_app().await;
+    let console = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let console_port = console.local_addr().unwrap().port().to_string();
+    let (monitor, log) = monitor(
+        &app.server.url(),
+        "gt7",
+        &[
+            "--console",
+            "127.0.0.1",
+            "--console-port",
+            &console_port,
+            "--listen",
+            "127.0.0.1:0",
+            "--gt7-format",
+            "b",
+        ],
+    );
+    let id = next_session(&monitor);
+    let mut beat = [0u8; 16];
+    let (_, monitor_at) =
+        tokio::time::timeout(Duration::from_secs(30), console.recv_from(&mut beat))
+            .await
+            .expect("a heartbeat within 30 s")
+            .unwrap();
+    for (k, car, lap) in [(0u32, 1234, 2i16), (1, 1234, 3), (2, 4321, 1), (3, 4321, 1)] {
+        let p = gt7_packet_of(car, 0x2000 + k, lap, 97_000, true);
+        console.send_to(&p, monitor_at).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    app.get_until(&id, "the other car, in the same session", |d| {
+        d["telemetry"]["car_code"] == 4321
+    })
+    .await;
+    let listed = app.request("sessions.list", "{}").await.ok();
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(monitor.stop("-INT"), 0);
+    let (_, err) = closing_count(&log);
+    assert!(
+        err.contains(&format!(
+            "the game started another race (another car); its frames go on in session {id} \
+             (--new-session-per-race starts a new one)"
+        )),
+        "{err}"
     );
 }
 
