@@ -1662,21 +1662,16 @@ async fn the_timing_view_shows_the_field_live_with_where_a_stop_rejoins() {
     let order = "return [...document.querySelectorAll('#timing tbody tr')].map(r => \
                  [r.cells[0].textContent, r.cells[1].textContent, r.cells[4].textContent, \
                  'player' in r.dataset])";
-    rows_become(
-        &browser,
-        order,
-        json!([
-            ["P1", "#1 VERSTAPPEN", "leader", false],
-            ["P2", "#7 A. Driver", "+1.000", true],
-            ["P3", "#4 NORRIS", "+1.600", false],
-            ["P4", "#44 HAMILTON", "+20.000", false],
-            ["P5", "#16 LECLERC", "+27.800", false],
-            ["P6", "#63 RUSSELL", "+31.000", false],
-            ["P7", "#81 PIASTRI", "—", false]
-        ]),
-        Duration::from_secs(10),
-    )
-    .await;
+    let swapped = json!([
+        ["P1", "#1 VERSTAPPEN", "leader", false],
+        ["P2", "#7 A. Driver", "+1.000", true],
+        ["P3", "#4 NORRIS", "+1.600", false],
+        ["P4", "#44 HAMILTON", "+20.000", false],
+        ["P5", "#16 LECLERC", "+27.800", false],
+        ["P6", "#63 RUSSELL", "+31.000", false],
+        ["P7", "#81 PIASTRI", "—", false]
+    ]);
+    rows_become(&browser, order, swapped.clone(), Duration::from_secs(10)).await;
     browser
         .wait_text("#rejoin", "the rejoin line follows the field", |t| {
             t.starts_with("stop now: rejoin P4, 6.0 s behind #44")
@@ -1684,6 +1679,15 @@ async fn the_timing_view_shows_the_field_live_with_where_a_stop_rejoins() {
         .await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
+    // A page opened now (as after a reconnect) has the field from the
+    // snapshot, with no new field sent: the same rows and rejoin line.
+    browser.open(&format!("http://{http}/session/{id}")).await;
+    rows_become(&browser, order, swapped, Duration::from_secs(10)).await;
+    browser
+        .wait_text("#rejoin", "the rejoin line from the snapshot", |t| {
+            t.starts_with("stop now: rejoin P4, 6.0 s behind #44")
+        })
+        .await;
 
     // On a desk and on a 390 px phone, under the sticky bar; the phone
     // neither scrolls the page sideways nor the table inside its card.
