@@ -23,9 +23,11 @@ use crate::server::race::{self, Reading};
 use crate::server::rejoin;
 use crate::server::sessions::TeamCar;
 
-/// Most cars one message lists (about 400 bytes each, so under 64 KiB); a team
-/// past it is cut to its first cars by position and the message says how many
-/// were left out.
+/// Most cars one message lists; a team past it is cut to its first cars by
+/// position and the message says how many were left out. A row is some 430
+/// bytes (the docs/PROTOCOL.md example without its alert), 610 with a field's
+/// `ahead`, `behind` and `rejoin`, under 800 with 64-byte names: 150 rows are
+/// 64-120 KiB, well within the shipped broker's 1 MB `max_payload`.
 pub const MAX_CARS: usize = 150;
 
 /// What the feed remembers of a car between ticks.
