@@ -1025,4 +1025,15 @@ pub struct TowerCar {
     /// The car's active alerts (docs/PROTOCOL.md "Alerts"), when it has any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<AlertReading>,
+    /// From the session's field (docs/PROTOCOL.md "The field"), when it has
+    /// one that names the car: the car nearest ahead on the road order and
+    /// the gap to it (s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ahead: Option<RejoinCar>,
+    /// The car nearest behind and its gap (s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind: Option<RejoinCar>,
+    /// Where a stop now rejoins: the session document's `rejoin.message`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejoin: Option<String>,
 }

@@ -398,7 +398,10 @@ impl Processor {
         let mut shutdown = shutdown.fuse();
         let mut sweeps = tokio::time::interval(ctx.lifecycle.sweep_every());
         sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut towers = crate::server::tower::Towers::new(ctx.app.limits.fuel_reserve_laps);
+        let mut towers = crate::server::tower::Towers::new(
+            ctx.app.limits.fuel_reserve_laps,
+            ctx.app.limits.pit_loss,
+        );
         // Alerts are checked once a second, whatever the frame rates.
         let mut alert_ticks = tokio::time::interval(ALERT_EVERY);
         alert_ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -419,7 +422,7 @@ impl Processor {
                         Some(ticks) => ticks.tick().await,
                         None => std::future::pending().await,
                     }
-                } => ctx.publish_towers(&mut towers).await,
+                } => ctx.publish_towers(&mut towers, &paces).await,
                 _ = alert_ticks.tick() => {
                     for (id, dropped) in data.take_dropped() {
                         ctx.app.sessions.note_dropped(id, dropped);
@@ -1081,8 +1084,17 @@ impl Ctx {
 
     /// Each team's tower (server/tower.rs), on `team.<token>.tower`. Published
     /// without waiting for the broker: a lost message is replaced half a second on.
-    async fn publish_towers(&self, towers: &mut crate::server::tower::Towers) {
-        let cars = self.app.sessions.team_cars();
+    async fn publish_towers(
+        &self,
+        towers: &mut crate::server::tower::Towers,
+        paces: &std::collections::HashMap<SessionId, Paced>,
+    ) {
+        let mut cars = self.app.sessions.team_cars();
+        // The pit loss the alerts measured from each car's laps (once per
+        // lap), so the tower's rejoin line is the session document's.
+        for car in &mut cars {
+            car.pit_loss = paces.get(&car.session_id).map(|(_, _, loss)| *loss);
+        }
         let mut ticked = towers.tick(cars, chrono::Utc::now(), &self.processor);
         {
             let board = self.app.alert_board();

@@ -151,6 +151,39 @@ pub fn rejoin(field: &Field, (pit_loss, from, stops): (f64, &str, u32)) -> Optio
     })
 }
 
+/// The cars nearest ahead of and behind the field's own car on the road
+/// order the field gives (retired cars left out), each with the gap between
+/// them in s: the car's own `interval` to the one ahead and the car behind's
+/// `interval` to it where they are next to each other in position, else the
+/// difference of their gaps to the leader. `None` without a player car; a
+/// side is `None` at the front or back of the field, or without a gap.
+pub fn neighbours(field: &Field) -> Option<(Option<RejoinCar>, Option<RejoinCar>)> {
+    let me = field.player()?;
+    let running: Vec<&FieldCar> = field
+        .cars
+        .iter()
+        .filter(|c| c.index == me.index || c.status != CarStatus::Retired)
+        .collect();
+    let at = running.iter().position(|c| c.index == me.index)?;
+    let gap = |front: &FieldCar, back: &FieldCar| {
+        let adjacent = back.position == front.position + 1;
+        let gap = match back.interval {
+            Some(interval) if adjacent => Some(interval),
+            _ => Some(back.gap_leader? - front.gap_leader?),
+        };
+        gap.filter(|g| *g >= 0.0)
+    };
+    let ahead = at
+        .checked_sub(1)
+        .and_then(|i| running.get(i).copied())
+        .and_then(|c| Some(neighbour(c, gap(c, me)?)));
+    let behind = running
+        .get(at + 1)
+        .copied()
+        .and_then(|c| Some(neighbour(c, gap(me, c)?)));
+    Some((ahead, behind))
+}
+
 /// The pit loss to place the car with: its own stops' where it has stopped,
 /// else `default`.
 pub fn loss_of(laps: &[Lap], default: f64) -> (f64, &'static str, u32) {
@@ -236,5 +269,44 @@ mod tests {
         let r = rejoin(&field, (15.0, "default", 0)).unwrap();
         assert_eq!(r.message, "stop now: rejoin P4, 5.0 s behind #3");
         assert_eq!(r.undercut_window, Some(true));
+
+        // Around the car now: #2 ahead by its own interval (absent here, so
+        // the gaps' difference, 6.0 s), #3 behind (10.0 s).
+        let (ahead, behind) = neighbours(&field).unwrap();
+        let (ahead, behind) = (ahead.unwrap(), behind.unwrap());
+        assert_eq!((ahead.race_number, ahead.gap), (Some(2), 6.0));
+        assert_eq!((behind.race_number, behind.gap), (Some(3), 10.0));
+    }
+
+    #[test]
+    fn the_cars_around_are_read_from_intervals_and_skip_the_retired() {
+        let car = |index: u16, position: u16, gap: f64, interval: f64, status: &str| {
+            json!({"index": index, "race_number": index + 10, "position": position,
+                   "gap_leader": gap, "interval": interval, "status": status})
+        };
+        let mut cars = vec![
+            car(0, 1, 0.0, 0.0, "running"),
+            car(1, 2, 1.5, 1.5, "running"),
+            car(2, 3, 3.0, 1.4, "running"),
+            car(3, 4, 50.0, 47.0, "retired"),
+        ];
+        cars[1]["player"] = json!(true);
+        let field: Field = serde_json::from_value(json!({ "cars": cars })).unwrap();
+        let (ahead, behind) = neighbours(&field).unwrap();
+        assert_eq!(ahead.unwrap().gap, 1.5, "the car's own interval");
+        assert_eq!(behind.unwrap().gap, 1.4, "the car behind's interval");
+        // The last running car: the retired one behind it is no neighbour.
+        let mut cars = field.cars.clone();
+        cars[1].player = false;
+        cars[2].player = true;
+        let last = Field { cars, ..field };
+        let (ahead, behind) = neighbours(&last).unwrap();
+        assert_eq!(ahead.unwrap().race_number, Some(11));
+        assert_eq!(behind, None);
+        let none = Field {
+            cars: vec![],
+            ..last
+        };
+        assert_eq!(neighbours(&none), None, "no car of our own");
     }
 }

@@ -16,14 +16,18 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::protocol::documents::{Tower, TowerCar};
+use crate::protocol::documents::{RejoinCar, Tower, TowerCar};
+use crate::protocol::field::Field;
 use crate::protocol::id::SessionId;
 use crate::server::race::{self, Reading};
+use crate::server::rejoin;
 use crate::server::sessions::TeamCar;
 
-/// Most cars one message lists (about 400 bytes each, so under 64 KiB); a team
-/// past it is cut to its first cars by position and the message says how many
-/// were left out.
+/// Most cars one message lists; a team past it is cut to its first cars by
+/// position and the message says how many were left out. A row is some 430
+/// bytes (the docs/PROTOCOL.md example without its alert), 610 with a field's
+/// `ahead`, `behind` and `rejoin`, under 800 with 64-byte names: 150 rows are
+/// 64-120 KiB, well within the shipped broker's 1 MB `max_payload`.
 pub const MAX_CARS: usize = 150;
 
 /// What the feed remembers of a car between ticks.
@@ -37,7 +41,14 @@ struct Track {
     /// The strategy's pace (`race::pace`) as of the newest lap record (its
     /// `n`): read again only when the car completes a lap.
     pace: Option<(u64, race::Pace)>,
+    /// The cars around it and the rejoin line, as of the field stored at
+    /// `.0` and the pit loss `.1`: a field (some 8 KB for 22 cars) is parsed
+    /// again only when a new one came, not on every tick.
+    around: Option<(DateTime<Utc>, f64, Around)>,
 }
+
+/// The car ahead, the car behind, and the rejoin line, from a field.
+type Around = (Option<RejoinCar>, Option<RejoinCar>, Option<String>);
 
 /// The feed's state: per car its pit and stint memory, and the teams published
 /// last tick (a team whose last car left gets one empty message, so its pages
@@ -48,12 +59,15 @@ pub struct Towers {
     published: HashSet<String>,
     /// `--fuel-reserve-laps`, for each car's fuel to add and last lap to stop.
     reserve_laps: f64,
+    /// `--pit-loss`: what a stop costs a car that has not stopped yet.
+    pit_loss: f64,
 }
 
 impl Towers {
-    pub fn new(reserve_laps: f64) -> Self {
+    pub fn new(reserve_laps: f64, pit_loss: f64) -> Self {
         Towers {
             reserve_laps,
+            pit_loss,
             ..Towers::default()
         }
     }
@@ -139,6 +153,7 @@ impl Towers {
                 now
             },
             pace: None,
+            around: None,
         });
         match (track.in_pits, in_pits) {
             (Some(false), Some(true)) => track.pit_entries += 1,
@@ -177,6 +192,26 @@ impl Towers {
         };
         let fuel_per_lap = pace.fuel_per_lap;
         let strategy = race::strategy_of(pace, &reading, self.reserve_laps);
+        let loss = car.pit_loss.unwrap_or((self.pit_loss, "default", 0));
+        let (ahead, behind, rejoin) = match &car.field {
+            None => (None, None, None),
+            Some(field) => match &track.around {
+                Some((at, cost, around)) if *at == field.at && *cost == loss.0 => around.clone(),
+                _ => {
+                    // Held to its schema at ingest, so this reads.
+                    let around = match Field::parse(&field.body) {
+                        Ok(parsed) => {
+                            let (ahead, behind) = rejoin::neighbours(&parsed).unwrap_or_default();
+                            let line = rejoin::rejoin(&parsed, loss).map(|r| r.message);
+                            (ahead, behind, line)
+                        }
+                        Err(_) => (None, None, None),
+                    };
+                    track.around = Some((field.at, loss.0, around.clone()));
+                    around
+                }
+            },
+        };
         TowerCar {
             session_id: car.session_id,
             car: car.car.clone(),
@@ -207,6 +242,9 @@ impl Towers {
                 .as_ref()
                 .map(|f| round2(seconds(now - f.at).max(0.0))),
             alerts: Vec::new(),
+            ahead,
+            behind,
+            rejoin,
         }
     }
 }
@@ -265,6 +303,8 @@ mod tests {
                 at: at(seen),
             }),
             laps,
+            field: None,
+            pit_loss: None,
         }
     }
 
@@ -319,7 +359,7 @@ mod tests {
             record(id, 4, 86.0),
             record(id, 5, 83.0),
         ];
-        let mut towers = Towers::new(1.0);
+        let mut towers = Towers::new(1.0, 25.0);
         let frame = r#"{"fuel":35,"fuel_capacity":40,"lap":6,"laps_left":20}"#;
         let out = towers.tick(vec![car(id, "Blue", frame, 0, laps)], at(0), "p");
         let row = &out[0].cars[0];
@@ -393,6 +433,53 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(out[0].cars.is_empty());
         assert!(towers.tick(vec![], at(2), "p").is_empty());
+    }
+
+    #[test]
+    fn a_car_with_a_field_shows_its_neighbours_and_where_a_stop_rejoins() {
+        // Our car (#7, P2, 4.0 s behind the leader, 1.5 s ahead of #44): a
+        // 22 s stop puts it 26.0 s back, behind #44 (5.5 s) by 20.5 s.
+        let field = serde_json::json!({"cars": [
+            {"index": 0, "race_number": 1, "position": 1, "gap_leader": 0.0, "status": "running"},
+            {"index": 3, "race_number": 7, "position": 2, "gap_leader": 4.0, "interval": 4.0,
+             "status": "running", "player": true},
+            {"index": 5, "race_number": 44, "position": 3, "gap_leader": 5.5, "interval": 1.5,
+             "status": "running"},
+        ]});
+        let id = SessionId::new_v4();
+        let mut with_field = car(id, "Blue", r#"{"position":2}"#, 0, vec![]);
+        with_field.field = Some(Frame {
+            body: Bytes::from(field.to_string()),
+            at: at(0),
+        });
+        with_field.pit_loss = Some((22.0, "stops", 1));
+        let mut towers = Towers::new(1.0, 25.0);
+        let out = towers.tick(vec![with_field.clone()], at(0), "p");
+        let row = &out[0].cars[0];
+        let (ahead, behind) = (row.ahead.as_ref().unwrap(), row.behind.as_ref().unwrap());
+        assert_eq!((ahead.race_number, ahead.gap), (Some(1), 4.0));
+        assert_eq!((behind.race_number, behind.gap), (Some(44), 1.5));
+        assert_eq!(
+            row.rejoin.as_deref(),
+            Some("stop now: rejoin P3, 20.5 s behind #44")
+        );
+        // Without its own measure, the default loss (25 s): the same place.
+        with_field.pit_loss = None;
+        let out = towers.tick(vec![with_field.clone()], at(1), "p");
+        assert_eq!(
+            out[0].cars[0].rejoin.as_deref(),
+            Some("stop now: rejoin P3, 23.5 s behind #44")
+        );
+        // A car without a field has none of it, and the message says nothing.
+        with_field.field = None;
+        let out = towers.tick(vec![with_field], at(2), "p");
+        let json = serde_json::to_value(&out[0].cars[0]).unwrap();
+        assert!(
+            ["ahead", "behind", "rejoin"]
+                .iter()
+                .all(|k| json.get(k).is_none()),
+            "{json}"
+        );
     }
 
     #[test]

@@ -1162,6 +1162,42 @@ mod tests {
         }
     }
 
+    /// The race of tests/data/f1-25-race: packets built by f1-packets (an
+    /// implementation of EA's layouts other than this one; how, in
+    /// make-field.py there) and the field each tick should give, worked out
+    /// by that script from the race it scripted, not from this decoder.
+    #[test]
+    fn a_race_built_by_f1_packets_gives_its_field_exactly() {
+        let mut d = Decoder::new();
+        for tick in 1..=3 {
+            for packet in ["LapData", "Participants", "CarStatus"] {
+                let outcome = d.read(&capture(&format!("f1-25-race/tick{tick}-{packet}.bin")));
+                assert!(outcome.field, "tick {tick}: {packet} read");
+            }
+            let want: Value =
+                serde_json::from_slice(&capture(&format!("f1-25-race/tick{tick}-field.json")))
+                    .unwrap();
+            let got = d.field().unwrap();
+            // Car by car first, so a difference names its car.
+            let (got_cars, want_cars) = (
+                got["cars"].as_array().unwrap(),
+                want["cars"].as_array().unwrap(),
+            );
+            assert_eq!(got_cars.len(), 22, "tick {tick}");
+            for (g, w) in got_cars.iter().zip(want_cars) {
+                assert_eq!(g, w, "tick {tick}, P{}", w["position"]);
+            }
+            assert_eq!(got, want, "tick {tick}");
+            // And it is a field the processor keeps.
+            crate::protocol::field::Field::parse(got.to_string().as_bytes()).unwrap();
+        }
+        assert_eq!(d.counts().read, 9);
+        // f1-packets' own format (2026, 24 cars) is another game's: counted,
+        // not read.
+        d.read(&capture("f1-25-race/2026-LapData.bin"));
+        assert_eq!((d.counts().read, d.counts().other_format), (9, 1));
+    }
+
     #[test]
     fn a_field_needs_lap_data_and_follows_each_car() {
         let mut d = Decoder::new();

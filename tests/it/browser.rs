@@ -1465,3 +1465,286 @@ async fn the_laps_view_overlays_two_laps_and_the_live_delta_follows_the_car() {
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
 }
+
+/// A field as a monitor publishes it: (index, race number, driver, gap to the
+/// leader, interval, status), by position; car 7 is the session's own.
+fn scripted_field(cars: &[(u16, u32, &str, f64, f64, &str)]) -> Vec<u8> {
+    let cars: Vec<Value> = cars
+        .iter()
+        .enumerate()
+        .map(|(k, (index, number, driver, gap, interval, status))| {
+            let team = match number {
+                1 => "Red Bull Racing",
+                4 | 81 => "McLaren",
+                44 | 16 => "Ferrari",
+                63 => "Mercedes",
+                _ => "F1 Custom Team",
+            };
+            json!({"index": index, "race_number": number, "driver": driver,
+                   "team": team, "position": k + 1, "class_position": k + 1, "lap": 12,
+                   "last_lap": 91.25 + k as f64 * 0.25, "best_lap": 90.75 + k as f64 * 0.125,
+                   "gap_leader": gap, "interval": interval, "in_pits": *status == "pitting",
+                   "pit_stops": u32::from(*status == "pitting"), "tyre": "medium",
+                   "tyre_age_laps": 9 + k, "status": status, "player": *index == 7})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"game": "F1 25", "track_length": 5412.0, "cars": cars})).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timing_view_shows_the_field_live_with_where_a_stop_rejoins() {
+    let Some(chromium) = Chromium::find() else {
+        return;
+    };
+    let stack = Stack::start().await;
+    let (http, nc) = (stack.http.clone(), stack.nc.clone());
+    let id = ask(
+        &nc,
+        "sessions.create",
+        json!({"team": "Blue", "car": "#7"}).to_string(),
+    )
+    .await
+    .ok()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let browser = chromium.start(DESKTOP).await;
+    browser.open(&format!("http://{http}/session/{id}")).await;
+    // Before any field: the view says so, and shows no table.
+    browser
+        .wait_text("#timing-note", "no field yet", |t| t == "no field yet")
+        .await;
+    assert!(!browser.shown("#timing").await);
+    assert!(!browser.shown("#rejoin").await);
+    // Ten seconds of frames and still no field: this sim sends none.
+    assert_eq!(
+        browser
+            .eval(
+                "return import('/assets/view.js').then(v => [v.timingNote(null, null, 9999), \
+                 v.timingNote(null, null, 10000), v.timingNote(null, null, null)])"
+            )
+            .await,
+        json!([
+            "no field yet",
+            "this sim sends no field: only its own car is shown",
+            "no field yet"
+        ])
+    );
+
+    // The field, P3 for the session's own car (#7): with the default pit
+    // loss (25 s, serve --pit-loss) it comes out 28.5 s behind the leader,
+    // behind #16 (27.8 s) by 0.7 s, in P5 (#44 in the pits counts).
+    let first = [
+        (0, 1, "VERSTAPPEN", 0.0, 0.0, "running"),
+        (1, 4, "NORRIS", 1.234, 1.234, "running"),
+        (7, 7, "A. Driver", 3.5, 2.266, "running"),
+        (3, 44, "HAMILTON", 20.0, 16.5, "pitting"),
+        (4, 16, "LECLERC", 27.8, 7.8, "running"),
+        (5, 63, "RUSSELL", 31.0, 3.2, "running"),
+        (6, 81, "PIASTRI", 0.0, 0.0, "retired"),
+    ];
+    let telemetry = json!({"lap": 12, "position": 3, "player_name": "A. Driver"});
+    publish(
+        &nc,
+        &id,
+        "telemetry",
+        serde_json::to_vec(&telemetry).unwrap(),
+    )
+    .await;
+    publish(&nc, &id, "field", scripted_field(&first)).await;
+    // innerText: what is shown (the tyre cell holds a desk's and a phone's text).
+    let rows = "return [...document.querySelectorAll('#timing tbody tr')].map(r => \
+                [r.cells[0].innerText, r.cells[1].innerText, r.cells[4].innerText, \
+                 r.cells[5].innerText, r.cells[9].innerText, r.cells[10].innerText, \
+                 'player' in r.dataset])";
+    let until = |want: Value| rows_become(&browser, rows, want, Duration::from_secs(10));
+    until(json!([
+        [
+            "P1",
+            "#1 VERSTAPPEN",
+            "leader",
+            "—",
+            "medium · 9",
+            "",
+            false
+        ],
+        [
+            "P2",
+            "#4 NORRIS",
+            "+1.234",
+            "+1.234",
+            "medium · 10",
+            "",
+            false
+        ],
+        [
+            "P3",
+            "#7 A. Driver",
+            "+3.500",
+            "+2.266",
+            "medium · 11",
+            "",
+            true
+        ],
+        [
+            "P4",
+            "#44 HAMILTON",
+            "+20.000",
+            "+16.500",
+            "medium · 12",
+            "PIT",
+            false
+        ],
+        [
+            "P5",
+            "#16 LECLERC",
+            "+27.800",
+            "+7.800",
+            "medium · 13",
+            "",
+            false
+        ],
+        [
+            "P6",
+            "#63 RUSSELL",
+            "+31.000",
+            "+3.200",
+            "medium · 14",
+            "",
+            false
+        ],
+        ["P7", "#81 PIASTRI", "—", "—", "medium · 15", "OUT", false]
+    ]))
+    .await;
+    browser
+        .wait_text("#rejoin", "the rejoin line", |t| {
+            t == "stop now: rejoin P5, 0.7 s behind #16 (pit loss 25.0 s, default)"
+        })
+        .await;
+    assert!(
+        browser
+            .text("#timing-note")
+            .await
+            .starts_with("F1 25 · 7 cars · ")
+    );
+    // The last and best laps, the team and the stops are on a desk's width.
+    let player = "const r = document.querySelector('#timing tr[data-player]'); \
+                  return [...r.cells].map(c => getComputedStyle(c).display === 'none' ? '' : c.innerText)";
+    assert_eq!(
+        browser.eval(player).await,
+        json!([
+            "P3",
+            "#7 A. Driver",
+            "F1 Custom Team",
+            "12",
+            "+3.500",
+            "+2.266",
+            "1:31.750",
+            "1:31.000",
+            "0",
+            "medium · 11",
+            ""
+        ])
+    );
+
+    // Live: #7 passes #4; the rows swap and the rejoin line follows (out at
+    // 26.0 s: behind #44, still in the pit lane at 20.0 s, by 6.0 s, in P4).
+    let second = [
+        (0, 1, "VERSTAPPEN", 0.0, 0.0, "running"),
+        (7, 7, "A. Driver", 1.0, 1.0, "running"),
+        (1, 4, "NORRIS", 1.6, 0.6, "running"),
+        (3, 44, "HAMILTON", 20.0, 18.4, "pitting"),
+        (4, 16, "LECLERC", 27.8, 7.8, "running"),
+        (5, 63, "RUSSELL", 31.0, 3.2, "running"),
+        (6, 81, "PIASTRI", 0.0, 0.0, "retired"),
+    ];
+    publish(&nc, &id, "field", scripted_field(&second)).await;
+    let order = "return [...document.querySelectorAll('#timing tbody tr')].map(r => \
+                 [r.cells[0].textContent, r.cells[1].textContent, r.cells[4].textContent, \
+                 'player' in r.dataset])";
+    let swapped = json!([
+        ["P1", "#1 VERSTAPPEN", "leader", false],
+        ["P2", "#7 A. Driver", "+1.000", true],
+        ["P3", "#4 NORRIS", "+1.600", false],
+        ["P4", "#44 HAMILTON", "+20.000", false],
+        ["P5", "#16 LECLERC", "+27.800", false],
+        ["P6", "#63 RUSSELL", "+31.000", false],
+        ["P7", "#81 PIASTRI", "—", false]
+    ]);
+    rows_become(&browser, order, swapped.clone(), Duration::from_secs(10)).await;
+    browser
+        .wait_text("#rejoin", "the rejoin line follows the field", |t| {
+            t.starts_with("stop now: rejoin P4, 6.0 s behind #44")
+        })
+        .await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    // A page opened now (as after a reconnect) has the field from the
+    // snapshot, with no new field sent: the same rows and rejoin line.
+    browser.open(&format!("http://{http}/session/{id}")).await;
+    rows_become(&browser, order, swapped, Duration::from_secs(10)).await;
+    browser
+        .wait_text("#rejoin", "the rejoin line from the snapshot", |t| {
+            t.starts_with("stop now: rejoin P4, 6.0 s behind #44")
+        })
+        .await;
+
+    // On a desk and on a 390 px phone, under the sticky bar; the phone
+    // neither scrolls the page sideways nor the table inside its card.
+    let to_view = "const c = document.getElementById('card-timing'); \
+                   window.scrollTo(0, c.getBoundingClientRect().top + window.scrollY - 48); return 0";
+    browser.eval(to_view).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    browser.screenshot("timing-desktop.png").await;
+    browser.resize((390, 844)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        browser.eval("return window.innerWidth").await,
+        json!(390),
+        "the phone's width"
+    );
+    assert_no_sideways_scroll(&browser).await;
+    let card = browser
+        .eval("const c = document.getElementById('card-timing'); return [c.scrollWidth, c.clientWidth]")
+        .await;
+    assert!(
+        card[0].as_u64() <= card[1].as_u64(),
+        "the timing table is wider than its card: {card}"
+    );
+    // Position, car, gap, interval, tyre and status stay on a phone.
+    assert_eq!(
+        browser.eval(player).await,
+        json!([
+            "P2",
+            "#7 A. Driver",
+            "",
+            "",
+            "+1.000",
+            "+1.000",
+            "",
+            "",
+            "",
+            "M 10",
+            ""
+        ])
+    );
+    browser.eval(to_view).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    browser.screenshot("timing-phone.png").await;
+
+    // The team's tower: the car's neighbours from its field, and the same
+    // rejoin line under its row.
+    browser.open(&format!("http://{http}/team/Blue")).await;
+    browser
+        .wait_text("#tower tbody", "the tower's line from the field", |t| {
+            t.contains(
+                "ahead #1 VERSTAPPEN 1.0 s · behind #4 NORRIS 0.6 s · \
+                 stop now: rejoin P4, 6.0 s behind #44",
+            )
+        })
+        .await;
+    assert_no_sideways_scroll(&browser).await;
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+}

@@ -677,3 +677,42 @@ async fn the_undercut_window_is_an_alert_of_its_own() {
         (&json!("cleared"), &json!("undercut_window"))
     );
 }
+
+/// `paddock watch --plain` shows where a stop rejoins (the document's
+/// `rejoin`), and follows the field: a new one moves the line within a
+/// second or two, not at the next 5 s refresh of the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_shows_where_a_stop_rejoins_and_follows_the_field() {
+    let app = spawn_app().await;
+    let url = app.server.url();
+    let id = app.new_session().await;
+    app.send_telemetry(&id, TELEMETRY).await;
+    let subject = format!("session.{id}.field");
+    // Car 2 is ours, 3.0 s behind the leader (cars 1.5 s apart); the default
+    // 25 s stop puts it 28.0 s back: behind all five others, 20.5 s behind
+    // the last (D5, 7.5 s), in P6.
+    let mut field = field_of(6);
+    field["cars"][2]["player"] = json!(true);
+    app.request(&subject, field.to_string()).await.ok();
+    app.get_until(&id, "the rejoin", |d| !d["rejoin"].is_null())
+        .await;
+
+    let watch = Running::spawn(&["watch", &id, "--plain", "--nats-url", &url]);
+    let first = watch.line();
+    assert!(
+        first.contains(" | stop now: rejoin P6, 20.5 s behind D5"),
+        "{first}"
+    );
+    // D5 drops to 30.0 s behind the leader: a stop now comes out ahead of
+    // it, 22.0 s behind D4 (6.0 s), in P5.
+    field["cars"][5]["gap_leader"] = json!(30.0);
+    app.request(&subject, field.to_string()).await.ok();
+    let later = watch.lines_for(Duration::from_millis(3000));
+    assert!(
+        later
+            .iter()
+            .any(|l| l.contains(" | stop now: rejoin P5, 22.0 s behind D4")),
+        "{later:?}"
+    );
+    assert_eq!(watch.stop("-INT"), 0);
+}

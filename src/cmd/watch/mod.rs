@@ -37,6 +37,9 @@ const SNAPSHOT_RETRY: Duration = Duration::from_secs(3);
 /// How often the view asks again for the strategy and the alerts (the
 /// processor computes them from the latest frame; alerts also arrive live).
 const NUMBERS_EVERY: Duration = Duration::from_secs(5);
+/// How often at most the rejoin line is asked for again while fields come
+/// (a monitor sends 2 a second by default; the line moves with the gaps).
+const REJOIN_EVERY: Duration = Duration::from_secs(1);
 
 /// What the keyboard asks for.
 enum Key {
@@ -113,6 +116,7 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
         tokio::time::interval_at(if args.plain { start + period } else { start }, period);
     let mut numbers = tokio::time::interval_at(start + NUMBERS_EVERY, NUMBERS_EVERY);
     numbers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut numbers_at = tokio::time::Instant::now();
     let mut shutdown = std::pin::pin!(shutdown);
     let (keys_tx, mut keys) = mpsc::unbounded_channel();
     // The live delta's reference, read off the loop: frames keep coming while
@@ -144,6 +148,12 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
                     let kind = subjects::session_message(rest);
                     if kind == Some(SessionMessage::Lap) {
                         ask_reference(&mut state, &client, id, &reference_tx);
+                    }
+                    // A new field moves the rejoin line: the numbers (which
+                    // carry it) again, a second after they were last asked
+                    // for (now, if that is past).
+                    if kind == Some(SessionMessage::Data(DataKind::Field)) {
+                        numbers.reset_at(numbers_at + REJOIN_EVERY);
                     }
                     if matches!(kind, Some(SessionMessage::Event(subjects::Event::Deleted | subjects::Event::Expired))) {
                         let problem = state.problem.clone().unwrap_or_default();
@@ -209,6 +219,7 @@ pub async fn run(args: &WatchArgs, shutdown: impl Future<Output = ()>) -> anyhow
             }
             // Fuel to the finish and the alerts follow the tank between laps.
             _ = numbers.tick(), if snapshot_due.is_none() => {
+                numbers_at = tokio::time::Instant::now();
                 if let Ok(doc) = client.get(session_id).await {
                     state.apply_numbers(&doc);
                 }

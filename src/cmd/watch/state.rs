@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::protocol::documents::{AlertEvent, AlertReading, LapRecord, SessionDocument, Strategy};
+use crate::protocol::documents::{
+    AlertEvent, AlertReading, LapRecord, Rejoin, SessionDocument, Strategy,
+};
 use crate::protocol::subjects;
 use crate::protocol::trace::LiveReference;
 
@@ -73,6 +75,9 @@ pub struct WatchState {
     pub laps: Vec<LapRow>,
     /// Fuel to the finish, as the processor last computed it.
     pub strategy: Option<Strategy>,
+    /// Where a stop now rejoins (the document's `rejoin`, from the session's
+    /// field): asked for again as fields arrive, at most once a second.
+    pub rejoin: Option<Rejoin>,
     /// The active alerts by kind, from the document and `session.<id>.alerts`.
     pub alerts: std::collections::BTreeMap<String, AlertReading>,
     /// The best lap's trace, for the live delta: fetched once per new best
@@ -103,6 +108,7 @@ impl WatchState {
             first_lap_partial: true,
             laps: Vec::new(),
             strategy: None,
+            rejoin: None,
             alerts: Default::default(),
             reference: None,
             reference_note: NO_REFERENCE.into(),
@@ -209,6 +215,7 @@ impl WatchState {
     /// strategy and the active alerts (refreshed every few seconds).
     pub fn apply_numbers(&mut self, doc: &SessionDocument<Value>) {
         self.strategy = doc.strategy.clone();
+        self.rejoin = doc.rejoin.clone();
         if let Some(alerts) = &doc.alerts {
             self.alerts = alerts
                 .iter()
@@ -245,7 +252,9 @@ impl WatchState {
                     self.setup = Some(setup);
                 }
             }
-            // The field (every car): `watch` shows the driver's own car.
+            // The field (every car): `watch` shows the driver's own car and
+            // where a stop rejoins, which the loop asks the processor for
+            // again when a field comes (`rejoin`).
             SessionMessage::Data(DataKind::Field) => {}
             SessionMessage::Lap => {
                 if let Ok(record) = serde_json::from_slice::<LapRecord<Value>>(payload) {

@@ -50,7 +50,7 @@ pub fn draw(frame: &mut Frame, state: &WatchState, show_setup: bool, now: Instan
     };
 
     let [top, tyres, rest] = Layout::vertical([
-        Constraint::Length(10),
+        Constraint::Length(11),
         Constraint::Length(7),
         Constraint::Min(0),
     ])
@@ -240,6 +240,17 @@ fn draw_race(frame: &mut Frame, area: Rect, state: &WatchState, t: &Value) {
         field("last lap", lap_time(&t["last_lap_time"])),
         field("best lap", lap_time(&t["best_lap_time"])),
     ];
+    if let Some(rejoin) = &state.rejoin {
+        let style = if rejoin.undercut_window == Some(true) {
+            Style::new().fg(Color::Green).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::BOLD)
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<10}", "pit"), Style::new().fg(Color::DarkGray)),
+            Span::styled(rejoin.message.clone(), style),
+        ]));
+    }
     if t["in_pits"] == true {
         lines.push(Line::styled(
             "IN PITS",
@@ -350,8 +361,12 @@ pub fn plain_line(state: &WatchState, now: Instant) -> String {
         .laps_remaining()
         .map_or(String::new(), |l| format!(" (~{l:.1} laps)"));
     let finish = numbers_text(state).map_or(String::new(), |text| format!(" | {text}"));
+    let rejoin = state
+        .rejoin
+        .as_ref()
+        .map_or(String::new(), |r| format!(" | {}", r.message));
     format!(
-        "{stale}lap {} P{} | {} | Δ best {} | fuel {} L{remaining} | {} | frame {age}{finish}",
+        "{stale}lap {} P{} | {} | Δ best {} | fuel {} L{remaining} | {} | frame {age}{rejoin}{finish}",
         number(&t["lap"], 0),
         number(&t["position"], 0),
         lap_time(&t["lap_time"]),
@@ -556,6 +571,41 @@ mod tests {
         );
         assert!(line.contains("FL 85°C 28.5psi 91%"), "{line}");
         assert!(plain_line(&state, start + Duration::from_secs(6)).starts_with("STALE "));
+    }
+
+    #[test]
+    fn the_rejoin_line_shows_on_screen_and_in_plain_lines() {
+        let start = Instant::now();
+        let mut state = state_with_frame(start);
+        assert!(!plain_line(&state, start).contains("rejoin"));
+        let mut doc = super::super::state::test_document(
+            serde_json::json!({}),
+            serde_json::from_str::<Value>(include_str!("../../../tests/data/telemetry-rich.json"))
+                .unwrap(),
+        );
+        doc.rejoin = Some(
+            serde_json::from_value(serde_json::json!({
+                "pit_loss": 22.0, "pit_loss_from": "stops", "stops_measured": 1, "position": 7,
+                "ahead": null, "behind": null, "gap_behind_now": null, "undercut_window": false,
+                "message": "stop now: rejoin P7, 2.1 s behind #44"
+            }))
+            .unwrap(),
+        );
+        state.apply_numbers(&doc);
+        let line = plain_line(&state, start);
+        assert!(
+            line.contains(" ago | stop now: rejoin P7, 2.1 s behind #44"),
+            "{line}"
+        );
+        let shown = screen(&state, false, start);
+        assert!(
+            shown.contains("pit       stop now: rejoin P7, 2.1 s behind #44"),
+            "{shown}"
+        );
+        // The next document without a field: the line goes.
+        doc.rejoin = None;
+        state.apply_numbers(&doc);
+        assert!(!screen(&state, false, start).contains("rejoin"));
     }
 
     #[test]

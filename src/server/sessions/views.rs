@@ -25,6 +25,12 @@ pub struct TeamCar {
     pub telemetry: Option<Frame>,
     /// The last [`PACE_LAPS`] completed laps, oldest first (refcounts).
     pub laps: Vec<Arc<LapRecord>>,
+    /// The latest field (every car on track), held to its schema at ingest.
+    pub field: Option<Frame>,
+    /// What a stop costs the car, as the alerts measured it from all its
+    /// laps (`rejoin::loss_of`); `None`: the tower's default. Filled in by
+    /// the processor, which holds the alerts' measure.
+    pub pit_loss: Option<(f64, &'static str, u32)>,
 }
 
 impl Sessions {
@@ -43,6 +49,8 @@ impl Sessions {
                     created_at: s.created_at,
                     telemetry: s.telemetry.clone(),
                     laps: s.laps.latest(PACE_LAPS),
+                    field: s.field.clone(),
+                    pit_loss: None,
                 })
             })
             .collect()

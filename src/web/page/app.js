@@ -40,6 +40,18 @@ const state = {
   referenceNote: "no reference lap yet",
   referenceAskedFor: null, // the best lap time last asked for
   delta: null,
+  // The Timing view: the latest field (every car on track), when it arrived
+  // (Date.now()), and a count of live fields so a snapshot older than one
+  // that came live is not taken over it.
+  field: null,
+  fieldAt: null,
+  fieldSeq: 0,
+  fieldChanged: true,
+  // Where a stop now rejoins (the document's `rejoin`, worked out on the server).
+  rejoin: null,
+  // When the session's first frame arrived (Date.now()): how long it has sent
+  // telemetry without a field.
+  firstFrameAt: null,
 };
 
 let staleAfterMs = 5000;
@@ -304,8 +316,21 @@ function drawTower(cars) {
       td.append(typeof cell === "object" ? cell : String(cell));
       tr.append(td);
     }
-    return tr;
-  });
+    // From the car's field (a sim that sends one): the cars around it and
+    // where a stop now rejoins, on a line of its own under the car's row,
+    // which wraps on a phone rather than widen the table.
+    const around = view.aroundText(row);
+    if (around === null) return [tr];
+    const under = document.createElement("tr");
+    under.className = "around";
+    under.dataset.session = id;
+    under.dataset.state = state;
+    const td = document.createElement("td");
+    td.colSpan = cells.length;
+    td.textContent = around;
+    under.append(td);
+    return [tr, under];
+  }).flat();
   $("tower").tBodies[0].replaceChildren(...rows);
   $("team-note").textContent = `${entries.length} car${entries.length === 1 ? "" : "s"}`;
 }
@@ -450,6 +475,7 @@ let rejoinTimer = null;
 /// The snapshot, then the lap history; again after every reconnect.
 async function join(nc, id) {
   let doc;
+  const fieldSeq = state.fieldSeq;
   try {
     doc = await ask(nc, `sessions.get.${id}`);
   } catch (e) {
@@ -462,6 +488,7 @@ async function join(nc, id) {
   }
   setLink("live");
   clearProblem();
+  takeField(doc, fieldSeq);
   if (typeof doc.team === "string") {
     const a = $("team-link");
     a.href = `/team/${encodeURIComponent(doc.team)}${access.jwt ? linkFragment() : ""}`;
@@ -494,10 +521,46 @@ async function join(nc, id) {
 /// the active alerts.
 function takeNumbers(doc) {
   state.strategy = doc.strategy && typeof doc.strategy === "object" ? doc.strategy : null;
+  state.rejoin = doc.rejoin && typeof doc.rejoin === "object" ? doc.rejoin : null;
   if (Array.isArray(doc.alerts)) {
     state.alerts = new Map(doc.alerts.filter((a) => a && typeof a.kind === "string")
       .map((a) => [a.kind, a]));
   }
+}
+
+/// The snapshot's field (and its first frame's time), unless a field came
+/// live since the snapshot was asked for: that one is as new or newer.
+function takeField(doc, seq) {
+  const first = Date.parse(doc.stats && doc.stats.first_frame_at);
+  if (Number.isFinite(first)) state.firstFrameAt = Math.min(first, Date.now());
+  if (seq !== state.fieldSeq) return;
+  const field = view.fieldOf(doc.field);
+  if (!field) return;
+  state.field = field;
+  const at = Date.parse(doc.field_timestamp);
+  state.fieldAt = Number.isFinite(at) ? Math.min(at, Date.now()) : Date.now();
+  state.fieldChanged = true;
+}
+
+/// The rejoin line follows the field: the document asked for again at most
+/// once a second while fields come (they come 2 a second by default). A field
+/// that came after the document was asked for asks once more, since the
+/// answer may be from before it.
+let rejoinPending = false;
+let rejoinAskedAt = 0;
+function refreshRejoin() {
+  if (rejoinPending || !followed.nc) return;
+  rejoinPending = true;
+  setTimeout(async () => {
+    rejoinAskedAt = Date.now();
+    const seq = state.fieldSeq;
+    try {
+      takeNumbers(await ask(followed.nc, `sessions.get.${followed.id}`));
+      requestDraw();
+    } catch { /* the next field asks again */ }
+    rejoinPending = false;
+    if (state.fieldSeq !== seq) refreshRejoin();
+  }, Math.max(0, rejoinAskedAt + 1000 - Date.now()));
 }
 
 async function loadStints(nc, id) {
@@ -548,7 +611,7 @@ function pushLap(record) {
 /// A data kind may carry the partition token a broker mapping appends
 /// (`telemetry.3`); announcements never do. Anything else: null.
 function kindOf(rest) {
-  const data = /^(telemetry|setup)(\.[0-9]+)?$/.exec(rest);
+  const data = /^(telemetry|setup|field)(\.[0-9]+)?$/.exec(rest);
   if (data) return data[1];
   if (rest === "lap" || rest === "alerts" || rest === "events.deleted" ||
     rest === "events.expired") return rest;
@@ -570,7 +633,18 @@ function onMessage(rest, msg) {
       state.delta = view.liveDelta(state.reference, value);
       state.telemetry = value;
       state.lastFrameAt = Date.now();
+      if (state.firstFrameAt === null) state.firstFrameAt = state.lastFrameAt;
       break;
+    case "field": {
+      const field = view.fieldOf(value);
+      if (!field) return;
+      state.field = field;
+      state.fieldAt = Date.now();
+      state.fieldSeq += 1;
+      state.fieldChanged = true;
+      refreshRejoin();
+      break;
+    }
     case "setup":
       state.setup = value;
       state.setupAt = Date.now();
@@ -635,6 +709,7 @@ function draw() {
   delta.dataset.sign = state.delta === null ? (state.reference ? "" : "none")
     : state.delta < 0 ? "-" : state.delta > 0 ? "+" : "";
   drawNumbers();
+  drawTiming();
   if (state.ended) {
     setLink("ended", state.endedAs || "ended");
     problem(state.ended);
@@ -706,6 +781,47 @@ function tick() {
   $("stale").hidden = !stale;
   document.body.classList.toggle("is-stale", stale);
   if (stale) $("stale-for").textContent = ageMs === null ? "yet" : view.age(ageMs).replace(" ago", "");
+  const note = view.timingNote(state.field, state.fieldAt === null ? null : Date.now() - state.fieldAt,
+    state.firstFrameAt === null ? null : Date.now() - state.firstFrameAt);
+  if ($("timing-note").textContent !== note) $("timing-note").textContent = note;
+}
+
+/// The Timing view: the field by position, the session's own car marked,
+/// and the rejoin line. Rows are made again only when a field came.
+function drawTiming() {
+  const line = view.rejoinText(state.rejoin);
+  const rejoin = $("rejoin");
+  if (rejoin.textContent !== (line ?? "")) rejoin.textContent = line ?? "";
+  rejoin.hidden = line === null;
+  if (state.rejoin && state.rejoin.undercut_window === true) rejoin.dataset.window = "";
+  else delete rejoin.dataset.window;
+  if (!state.fieldChanged) return;
+  state.fieldChanged = false;
+  const table = $("timing");
+  table.hidden = state.field === null;
+  if (!state.field) return;
+  table.tBodies[0].replaceChildren(...view.timingRows(state.field).map((row) => {
+    const tr = document.createElement("tr");
+    tr.dataset.car = String(row.index);
+    tr.dataset.status = row.status;
+    if (row.player) tr.dataset.player = "";
+    if (row.pitting) tr.dataset.pit = "";
+    for (const cell of row.cells) {
+      const td = document.createElement("td");
+      if (cell && typeof cell === "object") {
+        for (const [cls, text] of [["long", cell.long], ["short", cell.short]]) {
+          const span = document.createElement("span");
+          span.className = cls;
+          span.textContent = text;
+          td.append(span);
+        }
+      } else {
+        td.textContent = String(cell);
+      }
+      tr.append(td);
+    }
+    return tr;
+  }));
 }
 
 function drawLaps() {

@@ -290,3 +290,124 @@ export function referenceChoices(lap, numbered, teammates) {
   }
   return out;
 }
+
+// ---------------------------------------------------------------------------
+// The Timing view: every car on track (docs/PROTOCOL.md "The field")
+
+/// Most cars a field may hold (src/protocol/field.rs MAX_CARS).
+const FIELD_MAX_CARS = 128;
+
+/// A field as it came off the wire, or null when it is not one a reader can
+/// index: the processor refuses a bad field (and keeps its last good one),
+/// but a dashboard reads the subject straight from the broker, so it holds
+/// the message to the same outline itself.
+export function fieldOf(value) {
+  if (!value || typeof value !== "object" || !Array.isArray(value.cars)) return null;
+  if (value.cars.length > FIELD_MAX_CARS) return null;
+  const ok = value.cars.every((c) => c && typeof c === "object" &&
+    Number.isInteger(c.position) && c.position >= 1 && Number.isInteger(c.index));
+  return ok ? value : null;
+}
+
+/// A gap in seconds as the tower writes it: "+2.345", or "—".
+export function gapText(s) {
+  return s === null ? DASH : `+${s.toFixed(3)}`;
+}
+
+/// How a car is named in a row: "#44 Hamilton", "Hamilton", "#44", "car 3".
+export function carName(car) {
+  const n = num(car, "race_number");
+  const d = str(car, "driver");
+  if (n !== null && d !== null) return `#${n} ${d}`;
+  if (d !== null) return d;
+  return n !== null ? `#${n}` : `car ${num(car, "index") ?? "?"}`;
+}
+
+/// One field's rows, by position (the field's own order is by position, but
+/// a reader does not take that on trust): each row's cells in the table's
+/// column order (text, or `{long, short}` for a desk and a phone), whether
+/// it is the session's own car, and its status.
+export function timingRows(field) {
+  const cars = [...field.cars].sort((a, b) => a.position - b.position || a.index - b.index);
+  return cars.map((car, k) => {
+    const status = str(car, "status");
+    const pitting = status === "pitting" || car.in_pits === true;
+    const gap = num(car, "gap_leader");
+    const interval = num(car, "interval");
+    const tyre = str(car, "tyre");
+    const age = num(car, "tyre_age_laps");
+    const out = status === "retired";
+    const word = out ? "OUT" : status === "finished" ? "FIN" : pitting ? "PIT" : "";
+    return {
+      index: car.index,
+      player: car.player === true,
+      status: status ?? "running",
+      pitting,
+      cells: [
+        `P${car.position}`,
+        carName(car),
+        str(car, "team") ?? DASH,
+        num(car, "lap") ?? DASH,
+        // The leader's gap and interval are 0 (or absent): it leads. A
+        // retired car's are whatever the game left there (F1: 0).
+        out ? DASH : k === 0 && !(gap > 0) ? "leader" : gapText(gap),
+        out || (k === 0 && !(interval > 0)) ? DASH : gapText(interval),
+        lapTime(num(car, "last_lap")),
+        lapTime(num(car, "best_lap")),
+        num(car, "pit_stops") ?? DASH,
+        // In full on a desk, as a timing screen's letter on a phone: "M 10".
+        tyre === null ? DASH : {
+          long: age === null ? tyre : `${tyre} · ${age}`,
+          short: `${tyre.slice(0, 1).toUpperCase()}${age === null ? "" : ` ${age}`}`,
+        },
+        word,
+      ],
+    };
+  });
+}
+
+/// What the Timing view says above its rows: the game, the cars and the
+/// field's age; or why there are no rows. `ageMs`: since the field arrived;
+/// `framesForMs`: how long the session has had telemetry (null: none yet).
+export function timingNote(field, ageMs, framesForMs) {
+  if (field) {
+    const n = field.cars.length;
+    const game = str(field, "game");
+    return [game, `${n} car${n === 1 ? "" : "s"}`, ageMs === null ? null : age(ageMs)]
+      .filter((x) => x !== null).join(" · ");
+  }
+  // A monitor that sends a field sends the first within a second of its
+  // first frame (--field-hz): ten seconds of frames without one is a sim
+  // (or a monitor) that sends none.
+  return framesForMs !== null && framesForMs >= FIELD_EXPECTED_MS
+    ? "this sim sends no field: only its own car is shown"
+    : "no field yet";
+}
+
+/// How long a session sends telemetry before the page says its sim sends no field.
+export const FIELD_EXPECTED_MS = 10000;
+
+/// The rejoin line under the Timing view (the session document's `rejoin`,
+/// worked out on the server): the message and what the stop's cost is from.
+export function rejoinText(rejoin) {
+  if (!rejoin || typeof rejoin.message !== "string") return null;
+  const loss = num(rejoin, "pit_loss");
+  const stops = num(rejoin, "stops_measured") ?? 0;
+  const from = rejoin.pit_loss_from === "stops"
+    ? `measured over ${stops} stop${stops === 1 ? "" : "s"}` : "default";
+  return loss === null ? rejoin.message : `${rejoin.message} (pit loss ${loss.toFixed(1)} s, ${from})`;
+}
+
+/// A tower row's line from its session's field: the car ahead and behind
+/// with their gaps, and the rejoin line ("ahead #1 4.0 s · behind #44 1.5 s ·
+/// stop now: rejoin P3, 20.5 s behind #44"); null without any of them.
+export function aroundText(row) {
+  const side = (word, car) => {
+    if (!car || typeof car !== "object") return null;
+    const gap = num(car, "gap");
+    return `${word} ${carName(car)}${gap === null ? "" : ` ${gap.toFixed(1)} s`}`;
+  };
+  const parts = [side("ahead", row.ahead), side("behind", row.behind),
+    typeof row.rejoin === "string" ? row.rejoin : null].filter((p) => p !== null);
+  return parts.length ? parts.join(" · ") : null;
+}
