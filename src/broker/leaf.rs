@@ -35,6 +35,42 @@ pub struct LeafPlan {
     pub leaf_port: u16,
     /// Each broker's JetStream store.
     pub store_dir: PathBuf,
+    /// With a `tls://` hub URL: the TLS the link runs on ([`LeafTls`]).
+    pub tls: Option<LeafTls>,
+}
+
+/// TLS on the leaf link, for a hub the tracks dial as `tls://hub:7422`.
+#[derive(Debug, Clone)]
+pub struct LeafTls {
+    /// The hub's certificate (its name as the tracks dial it) and key, PEM.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA the track checks the hub's certificate against (a private CA);
+    /// `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+}
+
+/// Whether a hub URL asks for TLS (`tls://`): the hub's leaf listener then
+/// requires it of every track.
+pub fn wants_tls(url: &str) -> bool {
+    url.get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("tls://"))
+}
+
+/// The plan's TLS against its URL: a `tls://` hub needs its certificate and
+/// key, and a certificate for a plain `nats-leaf://` link would not be used.
+pub fn check_tls(url: &str, tls: Option<&LeafTls>) -> Result<(), String> {
+    match (wants_tls(url), tls) {
+        (true, None) => Err(format!(
+            "{url} asks for TLS: give the hub's certificate and key \
+             (--hub-tls-cert, --hub-tls-key)"
+        )),
+        (false, Some(_)) => Err(format!(
+            "the hub's certificate is for a TLS link: dial it as tls://{} (not {url})",
+            host_port(url)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A JetStream domain name: letters, digits, `-` and `_` (it becomes a subject
@@ -98,6 +134,15 @@ impl LeafPlan {
         if let Some((_, account)) = &self.operator {
             remote.push_str(&format!("    account: {account}\n"));
         }
+        // The hub's listener requires TLS (its first message says so) and the
+        // track follows; this block only names a private CA to check the
+        // hub's certificate against (else the system's roots).
+        if let Some(ca) = self.tls.as_ref().and_then(|tls| tls.ca.as_ref()) {
+            remote.push_str(&format!(
+                "    tls {{\n      ca_file: \"{}\"\n    }}\n",
+                ca.display()
+            ));
+        }
         text.push_str(
             "# A link that goes silent (no TCP close) is noticed within 30 s, not\n\
              # the default 4 minutes.\nping_interval: \"10s\"\nping_max: 3\n",
@@ -120,9 +165,16 @@ impl LeafPlan {
              # the tracks were given; otherwise the hub tells a track its own\n\
              # interfaces, which a circuit cannot reach (or which bypass a proxy or\n\
              # NAT in front), and the track would redial those.\n\
-             leafnodes {{\n  port: {}\n  advertise: \"{}\"\n}}\n",
+             leafnodes {{\n  port: {}\n  advertise: \"{}\"\n{}}}\n",
             self.leaf_port,
             host_port(&self.hub_url),
+            self.tls.as_ref().map_or(String::new(), |tls| format!(
+                "  # The tracks dial tls://: every leaf connection is TLS, with this\n  \
+                 # certificate (its name as the tracks dial the hub).\n  \
+                 tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n  }}\n",
+                tls.cert.display(),
+                tls.key.display()
+            )),
         ));
         text
     }
@@ -163,7 +215,76 @@ mod tests {
             websocket_port: 8080,
             leaf_port: 7422,
             store_dir: "/var/lib/nats-server".into(),
+            tls: None,
         }
+    }
+
+    #[test]
+    fn a_tls_hub_offers_its_certificate_and_the_track_dials_tls() {
+        let plan = LeafPlan {
+            hub_url: "tls://hub.example:7422".into(),
+            tls: Some(LeafTls {
+                cert: "/etc/paddock/hub.pem".into(),
+                key: "/etc/paddock/hub-key.pem".into(),
+                ca: Some("/etc/paddock/ca.pem".into()),
+            }),
+            ..plan()
+        };
+        let track = plan.track_config();
+        let hub = plan.hub_config();
+        assert!(track.contains("url: \"tls://hub.example:7422\""), "{track}");
+        assert!(
+            track.contains("ca_file: \"/etc/paddock/ca.pem\""),
+            "{track}"
+        );
+        assert!(!track.contains("cert_file"), "{track}");
+        let leafnodes = &hub[hub.find("leafnodes {").unwrap()..];
+        assert!(
+            leafnodes.contains("cert_file: \"/etc/paddock/hub.pem\""),
+            "{hub}"
+        );
+        assert!(
+            leafnodes.contains("key_file: \"/etc/paddock/hub-key.pem\""),
+            "{hub}"
+        );
+        assert!(
+            leafnodes.contains("advertise: \"hub.example:7422\""),
+            "{hub}"
+        );
+        // Braces balance: the tls block sits inside leafnodes.
+        assert_eq!(hub.matches('{').count(), hub.matches('}').count(), "{hub}");
+        assert_eq!(
+            track.matches('{').count(),
+            track.matches('}').count(),
+            "{track}"
+        );
+        // Without a private CA the track trusts the system's roots: no block.
+        let public = LeafPlan {
+            tls: Some(LeafTls {
+                ca: None,
+                ..plan.tls.clone().unwrap()
+            }),
+            ..plan.clone()
+        };
+        assert!(!public.track_config().contains("ca_file"));
+    }
+
+    #[test]
+    fn tls_in_the_url_and_a_certificate_go_together() {
+        let tls = LeafTls {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            ca: None,
+        };
+        assert!(wants_tls("tls://hub:7422"));
+        assert!(wants_tls("TLS://hub"));
+        assert!(!wants_tls("nats-leaf://hub:7422"));
+        assert!(check_tls("tls://hub:7422", Some(&tls)).is_ok());
+        assert!(check_tls("nats-leaf://hub:7422", None).is_ok());
+        let missing = check_tls("tls://hub:7422", None).unwrap_err();
+        assert!(missing.contains("--hub-tls-cert"), "{missing}");
+        let unused = check_tls("nats-leaf://hub:7000", Some(&tls)).unwrap_err();
+        assert!(unused.contains("tls://hub:7000"), "{unused}");
     }
 
     #[test]

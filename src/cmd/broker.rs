@@ -8,6 +8,9 @@ use clap::Subcommand;
 
 use crate::broker;
 
+// Parsed once per run: the size of the largest variant (`config`'s paths)
+// costs nothing worth boxing it for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Subcommand)]
 pub enum BrokerCommand {
     /// Fetch the pinned NATS Server release into paddock's cache (checked against
@@ -65,6 +68,17 @@ pub enum BrokerCommand {
             default_value = "/var/lib/nats-server"
         )]
         store_dir: PathBuf,
+        /// With --leaf-of tls://…: the hub's certificate for its leaf
+        /// listener (PEM; its name as the tracks dial the hub).
+        #[arg(long, env = "PADDOCK_HUB_TLS_CERT", requires = "hub_tls_key")]
+        hub_tls_cert: Option<PathBuf>,
+        /// With --leaf-of tls://…: the key of --hub-tls-cert (PEM).
+        #[arg(long, env = "PADDOCK_HUB_TLS_KEY", requires = "hub_tls_cert")]
+        hub_tls_key: Option<PathBuf>,
+        /// The CA the track checks the hub's certificate against, when it is
+        /// not one the system trusts (PEM).
+        #[arg(long, env = "PADDOCK_HUB_TLS_CA", requires = "hub_tls_cert")]
+        hub_tls_ca: Option<PathBuf>,
         /// Where to write track.conf and hub.conf; created if missing.
         #[arg(long, env = "PADDOCK_BROKER_OUT", default_value = ".")]
         out: PathBuf,
@@ -88,6 +102,9 @@ pub fn run(command: &BrokerCommand) -> anyhow::Result<()> {
             port,
             ws_port,
             store_dir,
+            hub_tls_cert,
+            hub_tls_key,
+            hub_tls_ca,
             out,
         } => {
             for d in [domain, hub_domain] {
@@ -118,6 +135,16 @@ pub fn run(command: &BrokerCommand) -> anyhow::Result<()> {
                 }
                 None => None,
             };
+            let absolute = |p: &PathBuf| std::path::absolute(p);
+            let tls = match (hub_tls_cert, hub_tls_key) {
+                (Some(cert), Some(key)) => Some(broker::leaf::LeafTls {
+                    cert: absolute(cert)?,
+                    key: absolute(key)?,
+                    ca: hub_tls_ca.as_ref().map(absolute).transpose()?,
+                }),
+                _ => None,
+            };
+            broker::leaf::check_tls(leaf_of, tls.as_ref()).map_err(anyhow::Error::msg)?;
             let plan = broker::leaf::LeafPlan {
                 hub_url: leaf_of.clone(),
                 domain: domain.clone(),
@@ -128,6 +155,7 @@ pub fn run(command: &BrokerCommand) -> anyhow::Result<()> {
                 websocket_port: i32::from(*ws_port),
                 leaf_port: broker::leaf::leaf_port_of(leaf_of),
                 store_dir: store_dir.clone(),
+                tls,
             };
             std::fs::create_dir_all(out)?;
             std::fs::write(out.join("track.conf"), plan.track_config())?;

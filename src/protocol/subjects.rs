@@ -337,6 +337,20 @@ pub fn js_domain_api(domain: &str) -> String {
     format!("$JS.{domain}.API")
 }
 
+/// `$JS.<domain>.API.INFO`: another domain's JetStream account information;
+/// answered whenever that domain's broker is reachable (the hub asks it to
+/// know whether the leaf link is up).
+pub fn js_domain_info(domain: &str) -> String {
+    format!("{}.INFO", js_domain_api(domain))
+}
+
+/// `$JS.<domain>.API.CONSUMER.CREATE.>`: the consumer requests a mirror of
+/// another domain's stream sends to set itself up (with or without a
+/// consumer name and filter in the subject).
+pub fn js_domain_consumer_creates(domain: &str) -> String {
+    format!("{}.CONSUMER.CREATE.>", js_domain_api(domain))
+}
+
 /// `$SRV.PING.sessions`: every processor of the service answers it (micro).
 pub fn service_ping() -> String {
     format!("$SRV.PING.{SERVICE_NAME}")

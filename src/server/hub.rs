@@ -12,7 +12,16 @@
 //! track's queue group and to this reader alike, and a queue group at the hub
 //! would take every request for itself (NATS serves a leaf's local queue
 //! members first), live or not.
+//!
+//! It also carries the mirrors' consumer requests over the outage
+//! ([`relay_mirror_requests`]): from nats-server 2.10 a mirror whose request
+//! went out while the link was down waits 30 s for an answer that cannot come,
+//! then backs off, before it asks again, so the copy would catch up some 40 s
+//! after the link returns. The reader holds those requests while the track's
+//! JetStream does not answer, and sends them on, with the answer back to the
+//! mirror, as soon as it does: the mirror resumes at once.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +30,7 @@ use async_nats::jetstream;
 use async_nats::{Client, HeaderMap, Message};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::protocol::subjects::{self, Endpoint};
 use crate::server::app::App;
@@ -33,6 +42,14 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_PATIENCE: Duration = Duration::from_millis(500);
 /// The copy is read again at most this often, and only when a mirror moved.
 const REREAD_EVERY: Duration = Duration::from_secs(1);
+/// A held mirror request older than this is not sent on: its mirror has
+/// stopped waiting for the answer (after 30 s from nats-server 2.10) and asks
+/// again by itself. 2.9 waits 5 s and asks again every few seconds anyway: one
+/// sent on late makes a consumer with no one to deliver to, which the track
+/// removes within seconds (an ephemeral consumer without interest).
+const RELAY_WITHIN: Duration = Duration::from_secs(25);
+/// How long a relayed request waits for the track's JetStream.
+const RELAY_PATIENCE: Duration = Duration::from_secs(5);
 /// The endpoints answered from the copy: what a page and `watch` read.
 pub const ANSWERED: [Endpoint; 4] = [
     Endpoint::Get,
@@ -108,6 +125,10 @@ pub async fn run(
         up: false,
     }));
     let probe = tokio::spawn(probe(client.clone(), Arc::clone(&link)));
+    let relay = tokio::spawn(relay_mirror_requests(
+        client.clone(),
+        config.mirror.domain.clone(),
+    ));
     let mut copy = Copy {
         app: None,
         position: Position::default(),
@@ -132,6 +153,7 @@ pub async fn run(
         }
     }
     probe.abort();
+    relay.abort();
     let _ = client.flush().await;
     tracing::info!("hub reader stopped");
     Ok(())
@@ -187,6 +209,102 @@ async fn ping(client: &Client) -> bool {
     .unwrap_or(false);
     let _ = replies.unsubscribe().await;
     answered
+}
+
+/// Holds the mirrors' consumer requests while the track's JetStream does not
+/// answer (`$JS.<domain>.API.INFO`, asked every [`PROBE_EVERY`]), and sends
+/// the newest of each mirror on once it does, its answer back to the mirror.
+///
+/// Why: a mirror's consumer request that goes out while the link is down is
+/// lost, and from nats-server 2.10 the mirror waits out that request (30 s,
+/// `srcConsumerWaitTime` in server/stream.go) and a backoff (10 s per failed
+/// attempt, at most 2 minutes) before it asks again; nats-server's own nudge
+/// when a leaf connects (2.12+) passes over a mirror whose request is still in
+/// flight. Answered, the mirror resumes from its last record at once. Subscribed
+/// only while the track is out of reach, so nothing is held while the track
+/// answers the mirrors itself; a request the track also answered (the link
+/// came back within a probe) is sent again with the same body, which creates
+/// the same consumer (an identical create is answered with the existing one)
+/// and whose answer the mirror, no longer waiting, drops.
+pub async fn relay_mirror_requests(client: Client, domain: String) {
+    let info = subjects::js_domain_info(&domain);
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut holding: Option<async_nats::Subscriber> = None;
+    // The newest request per subject (one subject per mirror), with when it came.
+    let mut held: HashMap<String, (tokio::time::Instant, Message)> = HashMap::new();
+    loop {
+        let next = async {
+            match holding.as_mut() {
+                Some(sub) => sub.next().await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(request) = next => {
+                held.insert(request.subject.to_string(), (tokio::time::Instant::now(), request));
+            }
+            _ = tick.tick() => {
+                let reachable = answers(&client, &info).await;
+                if !reachable && holding.is_none() {
+                    match client.subscribe(subjects::js_domain_consumer_creates(&domain)).await {
+                        Ok(sub) => {
+                            tracing::info!(domain, "the track's JetStream is out of reach: holding the mirrors' requests");
+                            holding = Some(sub);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot hold the mirrors' requests"),
+                    }
+                } else if reachable && let Some(mut sub) = holding.take() {
+                    while let Some(Some(request)) = sub.next().now_or_never() {
+                        held.insert(request.subject.to_string(), (tokio::time::Instant::now(), request));
+                    }
+                    let _ = sub.unsubscribe().await;
+                    let due: Vec<Message> = held
+                        .drain()
+                        .filter(|(_, (at, _))| at.elapsed() < RELAY_WITHIN)
+                        .map(|(_, (_, request))| request)
+                        .collect();
+                    tracing::info!(domain, relayed = due.len(), "the track's JetStream answers again: sending the mirrors' held requests on");
+                    futures::future::join_all(due.into_iter().map(|r| relay(&client, r))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one held mirror request to the track and its answer to the mirror.
+async fn relay(client: &Client, request: Message) {
+    let Some(reply) = request.reply else { return };
+    let mut sent = async_nats::Request::new()
+        .payload(request.payload)
+        .timeout(Some(RELAY_PATIENCE));
+    if let Some(headers) = request.headers {
+        sent = sent.headers(headers);
+    }
+    match client.send_request(request.subject.clone(), sent).await {
+        Ok(answer) => {
+            let headers = answer.headers.unwrap_or_default();
+            if let Err(e) = client
+                .publish_with_headers(reply, headers, answer.payload)
+                .await
+            {
+                tracing::debug!(error = %e, "could not hand a mirror its answer");
+            }
+        }
+        Err(e) => {
+            tracing::debug!(subject = %request.subject, error = %e, "a held mirror request was not answered")
+        }
+    }
+}
+
+/// Whether anything answers a request on `subject` within [`PROBE_PATIENCE`]
+/// ("no responders" is no answer).
+async fn answers(client: &Client, subject: &str) -> bool {
+    let request = async_nats::Request::new().timeout(Some(PROBE_PATIENCE));
+    client
+        .send_request(subject.to_string(), request)
+        .await
+        .is_ok_and(|reply| reply.status.is_none())
 }
 
 /// Answers one request from the copy (read again first when a mirror moved).

@@ -341,12 +341,12 @@ async fn sync_as(client: &Client) {
 }
 
 /// The TLS test makes its certificates with the openssl command.
-static TLS_TEST: crate::support::needs::Group =
+pub(crate) static TLS_TEST: crate::support::needs::Group =
     crate::support::needs::Group::new("security::tls test", "sudo apt-get install openssl");
 
 /// Runs openssl (as a test tool, like nats-server) to make a CA, a server
 /// certificate for 127.0.0.1, and a client certificate.
-fn certificates(dir: &Path) {
+pub(crate) fn certificates(dir: &Path) {
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
             .args(args)
