@@ -245,6 +245,10 @@ pub async fn relay_mirror_requests(client: Client, domain: String) {
                 held.insert(request.subject.to_string(), (tokio::time::Instant::now(), request));
             }
             _ = tick.tick() => {
+                // Only requests a mirror still waits on are kept: a mirror asks
+                // again (a new consumer name, a new subject) after its wait, so
+                // an outage of hours would otherwise pile up its asks.
+                held.retain(|_, (at, _)| at.elapsed() < RELAY_WITHIN);
                 let reachable = answers(&client, &info).await;
                 if !reachable && holding.is_none() {
                     match client.subscribe(subjects::js_domain_consumer_creates(&domain)).await {

@@ -678,6 +678,13 @@ async fn a_home_dashboard_follows_live_again_without_a_reload_after_the_link_ret
     // it and says STALE on its last frame.
     pair.proxy.cut();
     let cut_at = Instant::now();
+    // The proxy's pumps end a moment after the cut: the car drives on once
+    // home has said STALE (2 s without a frame), so none of its frames can
+    // still cross on a pump not yet ended (a loaded machine saw lap 3 at home).
+    browser
+        .wait_shown("#stale", true, Duration::from_secs(10))
+        .await;
+    assert_eq!(browser.text("[data-f=lap]").await, "2");
     let car = {
         let publish = publish.clone();
         tokio::spawn(async move {
@@ -689,10 +696,6 @@ async fn a_home_dashboard_follows_live_again_without_a_reload_after_the_link_ret
             }
         })
     };
-    browser
-        .wait_shown("#stale", true, Duration::from_secs(10))
-        .await;
-    assert_eq!(browser.text("[data-f=lap]").await, "2");
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(cut_at.elapsed())).await;
     assert_eq!(
         browser.text("[data-f=lap]").await,
