@@ -691,6 +691,21 @@ fn shared(
 ) -> anyhow::Result<String> {
     let link = &shared.link;
     let mut written = String::new();
+    // A QR code is for another device, which cannot reach this machine's
+    // loopback address (found by the README walk: the demo's links were all
+    // 127.0.0.1, with nothing said).
+    let loopback = ["://127.", "://localhost", "://[::1]"]
+        .iter()
+        .any(|host| link.contains(host));
+    // On stderr: stdout stays the link (and code) for whatever reads it.
+    if loopback && !json {
+        eprintln!(
+            "note: this link names this machine's loopback address: another device \
+             (a phone scanning the code) cannot open it. Serve the page on an address \
+             it reaches (serve or demo --http-addr 0.0.0.0:8081 --public-url \
+             http://<this machine's address>:8081) or pass --dashboard-url."
+        );
+    }
     if let Some(path) = qr_file {
         let svg = format::qr_svg(link)
             .context("the link is longer than a QR code holds: share the link itself")?;

@@ -190,6 +190,9 @@ impl Race {
         self.session_time += dt;
         self.stint_time += dt;
         if let Some(left) = self.pit_remaining {
+            // The stop is part of the lap it is made in (the out-lap here):
+            // the clock runs while the car stands.
+            self.lap_elapsed += dt;
             let left = left - dt;
             if left <= 0.0 {
                 self.pit_remaining = None;

@@ -760,6 +760,21 @@ async fn the_team_page_shows_its_cars_by_position() {
     ]))
     .await;
     assert!(!browser.text("#tower").await.contains("R. Red"));
+    // On a phone, a row as long as a car deep in a race makes it (the demo's
+    // at lap 50, found by the README walk: 746 px at 390) scrolls nothing
+    // sideways. Filled and measured in one script, before any redraw.
+    browser.resize(PHONE).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let widths = browser
+        .eval(
+            "const cells = document.querySelector('#tower tbody tr').cells;             const long = {2: 'E. Kuljettaja', 4: '+12.7', 5: '3:31.560', 7: '7.9 L · 1.5 laps',               8: '3 · add 69.6 L by L52 · 28 stops', 11: 'LIVE · 1.5 laps of fuel left'};             for (const [i, t] of Object.entries(long)) cells[i].textContent = t;             return [document.documentElement.scrollWidth, document.documentElement.clientWidth]",
+        )
+        .await;
+    assert!(
+        widths[0].as_u64() <= widths[1].as_u64(),
+        "the team page scrolls sideways on a phone: {widths}"
+    );
+    browser.resize(DESKTOP).await;
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     // A row opens the car's page, which links back to the team.
@@ -1526,7 +1541,7 @@ async fn the_timing_view_shows_the_field_live_with_where_a_stop_rejoins() {
             .await,
         json!([
             "no field yet",
-            "this sim sends no field: only its own car is shown",
+            "this sim sends no field (the other cars): the car's own timing is in the cards above",
             "no field yet"
         ])
     );

@@ -691,6 +691,8 @@ async fn sharing_in_open_mode_is_not_a_refused_request() {
             run_paddock(&["sessions", "share", &id, "--no-qr", "--nats-url", &url]).await;
         assert_eq!(code, 0, "{err}");
         assert_eq!(out.trim(), format!("http://{http}/session/{id}"));
+        // A loopback link is said to be one (a phone cannot open it).
+        assert!(err.contains("loopback address"), "{err}");
     }
     // With its QR code, which fits an 80-column terminal (#39 item 5.7).
     let (code, out, err) = run_paddock(&["sessions", "share", &id, "--nats-url", &url]).await;

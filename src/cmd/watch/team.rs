@@ -85,7 +85,8 @@ pub fn tower(team: &str, cars: &BTreeMap<SessionId, Car>, now: Instant, stale: D
             num(c, "fuel").map_or_else(dash, |f| format!("{f:.1} L")),
             match c.frame.as_ref().and_then(|f| f.get("in_pits")) {
                 Some(Value::Bool(true)) => "IN".into(),
-                Some(Value::Bool(false)) => "out".into(),
+                // On track: "out" read as an out-lap (found by the README walk).
+                Some(Value::Bool(false)) => "track".into(),
                 _ => dash(),
             },
             state.to_string(),

@@ -380,7 +380,7 @@ export function timingNote(field, ageMs, framesForMs) {
   // first frame (--field-hz): ten seconds of frames without one is a sim
   // (or a monitor) that sends none.
   return framesForMs !== null && framesForMs >= FIELD_EXPECTED_MS
-    ? "this sim sends no field: only its own car is shown"
+    ? "this sim sends no field (the other cars): the car's own timing is in the cards above"
     : "no field yet";
 }
 
