@@ -186,6 +186,13 @@ fn observed(
                         }
                         None
                     }
+                    // This process closed a connection it was done with (the
+                    // demo's clean-up client, say): nothing to report at info,
+                    // where it read as a failure (found by the README walk).
+                    Event::Closed => {
+                        tracing::debug!("NATS connection closed by this process");
+                        None
+                    }
                     other => {
                         tracing::info!(event = %other, "NATS connection event");
                         None
