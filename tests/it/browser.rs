@@ -1628,7 +1628,7 @@ async fn the_timing_view_shows_the_field_live_with_where_a_stop_rejoins() {
             "",
             false
         ],
-        ["P7", "#81 PIASTRI", "—", "—", "medium · 15", "OUT", false]
+        ["P7", "#81 PIASTRI", "—", "—", "medium · 15", "RET", false]
     ]))
     .await;
     browser

@@ -337,7 +337,7 @@ export function timingRows(field) {
     const tyre = str(car, "tyre");
     const age = num(car, "tyre_age_laps");
     const out = status === "retired";
-    const word = out ? "OUT" : status === "finished" ? "FIN" : pitting ? "PIT" : "";
+    const word = out ? "RET" : status === "finished" ? "FIN" : pitting ? "PIT" : "";
     return {
       index: car.index,
       player: car.player === true,
