@@ -241,9 +241,7 @@ pub async fn relay_mirror_requests(client: Client, domain: String) {
             }
         };
         tokio::select! {
-            Some(request) = next => {
-                held.insert(request.subject.to_string(), (tokio::time::Instant::now(), request));
-            }
+            Some(request) = next => hold(&mut held, request),
             _ = tick.tick() => {
                 // Only requests a mirror still waits on are kept: a mirror asks
                 // again (a new consumer name, a new subject) after its wait, so
@@ -260,7 +258,7 @@ pub async fn relay_mirror_requests(client: Client, domain: String) {
                     }
                 } else if reachable && let Some(mut sub) = holding.take() {
                     while let Some(Some(request)) = sub.next().now_or_never() {
-                        held.insert(request.subject.to_string(), (tokio::time::Instant::now(), request));
+                        hold(&mut held, request);
                     }
                     let _ = sub.unsubscribe().await;
                     let due: Vec<Message> = held
@@ -274,6 +272,29 @@ pub async fn relay_mirror_requests(client: Client, domain: String) {
             }
         }
     }
+}
+
+/// The held requests' bytes at most (subjects and payloads): a mirror's
+/// request is some hundreds of bytes and a hub has a mirror per track stream,
+/// so this is room for every mirror many times over. Past it a request is not
+/// held; its mirror asks again by itself, as without the relay.
+const HELD_BYTES: usize = 64 * 1024;
+
+/// Holds `request` as its subject's newest, within [`HELD_BYTES`].
+fn hold(held: &mut HashMap<String, (tokio::time::Instant, Message)>, request: Message) {
+    let size = |m: &Message| m.subject.len() + m.payload.len();
+    let total: usize = held.values().map(|(_, m)| size(m)).sum();
+    let replaced = held
+        .get(request.subject.as_str())
+        .map_or(0, |(_, m)| size(m));
+    if total - replaced + size(&request) > HELD_BYTES {
+        tracing::debug!(subject = %request.subject, "held mirror requests full: this one is not held");
+        return;
+    }
+    held.insert(
+        request.subject.to_string(),
+        (tokio::time::Instant::now(), request),
+    );
 }
 
 /// Sends one held mirror request to the track and its answer to the mirror.
