@@ -56,10 +56,10 @@ fn chunks_held_max(max_memory: usize) -> usize {
     (max_memory / 32).clamp(512 * 1024, 32 * 1024 * 1024)
 }
 /// Ingest queue bytes above which the processor is busy and the writer waits.
-const INGEST_BUSY: usize = 1024 * 1024;
+pub(super) const INGEST_BUSY: usize = 1024 * 1024;
 /// Telemetry frames a second above which the processor is in a burst: 11 times
 /// a 30-car race at 60 Hz, a hundredth of what a burst brings.
-const BUSY_RATE: f64 = 20_000.0;
+pub(super) const BUSY_RATE: f64 = 20_000.0;
 /// Bytes of accepted frames a second above which the processor is in a burst:
 /// six times a 30-car race at 60 Hz with 1.5 KB frames.
 const BUSY_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
@@ -166,7 +166,7 @@ impl TraceQueue {
     /// Whether frames come as a burst does (frames and bytes a second queued
     /// since the oldest waiting one came, over at least [`RATE_WINDOW`], past
     /// [`BUSY_RATE`] or [`BUSY_BYTES`]), and whether the write cannot wait
-    /// (the queue half full, or its oldest frame waiting [`MAX_WAIT`]).
+    /// (its oldest frame waiting [`MAX_WAIT`]).
     fn look(&self) -> (bool, bool) {
         let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let Some(since) = pending.since else {
@@ -176,7 +176,11 @@ impl TraceQueue {
         let over = waited.max(RATE_WINDOW).as_secs_f64();
         let burst = pending.entries.len() as f64 / over > BUSY_RATE
             || pending.bytes as f64 / over > BUSY_BYTES;
-        let due = pending.bytes > self.max_bytes / 2 || waited >= MAX_WAIT;
+        // Not when the queue fills: written during a burst, the record took
+        // 10-30 % of the burst's pace (the chunks' copies and the broker's
+        // writes on the same cores) and still left a quarter out; what does
+        // not fit now is left out, counted, and the burst is applied first.
+        let due = waited >= MAX_WAIT;
         (burst, due)
     }
 }
@@ -311,7 +315,7 @@ impl TraceWriter {
     }
 
     /// Whether to write now: no burst (the ingest queue nearly empty, frames
-    /// slower than [`BUSY_RATE`]), or the queue is half full, or its oldest
+    /// slower than [`BUSY_RATE`]), or its oldest
     /// frame has waited [`MAX_WAIT`].
     fn may_write(&self) -> bool {
         // Measured on the queue itself, at each look: a rate kept from the
