@@ -86,8 +86,10 @@ pub struct ServeArgs {
     pub max_memory: usize,
     /// Bytes all of paddock's JetStream buckets together may hold (default
     /// --max-memory: what they hold is a copy of what memory holds), shared as
-    /// live 1/2, the trace stream (accepted telemetry frames, for lap traces) 1/4,
-    /// laps 1/8, archive 1/8 after the alerts bucket's 16 MiB. The
+    /// live 3/8, the trace stream (accepted telemetry frames, for lap traces) 1/4,
+    /// best laps (each session's fastest, kept after the trace stream lets it
+    /// go) 1/8, laps 1/8, archive 1/8 after the alerts bucket's 16 MiB and the
+    /// links bucket's 8 MiB. The
     /// broker sets this aside when the buckets are made, so it must fit its
     /// JetStream storage (nats.conf's max_file_store): a start that does not fit
     /// is refused, saying so. When full, the live bucket refuses writes (kept in
@@ -189,8 +191,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PADDOCK_KV_REPLICAS", default_value_t = 1, value_parser = parse_count)]
     pub kv_replicas: usize,
     /// Write-behind window: telemetry is stored at least this often, so after a
-    /// crash each session's stored frame is at most this old. Setups, creates and
-    /// deletes are stored before they are acknowledged.
+    /// crash each session's stored frame is at most this old (in a burst, over
+    /// 20,000 frames/s or 1 MiB waiting, up to 2 s older: the burst is applied
+    /// first). Setups, creates and deletes are stored before they are
+    /// acknowledged.
     #[arg(long, env = "PADDOCK_PERSIST_INTERVAL", default_value = "1s", value_parser = parse_period)]
     pub persist_interval: Duration,
     /// Sessions the write-behind writes per second at most; 0: no limit. With

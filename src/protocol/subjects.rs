@@ -398,6 +398,21 @@ pub fn trace_record(id: &SessionId) -> String {
     format!("paddock.trace.{id}")
 }
 
+/// What the best-lap stream holds: a copy of each session's fastest lap's
+/// frames (server/traces.rs, "the best lap kept"), one subject per session,
+/// written by the processor like the trace stream's.
+pub const BEST_SUBJECTS: [&str; 1] = ["paddock.best.*"];
+
+/// The best-lap stream's name beside the buckets of `bucket` (`<bucket>_best`).
+pub fn best_stream(bucket: &str) -> String {
+    format!("{bucket}_best")
+}
+
+/// The subject one session's best lap is kept under: `paddock.best.<id>`.
+pub fn best_record(id: &SessionId) -> String {
+    format!("paddock.best.{id}")
+}
+
 /// What every subject of one session starts with: `session.<id>.…`.
 pub const DATA_PREFIX: &str = "session.";
 

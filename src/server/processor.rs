@@ -355,6 +355,13 @@ impl Processor {
             max_sessions = app.limits.max_sessions,
             "processor started: serving sessions.* and ingesting session.*.setup|telemetry|field"
         );
+        let reader = crate::server::traces::Reader {
+            traces: storage.traces(),
+            lap_field: app.limits.lap_field.clone(),
+            permits: Arc::new(tokio::sync::Semaphore::new(
+                crate::server::traces::READS_AT_ONCE,
+            )),
+        };
         Ok(Processor {
             ctx: Ctx {
                 processor: service.info().await.id,
@@ -364,13 +371,8 @@ impl Processor {
                     LOOKUPS_PER_MINUTE,
                     std::time::Instant::now(),
                 )),
-                reader: crate::server::traces::Reader {
-                    traces: storage.traces(),
-                    lap_field: app.limits.lap_field.clone(),
-                    permits: Arc::new(tokio::sync::Semaphore::new(
-                        crate::server::traces::READS_AT_ONCE,
-                    )),
-                },
+                best: crate::server::traces::BestLaps::start(reader.clone(), Arc::clone(&app)),
+                reader,
                 app,
                 storage,
                 lifecycle,
@@ -635,6 +637,8 @@ struct Ctx {
     lookups: std::sync::Mutex<TokenBucket>,
     /// Reads laps back from the trace stream, off the loop.
     reader: crate::server::traces::Reader,
+    /// Keeps each session's best lap (`None`: nothing recorded).
+    best: Option<crate::server::traces::BestLaps>,
 }
 
 impl Ctx {
@@ -1014,6 +1018,9 @@ impl Ctx {
                 frame.clone(),
                 lap_ended,
             );
+        }
+        if let (Some(lap), Some(best)) = (&ingested.applied.lap, &self.best) {
+            best.offer(Arc::clone(lap));
         }
         // A completed lap is stored before it is announced (by the persister).
         if let Some(lap) = ingested.applied.lap.clone()

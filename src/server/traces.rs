@@ -25,7 +25,7 @@ use crate::server::error::ServiceError;
 use crate::server::laps::LapRecord;
 use crate::server::race;
 use crate::server::sessions::SessionError;
-use crate::server::store::Traces;
+use crate::server::store::{BEST_LAP_BYTES, Recorded, Traces};
 
 /// Frames read before a lap's first and after its last. Frames are stamped by
 /// the processor that accepted them (the lap records' clock), but chunks are
@@ -46,6 +46,9 @@ pub struct LapWindow {
     pub lap: Value,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
+    /// Frames the processor counted in the lap: a read of the trace stream
+    /// with fewer lost some to its turnover, and the best-lap copy may have them.
+    pub frames: u64,
 }
 
 impl LapWindow {
@@ -55,6 +58,7 @@ impl LapWindow {
             lap: serde_json::from_slice(&record.lap).unwrap_or(Value::Null),
             from: record.started_at,
             to: record.ended_at,
+            frames: record.frames,
         }
     }
 }
@@ -271,19 +275,24 @@ impl Reader {
                     .into(),
             ));
         };
+        let cannot = |e| ServiceError::NoRecording(format!("cannot read the trace stream: {e}"));
+        let (from, to) = (lap.from - MARGIN, lap.to + MARGIN);
         let frames = traces
-            .read(
-                lap.session_id,
-                lap.from - MARGIN,
-                lap.to + MARGIN,
-                MAX_FRAMES,
-            )
+            .read(lap.session_id, from, to, MAX_FRAMES)
             .await
-            .map_err(|e| ServiceError::NoRecording(format!("cannot read the trace stream: {e}")))?;
-        if frames.len() > MAX_FRAMES {
-            return Err(ServiceError::TooLarge(format!(
-                "the lap has more than {MAX_FRAMES} recorded frames"
-            )));
+            .map_err(cannot)?;
+        let mut frames = self.of_lap(frames, &lap.lap)?;
+        // Fewer than the lap had: the trace stream dropped some (its oldest
+        // go first), and the best-lap copy holds them if this is the best.
+        if (frames.len() as u64) < lap.frames {
+            let kept = traces
+                .read_best(lap.session_id, from, to, MAX_FRAMES)
+                .await
+                .map_err(cannot)?;
+            let kept = self.of_lap(kept, &lap.lap)?;
+            if kept.len() > frames.len() {
+                frames = kept;
+            }
         }
         // Each frame is read down to its sample at once: the parsed trees of a
         // lap's frames would hold several times the frames' own bytes.
@@ -292,15 +301,6 @@ impl Reader {
             let Ok(frame) = serde_json::from_slice::<Value>(&recorded.payload) else {
                 continue;
             };
-            // The lap field as the ingest reads it (the same pointer).
-            if let Some(pointer) = &self.lap_field {
-                let at = pointer.find(&recorded.payload);
-                let value =
-                    at.and_then(|r| serde_json::from_slice::<Value>(&recorded.payload[r]).ok());
-                if value.as_ref() != Some(&lap.lap) {
-                    continue;
-                }
-            }
             let sample = Sample {
                 time_s: 0.0,
                 distance_m: frame.get(trace::DISTANCE).and_then(Value::as_f64),
@@ -331,6 +331,28 @@ impl Reader {
                     _ => (at - first).num_microseconds().unwrap_or_default() as f64 / 1e6,
                 },
                 ..sample
+            })
+            .collect())
+    }
+
+    /// The frames of `read` that are `lap`'s, by the lap field as the ingest
+    /// reads it (the same pointer); too many is refused.
+    fn of_lap(&self, read: Vec<Recorded>, lap: &Value) -> Result<Vec<Recorded>, ServiceError> {
+        if read.len() > MAX_FRAMES {
+            return Err(ServiceError::TooLarge(format!(
+                "the lap has more than {MAX_FRAMES} recorded frames"
+            )));
+        }
+        let Some(pointer) = &self.lap_field else {
+            return Ok(read);
+        };
+        Ok(read
+            .into_iter()
+            .filter(|recorded| {
+                let at = pointer.find(&recorded.payload);
+                at.and_then(|r| serde_json::from_slice::<Value>(&recorded.payload[r]).ok())
+                    .as_ref()
+                    == Some(lap)
             })
             .collect())
     }
@@ -396,6 +418,115 @@ impl Reader {
     }
 }
 
+/// Laps waiting to be looked at by the best-lap keeper: laps complete at most
+/// `--max-lap-rate` a session, and one not looked at (the queue full) only
+/// means an earlier best stays kept until the next best.
+const BEST_QUEUE: usize = 256;
+
+/// The best lap kept: a copy of each session's fastest lap in a stream of its
+/// own (`<bucket>_best`), so that the live delta and comparisons against the
+/// best still have it after the trace stream, which drops its oldest chunks
+/// first, has let it go. With the defaults the trace stream keeps about an
+/// hour per car and a few car-hours in all: a 30-car race filled it within
+/// seven minutes of race time (tests/load/race24h.py), so at hour 18 of a
+/// 24-hour race a best lap of hour 2 was gone, and with it the live delta.
+///
+/// On every completed lap the keeper (a task of its own, never the loop) asks
+/// whether the lap is now its session's best by the rule `{"lap": "best"}`
+/// reads with ([`pick`]); if so it reads the lap back from the trace stream
+/// and keeps each frame's numbers and lap field (what a trace can read of it;
+/// about a third of a 1 KB frame) in place of the previous copy, at most
+/// [`BEST_LAP_BYTES`] a lap. Replicas each keep their own copy, as they
+/// record.
+#[derive(Clone)]
+pub struct BestLaps {
+    laps: tokio::sync::mpsc::Sender<Arc<LapRecord>>,
+}
+
+impl BestLaps {
+    /// Starts the keeper; `None` when the processor records no traces.
+    pub fn start(reader: Reader, app: Arc<App>) -> Option<Self> {
+        let traces = reader.traces.clone()?;
+        let (laps, mut queued) = tokio::sync::mpsc::channel::<Arc<LapRecord>>(BEST_QUEUE);
+        tokio::spawn(async move {
+            let log = crate::server::ratelimit::LogThrottle::default();
+            while let Some(record) = queued.recv().await {
+                if let Err(e) = keep_if_best(&reader, &traces, &app, &record).await
+                    && let Some(unlogged) = log.allow(std::time::Duration::from_secs(10))
+                {
+                    tracing::warn!(session_id = %record.session_id, error = %e, unlogged, "could not keep a best lap");
+                }
+            }
+        });
+        Some(BestLaps { laps })
+    }
+
+    /// Hands a completed lap to the keeper (never waits).
+    pub fn offer(&self, record: Arc<LapRecord>) {
+        let _ = self.laps.try_send(record);
+    }
+}
+
+/// Keeps `record`'s lap as its session's best lap if it is that.
+async fn keep_if_best(
+    reader: &Reader,
+    traces: &Traces,
+    app: &App,
+    record: &LapRecord,
+) -> Result<(), String> {
+    let id = record.session_id;
+    // A session ended meanwhile keeps the copy it had.
+    let Ok(records) = app.sessions.laps(id) else {
+        return Ok(());
+    };
+    let Ok(best) = pick(id, &records, LapRef::Named(Best::Best)) else {
+        return Ok(());
+    };
+    if best.from != record.started_at || best.to != record.ended_at {
+        return Ok(());
+    }
+    let _permit = reader
+        .permits
+        .acquire()
+        .await
+        .map_err(|_| "the processor is stopping".to_string())?;
+    let frames = traces
+        .read(id, best.from - MARGIN, best.to + MARGIN, MAX_FRAMES)
+        .await
+        .map_err(|e| format!("cannot read the trace stream: {e}"))?;
+    let frames = reader
+        .of_lap(frames, &best.lap)
+        .map_err(|e| e.to_string())?;
+    let keep = reader.lap_field.as_ref().map(|p| p.first_token());
+    let kept: Vec<_> = frames
+        .iter()
+        .filter_map(|f| Some((f.at, numbers_of(&f.payload, keep)?)))
+        .collect();
+    if kept.is_empty() {
+        return Ok(());
+    }
+    if !traces
+        .keep_best(id, &kept)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Err(format!(
+            "lap {} has more than {BEST_LAP_BYTES} bytes of numbers; the previous best stays kept",
+            best.lap
+        ));
+    }
+    tracing::debug!(session_id = %id, lap = %best.lap, frames = kept.len(), "kept the best lap");
+    Ok(())
+}
+
+/// `frame` with only its top-level numbers and the member `keep` (the lap
+/// field's): all a trace reads of it (its channels are top-level numbers).
+fn numbers_of(frame: &[u8], keep: Option<&str>) -> Option<Vec<u8>> {
+    let mut members = serde_json::from_slice::<serde_json::Map<String, Value>>(frame).ok()?;
+    members.retain(|key, value| value.is_number() || Some(key.as_str()) == keep);
+    serde_json::to_vec(&members).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +553,17 @@ mod tests {
 
     fn id() -> SessionId {
         SessionId::parse("3f2b8c1e-9a4d-4e6f-8b2a-1c3d5e7f9a0b").unwrap()
+    }
+
+    #[test]
+    fn a_kept_best_lap_frame_holds_its_numbers_and_lap_field() {
+        let frame = br#"{"lap":{"n":3},"speed":201.5,"gear":4,"driver":"Ann","tyres":{"fl":80},"lap_distance":1200}"#;
+        let kept = numbers_of(frame, Some("lap")).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&kept).unwrap(),
+            serde_json::json!({"lap": {"n": 3}, "speed": 201.5, "gear": 4, "lap_distance": 1200})
+        );
+        assert_eq!(numbers_of(b"[1,2]", None), None);
     }
 
     #[test]

@@ -44,15 +44,17 @@ fn rss(processor: &Running) -> u64 {
 const KV_MAX_BYTES: &str = "16MiB";
 /// Each bucket's share of [`KV_MAX_BYTES`] as docs/PROTOCOL.md states it
 /// (not read back from the product): the alerts bucket a sixteenth and the
-/// links bucket a sixty-fourth, then of the rest (59/4 MiB) live 1/2, the
-/// trace stream (every frame of the flood) 1/4, laps 1/8, archive 1/8.
-const SHARES: [(&str, u64); 6] = [
-    ("KV_paddock_sessions", 59 * MIB / 8),
+/// links bucket a sixty-fourth, then of the rest (59/4 MiB) live 3/8, the
+/// trace stream (every frame of the flood) 1/4, best laps 1/8, laps 1/8,
+/// archive 1/8.
+const SHARES: [(&str, u64); 7] = [
+    ("KV_paddock_sessions", 3 * 59 * MIB / 32),
     ("KV_paddock_sessions_archive", 59 * MIB / 32),
     ("KV_paddock_sessions_laps", 59 * MIB / 32),
     ("KV_paddock_sessions_alerts", MIB),
     ("KV_paddock_sessions_links", MIB / 4),
     ("paddock_sessions_traces", 59 * MIB / 16),
+    ("paddock_sessions_best", 59 * MIB / 32),
 ];
 
 /// Bytes each bucket's stream holds, in the order of [`SHARES`].

@@ -603,6 +603,7 @@ async fn paddock_hub_serves_the_page_at_home_and_answers_before_the_track_dials_
         "KV_paddock_sessions",
         "KV_paddock_sessions_laps",
         "paddock_sessions_traces",
+        "paddock_sessions_best",
     ] {
         let mut stream = js.get_stream(name).await.unwrap();
         let info = stream.info().await.unwrap();

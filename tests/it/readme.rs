@@ -559,7 +559,7 @@ async fn the_refusal_names_the_numbers_and_what_to_change() {
     let last = stderr.lines().last().unwrap_or_default();
     for words in [
         "1.0 GiB in all",
-        "paddock_sessions 500 MiB",
+        "paddock_sessions 375 MiB",
         "max_file_store",
         "--kv-max-bytes",
     ] {

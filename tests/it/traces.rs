@@ -284,20 +284,41 @@ async fn a_partitioned_session_s_laps_are_recorded_and_read_back() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A broker and `paddock serve` whose trace stream keeps 512 KiB (eight
+/// chunks) a session, and a client once the processor answers.
+async fn keeping_eight_chunks() -> (NatsServer, Running, async_nats::Client) {
+    let server = NatsServer::start();
+    let url = server.url();
+    let processor = serve_binary(
+        &url,
+        &["--trace-session-bytes", "512KiB", "--max-frame-rate", "0"],
+    );
+    let client = connect(&url).await;
+    wait_for_processors(&client, 1).await;
+    (server, processor, client)
+}
+
+/// `sessions.stats` once `frames` frames are recorded (the writer writes an
+/// idle session's chunk within seconds), or after 20 s.
+async fn recorded(client: &async_nats::Client, frames: u64) -> Value {
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = ask(client, "sessions.stats", "{}".into()).await.ok();
+        if stats["trace_frames_recorded"] == frames {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    stats
+}
+
 /// The record holds what the processor accepted and nothing else, and one
 /// session's flood cannot push another's laps out of the stream: each keeps at
 /// most `--trace-session-bytes` (here 512 KiB, eight chunks), its own oldest
 /// going first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_records_only_what_was_accepted_and_leaves_other_sessions_laps() {
-    let server = NatsServer::start();
-    let url = server.url();
-    let _processor = serve_binary(
-        &url,
-        &["--trace-session-bytes", "512KiB", "--max-frame-rate", "0"],
-    );
-    let client = connect(&url).await;
-    wait_for_processors(&client, 1).await;
+    let (_server, _processor, client) = keeping_eight_chunks().await;
     let driven = create(&client).await;
     publish_two_laps(&client, &driven).await;
     // 4 MB of 0.5 KB frames on another session, 8 times its share, with
@@ -328,14 +349,7 @@ async fn a_flood_records_only_what_was_accepted_and_leaves_other_sessions_laps()
     // Every accepted frame is recorded (the writer writes an idle session's
     // chunk within seconds), and only those.
     let accepted = sent + 853;
-    let mut stats = Value::Null;
-    for _ in 0..100 {
-        stats = ask(&client, "sessions.stats", "{}".into()).await.ok();
-        if stats["trace_frames_recorded"] == accepted {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let stats = recorded(&client, accepted).await;
     assert_eq!(stats["telemetry_frames"], accepted, "{stats}");
     assert_eq!(stats["trace_frames_recorded"], accepted, "{stats}");
     assert_eq!(stats["trace_frames_unrecorded"], 0, "{stats}");
@@ -361,6 +375,85 @@ async fn a_flood_records_only_what_was_accepted_and_leaves_other_sessions_laps()
     .ok();
     let delta = at(&compare["delta_s"], &compare["distance_m"], 2000.0);
     assert!((delta - 5.0).abs() < 0.01, "delta at 2000 m: {delta}");
+}
+
+/// A session's best lap outlives the trace stream's turnover: the processor
+/// keeps a copy of it in the best-lap stream, so at hour 18 the live delta and
+/// a comparison against the best still read the best lap of hour 2. Here the
+/// session keeps 8 chunks in the trace stream, and 4 MB of later laps push
+/// both scripted laps out of it: lap 1 (the best) is read back whole from its
+/// copy, lap 2 is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_best_lap_outlives_the_trace_stream_s_turnover() {
+    let (_server, _processor, client) = keeping_eight_chunks().await;
+    let id = create(&client).await;
+    publish_two_laps(&client, &id).await;
+    // Lap 1 (40 s) is the best: its copy is kept once lap 1 completes.
+    let js = async_nats::jetstream::new(client.clone());
+    let mut best = js.get_stream("paddock_sessions_best").await.unwrap();
+    let mut kept = 0;
+    for _ in 0..100 {
+        kept = best.info().await.unwrap().state.messages;
+        if kept > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(kept > 0, "no copy of the best lap in paddock_sessions_best");
+    let config = best.info().await.unwrap().config.clone();
+    assert_eq!(config.subjects, ["paddock.best.*"]);
+    assert_eq!(
+        config.max_messages_per_subject,
+        (paddock::server::store::BEST_LAP_BYTES / (64 * 1024)) as i64
+    );
+    // 8,000 frames of slower laps (99 s each by the sim's clock).
+    let padding = "x".repeat(440);
+    for k in 0..8_000u64 {
+        let frame = json!({"lap": 3 + k / 1000, "lap_distance": (k % 1000) as f64,
+                           "last_lap_time": 99.0, "pad": padding});
+        client
+            .publish(format!("session.{id}.telemetry"), frame.to_string().into())
+            .await
+            .unwrap();
+    }
+    sync(&client).await;
+    let stats = recorded(&client, 8_000 + 853).await;
+    assert_eq!(stats["trace_frames_recorded"], 8_000 + 853, "{stats}");
+    // Lap 2 is gone from the trace stream, and was never the best.
+    let gone = ask(
+        &client,
+        &format!("sessions.trace.{id}"),
+        r#"{"lap": 2}"#.into(),
+    )
+    .await;
+    gone.expect_error(404);
+    // Lap 1, the best, is read back whole, by number and as "best".
+    for lap in [json!(1), json!("best")] {
+        let trace = ask(
+            &client,
+            &format!("sessions.trace.{id}"),
+            json!({"lap": lap, "channels": ["speed", "gear"]}).to_string(),
+        )
+        .await
+        .ok();
+        assert_eq!(trace["lap"], 1, "{trace}");
+        assert_eq!(trace["frames"], 401, "{trace}");
+        assert_eq!(trace["gaps"], json!([]), "{trace}");
+        assert!(
+            (at(&trace["channels"]["speed"], &trace["distance_m"], 500.0) - 180.0).abs() < 1e-9
+        );
+    }
+    // And compared against the best (itself): read from the copy both times.
+    let compare = ask(
+        &client,
+        &format!("sessions.compare.{id}"),
+        r#"{"lap": 1, "against": "best", "minisectors": 4}"#.into(),
+    )
+    .await
+    .ok();
+    assert_eq!(compare["reference"]["lap"], 1, "{compare}");
+    let delta = at(&compare["delta_s"], &compare["distance_m"], 2000.0);
+    assert!(delta.abs() < 1e-9, "delta at 2000 m: {delta}");
 }
 
 /// A `.ld` read with the motec-i2 crate's reader (not paddock's writer):

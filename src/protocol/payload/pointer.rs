@@ -54,6 +54,11 @@ impl Pointer {
         &self.text
     }
 
+    /// The top-level member the pointer's value is in (its first token).
+    pub fn first_token(&self) -> &str {
+        self.tokens.first().map_or("", String::as_str)
+    }
+
     /// The key, when the pointer names a member of the top-level object.
     pub fn top_level_key(&self) -> Option<&str> {
         match self.tokens.as_slice() {

@@ -1,6 +1,6 @@
 //! The hub's copy of a track's records: JetStream mirrors, in the hub's own
 //! domain, of the streams the track's processor and broker write (the session
-//! buckets, lap records, alerts, the trace stream). The broker keeps them in
+//! buckets, lap records, alerts, the trace and best-lap streams). The broker keeps them in
 //! step across the leaf link, and catches up after an outage from where each
 //! mirror stopped; no code of ours moves a record.
 //!
@@ -68,6 +68,14 @@ impl MirrorConfig {
                 name: subjects::trace_stream(&self.bucket),
                 kv: false,
                 max_bytes: sizes.traces,
+            },
+            // A mirror does not take its source's purges: the hub's copy
+            // keeps earlier best laps too, oldest dropped first; a read
+            // finds the lap it asks for by its time.
+            Mirrored {
+                name: subjects::best_stream(&self.bucket),
+                kv: false,
+                max_bytes: sizes.best,
             },
         ]
     }

@@ -148,13 +148,15 @@ impl StartupProgress {
 /// Everything the buckets hold is a copy of what `--max-memory` bounds in memory
 /// (live sessions, ended ones, lap records), so the budget defaults to it. Its
 /// shares follow what each holds and what a full one costs: the live documents
-/// (a setup and a frame each) get half, as a full live bucket refuses writes
-/// (`/readyz` fails); the trace stream (every frame, for lap traces) a quarter,
-/// as it holds the most and only drops its oldest; lap records (two edge
-/// frames each, about 3 KB: 125 MiB is some 40,000 laps) 1/8, as a full laps
-/// bucket only drops its oldest; the archive (ended sessions' final
-/// documents) 1/8; the alerts bucket about 300 bytes per session and kind; the
-/// links bucket about 500 bytes per shared link.
+/// (a setup and a frame each, a few KB: 375 MiB is some 100,000 sessions) get
+/// 3/8, as a full live bucket refuses writes (`/readyz` fails); the trace
+/// stream (every frame, for lap traces) a quarter, as it holds the most and
+/// only drops its oldest; each session's best lap (a copy the trace stream's
+/// turnover cannot take: about 1.5 MB for a 3-minute lap at 20 Hz) 1/8; lap
+/// records (two edge frames each, about 3 KB: 125 MiB is some 40,000 laps)
+/// 1/8, as a full laps bucket only drops its oldest; the archive (ended
+/// sessions' final documents) 1/8; the alerts bucket about 300 bytes per
+/// session and kind; the links bucket about 500 bytes per shared link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketSizes {
     pub live: usize,
@@ -164,12 +166,14 @@ pub struct BucketSizes {
     pub links: usize,
     /// The trace stream (`<bucket>_traces`, store/traces.rs).
     pub traces: usize,
+    /// The best-lap stream (`<bucket>_best`, server/traces.rs).
+    pub best: usize,
 }
 
 impl BucketSizes {
     /// `budget` shared: the alerts bucket its 16 MiB (at most a sixteenth) and
     /// the links bucket its 8 MiB (at most a sixty-fourth), then of the rest
-    /// live 1/2, traces 1/4, laps 1/8, archive 1/8. A budget JetStream cannot take as a
+    /// live 3/8, traces 1/4, best laps 1/8, laps 1/8, archive 1/8. A budget JetStream cannot take as a
     /// size (beyond `i64::MAX`) means no limit for any bucket.
     pub fn split(budget: usize) -> Self {
         if i64::try_from(budget).is_err() {
@@ -180,6 +184,7 @@ impl BucketSizes {
                 alerts: usize::MAX,
                 links: usize::MAX,
                 traces: usize::MAX,
+                best: usize::MAX,
             };
         }
         let alerts = ALERTS_BUCKET_BYTES.min(budget / 16);
@@ -188,13 +193,15 @@ impl BucketSizes {
         let traces = rest / 4;
         let laps = rest / 8;
         let archive = rest / 8;
+        let best = rest / 8;
         BucketSizes {
-            live: rest - traces - laps - archive,
+            live: rest - traces - laps - archive - best,
             archive,
             laps,
             alerts,
             links,
             traces,
+            best,
         }
     }
 
@@ -207,6 +214,7 @@ impl BucketSizes {
             self.alerts,
             self.links,
             self.traces,
+            self.best,
         ]
         .iter()
         .map(|&b| b as u128)
@@ -297,10 +305,20 @@ pub struct Storage {
     trace_queue: Option<TraceQueue>,
 }
 
+/// The most one session's best lap may hold in the best-lap stream: 256
+/// chunks. A lap's frames as kept (each frame's numbers, about 300 bytes of a
+/// 1 KB frame) fill it at 60 Hz in about 15 minutes; a longer lap is not kept.
+pub const BEST_LAP_BYTES: usize = 16 * 1024 * 1024;
+
 /// A handle on the trace stream: reads one session's frames over a time window.
 #[derive(Clone)]
 pub struct Traces {
     stream: jetstream::stream::Stream,
+    /// The best-lap stream: each session's fastest lap (server/traces.rs).
+    best: jetstream::stream::Stream,
+    js: jetstream::Context,
+    /// This process's name in the best-lap chunks' `Paddock-Recorder` header.
+    recorder: String,
     client: Client,
     /// Has a session's frames written before a read.
     writer: TraceWriterHandle,
@@ -321,6 +339,47 @@ impl Traces {
         self.writer.flush(id).await;
         let subject = crate::protocol::subjects::trace_record(&id);
         traces::read(&self.stream, &self.client, subject, from, to, limit).await
+    }
+
+    /// The frames of `id`'s best lap copy that were accepted from `from` to
+    /// `to` (nothing when the copy is of another lap).
+    pub async fn read_best(
+        &self,
+        id: crate::protocol::id::SessionId,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let subject = crate::protocol::subjects::best_record(&id);
+        traces::read(&self.best, &self.client, subject, from, to, limit).await
+    }
+
+    /// Keeps `frames` (each with when it was accepted) as `id`'s best lap, in
+    /// place of the one kept before. Answers false, keeping nothing, when
+    /// they are more than [`BEST_LAP_BYTES`].
+    pub async fn keep_best(
+        &self,
+        id: crate::protocol::id::SessionId,
+        frames: &[(chrono::DateTime<chrono::Utc>, Vec<u8>)],
+    ) -> Result<bool, StoreError> {
+        let mut chunks = vec![traces::new_chunk()];
+        for (at, frame) in frames {
+            let last = chunks.last().expect("there is a chunk");
+            // As the trace writer's: a frame is never split.
+            if last.len() > traces::CHUNK_MAGIC.len()
+                && last.len() + traces::RECORD_HEAD + frame.len() > traces::CHUNK_BYTES
+            {
+                chunks.push(traces::new_chunk());
+            }
+            let last = chunks.last_mut().expect("there is a chunk");
+            traces::append(last, *at, frame);
+        }
+        if chunks.len() > BEST_LAP_BYTES.div_ceil(traces::CHUNK_BYTES) {
+            return Ok(false);
+        }
+        let subject = crate::protocol::subjects::best_record(&id);
+        traces::keep(&self.js, &self.best, subject, &self.recorder, chunks).await?;
+        Ok(true)
     }
 
     /// Has everything the writer holds written (shutdown).
@@ -423,6 +482,8 @@ impl Storage {
             keep_max_age(js, &links_bucket).await;
             let trace_config = traces::TraceConfig {
                 name: crate::protocol::subjects::trace_stream(&config.bucket),
+                subjects: &crate::protocol::subjects::TRACE_SUBJECTS,
+                description: "paddock: every accepted telemetry frame, for lap traces",
                 max_bytes: sizes.traces,
                 per_session_bytes: config.trace_session_bytes,
                 max_age: config.archive_retention,
@@ -431,6 +492,17 @@ impl Storage {
                 compress: traces::compresses(&client.server_info().version),
             };
             let trace_stream = traces::open(js, &trace_config)
+                .await
+                .map_err(|e| no_room(e, &sizes, config))?;
+            let best_config = traces::TraceConfig {
+                name: crate::protocol::subjects::best_stream(&config.bucket),
+                subjects: &crate::protocol::subjects::BEST_SUBJECTS,
+                description: "paddock: each session's best lap, for the live delta and comparisons",
+                max_bytes: sizes.best,
+                per_session_bytes: BEST_LAP_BYTES,
+                ..trace_config
+            };
+            let best_stream = traces::open(js, &best_config)
                 .await
                 .map_err(|e| no_room(e, &sizes, config))?;
             config.progress.say("starting: recovering sessions");
@@ -459,7 +531,15 @@ impl Storage {
             let alert_values = load(&alerts, &alerts_name).await?;
             let link_values = load(&links, &links_name).await?;
             Ok((
-                (live, archive, laps, alerts, links, trace_stream),
+                (
+                    live,
+                    archive,
+                    laps,
+                    alerts,
+                    links,
+                    trace_stream,
+                    best_stream,
+                ),
                 Peers {
                     live: peers_live,
                     archive: peers_archive,
@@ -472,7 +552,7 @@ impl Storage {
         })
         .await?;
         let (
-            (live, archive, laps, alerts, links, trace_stream),
+            (live, archive, laps, alerts, links, trace_stream, best_stream),
             peers,
             peers_links,
             (live_values, archive_values, lap_values, alert_values),
@@ -535,6 +615,9 @@ impl Storage {
             links: Some(links),
             traces: Some(Traces {
                 stream: trace_stream,
+                best: best_stream,
+                js: js.clone(),
+                recorder: uuid::Uuid::new_v4().simple().to_string(),
                 client: client.clone(),
                 writer: trace_writer_handle,
             }),
@@ -799,7 +882,7 @@ fn describe_sizes(sizes: &BucketSizes, config: &StoreConfig) -> String {
     };
     format!(
         "{} in all ({b} {}, {b}_archive {}, {b}_laps {}, {b}_alerts {}, {b}_links {}, \
-         {b}_traces {}{replicas})",
+         {b}_traces {}, {b}_best {}{replicas})",
         human_bytes(sizes.total(config.replicas)),
         human_bytes(sizes.live as u128),
         human_bytes(sizes.archive as u128),
@@ -807,6 +890,7 @@ fn describe_sizes(sizes: &BucketSizes, config: &StoreConfig) -> String {
         human_bytes(sizes.alerts as u128),
         human_bytes(sizes.links as u128),
         human_bytes(sizes.traces as u128),
+        human_bytes(sizes.best as u128),
     )
 }
 
@@ -1055,7 +1139,8 @@ mod tests {
         assert_eq!(sizes.traces, 250 * MIB);
         assert_eq!(sizes.laps, 125 * MIB);
         assert_eq!(sizes.archive, 125 * MIB);
-        assert_eq!(sizes.live, 500 * MIB);
+        assert_eq!(sizes.best, 125 * MIB);
+        assert_eq!(sizes.live, 375 * MIB);
         assert_eq!(sizes.total(1), 1024 * MIB as u128);
         assert_eq!(sizes.total(3), 3 * 1024 * MIB as u128);
         // A small budget: the alerts bucket takes at most a sixteenth.

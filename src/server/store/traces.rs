@@ -26,11 +26,13 @@
 
 use std::time::Duration;
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
+#[cfg(test)]
 use crate::protocol::subjects;
 
 use super::StoreError;
@@ -39,6 +41,10 @@ use super::StoreError;
 #[derive(Debug, Clone)]
 pub(crate) struct TraceConfig {
     pub(crate) name: String,
+    /// What it records: [`subjects::TRACE_SUBJECTS`], or the best-lap
+    /// stream's [`subjects::BEST_SUBJECTS`].
+    pub(crate) subjects: &'static [&'static str],
+    pub(crate) description: &'static str,
     pub(crate) max_bytes: usize,
     /// Bytes of chunks kept per session (per subject), counted in chunks of
     /// [`CHUNK_BYTES`].
@@ -63,8 +69,8 @@ impl TraceConfig {
     fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.name.clone(),
-            description: Some("paddock: every accepted telemetry frame, for lap traces".into()),
-            subjects: subjects::TRACE_SUBJECTS.map(String::from).to_vec(),
+            description: Some(self.description.into()),
+            subjects: self.subjects.iter().map(|s| s.to_string()).collect(),
             max_bytes: self.max_bytes(),
             max_messages_per_subject: i64::try_from(self.per_session_bytes.div_ceil(CHUNK_BYTES))
                 .unwrap_or(-1),
@@ -118,7 +124,7 @@ pub(crate) async fn open(
                     stream = config.name,
                     max_bytes = wanted.max_bytes,
                     per_session = wanted.max_messages_per_subject,
-                    "updating the trace stream's limits"
+                    "updating the stream's limits"
                 );
                 current.subjects = wanted.subjects.clone();
                 current.no_ack = wanted.no_ack;
@@ -127,7 +133,7 @@ pub(crate) async fn open(
                 current.max_age = wanted.max_age;
                 current.max_message_size = wanted.max_message_size;
                 if let Err(e) = js.update_stream(current).await {
-                    tracing::warn!(stream = config.name, error = %e, "could not update the trace stream's limits; using it as it is");
+                    tracing::warn!(stream = config.name, error = %e, "could not update the stream's limits; using it as it is");
                 }
             }
             Ok(existing)
@@ -139,7 +145,7 @@ pub(crate) async fn open(
                     max_bytes = config.max_bytes,
                     per_session_bytes = config.per_session_bytes,
                     compressed = config.compress,
-                    "created the trace stream"
+                    "created the stream"
                 );
                 Ok(stream)
             }
@@ -305,6 +311,39 @@ pub(crate) async fn read(
         .unwrap_or_default())
 }
 
+/// Writes one lap's `chunks` on `subject` of the best-lap stream, then purges
+/// the subject's older chunks (the previous best): a read meanwhile finds the
+/// old copy, the new one or both (told apart by their times), never neither.
+pub(crate) async fn keep(
+    js: &jetstream::Context,
+    stream: &stream::Stream,
+    subject: String,
+    recorder: &str,
+    chunks: Vec<Vec<u8>>,
+) -> Result<(), StoreError> {
+    let kept = chunks.len() as u64;
+    let mut headers = HeaderMap::new();
+    headers.insert(RECORDER, recorder);
+    let mut acks = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let sent = js
+            .publish_with_headers(subject.clone(), headers.clone(), Bytes::from(chunk))
+            .await
+            .map_err(StoreError::write)?;
+        acks.push(sent);
+    }
+    for ack in acks {
+        ack.await.map_err(StoreError::write)?;
+    }
+    stream
+        .purge()
+        .filter(subject)
+        .keep(kept)
+        .await
+        .map_err(StoreError::write)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +361,8 @@ mod tests {
     fn the_stream_is_bounded_per_session_and_in_bytes() {
         let config = TraceConfig {
             name: "paddock_sessions_traces".into(),
+            subjects: &subjects::TRACE_SUBJECTS,
+            description: "test",
             max_bytes: 256 << 20,
             per_session_bytes: 64 << 20,
             max_age: Duration::from_secs(3600),
