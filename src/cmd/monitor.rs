@@ -20,19 +20,24 @@ use chrono::{DateTime, Utc};
 use clap::ValueEnum;
 use serde_json::Value;
 
+use super::monitoring::{FieldSends, after, announce, create_session, send_setup_of, stamped};
 pub use super::monitoring::{MonitorArgs, ReplayFormat, SourceArg};
-use super::monitoring::{after, announce, create_session, send_setup_of, stamped};
 use crate::client::SessionsClient;
 use crate::client::connect::{Link, connect_observed};
 use crate::client::creds::Stopped;
-use crate::cmd::sim::Race;
+use crate::cmd::sim::{self, Race};
 use crate::protocol::id::SessionId;
 use crate::protocol::subjects::{self, DataKind, Endpoint};
+
+/// Cars in a simulated race's field: a monitor's own (`--sessions`) and
+/// rivals up to this many.
+const FIELD_CARS: usize = 12;
 
 /// One simulated car and where its frames go.
 struct Car {
     id: String,
     telemetry_subject: String,
+    field_subject: String,
     race: Race,
     setup: Option<Value>,
     /// When this car's next frame goes as a request (see `--check-every`).
@@ -198,6 +203,7 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
         };
         cars.push(Car {
             telemetry_subject: subjects::data(&parsed, DataKind::Telemetry),
+            field_subject: subjects::data(&parsed, DataKind::Field),
             id,
             race,
             setup,
@@ -216,6 +222,18 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     let send = |car: &mut Car, body: Bytes| {
         checks.send(&mut car.check_at, &car.id, &car.telemetry_subject, body)
     };
+
+    // The simulated race's other cars: the field each car's session gets
+    // (the Timing view, where a stop rejoins) is the monitor's own cars and
+    // these, FIELD_CARS in all.
+    let mut rivals: Vec<Race> = match source {
+        Source::Simulated => (cars.len()..FIELD_CARS)
+            .map(|k| Race::numbered(seed(&cars[0].id) ^ (k as u64).wrapping_mul(7919), k))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut field_ticker = FieldSends::ticker(args.field_hz);
+    let mut fields = FieldSends::default();
 
     let started = Instant::now();
     let mut progress = Progress::new(args.sessions, args.progress);
@@ -263,9 +281,13 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             },
             _ = ticker.tick(), if matches!(source, Source::Simulated) => {
                 let connected = nats.connection_state() == State::Connected;
+                let dt = period.as_secs_f64() * args.time_scale;
+                for rival in &mut rivals {
+                    rival.advance(dt);
+                }
                 for car in &mut cars {
                     // The race goes on while disconnected; only sending pauses.
-                    let frame = car.race.step(period.as_secs_f64() * args.time_scale);
+                    let frame = car.race.step(dt);
                     if connected {
                         let body = Bytes::from(frame.to_string());
                         if !send(car, body.clone()) {
@@ -275,6 +297,21 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
                     } else {
                         progress.skipped += 1;
                     }
+                }
+            }
+            _ = field_ticker.tick(), if matches!(source, Source::Simulated) => {
+                let all: Vec<&Race> = cars.iter().map(|c| &c.race).chain(&rivals).collect();
+                let standings = sim::standings(&all);
+                let sent: Vec<Value> = (0..cars.len())
+                    .map(|player| sim::field(&all, &standings, player))
+                    .collect();
+                let own = cars.len();
+                for standing in standings.iter().filter(|s| s.car < own) {
+                    cars[standing.car].race.stand(standing);
+                }
+                for (car, field) in cars.iter().zip(sent) {
+                    fields.changed(true);
+                    fields.tick(&nats, &car.field_subject, || Some(field)).await?;
                 }
             }
             () = tokio::time::sleep_until(next_replay_at), if source.replays() => {

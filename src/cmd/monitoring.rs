@@ -107,8 +107,9 @@ pub struct MonitorArgs {
     /// Telemetry frames per second, per session.
     #[arg(long, env = "PADDOCK_HZ", default_value_t = 10.0)]
     pub hz: f64,
-    /// With a source that sees every car (--source f1, acc-broadcast): the
-    /// field (every car on track, `session.<id>.field`) per second. It changes
+    /// With a source that sees every car (--source f1, acc-broadcast, and the
+    /// simulated race: the monitor's cars and rivals, 12 in all): the field
+    /// (every car on track, `session.<id>.field`) per second. It changes
     /// slower than the car; the processor takes at most --max-field-rate.
     #[arg(long, env = "PADDOCK_FIELD_HZ", default_value_t = 2.0)]
     pub field_hz: f64,

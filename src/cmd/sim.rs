@@ -74,6 +74,25 @@ struct Tyre {
     pressure: f64,
 }
 
+/// Long straights and slow corners: the speed along the lap, km/h, before a
+/// lap's pace scales it.
+fn profile_kph(lap_distance: f64) -> f64 {
+    let x = lap_distance / TRACK_LENGTH_M * std::f64::consts::TAU;
+    90.0 + 240.0 * (0.5 + 0.5 * (x * 3.0).sin() * (x * 2.0).cos())
+}
+
+/// Seconds a lap takes at [`profile_kph`] as it is.
+fn profile_lap_s() -> f64 {
+    static LAP_S: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {
+        const STEPS: usize = 10_000;
+        let step = TRACK_LENGTH_M / STEPS as f64;
+        (0..STEPS)
+            .map(|k| step / (profile_kph((k as f64 + 0.5) * step) / 3.6))
+            .sum()
+    });
+    *LAP_S
+}
+
 /// The simulated race's length, seconds (Le Mans: 24 hours).
 const RACE_LENGTH_S: f64 = 24.0 * 3600.0;
 
@@ -104,6 +123,11 @@ pub struct Race {
     pit_remaining: Option<f64>,
     stint_start_lap: u32,
     stint_time: f64,
+    /// Stops made.
+    pit_stops: u32,
+    /// Position and gap come from the field the monitor works out
+    /// ([`Field`]) rather than from this car's own random walk.
+    in_a_field: bool,
 }
 
 impl Race {
@@ -146,6 +170,8 @@ impl Race {
             pit_remaining: None,
             stint_start_lap: 1,
             stint_time: 0.0,
+            pit_stops: 0,
+            in_a_field: false,
         };
         race.current_lap_target = race.next_lap_target();
         race.gap_ahead = 0.5 + 2.5 * race.rng.noise().abs();
@@ -187,6 +213,13 @@ impl Race {
 
     /// Advances the race by `dt` seconds of race time and returns the frame.
     pub fn step(&mut self, dt: f64) -> Value {
+        self.advance(dt);
+        self.frame()
+    }
+
+    /// Advances the race by `dt` seconds of race time (a rival in the field,
+    /// whose frames nobody sends).
+    pub fn advance(&mut self, dt: f64) {
         self.session_time += dt;
         self.stint_time += dt;
         if let Some(left) = self.pit_remaining {
@@ -210,7 +243,6 @@ impl Race {
         } else {
             self.drive(dt);
         }
-        self.frame()
     }
 
     fn next_lap_target(&mut self) -> f64 {
@@ -219,7 +251,7 @@ impl Race {
     }
 
     fn drive(&mut self, dt: f64) {
-        let speed_mps = TRACK_LENGTH_M / self.current_lap_target;
+        let speed_mps = self.speed_kph() / 3.6;
         self.lap_elapsed += dt;
         self.lap_distance += speed_mps * dt;
         let burn =
@@ -248,7 +280,7 @@ impl Race {
         // The line was crossed during the last step: the time past it belongs
         // to the next lap. (Without this a lap took whole steps, whole seconds
         // in the demo's 10 Hz at ten times real time.)
-        let speed_mps = TRACK_LENGTH_M / self.current_lap_target;
+        let speed_mps = self.speed_kph() / 3.6;
         let past = ((self.lap_distance - TRACK_LENGTH_M) / speed_mps).clamp(0.0, self.lap_elapsed);
         let lap_time = self.lap_elapsed - past;
         self.last_lap_time = Some(lap_time);
@@ -261,7 +293,7 @@ impl Race {
         // The gap to the car ahead drifts a few tenths a lap; a new car ahead
         // (a pass either way, or a stop) starts a gap of its own.
         self.gap_ahead = (self.gap_ahead + 0.4 * self.rng.noise()).clamp(0.2, 12.0);
-        if self.rng.chance(0.35) {
+        if !self.in_a_field && self.rng.chance(0.35) {
             let up = self.rng.chance(0.5);
             self.position = if up {
                 self.position.saturating_sub(1).max(1)
@@ -272,7 +304,10 @@ impl Race {
         }
         if self.fuel < FUEL_PER_LAP_L * PIT_THRESHOLD_LAPS {
             self.pit_remaining = Some(PIT_STOP_S);
-            self.position = (self.position + 2).min(24);
+            self.pit_stops += 1;
+            if !self.in_a_field {
+                self.position = (self.position + 2).min(24);
+            }
             self.gap_ahead = 1.0 + 4.0 * self.rng.noise().abs();
             // Fresh tyres, alternating the two race compounds.
             self.compound = if self.compound == "Hard" {
@@ -287,13 +322,31 @@ impl Race {
         if self.in_pits() {
             return 0.0;
         }
-        // Long straights and slow corners: a rough profile along the lap.
-        let x = self.lap_distance / TRACK_LENGTH_M * std::f64::consts::TAU;
-        let profile = 0.5 + 0.5 * (x * 3.0).sin() * (x * 2.0).cos();
-        90.0 + 240.0 * profile
+        // The profile, scaled so that driving it takes this lap's target
+        // time: a lap on worn tyres is slower everywhere, so two laps differ
+        // along the whole trace (the Laps view, the live delta).
+        profile_kph(self.lap_distance) * profile_lap_s() / self.current_lap_target
+    }
+
+    /// Pedals as the profile asks: throttle where the speed rises or holds,
+    /// brake where it falls ahead (50 m on), a little noise on both.
+    fn pedals(&mut self) -> (f64, f64) {
+        if self.in_pits() {
+            return (0.0, 0.0);
+        }
+        let now = profile_kph(self.lap_distance);
+        let ahead = profile_kph(self.lap_distance + 50.0);
+        let change = (ahead - now) / now;
+        let wobble = 0.03 * self.rng.noise();
+        if change < -0.01 {
+            (0.0, (0.3 - change * 8.0 + wobble).clamp(0.0, 1.0))
+        } else {
+            ((0.75 + change * 10.0 + wobble).clamp(0.0, 1.0), 0.0)
+        }
     }
 
     fn frame(&mut self) -> Value {
+        let (throttle, brake) = self.pedals();
         let speed = self.speed_kph();
         let gear = if speed < 1.0 {
             0
@@ -313,7 +366,6 @@ impl Race {
             Value::Object(m)
         };
         let round = |v: f64, digits: i32| (v * 10f64.powi(digits)).round() / 10f64.powi(digits);
-        let brake = (self.rng.noise() * 0.5 + 0.2).clamp(0.0, 1.0);
         json!({
             "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             "lap": self.lap,
@@ -341,8 +393,8 @@ impl Race {
             "session_type": "RACE",
             "flag": "green",
             "in_pits": self.in_pits(),
-            "throttle": if self.in_pits() { 0.0 } else { round(1.0 - brake, 2) },
-            "brake": if self.in_pits() { 0.0 } else { round(brake, 2) },
+            "throttle": round(throttle, 2),
+            "brake": round(brake, 2),
             "lap_distance": round(self.lap_distance, 1),
             "track_length": TRACK_LENGTH_M,
             "best_lap_time": self.best_lap_time.map(|t| round(t, 3)),
@@ -360,6 +412,83 @@ impl Race {
             }
         })
     }
+}
+
+/// Where one car of a simulated field stands: its place by distance run, and
+/// seconds behind the leader and the car ahead (at its own pace: its best lap,
+/// else its last, else the base lap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing {
+    /// The car's index in the slice [`standings`] was given.
+    pub car: usize,
+    pub position: u32,
+    pub gap_leader: f64,
+    pub interval: f64,
+}
+
+/// The field of `cars` (a monitor's own and the rivals it runs beside them),
+/// by position.
+pub fn standings(cars: &[&Race]) -> Vec<Standing> {
+    let run = |r: &Race| f64::from(r.lap - 1) * TRACK_LENGTH_M + r.lap_distance;
+    let mut order: Vec<usize> = (0..cars.len()).collect();
+    order.sort_by(|&a, &b| run(cars[b]).total_cmp(&run(cars[a])));
+    let Some(&leader) = order.first() else {
+        return Vec::new();
+    };
+    let behind = |ahead: usize, car: usize| {
+        let pace = cars[car]
+            .best_lap_time
+            .or(cars[car].last_lap_time)
+            .unwrap_or(BASE_LAP_S);
+        (run(cars[ahead]) - run(cars[car])).max(0.0) * pace / TRACK_LENGTH_M
+    };
+    order
+        .iter()
+        .enumerate()
+        .map(|(k, &car)| Standing {
+            car,
+            position: k as u32 + 1,
+            gap_leader: behind(leader, car),
+            interval: k.checked_sub(1).map_or(0.0, |a| behind(order[a], car)),
+        })
+        .collect()
+}
+
+impl Race {
+    /// Takes the place and gap the field gives this car (its frames' `position`
+    /// and `gap_ahead`), instead of its own random walk.
+    pub fn stand(&mut self, standing: &Standing) {
+        self.in_a_field = true;
+        self.position = standing.position;
+        self.gap_ahead = standing.interval;
+    }
+}
+
+/// `session.<id>.field` for the car `player` of `cars` (docs/field.schema.json),
+/// each car numbered by its index + 1.
+pub fn field(cars: &[&Race], standings: &[Standing], player: usize) -> Value {
+    let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    let rows: Vec<Value> = standings
+        .iter()
+        .map(|s| {
+            let r = cars[s.car];
+            json!({
+                "index": s.car, "position": s.position, "class": null,
+                "class_position": s.position, "driver": r.driver, "team": r.car,
+                "race_number": s.car + 1, "lap": r.lap,
+                "lap_distance": round(r.lap_distance.min(TRACK_LENGTH_M)),
+                "last_lap": r.last_lap_time.map(round), "best_lap": r.best_lap_time.map(round),
+                "sector_times": r.sector_times.map(|t| t.map(round)),
+                "gap_leader": round(s.gap_leader), "interval": round(s.interval),
+                "in_pits": r.in_pits(), "pit_stops": r.pit_stops,
+                "tyre": r.compound.to_lowercase(),
+                "tyre_age_laps": r.lap - r.stint_start_lap, "penalties_s": 0,
+                "status": if r.in_pits() { "pitting" } else { "running" },
+                "player": s.car == player,
+            })
+        })
+        .collect();
+    json!({"game": "paddock sim", "track_length": TRACK_LENGTH_M, "cars": rows})
 }
 
 #[cfg(test)]
@@ -407,6 +536,64 @@ mod tests {
     }
 
     #[test]
+    fn a_field_orders_the_cars_by_distance_run_and_holds_to_its_schema() {
+        let mut cars: Vec<Race> = (0..5).map(|k| Race::numbered(k, k as usize)).collect();
+        for _ in 0..(3.0 * BASE_LAP_S * 10.0) as usize {
+            for car in &mut cars {
+                car.advance(0.1);
+            }
+        }
+        let all: Vec<&Race> = cars.iter().collect();
+        let standings = standings(&all);
+        assert_eq!(standings.len(), 5);
+        let run = |r: &Race| f64::from(r.lap - 1) * TRACK_LENGTH_M + r.lap_distance;
+        for pair in standings.windows(2) {
+            assert!(run(all[pair[0].car]) >= run(all[pair[1].car]));
+            assert!(pair[1].gap_leader >= pair[0].gap_leader);
+        }
+        assert_eq!(standings[0].gap_leader, 0.0);
+        let field = field(&all, &standings, 2);
+        let parsed = crate::protocol::field::Field::parse(field.to_string().as_bytes());
+        assert!(parsed.is_ok(), "{parsed:?}\n{field}");
+        let players: Vec<_> = field["cars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["player"] == true)
+            .collect();
+        assert_eq!(players.len(), 1);
+        assert_eq!(players[0]["index"], 2);
+        // A car told its standing sends it in its frames.
+        let mut third = cars[2].clone();
+        let mine = standings.iter().find(|s| s.car == 2).unwrap();
+        third.stand(mine);
+        assert_eq!(third.step(0.1)["position"], mine.position);
+    }
+
+    #[test]
+    fn pedals_follow_the_profile_and_worn_laps_are_slower_everywhere() {
+        let mut race = Race::new(5);
+        let (mut braking, mut flat_out) = (0, 0);
+        for _ in 0..(BASE_LAP_S * 10.0) as usize {
+            let frame = race.step(0.1);
+            let (t, b) = (
+                frame["throttle"].as_f64().unwrap(),
+                frame["brake"].as_f64().unwrap(),
+            );
+            assert!(t == 0.0 || b == 0.0, "both pedals at once: {frame}");
+            braking += usize::from(b > 0.2);
+            flat_out += usize::from(t > 0.9);
+        }
+        assert!(braking > 100 && flat_out > 100, "{braking} {flat_out}");
+        // The same point of the lap at two paces.
+        let mut slow = Race::new(5);
+        slow.current_lap_target = 220.0;
+        let mut fast = Race::new(5);
+        fast.current_lap_target = 205.0;
+        assert!(slow.speed_kph() < fast.speed_kph());
+    }
+
+    #[test]
     fn laps_take_about_three_and_a_half_minutes() {
         let mut race = Race::new(3);
         let mut t = 0.0;
@@ -423,14 +610,16 @@ mod tests {
     #[test]
     fn a_lap_ends_where_the_line_was_crossed_not_on_a_whole_step() {
         // Steps of a second (the demo's 10 Hz at ten times real time): the
-        // lap time is the crossing's, to the millisecond, not a whole second.
+        // lap time is the crossing's, not a whole second. (Within 0.1 s of
+        // the lap's target: the speed changes along the lap between steps.)
         let mut race = Race::new(3);
         let target = race.current_lap_target;
         while race.lap() == 1 {
             race.step(1.0);
         }
         let last = race.last_lap_time.unwrap();
-        assert!((last - target).abs() < 1e-6, "{last} vs {target}");
+        assert!((last - target).abs() < 0.1, "{last} vs {target}");
+        assert!((last - last.round()).abs() > 1e-3, "{last}: a whole second");
         assert!(race.lap_elapsed < 1.0 && race.lap_elapsed >= 0.0);
     }
 

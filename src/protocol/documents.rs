@@ -713,7 +713,8 @@ pub struct Stint {
     pub fuel_used: Option<f64>,
     pub fuel_per_lap: Option<f64>,
     /// `pit_stop` (a frame said `in_pits`), `refuel` (fuel went up without
-    /// one), `driver_change`, or null: the stint runs on.
+    /// one), `driver_change`, `session_end` (the last stint of an ended
+    /// session), or null: the stint runs on.
     pub ended_by: Option<String>,
 }
 

@@ -605,17 +605,22 @@ impl App {
             }
             None => self.session_id(body)?,
         };
-        let records = match self.sessions.laps(id) {
-            Ok(records) => records,
+        let (records, ended) = match self.sessions.laps(id) {
+            Ok(records) => (records, false),
             Err(e) => match self.sessions.ended(id) {
-                Some(ended) => ended.laps.records(),
+                Some(ended) => (ended.laps.records(), true),
                 None => return Err(e.into()),
             },
         };
         let laps: Vec<race::Lap> = records.iter().map(|r| race::Lap::of(r)).collect();
+        let mut stints = race::stints(&laps);
+        // An ended session's last stint runs on no longer: the session's end ended it.
+        if ended && let Some(last) = stints.last_mut() {
+            last.ended_by.get_or_insert_with(|| "session_end".into());
+        }
         Ok(Reply::json(&Stints {
             session_id: id,
-            stints: race::stints(&laps),
+            stints,
         }))
     }
 

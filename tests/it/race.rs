@@ -192,6 +192,15 @@ async fn a_scripted_race_gives_stints_fuel_to_the_finish_and_csv() {
     app.request("sessions.delete", id_body(&id)).await.ok();
     let reply = app.request(&format!("sessions.stints.{id}"), "").await.ok();
     assert_eq!(reply["stints"].as_array().unwrap().len(), 2);
+    // Its last stint no longer runs on: the session's end ended it.
+    assert_eq!(reply["stints"][0]["ended_by"], "pit_stop");
+    assert_eq!(reply["stints"][1]["ended_by"], "session_end");
+    let (code, stdout, _) = run_paddock(&["sessions", "stints", &id, "--nats-url", &url]).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("session_end") && !stdout.contains("running"),
+        "{stdout}"
+    );
     let unknown = uuid::Uuid::new_v4().to_string();
     app.request(&format!("sessions.stints.{unknown}"), "")
         .await
