@@ -17,13 +17,20 @@ const FUEL_PER_LAP_L: f64 = 5.4;
 const PIT_THRESHOLD_LAPS: f64 = 1.3;
 const PIT_STOP_S: f64 = 32.0;
 const CORNERS: [&str; 4] = ["fl", "fr", "rl", "rr"];
-const DRIVERS: [&str; 6] = [
+/// As many as a simulated field has cars, so no two share a name.
+const DRIVERS: [&str; 12] = [
     "A. Driver",
     "B. Pilote",
     "C. Fahrer",
     "D. Piloto",
     "E. Kuljettaja",
     "F. Coureur",
+    "G. Rijder",
+    "H. Kierowca",
+    "I. Pilota",
+    "J. Förare",
+    "K. Jezdec",
+    "L. Vozač",
 ];
 const CARS: [&str; 4] = [
     "Oreca 07 Gibson",
@@ -132,7 +139,7 @@ pub struct Race {
 
 impl Race {
     /// The `index`th of a monitor's cars (`--sessions N`): drivers in turn, so
-    /// the demo's cars do not share a name (six before one comes back).
+    /// the demo's cars do not share a name (twelve before one comes back).
     pub fn numbered(seed: u64, index: usize) -> Self {
         Race {
             driver: DRIVERS[index % DRIVERS.len()],
