@@ -302,8 +302,9 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             _ = field_ticker.tick(), if matches!(source, Source::Simulated) => {
                 let all: Vec<&Race> = cars.iter().map(|c| &c.race).chain(&rivals).collect();
                 let standings = sim::standings(&all);
+                let own = (cars.len(), label.team.as_deref());
                 let sent: Vec<Value> = (0..cars.len())
-                    .map(|player| sim::field(&all, &standings, player))
+                    .map(|player| sim::field(&all, &standings, player, own))
                     .collect();
                 let own = cars.len();
                 for standing in standings.iter().filter(|s| s.car < own) {

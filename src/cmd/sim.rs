@@ -32,11 +32,23 @@ const DRIVERS: [&str; 12] = [
     "K. Jezdec",
     "L. Vozač",
 ];
-const CARS: [&str; 4] = [
-    "Oreca 07 Gibson",
-    "Ligier JS P217",
-    "Porsche 963",
-    "Ferrari 499P",
+/// The cars, with their class and how much slower than [`BASE_LAP_S`] and
+/// thriftier than [`FUEL_PER_LAP_L`] the class is.
+const CARS: [(&str, &str, f64, f64); 4] = [
+    ("Oreca 07 Gibson", "LMP2", 12.0, 0.9),
+    ("Ligier JS P217", "LMP2", 12.0, 0.9),
+    ("Porsche 963", "Hypercar", 0.0, 1.0),
+    ("Ferrari 499P", "Hypercar", 0.0, 1.0),
+];
+/// The rivals' teams in a simulated field (a monitor's own cars race for its
+/// `--team`).
+const TEAMS: [&str; 6] = [
+    "Rossa Corse",
+    "Blau Motorsport",
+    "Équipe Bleue",
+    "Verde Racing",
+    "Oranje Endurance",
+    "Silver Arrow",
 ];
 
 /// A small xorshift generator: enough for plausible noise and a reproducible
@@ -83,9 +95,11 @@ struct Tyre {
 
 /// Long straights and slow corners: the speed along the lap, km/h, before a
 /// lap's pace scales it.
+/// Long straights (the square root keeps the car near the top for long), slow
+/// corners: at a 3:30 lap, 78 to 331 km/h.
 fn profile_kph(lap_distance: f64) -> f64 {
     let x = lap_distance / TRACK_LENGTH_M * std::f64::consts::TAU;
-    90.0 + 240.0 * (0.5 + 0.5 * (x * 3.0).sin() * (x * 2.0).cos())
+    80.0 + 260.0 * (0.5 + 0.5 * (x * 3.0).sin() * (x * 2.0).cos()).sqrt()
 }
 
 /// Seconds a lap takes at [`profile_kph`] as it is.
@@ -109,6 +123,11 @@ pub struct Race {
     rng: Rng,
     driver: &'static str,
     car: &'static str,
+    class: &'static str,
+    /// Seconds this car's class is slower than [`BASE_LAP_S`].
+    class_pace: f64,
+    /// Litres this car burns a lap.
+    fuel_per_lap: f64,
     /// Race time, seconds.
     session_time: f64,
     lap: u32,
@@ -133,9 +152,18 @@ pub struct Race {
     /// Stops made.
     pit_stops: u32,
     /// Position and gap come from the field the monitor works out
-    /// ([`Field`]) rather than from this car's own random walk.
+    /// ([`standings`]) rather than from this car's own random walk.
     in_a_field: bool,
+    /// When the car passed each [`CHECKPOINT_M`] of its race (metres run,
+    /// race time), the last [`CHECKPOINTS`]: a car behind is as far behind as
+    /// the time since this car was where it is now, as timing screens say.
+    passed: std::collections::VecDeque<(f64, f64)>,
 }
+
+/// Metres between a car's timing checkpoints.
+const CHECKPOINT_M: f64 = 50.0;
+/// Checkpoints kept per car: 1,024 are 51 km, nearly four laps of Le Mans.
+const CHECKPOINTS: usize = 1024;
 
 impl Race {
     /// The `index`th of a monitor's cars (`--sessions N`): drivers in turn, so
@@ -151,12 +179,18 @@ impl Race {
     pub fn new(seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let driver = DRIVERS[(rng.next_u64() % DRIVERS.len() as u64) as usize];
-        let car = CARS[(rng.next_u64() % CARS.len() as u64) as usize];
+        let (car, class, class_pace, thrift) = CARS[(rng.next_u64() % CARS.len() as u64) as usize];
+        // Each car its own thirst, so a field does not stop all on one lap.
+        let fuel_per_lap = FUEL_PER_LAP_L * thrift * (1.0 + 0.04 * rng.noise());
+        let compound = if rng.chance(0.5) { "Medium" } else { "Hard" };
         let position = 1 + (rng.next_u64() % 20) as u32;
         let mut race = Race {
             rng,
             driver,
             car,
+            class,
+            class_pace,
+            fuel_per_lap,
             session_time: 0.0,
             lap: 1,
             lap_distance: 0.0,
@@ -173,14 +207,16 @@ impl Race {
             }; 4],
             position,
             gap_ahead: 0.0,
-            compound: "Medium",
+            compound,
             pit_remaining: None,
             stint_start_lap: 1,
             stint_time: 0.0,
             pit_stops: 0,
             in_a_field: false,
+            passed: std::collections::VecDeque::new(),
         };
-        race.current_lap_target = race.next_lap_target();
+        // The first lap from the grid, in traffic: slower than any other.
+        race.current_lap_target = race.next_lap_target() + 6.0;
         race.gap_ahead = 0.5 + 2.5 * race.rng.noise().abs();
         race
     }
@@ -250,11 +286,50 @@ impl Race {
         } else {
             self.drive(dt);
         }
+        let run = self.run();
+        if self
+            .passed
+            .back()
+            .is_none_or(|&(at, _)| run - at >= CHECKPOINT_M)
+        {
+            self.passed.push_back((run, self.session_time));
+            if self.passed.len() > CHECKPOINTS {
+                self.passed.pop_front();
+            }
+        }
+    }
+
+    /// Metres run since the start.
+    fn run(&self) -> f64 {
+        f64::from(self.lap - 1) * TRACK_LENGTH_M + self.lap_distance
+    }
+
+    /// The race time this car was `run` metres into its race, if it has been
+    /// there within its last checkpoints.
+    fn time_at(&self, run: f64) -> Option<f64> {
+        let after = self.passed.partition_point(|&(at, _)| at <= run);
+        let (r0, t0) = *self.passed.get(after.checked_sub(1)?)?;
+        let (r1, t1) = match self.passed.get(after) {
+            Some(&next) => next,
+            None if run <= self.run() => (self.run(), self.session_time),
+            None => return None,
+        };
+        Some(if r1 > r0 {
+            t0 + (t1 - t0) * (run - r0) / (r1 - r0)
+        } else {
+            t0
+        })
     }
 
     fn next_lap_target(&mut self) -> f64 {
         let worn = 1.0 - self.tyres.iter().map(|t| t.wear).sum::<f64>() / 4.0;
-        BASE_LAP_S + worn * 12.0 + self.rng.noise() * 1.5
+        // Worn tyres cost time, a full tank too (so the stint's best lap
+        // comes once some fuel is gone and before the tyres are done).
+        BASE_LAP_S
+            + self.class_pace
+            + worn * 6.0
+            + 2.5 * self.fuel / FUEL_CAPACITY_L
+            + self.rng.noise() * 1.0
     }
 
     fn drive(&mut self, dt: f64) {
@@ -262,7 +337,7 @@ impl Race {
         self.lap_elapsed += dt;
         self.lap_distance += speed_mps * dt;
         let burn =
-            FUEL_PER_LAP_L * (speed_mps * dt / TRACK_LENGTH_M) * (1.0 + self.rng.noise() * 0.03);
+            self.fuel_per_lap * (speed_mps * dt / TRACK_LENGTH_M) * (1.0 + self.rng.noise() * 0.03);
         self.fuel = (self.fuel - burn).max(0.0);
         let load = self.speed_kph() / 300.0;
         for tyre in &mut self.tyres {
@@ -309,7 +384,7 @@ impl Race {
             };
             self.gap_ahead = 0.3 + 2.0 * self.rng.noise().abs();
         }
-        if self.fuel < FUEL_PER_LAP_L * PIT_THRESHOLD_LAPS {
+        if self.fuel < self.fuel_per_lap * PIT_THRESHOLD_LAPS {
             self.pit_remaining = Some(PIT_STOP_S);
             self.pit_stops += 1;
             if !self.in_a_field {
@@ -433,21 +508,47 @@ pub struct Standing {
     pub interval: f64,
 }
 
+/// Seconds from `from` to `to` metres of the race (laps included) along the
+/// speed profile at a `pace` lap, in 50 m steps.
+fn time_along(from: f64, to: f64, pace: f64) -> f64 {
+    const STEP: f64 = 50.0;
+    let scale = profile_lap_s() / pace / 3.6;
+    let mut at = from;
+    let mut took = 0.0;
+    while at < to {
+        let step = STEP.min(to - at);
+        let mid = (at + step / 2.0).rem_euclid(TRACK_LENGTH_M);
+        took += step / (profile_kph(mid) * scale);
+        at += step;
+    }
+    took
+}
+
 /// The field of `cars` (a monitor's own and the rivals it runs beside them),
 /// by position.
 pub fn standings(cars: &[&Race]) -> Vec<Standing> {
-    let run = |r: &Race| f64::from(r.lap - 1) * TRACK_LENGTH_M + r.lap_distance;
+    let run = |r: &Race| r.run();
     let mut order: Vec<usize> = (0..cars.len()).collect();
     order.sort_by(|&a, &b| run(cars[b]).total_cmp(&run(cars[a])));
     let Some(&leader) = order.first() else {
         return Vec::new();
     };
+    // As timing screens give it: the time since the car ahead was where
+    // this car is now (a gap in metres swings with where each car is on the
+    // lap). Further back than the checkpoints reach: the time this car would
+    // take to get where the car ahead is, at its pace.
     let behind = |ahead: usize, car: usize| {
-        let pace = cars[car]
-            .best_lap_time
-            .or(cars[car].last_lap_time)
-            .unwrap_or(BASE_LAP_S);
-        (run(cars[ahead]) - run(cars[car])).max(0.0) * pace / TRACK_LENGTH_M
+        let r = cars[car];
+        match cars[ahead].time_at(r.run()) {
+            Some(then) => (r.session_time - then).max(0.0),
+            None => {
+                let pace = r
+                    .best_lap_time
+                    .or(r.last_lap_time)
+                    .unwrap_or(r.current_lap_target);
+                r.pit_remaining.unwrap_or(0.0) + time_along(r.run(), run(cars[ahead]), pace)
+            }
+        }
     };
     order
         .iter()
@@ -472,16 +573,31 @@ impl Race {
 }
 
 /// `session.<id>.field` for the car `player` of `cars` (docs/field.schema.json),
-/// each car numbered by its index + 1.
-pub fn field(cars: &[&Race], standings: &[Standing], player: usize) -> Value {
+/// each car numbered by its index + 1; the first `own` cars race for `team`.
+pub fn field(
+    cars: &[&Race],
+    standings: &[Standing],
+    player: usize,
+    (own, team): (usize, Option<&str>),
+) -> Value {
     let round = |v: f64| (v * 1000.0).round() / 1000.0;
+    let mut in_class: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
     let rows: Vec<Value> = standings
         .iter()
         .map(|s| {
             let r = cars[s.car];
+            let class_position = {
+                let n = in_class.entry(r.class).or_insert(0);
+                *n += 1;
+                *n
+            };
+            let team = match team {
+                Some(team) if s.car < own => team,
+                _ => TEAMS[s.car % TEAMS.len()],
+            };
             json!({
-                "index": s.car, "position": s.position, "class": null,
-                "class_position": s.position, "driver": r.driver, "team": r.car,
+                "index": s.car, "position": s.position, "class": r.class,
+                "class_position": class_position, "driver": r.driver, "team": team,
                 "race_number": s.car + 1, "lap": r.lap,
                 "lap_distance": round(r.lap_distance.min(TRACK_LENGTH_M)),
                 "last_lap": r.last_lap_time.map(round), "best_lap": r.best_lap_time.map(round),
@@ -531,9 +647,9 @@ mod tests {
             }
         }
         let lap = pitted_at_lap.expect("the car never pitted");
-        assert!((12..=14).contains(&lap), "pitted at lap {lap}");
+        assert!((11..=17).contains(&lap), "pitted at lap {lap}");
         assert!(
-            min_fuel < FUEL_PER_LAP_L * PIT_THRESHOLD_LAPS && min_fuel > 0.0,
+            min_fuel < race.fuel_per_lap * PIT_THRESHOLD_LAPS && min_fuel > 0.0,
             "{min_fuel}"
         );
         assert!(min_wear < 0.8, "{min_wear}");
@@ -559,7 +675,7 @@ mod tests {
             assert!(pair[1].gap_leader >= pair[0].gap_leader);
         }
         assert_eq!(standings[0].gap_leader, 0.0);
-        let field = field(&all, &standings, 2);
+        let field = field(&all, &standings, 2, (3, Some("Demo")));
         let parsed = crate::protocol::field::Field::parse(field.to_string().as_bytes());
         assert!(parsed.is_ok(), "{parsed:?}\n{field}");
         let players: Vec<_> = field["cars"]
@@ -570,11 +686,51 @@ mod tests {
             .collect();
         assert_eq!(players.len(), 1);
         assert_eq!(players[0]["index"], 2);
+        assert_eq!(players[0]["team"], "Demo");
+        // Class positions count within each class.
+        let rows = field["cars"].as_array().unwrap();
+        for class in ["LMP2", "Hypercar"] {
+            let places: Vec<u64> = rows
+                .iter()
+                .filter(|c| c["class"] == class)
+                .map(|c| c["class_position"].as_u64().unwrap())
+                .collect();
+            assert_eq!(places, (1..=places.len() as u64).collect::<Vec<_>>());
+        }
         // A car told its standing sends it in its frames.
         let mut third = cars[2].clone();
         let mine = standings.iter().find(|s| s.car == 2).unwrap();
         third.stand(mine);
         assert_eq!(third.step(0.1)["position"], mine.position);
+    }
+
+    #[test]
+    fn gaps_move_by_tenths_from_one_field_to_the_next_not_by_seconds() {
+        // Gaps measured in metres swung by seconds as cars went from a
+        // straight into a corner; in time along the lap they drift.
+        let mut cars: Vec<Race> = (0..12).map(|k| Race::numbered(k, k as usize)).collect();
+        let mut last: Option<Vec<f64>> = None;
+        for tick in 0..(4.0 * BASE_LAP_S * 10.0) as usize {
+            for car in &mut cars {
+                car.advance(0.1);
+            }
+            // A field every half second of race time, after the first lap.
+            if tick < (BASE_LAP_S * 10.0) as usize || tick % 5 != 0 {
+                continue;
+            }
+            let all: Vec<&Race> = cars.iter().collect();
+            let mut gaps = vec![0.0; 12];
+            for s in standings(&all) {
+                gaps[s.car] = s.gap_leader;
+            }
+            if let Some(before) = &last {
+                for (car, (a, b)) in before.iter().zip(&gaps).enumerate() {
+                    let pitting = all[car].in_pits() || a - b > 20.0;
+                    assert!(pitting || (a - b).abs() < 0.5, "car {car}: {a} then {b}");
+                }
+            }
+            last = Some(gaps);
+        }
     }
 
     #[test]
@@ -608,7 +764,9 @@ mod tests {
             race.step(0.1);
             t += 0.1;
         }
-        assert!((200.0..225.0).contains(&t), "{t}");
+        // A 3:30 lap, a class's and a full tank's seconds on it, and the
+        // first lap's from the grid.
+        assert!((205.0..240.0).contains(&t), "{t}");
         let frame = race.step(0.1);
         let last = frame["last_lap_time"].as_f64().unwrap();
         assert!((last - t).abs() < 0.2, "{last} vs {t}");

@@ -37,6 +37,11 @@ pub const DISTANCE: &str = "lap_distance";
 /// The channel that gives a frame's time into the lap, in seconds (the sim's
 /// own clock: a replay at any speed gives the times the race gave).
 pub const LAP_TIME: &str = "lap_time";
+/// The member of a lap's next frame that gives the lap's time, in seconds.
+pub const LAST_LAP_TIME: &str = "last_lap_time";
+/// The member that gives the lap's length, in metres: with it and the lap's
+/// time a trace ends at the line.
+pub const TRACK_LENGTH: &str = "track_length";
 /// A channel read as the nearest sample, never interpolated (there is no gear
 /// 3.5).
 pub const NEAREST: [&str; 1] = ["gear"];

@@ -868,12 +868,14 @@ function setupCharts() {
         incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
         values: (u, vals) => vals.map((v) => (Number.isInteger(v) ? String(v) : "")),
       },
-      { stroke: axisColor, grid, size: 84, values: (u, vals) => vals.map(fmt) },
+      { stroke: axisColor, grid, size: 84, values: (u, vals) => vals.map((v) => fmt(v, view.tickDecimals(vals))) },
     ],
     series: [{}, { label, stroke: color, width: 2, points: { show: true, size: 6 }, spanGaps: false }],
   }, [[], []], el);
   charts.laps = make($("chart-laps"), "lap time", "#58a6ff", (v) => view.lapTime(v));
-  charts.fuel = make($("chart-fuel"), "fuel used", "#f0b429", (v) => `${v.toFixed(1)} L`);
+  // As many decimals as the ticks' step needs (ticks 0.05 L apart written
+  // to one decimal read 5.45 as 5.5).
+  charts.fuel = make($("chart-fuel"), "fuel used", "#f0b429", (v, d) => `${v.toFixed(Math.max(1, d))} L`);
   const resize = () => {
     for (const [key, el] of [["laps", $("chart-laps")], ["fuel", $("chart-fuel")]]) {
       charts[key].setSize({ width: el.clientWidth || 320, height: 180 });
@@ -921,15 +923,16 @@ const REF_COLOR = "#f0b429";
 function setupTraceView(nc, id) {
   const axisColor = "#c9d1d9";
   const grid = { stroke: "#30363d", width: 1 };
-  const make = (el, height, series, fmt) => new uPlot({
+  const make = (el, height, series, fmt, y = {}) => new uPlot({
     width: el.clientWidth || 320,
     height,
     legend: { show: false },
     cursor: { show: false },
-    scales: { x: { time: false } },
+    scales: { x: { time: false }, y: y.scale || {} },
     axes: [
       { stroke: axisColor, grid, values: (u, vals) => vals.map((v) => `${(v / 1000).toFixed(1)} km`) },
-      { stroke: axisColor, grid, size: 50, values: (u, vals) => vals.map(fmt) },
+      // Ticks 20 px apart at least (uPlot's 30 left a short chart one label).
+      { stroke: axisColor, grid, size: 50, space: 20, values: (u, vals) => vals.map(fmt), ...(y.axis || {}) },
     ],
     series: [{}, ...series],
   }, [[], ...series.map(() => [])], el);
@@ -940,10 +943,24 @@ function setupTraceView(nc, id) {
     speed: [$("chart-speed"), 150, make($("chart-speed"), 150, [lap("speed"), ref("speed")], n0)],
     pedals: [$("chart-pedals"), 150, make($("chart-pedals"), 150,
       [lap("throttle", "#3fb950"), ref("throttle", "#3fb950"), lap("brake", "#ff5d5d"), ref("brake", "#ff5d5d")], n0)],
-    gear: [$("chart-gear"), 90, make($("chart-gear"), 90, [lap("gear"), ref("gear")], n0)],
+    // Gears are whole numbers from 0 (neutral) up: a tick per gear or two, so
+    // the steps read as gears rather than a line squashed into a few pixels.
+    gear: [$("chart-gear"), 120, make($("chart-gear"), 120, [lap("gear"), ref("gear")], n0, {
+      scale: { range: (u, min, max) => [0, Math.max(6, Math.ceil(max ?? 6))] },
+      axis: { incrs: [1, 2, 4] },
+    })],
+    // Around zero, at least ±0.5 s: a lap level with its reference draws a
+    // flat line in the middle, not one at the foot of a 0–100 axis.
     delta: [$("chart-delta"), 150, make($("chart-delta"), 150,
       [{ label: "delta", stroke: "#e6edf3", width: 1.5, spanGaps: false, fill: "rgba(88,166,255,0.12)" }],
-      (v) => v.toFixed(2))],
+      (v) => v.toFixed(2), {
+        scale: {
+          range: (u, min, max) => {
+            const m = Math.max(0.5, Math.abs(min ?? 0), Math.abs(max ?? 0)) * 1.1;
+            return [-m, m];
+          },
+        },
+      })],
   };
   new ResizeObserver(() => {
     for (const [el, height, chart] of Object.values(lapsView.charts)) {
@@ -1063,6 +1080,20 @@ async function compare() {
   card.dataset.points = String(len);
   card.dataset.delta = last === undefined ? "" : String(last);
   const gaps = (c.lap.gaps || []).length + (c.reference.gaps || []).length;
+  if (c.reference.lap === lap) {
+    // Against itself (the lap is the best): a delta of zero everywhere says
+    // nothing, so the lap before it is the reference, if there is one.
+    const previous = [...$("trace-ref").options].find((o) => o.textContent.startsWith("previous"));
+    if (previous && $("trace-ref").value !== previous.value) {
+      $("trace-ref").value = previous.value;
+      return compare();
+    }
+    delta[2].setData([xs, []]);
+    $("trace-note").textContent = numberedLaps().length < 2
+      ? `lap ${lap} is the only lap so far: the next one is compared against it`
+      : `lap ${lap} is the ${refLabel}: pick another reference to compare it with`;
+    return;
+  }
   $("trace-note").textContent = `lap ${lap} against ${refLabel} (lap ${c.reference.lap})` +
     (last === undefined ? "" : `: ${view.deltaText(last)} at ${(xs[len - 1] / 1000).toFixed(2)} km`) +
     (gaps ? ` · ${gaps} stretch${gaps === 1 ? "" : "es"} with no frames left blank` : "");

@@ -246,6 +246,16 @@ export function liveDelta(ref, frame) {
 }
 
 /// "−0.234 s" (a minus sign), "+1.020 s".
+/// Decimals an axis needs to write its ticks `vals` apart from each other:
+/// as many as their step has (0.05 apart: 2), at most 3.
+export function tickDecimals(vals) {
+  const step = vals.length > 1 ? Math.abs(vals[1] - vals[0]) : 1;
+  if (!(step > 0)) return 0;
+  let d = 0;
+  while (d < 3 && Math.abs(Math.round(step * 10 ** d) - step * 10 ** d) > 1e-6) d += 1;
+  return d;
+}
+
 export function deltaText(d) {
   return `${d < 0 ? "\u2212" : "+"}${Math.abs(d).toFixed(3)} s`;
 }
