@@ -339,8 +339,17 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
     }
     // Frames already handed to the client still go out before we exit.
     let _ = tokio::time::timeout(Duration::from_secs(5), nats.flush()).await;
+    let cars = match cars.len() {
+        1 => String::new(),
+        n => format!(" (its {n} cars together)"),
+    };
+    let fields = if fields.sent + fields.skipped > 0 {
+        format!("; {} fields sent", fields.sent)
+    } else {
+        String::new()
+    };
     say!(
-        "monitor: stopped after {:.0}s: {} frames sent, {} skipped while disconnected",
+        "monitor: stopped after {:.0}s: {} frames sent, {} skipped while disconnected{cars}{fields}",
         started.elapsed().as_secs_f64(),
         progress.sent,
         progress.skipped
