@@ -92,6 +92,17 @@ struct Watched {
 
 impl Watched {
     fn spawn(mut command: std::process::Command) -> Self {
+        // As from a terminal: SIGHUP at its default, whatever this test process
+        // inherited (under `nohup cargo test` it is ignored, and paddock, which
+        // leaves an ignored SIGHUP ignored as nohup asks, would not stop on it).
+        // SAFETY: signal(2) between fork and exec, async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -165,6 +176,12 @@ impl Watched {
             libc::kill(self.child.id() as libc::pid_t, signal);
         }
         loop {
+            // What it prints while stopping, kept as it comes: a stop that
+            // takes too long shows where it got to.
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen
+                    .push(format!("{:>6.2}s {line}", sent.elapsed().as_secs_f64()));
+            }
             if let Some(status) = self.child.try_wait().unwrap() {
                 while let Ok(line) = self.lines.try_recv() {
                     self.seen.push(line);
