@@ -302,17 +302,15 @@ pub async fn run(args: &MonitorArgs, shutdown: impl Future<Output = ()>) -> anyh
             _ = field_ticker.tick(), if matches!(source, Source::Simulated) => {
                 let all: Vec<&Race> = cars.iter().map(|c| &c.race).chain(&rivals).collect();
                 let standings = sim::standings(&all);
-                let own = (cars.len(), label.team.as_deref());
-                let sent: Vec<Value> = (0..cars.len())
-                    .map(|player| sim::field(&all, &standings, player, own))
-                    .collect();
                 let own = cars.len();
+                let sent: Vec<Value> = (0..own)
+                    .map(|player| sim::field(&all, &standings, player, (own, label.team.as_deref())))
+                    .collect();
                 for standing in standings.iter().filter(|s| s.car < own) {
                     cars[standing.car].race.stand(standing);
                 }
                 for (car, field) in cars.iter().zip(sent) {
-                    fields.changed(true);
-                    fields.tick(&nats, &car.field_subject, || Some(field)).await?;
+                    fields.send(&nats, &car.field_subject, field).await?;
                 }
             }
             () = tokio::time::sleep_until(next_replay_at), if source.replays() => {

@@ -75,7 +75,7 @@ impl FieldSends {
     }
 
     /// Publishes the field, stamped, if it holds to its schema (protocol/field.rs).
-    async fn send(
+    pub(super) async fn send(
         &mut self,
         nats: &async_nats::Client,
         subject: &str,

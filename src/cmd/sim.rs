@@ -527,9 +527,8 @@ fn time_along(from: f64, to: f64, pace: f64) -> f64 {
 /// The field of `cars` (a monitor's own and the rivals it runs beside them),
 /// by position.
 pub fn standings(cars: &[&Race]) -> Vec<Standing> {
-    let run = |r: &Race| r.run();
     let mut order: Vec<usize> = (0..cars.len()).collect();
-    order.sort_by(|&a, &b| run(cars[b]).total_cmp(&run(cars[a])));
+    order.sort_by(|&a, &b| cars[b].run().total_cmp(&cars[a].run()));
     let Some(&leader) = order.first() else {
         return Vec::new();
     };
@@ -546,7 +545,7 @@ pub fn standings(cars: &[&Race]) -> Vec<Standing> {
                     .best_lap_time
                     .or(r.last_lap_time)
                     .unwrap_or(r.current_lap_target);
-                r.pit_remaining.unwrap_or(0.0) + time_along(r.run(), run(cars[ahead]), pace)
+                r.pit_remaining.unwrap_or(0.0) + time_along(r.run(), cars[ahead].run(), pace)
             }
         }
     };

@@ -278,31 +278,44 @@ impl Reader {
                     .into(),
             ));
         };
-        let cannot = |e| ServiceError::NoRecording(format!("cannot read the trace stream: {e}"));
-        let (from, to) = (lap.from - MARGIN, lap.to + MARGIN);
-        let frames = traces
-            .read(lap.session_id, from, to, MAX_FRAMES)
-            .await
-            .map_err(cannot)?;
-        let mut frames = of_lap(self.lap_field.as_ref(), frames, &lap.lap)?;
-        // Fewer than the lap had: the trace stream dropped some (its oldest
-        // go first), and the best-lap copy holds them if this is the best.
-        if (frames.len() as u64) < lap.frames {
-            let kept = traces
-                .read_best(lap.session_id, from, to, MAX_FRAMES)
-                .await
-                .map_err(cannot)?;
-            let kept = of_lap(self.lap_field.as_ref(), kept, &lap.lap)?;
-            if kept.len() > frames.len() {
-                frames = kept;
-            }
-        }
+        let frames = self.lap_frames(traces, lap, true).await?;
         // Parsing a lap's frames takes milliseconds (4,000 frames of 1 KB):
         // not on the runtime's thread, which the processor's loop shares.
         let (channels, lap) = (channels.to_vec(), lap.clone());
         tokio::task::spawn_blocking(move || samples_of(frames, &channels, &lap))
             .await
             .map_err(|e| ServiceError::NoRecording(format!("the trace read failed: {e}")))?
+    }
+
+    /// `lap`'s frames as recorded in the trace stream; with `or_kept`, from
+    /// the best-lap copy instead when the stream has dropped some of them
+    /// (its oldest go first) and the copy holds more.
+    async fn lap_frames(
+        &self,
+        traces: &Traces,
+        lap: &LapWindow,
+        or_kept: bool,
+    ) -> Result<Vec<Recorded>, ServiceError> {
+        let cannot = |e| ServiceError::NoRecording(format!("cannot read the trace stream: {e}"));
+        let (from, to) = (lap.from - MARGIN, lap.to + MARGIN);
+        let frames = traces
+            .read(lap.session_id, from, to, MAX_FRAMES)
+            .await
+            .map_err(cannot)?;
+        let frames = of_lap(self.lap_field.as_ref(), frames, &lap.lap)?;
+        if !or_kept || frames.len() as u64 >= lap.frames {
+            return Ok(frames);
+        }
+        let kept = traces
+            .read_best(lap.session_id, from, to, MAX_FRAMES)
+            .await
+            .map_err(cannot)?;
+        let kept = of_lap(self.lap_field.as_ref(), kept, &lap.lap)?;
+        Ok(if kept.len() > frames.len() {
+            kept
+        } else {
+            frames
+        })
     }
 
     async fn trace(
@@ -466,7 +479,9 @@ fn at_the_line(next: &[u8], channels: &[String], last: Option<&Sample>) -> Optio
 
 /// Laps waiting to be looked at by the best-lap keeper: laps complete at most
 /// `--max-lap-rate` a session, and one not looked at (the queue full) only
-/// means an earlier best stays kept until the next best.
+/// means an earlier best stays kept until the next best. Each is a refcount
+/// on a record the session already holds (about 3 KB with its two edge
+/// frames), so the queue adds no more than that while a session lives.
 const BEST_QUEUE: usize = 256;
 
 /// The best lap kept: a copy of each session's fastest lap in a stream of its
@@ -541,23 +556,21 @@ async fn keep_if_best(
         .acquire()
         .await
         .map_err(|_| "the processor is stopping".to_string())?;
-    let frames = traces
-        .read(id, best.from - MARGIN, best.to + MARGIN, MAX_FRAMES)
+    // From the trace stream only: the lap has just been completed.
+    let frames = reader
+        .lap_frames(traces, &best, false)
         .await
-        .map_err(|e| format!("cannot read the trace stream: {e}"))?;
-    let (lap_field, lap) = (reader.lap_field.clone(), best.lap.clone());
+        .map_err(|e| e.to_string())?;
+    let lap_field = reader.lap_field.clone();
     let kept = tokio::task::spawn_blocking(move || {
-        let frames = of_lap(lap_field.as_ref(), frames, &lap).map_err(|e| e.to_string())?;
         let keep = lap_field.as_ref().map(|p| p.first_token());
-        Ok::<Vec<_>, String>(
-            frames
-                .iter()
-                .filter_map(|f| Some((f.at, numbers_of(&f.payload, keep)?)))
-                .collect(),
-        )
+        frames
+            .iter()
+            .filter_map(|f| Some((f.at, numbers_of(&f.payload, keep)?)))
+            .collect::<Vec<_>>()
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|e| e.to_string())?;
     if kept.is_empty() {
         return Ok(());
     }

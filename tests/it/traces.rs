@@ -285,7 +285,9 @@ async fn a_partitioned_session_s_laps_are_recorded_and_read_back() {
 }
 
 /// A broker and `paddock serve` whose trace stream keeps 512 KiB (eight
-/// chunks) a session, and a client once the processor answers.
+/// chunks) a session, so a few MB of laps turn it over, and a client once the
+/// processor answers. The frame rate is not limited: the tests send 8,000
+/// frames at once, which the default 100 a second would refuse.
 async fn keeping_eight_chunks() -> (NatsServer, Running, async_nats::Client) {
     let server = NatsServer::start();
     let url = server.url();
